@@ -1,0 +1,248 @@
+package launch
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// SocketFD is the descriptor number virtiofsd gets the vhost-user socket on:
+// the first of exec.Cmd.ExtraFiles.
+const SocketFD = 3
+
+// ErrOptions is wrapped by every error about what the instance asks virtiofsd
+// to do: a value one flavor does not support, or an extra argument that would
+// break the contract with systemd.
+var ErrOptions = errors.New("virtiofsd options")
+
+type optionsError struct{ msg string }
+
+func (e *optionsError) Error() string        { return e.msg }
+func (e *optionsError) Is(target error) bool { return target == ErrOptions }
+
+func optionsErrorf(format string, a ...any) error { return &optionsError{fmt.Sprintf(format, a...)} }
+
+// Options is what the instance wants from virtiofsd, flavor-neutral.
+type Options struct {
+	SharedDir         string
+	Cache             string // auto (default), always, never (C: none), metadata (Rust only)
+	Sandbox           string // namespace, chroot, none (Rust only); "" leaves virtiofsd's default
+	ThreadPoolSize    int    // 0 leaves virtiofsd's default
+	Xattr             bool
+	AnnounceSubmounts bool
+	Readonly          bool   // Rust only
+	LogLevel          string // info (default), debug; Rust also trace
+	Extra             []string
+}
+
+// Args builds virtiofsd's argv (without argv[0]) for flavor f: the socket is
+// always fd 3, output always goes to stderr in the foreground, at a level
+// that shows the readiness line.
+func Args(f Flavor, o Options) ([]string, error) {
+	if f != C && f != Rust {
+		return nil, optionsErrorf("virtiofsd flavor not known: detect it first or set FLAVOR=c|rust")
+	}
+	if o.SharedDir == "" {
+		return nil, optionsErrorf("no shared directory: set SHARED_DIR= in the instance config or pass --shared-dir")
+	}
+	if !filepath.IsAbs(o.SharedDir) {
+		return nil, optionsErrorf("shared directory %q is relative: give an absolute path", o.SharedDir)
+	}
+	extraLevel, err := checkExtra(f, o.Extra)
+	if err != nil {
+		return nil, err
+	}
+	level := o.LogLevel
+	if level == "" {
+		level = "info"
+	}
+	if extraLevel != "" {
+		level = "" // the extra arguments carry their own, allowed, level
+	} else if err := checkLevel(f, level); err != nil {
+		return nil, err
+	}
+	cache := o.Cache
+	if cache == "" {
+		cache = "auto"
+	}
+	if f == C {
+		return argsC(o, cache, level)
+	}
+	return argsRust(o, cache, level)
+}
+
+func argsC(o Options, cache, level string) ([]string, error) {
+	switch cache {
+	case "auto", "always":
+	case "never", "none":
+		cache = "none"
+	default:
+		return nil, optionsErrorf("CACHE=%s is not supported by the C virtiofsd (it knows auto, always, never)", cache)
+	}
+	a := []string{"-f", "--fd=" + strconv.Itoa(SocketFD), "-o", "source=" + o.SharedDir, "-o", "cache=" + cache}
+	switch o.Sandbox {
+	case "":
+	case "namespace", "chroot":
+		a = append(a, "-o", "sandbox="+o.Sandbox)
+	default:
+		return nil, optionsErrorf("SANDBOX=%s is not supported by the C virtiofsd (it knows namespace, chroot)", o.Sandbox)
+	}
+	if level != "" {
+		a = append(a, "-o", "log_level="+level)
+	}
+	if o.ThreadPoolSize > 0 {
+		a = append(a, "--thread-pool-size="+strconv.Itoa(o.ThreadPoolSize))
+	}
+	if o.Xattr {
+		a = append(a, "-o", "xattr")
+	}
+	if o.AnnounceSubmounts {
+		a = append(a, "-o", "announce_submounts")
+	}
+	if o.Readonly {
+		return nil, optionsErrorf("READONLY=yes is not supported by the C virtiofsd: use the Rust virtiofsd, or a read-only bind mount of the shared directory")
+	}
+	return append(a, o.Extra...), nil
+}
+
+func argsRust(o Options, cache, level string) ([]string, error) {
+	switch cache {
+	case "auto", "always", "never", "metadata":
+	case "none":
+		cache = "never"
+	default:
+		return nil, optionsErrorf("CACHE=%s is not supported by the Rust virtiofsd (it knows auto, always, never, metadata)", cache)
+	}
+	a := []string{"--fd=" + strconv.Itoa(SocketFD), "--shared-dir=" + o.SharedDir, "--cache=" + cache}
+	switch o.Sandbox {
+	case "":
+	case "namespace", "chroot", "none":
+		a = append(a, "--sandbox="+o.Sandbox)
+	default:
+		return nil, optionsErrorf("SANDBOX=%s is not supported by the Rust virtiofsd (it knows namespace, chroot, none)", o.Sandbox)
+	}
+	if level != "" {
+		a = append(a, "--log-level="+level)
+	}
+	if o.ThreadPoolSize > 0 {
+		a = append(a, "--thread-pool-size="+strconv.Itoa(o.ThreadPoolSize))
+	}
+	if o.Xattr {
+		a = append(a, "--xattr")
+	}
+	if o.AnnounceSubmounts {
+		a = append(a, "--announce-submounts")
+	}
+	if o.Readonly {
+		a = append(a, "--readonly")
+	}
+	return append(a, o.Extra...), nil
+}
+
+// readyLevels are the log levels at which virtiofsd still prints its
+// readiness line.
+var readyLevels = map[Flavor][]string{C: {"info", "debug"}, Rust: {"info", "debug", "trace"}}
+
+func checkLevel(f Flavor, level string) error {
+	for _, l := range readyLevels[f] {
+		if level == l {
+			return nil
+		}
+	}
+	return optionsErrorf("log level %q would hide virtiofsd's readiness line, so systemd would never see it start: use one of %s",
+		level, strings.Join(readyLevels[f], ", "))
+}
+
+// keyed are virtiofsd options that the instance config sets through a key:
+// giving them again as extra arguments would make two sources of truth.
+var keyed = map[string]string{
+	"--cache": "CACHE", "cache": "CACHE",
+	"--sandbox": "SANDBOX", "sandbox": "SANDBOX",
+	"--thread-pool-size": "THREAD_POOL_SIZE",
+	"--xattr":            "XATTR", "xattr": "XATTR", "no_xattr": "XATTR",
+	"--announce-submounts": "ANNOUNCE_SUBMOUNTS", "announce_submounts": "ANNOUNCE_SUBMOUNTS",
+	"--readonly": "READONLY",
+}
+
+// checkExtra refuses extra arguments that would break the contract with
+// systemd and the shim, and returns the log level they set, if any.
+func checkExtra(f Flavor, extra []string) (level string, err error) {
+	refuse := func(arg, why string) error {
+		return optionsErrorf("extra virtiofsd argument %q refused: %s", arg, why)
+	}
+	for i := 0; i < len(extra); i++ {
+		arg := extra[i]
+		name, value, hasValue := strings.Cut(arg, "=")
+		next := func() (string, bool) {
+			if hasValue {
+				return value, true
+			}
+			if i+1 < len(extra) {
+				i++
+				return extra[i], true
+			}
+			return "", false
+		}
+		switch {
+		case name == "--fd":
+			return "", refuse(arg, "the shim passes the systemd socket as --fd=3 itself")
+		case name == "--socket-path" || name == "--socket" || name == "--socket-group":
+			return "", refuse(arg, "the socket belongs to the .socket unit (ListenStream=, SocketGroup=); set it there")
+		case name == "--syslog":
+			return "", refuse(arg, "virtiofsd must write to stderr so the shim can see it start and forward its lines to the journal")
+		case name == "--daemonize":
+			return "", refuse(arg, "virtiofsd must stay in the foreground as the shim's child")
+		case name == "-d" || name == "--debug":
+			return "", refuse(arg, "use LOG_LEVEL=debug instead")
+		case name == "--shared-dir":
+			return "", refuse(arg, "the shared directory is SHARED_DIR= (one per instance)")
+		case name == "--print-capabilities" || name == "--version" || name == "-V" || name == "--help" || name == "-h":
+			return "", refuse(arg, "it makes virtiofsd exit without serving")
+		case name == "--log-level":
+			v, ok := next()
+			if !ok {
+				return "", refuse(arg, "it needs a value")
+			}
+			if f == C {
+				return "", refuse(arg, "the C virtiofsd takes -o log_level=LEVEL; better, set LOG_LEVEL=")
+			}
+			if err := checkLevel(f, v); err != nil {
+				return "", err
+			}
+			level = v
+		case keyed[name] != "":
+			return "", refuse(arg, "set "+keyed[name]+"= in the instance config instead")
+		case arg == "-o" || strings.HasPrefix(arg, "-o"):
+			opts := strings.TrimPrefix(arg, "-o")
+			if opts == "" {
+				if i+1 >= len(extra) {
+					return "", refuse(arg, "-o needs a value")
+				}
+				i++
+				opts = extra[i]
+			}
+			for _, o := range strings.Split(opts, ",") {
+				oname, ovalue, _ := strings.Cut(o, "=")
+				switch {
+				case oname == "source":
+					return "", refuse("-o "+o, "the shared directory is SHARED_DIR= (one per instance)")
+				case oname == "debug":
+					return "", refuse("-o "+o, "use LOG_LEVEL=debug instead")
+				case oname == "log_level" || oname == "loglevel":
+					if f == Rust {
+						return "", refuse("-o "+o, "the Rust virtiofsd takes --log-level=LEVEL; better, set LOG_LEVEL=")
+					}
+					if err := checkLevel(f, ovalue); err != nil {
+						return "", err
+					}
+					level = ovalue
+				case keyed[oname] != "":
+					return "", refuse("-o "+o, "set "+keyed[oname]+"= in the instance config instead")
+				}
+			}
+		}
+	}
+	return level, nil
+}

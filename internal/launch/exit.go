@@ -1,0 +1,98 @@
+package launch
+
+import (
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ExitError is virtiofsd ending on its own in failure: a non-zero exit status
+// or death by a signal.
+type ExitError struct {
+	Status      syscall.WaitStatus
+	Flavor      Flavor
+	BeforeReady bool     // it never printed its readiness line
+	Tail        []string // its last lines
+}
+
+// Signal returns the signal that ended virtiofsd, if one did. The Rust
+// virtiofsd reports a sandboxed child killed by signal N as exit(-N), that
+// is status 256-N; that counts as the signal too.
+func (e *ExitError) Signal() (syscall.Signal, bool) {
+	if e.Status.Signaled() {
+		return e.Status.Signal(), true
+	}
+	if c := e.Status.ExitStatus(); e.Flavor == Rust && c > 256-65 {
+		return syscall.Signal(256 - c), true
+	}
+	return 0, false
+}
+
+// Code is the exit status the shim passes on: virtiofsd's own code, or
+// 128+signal when a signal ended it.
+func (e *ExitError) Code() int {
+	if sig, ok := e.Signal(); ok {
+		return 128 + int(sig)
+	}
+	return e.Status.ExitStatus()
+}
+
+func (e *ExitError) Error() string {
+	var b strings.Builder
+	b.WriteString("virtiofsd ")
+	if sig, ok := e.Signal(); ok {
+		fmt.Fprintf(&b, "was killed by signal %d (%s)", int(sig), sig)
+	} else {
+		fmt.Fprintf(&b, "exited with status %d", e.Status.ExitStatus())
+	}
+	if e.BeforeReady {
+		b.WriteString(" before it was ready")
+	}
+	writeTail(&b, e.Tail)
+	return b.String()
+}
+
+// NotReadyError is virtiofsd not printing its readiness line in time; the
+// shim killed it.
+type NotReadyError struct {
+	Timeout time.Duration
+	Tail    []string
+}
+
+func (e *NotReadyError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "virtiofsd did not print its readiness line (%q) within %v and was killed; "+
+		"raise READY_TIMEOUT= if the host is slow", readyText, e.Timeout)
+	writeTail(&b, e.Tail)
+	return b.String()
+}
+
+// StopTimeoutError is virtiofsd still running when the stop grace period
+// ended; the shim killed it with SIGKILL.
+type StopTimeoutError struct {
+	Grace time.Duration
+	Tail  []string
+}
+
+func (e *StopTimeoutError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "virtiofsd did not stop within %v of SIGTERM and was killed with SIGKILL", e.Grace)
+	writeTail(&b, e.Tail)
+	return b.String()
+}
+
+// Code is 128+SIGKILL, what systemd shows for a killed process.
+func (e *StopTimeoutError) Code() int { return 128 + int(syscall.SIGKILL) }
+
+func writeTail(b *strings.Builder, tail []string) {
+	if len(tail) == 0 {
+		b.WriteString(" (it printed nothing)")
+		return
+	}
+	b.WriteString("; its last lines:")
+	for _, l := range tail {
+		b.WriteString("\n  ")
+		b.WriteString(l)
+	}
+}

@@ -1,0 +1,131 @@
+package launch
+
+import (
+	"strings"
+
+	sdjournal "github.com/coreos/go-systemd/v22/journal"
+)
+
+// Event is what a virtiofsd line says about the session, if anything.
+type Event int
+
+// The events the shim reacts to.
+const (
+	NoEvent      Event = iota
+	Ready              // listening on the socket: READY=1
+	Connected          // a vhost-user client (the VM) connected
+	Disconnected       // the client went away; virtiofsd is ending
+)
+
+func (e Event) String() string {
+	return [...]string{"none", "ready", "connected", "disconnected"}[e]
+}
+
+// Line is one line of virtiofsd's stderr, classified.
+type Line struct {
+	Message  string             // the text, without virtiofsd's own timestamp/level prefix
+	Priority sdjournal.Priority // syslog priority from the line's level
+	Event    Event
+}
+
+// The texts that mark events, for both flavors (DESIGN.md).
+const (
+	readyText        = "Waiting for vhost-user socket connection..."
+	connectedTextC   = "Received vhost-user socket connection"
+	connectedTextR   = "Client connected, servicing requests"
+	disconnectedText = "Client disconnected, shutting down"
+)
+
+// Classify reads one line in either flavor's format:
+//
+//	Rust:        [2024-07-08T03:39:41Z INFO  virtiofsd] Waiting for ...
+//	C, default:  virtio_session_mount: Waiting for ...
+//	C, debug:    [2024-07-08 03:39:41.123456+0000] [ID: 00000042] virtio_session_mount: ...
+//
+// Rust levels map to syslog priorities; bare C lines are info unless they
+// read as an error or warning; C's debug-prefixed lines are debug.
+func Classify(raw string) Line {
+	raw = strings.TrimRight(raw, "\r\n")
+	l := Line{Message: raw, Priority: sdjournal.PriInfo}
+	if rest, level, ok := cutRustPrefix(raw); ok {
+		l.Message, l.Priority = rest, rustPriority(level)
+	} else if rest, ok := cutCDebugPrefix(raw); ok {
+		l.Message, l.Priority = rest, sdjournal.PriDebug
+	} else {
+		l.Priority = bareCPriority(raw)
+	}
+	switch {
+	case strings.Contains(l.Message, readyText):
+		l.Event = Ready
+	case strings.Contains(l.Message, connectedTextC), strings.Contains(l.Message, connectedTextR):
+		l.Event = Connected
+	case strings.Contains(l.Message, disconnectedText):
+		l.Event = Disconnected
+	}
+	return l
+}
+
+// cutRustPrefix splits "[TIMESTAMP LEVEL target] message".
+func cutRustPrefix(s string) (rest, level string, ok bool) {
+	if !strings.HasPrefix(s, "[") {
+		return "", "", false
+	}
+	head, rest, found := strings.Cut(s[1:], "] ")
+	if !found {
+		head, found = strings.CutSuffix(s[1:], "]")
+		if !found {
+			return "", "", false
+		}
+	}
+	f := strings.Fields(head)
+	if len(f) < 2 || !strings.HasSuffix(f[0], "Z") || !strings.Contains(f[0], "T") {
+		return "", "", false
+	}
+	switch f[1] {
+	case "ERROR", "WARN", "INFO", "DEBUG", "TRACE":
+		return rest, f[1], true
+	}
+	return "", "", false
+}
+
+func rustPriority(level string) sdjournal.Priority {
+	switch level {
+	case "ERROR":
+		return sdjournal.PriErr
+	case "WARN":
+		return sdjournal.PriWarning
+	case "INFO":
+		return sdjournal.PriInfo
+	}
+	return sdjournal.PriDebug
+}
+
+// cutCDebugPrefix splits "[YYYY-MM-DD HH:MM:SS.uuuuuu+0000] [ID: 00000042] message".
+func cutCDebugPrefix(s string) (string, bool) {
+	if !strings.HasPrefix(s, "[") {
+		return "", false
+	}
+	_, rest, found := strings.Cut(s, "] [ID: ")
+	if !found {
+		return "", false
+	}
+	_, rest, found = strings.Cut(rest, "] ")
+	if !found {
+		return "", false
+	}
+	return rest, true
+}
+
+// bareCPriority guesses the level of a C virtiofsd line printed without
+// prefix: at the default level it prints errors and information alike.
+func bareCPriority(s string) sdjournal.Priority {
+	l := strings.ToLower(s)
+	switch {
+	case strings.Contains(l, "error"), strings.Contains(l, "failed"), strings.Contains(l, "fail to"),
+		strings.Contains(l, "cannot"), strings.Contains(l, "unable to"):
+		return sdjournal.PriErr
+	case strings.Contains(l, "warn"), strings.Contains(l, "unexpected"):
+		return sdjournal.PriWarning
+	}
+	return sdjournal.PriInfo
+}

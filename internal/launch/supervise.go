@@ -1,0 +1,322 @@
+package launch
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
+)
+
+// Defaults for Supervisor's timeouts.
+const (
+	DefaultReadyTimeout = 10 * time.Second
+	DefaultStopTimeout  = 5 * time.Second
+	tailLines           = 12
+	maxLine             = 16 << 10
+	readerDrainTimeout  = 2 * time.Second
+)
+
+// Lines takes virtiofsd's lines; Offer must never block.
+type Lines interface {
+	Offer(journal.Record) bool
+}
+
+// Supervisor runs one virtiofsd session on a socket systemd passed: it starts
+// virtiofsd with the socket as fd 3, sends READY=1 when virtiofsd says it is
+// waiting for a connection, forwards its lines, pets the watchdog, stops it
+// when ctx is cancelled, and reaps it. The zero values of the optional fields
+// are usable.
+type Supervisor struct {
+	Path   string   // the virtiofsd binary
+	Args   []string // its arguments (see Args)
+	Env    []string // its environment (see ChildEnv)
+	Flavor Flavor
+
+	Socket     *os.File // the listening socket, passed as fd 3
+	SocketPath string   // shown in STATUS=
+	SharedDir  string   // shown in STATUS=
+
+	Notifier Notifier           // nil: no notifications
+	Lines    Lines              // nil: lines are only kept for error messages
+	Log      logrus.FieldLogger // nil: the standard logger
+
+	ReadyTimeout time.Duration // 0: DefaultReadyTimeout
+	StopTimeout  time.Duration // grace between SIGTERM and SIGKILL; 0: DefaultStopTimeout
+	Watchdog     time.Duration // WATCHDOG=1 period; 0: none
+}
+
+// session is the state the stderr reader and the main loop share.
+type session struct {
+	s        *Supervisor
+	pid      int
+	readyCh  chan struct{}
+	mu       sync.Mutex
+	ready    bool
+	finished bool // timed out or stopping: no READY=1 any more
+	tail     []string
+}
+
+// Run starts virtiofsd and returns when it has ended and been reaped.
+// A nil error is a clean end: the client disconnected, or ctx was cancelled
+// and virtiofsd stopped within the grace period. Otherwise the error is an
+// *ExitError, *NotReadyError, *StopTimeoutError, or one wrapping ErrBinary
+// when virtiofsd could not be started at all.
+func (s *Supervisor) Run(ctx context.Context) error {
+	log := s.Log
+	if log == nil {
+		log = logrus.StandardLogger()
+	}
+	if err := closeOnExecAbove2(); err != nil {
+		return fmt.Errorf("mark descriptors close-on-exec: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("create virtiofsd's stderr pipe: %w", err)
+	}
+	cmd := exec.Command(s.Path, s.Args...)
+	cmd.Env = s.Env
+	cmd.Stdout, cmd.Stderr = w, w
+	cmd.ExtraFiles = []*os.File{s.Socket}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+
+	// Pdeathsig fires when the thread that forked dies, not the process
+	// (golang/go#27505): fork from a locked thread that lives until Wait.
+	started := make(chan error, 1)
+	exited := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		_ = cmd.Wait() // the status is read from cmd.ProcessState
+		close(exited)
+	}()
+	err = <-started
+	w.Close()
+	if err != nil {
+		r.Close()
+		return binaryErrorf("start %s: %v", s.Path, err)
+	}
+
+	ss := &session{s: s, pid: cmd.Process.Pid, readyCh: make(chan struct{})}
+	log = log.WithField("virtiofsd_pid", ss.pid)
+	log.WithFields(logrus.Fields{"argv": strings.Join(cmd.Args, " "), "flavor": s.Flavor.String()}).Info("started virtiofsd")
+	ss.notify(fmt.Sprintf("STATUS=Starting virtiofsd (pid %d) for %s", ss.pid, s.SharedDir))
+
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		ss.read(r)
+	}()
+
+	readyTimeout := orDefault(s.ReadyTimeout, DefaultReadyTimeout)
+	stopTimeout := orDefault(s.StopTimeout, DefaultStopTimeout)
+	start := time.Now()
+	readyTimer := time.NewTimer(readyTimeout)
+	defer readyTimer.Stop()
+	var watchdog <-chan time.Time
+	if s.Watchdog > 0 {
+		t := time.NewTicker(s.Watchdog)
+		defer t.Stop()
+		watchdog = t.C
+	}
+	var (
+		done       = ctx.Done()
+		readyCh    = ss.readyCh
+		readyFire  = readyTimer.C
+		grace      <-chan time.Time
+		stopping   bool
+		timedOut   bool
+		killedHard bool
+	)
+loop:
+	for {
+		select {
+		case <-readyCh:
+			readyCh, readyFire = nil, nil
+			log.WithField("ready_after", time.Since(start).Round(time.Millisecond).String()).Info("virtiofsd is ready")
+		case <-readyFire:
+			readyFire = nil
+			if ss.finish(false) {
+				timedOut = true
+				log.WithField("timeout", readyTimeout.String()).Error("virtiofsd not ready in time, killing it")
+				_ = cmd.Process.Kill()
+			}
+		case <-done:
+			done = nil
+			if timedOut {
+				continue
+			}
+			stopping = true
+			ss.finish(true)
+			ss.notify(fmt.Sprintf("STOPPING=1\nSTATUS=Stopping virtiofsd (pid %d)", ss.pid))
+			log.WithField("grace", stopTimeout.String()).Info("stopping virtiofsd with SIGTERM")
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			grace = time.After(stopTimeout)
+		case <-grace:
+			grace = nil
+			killedHard = true
+			log.WithField("grace", stopTimeout.String()).Warn("virtiofsd ignored SIGTERM, killing it")
+			_ = cmd.Process.Kill()
+		case <-watchdog:
+			ss.notify("WATCHDOG=1")
+		case <-exited:
+			break loop
+		}
+	}
+
+	// virtiofsd is reaped; its stderr ends with it, unless a process it
+	// left behind holds the pipe: then stop reading after a bound.
+	select {
+	case <-readerDone:
+	case <-time.After(readerDrainTimeout):
+		r.Close()
+		<-readerDone
+	}
+	r.Close()
+
+	status, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ok {
+		return fmt.Errorf("read virtiofsd's exit status: unexpected %T", cmd.ProcessState.Sys())
+	}
+	log.WithField("status", cmd.ProcessState.String()).Info("virtiofsd ended")
+	tail := ss.lastLines()
+	switch {
+	case timedOut:
+		return &NotReadyError{Timeout: readyTimeout, Tail: tail}
+	case stopping && killedHard:
+		return &StopTimeoutError{Grace: stopTimeout, Tail: tail}
+	case stopping && cleanStop(s.Flavor, status):
+		return nil
+	case !stopping && status.Exited() && status.ExitStatus() == 0:
+		return nil
+	}
+	return &ExitError{Status: status, Flavor: s.Flavor, BeforeReady: !ss.isReady(), Tail: tail}
+}
+
+// cleanStop tells whether virtiofsd ended as it should after SIGTERM.
+func cleanStop(f Flavor, st syscall.WaitStatus) bool {
+	switch {
+	case st.Exited() && st.ExitStatus() == 0:
+		return true
+	case st.Exited() && st.ExitStatus() == 1 && f == Rust: // its SIGTERM handler does _exit(1)
+		return true
+	case st.Signaled() && st.Signal() == syscall.SIGTERM:
+		return true
+	}
+	return false
+}
+
+// read takes virtiofsd's output line by line until EOF.
+func (ss *session) read(r io.Reader) {
+	br := bufio.NewReaderSize(r, maxLine)
+	for {
+		b, err := br.ReadSlice('\n')
+		if len(b) > 0 {
+			ss.line(string(b))
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
+}
+
+func (ss *session) line(raw string) {
+	l := Classify(raw)
+	ss.mu.Lock()
+	if len(ss.tail) == tailLines {
+		copy(ss.tail, ss.tail[1:])
+		ss.tail = ss.tail[:tailLines-1]
+	}
+	ss.tail = append(ss.tail, l.Message)
+	ss.mu.Unlock()
+
+	switch l.Event {
+	case Ready:
+		ss.markReady()
+	case Connected:
+		ss.notify(fmt.Sprintf("STATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
+			ss.s.SocketPath, ss.s.SharedDir, ss.pid))
+	case Disconnected:
+		ss.notify(fmt.Sprintf("STATUS=Client disconnected, virtiofsd (pid %d) is shutting down", ss.pid))
+	}
+	if ss.s.Lines != nil {
+		ss.s.Lines.Offer(journal.Record{Message: l.Message, Priority: l.Priority, PID: ss.pid})
+	}
+}
+
+// markReady sends READY=1 once, unless the session already timed out.
+func (ss *session) markReady() {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.ready || ss.finished {
+		return
+	}
+	ss.ready = true
+	ss.notifyLocked(fmt.Sprintf("READY=1\nSTATUS=Waiting for a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
+		ss.s.SocketPath, ss.s.SharedDir, ss.pid))
+	close(ss.readyCh)
+}
+
+// finish ends the time in which READY=1 may be sent; it reports whether the
+// session was not ready yet. Stopping finishes too, but may follow readiness.
+func (ss *session) finish(stopping bool) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.ready && !stopping {
+		return false
+	}
+	ss.finished = true
+	return !ss.ready
+}
+
+func (ss *session) isReady() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.ready
+}
+
+func (ss *session) lastLines() []string {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return append([]string(nil), ss.tail...)
+}
+
+// notify sends a state, serialised with the others so that READY=1,
+// STATUS=, STOPPING=1 and WATCHDOG=1 reach systemd in the order they happen.
+func (ss *session) notify(state string) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.notifyLocked(state)
+}
+
+func (ss *session) notifyLocked(state string) {
+	if ss.s.Notifier == nil {
+		return
+	}
+	if err := ss.s.Notifier.Notify(state); err != nil && ss.s.Log != nil {
+		ss.s.Log.WithError(err).Warn("sd_notify failed")
+	}
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}

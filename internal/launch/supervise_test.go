@@ -1,0 +1,364 @@
+package launch
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/fakevirtiofsd"
+)
+
+// notifySocket pretends to be systemd: it binds NOTIFY_SOCKET and hands over
+// each datagram it reads, in order.
+type notifySocket struct {
+	conn *net.UnixConn
+	ch   chan string
+}
+
+func newNotifySocket(t *testing.T, dir string) *notifySocket {
+	path := filepath.Join(dir, "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	require.NoError(t, err)
+	t.Setenv("NOTIFY_SOCKET", path)
+	n := &notifySocket{conn: conn, ch: make(chan string, 1024)}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, err := conn.Read(buf)
+			if err != nil {
+				close(n.ch)
+				return
+			}
+			n.ch <- string(buf[:k])
+		}
+	}()
+	t.Cleanup(func() { conn.Close() })
+	return n
+}
+
+// next returns the next datagram that is not WATCHDOG=1 (unless asked for).
+func (n *notifySocket) next(t *testing.T) string {
+	t.Helper()
+	for {
+		select {
+		case d, ok := <-n.ch:
+			require.True(t, ok, "notify socket closed")
+			if d == "WATCHDOG=1" {
+				continue
+			}
+			return d
+		case <-time.After(10 * time.Second):
+			t.Fatal("no datagram on NOTIFY_SOCKET within 10s")
+		}
+	}
+}
+
+// none asserts that no datagram but WATCHDOG=1 is waiting.
+func (n *notifySocket) none(t *testing.T) {
+	t.Helper()
+	for {
+		select {
+		case d := <-n.ch:
+			if d != "WATCHDOG=1" {
+				t.Fatalf("unexpected datagram %q", d)
+			}
+		default:
+			return
+		}
+	}
+}
+
+// recorder is a Lines that keeps every record.
+type recorder struct {
+	mu      sync.Mutex
+	records []journal.Record
+}
+
+func (r *recorder) Offer(rec journal.Record) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.records = append(r.records, rec)
+	return true
+}
+
+func (r *recorder) messages() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, rec := range r.records {
+		out = append(out, rec.Message)
+	}
+	return out
+}
+
+func (r *recorder) pid() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.records) == 0 {
+		return 0
+	}
+	return r.records[0].PID
+}
+
+// scenario is one supervised fake virtiofsd on a fresh listening socket.
+type scenario struct {
+	sv     *Supervisor
+	notify *notifySocket
+	lines  *recorder
+	sock   string
+	cancel context.CancelFunc
+	result chan error
+}
+
+func start(t *testing.T, flavor Flavor, mode string, extraEnv ...string) *scenario {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "shim") // short: unix socket paths are limited to 108 bytes
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	n := newNotifySocket(t, dir)
+	sockPath := filepath.Join(dir, "vm.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sockPath, Net: "unix"})
+	require.NoError(t, err)
+	ln.SetUnlinkOnClose(false) // like systemd: the socket stays, the shim gets a copy
+	f, err := ln.File()
+	require.NoError(t, err)
+	ln.Close()
+	t.Cleanup(func() { f.Close() })
+
+	env := ChildEnv(os.Environ(), flavor)
+	env = append(env, fakevirtiofsd.Env(flavor.String(), mode)...)
+	env = append(env, extraEnv...)
+	args, err := Args(flavor, Options{SharedDir: dir})
+	require.NoError(t, err)
+	s := &scenario{notify: n, lines: &recorder{}, sock: sockPath, result: make(chan error, 1)}
+	s.sv = &Supervisor{
+		Path: os.Args[0], Args: args, Env: env, Flavor: flavor,
+		Socket: f, SocketPath: sockPath, SharedDir: dir,
+		Notifier: SystemdNotifier{}, Lines: s.lines,
+		ReadyTimeout: 5 * time.Second, StopTimeout: 5 * time.Second,
+	}
+	return s
+}
+
+func (s *scenario) run(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	t.Cleanup(cancel)
+	go func() { s.result <- s.sv.Run(ctx) }()
+}
+
+func (s *scenario) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-s.result:
+		return err
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return within 20s")
+		return nil
+	}
+}
+
+// probe connects like QEMU and asks for the features; it returns the open
+// connection.
+func probe(t *testing.T, path string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	require.NoError(t, err)
+	_, err = c.Write([]byte{1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0})
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	var reply [20]byte
+	_, err = io.ReadFull(c, reply[:])
+	require.NoError(t, err, "no GET_FEATURES reply")
+	assert.Equal(t, uint32(1), binary.LittleEndian.Uint32(reply[0:]), "request")
+	assert.Equal(t, uint32(5), binary.LittleEndian.Uint32(reply[4:]), "flags: version 1 | reply")
+	assert.Equal(t, uint32(8), binary.LittleEndian.Uint32(reply[8:]), "size")
+	return c
+}
+
+func gone(pid int) bool { return syscall.Kill(pid, 0) == syscall.ESRCH }
+
+func eachFlavor(t *testing.T, f func(t *testing.T, fl Flavor)) {
+	for _, fl := range []Flavor{C, Rust} {
+		t.Run(fl.String(), func(t *testing.T) { f(t, fl) })
+	}
+}
+
+func TestReadyOnlyAfterReadinessLineThenCleanEndWhenVMDisconnects(t *testing.T) {
+	eachFlavor(t, func(t *testing.T, fl Flavor) {
+		s := start(t, fl, fakevirtiofsd.Ready)
+		s.run(t)
+		assert.True(t, strings.HasPrefix(s.notify.next(t), "STATUS=Starting virtiofsd (pid "))
+		ready := s.notify.next(t)
+		assert.True(t, strings.HasPrefix(ready, "READY=1\nSTATUS=Waiting for a vhost-user client on "+s.sock), ready)
+		assert.Contains(t, s.lines.messages(), map[Flavor]string{
+			C:    "virtio_session_mount: Waiting for vhost-user socket connection...",
+			Rust: "Waiting for vhost-user socket connection...",
+		}[fl], "the readiness line is forwarded before READY=1 goes out")
+
+		c := probe(t, s.sock)
+		assert.True(t, strings.HasPrefix(s.notify.next(t), "STATUS=Serving a vhost-user client on "+s.sock))
+		c.Close()
+		require.NoError(t, s.wait(t), "virtiofsd ending after the VM hung up is a clean end")
+		assert.True(t, gone(s.lines.pid()), "virtiofsd reaped")
+	})
+}
+
+func TestExitsWhenVirtiofsdNeverReady(t *testing.T) {
+	s := start(t, Rust, fakevirtiofsd.NeverReady)
+	s.sv.ReadyTimeout = 300 * time.Millisecond
+	s.run(t)
+	assert.True(t, strings.HasPrefix(s.notify.next(t), "STATUS=Starting"))
+	err := s.wait(t)
+	var nr *NotReadyError
+	require.ErrorAs(t, err, &nr)
+	assert.Contains(t, err.Error(), "setting up, and never getting there", "the error carries virtiofsd's last lines")
+	s.notify.none(t)
+	assert.True(t, gone(s.lines.pid()), "the unready virtiofsd was killed and reaped")
+}
+
+func TestExitsWithVirtiofsdStatusWhenItFailsBeforeReady(t *testing.T) {
+	eachFlavor(t, func(t *testing.T, fl Flavor) {
+		s := start(t, fl, fakevirtiofsd.CrashBeforeReady)
+		s.run(t)
+		err := s.wait(t)
+		var ee *ExitError
+		require.ErrorAs(t, err, &ee)
+		assert.Equal(t, 1, ee.Code())
+		assert.True(t, ee.BeforeReady)
+		assert.Contains(t, err.Error(), "exited with status 1 before it was ready; its last lines:")
+		assert.Contains(t, err.Error(), map[Flavor]string{C: "failed to stat source", Rust: "Error entering sandbox"}[fl])
+		assert.True(t, strings.HasPrefix(s.notify.next(t), "STATUS=Starting"))
+		s.notify.none(t)
+	})
+}
+
+func TestExitsWith128PlusSignalWhenVirtiofsdCrashesAfterReady(t *testing.T) {
+	s := start(t, C, fakevirtiofsd.CrashAfterReady)
+	s.run(t)
+	err := s.wait(t)
+	var ee *ExitError
+	require.ErrorAs(t, err, &ee)
+	assert.Equal(t, 128+9, ee.Code())
+	assert.False(t, ee.BeforeReady)
+	assert.Contains(t, err.Error(), "killed by signal 9 (killed)")
+}
+
+func TestStopSendsStoppingAndEndsCleanly(t *testing.T) {
+	eachFlavor(t, func(t *testing.T, fl Flavor) {
+		s := start(t, fl, fakevirtiofsd.Ready)
+		s.run(t)
+		s.notify.next(t) // Starting
+		assert.True(t, strings.HasPrefix(s.notify.next(t), "READY=1"))
+		c := probe(t, s.sock)
+		defer c.Close()
+		s.notify.next(t) // Serving
+		s.cancel()       // what SIGTERM from systemd does
+		assert.True(t, strings.HasPrefix(s.notify.next(t), "STOPPING=1\nSTATUS=Stopping virtiofsd"))
+		require.NoError(t, s.wait(t), "exit after our SIGTERM is clean (Rust's _exit(1) too)")
+		assert.True(t, gone(s.lines.pid()))
+	})
+}
+
+func TestStopKillsVirtiofsdThatIgnoresSIGTERM(t *testing.T) {
+	s := start(t, C, fakevirtiofsd.IgnoreSIGTERM)
+	s.sv.StopTimeout = 200 * time.Millisecond
+	s.run(t)
+	s.notify.next(t)
+	require.True(t, strings.HasPrefix(s.notify.next(t), "READY=1"))
+	s.cancel()
+	assert.True(t, strings.HasPrefix(s.notify.next(t), "STOPPING=1"))
+	err := s.wait(t)
+	var st *StopTimeoutError
+	require.ErrorAs(t, err, &st)
+	assert.Equal(t, 137, st.Code())
+	assert.True(t, gone(s.lines.pid()))
+}
+
+func TestWatchdogIsPettedWhileVirtiofsdLives(t *testing.T) {
+	s := start(t, Rust, fakevirtiofsd.Ready)
+	s.sv.Watchdog = 20 * time.Millisecond
+	s.run(t)
+	pets := 0
+	deadline := time.After(10 * time.Second)
+	for pets < 3 {
+		select {
+		case d := <-s.notify.ch:
+			if d == "WATCHDOG=1" {
+				pets++
+			}
+		case <-deadline:
+			t.Fatalf("only %d WATCHDOG=1 within 10s", pets)
+		}
+	}
+	s.cancel()
+	require.NoError(t, s.wait(t))
+}
+
+// slowSink is a journal that takes its time over each line.
+type slowSink struct {
+	mu      sync.Mutex
+	records []journal.Record
+	fields  []map[string]string
+}
+
+func (s *slowSink) Write(r journal.Record, f map[string]string) error {
+	time.Sleep(50 * time.Microsecond)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.records = append(s.records, r)
+	s.fields = append(s.fields, f)
+	return nil
+}
+
+func TestFloodIsNeverBlockedBySlowJournalAndDropsAreCounted(t *testing.T) {
+	const lines = 50000
+	s := start(t, Rust, fakevirtiofsd.Flood, fakevirtiofsd.FloodEnv(lines))
+	sink := &slowSink{}
+	fwd := journal.NewForwarder(sink, 64, nil)
+	s.sv.Lines = fwd
+	s.run(t)
+	s.notify.next(t)
+	require.True(t, strings.HasPrefix(s.notify.next(t), "READY=1"))
+	c := probe(t, s.sock) // accepted only after all flood lines were written
+	c.Close()
+	require.NoError(t, s.wait(t))
+	forwarded, dropped := fwd.Close()
+	assert.Greater(t, dropped, uint64(0), "a journal this slow cannot take %d lines", lines)
+	// ready + flood + connected + disconnected
+	assert.Equal(t, uint64(1+lines+2), forwarded+dropped, "every line is either forwarded or counted as dropped")
+
+	var warned uint64
+	for i, r := range sink.records {
+		if n := sink.fields[i][journal.FieldDropped]; n != "" {
+			assert.Contains(t, r.Message, "dropped "+n+" line(s) of virtiofsd output")
+			var k uint64
+			for _, ch := range n {
+				k = k*10 + uint64(ch-'0')
+			}
+			warned += k
+		}
+	}
+	assert.Equal(t, dropped, warned, "the warnings add up to the lines dropped")
+}
+
+func TestStartFailureIsABinaryError(t *testing.T) {
+	s := start(t, C, fakevirtiofsd.Ready)
+	s.sv.Path = "/nonexistent/virtiofsd"
+	s.run(t)
+	err := s.wait(t)
+	assert.True(t, errors.Is(err, ErrBinary), "%v", err)
+}
