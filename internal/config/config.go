@@ -1,0 +1,426 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/shlex"
+)
+
+// DefaultDir is the folder of the configuration files.
+const DefaultDir = "/etc/virtiofsd"
+
+// maxFileSize bounds what Parse reads; a configuration is a few lines.
+const maxFileSize = 1 << 20
+
+// Config is what one instance wants. The zero value of a field means "not
+// set": the launcher then uses virtiofsd's own default, except where the key
+// table says otherwise.
+type Config struct {
+	Instance string // the instance name, "" when not loaded by Load
+	Path     string // the file read, or the name given to Parse
+
+	SharedDir         string        // SHARED_DIR, absolute; always set
+	Cache             string        // CACHE: "", auto, always, never or metadata
+	Virtiofsd         string        // VIRTIOFSD, absolute, or ""
+	Flavor            string        // FLAVOR: auto, c or rust; always set
+	Sandbox           string        // SANDBOX: "", namespace, chroot or none
+	ThreadPoolSize    *int          // THREAD_POOL_SIZE, >= 0, or nil
+	Xattr             *bool         // XATTR, or nil
+	AnnounceSubmounts *bool         // ANNOUNCE_SUBMOUNTS, or nil
+	Readonly          *bool         // READONLY, or nil
+	ReadyTimeout      time.Duration // READY_TIMEOUT, > 0, or 0
+	StopTimeout       time.Duration // STOP_TIMEOUT, > 0, or 0
+	ExtraArgs         []string      // EXTRA_ARGS split into arguments, or nil
+}
+
+// key is one recognised configuration key.
+type key struct {
+	name string
+	// set validates value and stores it in c; an empty value unsets the
+	// key. Its error says what is wrong with the value, without file or key.
+	set func(c *Config, value string) error
+}
+
+var keys = []key{
+	{"ANNOUNCE_SUBMOUNTS", func(c *Config, v string) error { return setBool(&c.AnnounceSubmounts, v) }},
+	{"CACHE", setCache},
+	{"EXTRA_ARGS", setExtraArgs},
+	{"FLAVOR", func(c *Config, v string) error {
+		if v == "" {
+			v = "auto"
+		}
+		return setEnum(&c.Flavor, v, "auto", "c", "rust")
+	}},
+	{"READONLY", func(c *Config, v string) error { return setBool(&c.Readonly, v) }},
+	{"READY_TIMEOUT", func(c *Config, v string) error { return setDuration(&c.ReadyTimeout, v) }},
+	{"SANDBOX", func(c *Config, v string) error { return setEnum(&c.Sandbox, v, "namespace", "chroot", "none") }},
+	{"SHARED_DIR", setSharedDir},
+	{"STOP_TIMEOUT", func(c *Config, v string) error { return setDuration(&c.StopTimeout, v) }},
+	{"THREAD_POOL_SIZE", setThreadPoolSize},
+	{"VIRTIOFSD", setVirtiofsd},
+	{"XATTR", func(c *Config, v string) error { return setBool(&c.Xattr, v) }},
+}
+
+func lookupKey(name string) (key, bool) {
+	i, ok := slices.BinarySearchFunc(keys, name, func(k key, name string) int { return strings.Compare(k.name, name) })
+	if !ok {
+		return key{}, false
+	}
+	return keys[i], true
+}
+
+func knownKeys() string {
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		names[i] = k.name
+	}
+	return strings.Join(names, ", ")
+}
+
+// Parse reads a configuration in systemd EnvironmentFile syntax from r and
+// validates every value, without looking at the file system: SHARED_DIR must
+// be absolute but need not exist (Load checks that). name is the file name
+// used in errors and stored in Config.Path. Errors are *Error values naming
+// name, line and key.
+func Parse(r io.Reader, name string) (*Config, error) {
+	c, _, err := parse(r, name)
+	return c, err
+}
+
+// parse is Parse that also returns the line of each key.
+func parse(r io.Reader, name string) (*Config, map[string]int, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxFileSize+1))
+	if err != nil {
+		return nil, nil, &Error{File: name, Msg: fmt.Sprintf("read: %v", err), Err: err}
+	}
+	if len(data) > maxFileSize {
+		return nil, nil, &Error{File: name, Msg: fmt.Sprintf("larger than %d bytes: this is not a configuration file", maxFileSize)}
+	}
+	assignments, err := parseEnvFile(data, name)
+	if err != nil {
+		return nil, nil, err
+	}
+
+	c := &Config{Path: name, Flavor: "auto"}
+	lines := make(map[string]int) // key -> line
+	for _, a := range assignments {
+		k, ok := lookupKey(a.key)
+		if !ok {
+			return nil, nil, &Error{File: name, Line: a.line, Key: a.key, Msg: unknownKey(a.key)}
+		}
+		if first, dup := lines[a.key]; dup {
+			return nil, nil, &Error{File: name, Line: a.line, Key: a.key,
+				Msg: fmt.Sprintf("duplicate key %s, already set at %s:%d: keep one of the two lines", a.key, name, first)}
+		}
+		lines[a.key] = a.line
+		if err := k.set(c, a.value); err != nil {
+			msg := fmt.Sprintf("%s=%s: %v", a.key, quoteValue(a.value), err)
+			if strings.Contains(a.value, "#") {
+				msg += ` ("#" after a value is part of it, not a comment: put comments on lines of their own)`
+			}
+			return nil, nil, &Error{File: name, Line: a.line, Key: a.key, Msg: msg}
+		}
+	}
+	if c.SharedDir == "" {
+		return nil, nil, &Error{File: name, Key: "SHARED_DIR", Line: lines["SHARED_DIR"],
+			Msg: "SHARED_DIR is required: add a line such as SHARED_DIR=/srv/vm1 naming the directory to share"}
+	}
+	return c, lines, nil
+}
+
+// Set validates value as if KEY=VALUE were a line of the file and stores it,
+// replacing the file's value: it is how command-line flags override the file.
+// An empty value unsets the key (FLAVOR goes back to auto; SHARED_DIR cannot
+// be unset). A SHARED_DIR is also checked on the file system, as Load does.
+// Errors are *Error values.
+func (c *Config) Set(name, value string) error {
+	k, ok := lookupKey(name)
+	if !ok {
+		return &Error{Key: name, Msg: unknownKey(name)}
+	}
+	if name == "SHARED_DIR" && value == "" {
+		return &Error{Key: name, Msg: "SHARED_DIR cannot be empty: give the directory to share"}
+	}
+	next := *c // a refused value changes nothing
+	if err := k.set(&next, value); err != nil {
+		return &Error{Key: name, Msg: fmt.Sprintf("%s=%s: %v", name, quoteValue(value), err)}
+	}
+	if name == "SHARED_DIR" {
+		if err := checkSharedDir(next.SharedDir); err != nil {
+			return &Error{Key: name, Msg: err.Error(), Err: errors.Unwrap(err)}
+		}
+	}
+	*c = next
+	return nil
+}
+
+// Load reads and validates dir/<instance>.conf. Besides what Parse checks, it
+// refuses an invalid instance name (see ValidInstance), a file or folder that
+// group or others may write, a file or folder owned by someone other than root
+// or the current user (the file chooses what runs as root), anything but a
+// regular file, and a SHARED_DIR that is not an existing directory. A missing
+// file gives an *Error wrapping fs.ErrNotExist whose message shows an example.
+func Load(dir, instance string) (*Config, error) {
+	if err := ValidInstance(instance); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, instance+".conf")
+
+	// O_NONBLOCK: opening a FIFO must not hang; it is refused below.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, &Error{File: path, Err: err, Msg: fmt.Sprintf(
+			"no such file: create it for instance %s, for example:\n\n"+
+				"\t# %s: virtiofsd@%s, see virtiofsd-shim(8)\n"+
+				"\tSHARED_DIR=/srv/%s\n"+
+				"\t#CACHE=auto", instance, path, instance, instance)}
+	}
+	if err != nil {
+		return nil, &Error{File: path, Msg: fmt.Sprintf("open: %v", errors.Unwrap(err)), Err: err}
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, &Error{File: path, Msg: fmt.Sprintf("stat: %v", err), Err: err}
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, &Error{File: path, Msg: fmt.Sprintf("is not a regular file (%s): the configuration must be a plain text file", fi.Mode().Type())}
+	}
+	if err := checkOwnerAndMode(path, fi, "chmod go-w "+path); err != nil {
+		return nil, err
+	}
+	di, err := os.Stat(filepath.Dir(path))
+	if err != nil {
+		return nil, &Error{File: path, Msg: fmt.Sprintf("stat folder: %v", err), Err: err}
+	}
+	if err := checkOwnerAndMode(filepath.Dir(path), di, "chmod go-w "+filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+
+	c, lines, err := parse(f, path)
+	if err != nil {
+		return nil, err
+	}
+	c.Instance = instance
+	if err := checkSharedDir(c.SharedDir); err != nil {
+		return nil, &Error{File: path, Line: lines["SHARED_DIR"], Key: "SHARED_DIR", Msg: err.Error(), Err: errors.Unwrap(err)}
+	}
+	return c, nil
+}
+
+// checkOwnerAndMode refuses a file or folder that someone other than root or
+// the current user could change. A folder with the sticky bit (like /tmp) may
+// be writable by others: they cannot replace a file they do not own there.
+func checkOwnerAndMode(path string, fi fs.FileInfo, fix string) error {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		euid := uint32(os.Geteuid())
+		if st.Uid != 0 && st.Uid != euid {
+			return &Error{File: path, Msg: fmt.Sprintf(
+				"owned by uid %d, not root: whoever owns it chooses what the service runs as root; run chown root: %s",
+				st.Uid, path)}
+		}
+	}
+	perm := fi.Mode().Perm()
+	if perm&0o022 != 0 && !(fi.IsDir() && fi.Mode()&fs.ModeSticky != 0) {
+		return &Error{File: path, Msg: fmt.Sprintf(
+			"writable by group or others (mode %04o): anyone who can write it chooses what the service runs; run %s",
+			perm, fix)}
+	}
+	return nil
+}
+
+// checkSharedDir checks that dir exists and is a directory.
+func checkSharedDir(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("SHARED_DIR %s does not exist: create it (mkdir -p %s) or correct SHARED_DIR: %w", dir, dir, fs.ErrNotExist)
+	case err != nil:
+		return fmt.Errorf("SHARED_DIR %s: %w", dir, errors.Unwrap(err))
+	case !fi.IsDir():
+		return fmt.Errorf("SHARED_DIR %s is not a directory: set SHARED_DIR to the directory to share", dir)
+	}
+	return nil
+}
+
+func unknownKey(name string) string {
+	msg := "unknown key " + quoteKey(name)
+	switch {
+	case strings.HasPrefix(name, "\ufeff"):
+		msg += " (the file starts with a byte order mark: save it as UTF-8 without BOM)"
+	case strings.HasPrefix(name, "export "):
+		msg += " (drop \"export\": this is a systemd environment file, not a shell script)"
+	default:
+		if k, ok := lookupKey(strings.ToUpper(name)); ok {
+			msg += ": did you mean " + k.name + "?"
+		}
+	}
+	return msg + " (known: " + knownKeys() + ")"
+}
+
+// quoteKey returns name as is when it looks like a key, else quoted.
+func quoteKey(name string) string {
+	if name != "" && strings.Trim(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") == "" {
+		return name
+	}
+	return strconv.Quote(name)
+}
+
+// quoteValue returns v as is when it needs no quoting, else quoted.
+func quoteValue(v string) string {
+	if v != "" && strings.IndexFunc(v, func(r rune) bool {
+		return r <= ' ' || r == '"' || r == '\'' || r == '\\' || r >= 0x7f
+	}) < 0 {
+		return v
+	}
+	return strconv.Quote(v)
+}
+
+func setEnum(dst *string, v string, allowed ...string) error {
+	if v != "" && !slices.Contains(allowed, v) {
+		return fmt.Errorf("not allowed (allowed: %s)", strings.Join(allowed, ", "))
+	}
+	*dst = v
+	return nil
+}
+
+func setCache(c *Config, v string) error {
+	switch v {
+	case "none": // the C virtiofsd's spelling
+		v = "never"
+	case "", "auto", "always", "never", "metadata":
+	default:
+		return errors.New("not allowed (allowed: auto, always, never, none (same as never), metadata (Rust virtiofsd only))")
+	}
+	c.Cache = v
+	return nil
+}
+
+func setBool(dst **bool, v string) error {
+	var b bool
+	switch v {
+	case "":
+		*dst = nil
+		return nil
+	case "yes", "true", "1":
+		b = true
+	case "no", "false", "0":
+		b = false
+	default:
+		return errors.New("not a boolean (allowed: yes, no, true, false, 1, 0)")
+	}
+	*dst = &b
+	return nil
+}
+
+func setDuration(dst *time.Duration, v string) error {
+	const allowed = "(allowed: a positive Go duration such as 10s, 1m30s, 500ms, or whole seconds such as 10)"
+	if v == "" {
+		*dst = 0
+		return nil
+	}
+	var d time.Duration
+	if strings.Trim(v, "0123456789") == "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n > math.MaxInt64/int64(time.Second) {
+			return fmt.Errorf("too large %s", allowed)
+		}
+		d = time.Duration(n) * time.Second
+	} else {
+		var err error
+		if d, err = time.ParseDuration(v); err != nil {
+			return fmt.Errorf("not a duration %s", allowed)
+		}
+	}
+	if d <= 0 {
+		return fmt.Errorf("not positive %s", allowed)
+	}
+	*dst = d
+	return nil
+}
+
+func setThreadPoolSize(c *Config, v string) error {
+	if v == "" {
+		c.ThreadPoolSize = nil
+		return nil
+	}
+	n, err := strconv.ParseUint(v, 10, 31)
+	if err != nil {
+		return fmt.Errorf("not a whole number from 0 to %d", math.MaxInt32)
+	}
+	i := int(n)
+	c.ThreadPoolSize = &i
+	return nil
+}
+
+func setSharedDir(c *Config, v string) error {
+	if v == "" {
+		c.SharedDir = ""
+		return nil
+	}
+	if !filepath.IsAbs(v) {
+		return errors.New("not an absolute path: write the full path of the directory to share, starting with / (e.g. SHARED_DIR=/srv/vm1)")
+	}
+	c.SharedDir = v
+	return nil
+}
+
+func setVirtiofsd(c *Config, v string) error {
+	if v != "" && !filepath.IsAbs(v) {
+		return errors.New("not an absolute path: write the full path of the virtiofsd binary (e.g. VIRTIOFSD=/usr/libexec/virtiofsd or /usr/lib/qemu/virtiofsd)")
+	}
+	c.Virtiofsd = v
+	return nil
+}
+
+// refusedArgs are virtiofsd options EXTRA_ARGS must not carry, with the reason.
+var refusedArgs = []struct{ opt, why string }{
+	{"--fd", "the shim passes the systemd socket itself"},
+	{"--socket-path", "the shim passes the systemd socket itself"},
+	{"--socket-group", "systemd owns the socket: set SocketGroup= in a drop-in for virtiofsd@.socket"},
+	{"--shared-dir", "use SHARED_DIR"},
+	{"--cache", "use CACHE"},
+	{"--sandbox", "use SANDBOX"},
+	{"--thread-pool-size", "use THREAD_POOL_SIZE"},
+	{"--xattr", "use XATTR"},
+	{"--announce-submounts", "use ANNOUNCE_SUBMOUNTS"},
+	{"--readonly", "use READONLY"},
+	{"--syslog", "virtiofsd would log to syslog instead of stderr, where the shim waits for its readiness line"},
+	{"--daemonize", "the shim supervises virtiofsd in the foreground"},
+	{"--print-capabilities", "virtiofsd would print and exit"},
+	{"--version", "virtiofsd would print and exit"},
+	{"-V", "virtiofsd would print and exit"},
+	{"--help", "virtiofsd would print and exit"},
+	{"-h", "virtiofsd would print and exit"},
+}
+
+func setExtraArgs(c *Config, v string) error {
+	args, err := shlex.Split(v)
+	if err != nil {
+		return fmt.Errorf("cannot split into arguments (%v): quote with '...' or \"...\" inside the value, "+
+			"e.g. EXTRA_ARGS=\"--modcaps=-mknod -o 'opt=a b'\"", err)
+	}
+	for _, a := range args {
+		for _, r := range refusedArgs {
+			if a == r.opt || strings.HasPrefix(a, r.opt+"=") {
+				return fmt.Errorf("%s is not allowed in EXTRA_ARGS: %s", r.opt, r.why)
+			}
+		}
+	}
+	if len(args) == 0 {
+		args = nil
+	}
+	c.ExtraArgs = args
+	return nil
+}

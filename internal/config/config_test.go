@@ -1,0 +1,342 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const file = "/etc/virtiofsd/vm1.conf"
+
+func ptr[T any](v T) *T { return &v }
+
+func TestParseAcceptsEveryKey(t *testing.T) {
+	in := `# vm1
+SHARED_DIR=/srv/vm1
+CACHE=always
+VIRTIOFSD=/usr/libexec/virtiofsd
+FLAVOR=rust
+SANDBOX=chroot
+THREAD_POOL_SIZE=0
+XATTR=yes
+ANNOUNCE_SUBMOUNTS=false
+READONLY=1
+READY_TIMEOUT=1m30s
+STOP_TIMEOUT=10
+EXTRA_ARGS="--modcaps=-mknod -o 'a=b c'"
+`
+	c, err := Parse(strings.NewReader(in), file)
+	require.NoError(t, err)
+	assert.Equal(t, &Config{
+		Path:              file,
+		SharedDir:         "/srv/vm1",
+		Cache:             "always",
+		Virtiofsd:         "/usr/libexec/virtiofsd",
+		Flavor:            "rust",
+		Sandbox:           "chroot",
+		ThreadPoolSize:    ptr(0),
+		Xattr:             ptr(true),
+		AnnounceSubmounts: ptr(false),
+		Readonly:          ptr(true),
+		ReadyTimeout:      90 * time.Second,
+		StopTimeout:       10 * time.Second,
+		ExtraArgs:         []string{"--modcaps=-mknod", "-o", "a=b c"},
+	}, c)
+}
+
+func TestParseLeavesUnsetKeysUnset(t *testing.T) {
+	c, err := Parse(strings.NewReader("SHARED_DIR=/srv/vm1\nCACHE=\nXATTR=\nFLAVOR=\n"), file)
+	require.NoError(t, err)
+	assert.Equal(t, &Config{Path: file, SharedDir: "/srv/vm1", Flavor: "auto"}, c)
+}
+
+// TestParseValues walks the accepted spellings of each value.
+func TestParseValues(t *testing.T) {
+	tests := []struct {
+		line  string
+		check func(t *testing.T, c *Config)
+	}{
+		{"CACHE=auto", func(t *testing.T, c *Config) { assert.Equal(t, "auto", c.Cache) }},
+		{"CACHE=never", func(t *testing.T, c *Config) { assert.Equal(t, "never", c.Cache) }},
+		{"CACHE=none", func(t *testing.T, c *Config) { assert.Equal(t, "never", c.Cache) }},
+		{"CACHE=metadata", func(t *testing.T, c *Config) { assert.Equal(t, "metadata", c.Cache) }},
+		{`CACHE="never"`, func(t *testing.T, c *Config) { assert.Equal(t, "never", c.Cache) }},
+		{"CACHE = 'never'  ", func(t *testing.T, c *Config) { assert.Equal(t, "never", c.Cache) }},
+		{"FLAVOR=c", func(t *testing.T, c *Config) { assert.Equal(t, "c", c.Flavor) }},
+		{"FLAVOR=auto", func(t *testing.T, c *Config) { assert.Equal(t, "auto", c.Flavor) }},
+		{"SANDBOX=namespace", func(t *testing.T, c *Config) { assert.Equal(t, "namespace", c.Sandbox) }},
+		{"SANDBOX=none", func(t *testing.T, c *Config) { assert.Equal(t, "none", c.Sandbox) }},
+		{"XATTR=true", func(t *testing.T, c *Config) { assert.Equal(t, ptr(true), c.Xattr) }},
+		{"XATTR=1", func(t *testing.T, c *Config) { assert.Equal(t, ptr(true), c.Xattr) }},
+		{"XATTR=no", func(t *testing.T, c *Config) { assert.Equal(t, ptr(false), c.Xattr) }},
+		{"XATTR=0", func(t *testing.T, c *Config) { assert.Equal(t, ptr(false), c.Xattr) }},
+		{"ANNOUNCE_SUBMOUNTS=yes", func(t *testing.T, c *Config) { assert.Equal(t, ptr(true), c.AnnounceSubmounts) }},
+		{"READONLY=false", func(t *testing.T, c *Config) { assert.Equal(t, ptr(false), c.Readonly) }},
+		{"THREAD_POOL_SIZE=64", func(t *testing.T, c *Config) { assert.Equal(t, ptr(64), c.ThreadPoolSize) }},
+		{"READY_TIMEOUT=500ms", func(t *testing.T, c *Config) { assert.Equal(t, 500*time.Millisecond, c.ReadyTimeout) }},
+		{"READY_TIMEOUT=1.5s", func(t *testing.T, c *Config) { assert.Equal(t, 1500*time.Millisecond, c.ReadyTimeout) }},
+		{"STOP_TIMEOUT=90", func(t *testing.T, c *Config) { assert.Equal(t, 90*time.Second, c.StopTimeout) }},
+		{"STOP_TIMEOUT=2m", func(t *testing.T, c *Config) { assert.Equal(t, 2*time.Minute, c.StopTimeout) }},
+		{"VIRTIOFSD=/usr/lib/qemu/virtiofsd", func(t *testing.T, c *Config) { assert.Equal(t, "/usr/lib/qemu/virtiofsd", c.Virtiofsd) }},
+		{"EXTRA_ARGS=--log-level=debug", func(t *testing.T, c *Config) { assert.Equal(t, []string{"--log-level=debug"}, c.ExtraArgs) }},
+		{`EXTRA_ARGS="-o \"x y\" z"`, func(t *testing.T, c *Config) { assert.Equal(t, []string{"-o", "x y", "z"}, c.ExtraArgs) }},
+		{`EXTRA_ARGS='-o "x y"'`, func(t *testing.T, c *Config) { assert.Equal(t, []string{"-o", "x y"}, c.ExtraArgs) }},
+		{"EXTRA_ARGS=\"--a \\\n  --b\"", func(t *testing.T, c *Config) { assert.Equal(t, []string{"--a", "--b"}, c.ExtraArgs) }},
+		{"EXTRA_ARGS=--a \\\n  --b", func(t *testing.T, c *Config) { assert.Equal(t, []string{"--a", "--b"}, c.ExtraArgs) }},
+		{"EXTRA_ARGS=--fdx", func(t *testing.T, c *Config) { assert.Equal(t, []string{"--fdx"}, c.ExtraArgs) }},
+		{"EXTRA_ARGS=", func(t *testing.T, c *Config) { assert.Nil(t, c.ExtraArgs) }},
+		{"EXTRA_ARGS='  '", func(t *testing.T, c *Config) { assert.Nil(t, c.ExtraArgs) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.line, func(t *testing.T) {
+			c, err := Parse(strings.NewReader("SHARED_DIR=/srv/vm1\n"+tt.line+"\n"), file)
+			require.NoError(t, err)
+			tt.check(t, c)
+		})
+	}
+}
+
+const allowedCache = "(allowed: auto, always, never, none (same as never), metadata (Rust virtiofsd only))"
+const allowedBool = "(allowed: yes, no, true, false, 1, 0)"
+const allowedDuration = "(allowed: a positive Go duration such as 10s, 1m30s, 500ms, or whole seconds such as 10)"
+
+// TestParseRefuses gives the exact message for each refused file: it names
+// the file, the line, the key, the value and the fix.
+func TestParseRefuses(t *testing.T) {
+	const known = "(known: ANNOUNCE_SUBMOUNTS, CACHE, EXTRA_ARGS, FLAVOR, READONLY, READY_TIMEOUT, SANDBOX, SHARED_DIR, STOP_TIMEOUT, THREAD_POOL_SIZE, VIRTIOFSD, XATTR)"
+	tests := []struct {
+		name, in, want string
+	}{
+		{"unknown key", "SHARED_DIR=/srv/vm1\n\nCACHEMODE=never\n",
+			file + ":3: unknown key CACHEMODE " + known},
+		{"lower-case key", "cache=never\n",
+			file + ":1: unknown key cache: did you mean CACHE? " + known},
+		{"export", "export CACHE=never\n",
+			file + `:1: unknown key "export CACHE" (drop "export": this is a systemd environment file, not a shell script) ` + known},
+		{"byte order mark", "\ufeffSHARED_DIR=/srv\n",
+			file + `:1: unknown key "\ufeffSHARED_DIR" (the file starts with a byte order mark: save it as UTF-8 without BOM) ` + known},
+		{"duplicate key", "CACHE=never\nSHARED_DIR=/srv/vm1\nCACHE=auto\n",
+			file + ":3: duplicate key CACHE, already set at " + file + ":1: keep one of the two lines"},
+		{"missing SHARED_DIR", "CACHE=never\n",
+			file + ": SHARED_DIR is required: add a line such as SHARED_DIR=/srv/vm1 naming the directory to share"},
+		{"empty SHARED_DIR", "SHARED_DIR=\n",
+			file + ":1: SHARED_DIR is required: add a line such as SHARED_DIR=/srv/vm1 naming the directory to share"},
+		{"relative SHARED_DIR", "SHARED_DIR=srv/vm1\n",
+			file + ":1: SHARED_DIR=srv/vm1: not an absolute path: write the full path of the directory to share, starting with / (e.g. SHARED_DIR=/srv/vm1)"},
+		{"bad CACHE", "SHARED_DIR=/srv/vm1\nCACHE=sometimes\n",
+			file + ":2: CACHE=sometimes: not allowed " + allowedCache},
+		{"CACHE upper case", "SHARED_DIR=/srv/vm1\nCACHE=Never\n",
+			file + ":2: CACHE=Never: not allowed " + allowedCache},
+		{"comment after value", "SHARED_DIR=/srv/vm1\nCACHE=never # no cache\n",
+			file + `:2: CACHE="never # no cache": not allowed ` + allowedCache +
+				` ("#" after a value is part of it, not a comment: put comments on lines of their own)`},
+		{"bad FLAVOR", "SHARED_DIR=/srv/vm1\nFLAVOR=go\n",
+			file + ":2: FLAVOR=go: not allowed (allowed: auto, c, rust)"},
+		{"bad SANDBOX", "SHARED_DIR=/srv/vm1\nSANDBOX=jail\n",
+			file + ":2: SANDBOX=jail: not allowed (allowed: namespace, chroot, none)"},
+		{"relative VIRTIOFSD", "SHARED_DIR=/srv/vm1\nVIRTIOFSD=virtiofsd\n",
+			file + ":2: VIRTIOFSD=virtiofsd: not an absolute path: write the full path of the virtiofsd binary (e.g. VIRTIOFSD=/usr/libexec/virtiofsd or /usr/lib/qemu/virtiofsd)"},
+		{"negative THREAD_POOL_SIZE", "SHARED_DIR=/srv/vm1\nTHREAD_POOL_SIZE=-1\n",
+			file + ":2: THREAD_POOL_SIZE=-1: not a whole number from 0 to 2147483647"},
+		{"huge THREAD_POOL_SIZE", "SHARED_DIR=/srv/vm1\nTHREAD_POOL_SIZE=2147483648\n",
+			file + ":2: THREAD_POOL_SIZE=2147483648: not a whole number from 0 to 2147483647"},
+		{"word THREAD_POOL_SIZE", "SHARED_DIR=/srv/vm1\nTHREAD_POOL_SIZE=many\n",
+			file + ":2: THREAD_POOL_SIZE=many: not a whole number from 0 to 2147483647"},
+		{"bad bool", "SHARED_DIR=/srv/vm1\nXATTR=on\n",
+			file + ":2: XATTR=on: not a boolean " + allowedBool},
+		{"bad bool quoted", "SHARED_DIR=/srv/vm1\nREADONLY='yes please'\n",
+			file + `:2: READONLY="yes please": not a boolean ` + allowedBool},
+		{"zero timeout", "SHARED_DIR=/srv/vm1\nREADY_TIMEOUT=0\n",
+			file + ":2: READY_TIMEOUT=0: not positive " + allowedDuration},
+		{"negative timeout", "SHARED_DIR=/srv/vm1\nSTOP_TIMEOUT=-5s\n",
+			file + ":2: STOP_TIMEOUT=-5s: not positive " + allowedDuration},
+		{"systemd-only duration", "SHARED_DIR=/srv/vm1\nSTOP_TIMEOUT=5min\n",
+			file + ":2: STOP_TIMEOUT=5min: not a duration " + allowedDuration},
+		{"huge seconds", "SHARED_DIR=/srv/vm1\nSTOP_TIMEOUT=99999999999\n",
+			file + ":2: STOP_TIMEOUT=99999999999: too large " + allowedDuration},
+		{"unbalanced EXTRA_ARGS", "SHARED_DIR=/srv/vm1\nEXTRA_ARGS=\"-o 'x\"\n",
+			file + `:2: EXTRA_ARGS="-o 'x": cannot split into arguments (EOF found when expecting closing quote): quote with '...' or "..." inside the value, e.g. EXTRA_ARGS="--modcaps=-mknod -o 'opt=a b'"`},
+		{"EXTRA_ARGS --syslog", "SHARED_DIR=/srv/vm1\nEXTRA_ARGS=--syslog\n",
+			file + ":2: EXTRA_ARGS=--syslog: --syslog is not allowed in EXTRA_ARGS: virtiofsd would log to syslog instead of stderr, where the shim waits for its readiness line"},
+		{"EXTRA_ARGS --fd=", "SHARED_DIR=/srv/vm1\nEXTRA_ARGS='--xattr --fd=4'\n",
+			file + `:2: EXTRA_ARGS="--xattr --fd=4": --xattr is not allowed in EXTRA_ARGS: use XATTR`},
+		{"EXTRA_ARGS --cache", "SHARED_DIR=/srv/vm1\nEXTRA_ARGS=--cache=never\n",
+			file + ":2: EXTRA_ARGS=--cache=never: --cache is not allowed in EXTRA_ARGS: use CACHE"},
+		{"syntax error", "SHARED_DIR=/srv/vm1\nCACHE never\n",
+			file + `:2: no "=" in "CACHE never": write KEY=VALUE`},
+		{"unterminated quote", "SHARED_DIR=\"/srv/vm1\n",
+			file + `:1: unterminated double quote: add the closing "`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse(strings.NewReader(tt.in), file)
+			require.Error(t, err, "accepted as %+v", c)
+			assert.Equal(t, tt.want, err.Error())
+			var ce *Error
+			require.True(t, errors.As(err, &ce))
+			assert.Equal(t, file, ce.File)
+		})
+	}
+}
+
+func TestParseRefusesHugeInput(t *testing.T) {
+	_, err := Parse(strings.NewReader("#"+strings.Repeat("x", maxFileSize)), file)
+	assert.EqualError(t, err, file+": larger than 1048576 bytes: this is not a configuration file")
+}
+
+// TestSetOverridesTheFile is how run's flags replace file values.
+func TestSetOverridesTheFile(t *testing.T) {
+	dir := t.TempDir()
+	c, err := Parse(strings.NewReader("SHARED_DIR=/srv/vm1\nCACHE=always\nXATTR=yes\n"), file)
+	require.NoError(t, err)
+
+	require.NoError(t, c.Set("CACHE", "none"))
+	require.NoError(t, c.Set("XATTR", ""))
+	require.NoError(t, c.Set("FLAVOR", "c"))
+	require.NoError(t, c.Set("SHARED_DIR", dir))
+	assert.Equal(t, "never", c.Cache)
+	assert.Nil(t, c.Xattr)
+	assert.Equal(t, "c", c.Flavor)
+	assert.Equal(t, dir, c.SharedDir)
+
+	assert.EqualError(t, c.Set("CACHE", "bogus"), "CACHE=bogus: not allowed "+allowedCache)
+	assert.Equal(t, "never", c.Cache, "a refused value changes nothing")
+	assert.ErrorContains(t, c.Set("CACHEMODE", "x"), "unknown key CACHEMODE (known: ANNOUNCE_SUBMOUNTS,")
+	assert.EqualError(t, c.Set("SHARED_DIR", ""), "SHARED_DIR cannot be empty: give the directory to share")
+	err = c.Set("SHARED_DIR", dir+"/nope")
+	assert.EqualError(t, err, "SHARED_DIR "+dir+"/nope does not exist: create it (mkdir -p "+dir+"/nope) or correct SHARED_DIR: file does not exist")
+	assert.ErrorIs(t, err, fs.ErrNotExist)
+	assert.Equal(t, dir, c.SharedDir, "a refused SHARED_DIR changes nothing")
+}
+
+// writeConf writes dir/vm1.conf with the given text and mode.
+func writeConf(t *testing.T, dir, text string, mode os.FileMode) string {
+	t.Helper()
+	path := filepath.Join(dir, "vm1.conf")
+	require.NoError(t, os.WriteFile(path, []byte(text), 0o600))
+	require.NoError(t, os.Chmod(path, mode))
+	return path
+}
+
+func TestLoadReadsTheInstanceFile(t *testing.T) {
+	dir := t.TempDir()
+	share := t.TempDir()
+	path := writeConf(t, dir, "SHARED_DIR="+share+"\nCACHE=none\n", 0o644)
+
+	c, err := Load(dir, "vm1")
+	require.NoError(t, err)
+	assert.Equal(t, &Config{Instance: "vm1", Path: path, SharedDir: share, Cache: "never", Flavor: "auto"}, c)
+}
+
+func TestLoadFollowsASymlinkToAGoodFile(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	target := writeConf(t, other, "SHARED_DIR="+other+"\n", 0o600)
+	require.NoError(t, os.Symlink(target, filepath.Join(dir, "vm1.conf")))
+	_, err := Load(dir, "vm1")
+	assert.NoError(t, err)
+}
+
+func TestLoadRefusesAMissingFileWithAnExample(t *testing.T) {
+	dir := t.TempDir()
+	_, err := Load(dir, "vm1")
+	path := filepath.Join(dir, "vm1.conf")
+	assert.EqualError(t, err, path+": no such file: create it for instance vm1, for example:\n\n"+
+		"\t# "+path+": virtiofsd@vm1, see virtiofsd-shim(8)\n"+
+		"\tSHARED_DIR=/srv/vm1\n"+
+		"\t#CACHE=auto")
+	assert.ErrorIs(t, err, fs.ErrNotExist)
+	var ce *Error
+	assert.True(t, errors.As(err, &ce))
+}
+
+func TestLoadRefusesABadInstanceBeforeTouchingFiles(t *testing.T) {
+	dir := t.TempDir()
+	writeConf(t, dir, "SHARED_DIR=/\n", 0o644)
+	for _, inst := range []string{"", "../vm1", "vm1/../vm1", ".vm1"} {
+		_, err := Load(filepath.Join(dir, "sub"), inst)
+		var ce *Error
+		require.True(t, errors.As(err, &ce), "%q: %v", inst, err)
+		assert.Contains(t, err.Error(), "instance name")
+	}
+}
+
+func TestLoadRefusesAFileOthersCanWrite(t *testing.T) {
+	for _, mode := range []os.FileMode{0o664, 0o646, 0o666} {
+		dir := t.TempDir()
+		path := writeConf(t, dir, "SHARED_DIR=/\n", mode)
+		_, err := Load(dir, "vm1")
+		assert.EqualError(t, err, fmt.Sprintf("%s: writable by group or others (mode %04o): "+
+			"anyone who can write it chooses what the service runs; run chmod go-w %s", path, mode, path))
+	}
+}
+
+func TestLoadRefusesAFolderOthersCanWrite(t *testing.T) {
+	dir := t.TempDir()
+	writeConf(t, dir, "SHARED_DIR=/\n", 0o644)
+	require.NoError(t, os.Chmod(dir, 0o777))
+	_, err := Load(dir, "vm1")
+	assert.EqualError(t, err, dir+": writable by group or others (mode 0777): anyone who can write it chooses what the service runs; run chmod go-w "+dir)
+
+	// With the sticky bit (like /tmp) others cannot replace our file.
+	require.NoError(t, os.Chmod(dir, 0o777|os.ModeSticky))
+	_, err = Load(dir, "vm1")
+	assert.NoError(t, err)
+}
+
+func TestLoadRefusesAFileOwnedByAnotherUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a file to another user")
+	}
+	dir := t.TempDir()
+	path := writeConf(t, dir, "SHARED_DIR=/\n", 0o644)
+	require.NoError(t, os.Chown(path, 65534, 65534))
+	_, err := Load(dir, "vm1")
+	assert.EqualError(t, err, path+": owned by uid 65534, not root: whoever owns it chooses what the service runs as root; run chown root: "+path)
+
+	require.NoError(t, os.Chown(path, 0, 0))
+	require.NoError(t, os.Chown(dir, 65534, 65534))
+	_, err = Load(dir, "vm1")
+	assert.EqualError(t, err, dir+": owned by uid 65534, not root: whoever owns it chooses what the service runs as root; run chown root: "+dir)
+}
+
+func TestLoadRefusesWhatIsNotAFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "vm1.conf")
+	require.NoError(t, syscall.Mkfifo(path, 0o600))
+	_, err := Load(dir, "vm1") // must not hang on the FIFO
+	assert.EqualError(t, err, path+": is not a regular file (p---------): the configuration must be a plain text file")
+
+	require.NoError(t, os.Remove(path))
+	require.NoError(t, os.Mkdir(path, 0o700))
+	_, err = Load(dir, "vm1")
+	assert.EqualError(t, err, path+": is not a regular file (d---------): the configuration must be a plain text file")
+}
+
+func TestLoadChecksSharedDir(t *testing.T) {
+	dir := t.TempDir()
+	share := t.TempDir()
+	notDir := filepath.Join(share, "file")
+	require.NoError(t, os.WriteFile(notDir, nil, 0o600))
+
+	path := writeConf(t, dir, "# vm1\nSHARED_DIR="+share+"/missing\n", 0o644)
+	_, err := Load(dir, "vm1")
+	assert.EqualError(t, err, path+":2: SHARED_DIR "+share+"/missing does not exist: create it (mkdir -p "+share+"/missing) or correct SHARED_DIR: file does not exist")
+	assert.ErrorIs(t, err, fs.ErrNotExist)
+
+	writeConf(t, dir, "CACHE=auto\nSHARED_DIR="+notDir+"\n", 0o644)
+	_, err = Load(dir, "vm1")
+	assert.EqualError(t, err, path+":2: SHARED_DIR "+notDir+" is not a directory: set SHARED_DIR to the directory to share")
+
+	writeConf(t, dir, "SHARED_DIR=relative\n", 0o644)
+	_, err = Load(dir, "vm1")
+	assert.ErrorContains(t, err, path+":1: SHARED_DIR=relative: not an absolute path")
+}

@@ -1,0 +1,70 @@
+// Package config reads and validates an instance's /etc/virtiofsd/<instance>.conf: what the instance wants.
+//
+// The file holds KEY=VALUE lines in the syntax of systemd's EnvironmentFile=
+// (systemd.exec(5)), read the way systemd reads it, so the same file can also
+// serve as a unit's EnvironmentFile:
+//
+//   - Lines starting with "#" or ";" (after optional blanks) are comments;
+//     blank lines are ignored. A "#" later in a line is part of the value.
+//   - Blanks around the key and at the start and end of an unquoted value are
+//     dropped: "CACHE = never" sets CACHE to "never".
+//   - A value may be quoted with '...' (taken literally, may span lines) or
+//     "..." (where \" \\ \` \$ stand for the character, a backslash before a
+//     newline joins lines, and other backslashes stay). Quoted and unquoted
+//     pieces join: A="x"'y'z is xyz. Unquoted, a backslash takes the next
+//     character literally, and a backslash at the end of a line continues the
+//     value on the next line.
+//
+// The shim is stricter than systemd, which silently drops or mangles what
+// follows; it refuses with the file and line: a line with no "=", an
+// unterminated quote, a NUL byte, invalid UTF-8, a line following a comment
+// that ends in a backslash (systemd versions disagree on it), an unknown key,
+// a key given twice, and any bad value. An empty value (KEY=) leaves the key
+// unset.
+//
+// Keys (values are case-sensitive; booleans are yes, no, true, false, 1, 0):
+//
+//	KEY                 VALUE                                   WHEN UNSET
+//	SHARED_DIR          absolute path of the directory to share (required)
+//	CACHE               auto, always, never, metadata; none is  virtiofsd's default
+//	                    read as never; metadata: Rust only
+//	VIRTIOFSD           absolute path of the virtiofsd binary   searched by the shim
+//	FLAVOR              auto, c, rust: which virtiofsd it is    auto (detected)
+//	SANDBOX             namespace, chroot, none (none: Rust     virtiofsd's default
+//	                    only)
+//	THREAD_POOL_SIZE    whole number >= 0                       virtiofsd's default
+//	XATTR               boolean: extended attributes            virtiofsd's default
+//	ANNOUNCE_SUBMOUNTS  boolean: announce submounts to guest    virtiofsd's default
+//	READONLY            boolean: share read-only                virtiofsd's default
+//	READY_TIMEOUT       time to wait for virtiofsd to be ready: the shim's default
+//	                    a Go duration (10s, 1m30s, 500ms) or
+//	                    whole seconds (10); positive
+//	STOP_TIMEOUT        time between SIGTERM and SIGKILL when   the shim's default
+//	                    stopping; same forms
+//	EXTRA_ARGS          more virtiofsd arguments, split like a  none
+//	                    shell would (github.com/google/shlex);
+//	                    options the shim sets itself or that
+//	                    break it (--fd, --shared-dir, --cache,
+//	                    --syslog, ...) are refused
+//
+// Quoting in EXTRA_ARGS happens twice: the file's quotes are removed first,
+// then the value is split, so EXTRA_ARGS="--modcaps=-mknod -o 'a=b c'" gives
+// the arguments --modcaps=-mknod, -o and a=b c.
+//
+// Example /etc/virtiofsd/vm1.conf:
+//
+//	# Share /srv/vm1 with the guest of virtiofsd@vm1.socket.
+//	SHARED_DIR=/srv/vm1
+//	CACHE=never
+//	XATTR=yes
+//	EXTRA_ARGS="--modcaps=-mknod"
+//
+// Every error is an *Error (use errors.As) whose text names the file, the line
+// and the fix, e.g.
+//
+//	/etc/virtiofsd/vm1.conf:3: unknown key CACHEMODE (known: ANNOUNCE_SUBMOUNTS, CACHE, ...)
+//
+// Load also refuses a file or folder that group or others may write or that
+// is owned by a user other than root and the current one: the file chooses
+// the program the service runs as root.
+package config
