@@ -8,10 +8,11 @@ import (
 
 // Mode bits of the cpio "newc" format (the same values as S_IF* in stat(2)).
 const (
-	modeDir     = 0o040000
-	modeRegular = 0o100000
-	modeSymlink = 0o120000
-	modeCharDev = 0o020000
+	modeTypeMask = 0o170000
+	modeDir      = 0o040000
+	modeRegular  = 0o100000
+	modeSymlink  = 0o120000
+	modeCharDev  = 0o020000
 )
 
 // cpioWriter writes a cpio archive in the "newc" format, the one the Linux
@@ -61,7 +62,7 @@ func (c *cpioWriter) entry(name string, mode, rmajor, rminor uint32, data []byte
 	}
 	name = strings.TrimPrefix(name, "/")
 	nlink := 1
-	if mode&modeDir != 0 && mode&modeRegular == 0 {
+	if mode&modeTypeMask == modeDir {
 		nlink = 2
 	}
 	ino := c.ino
