@@ -180,6 +180,8 @@ func (s Spec) validate() error {
 			return fmt.Errorf("guest spec: share %d: tag %q used twice", i, sh.Tag)
 		}
 		tags[sh.Tag] = true
+	}
+	for _, sh := range s.Shares {
 		if len(sh.Socket) >= maxSocketPath {
 			return fmt.Errorf("guest spec: share %s: socket path %s is %d bytes, unix sockets allow %d: use a shorter directory", sh.Tag, sh.Socket, len(sh.Socket), maxSocketPath-1)
 		}
