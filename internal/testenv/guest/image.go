@@ -64,8 +64,9 @@ func DefaultCacheDir() string {
 // The kernel and its modules come from the installed linux-image-*-cloud-amd64
 // (the newest under /boot and /lib/modules); the userland is /bin/busybox from
 // busybox-static. When either is missing, Prepare does not install anything:
-// it runs `apt-get download` and `dpkg-deb -x` into cacheDir/debs, which needs
-// the network once, and leaves the host's packages alone. Compressed modules
+// it runs `apt-get download` and `dpkg-deb -x` into cacheDir/debs (then
+// `depmod -b` there, as the kernel package's postinst would), which needs the
+// network once and leaves the host's packages alone. Compressed modules
 // (.ko.xz, .ko.zst, .ko.gz) are decompressed at build time, since busybox
 // insmod loads plain ELF objects only.
 //
@@ -544,11 +545,32 @@ func downloadPackage(ctx context.Context, cacheDir, pkg string) (string, error) 
 		os.RemoveAll(tmp)
 		return "", fmt.Errorf("dpkg-deb -x %s: %w: %s", debs[0], err, strings.TrimSpace(string(out)))
 	}
+	if err := depmodAll(ctx, tmp); err != nil {
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("unpack %s: %w", real, err)
+	}
 	if err := os.Rename(tmp, root); err != nil && !dirExists(root) {
 		return "", fmt.Errorf("unpack %s: %w", real, err)
 	}
 	os.RemoveAll(tmp)
 	return root, nil
+}
+
+// depmodAll writes modules.dep for every kernel unpacked under root: a
+// kernel package ships no modules.dep, its postinst runs depmod.
+func depmodAll(ctx context.Context, root string) error {
+	dirs, _ := filepath.Glob(filepath.Join(root, "lib", "modules", "*"))
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "modules.dep")); err == nil {
+			continue
+		}
+		release := filepath.Base(d)
+		out, err := exec.CommandContext(ctx, "depmod", "-b", root, release).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("depmod -b %s %s: %w: %s (apt-get install kmod)", root, release, err, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
 }
 
 // resolveMetapackage returns pkg itself when it ships files, or else the
