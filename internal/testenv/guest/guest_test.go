@@ -280,6 +280,9 @@ func TestRunReportsScriptExitStatusAndValues(t *testing.T) {
 func TestRunKillsGuestThatOutlivesTimeout(t *testing.T) {
 	requireGuest(t)
 	img := prepareImage(t)
+	// Run's per-boot files, named on QEMU's command line, land in TMPDIR:
+	// shortTempDir's cleanup then checks that this QEMU is gone.
+	t.Setenv("TMPDIR", shortTempDir(t))
 	marker := "still-running-" + rand.Text()
 	start := time.Now()
 	res, err := Run(context.Background(), img, Spec{
@@ -292,7 +295,7 @@ func TestRunKillsGuestThatOutlivesTimeout(t *testing.T) {
 	assert.Contains(t, err.Error(), marker, "the error shows the serial tail")
 	require.NotNil(t, res)
 	assert.Equal(t, -1, res.ExitStatus)
-	assert.Empty(t, processesMentioning(img.Kernel), "qemu still running after Run returned")
+	assert.Empty(t, processesMentioning(os.Getenv("TMPDIR")), "qemu still running after Run returned")
 }
 
 func TestRunReportsInitFailure(t *testing.T) {

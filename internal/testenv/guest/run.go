@@ -114,7 +114,6 @@ func Run(ctx context.Context, img *Image, spec Spec) (*Result, error) {
 	serial := &syncBuffer{}
 	var stderr syncBuffer
 	cmd := exec.CommandContext(ctx, qemu, qemuArgs(img.Kernel, initrd, spec.Shares)...)
-	cmd.Stdin = nil
 	cmd.Stdout = io.Writer(serial)
 	if spec.Console != nil {
 		cmd.Stdout = io.MultiWriter(serial, spec.Console)
