@@ -72,8 +72,8 @@ func DefaultCacheDir() string {
 //
 // The key is a SHA-256 over the kernel, busybox, each module file and the
 // generated init, so a kernel or busybox upgrade yields a new entry; old
-// entries are never removed. Building takes well under a second; a cached
-// entry costs hashing the inputs (about 10 MB). Concurrent callers are safe:
+// entries are never removed. Building took about 20 ms here; a cached entry
+// costs hashing the inputs (about 17 MB, 10 ms). Concurrent callers are safe:
 // an entry appears in the cache by an atomic rename.
 func Prepare(ctx context.Context, cacheDir string) (*Image, error) {
 	if cacheDir == "" {
