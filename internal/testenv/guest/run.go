@@ -1,0 +1,315 @@
+package guest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Markers the init prints on the serial console, and the one scripts use.
+const (
+	markerStart  = "GUEST_SCRIPT_START"
+	markerExit   = "GUEST_SCRIPT_EXIT="
+	markerError  = "GUEST_ERROR"
+	markerResult = "RESULT "
+)
+
+// DefaultTimeout bounds a Run whose Spec has no Timeout. A boot that mounts a
+// share and powers off takes about 2 s under TCG.
+const DefaultTimeout = 60 * time.Second
+
+// guestMemory is the guest's RAM, shared with the vhost-user backends through
+// a memfd (vhost-user needs shared guest memory).
+const guestMemory = "512M"
+
+// maxSocketPath is the room in sockaddr_un.sun_path, NUL included.
+const maxSocketPath = 108
+
+// tagPattern accepts virtiofs tags that are also safe in QEMU options and
+// guest paths; the kernel limits tags to 36 bytes.
+var tagPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,35}$`)
+
+// Share is one virtiofs device of the guest.
+type Share struct {
+	Tag    string // mount tag; the script mounts it with mount -t virtiofs <tag> /mnt/<tag>
+	Socket string // vhost-user socket of the virtiofsd that serves it; must exist
+}
+
+// Spec describes one boot.
+type Spec struct {
+	Shares []Share
+	// Script is a busybox sh script, run as `sh /script` with stdin from
+	// /dev/null and output on the serial console. Lines "RESULT key=value"
+	// end up in Result.Values.
+	Script string
+	// Timeout bounds the boot from QEMU's start to its exit; 0 means
+	// DefaultTimeout. QEMU is killed when it expires.
+	Timeout time.Duration
+	// Console, when set, gets a live copy of the serial console.
+	Console io.Writer
+	// QEMU is the qemu-system-x86_64 binary; empty means look it up in PATH.
+	QEMU string
+}
+
+// Result is what one boot produced.
+type Result struct {
+	Serial     string            // the serial console output, as QEMU wrote it
+	ExitStatus int               // the script's exit status
+	Values     map[string]string // the script's "RESULT key=value" lines; a later key wins
+	Duration   time.Duration     // from QEMU's start to its exit
+}
+
+// Run boots img under QEMU (TCG, -cpu max, 512 MiB of memfd memory, one
+// vhost-user-fs-pci device per share), runs spec.Script inside and waits for
+// the guest to power off.
+//
+// The error is nil when the script ran to its end, whatever its exit status
+// (see Result.ExitStatus). It is not nil when the guest could not boot, load
+// its modules or finish the script (a script that powers off by itself
+// counts as not finishing), when QEMU failed, or when the timeout expired;
+// then QEMU has been killed and reaped, and the error carries the tail of the
+// serial console and QEMU's stderr. The Result is returned along with such an
+// error whenever QEMU ran.
+func Run(ctx context.Context, img *Image, spec Spec) (*Result, error) {
+	if err := spec.validate(); err != nil {
+		return nil, err
+	}
+	qemu := spec.QEMU
+	if qemu == "" {
+		var err error
+		if qemu, err = exec.LookPath("qemu-system-x86_64"); err != nil {
+			return nil, fmt.Errorf("find qemu: %w (apt-get install qemu-system-x86)", err)
+		}
+	}
+	timeout := spec.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+
+	work, err := os.MkdirTemp("", "guest-run-")
+	if err != nil {
+		return nil, fmt.Errorf("create guest run directory: %w", err)
+	}
+	defer os.RemoveAll(work)
+	initrd := filepath.Join(work, "initramfs.cpio")
+	if err := writeRunInitramfs(initrd, img.Initramfs, spec); err != nil {
+		return nil, err
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	serial := &syncBuffer{}
+	var stderr syncBuffer
+	cmd := exec.CommandContext(ctx, qemu, qemuArgs(img.Kernel, initrd, spec.Shares)...)
+	cmd.Stdout = io.Writer(serial)
+	if spec.Console != nil {
+		cmd.Stdout = io.MultiWriter(serial, spec.Console)
+	}
+	cmd.Stderr = &stderr
+	cmd.Cancel = func() error { return cmd.Process.Kill() }
+	cmd.WaitDelay = 5 * time.Second
+	// QEMU dies with us: Pdeathsig fires when the thread that forked it ends,
+	// so that thread stays locked until Wait returns (golang/go#27505).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			done <- fmt.Errorf("start %s: %w", qemu, err)
+			return
+		}
+		done <- cmd.Wait()
+	}()
+	waitErr := <-done
+	res := parseSerial(serial.String())
+	res.Duration = time.Since(start)
+
+	tail := func() string {
+		s := fmt.Sprintf("serial console (last lines):\n%s", lastLines(res.Serial, 30))
+		if e := strings.TrimSpace(stderr.String()); e != "" {
+			s += "\nqemu stderr:\n" + lastLines(e, 10)
+		}
+		return s
+	}
+	switch {
+	case cmd.Process == nil:
+		return nil, waitErr
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return res, fmt.Errorf("guest did not power off within %s, qemu killed\n%s", timeout, tail())
+	case ctx.Err() != nil:
+		return res, fmt.Errorf("guest run canceled, qemu killed: %w\n%s", context.Cause(ctx), tail())
+	case waitErr != nil:
+		return res, fmt.Errorf("qemu failed: %w\n%s", waitErr, tail())
+	}
+	if msg, ok := res.initError(); ok {
+		return res, fmt.Errorf("guest init failed: %s\n%s", msg, tail())
+	}
+	if res.ExitStatus < 0 {
+		return res, fmt.Errorf("guest powered off before the script finished (no %s line)\n%s", markerExit, tail())
+	}
+	return res, nil
+}
+
+func (s Spec) validate() error {
+	if strings.TrimSpace(s.Script) == "" {
+		return errors.New("guest spec: empty Script")
+	}
+	tags := map[string]bool{}
+	for i, sh := range s.Shares {
+		if !tagPattern.MatchString(sh.Tag) {
+			return fmt.Errorf("guest spec: share %d: tag %q must be 1-36 of [A-Za-z0-9_.-]", i, sh.Tag)
+		}
+		if tags[sh.Tag] {
+			return fmt.Errorf("guest spec: share %d: tag %q used twice", i, sh.Tag)
+		}
+		tags[sh.Tag] = true
+	}
+	for _, sh := range s.Shares {
+		if len(sh.Socket) >= maxSocketPath {
+			return fmt.Errorf("guest spec: share %s: socket path %s is %d bytes, unix sockets allow %d: use a shorter directory", sh.Tag, sh.Socket, len(sh.Socket), maxSocketPath-1)
+		}
+		fi, err := os.Stat(sh.Socket)
+		if err != nil {
+			return fmt.Errorf("guest spec: share %s: %w (start virtiofsd first)", sh.Tag, err)
+		}
+		if fi.Mode().Type() != os.ModeSocket {
+			return fmt.Errorf("guest spec: share %s: %s is not a socket", sh.Tag, sh.Socket)
+		}
+	}
+	return nil
+}
+
+// qemuArgs builds QEMU's command line.
+func qemuArgs(kernel, initrd string, shares []Share) []string {
+	args := []string{
+		"-accel", "tcg", "-cpu", "max", "-smp", "1",
+		"-m", guestMemory,
+		"-object", "memory-backend-memfd,id=mem,size=" + guestMemory + ",share=on",
+		"-numa", "node,memdev=mem",
+		"-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot",
+		"-kernel", kernel, "-initrd", initrd,
+		"-append", "console=ttyS0 quiet panic=-1",
+	}
+	for i, sh := range shares {
+		args = append(args,
+			"-chardev", fmt.Sprintf("socket,id=char%d,path=%s", i, qemuEscape(sh.Socket)),
+			"-device", fmt.Sprintf("vhost-user-fs-pci,chardev=char%d,tag=%s", i, sh.Tag))
+	}
+	return args
+}
+
+// qemuEscape doubles commas, QEMU's escape inside option values.
+func qemuEscape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// writeRunInitramfs writes the base initramfs followed by a small archive with
+// this run's /script and mount points; the kernel unpacks concatenated
+// archives in order.
+func writeRunInitramfs(path, base string, spec Spec) error {
+	src, err := os.Open(base)
+	if err != nil {
+		return fmt.Errorf("read guest image (run Prepare again): %w", err)
+	}
+	defer src.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("write guest initramfs: %w", err)
+	}
+	bw := bufio.NewWriter(f)
+	_, err = io.Copy(bw, src)
+	if err == nil {
+		w := newCPIOWriter(bw)
+		w.File("script", 0o755, []byte(spec.Script))
+		for _, sh := range spec.Shares {
+			w.Dir("mnt/"+sh.Tag, 0o755)
+		}
+		err = w.Close()
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write guest initramfs %s: %w", path, err)
+	}
+	return nil
+}
+
+// parseSerial reads the markers out of the console output. ExitStatus is -1
+// when the script's exit line is missing.
+func parseSerial(serial string) *Result {
+	res := &Result{Serial: serial, ExitStatus: -1, Values: map[string]string{}}
+	started := false
+	for _, line := range strings.Split(serial, "\n") {
+		line = strings.TrimRight(line, "\r")
+		switch {
+		case strings.HasSuffix(line, markerStart):
+			started = true
+		case !started:
+		case strings.HasPrefix(line, markerExit):
+			if n, err := strconv.Atoi(strings.TrimPrefix(line, markerExit)); err == nil {
+				res.ExitStatus = n
+			}
+		case strings.HasPrefix(line, markerResult):
+			k, v, ok := strings.Cut(strings.TrimPrefix(line, markerResult), "=")
+			if ok && k != "" {
+				res.Values[k] = v
+			}
+		}
+	}
+	return res
+}
+
+// initError returns the message of the init's error line, if any.
+func (r *Result) initError() (string, bool) {
+	for _, line := range strings.Split(r.Serial, "\n") {
+		if msg, ok := strings.CutPrefix(strings.TrimRight(line, "\r"), markerError+" "); ok {
+			return msg, true
+		}
+	}
+	return "", false
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\r\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// syncBuffer is a bytes.Buffer safe for the writer goroutine of exec.Cmd and
+// a reader.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
