@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/google/shlex"
+	"github.com/kballard/go-shellquote"
 )
 
 // DefaultDir is the folder of the configuration files.
@@ -41,8 +41,14 @@ type Config struct {
 	Readonly          *bool         // READONLY, or nil
 	ReadyTimeout      time.Duration // READY_TIMEOUT, > 0, or 0
 	StopTimeout       time.Duration // STOP_TIMEOUT, > 0, or 0
+	LogLevel          string        // LOG_LEVEL: "", info, debug or trace (Rust only)
 	ExtraArgs         []string      // EXTRA_ARGS split into arguments, or nil
+
+	lines map[string]int // the line of each key in Path
 }
+
+// Line returns the line of Path that set key, or 0.
+func (c *Config) Line(key string) int { return c.lines[key] }
 
 // key is one recognised configuration key.
 type key struct {
@@ -62,6 +68,7 @@ var keys = []key{
 		}
 		return setEnum(&c.Flavor, v, "auto", "c", "rust")
 	}},
+	{"LOG_LEVEL", func(c *Config, v string) error { return setEnum(&c.LogLevel, v, "info", "debug", "trace") }},
 	{"READONLY", func(c *Config, v string) error { return setBool(&c.Readonly, v) }},
 	{"READY_TIMEOUT", func(c *Config, v string) error { return setDuration(&c.ReadyTimeout, v) }},
 	{"SANDBOX", func(c *Config, v string) error { return setEnum(&c.Sandbox, v, "namespace", "chroot", "none") }},
@@ -136,6 +143,7 @@ func parse(r io.Reader, name string) (*Config, map[string]int, error) {
 		return nil, nil, &Error{File: name, Key: "SHARED_DIR", Line: lines["SHARED_DIR"],
 			Msg: "SHARED_DIR is required: add a line such as SHARED_DIR=/srv/vm1 naming the directory to share"}
 	}
+	c.lines = lines
 	return c, lines, nil
 }
 
@@ -384,39 +392,13 @@ func setVirtiofsd(c *Config, v string) error {
 	return nil
 }
 
-// refusedArgs are virtiofsd options EXTRA_ARGS must not carry, with the reason.
-var refusedArgs = []struct{ opt, why string }{
-	{"--fd", "the shim passes the systemd socket itself"},
-	{"--socket-path", "the shim passes the systemd socket itself"},
-	{"--socket-group", "systemd owns the socket: set SocketGroup= in a drop-in for virtiofsd@.socket"},
-	{"--shared-dir", "use SHARED_DIR"},
-	{"--cache", "use CACHE"},
-	{"--sandbox", "use SANDBOX"},
-	{"--thread-pool-size", "use THREAD_POOL_SIZE"},
-	{"--xattr", "use XATTR"},
-	{"--announce-submounts", "use ANNOUNCE_SUBMOUNTS"},
-	{"--readonly", "use READONLY"},
-	{"--syslog", "virtiofsd would log to syslog instead of stderr, where the shim waits for its readiness line"},
-	{"--daemonize", "the shim supervises virtiofsd in the foreground"},
-	{"--print-capabilities", "virtiofsd would print and exit"},
-	{"--version", "virtiofsd would print and exit"},
-	{"-V", "virtiofsd would print and exit"},
-	{"--help", "virtiofsd would print and exit"},
-	{"-h", "virtiofsd would print and exit"},
-}
-
 func setExtraArgs(c *Config, v string) error {
-	args, err := shlex.Split(v)
+	// Which arguments virtiofsd may get depends on its flavor: launch.Args
+	// checks them, and the caller reports its error at Line("EXTRA_ARGS").
+	args, err := shellquote.Split(v)
 	if err != nil {
 		return fmt.Errorf("cannot split into arguments (%v): quote with '...' or \"...\" inside the value, "+
 			"e.g. EXTRA_ARGS=\"--modcaps=-mknod -o 'opt=a b'\"", err)
-	}
-	for _, a := range args {
-		for _, r := range refusedArgs {
-			if a == r.opt || strings.HasPrefix(a, r.opt+"=") {
-				return fmt.Errorf("%s is not allowed in EXTRA_ARGS: %s", r.opt, r.why)
-			}
-		}
 	}
 	if len(args) == 0 {
 		args = nil

@@ -39,13 +39,17 @@
 //	READY_TIMEOUT       time to wait for virtiofsd to be ready: the shim's default
 //	                    a Go duration (10s, 1m30s, 500ms) or
 //	                    whole seconds (10); positive
+//	LOG_LEVEL           virtiofsd's log level: info, debug,     info
+//	                    trace (Rust only); lower levels would
+//	                    hide the readiness line
 //	STOP_TIMEOUT        time between SIGTERM and SIGKILL when   the shim's default
 //	                    stopping; same forms
 //	EXTRA_ARGS          more virtiofsd arguments, split like a  none
-//	                    shell would (github.com/google/shlex);
+//	                    shell would (github.com/kballard/go-shellquote);
 //	                    options the shim sets itself or that
 //	                    break it (--fd, --shared-dir, --cache,
-//	                    --syslog, ...) are refused
+//	                    --syslog, ...) are refused by launch.Args,
+//	                    which knows the flavor
 //
 // Quoting in EXTRA_ARGS happens twice: the file's quotes are removed first,
 // then the value is split, so EXTRA_ARGS="--modcaps=-mknod -o 'a=b c'" gives

@@ -17,12 +17,19 @@ const SocketFD = 3
 // break the contract with systemd.
 var ErrOptions = errors.New("virtiofsd options")
 
-type optionsError struct{ msg string }
+// OptionsError is an option virtiofsd cannot be given, and the instance
+// config key that asked for it, so callers can point at the file's line.
+type OptionsError struct {
+	Key string // SHARED_DIR, CACHE, SANDBOX, READONLY, LOG_LEVEL or EXTRA_ARGS
+	Msg string
+}
 
-func (e *optionsError) Error() string        { return e.msg }
-func (e *optionsError) Is(target error) bool { return target == ErrOptions }
+func (e *OptionsError) Error() string        { return e.Msg }
+func (e *OptionsError) Is(target error) bool { return target == ErrOptions }
 
-func optionsErrorf(format string, a ...any) error { return &optionsError{fmt.Sprintf(format, a...)} }
+func optionsErrorf(key, format string, a ...any) error {
+	return &OptionsError{Key: key, Msg: fmt.Sprintf(format, a...)}
+}
 
 // Options is what the instance wants from virtiofsd, flavor-neutral.
 type Options struct {
@@ -42,13 +49,13 @@ type Options struct {
 // that shows the readiness line.
 func Args(f Flavor, o Options) ([]string, error) {
 	if f != C && f != Rust {
-		return nil, optionsErrorf("virtiofsd flavor not known: detect it first or set FLAVOR=c|rust")
+		return nil, optionsErrorf("FLAVOR", "virtiofsd flavor not known: detect it first or set FLAVOR=c|rust")
 	}
 	if o.SharedDir == "" {
-		return nil, optionsErrorf("no shared directory: set SHARED_DIR= in the instance config or pass --shared-dir")
+		return nil, optionsErrorf("SHARED_DIR", "no shared directory: set SHARED_DIR= in the instance config or pass --shared-dir")
 	}
 	if !filepath.IsAbs(o.SharedDir) {
-		return nil, optionsErrorf("shared directory %q is relative: give an absolute path", o.SharedDir)
+		return nil, optionsErrorf("SHARED_DIR", "shared directory %q is relative: give an absolute path", o.SharedDir)
 	}
 	extraLevel, err := checkExtra(f, o.Extra)
 	if err != nil {
@@ -79,7 +86,7 @@ func argsC(o Options, cache, level string) ([]string, error) {
 	case "never", "none":
 		cache = "none"
 	default:
-		return nil, optionsErrorf("CACHE=%s is not supported by the C virtiofsd (it knows auto, always, never)", cache)
+		return nil, optionsErrorf("CACHE", "CACHE=%s is not supported by the C virtiofsd (it knows auto, always, never)", cache)
 	}
 	a := []string{"-f", "--fd=" + strconv.Itoa(SocketFD), "-o", "source=" + o.SharedDir, "-o", "cache=" + cache}
 	switch o.Sandbox {
@@ -87,7 +94,7 @@ func argsC(o Options, cache, level string) ([]string, error) {
 	case "namespace", "chroot":
 		a = append(a, "-o", "sandbox="+o.Sandbox)
 	default:
-		return nil, optionsErrorf("SANDBOX=%s is not supported by the C virtiofsd (it knows namespace, chroot)", o.Sandbox)
+		return nil, optionsErrorf("SANDBOX", "SANDBOX=%s is not supported by the C virtiofsd (it knows namespace, chroot)", o.Sandbox)
 	}
 	if level != "" {
 		a = append(a, "-o", "log_level="+level)
@@ -102,7 +109,7 @@ func argsC(o Options, cache, level string) ([]string, error) {
 		a = append(a, "-o", "announce_submounts")
 	}
 	if o.Readonly {
-		return nil, optionsErrorf("READONLY=yes is not supported by the C virtiofsd: use the Rust virtiofsd, or a read-only bind mount of the shared directory")
+		return nil, optionsErrorf("READONLY", "READONLY=yes is not supported by the C virtiofsd: use the Rust virtiofsd, or a read-only bind mount of the shared directory")
 	}
 	return append(a, o.Extra...), nil
 }
@@ -113,7 +120,7 @@ func argsRust(o Options, cache, level string) ([]string, error) {
 	case "none":
 		cache = "never"
 	default:
-		return nil, optionsErrorf("CACHE=%s is not supported by the Rust virtiofsd (it knows auto, always, never, metadata)", cache)
+		return nil, optionsErrorf("CACHE", "CACHE=%s is not supported by the Rust virtiofsd (it knows auto, always, never, metadata)", cache)
 	}
 	a := []string{"--fd=" + strconv.Itoa(SocketFD), "--shared-dir=" + o.SharedDir, "--cache=" + cache}
 	switch o.Sandbox {
@@ -121,7 +128,7 @@ func argsRust(o Options, cache, level string) ([]string, error) {
 	case "namespace", "chroot", "none":
 		a = append(a, "--sandbox="+o.Sandbox)
 	default:
-		return nil, optionsErrorf("SANDBOX=%s is not supported by the Rust virtiofsd (it knows namespace, chroot, none)", o.Sandbox)
+		return nil, optionsErrorf("SANDBOX", "SANDBOX=%s is not supported by the Rust virtiofsd (it knows namespace, chroot, none)", o.Sandbox)
 	}
 	if level != "" {
 		a = append(a, "--log-level="+level)
@@ -151,7 +158,7 @@ func checkLevel(f Flavor, level string) error {
 			return nil
 		}
 	}
-	return optionsErrorf("log level %q would hide virtiofsd's readiness line, so systemd would never see it start: use one of %s",
+	return optionsErrorf("LOG_LEVEL", "log level %q would hide virtiofsd's readiness line, so systemd would never see it start: use one of %s",
 		level, strings.Join(readyLevels[f], ", "))
 }
 
@@ -170,7 +177,7 @@ var keyed = map[string]string{
 // systemd and the shim, and returns the log level they set, if any.
 func checkExtra(f Flavor, extra []string) (level string, err error) {
 	refuse := func(arg, why string) error {
-		return optionsErrorf("extra virtiofsd argument %q refused: %s", arg, why)
+		return optionsErrorf("EXTRA_ARGS", "extra virtiofsd argument %q refused: %s", arg, why)
 	}
 	for i := 0; i < len(extra); i++ {
 		arg := extra[i]

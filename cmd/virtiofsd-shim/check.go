@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/kballard/go-shellquote"
+)
+
+const checkUsage = `Usage: virtiofsd-shim check [flags] NAME
+
+Validates instance NAME offline, as virtiofsd@NAME.service would start it:
+its config file, the shared directory, the virtiofsd binary and flavor, and
+the arguments. Prints the exact command line run would start. Exits non-zero
+with the cause on any problem (see the exit status table in --help).
+
+Examples:
+  virtiofsd-shim check vm1
+  virtiofsd-shim check --config-dir=/tmp/conf vm1
+`
+
+func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("check", checkUsage, stderr)
+	var inst instanceFlags
+	inst.register(fs, false)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case fs.NArg() == 1 && inst.instance == "":
+		inst.instance = fs.Arg(0)
+	case fs.NArg() == 0 && inst.instance != "":
+	default:
+		fs.Usage()
+		return usageErrorf("check: give exactly one instance name")
+	}
+	cfg, err := inst.load(fs)
+	if err != nil {
+		return err
+	}
+	p, err := makePlan(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "instance\t%s\n", cfg.Instance)
+	fmt.Fprintf(w, "config\t%s\n", cfg.Path)
+	fmt.Fprintf(w, "shared dir\t%s\n", cfg.SharedDir)
+	fmt.Fprintf(w, "socket\t%s (virtiofsd@%s.socket)\n", socketPath(cfg.Instance), cfg.Instance)
+	fmt.Fprintf(w, "virtiofsd\t%s (%s)\n", p.binary, p.version)
+	fmt.Fprintf(w, "timeouts\tready %v, stop %v\n", p.readyTimeout, p.stopTimeout)
+	fmt.Fprintf(w, "command\t%s\n", shellquote.Join(append([]string{p.binary}, p.args...)...))
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "OK: the socket is passed as fd 3 by systemd (virtiofsd@"+cfg.Instance+".socket)")
+	return nil
+}

@@ -1,0 +1,151 @@
+// Command virtiofsd-shim runs virtiofsd as a socket-activated systemd service:
+// see `virtiofsd-shim --help` and virtiofsd-shim(8).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/coreos/go-systemd/v22/journal"
+	"github.com/sirupsen/logrus"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
+	shimjournal "github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
+)
+
+// version is stamped at build time: -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// Main runs one command line and returns the process exit status.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	log := newLogger(stderr)
+	err := dispatch(ctx, args, stdout, stderr, log)
+	code := exitcode.For(err)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return exitcode.OK
+	case err != nil:
+		log.Logger.WithField("exit_status", code).Error(err.Error())
+	}
+	return code
+}
+
+// logger is the shim's own log, with a switch for where entries go.
+type logger struct {
+	*logrus.Logger
+}
+
+// newLogger logs as text to stderr; toJournal moves it to the journal.
+func newLogger(stderr io.Writer) *logger {
+	l := logrus.New()
+	l.SetOutput(stderr)
+	l.SetFormatter(&logrus.TextFormatter{DisableTimestamp: !isTerminal(stderr), FullTimestamp: true})
+	return &logger{Logger: l}
+}
+
+// toJournal sends entries to the journal with their fields, instead of as
+// text through stderr (which systemd also sends to the journal, flattened).
+func (l *logger) toJournal(instance string) {
+	l.ReplaceHooks(logrus.LevelHooks{})
+	l.AddHook(shimjournal.Hook{Instance: instance})
+	l.SetOutput(io.Discard)
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// underJournal tells whether stderr is connected to the journal, as it is
+// for a systemd service, so that native journal entries can replace text.
+func underJournal() bool {
+	ok, err := journal.StderrIsJournalStream()
+	return err == nil && ok && journal.Enabled()
+}
+
+const topUsage = `virtiofsd-shim runs virtiofsd as a socket-activated systemd service.
+
+Usage:
+  virtiofsd-shim run [flags] [-- virtiofsd-args...]   what virtiofsd@NAME.service runs
+  virtiofsd-shim check NAME                             validate an instance's config offline
+  virtiofsd-shim list [--json] [NAME...]                instances known to systemd or configured
+  virtiofsd-shim version                                print the version
+
+Run "virtiofsd-shim COMMAND --help" for a command's flags and examples.
+
+Quick start:
+  printf 'SHARED_DIR=/srv/vm1\n' > /etc/virtiofsd/vm1.conf
+  systemctl enable --now virtiofsd@vm1.socket     # socket /run/virtiofsd/vm1.sock
+  journalctl -u virtiofsd@vm1
+
+`
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, log *logger) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, topUsage, exitTable())
+		return &exitcode.UsageError{Msg: "no command given: use run, check, list or version"}
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return runCmd(ctx, rest, stderr, log)
+	case "check":
+		return checkCmd(ctx, rest, stdout, stderr)
+	case "list":
+		return listCmd(ctx, rest, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "virtiofsd-shim %s\n", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, topUsage, exitTable())
+		return nil
+	}
+	fmt.Fprint(stderr, topUsage)
+	return &exitcode.UsageError{Msg: fmt.Sprintf("unknown command %q: use run, check, list or version", cmd)}
+}
+
+// exitTable renders exitcode.Table for --help.
+func exitTable() string {
+	var b strings.Builder
+	b.WriteString("Exit status:\n")
+	for _, r := range exitcode.Table {
+		fmt.Fprintf(&b, "  %-6s %s\n", r.Code, r.Meaning)
+	}
+	return b.String()
+}
+
+// newFlagSet makes a flag set that prints usage and examples on --help and
+// reports bad flags as usage errors.
+func newFlagSet(name, usage string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprint(out, usage, "\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args, turning flag errors into usage errors.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &exitcode.UsageError{Msg: fmt.Sprintf("%s: %v", fs.Name(), err)}
+	}
+	return nil
+}

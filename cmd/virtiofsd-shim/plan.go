@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+)
+
+// instanceFlags are the flags run and check share: which instance, and
+// per-key overrides of its config file.
+type instanceFlags struct {
+	instance  string
+	configDir string
+	// overrides maps config keys to flag names; set flags win over the file.
+	overrides map[string]*string
+}
+
+// overridable are the config keys a run flag can override, by flag name.
+var overridable = []struct{ flag, key, help string }{
+	{"shared-dir", "SHARED_DIR", "`directory` to share (SHARED_DIR=)"},
+	{"virtiofsd", "VIRTIOFSD", "virtiofsd `binary` (VIRTIOFSD=; default: first of /usr/libexec/virtiofsd, /usr/lib/qemu/virtiofsd, $PATH)"},
+	{"flavor", "FLAVOR", "virtiofsd `flavor`: auto, c or rust (FLAVOR=; auto asks the binary's --version)"},
+	{"cache", "CACHE", "cache `mode`: auto, always, never, metadata (CACHE=; metadata is Rust only)"},
+	{"sandbox", "SANDBOX", "sandbox `mode`: namespace, chroot, none (SANDBOX=; none is Rust only)"},
+	{"log-level", "LOG_LEVEL", "virtiofsd log `level`: info or debug (LOG_LEVEL=)"},
+	{"ready-timeout", "READY_TIMEOUT", "how long virtiofsd may take to become ready (READY_TIMEOUT=; default 10s)"},
+	{"stop-timeout", "STOP_TIMEOUT", "grace between SIGTERM and SIGKILL when stopping (STOP_TIMEOUT=; default 5s)"},
+}
+
+func (f *instanceFlags) register(fs *flag.FlagSet, withOverrides bool) {
+	fs.StringVar(&f.instance, "instance", "", "instance `name`: reads CONFIG-DIR/NAME.conf")
+	fs.StringVar(&f.configDir, "config-dir", config.DefaultDir, "`folder` of the instance configs")
+	if !withOverrides {
+		return
+	}
+	f.overrides = map[string]*string{}
+	for _, o := range overridable {
+		f.overrides[o.key] = fs.String(o.flag, "", o.help)
+	}
+}
+
+// load reads the instance's config, if any, and applies the flags that were
+// given. Without an instance, or with a missing config file when the flags
+// name the shared directory, the flags alone make the config.
+func (f *instanceFlags) load(fs *flag.FlagSet) (*config.Config, error) {
+	given := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
+	cfg := &config.Config{Flavor: "auto"}
+	if f.instance != "" {
+		path := filepath.Join(f.configDir, f.instance+".conf")
+		_, statErr := os.Stat(path)
+		if !(errors.Is(statErr, os.ErrNotExist) && given["shared-dir"]) {
+			c, err := config.Load(f.configDir, f.instance)
+			if err != nil {
+				return nil, err
+			}
+			cfg = c
+		} else if err := config.ValidInstance(f.instance); err != nil {
+			return nil, err
+		}
+		cfg.Instance = f.instance
+	}
+	for _, o := range overridable {
+		if given[o.flag] {
+			if err := cfg.Set(o.key, *f.overrides[o.key]); err != nil {
+				return nil, fmt.Errorf("--%s: %w", o.flag, err)
+			}
+		}
+	}
+	if cfg.SharedDir == "" {
+		return nil, &config.Error{Key: "SHARED_DIR", Msg: "no shared directory: pass --instance=NAME with SHARED_DIR= in " +
+			filepath.Join(f.configDir, "NAME.conf") + ", or --shared-dir=DIR"}
+	}
+	return cfg, nil
+}
+
+// plan is everything run needs to start virtiofsd, and check prints.
+type plan struct {
+	cfg          *config.Config
+	binary       string
+	version      launch.Version
+	args         []string
+	readyTimeout time.Duration
+	stopTimeout  time.Duration
+}
+
+// makePlan finds the binary, its flavor and its argv for cfg.
+func makePlan(ctx context.Context, cfg *config.Config) (*plan, error) {
+	bin, err := launch.FindBinary(cfg.Virtiofsd)
+	if err != nil {
+		return nil, err
+	}
+	flavor, err := launch.ParseFlavor(cfg.Flavor)
+	if err != nil {
+		return nil, &config.Error{File: cfg.Path, Key: "FLAVOR", Msg: err.Error()}
+	}
+	v := launch.Version{Flavor: flavor}
+	if flavor == launch.Auto {
+		if v, err = launch.DetectVersion(ctx, bin); err != nil {
+			return nil, err
+		}
+	}
+	opts := launch.Options{
+		SharedDir: cfg.SharedDir,
+		Cache:     cfg.Cache,
+		Sandbox:   cfg.Sandbox,
+		LogLevel:  cfg.LogLevel,
+		Extra:     cfg.ExtraArgs,
+	}
+	if cfg.ThreadPoolSize != nil {
+		opts.ThreadPoolSize = *cfg.ThreadPoolSize
+	}
+	opts.Xattr = isTrue(cfg.Xattr)
+	opts.AnnounceSubmounts = isTrue(cfg.AnnounceSubmounts)
+	opts.Readonly = isTrue(cfg.Readonly)
+	args, err := launch.Args(v.Flavor, opts)
+	var oe *launch.OptionsError
+	if errors.As(err, &oe) && cfg.Path != "" {
+		// Point at the line that asked for it.
+		return nil, &config.Error{File: cfg.Path, Line: cfg.Line(oe.Key), Key: oe.Key, Msg: oe.Msg, Err: err}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &plan{
+		cfg: cfg, binary: bin, version: v, args: args,
+		readyTimeout: orDefault(cfg.ReadyTimeout, launch.DefaultReadyTimeout),
+		stopTimeout:  orDefault(cfg.StopTimeout, launch.DefaultStopTimeout),
+	}, nil
+}
+
+func isTrue(b *bool) bool { return b != nil && *b }
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// socketPath is where the instance's socket unit listens.
+func socketPath(instance string) string {
+	if instance == "" {
+		return ""
+	}
+	return "/run/virtiofsd/" + instance + ".sock"
+}

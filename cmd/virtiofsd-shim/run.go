@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/activation"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+)
+
+const runUsage = `Usage: virtiofsd-shim run [flags] [-- virtiofsd-args...]
+
+Runs virtiofsd on the listening socket systemd passes (LISTEN_FDS), as fd 3.
+Tells systemd READY=1 once virtiofsd prints "Waiting for vhost-user socket
+connection...", forwards each of its lines to the journal (SYSLOG_IDENTIFIER=
+virtiofsd, VIRTIOFSD_INSTANCE, VIRTIOFSD_PID, PRIORITY), and on SIGTERM stops
+it: SIGTERM, a grace period, then SIGKILL. Flags override the config file.
+Arguments after -- go to virtiofsd as they are (after the EXTRA_ARGS of the
+config), except those that would break the contract (--fd, --socket-path,
+--syslog, --daemonize, a second shared directory, a level hiding readiness).
+
+Examples:
+  # What virtiofsd@vm1.service runs; config in /etc/virtiofsd/vm1.conf:
+  virtiofsd-shim run --instance=vm1
+
+  # By hand, with the socket from systemd-socket-activate and no config file:
+  systemd-socket-activate -l /run/virtiofsd/vm1.sock \
+      virtiofsd-shim run --shared-dir=/srv/vm1 --cache=never
+
+  # Extra virtiofsd arguments:
+  virtiofsd-shim run --instance=vm1 -- --modcaps=-mknod
+`
+
+func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) error {
+	fs := newFlagSet("run", runUsage, stderr)
+	var inst instanceFlags
+	inst.register(fs, true)
+	logTarget := fs.String("log-target", "auto", "where virtiofsd's lines go: `auto` (the journal under systemd, else stderr), journal or stderr")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := inst.load(fs)
+	if err != nil {
+		return err
+	}
+	cfg.ExtraArgs = append(cfg.ExtraArgs, fs.Args()...)
+	p, err := makePlan(ctx, cfg)
+	if err != nil {
+		return err
+	}
+
+	sock, err := activation.Listen(activation.FromOS())
+	if err != nil {
+		return err
+	}
+	defer sock.File.Close()
+	instance := cfg.Instance
+	if instance == "" {
+		instance = strings.TrimSuffix(filepath.Base(sock.Path), ".sock")
+	}
+
+	var sink journal.Sink
+	switch *logTarget {
+	case "journal":
+		sink = journal.JournalSink{Instance: instance}
+		log.toJournal(instance)
+	case "stderr":
+		sink = journal.TextSink{W: stderr}
+	case "auto":
+		if underJournal() {
+			sink = journal.JournalSink{Instance: instance}
+			log.toJournal(instance)
+		} else {
+			sink = journal.TextSink{W: stderr}
+		}
+	default:
+		return usageErrorf("run: --log-target=%s: want auto, journal or stderr", *logTarget)
+	}
+	entry := log.WithField("instance", instance)
+
+	fwd := journal.NewForwarder(sink, 0, func(err error) {
+		entry.WithError(err).Warn("cannot write virtiofsd's lines")
+	})
+	defer func() {
+		forwarded, dropped := fwd.Close()
+		e := entry.WithFields(map[string]any{"lines_forwarded": forwarded, "lines_dropped": dropped})
+		if dropped > 0 {
+			e.Warn("some virtiofsd lines were dropped because the journal did not keep up")
+		} else {
+			e.Debug("log forwarding done")
+		}
+	}()
+
+	sv := &launch.Supervisor{
+		Path:         p.binary,
+		Args:         p.args,
+		Env:          launch.ChildEnv(os.Environ(), p.version.Flavor),
+		Flavor:       p.version.Flavor,
+		Socket:       sock.File,
+		SocketPath:   sock.String(),
+		SharedDir:    cfg.SharedDir,
+		Notifier:     launch.SystemdNotifier{},
+		Lines:        fwd,
+		Log:          entry,
+		ReadyTimeout: p.readyTimeout,
+		StopTimeout:  p.stopTimeout,
+	}
+	if d, err := daemon.SdWatchdogEnabled(false); err == nil && d > 0 {
+		sv.Watchdog = d / 2
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer stop()
+	return sv.Run(ctx)
+}
+
+func usageErrorf(format string, a ...any) error {
+	return &exitcode.UsageError{Msg: fmt.Sprintf(format, a...)}
+}

@@ -1,0 +1,85 @@
+// Package exitcode decides, in one table, the exit status of virtiofsd-shim
+// for every kind of error, so that `systemctl status` tells the cause.
+package exitcode
+
+import (
+	"errors"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/activation"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+)
+
+// The codes, sysexits(3)-style where one fits.
+const (
+	OK          = 0  // clean end: the VM disconnected, or the shim was stopped
+	Usage       = 64 // EX_USAGE: bad command line
+	Activation  = 66 // EX_NOINPUT: no usable socket from systemd
+	Unavailable = 69 // EX_UNAVAILABLE: virtiofsd (or systemd, for list) missing or unusable
+	Software    = 70 // EX_SOFTWARE: an internal error of the shim
+	NotReady    = 75 // EX_TEMPFAIL: virtiofsd never printed its readiness line in time
+	Config      = 78 // EX_CONFIG: the instance's config or options are invalid
+)
+
+// Row documents one exit status.
+type Row struct {
+	Code    string
+	Meaning string
+}
+
+// Table is the exit status table printed by --help and in the README.
+var Table = []Row{
+	{"0", "clean end: the VM disconnected, or the service was stopped and virtiofsd stopped within the grace period"},
+	{"1-63", "virtiofsd failed with this exit status of its own (it is passed through)"},
+	{"64", "usage: unknown subcommand, flag or argument"},
+	{"66", "activation: no socket from systemd, more than one, or not a listening AF_UNIX stream socket"},
+	{"69", "unavailable: the virtiofsd binary is missing, not executable or of unknown flavor; for list, systemd is unreachable"},
+	{"70", "internal error of the shim"},
+	{"75", "virtiofsd did not print its readiness line within the ready timeout and was killed"},
+	{"78", "config: the instance config or an option is invalid (missing file, unknown key, bad value, unsafe permissions)"},
+	{"128+N", "virtiofsd was killed by signal N (137 also when it ignored SIGTERM for the whole stop grace period)"},
+}
+
+// UsageError marks a bad command line.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+// UnavailableError marks a required service that cannot be reached.
+type UnavailableError struct{ Err error }
+
+func (e *UnavailableError) Error() string { return e.Err.Error() }
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// coder is an error that carries its own exit status.
+type coder interface{ Code() int }
+
+// For returns the exit status for err.
+func For(err error) int {
+	var (
+		usage  *UsageError
+		unav   *UnavailableError
+		c      coder
+		notRdy *launch.NotReadyError
+		cfgErr *config.Error
+	)
+	switch {
+	case err == nil:
+		return OK
+	case errors.As(err, &usage):
+		return Usage
+	case errors.Is(err, activation.ErrActivation):
+		return Activation
+	case errors.As(err, &cfgErr), errors.Is(err, launch.ErrOptions):
+		return Config
+	case errors.Is(err, launch.ErrBinary), errors.As(err, &unav):
+		return Unavailable
+	case errors.As(err, &notRdy):
+		return NotReady
+	case errors.As(err, &c):
+		if code := c.Code(); code > 0 && code < 256 {
+			return code
+		}
+	}
+	return Software
+}
