@@ -1,0 +1,232 @@
+// Package shimbox boots a private systemd with virtiofsd-shim's own unit
+// files and binary installed, for system tests, the demo and benchmarks.
+package shimbox
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
+)
+
+// Where things are inside the box, as a package installs them.
+const (
+	BinaryPath = "/usr/libexec/virtiofsd-shim"
+	ConfigDir  = "/etc/virtiofsd"
+	SocketDir  = "/run/virtiofsd"
+)
+
+// RepoRoot is the source tree this package was built from.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "../../.."))
+}
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// Binary builds virtiofsd-shim once per test process into a folder under
+// /var/tmp (outside the box's private /tmp) and returns its path. The
+// VIRTIOFSD_SHIM_BINARY environment variable overrides it with a prebuilt one.
+func Binary() (string, error) {
+	buildOnce.Do(func() {
+		if p := os.Getenv("VIRTIOFSD_SHIM_BINARY"); p != "" {
+			builtBin = p
+			return
+		}
+		dir, err := os.MkdirTemp("/var/tmp", "shim-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "virtiofsd-shim")
+		cmd := exec.Command("go", "build", "-o", builtBin, "./cmd/virtiofsd-shim")
+		cmd.Dir = RepoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	return builtBin, buildErr
+}
+
+// Units returns the project's unit files, by name, from units/, or from the
+// folder in VIRTIOFSD_SHIM_UNITS (e.g. /usr/lib/systemd/system, to test what
+// a package installed).
+func Units() (map[string]string, error) {
+	dir := os.Getenv("VIRTIOFSD_SHIM_UNITS")
+	if dir == "" {
+		dir = filepath.Join(RepoRoot(), "units")
+	}
+	units := map[string]string{}
+	for _, name := range []string{"virtiofsd@.socket", "virtiofsd@.service"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		units[name] = string(b)
+	}
+	return units, nil
+}
+
+// Box is a private systemd with the shim installed, plus a host folder
+// (Root, under /var/tmp) for shared directories the box can see.
+type Box struct {
+	*sdbox.Box
+	Root string
+}
+
+// Options adds to sdbox.Options.
+type Options struct {
+	Name string
+	// Units, when set, replaces the project's unit files (for a bare
+	// virtiofsd unit in benchmarks, say); extra units are added.
+	ExtraUnits map[string]string
+	Log        io.Writer
+}
+
+// Boot boots a box with the project's units in /run/systemd/system, the
+// binary at /usr/libexec/virtiofsd-shim and an empty /etc/virtiofsd.
+func Boot(ctx context.Context, o Options) (*Box, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	units, err := Units()
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range o.ExtraUnits {
+		units[k] = v
+	}
+	root, err := os.MkdirTemp("/var/tmp", "shimbox-")
+	if err != nil {
+		return nil, err
+	}
+	name := o.Name
+	if name == "" {
+		name = "shimbox"
+	}
+	b, err := sdbox.Boot(ctx, sdbox.Options{
+		Name:  name,
+		Units: units,
+		Tmpfs: []string{ConfigDir},
+		Binds: map[string]string{bin: BinaryPath},
+		Log:   o.Log,
+	})
+	if err != nil {
+		os.RemoveAll(root)
+		return nil, err
+	}
+	return &Box{Box: b, Root: root}, nil
+}
+
+// New boots a box for a test and tears it down at its end; it skips, saying
+// why, when not root.
+func New(t testing.TB, o Options) *Box {
+	t.Helper()
+	sdbox.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	b, err := Boot(ctx, o)
+	if err != nil {
+		t.Fatalf("boot a private systemd with virtiofsd-shim: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("tear the box down: %v", err)
+		}
+	})
+	return b
+}
+
+// Close tears the box down and removes Root.
+func (b *Box) Close() error {
+	err := b.Box.Close()
+	if rerr := os.RemoveAll(b.Root); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// Share makes a shared directory under Root and returns its path.
+func (b *Box) Share(name string) (string, error) {
+	dir := filepath.Join(b.Root, name)
+	return dir, os.MkdirAll(dir, 0o755)
+}
+
+// Configure writes /etc/virtiofsd/<instance>.conf inside the box, mode 0644.
+func (b *Box) Configure(instance, content string) error {
+	return b.WriteFile(filepath.Join(ConfigDir, instance+".conf"), []byte(content), 0o644)
+}
+
+// AddInstance makes a share named after the instance, configures it with
+// SHARED_DIR and any extra lines, and returns the share.
+func (b *Box) AddInstance(instance string, extra ...string) (string, error) {
+	dir, err := b.Share(instance)
+	if err != nil {
+		return "", err
+	}
+	conf := "SHARED_DIR=" + dir + "\n" + strings.Join(extra, "\n")
+	return dir, b.Configure(instance, conf+"\n")
+}
+
+// Systemctl runs systemctl inside the box.
+func (b *Box) Systemctl(ctx context.Context, args ...string) (string, error) {
+	return b.Run(ctx, "systemctl", args...)
+}
+
+// Socket is the host path that reaches an instance's socket inside the box.
+func (b *Box) Socket(instance string) string {
+	return b.Path(filepath.Join(SocketDir, instance+".sock"))
+}
+
+// Dial connects to an instance's socket like a VM would and checks that a
+// live vhost-user backend answers GET_FEATURES. The caller closes the
+// connection, which ends the session.
+func (b *Box) Dial(instance string, timeout time.Duration) (net.Conn, error) {
+	return Probe(b.Socket(instance), timeout)
+}
+
+// Probe connects to a vhost-user socket and asks for the features
+// (DESIGN.md): 12 bytes out, a 12-byte header with flags 0x5 and size 8
+// plus the feature bits back.
+func Probe(path string, timeout time.Duration) (net.Conn, error) {
+	c, err := net.DialTimeout("unix", path, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if _, err := c.Write([]byte{1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0}); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("send GET_FEATURES: %w", err)
+	}
+	var reply [20]byte
+	if _, err := io.ReadFull(c, reply[:]); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("read GET_FEATURES reply: %w", err)
+	}
+	if req, flags, size := binary.LittleEndian.Uint32(reply[0:]), binary.LittleEndian.Uint32(reply[4:]),
+		binary.LittleEndian.Uint32(reply[8:]); req != 1 || flags != 5 || size != 8 {
+		c.Close()
+		return nil, fmt.Errorf("unexpected GET_FEATURES reply header: request %d flags %#x size %d", req, flags, size)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, nil
+}
