@@ -126,7 +126,7 @@ func check(f *os.File) (*Socket, error) {
 	}
 	if domain != unix.AF_UNIX || typ != unix.SOCK_STREAM {
 		return nil, &Error{
-			Reason: fmt.Sprintf("%s is a %s %s socket, vhost-user needs an AF_UNIX SOCK_STREAM one", what, familyName(domain), typeName(typ)),
+			Reason: fmt.Sprintf("%s is an %s %s socket, vhost-user needs an AF_UNIX SOCK_STREAM one", what, familyName(domain), typeName(typ)),
 			Fix:    "use ListenStream=/run/virtiofsd/NAME.sock (a path, not a port or ListenDatagram=/ListenSequentialPacket=)",
 		}
 	}
