@@ -33,8 +33,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		return exitcode.OK
+	case err != nil && log.journaled:
+		log.WithField("exit_status", code).Error(err.Error())
 	case err != nil:
-		log.Logger.WithField("exit_status", code).Error(err.Error())
+		// Plain text for a person at a terminal: no quoting of the message.
+		fmt.Fprintf(stderr, "virtiofsd-shim: %v\n", err)
 	}
 	return code
 }
@@ -42,6 +45,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // logger is the shim's own log, with a switch for where entries go.
 type logger struct {
 	*logrus.Logger
+	journaled bool // entries go to the journal natively
 }
 
 // newLogger logs as text to stderr; toJournal moves it to the journal.
@@ -58,6 +62,7 @@ func (l *logger) toJournal(instance string) {
 	l.ReplaceHooks(logrus.LevelHooks{})
 	l.AddHook(shimjournal.Hook{Instance: instance})
 	l.SetOutput(io.Discard)
+	l.journaled = true
 }
 
 func isTerminal(w io.Writer) bool {

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/fakevirtiofsd"
+)
+
+func TestMain(m *testing.M) {
+	fakevirtiofsd.Main() // the test binary doubles as a fake virtiofsd
+	os.Exit(m.Run())
+}
+
+// shim runs one command line in-process and returns its exit status and output.
+func shim(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := Main(context.Background(), args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+// fakeBinary is a script that execs the test binary as a fake virtiofsd:
+// VIRTIOFSD= must be a path, and the flavor comes from the environment.
+func fakeBinary(t *testing.T, flavor string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "virtiofsd")
+	env := strings.Join(fakevirtiofsd.Env(flavor, fakevirtiofsd.Ready), " ")
+	require.NoError(t, os.WriteFile(p, []byte("#!/bin/sh\nexec env "+env+" "+os.Args[0]+" \"$@\"\n"), 0o755))
+	return p
+}
+
+// instance writes a config folder with NAME.conf and returns the folder.
+func instance(t *testing.T, name, content string) string {
+	t.Helper()
+	dir := t.TempDir()
+	require.NoError(t, os.Chmod(dir, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, name+".conf"), []byte(content), 0o644))
+	return dir
+}
+
+func TestExitStatusTellsTheCause(t *testing.T) {
+	share := t.TempDir()
+	rust := fakeBinary(t, "rust")
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no command", nil, exitcode.Usage, "no command given"},
+		{"unknown command", []string{"serve"}, exitcode.Usage, `unknown command "serve"`},
+		{"unknown flag", []string{"run", "--shared"}, exitcode.Usage, "flag provided but not defined: -shared"},
+		{"missing config", []string{"run", "--instance=vm1", "--config-dir=" + t.TempDir()}, exitcode.Config, "vm1.conf: no such file: create it for instance vm1"},
+		{"unknown key", []string{"run", "--instance=vm1", "--config-dir=" + instance(t, "vm1", "SHARED_DIR="+share+"\nCACHEMODE=x\n")},
+			exitcode.Config, "vm1.conf:2: unknown key CACHEMODE (known: "},
+		{"bad instance name", []string{"run", "--instance=../etc", "--config-dir=/tmp"}, exitcode.Config, "instance name"},
+		{"bad flag value", []string{"run", "--shared-dir=" + share, "--cache=sometimes"}, exitcode.Config, "--cache: CACHE=sometimes"},
+		{"virtiofsd missing", []string{"run", "--shared-dir=" + share, "--virtiofsd=/nonexistent/virtiofsd"}, exitcode.Unavailable,
+			"virtiofsd binary /nonexistent/virtiofsd does not exist"},
+		{"flavor option refused", []string{"run", "--shared-dir=" + share, "--virtiofsd=" + rust, "--", "--syslog"}, exitcode.Config,
+			`extra virtiofsd argument "--syslog" refused`},
+		{"option refused in file points at the line", []string{"run", "--instance=vm1", "--config-dir=" + instance(t, "vm1",
+			"SHARED_DIR="+share+"\nVIRTIOFSD="+rust+"\nEXTRA_ARGS=--fd=7\n")}, exitcode.Config, `vm1.conf:3: extra virtiofsd argument "--fd=7" refused`},
+		{"no socket", []string{"run", "--shared-dir=" + share, "--virtiofsd=" + rust}, exitcode.Activation, "no socket was passed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("LISTEN_FDS", "")
+			t.Setenv("LISTEN_PID", "")
+			code, _, stderr := shim(t, tc.args...)
+			assert.Equal(t, tc.code, code, stderr)
+			assert.Contains(t, stderr, tc.want)
+		})
+	}
+}
+
+func TestCheckPrintsTheCommandRunWouldStart(t *testing.T) {
+	share := t.TempDir()
+	rust := fakeBinary(t, "rust")
+	dir := instance(t, "vm1", "SHARED_DIR="+share+"\nVIRTIOFSD="+rust+"\nCACHE=never\nEXTRA_ARGS=\"--modcaps=-mknod -o 'a b'\"\n")
+	code, out, stderr := shim(t, "check", "--config-dir="+dir, "vm1")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "Rust virtiofsd 1.13.3")
+	assert.Contains(t, out, rust+" --fd=3 --shared-dir="+share+" --cache=never --log-level=info --modcaps=-mknod -o 'a b'")
+	assert.Contains(t, out, "/run/virtiofsd/vm1.sock")
+
+	code, _, stderr = shim(t, "check", "--config-dir="+dir, "vm2")
+	assert.Equal(t, exitcode.Config, code)
+	assert.Contains(t, stderr, "vm2.conf: no such file")
+}
+
+func TestHelpShowsExamplesAndTheExitTable(t *testing.T) {
+	code, out, _ := shim(t, "--help")
+	assert.Equal(t, 0, code)
+	for _, r := range exitcode.Table {
+		assert.Contains(t, out, r.Code)
+	}
+	for _, cmd := range []string{"run", "check"} {
+		code, _, stderr := shim(t, cmd, "--help")
+		assert.Equal(t, 0, code, cmd)
+		assert.Contains(t, stderr, "Examples:", cmd)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := shim(t, "version")
+	assert.Equal(t, 0, code)
+	assert.Equal(t, "virtiofsd-shim "+version+"\n", out)
+}
+
+// The README documents the same exit table that --help prints.
+func TestREADMEHasTheExitTable(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	for _, r := range exitcode.Table {
+		assert.Contains(t, string(readme), "| "+r.Code+" | "+r.Meaning+" |")
+	}
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# deps.sh: install, on a fresh Debian 12 machine as root, what building and
+# testing virtiofsd-shim needs, and only what is missing. Idempotent.
+set -euo pipefail
+
+packages=(
+	qemu-system-common       # the C virtiofsd, /usr/lib/qemu/virtiofsd
+	qemu-system-x86          # the test guest, under TCG
+	linux-image-cloud-amd64  # the test guest's kernel (virtio, fuse, virtiofs modules)
+	busybox-static           # the test guest's userland
+	cpio
+	systemd                  # run as PID 1 of private namespaces by the tests and the demo
+	dbus
+	util-linux               # nsenter
+	procps                   # pgrep
+	lintian rpm              # package checks
+	git make gcc             # gcc: go test -race needs cgo
+)
+need=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "deps.sh: missing packages (${need[*]}) and not root: run as root, or apt-get install them" >&2
+		exit 1
+	fi
+	echo "deps.sh: installing ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Go: the machine's /usr/local/go, or Debian's, which then fetches the
+# toolchain go.mod asks for from the module proxy (GOTOOLCHAIN=auto).
+if ! PATH=/usr/local/go/bin:$PATH command -v go >/dev/null; then
+	echo "deps.sh: installing golang-go"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go ca-certificates >/dev/null
+fi
