@@ -38,3 +38,11 @@ demo: deps build
 
 clean:
 	rm -rf bin dist
+
+# Install by hand (packages do the same): DESTDIR for staging.
+install: build
+	install -D -m 0755 bin/virtiofsd-shim $(DESTDIR)$(PREFIX)/libexec/virtiofsd-shim
+	install -D -m 0644 units/virtiofsd@.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.socket
+	install -D -m 0644 units/virtiofsd@.service $(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.service
+	install -d -m 0755 $(DESTDIR)/etc/virtiofsd
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi

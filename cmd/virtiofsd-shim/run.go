@@ -49,6 +49,18 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	// Decide where lines go first, so that even a config error reaches the
+	// journal as an entry with the instance's field.
+	toJournal := *logTarget == "journal" || (*logTarget == "auto" && underJournal())
+	switch *logTarget {
+	case "auto", "journal", "stderr":
+	default:
+		return usageErrorf("run: --log-target=%s: want auto, journal or stderr", *logTarget)
+	}
+	if toJournal {
+		log.toJournal(inst.instance)
+	}
+
 	cfg, err := inst.load(fs)
 	if err != nil {
 		return err
@@ -68,23 +80,9 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	if instance == "" {
 		instance = strings.TrimSuffix(filepath.Base(sock.Path), ".sock")
 	}
-
-	var sink journal.Sink
-	switch *logTarget {
-	case "journal":
+	var sink journal.Sink = journal.TextSink{W: stderr}
+	if toJournal {
 		sink = journal.JournalSink{Instance: instance}
-		log.toJournal(instance)
-	case "stderr":
-		sink = journal.TextSink{W: stderr}
-	case "auto":
-		if underJournal() {
-			sink = journal.JournalSink{Instance: instance}
-			log.toJournal(instance)
-		} else {
-			sink = journal.TextSink{W: stderr}
-		}
-	default:
-		return usageErrorf("run: --log-target=%s: want auto, journal or stderr", *logTarget)
 	}
 	entry := log.WithField("instance", instance)
 
