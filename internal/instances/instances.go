@@ -343,7 +343,7 @@ func readConfig(dir, name string) Config {
 		return c
 	}
 	msg := err.Error()
-	if errors.Is(err, fs.ErrNotExist) {
+	if _, serr := os.Lstat(c.Path); errors.Is(serr, fs.ErrNotExist) {
 		msg = c.Path + ": no such file"
 	} else {
 		c.Exists = true
