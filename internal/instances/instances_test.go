@@ -356,3 +356,18 @@ func TestTableAndJSONShowTheSameRows(t *testing.T) {
 	require.NoError(t, WriteJSON(&js, nil))
 	assert.JSONEq(t, `{"schema_version":1,"instances":[]}`, js.String())
 }
+
+func TestListKeepsEscapedNamesAsSystemdWritesThem(t *testing.T) {
+	w := newWorld(t)
+	name := `srv-vm\x2d1`
+	share := w.configure(t, "srv-vm-1")
+	require.NoError(t, os.Rename(filepath.Join(w.dir, "srv-vm-1.conf"), filepath.Join(w.dir, name+".conf")))
+	w.bus.add("virtiofsd@"+name+".socket", "active", "listening", nil)
+	w.bus.add("virtiofsd@srv-other.socket", "active", "listening", nil)
+	list, err := w.list(t, name)
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	assert.Equal(t, name, list[0].Name)
+	assert.Equal(t, "virtiofsd@"+name+".socket", list[0].Socket.Unit.Unit)
+	assert.Equal(t, ptr(share), list[0].Config.SharedDir)
+}
