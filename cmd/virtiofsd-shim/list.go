@@ -4,8 +4,68 @@ import (
 	"context"
 	"errors"
 	"io"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/instances"
 )
 
+const listUsage = `Usage: virtiofsd-shim list [flags] [NAME...]
+
+Lists virtiofsd instances, as systemd sees them through its D-Bus API: every
+loaded virtiofsd@NAME.socket or .service unit, active or not, and every
+NAME.conf of the config folder (shown "not loaded" when no unit is). For
+each: the socket and service states, since when, the shim's pid, virtiofsd's
+pid, whether a VM is connected or awaited, the shared directory, the shim's
+status text, and why a failed unit failed. A broken config is shown in its
+row. Connects as root over /run/systemd/private, otherwise (or when that
+fails) over the system bus; it only reads.
+
+With NAMEs, only those instances; a NAME that systemd does not know and that
+has no config file is an error (exit status 64), after the others are shown.
+Exit status 69: systemd cannot be reached.
+
+--json prints {"schema_version": 1, "instances": [...]}: see the README.
+
+Examples:
+  virtiofsd-shim list
+  virtiofsd-shim list vm1 vm2
+  virtiofsd-shim list --json | jq -r '.instances[] | select(.service.client == "connected") | .instance'
+`
+
 func listCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("list: not implemented yet")
+	fs := newFlagSet("list", listUsage, stderr)
+	asJSON := fs.Bool("json", false, "print JSON (schema_version 1) instead of a table")
+	dir := fs.String("config-dir", config.DefaultDir, "the folder of the `DIR`/NAME.conf files")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	names := fs.Args()
+	for _, n := range names {
+		if err := config.ValidInstance(n); err != nil {
+			return usageErrorf("list: %v", err)
+		}
+	}
+
+	bus, err := instances.Connect(ctx)
+	if err != nil {
+		return &exitcode.UnavailableError{Err: err}
+	}
+	defer bus.Close()
+	l := instances.Lister{Bus: bus, ConfigDir: *dir, ProcRoot: "/proc"}
+	list, err := l.List(ctx, names)
+	var unknown *instances.UnknownError
+	if err != nil && !errors.As(err, &unknown) {
+		return err
+	}
+	var werr error
+	if *asJSON {
+		werr = instances.WriteJSON(stdout, list)
+	} else {
+		werr = instances.WriteTable(stdout, list)
+	}
+	if unknown != nil {
+		return usageErrorf("list: %v", unknown)
+	}
+	return werr
 }

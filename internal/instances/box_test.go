@@ -1,0 +1,356 @@
+package instances
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
+)
+
+// scenario is a box with instances in every state list knows.
+type scenario struct {
+	box   *shimbox.Box
+	kinds map[string]string // instance -> kind
+	conns []net.Conn        // the serving instances' clients, kept open
+}
+
+// Kinds of instances in the scenario, with how many of each (30 in all).
+var scenarioKinds = []struct {
+	kind  string
+	count int
+}{
+	{"listen", 8}, // enabled socket, nobody connected
+	{"wait", 2},   // service started by hand, virtiofsd waiting for a client
+	{"serve", 6},  // a client connected (virtiofsd serving it)
+	{"fail", 4},   // SHARED_DIR missing, then a connection: a failing service
+	{"conf", 5},   // config only, socket not enabled
+	{"broken", 3}, // enabled socket, a config run refuses
+	{"noconf", 2}, // enabled socket, no config file
+}
+
+func newScenario(t *testing.T) *scenario {
+	b := shimbox.New(t, shimbox.Options{})
+	ctx := t.Context()
+	s := &scenario{box: b, kinds: map[string]string{}}
+	var enable []string
+	for _, k := range scenarioKinds {
+		for i := range k.count {
+			name := fmt.Sprintf("%s%02d", k.kind, i)
+			s.kinds[name] = k.kind
+			switch k.kind {
+			case "fail":
+				require.NoError(t, b.Configure(name, "SHARED_DIR="+filepath.Join(b.Root, "missing-"+name)+"\n"))
+			case "broken":
+				_, err := b.AddInstance(name, "CACHE=sometimes")
+				require.NoError(t, err)
+			case "noconf":
+			default:
+				_, err := b.AddInstance(name)
+				require.NoError(t, err)
+			}
+			if k.kind != "conf" {
+				enable = append(enable, "virtiofsd@"+name+".socket")
+			}
+		}
+	}
+	out, err := b.Systemctl(ctx, append([]string{"enable", "--now"}, enable...)...)
+	require.NoError(t, err, out)
+	var start []string
+	for name, kind := range s.kinds {
+		if kind == "wait" {
+			start = append(start, "virtiofsd@"+name+".service")
+		}
+	}
+	out, err = b.Systemctl(ctx, append([]string{"start"}, start...)...)
+	require.NoError(t, err, out)
+	for name, kind := range s.kinds {
+		switch kind {
+		case "serve":
+			c, err := b.Dial(name, 10*time.Second)
+			require.NoError(t, err, name)
+			s.conns = append(s.conns, c)
+		case "fail":
+			// The shim exits 78 at once; the pending connection makes
+			// systemd start it again until the start limit stops both.
+			c, err := net.Dial("unix", b.Socket(name))
+			require.NoError(t, err, name)
+			c.Close()
+		}
+	}
+	t.Cleanup(func() {
+		for _, c := range s.conns {
+			c.Close()
+		}
+	})
+	require.Eventually(t, func() bool {
+		for name, kind := range s.kinds {
+			if kind == "fail" && s.show(t, "virtiofsd@"+name+".service")["ActiveState"] != "failed" {
+				return false
+			}
+		}
+		return true
+	}, 60*time.Second, 100*time.Millisecond, "failing instances never reached failed")
+	// Let the failed sockets settle too.
+	require.Eventually(t, func() bool {
+		out, _ := b.Systemctl(ctx, "list-jobs", "--no-legend")
+		return strings.TrimSpace(out) == ""
+	}, 30*time.Second, 50*time.Millisecond)
+	return s
+}
+
+// show reads a unit's properties with systemctl, independently of this
+// package; timestamps are in microseconds, UTC.
+func (s *scenario) show(t *testing.T, unit string) map[string]string {
+	t.Helper()
+	out, err := s.box.Systemctl(context.Background(), "show", "--timestamp=us+utc",
+		"-p", "LoadState,ActiveState,SubState,Result,MainPID,StatusText,ExecMainCode,ExecMainStatus,StateChangeTimestamp", unit)
+	require.NoError(t, err, out)
+	m := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		k, v, _ := strings.Cut(l, "=")
+		m[k] = v
+	}
+	return m
+}
+
+// children lists a process's children inside the box, with pgrep.
+func (s *scenario) children(t *testing.T, pid int) []int {
+	out, _ := s.box.Run(context.Background(), "pgrep", "-P", strconv.Itoa(pid))
+	var kids []int
+	for _, f := range strings.Fields(out) {
+		n, err := strconv.Atoi(f)
+		require.NoError(t, err, out)
+		kids = append(kids, n)
+	}
+	return kids
+}
+
+// check compares a row with what systemctl, pgrep and the files say.
+// configDir is the config folder as the lister saw it.
+func (s *scenario) check(t *testing.T, in Instance, configDir string) {
+	t.Helper()
+	name, kind := in.Name, s.kinds[in.Name]
+	require.NotEmpty(t, kind, "unexpected instance %s", name)
+
+	conf := Config{Path: filepath.Join(configDir, name+".conf"), Exists: kind != "noconf"}
+	switch kind {
+	case "fail":
+		conf.SharedDir = ptr(filepath.Join(s.box.Root, "missing-"+name))
+	case "noconf", "broken": // none, or one that does not parse
+	default:
+		conf.SharedDir = ptr(filepath.Join(s.box.Root, name))
+	}
+	assert.Equal(t, conf.Path, in.Config.Path, name)
+	assert.Equal(t, conf.Exists, in.Config.Exists, name)
+	assert.Equal(t, conf.SharedDir, in.Config.SharedDir, name)
+	switch kind {
+	case "fail":
+		require.NotNil(t, in.Config.Error, name)
+		assert.Contains(t, *in.Config.Error, "missing-"+name, name)
+	case "broken":
+		require.NotNil(t, in.Config.Error, name)
+		assert.Contains(t, *in.Config.Error, "CACHE=sometimes", name)
+	case "noconf":
+		assert.Equal(t, ptr(conf.Path+": no such file"), in.Config.Error, name)
+	default:
+		assert.Nil(t, in.Config.Error, name)
+	}
+
+	if kind == "conf" {
+		assert.Nil(t, in.Socket, name)
+		assert.Nil(t, in.Service, name)
+		assert.Empty(t, in.Failure, name)
+		return
+	}
+
+	sock := s.show(t, "virtiofsd@"+name+".socket")
+	require.NotNil(t, in.Socket, name)
+	assert.Equal(t, Unit{"virtiofsd@" + name + ".socket", "loaded", sock["ActiveState"], sock["SubState"]}, in.Socket.Unit, name)
+	wantSocket := map[string]string{"listen": "listening", "wait": "running", "broken": "listening", "noconf": "listening", "serve": "running", "fail": "failed"}[kind]
+	assert.Equal(t, wantSocket, in.Socket.SubState, name)
+	if kind == "fail" {
+		assert.Equal(t, sock["Result"], in.Socket.Result, name)
+		assert.Equal(t, "service-start-limit-hit", in.Socket.Result, name)
+	} else {
+		assert.Empty(t, in.Socket.Result, name)
+	}
+
+	svc := s.show(t, "virtiofsd@"+name+".service")
+	require.NotNil(t, in.Service, name)
+	se := in.Service
+	assert.Equal(t, Unit{"virtiofsd@" + name + ".service", svc["LoadState"], svc["ActiveState"], svc["SubState"]}, se.Unit, name)
+	assert.Equal(t, svc["Result"], se.Result, name)
+	assert.Equal(t, svc["StatusText"], se.StatusText, name)
+	if svc["StateChangeTimestamp"] == "" {
+		assert.Nil(t, se.Since, name)
+	} else {
+		want, err := time.Parse("Mon 2006-01-02 15:04:05.000000 MST", svc["StateChangeTimestamp"])
+		require.NoError(t, err)
+		require.NotNil(t, se.Since, name)
+		assert.True(t, want.Equal(*se.Since), "%s: since %v, systemctl says %v", name, se.Since, want)
+	}
+	code, _ := strconv.Atoi(svc["ExecMainCode"])
+	status, _ := strconv.Atoi(svc["ExecMainStatus"])
+	if code == 0 {
+		assert.Nil(t, se.Exit, name)
+	} else if assert.NotNil(t, se.Exit, name) {
+		assert.Equal(t, Exit{Code: exitCodeName(int64(code)), Status: status, Meaning: exitMeaning(int64(code), status)}, *se.Exit, name)
+	}
+
+	switch kind {
+	case "serve", "wait":
+		mainPID, _ := strconv.Atoi(svc["MainPID"])
+		assert.Equal(t, ptr(mainPID), se.MainPID, name)
+		assert.Equal(t, "active", se.ActiveState, name)
+		if kind == "serve" {
+			assert.Equal(t, ptr("connected"), se.Client, name)
+			assert.True(t, strings.HasPrefix(se.StatusText, "Serving a vhost-user client on /run/virtiofsd/"+name+".sock"), se.StatusText)
+		} else {
+			assert.Equal(t, ptr("waiting"), se.Client, name)
+			assert.True(t, strings.HasPrefix(se.StatusText, "Waiting for a vhost-user client on /run/virtiofsd/"+name+".sock"), se.StatusText)
+		}
+		require.NotNil(t, se.VirtiofsdPID, name)
+		assert.Equal(t, s.children(t, mainPID), []int{*se.VirtiofsdPID}, "%s: virtiofsd is the shim's child", name)
+		assert.Empty(t, in.Failure, name)
+	case "fail":
+		assert.Nil(t, se.MainPID, name)
+		assert.Nil(t, se.VirtiofsdPID, name)
+		assert.Nil(t, se.Client, name)
+		assert.Equal(t, "failed", se.ActiveState, name)
+		// systemd 252 keeps the Result of the last run (exit-code) when
+		// the start limit refuses the next one; the socket tells.
+		assert.Equal(t, "exit-code", se.Result, name)
+		require.NotNil(t, se.Exit, name)
+		assert.Equal(t, Exit{Code: "exited", Status: 78, Meaning: exitMeaning(1, 78)}, *se.Exit, name)
+		assert.Equal(t, "socket: service-start-limit-hit; service: exit-code, last exit exited 78 ("+exitMeaning(1, 78)+")", in.Failure, name)
+	default:
+		assert.Equal(t, "inactive", se.ActiveState, name)
+		assert.Nil(t, se.MainPID, name)
+		assert.Nil(t, se.VirtiofsdPID, name)
+		assert.Nil(t, se.Client, name)
+		assert.Empty(t, in.Failure, name)
+	}
+}
+
+// TestListShowsEveryInstanceOfARealSystemd lists 30 instances in mixed
+// states, in this process over the box's D-Bus and with the real binary in
+// the box over /run/systemd/private, as a table and as JSON.
+func TestListShowsEveryInstanceOfARealSystemd(t *testing.T) {
+	s := newScenario(t)
+	b := s.box
+	ctx := t.Context()
+
+	bus, err := Dial(b.SystemdBus)
+	require.NoError(t, err)
+	defer bus.Close()
+	counter := &countingBus{Bus: bus}
+	l := Lister{Bus: counter, ConfigDir: b.Path(shimbox.ConfigDir), ProcRoot: b.Path("/proc")}
+	list, err := l.List(ctx, nil)
+	require.NoError(t, err)
+	require.Len(t, list, 30)
+	for _, in := range list {
+		s.check(t, in, b.Path(shimbox.ConfigDir))
+	}
+	assert.Equal(t, 2, counter.roundTrips)
+	assert.Equal(t, 1+25+4, counter.messages, "ListUnitsByPatterns, a GetAll per service and per failed socket")
+
+	t.Run("binary --json", func(t *testing.T) {
+		out, err := b.Run(ctx, shimbox.BinaryPath, "list", "--json")
+		require.NoError(t, err, out)
+		var doc Document
+		require.NoError(t, json.Unmarshal([]byte(out), &doc), out)
+		assert.Equal(t, 1, doc.SchemaVersion)
+		require.Len(t, doc.Instances, 30)
+		for _, in := range doc.Instances {
+			s.check(t, in, shimbox.ConfigDir)
+		}
+	})
+
+	t.Run("binary table", func(t *testing.T) {
+		out, err := b.Run(ctx, shimbox.BinaryPath, "list")
+		require.NoError(t, err, out)
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		require.Len(t, lines, 31, out)
+		assert.Regexp(t, `^INSTANCE +SOCKET +SERVICE +SINCE +PID +VIRTIOFSD +CLIENT +SHARED DIR +STATUS$`, lines[0])
+		// The same rows, rendered from what the package read in this
+		// process with the box's paths.
+		list, err := l.List(ctx, nil)
+		require.NoError(t, err)
+		for i, in := range list {
+			in.Config = fixConfigPath(in.Config, b.Path(shimbox.ConfigDir), shimbox.ConfigDir)
+			fields := splitColumns(lines[0], lines[i+1])
+			assert.Equal(t, Row(in), fields, in.Name)
+		}
+	})
+
+	t.Run("by name", func(t *testing.T) {
+		out, err := b.Run(ctx, shimbox.BinaryPath, "list", "--json", "serve01", "conf02", "fail00")
+		require.NoError(t, err, out)
+		var doc Document
+		require.NoError(t, json.Unmarshal([]byte(out), &doc), out)
+		require.Len(t, doc.Instances, 3)
+		assert.Equal(t, []string{"conf02", "fail00", "serve01"}, []string{doc.Instances[0].Name, doc.Instances[1].Name, doc.Instances[2].Name})
+		for _, in := range doc.Instances {
+			s.check(t, in, shimbox.ConfigDir)
+		}
+	})
+
+	t.Run("unknown name", func(t *testing.T) {
+		cmd := b.Command(ctx, shimbox.BinaryPath, "list", "serve01", "vm-nosuch")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		require.True(t, errors.As(err, &exit), "%v", err)
+		assert.Equal(t, 64, exit.ExitCode())
+		assert.Contains(t, stderr.String(), "no instance vm-nosuch")
+		lines := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
+		require.Len(t, lines, 2, stdout.String())
+		assert.True(t, strings.HasPrefix(lines[1], "serve01 "), lines[1])
+	})
+}
+
+// fixConfigPath shows a config read through the host path from as if read
+// at to.
+func fixConfigPath(c Config, from, to string) Config {
+	c.Path = strings.Replace(c.Path, from, to, 1)
+	if c.Error != nil {
+		e := strings.ReplaceAll(*c.Error, from, to)
+		c.Error = &e
+	}
+	return c
+}
+
+// splitColumns cuts a table line at the header's column starts.
+func splitColumns(header, line string) []string {
+	var starts []int
+	for i := range header {
+		if i == 0 || (header[i] != ' ' && header[i-1] == ' ' && (i < 2 || header[i-2] == ' ')) {
+			starts = append(starts, i)
+		}
+	}
+	cells := make([]string, len(starts))
+	for i, st := range starts {
+		end := len(line)
+		if i+1 < len(starts) {
+			end = starts[i+1]
+		}
+		if st < len(line) {
+			cells[i] = strings.TrimRight(line[st:min(end, len(line))], " ")
+		}
+	}
+	return cells
+}

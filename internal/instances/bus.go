@@ -1,0 +1,224 @@
+package instances
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	godbus "github.com/godbus/dbus/v5"
+)
+
+// Bus is the part of systemd's D-Bus API that List uses, all read-only: the
+// seam that lets tests use a fake. Its methods are safe for concurrent use.
+type Bus interface {
+	// ListUnitsByPatterns is systemd's Manager.ListUnitsByPatterns: the
+	// units loaded in memory whose names match one of patterns (any state
+	// when states is empty). One D-Bus call.
+	ListUnitsByPatterns(ctx context.Context, states, patterns []string) ([]sddbus.UnitStatus, error)
+	// GetAll asks for the properties of every object in reqs at once and
+	// waits for all the replies: len(reqs) D-Bus calls, in flight together,
+	// so the wait is about one round trip plus systemd's work, not len(reqs)
+	// round trips. It returns one reply per request, in order.
+	GetAll(ctx context.Context, reqs []PropertiesRequest) []PropertiesReply
+	// Close ends the connection.
+	Close() error
+}
+
+// PropertiesRequest names an object and an interface for
+// org.freedesktop.DBus.Properties.GetAll. An empty Interface asks systemd
+// for the properties of all the object's interfaces (Unit and Service, say)
+// in one call.
+type PropertiesRequest struct {
+	Path      godbus.ObjectPath
+	Interface string
+}
+
+// PropertiesReply is the answer to one PropertiesRequest.
+type PropertiesReply struct {
+	Props map[string]godbus.Variant
+	Err   error
+}
+
+// Where systemd listens.
+const (
+	// PrivateSocket is systemd's own socket, for root only, which works
+	// without a D-Bus daemon.
+	PrivateSocket = "/run/systemd/private"
+	// SystemBus is the default address of the system bus (the
+	// DBUS_SYSTEM_BUS_ADDRESS environment variable overrides it).
+	SystemBus = "unix:path=/run/dbus/system_bus_socket"
+)
+
+// UnreachableError says that systemd could not be reached on any of the
+// addresses tried, and why.
+type UnreachableError struct {
+	Tried []Attempt
+}
+
+// Attempt is one way of reaching systemd that failed.
+type Attempt struct {
+	Address string
+	Err     error
+}
+
+func (e *UnreachableError) Error() string {
+	var b strings.Builder
+	b.WriteString("cannot reach systemd's D-Bus API: ")
+	for i, a := range e.Tried {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s: %v", a.Address, a.Err)
+	}
+	b.WriteString(": list asks systemd, so run it on a host booted with systemd, as root (or as a user allowed on the system bus)")
+	if comm, err := os.ReadFile("/proc/1/comm"); err == nil {
+		if c := strings.TrimSpace(string(comm)); c != "systemd" {
+			fmt.Fprintf(&b, "; here PID 1 is %q, not systemd", c)
+		}
+	}
+	return b.String()
+}
+
+// Unwrap returns the errors of the attempts.
+func (e *UnreachableError) Unwrap() []error {
+	errs := make([]error, len(e.Tried))
+	for i, a := range e.Tried {
+		errs[i] = a.Err
+	}
+	return errs
+}
+
+// Connect reaches systemd read-only: as root over its private socket
+// (PrivateSocket), otherwise, or when that fails, over the system bus
+// (DBUS_SYSTEM_BUS_ADDRESS or SystemBus). It fails with an
+// *UnreachableError naming every address tried.
+func Connect(ctx context.Context) (*SystemdBus, error) {
+	return ConnectTo(ctx, PrivateSocket, "")
+}
+
+// ConnectTo is Connect with other addresses: private is the path of
+// systemd's private socket ("" to skip it), system a D-Bus address of the
+// system bus ("" for the default).
+func ConnectTo(ctx context.Context, private, system string) (*SystemdBus, error) {
+	var tried []Attempt
+	if private != "" && os.Geteuid() == 0 {
+		b, err := Dial(func() (*godbus.Conn, error) {
+			return authConn(godbus.Dial("unix:path="+private, godbus.WithContext(ctx)))
+		})
+		if err == nil {
+			return b, nil
+		}
+		tried = append(tried, Attempt{private, err})
+	}
+	addr := system
+	if addr == "" {
+		addr = os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")
+	}
+	if addr == "" {
+		addr = SystemBus
+	}
+	b, err := Dial(func() (*godbus.Conn, error) {
+		c, err := authConn(godbus.Dial(addr, godbus.WithContext(ctx)))
+		if err != nil {
+			return nil, err
+		}
+		if err := c.Hello(); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("hello: %w", err)
+		}
+		return c, nil
+	})
+	if err == nil {
+		return b, nil
+	}
+	return nil, &UnreachableError{Tried: append(tried, Attempt{"system bus " + addr, err})}
+}
+
+// authConn authenticates as go-systemd does: EXTERNAL with the numeric uid.
+func authConn(c *godbus.Conn, err error) (*godbus.Conn, error) {
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Auth([]godbus.Auth{godbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("authenticate: %w", err)
+	}
+	return c, nil
+}
+
+// SystemdBus is the real Bus: go-systemd's dbus.Conn for the Manager calls,
+// and one of its godbus connections for the pipelined GetAll calls.
+type SystemdBus struct {
+	conn *sddbus.Conn
+	raw  *godbus.Conn
+}
+
+// Dial makes a SystemdBus from a function returning fresh, authenticated
+// (and, on a bus, Hello'd) connections, as go-systemd's dbus.NewConnection
+// takes; it is called twice. In tests: Dial(box.SystemdBus).
+func Dial(dial func() (*godbus.Conn, error)) (*SystemdBus, error) {
+	var (
+		mu    sync.Mutex
+		conns []*godbus.Conn
+	)
+	conn, err := sddbus.NewConnection(func() (*godbus.Conn, error) {
+		c, err := dial()
+		if err == nil {
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+		return c, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(conns) == 0 {
+		conn.Close()
+		return nil, errors.New("go-systemd made no connection")
+	}
+	// Either connection can carry method calls: go-systemd uses the first
+	// for calls and the second for signals.
+	return &SystemdBus{conn: conn, raw: conns[0]}, nil
+}
+
+// ListUnitsByPatterns implements Bus.
+func (b *SystemdBus) ListUnitsByPatterns(ctx context.Context, states, patterns []string) ([]sddbus.UnitStatus, error) {
+	return b.conn.ListUnitsByPatternsContext(ctx, states, patterns)
+}
+
+// GetAll implements Bus: it sends every GetAll before reading any reply.
+func (b *SystemdBus) GetAll(ctx context.Context, reqs []PropertiesRequest) []PropertiesReply {
+	replies := make([]PropertiesReply, len(reqs))
+	if len(reqs) == 0 {
+		return replies
+	}
+	done := make(chan *godbus.Call, len(reqs))
+	index := make(map[*godbus.Call]int, len(reqs))
+	for i, r := range reqs {
+		call := b.raw.Object("org.freedesktop.systemd1", r.Path).
+			GoWithContext(ctx, "org.freedesktop.DBus.Properties.GetAll", 0, done, r.Interface)
+		index[call] = i
+	}
+	for range reqs {
+		call := <-done
+		i := index[call]
+		if call.Err != nil {
+			replies[i].Err = call.Err
+			continue
+		}
+		replies[i].Err = call.Store(&replies[i].Props)
+	}
+	return replies
+}
+
+// Close implements Bus.
+func (b *SystemdBus) Close() error {
+	b.conn.Close()
+	return nil
+}

@@ -1,0 +1,99 @@
+package instances
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// WriteJSON writes the list as a Document (see the package doc), indented.
+func WriteJSON(w io.Writer, list []Instance) error {
+	if list == nil {
+		list = []Instance{}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(Document{SchemaVersion: SchemaVersion, Instances: list})
+}
+
+// TableHeader is the first line of the table, with its columns.
+var TableHeader = []string{"INSTANCE", "SOCKET", "SERVICE", "SINCE", "PID", "VIRTIOFSD", "CLIENT", "SHARED DIR", "STATUS"}
+
+// TimeLayout is how the table shows times, in the local time zone.
+const TimeLayout = "2006-01-02 15:04:05"
+
+// Row returns the table cells of an instance, in TableHeader's order; "-"
+// stands for nothing.
+func Row(in Instance) []string {
+	cells := []string{in.Name, "not loaded", "not loaded", "-", "-", "-", "-", "-", ""}
+	if s := in.Socket; s != nil {
+		cells[1] = s.ActiveState + "/" + s.SubState
+	}
+	if s := in.Service; s != nil {
+		cells[2] = s.ActiveState + "/" + s.SubState
+		if s.Since != nil {
+			cells[3] = s.Since.Local().Format(TimeLayout)
+		}
+		cells[4] = pidCell(s.MainPID)
+		cells[5] = pidCell(s.VirtiofsdPID)
+		if s.Client != nil {
+			cells[6] = *s.Client
+		}
+	}
+	switch c := in.Config; {
+	case c.SharedDir != nil:
+		cells[7] = *c.SharedDir
+	case c.Exists:
+		cells[7] = "?"
+	}
+	cells[8] = statusCell(in)
+	return cells
+}
+
+// statusCell is the most useful of: the failure, a config problem, the
+// shim's status text, a hint for a configured-only instance.
+func statusCell(in Instance) string {
+	var parts []string
+	if in.Failure != "" {
+		parts = append(parts, "failed: "+in.Failure)
+	}
+	if e := in.Config.Error; e != nil {
+		first, _, _ := strings.Cut(*e, "\n")
+		parts = append(parts, "config: "+first)
+	}
+	if s := in.Service; s != nil && s.StatusText != "" && in.Failure == "" {
+		parts = append(parts, s.StatusText)
+	}
+	if in.Socket == nil && in.Service == nil {
+		parts = append(parts, "configured only: systemctl enable --now virtiofsd@"+in.Name+".socket")
+	}
+	return strings.Join(parts, "; ")
+}
+
+func pidCell(p *int) string {
+	if p == nil {
+		return "-"
+	}
+	return strconv.Itoa(*p)
+}
+
+// cellSanitizer keeps a tab or newline in a path or text from breaking
+// the table.
+var cellSanitizer = strings.NewReplacer("\t", " ", "\n", " ")
+
+// WriteTable writes the list as an aligned table with a header line.
+func WriteTable(w io.Writer, list []Instance) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(TableHeader, "\t"))
+	for _, in := range list {
+		cells := Row(in)
+		for i, c := range cells {
+			cells[i] = cellSanitizer.Replace(c)
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	}
+	return tw.Flush()
+}
