@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,10 +21,28 @@ import (
 
 const realVirtiofsd = "/usr/lib/qemu/virtiofsd"
 
+// lockedBuffer collects the shim's stderr while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // activated starts the built shim the way systemd does: the listening
 // socket as fd 3, LISTEN_FDS=1, LISTEN_PID its own pid (sh's $$ survives
 // the exec), NOTIFY_SOCKET a datagram socket the test reads.
-func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify <-chan string, stderr *bytes.Buffer) {
+func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify <-chan string, stderr *lockedBuffer) {
 	t.Helper()
 	sdbox.RequireRoot(t) // the C virtiofsd's namespace sandbox needs root
 	if _, err := os.Stat(realVirtiofsd); err != nil {
@@ -68,7 +87,7 @@ func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify
 	cmd = exec.Command("/bin/sh", "-c", "LISTEN_PID=$$ exec "+quoted)
 	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES=vhost-user", "NOTIFY_SOCKET="+nsPath)
 	cmd.ExtraFiles = []*os.File{lf}
-	stderr = &bytes.Buffer{}
+	stderr = &lockedBuffer{}
 	cmd.Stderr = stderr
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {
