@@ -3,7 +3,10 @@ package systemtest
 import (
 	"net"
 	"os"
+	"os/user"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -101,4 +104,51 @@ func TestHangingUpEndsTheSessionAndTheSocketListensAgain(t *testing.T) {
 		waitState(t, b, "virtiofsd@x.socket", "active/listening")
 		assert.Empty(t, virtiofsdProcesses(t, b), "session %d", session)
 	}
+}
+
+// TestSocketGroupDropInLetsQEMUsGroupConnect follows the README: a drop-in
+// for every instance gives the socket to QEMU's group.
+func TestSocketGroupDropInLetsQEMUsGroupConnect(t *testing.T) {
+	grp, err := user.LookupGroup("kvm")
+	if err != nil {
+		t.Skipf("no kvm group on this host: %v", err)
+	}
+	b := box(t)
+	_, err = b.AddInstance("x")
+	require.NoError(t, err)
+	require.NoError(t, b.WriteFile("/etc/systemd/system/virtiofsd@.socket.d/group.conf",
+		[]byte("[Socket]\nSocketGroup=kvm\n"), 0o644))
+	systemctl(t, b, "daemon-reload")
+	enable(t, b, "x")
+
+	fi, err := os.Stat(b.Socket("x"))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o660), fi.Mode().Perm())
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	require.True(t, ok)
+	assert.Equal(t, grp.Gid, strconv.Itoa(int(st.Gid)))
+	assert.Equal(t, uint32(0), st.Uid)
+
+	// A user of the group connects and is served; one outside is refused.
+	const python = "/usr/bin/python3"
+	if _, err := os.Stat(python); err != nil {
+		t.Skipf("cannot connect as another user without %s: %v", python, err)
+	}
+	const client = `import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect("/run/virtiofsd/x.sock")
+except PermissionError:
+    print("refused"); sys.exit(0)
+s.sendall(bytes([1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]))
+s.settimeout(10)
+print("served" if len(s.recv(20)) > 0 else "closed")
+`
+	as := func(groups string) string {
+		out, err := b.Run(t.Context(), "setpriv", "--reuid=65534", "--regid=65534", groups, python, "-c", client)
+		require.NoError(t, err, out)
+		return strings.TrimSpace(out)
+	}
+	assert.Equal(t, "refused", as("--clear-groups"))
+	assert.Equal(t, "served", as("--groups="+grp.Gid))
 }
