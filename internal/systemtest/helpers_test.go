@@ -172,7 +172,7 @@ func waitJournal(t *testing.T, b *shimbox.Box, text string, args ...string) entr
 	return nil
 }
 
-// processes lists the virtiofsd processes in the box (pid and command line).
+// virtiofsdProcesses lists the virtiofsd processes in the box, one "pid command line" a line.
 func virtiofsdProcesses(t *testing.T, b *shimbox.Box) string {
 	t.Helper()
 	out, _ := b.Run(context.Background(), "pgrep", "-a", "-x", "virtiofsd")
