@@ -1,0 +1,154 @@
+package systemtest
+
+import (
+	"net"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// dialTimeout bounds a connection's wait for a vhost-user reply.
+const dialTimeout = 10 * time.Second
+
+func TestEnablingTheSocketCreatesItWithMode0660(t *testing.T) {
+	b := box(t)
+	_, err := b.AddInstance("x")
+	require.NoError(t, err)
+	enable(t, b, "x")
+
+	fi, err := os.Stat(b.Socket("x"))
+	require.NoError(t, err)
+	assert.Equal(t, os.ModeSocket, fi.Mode().Type())
+	assert.Equal(t, os.FileMode(0o660), fi.Mode().Perm())
+	assert.Equal(t, "enabled", strings.TrimSpace(systemctl(t, b, "is-enabled", "virtiofsd@x.socket")))
+	// Nothing runs until a VM connects.
+	assert.Equal(t, "inactive/dead", state(t, b, "virtiofsd@x.service"))
+	assert.Empty(t, virtiofsdProcesses(t, b))
+}
+
+// TestServiceIsActiveOnlyOnceVirtiofsdIsReady holds virtiofsd back behind a
+// gate (a wrapper script that waits for a file) and checks that systemd
+// reports the service as starting, not running, until virtiofsd has printed
+// its readiness line and the shim said READY=1.
+func TestServiceIsActiveOnlyOnceVirtiofsdIsReady(t *testing.T) {
+	b := box(t)
+	const wrapper = "/etc/virtiofsd/gated-virtiofsd"
+	const gate = "/etc/virtiofsd/open-the-gate"
+	require.NoError(t, b.WriteFile(wrapper, []byte("#!/bin/sh\n"+
+		"while [ ! -e "+gate+" ]; do sleep 0.05; done\n"+
+		"exec "+cVirtiofsd+` "$@"`+"\n"), 0o755))
+	dir, err := b.AddInstance("x", "VIRTIOFSD="+wrapper, "FLAVOR=c")
+	require.NoError(t, err)
+	enable(t, b, "x")
+
+	type dialed struct {
+		c   net.Conn
+		err error
+	}
+	done := make(chan dialed, 1)
+	go func() {
+		c, err := b.Dial("x", waitFor)
+		done <- dialed{c, err}
+	}()
+
+	// The connection started the service; virtiofsd is held at the gate.
+	waitState(t, b, "virtiofsd@x.service", "activating/start")
+	assert.Equal(t, "notify", show(t, b, "virtiofsd@x.service", "Type")["Type"])
+	waitStatus(t, b, "virtiofsd@x.service", "Starting virtiofsd")
+	select {
+	case d := <-done:
+		t.Fatalf("the connection was answered before virtiofsd ran: %v", d.err)
+	default:
+	}
+	assert.Equal(t, "activating/start", state(t, b, "virtiofsd@x.service"))
+
+	require.NoError(t, b.WriteFile(gate, nil, 0o644))
+	d := <-done
+	require.NoError(t, d.err, status(b, "virtiofsd@x.service"))
+	defer d.c.Close()
+	p := show(t, b, "virtiofsd@x.service", "ActiveState", "SubState", "StatusText")
+	assert.Equal(t, "active", p["ActiveState"])
+	assert.Equal(t, "running", p["SubState"])
+	assert.Contains(t, []string{"Waiting", "Serving"}, strings.Fields(p["StatusText"])[0])
+	assert.Contains(t, p["StatusText"], "sharing "+dir)
+}
+
+func TestHangingUpEndsTheSessionAndTheSocketListensAgain(t *testing.T) {
+	b := box(t)
+	_, err := b.AddInstance("x")
+	require.NoError(t, err)
+	enable(t, b, "x")
+
+	for session := 1; session <= 2; session++ {
+		c, err := b.Dial("x", dialTimeout)
+		require.NoError(t, err, "session %d\n%s", session, status(b, "virtiofsd@x.service"))
+		p := show(t, b, "virtiofsd@x.service", "ActiveState", "SubState", "StatusText")
+		assert.Equal(t, "active", p["ActiveState"], "session %d", session)
+		assert.Equal(t, "running", p["SubState"], "session %d", session)
+		assert.True(t, strings.HasPrefix(p["StatusText"], "Serving a vhost-user client on /run/virtiofsd/x.sock"),
+			"session %d: %s", session, p["StatusText"])
+		assert.Equal(t, "active/running", state(t, b, "virtiofsd@x.socket"), "session %d", session)
+
+		require.NoError(t, c.Close())
+		waitState(t, b, "virtiofsd@x.service", "inactive/dead")
+		p = show(t, b, "virtiofsd@x.service", "Result", "ExecMainStatus")
+		assert.Equal(t, "success", p["Result"], "session %d", session)
+		assert.Equal(t, "0", p["ExecMainStatus"], "session %d", session)
+		waitState(t, b, "virtiofsd@x.socket", "active/listening")
+		assert.Empty(t, virtiofsdProcesses(t, b), "session %d", session)
+	}
+}
+
+// TestSocketGroupDropInLetsQEMUsGroupConnect follows the README: a drop-in
+// for every instance gives the socket to QEMU's group.
+func TestSocketGroupDropInLetsQEMUsGroupConnect(t *testing.T) {
+	grp, err := user.LookupGroup("kvm")
+	if err != nil {
+		t.Skipf("no kvm group on this host: %v", err)
+	}
+	b := box(t)
+	_, err = b.AddInstance("x")
+	require.NoError(t, err)
+	require.NoError(t, b.WriteFile("/etc/systemd/system/virtiofsd@.socket.d/group.conf",
+		[]byte("[Socket]\nSocketGroup=kvm\n"), 0o644))
+	systemctl(t, b, "daemon-reload")
+	enable(t, b, "x")
+
+	fi, err := os.Stat(b.Socket("x"))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o660), fi.Mode().Perm())
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	require.True(t, ok)
+	assert.Equal(t, grp.Gid, strconv.Itoa(int(st.Gid)))
+	assert.Equal(t, uint32(0), st.Uid)
+
+	// A user of the group connects and is served; one outside is refused.
+	const python = "/usr/bin/python3"
+	if _, err := os.Stat(python); err != nil {
+		t.Skipf("cannot connect as another user without %s: %v", python, err)
+	}
+	const client = `import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect("/run/virtiofsd/x.sock")
+except PermissionError:
+    print("refused"); sys.exit(0)
+s.sendall(bytes([1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]))
+s.settimeout(10)
+print("served" if len(s.recv(20)) > 0 else "closed")
+`
+	as := func(groups string) string {
+		out, err := b.Run(t.Context(), "setpriv", "--reuid=65534", "--regid=65534", groups, python, "-c", client)
+		require.NoError(t, err, out)
+		return strings.TrimSpace(out)
+	}
+	assert.Equal(t, "refused", as("--clear-groups"))
+	assert.Equal(t, "served", as("--groups="+grp.Gid))
+}

@@ -1,0 +1,180 @@
+package systemtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
+)
+
+const cVirtiofsd = "/usr/lib/qemu/virtiofsd"
+
+// waitFor bounds every wait for a state systemd reaches by itself.
+const waitFor = 20 * time.Second
+
+// box boots a private systemd with the project's units and binary for t.
+func box(t *testing.T) *shimbox.Box {
+	t.Helper()
+	if _, err := os.Stat(cVirtiofsd); err != nil {
+		t.Skipf("the C virtiofsd is not installed (apt-get install qemu-system-common): %v", err)
+	}
+	return shimbox.New(t, shimbox.Options{Name: "systemtest"})
+}
+
+// run runs a command inside the box and fails the test if it fails.
+func run(t *testing.T, b *shimbox.Box, name string, args ...string) string {
+	t.Helper()
+	out, err := b.Run(context.Background(), name, args...)
+	require.NoError(t, err, "%s %s", name, strings.Join(args, " "))
+	return out
+}
+
+// systemctl runs systemctl inside the box; it fails the test on error.
+func systemctl(t *testing.T, b *shimbox.Box, args ...string) string {
+	t.Helper()
+	return run(t, b, "systemctl", args...)
+}
+
+// show returns properties of a unit, as systemctl show prints them.
+func show(t *testing.T, b *shimbox.Box, unit string, props ...string) map[string]string {
+	t.Helper()
+	out := systemctl(t, b, "show", "-p", strings.Join(props, ","), unit)
+	m := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// state is a unit's ActiveState/SubState.
+func state(t *testing.T, b *shimbox.Box, unit string) string {
+	t.Helper()
+	p := show(t, b, unit, "ActiveState", "SubState")
+	return p["ActiveState"] + "/" + p["SubState"]
+}
+
+// waitState waits until the unit is in state want (ActiveState/SubState).
+func waitState(t *testing.T, b *shimbox.Box, unit, want string) {
+	t.Helper()
+	var last string
+	deadline := time.Now().Add(waitFor)
+	for time.Now().Before(deadline) {
+		if last = state(t, b, unit); last == want {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s: still %s after %s, want %s\n%s", unit, last, waitFor, want, status(b, unit))
+}
+
+// waitStatus waits until the unit's StatusText starts with prefix.
+func waitStatus(t *testing.T, b *shimbox.Box, unit, prefix string) string {
+	t.Helper()
+	var last string
+	deadline := time.Now().Add(waitFor)
+	for time.Now().Before(deadline) {
+		if last = show(t, b, unit, "StatusText")["StatusText"]; strings.HasPrefix(last, prefix) {
+			return last
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s: status still %q after %s, want it to start with %q\n%s", unit, last, waitFor, prefix, status(b, unit))
+	return ""
+}
+
+// status is systemctl status and the unit's journal, for failure messages.
+func status(b *shimbox.Box, unit string) string {
+	out, _ := b.Run(context.Background(), "systemctl", "status", "--no-pager", "-l", "-n", "50", unit)
+	return out
+}
+
+// enable enables and starts an instance's socket.
+func enable(t *testing.T, b *shimbox.Box, instance string) {
+	t.Helper()
+	systemctl(t, b, "enable", "--now", "virtiofsd@"+instance+".socket")
+	waitState(t, b, "virtiofsd@"+instance+".socket", "active/listening")
+}
+
+// entry is one journal entry, as journalctl -o json prints it.
+type entry map[string]any
+
+func (e entry) get(field string) string {
+	switch v := e[field].(type) {
+	case string:
+		return v
+	case nil:
+		return ""
+	default:
+		// journalctl prints non-UTF-8 values as byte arrays.
+		return fmt.Sprint(v)
+	}
+}
+
+// journal returns the journal entries that match the journalctl arguments
+// (unit, field matches), after journald has written what it was sent.
+func journal(t *testing.T, b *shimbox.Box, args ...string) []entry {
+	t.Helper()
+	run(t, b, "journalctl", "--sync")
+	cmd := b.Command(context.Background(), "journalctl", append([]string{"--no-pager", "-o", "json"}, args...)...)
+	out, err := cmd.Output()
+	if ee, ok := err.(*exec.ExitError); ok {
+		t.Fatalf("journalctl %s: %v: %s", strings.Join(args, " "), err, ee.Stderr)
+	}
+	require.NoError(t, err)
+	var entries []entry
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		var e entry
+		require.NoError(t, json.Unmarshal([]byte(line), &e), line)
+		entries = append(entries, e)
+	}
+	return entries
+}
+
+// messages returns the MESSAGE of entries.
+func messages(entries []entry) []string {
+	var m []string
+	for _, e := range entries {
+		m = append(m, e.get("MESSAGE"))
+	}
+	return m
+}
+
+// waitJournal waits until an entry matching args has a MESSAGE containing
+// text, and returns it.
+func waitJournal(t *testing.T, b *shimbox.Box, text string, args ...string) entry {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	var last []entry
+	for time.Now().Before(deadline) {
+		last = journal(t, b, args...)
+		for _, e := range last {
+			if strings.Contains(e.get("MESSAGE"), text) {
+				return e
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no journal entry (%s) says %q within %s; entries:\n%s", strings.Join(args, " "), text, waitFor,
+		strings.Join(messages(last), "\n"))
+	return nil
+}
+
+// virtiofsdProcesses lists the virtiofsd processes in the box, one "pid command line" a line.
+func virtiofsdProcesses(t *testing.T, b *shimbox.Box) string {
+	t.Helper()
+	out, _ := b.Run(context.Background(), "pgrep", "-a", "-x", "virtiofsd")
+	return strings.TrimSpace(out)
+}
