@@ -60,8 +60,8 @@ goroot=$(go env GOROOT)
 	[ -f "$lic" ] || { echo "copyright.sh: $path has no LICENSE file" >&2; exit 1; }
 	name=$(license_name "$lic")
 	case "$path" in
-	go) files=go-stdlib/* what="Go standard library $version" ;;
-	*) files=vendor/$path/* what="Go module $path $version" ;;
+	go) files="go-stdlib/*" what="Go standard library $version" ;;
+	*) files="vendor/$path/*" what="Go module $path $version" ;;
 	esac
 	# The first copyright line of the LICENSE (not the Apache appendix's
 	# template), else of the NOTICE.

@@ -18,7 +18,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/pkgtest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
@@ -98,10 +97,7 @@ func TestInstallUpgradeRemovePurge(t *testing.T) {
 	needTools(t, "dpkg", "dpkg-deb")
 	ctx := context.Background()
 	old := packages(t)
-	next := old.Version + ".1" // a later build of the same tree
-	require.NoError(t, exec.Command("dpkg", "--compare-versions", next, "gt", old.Version).Run())
-	newer, err := pkgtest.BuildPackages(ctx, shimbox.RepoRoot(), filepath.Join(workDir, "next"), next)
-	require.NoError(t, err)
+	newer := nextBuild(t) // a later build of the same tree
 
 	// A package left by an earlier run that was killed goes first; and
 	// whatever happens below, nothing of it stays on this machine.

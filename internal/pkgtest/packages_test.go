@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/pkgtest"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
@@ -48,6 +50,9 @@ var (
 	buildOnce sync.Once
 	built     pkgtest.Build
 	buildErr  error
+	nextOnce  sync.Once
+	nextBuilt pkgtest.Build
+	nextErr   error
 	depsOnce  sync.Once
 	depsOut   string
 	depsErr   error
@@ -76,6 +81,22 @@ func packages(t *testing.T) pkgtest.Build {
 	})
 	require.NoError(t, buildErr)
 	return built
+}
+
+// nextBuild builds the same tree as a later version, <version>.1, once per
+// test process: what an upgrade installs.
+func nextBuild(t *testing.T) pkgtest.Build {
+	t.Helper()
+	b := packages(t)
+	nextOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		nextBuilt, nextErr = pkgtest.BuildPackages(ctx, shimbox.RepoRoot(), filepath.Join(workDir, "next"), b.Version+".1")
+	})
+	require.NoError(t, nextErr)
+	require.NoError(t, exec.Command("dpkg", "--compare-versions", nextBuilt.Version, "gt", b.Version).Run(),
+		"%s must sort after %s", nextBuilt.Version, b.Version)
+	return nextBuilt
 }
 
 // needTools makes sure the named commands exist: as root it installs the
@@ -374,4 +395,60 @@ func TestExampleConfigIsValidWithEveryKeyEnabled(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "example.conf"), []byte(conf.String()), 0o644))
 	out, err := exec.Command(b.Bin, "check", "--config-dir="+dir, "example").CombinedOutput()
 	assert.NoError(t, err, "virtiofsd-shim check of the example with every key set:\n%s\n%s", out, conf.String())
+}
+
+func TestShellScriptsPassShellcheck(t *testing.T) {
+	needTools(t, "shellcheck")
+	scripts, err := filepath.Glob(filepath.Join(shimbox.RepoRoot(), "packaging", "*.sh"))
+	require.NoError(t, err)
+	more, err := filepath.Glob(filepath.Join(shimbox.RepoRoot(), "packaging", "scripts", "*.sh"))
+	require.NoError(t, err)
+	require.NotEmpty(t, more)
+	out, err := exec.Command("shellcheck", append([]string{"--shell=sh"}, append(scripts, more...)...)...).CombinedOutput()
+	assert.NoError(t, err, "%s", out)
+}
+
+// The rpm installs, upgrades and erases with rpm itself, into a scratch
+// root (scriptlets off: they need a shell in that root, and are tested on
+// their own): the files and modes land, a config the admin edited survives
+// the upgrade (noreplace) and is kept as .rpmsave on erase, and nothing else
+// is left.
+func TestRPMInstallsUpgradesAndErasesInAScratchRoot(t *testing.T) {
+	sdbox.RequireRoot(t) // rpm sets owners
+	needTools(t, "rpm")
+	b := packages(t)
+	newer := nextBuild(t)
+	root := t.TempDir()
+	rpm := func(args ...string) string {
+		t.Helper()
+		return run(t, "rpm", append([]string{"--root=" + root, "--dbpath=/var/lib/rpm"}, args...)...)
+	}
+	rpm("--initdb")
+	rpm("-i", "--nodeps", "--noscripts", b.RPM)
+	for _, f := range sorted(common, rpmOnly) {
+		_, err := os.Stat(filepath.Join(root, f))
+		assert.NoError(t, err, f)
+	}
+	assert.Equal(t, "virtiofsd-shim "+b.Version+"\n", run(t, filepath.Join(root, "usr/libexec/virtiofsd-shim"), "version"))
+	assert.Equal(t, "virtiofsd-shim-"+b.Version+"-1.x86_64\n", rpm("-q", "virtiofsd-shim"))
+
+	example := filepath.Join(root, "etc/virtiofsd/example.conf.sample")
+	edited := []byte("# edited by the admin\n")
+	require.NoError(t, os.WriteFile(example, edited, 0o644))
+	rpm("-U", "--nodeps", "--noscripts", newer.RPM)
+	assert.Equal(t, "virtiofsd-shim "+newer.Version+"\n", run(t, filepath.Join(root, "usr/libexec/virtiofsd-shim"), "version"))
+	got, err := os.ReadFile(example)
+	require.NoError(t, err)
+	assert.Equal(t, edited, got, "noreplace: the upgrade keeps the admin's edit")
+
+	rpm("-e", "--nodeps", "--noscripts", "virtiofsd-shim")
+	var left []string
+	require.NoError(t, filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasPrefix(p, filepath.Join(root, "var/lib/rpm")) {
+			return err // the rpm database
+		}
+		left = append(left, strings.TrimPrefix(p, root))
+		return nil
+	}))
+	assert.Equal(t, []string{"/etc/virtiofsd/example.conf.sample.rpmsave"}, left, "erase leaves only the edited config, saved")
 }
