@@ -8,6 +8,7 @@
 #             packaging/version.sh says for the git checkout
 #   DIST_DIR  where the packages go; default: dist
 #   BIN       where the binary goes; default: bin/virtiofsd-shim
+#   MAINTAINER  "Name <address>" of the packages and changelog
 #
 # Prints the paths of the two packages, one a line, on stdout.
 set -eu
@@ -26,6 +27,7 @@ if printf '%s' "$VERSION" | LC_ALL=C grep -q '[^A-Za-z0-9.+~]'; then
 	echo "build.sh: version $VERSION may only hold letters, digits and . + ~" >&2
 	exit 1
 fi
+MAINTAINER=${MAINTAINER:-virtiofsd-shim developers <virtiofsd-shim@example.org>}
 DIST_DIR=${DIST_DIR:-dist}
 BIN=${BIN:-bin/virtiofsd-shim}
 mkdir -p "$DIST_DIR" "$(dirname "$BIN")"
@@ -43,8 +45,15 @@ CGO_ENABLED=0 go build -trimpath -buildmode=pie -buildvcs=false \
 	-ldflags "-s -w -X main.version=$VERSION" \
 	-o "$BIN" ./cmd/virtiofsd-shim
 
-# The documentation: man page, README, changelog, licenses.
-gzip -9n <packaging/virtiofsd-shim.8 >"$STAGE/virtiofsd-shim.8.gz"
+# Reproducible: file times, and the man page's date, are the commit's.
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+export VERSION BIN STAGE SOURCE_DATE_EPOCH MAINTAINER
+
+# The documentation: man page (dated and versioned), README, changelog,
+# licenses.
+mandate=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%d)
+sed "s/^\.TH VIRTIOFSD-SHIM 8 \"\" \"virtiofsd-shim\"/.TH VIRTIOFSD-SHIM 8 \"$mandate\" \"virtiofsd-shim $VERSION\"/" \
+	packaging/virtiofsd-shim.8 | gzip -9n >"$STAGE/virtiofsd-shim.8.gz"
 if [ -f README.md ]; then
 	cp README.md "$STAGE/README.md"
 else
@@ -57,10 +66,6 @@ if [ ! -f LICENSE ]; then
 fi
 packaging/changelog.sh "$VERSION" | gzip -9n >"$STAGE/changelog.gz"
 packaging/copyright.sh "$STAGE/copyright" "$STAGE/THIRD-PARTY-LICENSES"
-
-# Reproducible: the packages' file times are the commit's time.
-SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
-export VERSION BIN STAGE SOURCE_DATE_EPOCH
 
 for packager in deb rpm; do
 	go run "$NFPM" package --config packaging/nfpm.yaml \

@@ -3,7 +3,7 @@
 # package, one entry for this build naming its commit and the last commits.
 set -eu
 version=$1
-maintainer=${MAINTAINER:-virtiofsd-shim developers <virtiofsd-shim@example.org>}
+maintainer=${MAINTAINER:?set by build.sh}
 commit=$(git rev-parse HEAD)
 date=$(git log -1 --format=%cD)
 

@@ -290,6 +290,9 @@ func TestDebHoldsTheFilesDependenciesAndScripts(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, readRepoFile(t, "units/"+unit), string(got), "the package ships units/%s as it is", unit)
 	}
+	man := run(t, "sh", "-c", "zcat "+filepath.Join(root, "usr/share/man/man8/virtiofsd-shim.8.gz"))
+	assert.Regexp(t, `(?m)^\.TH VIRTIOFSD-SHIM 8 "\d{4}-\d\d-\d\d" "virtiofsd-shim `+regexp.QuoteMeta(b.Version)+`"`, man,
+		"the man page carries the commit's date and the version")
 	copyright, err := os.ReadFile(filepath.Join(root, "usr/share/doc/virtiofsd-shim/copyright"))
 	require.NoError(t, err)
 	deps := run(t, "go", "list", "-C", shimbox.RepoRoot(), "-deps", "-f", "{{with .Module}}{{if not .Main}}{{.Path}}{{end}}{{end}}", "./cmd/virtiofsd-shim")
