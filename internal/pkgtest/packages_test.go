@@ -74,6 +74,9 @@ func TestMain(m *testing.M) {
 // `make package` does: the version comes from git.
 func packages(t *testing.T) pkgtest.Build {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the .deb and .rpm (packaging/build.sh): not in -short")
+	}
 	buildOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
