@@ -1,0 +1,219 @@
+package pkgtest_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
+)
+
+const pkgName = "virtiofsd-shim"
+
+// machine is a private systemd that plays the user's machine: it sees this
+// machine's /usr and dpkg database, so dpkg run inside installs for real and
+// its maintainer scripts reach a systemd that runs; /etc is the box's own
+// overlay, so conffiles and enabled units stay in the box.
+type machine struct {
+	*sdbox.Box
+	t *testing.T
+}
+
+// sh runs a command line in the box, with a root PATH, and fails the test
+// if it fails.
+func (m machine) sh(ctx context.Context, script string) string {
+	m.t.Helper()
+	out, err := m.Run(ctx, "env", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND=noninteractive", "sh", "-c", script)
+	require.NoError(m.t, err)
+	return strings.TrimSpace(out)
+}
+
+// show returns one property of a unit in the box.
+func (m machine) show(ctx context.Context, unit, prop string) string {
+	m.t.Helper()
+	return m.sh(ctx, "systemctl show --value -p "+prop+" "+unit)
+}
+
+// waitFor polls a unit property until it has the value.
+func (m machine) waitFor(ctx context.Context, unit, prop, value string) {
+	m.t.Helper()
+	require.Eventually(m.t, func() bool {
+		out, _ := m.Run(ctx, "systemctl", "show", "--value", "-p", prop, unit)
+		return strings.TrimSpace(out) == value
+	}, 15*time.Second, 50*time.Millisecond, "%s %s=%s", unit, prop, value)
+}
+
+// exeVersion runs `version` of the very executable a process runs, even if
+// its file has been replaced since.
+func (m machine) exeVersion(ctx context.Context, pid string) string {
+	m.t.Helper()
+	return m.sh(ctx, "/proc/"+pid+"/exe version")
+}
+
+// getFeatures sends another GET_FEATURES on an open vhost-user connection
+// and checks the reply header (see shimbox.Probe).
+func getFeatures(c net.Conn) error {
+	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		return err
+	}
+	if _, err := c.Write([]byte{1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0}); err != nil {
+		return err
+	}
+	var reply [20]byte
+	if _, err := io.ReadFull(c, reply[:]); err != nil {
+		return err
+	}
+	if req, flags, size := binary.LittleEndian.Uint32(reply[0:]), binary.LittleEndian.Uint32(reply[4:]),
+		binary.LittleEndian.Uint32(reply[8:]); req != 1 || flags != 5 || size != 8 {
+		return errors.New("unexpected GET_FEATURES reply header")
+	}
+	return nil
+}
+
+func installed(ctx context.Context) bool {
+	out, err := exec.CommandContext(ctx, "dpkg-query", "-W", "-f", "${Status}", pkgName).Output()
+	return err == nil && strings.Contains(string(out), " installed")
+}
+
+// TestInstallUpgradeRemovePurge installs the .deb as a user does, runs the
+// system tests against the installed files, upgrades it under a running
+// session, removes it with an instance running and purges it.
+func TestInstallUpgradeRemovePurge(t *testing.T) {
+	sdbox.RequireRoot(t)
+	needTools(t, "dpkg", "dpkg-deb")
+	ctx := context.Background()
+	old := packages(t)
+	newer := nextBuild(t) // a later build of the same tree
+
+	// A package left by an earlier run that was killed goes first; and
+	// whatever happens below, nothing of it stays on this machine.
+	if out, err := exec.Command("dpkg-query", "-W", "-f", "${Status}", pkgName).Output(); err == nil && len(out) > 0 &&
+		!strings.Contains(string(out), "not-installed") {
+		t.Logf("%s is on this machine (%s): purging it first", pkgName, out)
+		out, err := exec.Command("dpkg", "--purge", pkgName).CombinedOutput()
+		require.NoError(t, err, "dpkg --purge: %s", out)
+	}
+	t.Cleanup(func() {
+		if installed(context.Background()) {
+			out, err := exec.Command("dpkg", "--purge", pkgName).CombinedOutput()
+			assert.NoError(t, err, "clean up: dpkg --purge: %s", out)
+		}
+	})
+
+	m := machine{Box: sdbox.New(t, sdbox.Options{Name: "pkgtest"}), t: t}
+
+	// Install: the files are there, systemd knows the units, and no
+	// instance is enabled or started.
+	m.sh(ctx, "dpkg -i "+old.Deb)
+	files := strings.Split(m.sh(ctx, "dpkg -L "+pkgName), "\n")
+	require.Contains(t, files, "/usr/libexec/virtiofsd-shim")
+	assert.Equal(t, pkgName+" "+old.Version, m.sh(ctx, "/usr/libexec/virtiofsd-shim version"))
+	assert.Regexp(t, `^(/usr)?/lib/systemd/system/virtiofsd@\.service$`, m.show(ctx, "virtiofsd@vm1.service", "FragmentPath"))
+	assert.Equal(t, "inactive", m.show(ctx, "virtiofsd@vm1.socket", "ActiveState"))
+	assert.Empty(t, m.sh(ctx, "systemctl list-units --all --plain --no-legend 'virtiofsd@*'"), "nothing started")
+	assert.Empty(t, m.sh(ctx, "ls /etc/systemd/system/*.wants 2>/dev/null | grep virtiofsd || true"), "nothing enabled")
+	assert.Equal(t, "/etc/virtiofsd/example.conf.sample", m.sh(ctx, "ls /etc/virtiofsd/*"))
+	assert.Contains(t, m.sh(ctx, "man -w virtiofsd-shim"), "/usr/share/man/man8/virtiofsd-shim.8.gz")
+
+	t.Run("SystemTestsAgainstTheInstalledFiles", func(t *testing.T) {
+		pkgs := []string{"./internal/testenv/shimbox/"}
+		if _, err := os.Stat(filepath.Join(shimbox.RepoRoot(), "internal", "systemtest")); err == nil {
+			pkgs = append(pkgs, "./internal/systemtest/")
+		}
+		cmd := exec.Command("go", append([]string{"test", "-count=1"}, pkgs...)...)
+		cmd.Dir = shimbox.RepoRoot()
+		cmd.Env = append(os.Environ(), "VIRTIOFSD_SHIM_BINARY=/usr/libexec/virtiofsd-shim",
+			"VIRTIOFSD_SHIM_UNITS=/usr/lib/systemd/system")
+		out, err := cmd.CombinedOutput()
+		t.Logf("go test %s with the installed binary and units:\n%s", strings.Join(pkgs, " "), out)
+		require.NoError(t, err)
+	})
+
+	// An instance configured from the example, every key enabled, with a VM
+	// session open.
+	share, err := os.MkdirTemp("/var/tmp", "pkgtest-share-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(share) })
+	conf := m.sh(ctx, `sed -e 's|^SHARED_DIR=.*|SHARED_DIR=`+share+`|' -e 's/^#\([A-Z_]*=\)/\1/' /etc/virtiofsd/example.conf.sample`)
+	require.NoError(t, m.WriteFile("/etc/virtiofsd/vm1.conf", []byte(conf+"\n"), 0o644))
+	m.sh(ctx, "systemctl enable --now virtiofsd@vm1.socket")
+	sock := m.Path("/run/virtiofsd/vm1.sock")
+	first, err := shimbox.Probe(sock, 10*time.Second)
+	require.NoError(t, err)
+	defer first.Close()
+	pid1 := m.show(ctx, "virtiofsd@vm1.service", "MainPID")
+	require.NotEqual(t, "0", pid1)
+	require.Equal(t, pkgName+" "+old.Version, m.exeVersion(ctx, pid1))
+
+	// Upgrade under it: the session goes on with the old shim, untouched.
+	m.sh(ctx, "dpkg -i "+newer.Deb)
+	assert.Equal(t, pkgName+" "+newer.Version, m.sh(ctx, "/usr/libexec/virtiofsd-shim version"))
+	require.NoError(t, getFeatures(first), "the open session answers after the upgrade")
+	assert.Equal(t, "active", m.show(ctx, "virtiofsd@vm1.service", "ActiveState"))
+	assert.Equal(t, pid1, m.show(ctx, "virtiofsd@vm1.service", "MainPID"), "the running session was not restarted")
+	assert.Equal(t, pkgName+" "+old.Version, m.exeVersion(ctx, pid1), "the running session keeps its shim")
+	assert.Equal(t, "enabled", m.sh(ctx, "systemctl is-enabled virtiofsd@vm1.socket"))
+	assert.Equal(t, "active", m.show(ctx, "virtiofsd@vm1.socket", "ActiveState"))
+	assert.Equal(t, "no", m.show(ctx, "virtiofsd@vm1.service", "NeedDaemonReload"))
+
+	// The next session runs the new shim.
+	first.Close()
+	m.waitFor(ctx, "virtiofsd@vm1.service", "ActiveState", "inactive")
+	second, err := shimbox.Probe(sock, 10*time.Second)
+	require.NoError(t, err)
+	defer second.Close()
+	pid2 := m.show(ctx, "virtiofsd@vm1.service", "MainPID")
+	assert.NotEqual(t, pid1, pid2)
+	assert.Equal(t, pkgName+" "+newer.Version, m.exeVersion(ctx, pid2), "the next session runs the new shim")
+
+	// Remove with that session open: the instance is stopped and disabled,
+	// the configs stay.
+	files = strings.Split(m.sh(ctx, "dpkg -L "+pkgName), "\n")
+	m.sh(ctx, "dpkg -r "+pkgName)
+	require.NoError(t, second.SetDeadline(time.Now().Add(10*time.Second)))
+	_, err = second.Read(make([]byte, 1))
+	assert.Error(t, err, "the session was ended")
+	for _, unit := range []string{"virtiofsd@vm1.service", "virtiofsd@vm1.socket"} {
+		out, _ := m.Run(ctx, "systemctl", "is-active", unit)
+		assert.Equal(t, "inactive", strings.TrimSpace(out), unit)
+	}
+	assert.Empty(t, m.sh(ctx, "find /etc/systemd/system -name 'virtiofsd@*'"), "no instance left enabled")
+	assert.Empty(t, m.sh(ctx, "systemctl list-units --all --plain --no-legend 'virtiofsd@*'"), "systemd forgot the units")
+	_, err = os.Stat(sock)
+	assert.ErrorIs(t, err, fs.ErrNotExist)
+	assert.Equal(t, "deinstall ok config-files", m.sh(ctx, "dpkg-query -W -f '${Status}' "+pkgName))
+	assert.Equal(t, "/etc/virtiofsd/example.conf.sample\n/etc/virtiofsd/vm1.conf", m.sh(ctx, "ls /etc/virtiofsd/*"),
+		"remove keeps the configs")
+
+	// Purge, once the user deleted their own config: nothing is left.
+	require.NoError(t, os.Remove(m.Path("/etc/virtiofsd/vm1.conf")))
+	m.sh(ctx, "dpkg --purge "+pkgName)
+	assert.False(t, installed(ctx))
+	assert.Empty(t, m.sh(ctx, "dpkg-query -W -f '${Status}' "+pkgName+" 2>/dev/null || true"))
+	require.Contains(t, files, "/etc/virtiofsd")
+	var left []string
+	for _, f := range files {
+		// Directories other packages share stay: only the package's own go.
+		if f == "" || f == "/." || regexp.MustCompile(`^/(etc|usr|usr/lib|usr/lib/systemd|usr/lib/systemd/system|usr/libexec|usr/share|usr/share/doc|usr/share/man|usr/share/man/man8|usr/share/lintian|usr/share/lintian/overrides)$`).MatchString(f) {
+			continue
+		}
+		if _, err := os.Lstat(m.Path(f)); err == nil {
+			left = append(left, f)
+		}
+	}
+	assert.Empty(t, left, "files of the package left after purge")
+}
