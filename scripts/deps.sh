@@ -13,7 +13,7 @@ packages=(
 	dbus
 	util-linux               # nsenter
 	procps                   # pgrep
-	lintian rpm              # package checks
+	lintian rpm man-db shellcheck  # package checks
 	git make gcc             # gcc: go test -race needs cgo
 )
 need=()

@@ -61,7 +61,8 @@
 //	SHARED_DIR=/srv/vm1
 //	CACHE=never
 //	XATTR=yes
-//	EXTRA_ARGS="--modcaps=-mknod"
+//	# C virtiofsd spelling; the Rust one takes --modcaps=-mknod
+//	EXTRA_ARGS="-o modcaps=-mknod"
 //
 // Every error is an *Error (use errors.As) whose text names the file, the line
 // and the fix, e.g.

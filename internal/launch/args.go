@@ -173,6 +173,12 @@ var keyed = map[string]string{
 	"--readonly": "READONLY",
 }
 
+// cLongOptions are the only --options the C virtiofsd knows (7.2 --help);
+// everything else is an -o option there.
+var cLongOptions = map[string]bool{"--help": true, "--version": true, "--print-capabilities": true,
+	"--syslog": true, "--daemonize": true, "--rlimit-nofile": true, "--socket-path": true,
+	"--socket-group": true, "--fd": true, "--thread-pool-size": true}
+
 // checkExtra refuses extra arguments that would break the contract with
 // systemd and the shim, and returns the log level they set, if any.
 func checkExtra(f Flavor, extra []string) (level string, err error) {
@@ -221,6 +227,12 @@ func checkExtra(f Flavor, extra []string) (level string, err error) {
 			level = v
 		case keyed[name] != "":
 			return "", refuse(arg, "set "+keyed[name]+"= in the instance config instead")
+		case f == C && strings.HasPrefix(name, "--") && !cLongOptions[name]:
+			hint := strings.ReplaceAll(strings.TrimPrefix(name, "--"), "-", "_")
+			if hasValue {
+				hint += "=" + value
+			}
+			return "", refuse(arg, "the C virtiofsd does not know "+name+": its options are -o NAME[=VALUE] (here: -o "+hint+")")
 		case arg == "-o" || strings.HasPrefix(arg, "-o"):
 			opts := strings.TrimPrefix(arg, "-o")
 			if opts == "" {

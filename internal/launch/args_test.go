@@ -74,6 +74,7 @@ func TestArgsRefusesWhatBreaksTheContract(t *testing.T) {
 		{Rust, Options{SharedDir: "/s", Extra: []string{"--print-capabilities"}}, "exit without serving"},
 		{Rust, Options{SharedDir: "/s", Extra: []string{"-o"}}, "needs a value"},
 		{Auto, Options{SharedDir: "/s"}, "flavor not known"},
+		{C, Options{SharedDir: "/s", Extra: []string{"--modcaps=-mknod"}}, "the C virtiofsd does not know --modcaps: its options are -o NAME[=VALUE] (here: -o modcaps=-mknod)"},
 	} {
 		t.Run(tc.want, func(t *testing.T) {
 			_, err := Args(tc.flavor, tc.opts)
