@@ -153,4 +153,3 @@ func contractBreak(f Flavor, argv []string) string {
 	}
 	return ""
 }
-
