@@ -18,7 +18,7 @@ var reportPath = flag.String("report", "", "run the system measurements and writ
 //	flood:      virtiofsd's readiness line, then BENCH_LINES lines on stderr,
 //	            one write each; the time the lines took (ns) goes to
 //	            BENCH_RESULT; then exit 0.
-//	readystamp: stamp the wall clock (ns), write virtiofsd's readiness line,
+//	readystamp: after 20 ms, stamp the wall clock (ns), write virtiofsd's readiness line,
 //	            then write the stamp to BENCH_RESULT (atomically, by rename);
 //	            then wait for SIGTERM.
 const (
@@ -65,6 +65,9 @@ func helperFlood() int {
 }
 
 func helperReadyStamp() int {
+	// Let this Go runtime's start-up threads settle first, as the real
+	// virtiofsd prints the line after its own setup, not at exec.
+	time.Sleep(20 * time.Millisecond)
 	stamp := time.Now().UnixNano()
 	syscall.Write(2, []byte(readyLine))
 	p := os.Getenv(envResult)

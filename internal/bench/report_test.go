@@ -135,17 +135,24 @@ func reportReadiness(t *testing.T, s *section) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p50, p99 := samples.Median(), samples.Quantile(0.99)
 	s.printf("From virtiofsd writing its readiness line (`virtio_session_mount: Waiting for vhost-user socket connection...`)\n" +
-		"to READY=1 read on the notify socket. In process: launch.Supervisor (as the shim runs it: launch.SystemdNotifier,\n" +
-		"lines to a journal.Forwarder) starts a child (this test binary, helper `readystamp`) that stamps the wall clock\n" +
-		"right before its write(2) of the line; a unixgram socket standing in for NOTIFY_SOCKET stamps READY=1 when read.\n" +
-		"One sample per session: start the child, READY=1, SIGTERM, reap.\n\n")
-	s.printf("| sessions | median | p90 | p99 | max | goal p99 < 1 ms |\n|---|---|---|---|---|---|\n")
-	s.printf("| %d | %s | %s | %s | %s | %s |\n", len(samples), us(p50), us(samples.Quantile(0.9)), us(p99), us(samples.Max()), goal(p99 < time.Millisecond))
+		"to READY=1 reaching the notify socket. In process: launch.Supervisor, as the shim runs it (launch.SystemdNotifier,\n" +
+		"lines to a journal.Forwarder), starts a child (this test binary, helper `readystamp`) that waits 20 ms (its Go\n" +
+		"runtime's start-up settles; the real virtiofsd prints the line after its own setup), stamps the wall clock and\n" +
+		"write(2)s the line. \"Sent\" is when the notifier's sendmsg(2) of READY=1 returned (the datagram is in the\n" +
+		"socket's queue: what systemd reads); \"read\" is when a goroutine of the test, standing in for systemd on a\n" +
+		"unixgram socket, read it (adds its own wake-up). One sample per session: start the child, READY=1, SIGTERM, reap.\n\n")
+	s.printf("| to READY=1 | sessions | median | p90 | p99 | max | goal p99 < 1 ms |\n|---|---|---|---|---|---|---|\n")
+	for _, r := range []struct {
+		name string
+		v    Sample
+	}{{"sent", samples.sent}, {"read by the stand-in", samples.read}} {
+		p99 := r.v.Quantile(0.99)
+		s.printf("| %s | %d | %s | %s | %s | %s | %s |\n", r.name, len(r.v), us(r.v.Median()), us(r.v.Quantile(0.9)), us(p99), us(r.v.Max()), goal(p99 < time.Millisecond))
+	}
 	s.measuredBy("readiness", "micro_test.go (readiness) via report_test.go")
-	s.printf("Also as a Go benchmark: `go test -run '^$' -bench Readiness -benchtime 500x ./internal/bench/` (metrics p50-µs, p99-µs).\n")
-	t.Logf("readiness: median %v p99 %v", p50, p99)
+	s.printf("Also as a Go benchmark: `go test -run '^$' -bench Readiness -benchtime 500x ./internal/bench/` (metrics p50-µs, p99-µs: sent; p99-read-µs).\n")
+	t.Logf("readiness: sent median %v p99 %v; read p99 %v", samples.sent.Median(), samples.sent.Quantile(0.99), samples.read.Quantile(0.99))
 }
 
 func reportMicro(t *testing.T, s *section) {
