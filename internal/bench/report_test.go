@@ -48,6 +48,7 @@ func TestReport(t *testing.T) {
 		}
 	}
 	started := time.Now()
+	loadBefore := loadavg()
 	run("activation", reportActivation)
 	run("readiness", reportReadiness)
 	run("memory", reportMemory)
@@ -65,6 +66,7 @@ func TestReport(t *testing.T) {
 		"and orders of magnitude are what to read.\n\n")
 	out.WriteString("## Machine\n\n")
 	out.WriteString(machine())
+	fmt.Fprintf(&out, "- load average (1, 5, 15 min) before the run: %s; after: %s (other work on the machine adds noise)\n", loadBefore, loadavg())
 	fmt.Fprintf(&out, "- whole run: %v\n", time.Since(started).Round(time.Second))
 	for _, s := range sections {
 		if s.title == "" {
@@ -108,6 +110,19 @@ func machine() string {
 	fmt.Fprintf(&b, "- Go: %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	fmt.Fprintf(&b, "- date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	return b.String()
+}
+
+// loadavg is the first three fields of /proc/loadavg.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 const realVirtiofsd = "/usr/lib/qemu/virtiofsd"
