@@ -36,6 +36,13 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
+# Measures the shim against the bare virtiofsd, side by side in one run, and
+# writes docs/benchmarks.md (root, a few minutes). In-process Go benchmarks:
+# go test -run '^$$' -bench . -count 6 ./internal/bench/ (benchstat-friendly).
+bench: deps
+	cd internal/bench && $(GO) test -count=1 -run '^TestReport$$' -timeout 30m . -args -report ../../docs/benchmarks.md
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkList200 -benchtime 20x ./internal/instances
+
 demo: deps build
 	$(GO) run ./internal/demo
 

@@ -7,6 +7,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/kballard/go-shellquote"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 )
 
 const checkUsage = `Usage: virtiofsd-shim check [flags] NAME
@@ -40,7 +42,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	p, err := makePlan(ctx, cfg)
+	p, err := makePlan(ctx, cfg, launch.VersionCache{})
 	if err != nil {
 		return err
 	}

@@ -91,8 +91,9 @@ type plan struct {
 	stopTimeout  time.Duration
 }
 
-// makePlan finds the binary, its flavor and its argv for cfg.
-func makePlan(ctx context.Context, cfg *config.Config) (*plan, error) {
+// makePlan finds the binary, its flavor and its argv for cfg. versions
+// detects the flavor; run caches it, check always asks the binary.
+func makePlan(ctx context.Context, cfg *config.Config, versions launch.VersionCache) (*plan, error) {
 	bin, err := launch.FindBinary(cfg.Virtiofsd)
 	if err != nil {
 		return nil, err
@@ -103,7 +104,7 @@ func makePlan(ctx context.Context, cfg *config.Config) (*plan, error) {
 	}
 	v := launch.Version{Flavor: flavor}
 	if flavor == launch.Auto {
-		if v, err = launch.DetectVersion(ctx, bin); err != nil {
+		if v, err = versions.Detect(ctx, bin); err != nil {
 			return nil, err
 		}
 	}

@@ -66,7 +66,9 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 		return err
 	}
 	cfg.ExtraArgs = append(cfg.ExtraArgs, fs.Args()...)
-	p, err := makePlan(ctx, cfg)
+	// Under systemd, RuntimeDirectory=virtiofsd-shim (preserved) keeps the
+	// flavor of the binary between sessions; elsewhere each run asks it.
+	p, err := makePlan(ctx, cfg, launch.VersionCache{Dir: os.Getenv("RUNTIME_DIRECTORY")})
 	if err != nil {
 		return err
 	}

@@ -245,6 +245,8 @@ func checkExtra(f Flavor, extra []string) (level string, err error) {
 			for _, o := range strings.Split(opts, ",") {
 				oname, ovalue, _ := strings.Cut(o, "=")
 				switch {
+				case oname == "fd" || oname == "vhost_user_socket" || oname == "socket_path" || oname == "socket_group":
+					return "", refuse("-o "+o, "the shim passes the systemd socket as --fd=3 itself; the socket belongs to the .socket unit")
 				case oname == "source":
 					return "", refuse("-o "+o, "the shared directory is SHARED_DIR= (one per instance)")
 				case oname == "debug":

@@ -74,6 +74,8 @@ func TestArgsRefusesWhatBreaksTheContract(t *testing.T) {
 		{Rust, Options{SharedDir: "/s", Extra: []string{"--print-capabilities"}}, "exit without serving"},
 		{Rust, Options{SharedDir: "/s", Extra: []string{"-o"}}, "needs a value"},
 		{Auto, Options{SharedDir: "/s"}, "flavor not known"},
+		{C, Options{SharedDir: "/s", Extra: []string{"-o", "vhost_user_socket=/tmp/x"}}, "passes the systemd socket as --fd=3 itself"},
+		{C, Options{SharedDir: "/s", Extra: []string{"-o", "fd=4"}}, "passes the systemd socket as --fd=3 itself"},
 		{C, Options{SharedDir: "/s", Extra: []string{"--modcaps=-mknod"}}, "the C virtiofsd does not know --modcaps: its options are -o NAME[=VALUE] (here: -o modcaps=-mknod)"},
 	} {
 		t.Run(tc.want, func(t *testing.T) {
@@ -109,7 +111,7 @@ func TestParseVersion(t *testing.T) {
 
 func TestChildEnvDropsWhatIsMeantForTheShim(t *testing.T) {
 	env := []string{"PATH=/bin", "LISTEN_PID=1", "LISTEN_FDS=1", "LISTEN_FDNAMES=x", "NOTIFY_SOCKET=/run/n",
-		"WATCHDOG_USEC=1", "WATCHDOG_PID=1", "JOURNAL_STREAM=8:9", "RUST_LOG=error", "LANG=C"}
+		"WATCHDOG_USEC=1", "WATCHDOG_PID=1", "JOURNAL_STREAM=8:9", "RUNTIME_DIRECTORY=/run/virtiofsd-shim", "RUST_LOG=error", "LANG=C"}
 	assert.Equal(t, []string{"PATH=/bin", "RUST_LOG=error", "LANG=C"}, ChildEnv(env, C))
 	assert.Equal(t, []string{"PATH=/bin", "LANG=C"}, ChildEnv(env, Rust))
 }

@@ -3,10 +3,10 @@ package launch
 import "strings"
 
 // dropEnv are variables meant for the shim alone: systemd's socket
-// activation, notification and watchdog protocols, and the journal stream
-// that the shim's stderr, not virtiofsd's, is connected to.
+// activation, notification and watchdog protocols, the journal stream that
+// the shim's stderr, not virtiofsd's, is connected to, and its cache folder.
 var dropEnv = []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET",
-	"WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"}
+	"WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "RUNTIME_DIRECTORY"}
 
 // ChildEnv returns environ without the variables meant for the shim alone,
 // and, for the Rust virtiofsd, without RUST_LOG (it overrides --log-level and

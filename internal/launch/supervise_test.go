@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -204,10 +205,13 @@ func TestReadyOnlyAfterReadinessLineThenCleanEndWhenVMDisconnects(t *testing.T) 
 		assert.True(t, strings.HasPrefix(s.notify.next(t), "STATUS=Starting virtiofsd (pid "))
 		ready := s.notify.next(t)
 		assert.True(t, strings.HasPrefix(ready, "READY=1\nSTATUS=Waiting for a vhost-user client on "+s.sock), ready)
-		assert.Contains(t, s.lines.messages(), map[Flavor]string{
+		// READY=1 goes out first (readiness latency), the line to the journal right after.
+		readyLine := map[Flavor]string{
 			C:    "virtio_session_mount: Waiting for vhost-user socket connection...",
 			Rust: "Waiting for vhost-user socket connection...",
-		}[fl], "the readiness line is forwarded before READY=1 goes out")
+		}[fl]
+		assert.Eventually(t, func() bool { return slices.Contains(s.lines.messages(), readyLine) },
+			10*time.Second, time.Millisecond, "the readiness line is forwarded too")
 
 		c := probe(t, s.sock)
 		assert.True(t, strings.HasPrefix(s.notify.next(t), "STATUS=Serving a vhost-user client on "+s.sock))

@@ -54,8 +54,10 @@ func Binary() (string, error) {
 			return
 		}
 		builtBin = filepath.Join(dir, "virtiofsd-shim")
-		cmd := exec.Command("go", "build", "-o", builtBin, "./cmd/virtiofsd-shim")
+		// As make build and the packages build it: static, PIE.
+		cmd := exec.Command("go", "build", "-trimpath", "-buildmode=pie", "-o", builtBin, "./cmd/virtiofsd-shim")
 		cmd.Dir = RepoRoot()
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
