@@ -74,10 +74,7 @@ umount /mnt/vm1
 	// lines, and the socket still listening for the next boot.
 	sessions, err := Sessions(context.Background(), b, "vm1")
 	require.NoError(t, err)
-	require.Len(t, sessions, 1)
-	for _, s := range sessions {
-		t.Log(s)
-	}
+	require.Len(t, sessions, 1, "%v", sessions)
 	assert.True(t, sessions[0].HasVirtiofsdLine(ReadyLine), sessions[0])
 	assert.True(t, sessions[0].HasVirtiofsdLine(ConnectedLine), sessions[0])
 	assert.Len(t, sessions[0].VirtiofsdPIDs(), 1)
