@@ -73,12 +73,19 @@ func boot(t *testing.T, img *guest.Image, spec guest.Spec) *guest.Result {
 	return res
 }
 
-// show returns one property of a unit in the box.
+// property returns one property of a unit in the box.
+func property(b *shimbox.Box, unit, prop string) (string, error) {
+	out, err := b.Systemctl(context.Background(), "show", "-p", prop, "--value", unit)
+	return strings.TrimSpace(out), err
+}
+
+// show returns one property of a unit in the box, failing the test when
+// systemctl does.
 func show(t *testing.T, b *shimbox.Box, unit, prop string) string {
 	t.Helper()
-	out, err := b.Systemctl(context.Background(), "show", "-p", prop, "--value", unit)
-	require.NoError(t, err, out)
-	return strings.TrimSpace(out)
+	v, err := property(b, unit, prop)
+	require.NoError(t, err)
+	return v
 }
 
 // waitInactive waits for virtiofsd@<instance>.service to end its session:
@@ -87,8 +94,8 @@ func waitInactive(t *testing.T, b *shimbox.Box, instance string) {
 	t.Helper()
 	unit := "virtiofsd@" + instance + ".service"
 	require.Eventually(t, func() bool {
-		s := show(t, b, unit, "ActiveState")
-		return s == "inactive" || s == "failed"
+		s, err := property(b, unit, "ActiveState")
+		return err == nil && (s == "inactive" || s == "failed")
 	}, 20*time.Second, 50*time.Millisecond, "%s still active after its guest powered off", unit)
 }
 

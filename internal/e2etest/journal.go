@@ -19,7 +19,7 @@ const (
 
 // Entry is one journal entry of virtiofsd@<instance>.service.
 type Entry struct {
-	InvocationID string // _SYSTEMD_INVOCATION_ID: one per service run
+	InvocationID string // _SYSTEMD_INVOCATION_ID (INVOCATION_ID on systemd's own lines): one per service run
 	Identifier   string // SYSLOG_IDENTIFIER: "virtiofsd" for virtiofsd's own lines
 	Instance     string // VIRTIOFSD_INSTANCE, on virtiofsd's lines
 	PID          string // VIRTIOFSD_PID (a pid inside the box), on virtiofsd's lines
@@ -48,10 +48,16 @@ func (s Session) VirtiofsdPIDs() []string {
 }
 
 // HasVirtiofsdLine reports whether virtiofsd itself (SYSLOG_IDENTIFIER=
-// virtiofsd) printed a line containing s in this session.
-func (s Session) HasVirtiofsdLine(sub string) bool {
+// virtiofsd) printed a line containing sub in this session.
+func (s Session) HasVirtiofsdLine(sub string) bool { return s.hasLine("virtiofsd", sub) }
+
+// HasShimLine reports whether the shim (SYSLOG_IDENTIFIER=virtiofsd-shim)
+// logged a line containing sub in this session.
+func (s Session) HasShimLine(sub string) bool { return s.hasLine("virtiofsd-shim", sub) }
+
+func (s Session) hasLine(identifier, sub string) bool {
 	for _, e := range s.Entries {
-		if e.Identifier == "virtiofsd" && strings.Contains(e.Message, sub) {
+		if e.Identifier == identifier && strings.Contains(e.Message, sub) {
 			return true
 		}
 	}
@@ -74,8 +80,9 @@ func (s Session) String() string {
 
 // Sessions reads the journal of virtiofsd@<instance>.service inside b
 // (journalctl -u ... -o json, after journalctl --sync) and groups its
-// entries by _SYSTEMD_INVOCATION_ID, oldest session first. Entries without
-// an invocation id (systemd's own "Started ..." lines) are left out.
+// entries by invocation id, oldest session first: _SYSTEMD_INVOCATION_ID on
+// the lines of the shim and virtiofsd, INVOCATION_ID on systemd's own lines
+// about the unit. Entries with neither are left out.
 func Sessions(ctx context.Context, b *shimbox.Box, instance string) ([]Session, error) {
 	if _, err := b.Run(ctx, "journalctl", "--sync"); err != nil {
 		return nil, err
@@ -103,6 +110,11 @@ func Sessions(ctx context.Context, b *shimbox.Box, instance string) ([]Session, 
 			Instance:     field(raw, "VIRTIOFSD_INSTANCE"),
 			PID:          field(raw, "VIRTIOFSD_PID"),
 			Message:      field(raw, "MESSAGE"),
+		}
+		if e.InvocationID == "" {
+			// systemd's own lines about the unit ("Started ...",
+			// "Main process exited ...") name the run in INVOCATION_ID.
+			e.InvocationID = field(raw, "INVOCATION_ID")
 		}
 		if e.InvocationID == "" {
 			continue
