@@ -168,7 +168,11 @@ func TestVirtiofsdKilledMidSessionFailsThatBootOnly(t *testing.T) {
 	select {
 	case <-watch.seen:
 	case o := <-done:
-		t.Fatalf("guest ended before it mounted vm1: %v\n%s", o.err, o.res.Serial)
+		serial := ""
+		if o.res != nil {
+			serial = o.res.Serial
+		}
+		t.Fatalf("guest ended before it mounted vm1: %v\n%s", o.err, serial)
 	}
 	boxPID := servingVirtiofsd(t, b, "vm1")
 	pid, err := hostPID(b, boxPID)
