@@ -18,6 +18,7 @@
 //	mount -t virtiofs data /mnt/data
 //	echo "RESULT hello=$(cat /mnt/data/hello)"
 //
-// The guest powers off when the script ends; Result.ExitStatus is the script's
-// exit status.
+// The guest powers off when the script ends, after a sync bounded to 5 s (a
+// share whose virtiofsd died never answers, and the guest's requests to it
+// wait uninterruptibly); Result.ExitStatus is the script's exit status.
 package guest

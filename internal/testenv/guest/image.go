@@ -619,7 +619,16 @@ echo
 echo ` + markerStart + `
 sh /script </dev/null
 echo "` + markerExit + `$?"
-sync
-poweroff -f
+# A share whose virtiofsd died never answers, and requests to it wait
+# uninterruptibly: sync gets 5 s, then the guest powers off regardless.
+sync & s=$!
+i=0
+while kill -0 $s 2>/dev/null; do
+	[ $i -ge 50 ] && echo "sync still running after 5s, powering off" && break
+	sleep 0.1
+	i=$((i+1))
+done
+# -n: no second, unbounded sync of poweroff's own.
+poweroff -n -f
 `
 }

@@ -1,0 +1,153 @@
+package e2etest
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
+)
+
+// Lines the C virtiofsd prints at the start of a session (readiness, which
+// the shim turns into READY=1) and when the VM connects.
+const (
+	ReadyLine     = "Waiting for vhost-user socket connection..."
+	ConnectedLine = "Received vhost-user socket connection"
+)
+
+// Entry is one journal entry of virtiofsd@<instance>.service.
+type Entry struct {
+	InvocationID string // _SYSTEMD_INVOCATION_ID (INVOCATION_ID on systemd's own lines): one per service run
+	Identifier   string // SYSLOG_IDENTIFIER: "virtiofsd" for virtiofsd's own lines
+	Instance     string // VIRTIOFSD_INSTANCE, on virtiofsd's lines
+	PID          string // VIRTIOFSD_PID (a pid inside the box), on virtiofsd's lines
+	Message      string
+}
+
+// Session is what the journal holds of one run of the service: one
+// virtiofsd, one vhost-user client.
+type Session struct {
+	InvocationID string
+	Entries      []Entry
+}
+
+// VirtiofsdPIDs lists the distinct VIRTIOFSD_PID values of the session's
+// virtiofsd lines, in order of appearance.
+func (s Session) VirtiofsdPIDs() []string {
+	var pids []string
+	seen := map[string]bool{}
+	for _, e := range s.Entries {
+		if e.PID != "" && !seen[e.PID] {
+			seen[e.PID] = true
+			pids = append(pids, e.PID)
+		}
+	}
+	return pids
+}
+
+// HasVirtiofsdLine reports whether virtiofsd itself (SYSLOG_IDENTIFIER=
+// virtiofsd) printed a line containing sub in this session.
+func (s Session) HasVirtiofsdLine(sub string) bool { return s.hasLine("virtiofsd", sub) }
+
+// HasShimLine reports whether the shim (SYSLOG_IDENTIFIER=virtiofsd-shim)
+// logged a line containing sub in this session.
+func (s Session) HasShimLine(sub string) bool { return s.hasLine("virtiofsd-shim", sub) }
+
+func (s Session) hasLine(identifier, sub string) bool {
+	for _, e := range s.Entries {
+		if e.Identifier == identifier && strings.Contains(e.Message, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// String prints the session as journalctl's short output would, roughly.
+func (s Session) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "invocation %s:\n", s.InvocationID)
+	for _, e := range s.Entries {
+		pid := ""
+		if e.PID != "" {
+			pid = "[" + e.PID + "]"
+		}
+		fmt.Fprintf(&b, "  %s%s: %s\n", e.Identifier, pid, e.Message)
+	}
+	return b.String()
+}
+
+// Sessions reads the journal of virtiofsd@<instance>.service inside b
+// (journalctl -u ... -o json, after journalctl --sync) and groups its
+// entries by invocation id, oldest session first: _SYSTEMD_INVOCATION_ID on
+// the lines of the shim and virtiofsd, INVOCATION_ID on systemd's own lines
+// about the unit. Entries with neither are left out.
+func Sessions(ctx context.Context, b *shimbox.Box, instance string) ([]Session, error) {
+	if _, err := b.Run(ctx, "journalctl", "--sync"); err != nil {
+		return nil, err
+	}
+	out, err := b.Run(ctx, "journalctl", "--no-pager", "-o", "json", "-u", "virtiofsd@"+instance+".service")
+	if err != nil {
+		return nil, err
+	}
+	var sessions []Session
+	index := map[string]int{}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line == "-- No entries --" {
+			continue
+		}
+		var raw map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(line), &raw); err != nil {
+			return nil, fmt.Errorf("read journalctl -o json output: %w: %q", err, line)
+		}
+		e := Entry{
+			InvocationID: field(raw, "_SYSTEMD_INVOCATION_ID"),
+			Identifier:   field(raw, "SYSLOG_IDENTIFIER"),
+			Instance:     field(raw, "VIRTIOFSD_INSTANCE"),
+			PID:          field(raw, "VIRTIOFSD_PID"),
+			Message:      field(raw, "MESSAGE"),
+		}
+		if e.InvocationID == "" {
+			// systemd's own lines about the unit ("Started ...",
+			// "Main process exited ...") name the run in INVOCATION_ID.
+			e.InvocationID = field(raw, "INVOCATION_ID")
+		}
+		if e.InvocationID == "" {
+			continue
+		}
+		i, ok := index[e.InvocationID]
+		if !ok {
+			i = len(sessions)
+			index[e.InvocationID] = i
+			sessions = append(sessions, Session{InvocationID: e.InvocationID})
+		}
+		sessions[i].Entries = append(sessions[i].Entries, e)
+	}
+	return sessions, sc.Err()
+}
+
+// field reads a journal JSON field: a string, or an array of bytes for
+// values that are not valid UTF-8 (journalctl's encoding).
+func field(raw map[string]json.RawMessage, name string) string {
+	v, ok := raw[name]
+	if !ok {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(v, &s) == nil {
+		return s
+	}
+	var bytes []byte
+	var ints []int
+	if json.Unmarshal(v, &ints) == nil {
+		for _, n := range ints {
+			bytes = append(bytes, byte(n))
+		}
+		return string(bytes)
+	}
+	return ""
+}
