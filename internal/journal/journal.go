@@ -44,8 +44,6 @@ func (s JournalSink) Write(r Record, extra map[string]string) error {
 		FieldIdentifier: Identifier,
 		FieldInstance:   s.Instance,
 		FieldPID:        strconv.Itoa(r.PID),
-		// SYSLOG_PID makes journalctl print virtiofsd's pid, not the shim's.
-		"SYSLOG_PID": strconv.Itoa(r.PID),
 	}
 	for k, v := range extra {
 		vars[k] = v

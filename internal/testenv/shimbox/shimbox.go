@@ -39,28 +39,39 @@ var (
 	buildErr  error
 )
 
-// Binary builds virtiofsd-shim once per test process into a folder under
-// /var/tmp (outside the box's private /tmp) and returns its path. The
-// VIRTIOFSD_SHIM_BINARY environment variable overrides it with a prebuilt one.
+// Binary builds virtiofsd-shim once per test process into
+// /var/tmp/virtiofsd-shim-test (outside the box's private /tmp) and returns
+// its path. Test processes running side by side build the same file and
+// rename it into place, so a box that has the old one bind-mounted keeps it
+// and nothing piles up. VIRTIOFSD_SHIM_BINARY overrides it with a prebuilt
+// binary (an installed package's, say).
 func Binary() (string, error) {
 	buildOnce.Do(func() {
 		if p := os.Getenv("VIRTIOFSD_SHIM_BINARY"); p != "" {
 			builtBin = p
 			return
 		}
-		dir, err := os.MkdirTemp("/var/tmp", "shim-bin-")
+		dir := "/var/tmp/virtiofsd-shim-test"
+		if buildErr = os.MkdirAll(dir, 0o755); buildErr != nil {
+			return
+		}
+		tmp, err := os.CreateTemp(dir, ".build-*")
 		if err != nil {
 			buildErr = err
 			return
 		}
-		builtBin = filepath.Join(dir, "virtiofsd-shim")
+		tmp.Close()
+		defer os.Remove(tmp.Name())
 		// As make build and the packages build it: static, PIE.
-		cmd := exec.Command("go", "build", "-trimpath", "-buildmode=pie", "-o", builtBin, "./cmd/virtiofsd-shim")
+		cmd := exec.Command("go", "build", "-trimpath", "-buildmode=pie", "-o", tmp.Name(), "./cmd/virtiofsd-shim")
 		cmd.Dir = RepoRoot()
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			return
 		}
+		builtBin = filepath.Join(dir, "virtiofsd-shim")
+		buildErr = os.Rename(tmp.Name(), builtBin)
 	})
 	return builtBin, buildErr
 }
