@@ -64,7 +64,9 @@ func statusCell(in Instance) string {
 		first, _, _ := strings.Cut(*e, "\n")
 		parts = append(parts, "config: "+first)
 	}
-	if s := in.Service; s != nil && s.StatusText != "" && in.Failure == "" {
+	// systemd keeps the last STATUS= of a service that has ended: show it
+	// only while the shim runs, so an idle instance does not read "Serving".
+	if s := in.Service; s != nil && s.StatusText != "" && s.MainPID != nil && in.Failure == "" {
 		parts = append(parts, s.StatusText)
 	}
 	if in.Socket == nil && in.Service == nil {

@@ -71,7 +71,9 @@ type Service struct {
 	// Client is "connected" while virtiofsd serves a VM, "waiting" while
 	// it waits for one, nil otherwise: read from StatusText.
 	Client *string `json:"client"`
-	// StatusText is the STATUS= text the shim last sent to systemd.
+	// StatusText is the STATUS= text the shim last sent to systemd; systemd
+	// keeps it after the service ends (the table shows it only while the
+	// shim runs).
 	StatusText string `json:"status_text"`
 	// Exit is how the last main process ended, nil if none ever did.
 	Exit *Exit `json:"exit"`

@@ -371,3 +371,20 @@ func TestListKeepsEscapedNamesAsSystemdWritesThem(t *testing.T) {
 	assert.Equal(t, "virtiofsd@"+name+".socket", list[0].Socket.Unit.Unit)
 	assert.Equal(t, ptr(share), list[0].Config.SharedDir)
 }
+
+func TestIdleInstanceDoesNotShowTheLastSessionsStatus(t *testing.T) {
+	w := newWorld(t)
+	share := w.configure(t, "vm1")
+	w.bus.add("virtiofsd@vm1.socket", "active", "listening", nil)
+	// systemd keeps the last STATUS= of a service that has ended.
+	w.bus.add("virtiofsd@vm1.service", "inactive", "dead", map[string]any{
+		"StateChangeTimestamp": uint64(since.UnixMicro()),
+		"StatusText":           "Serving a vhost-user client on /run/virtiofsd/vm1.sock, sharing " + share + " (virtiofsd pid 815)",
+	})
+	list, err := w.list(t)
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	row := Row(list[0])
+	assert.Equal(t, "-", row[6], "no client")
+	assert.NotContains(t, row[8], "Serving", "an idle instance does not read as serving")
+}
