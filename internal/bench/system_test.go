@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/proctree"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
@@ -295,31 +296,31 @@ func measureMemory(t *testing.T, ctx context.Context, b *shimbox.Box, prefix str
 		conns = append(conns, c)
 	}
 	time.Sleep(2 * time.Second) // let the sessions settle
-	all := allProcs()
+	all := proctree.All()
 	inBox := map[int]bool{}
 	for _, pid := range b.Processes() {
 		inBox[pid] = true
 	}
 	var r memoryResult
 	for _, p := range all {
-		if !inBox[p.pid] || p.comm != "virtiofsd-shim" {
+		if !inBox[p.PID] || p.Comm != "virtiofsd-shim" {
 			continue
 		}
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.pid))
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PID))
 		if !strings.Contains(string(cmdline), "--instance="+prefix) {
 			continue
 		}
-		m, err := readMemory(p.pid)
+		m, err := readMemory(p.PID)
 		if err != nil {
 			t.Fatal(err)
 		}
 		r.shim.add(m)
 		r.shimN++
-		for _, c := range descendants(all, p.pid) {
-			if c.comm != "virtiofsd" {
+		for _, c := range proctree.Descendants(all, p.PID) {
+			if c.Comm != "virtiofsd" {
 				continue
 			}
-			m, err := readMemory(c.pid)
+			m, err := readMemory(c.PID)
 			if err != nil {
 				t.Fatal(err)
 			}

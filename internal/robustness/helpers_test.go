@@ -1,94 +1,20 @@
 package robustness
 
 import (
-	"bytes"
 	"context"
-	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/proctree"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
-// proc is one process read from /proc.
-type proc struct {
-	pid, ppid int
-	comm      string
-	state     string
-	cmdline   string
-}
-
-// readProc reads /proc/PID/stat and cmdline; ok is false once it is gone.
-func readProc(pid int) (p proc, ok bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return proc{}, false
-	}
-	s := string(b)
-	open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	if open < 0 || closing < open {
-		return proc{}, false
-	}
-	f := strings.Fields(s[closing+1:])
-	if len(f) < 2 {
-		return proc{}, false
-	}
-	p = proc{pid: pid, comm: s[open+1 : closing], state: f[0]}
-	p.ppid, _ = strconv.Atoi(f[1])
-	cl, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	p.cmdline = string(bytes.ReplaceAll(cl, []byte{0}, []byte{' '}))
-	return p, true
-}
-
-// allProcs lists the live (not zombie) processes of the machine.
-func allProcs() []proc {
-	ents, _ := os.ReadDir("/proc")
-	var ps []proc
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if p, ok := readProc(pid); ok && p.state != "Z" {
-			ps = append(ps, p)
-		}
-	}
-	return ps
-}
-
-// descendants lists the live processes below pid.
-func descendants(pid int) []proc {
-	ps := allProcs()
-	children := map[int][]proc{}
-	for _, p := range ps {
-		children[p.ppid] = append(children[p.ppid], p)
-	}
-	var out []proc
-	queue := []int{pid}
-	for len(queue) > 0 {
-		for _, c := range children[queue[0]] {
-			out = append(out, c)
-			queue = append(queue, c.pid)
-		}
-		queue = queue[1:]
-	}
-	return out
-}
-
-// alive reports whether pid still runs (a zombie has ended).
-func alive(pid int) bool {
-	p, ok := readProc(pid)
-	return ok && p.state != "Z"
-}
-
 // virtiofsds lists the virtiofsd processes serving a share under root.
-func virtiofsds(root string) []proc {
-	var out []proc
-	for _, p := range allProcs() {
-		if p.comm == "virtiofsd" && strings.Contains(p.cmdline, root) {
+func virtiofsds(root string) []proctree.Proc {
+	var out []proctree.Proc
+	for _, p := range proctree.All() {
+		if p.Comm == "virtiofsd" && strings.Contains(p.Cmdline, root) {
 			out = append(out, p)
 		}
 	}
@@ -96,10 +22,10 @@ func virtiofsds(root string) []proc {
 }
 
 // shims lists the virtiofsd-shim processes inside box b.
-func shims(b *shimbox.Box) []proc {
-	var out []proc
+func shims(b *shimbox.Box) []proctree.Proc {
+	var out []proctree.Proc
 	for _, pid := range b.Processes() {
-		if p, ok := readProc(pid); ok && p.state != "Z" && p.comm == "virtiofsd-shim" {
+		if p, ok := proctree.Read(pid); ok && p.State != "Z" && p.Comm == "virtiofsd-shim" {
 			out = append(out, p)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/proctree"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
@@ -87,11 +88,11 @@ func TestShimKilledLeavesNoVirtiofsd(t *testing.T) {
 	require.NoError(t, err, "the served client")
 	defer conn.Close()
 
-	below := descendants(cmd.Process.Pid)
+	below := proctree.Descendants(proctree.All(), cmd.Process.Pid)
 	require.NotEmpty(t, below, "no virtiofsd below the shim")
 	var names []string
 	for _, p := range below {
-		names = append(names, p.comm)
+		names = append(names, p.Comm)
 	}
 	t.Logf("below the shim (pid %d): %v", cmd.Process.Pid, names)
 
@@ -103,8 +104,8 @@ func TestShimKilledLeavesNoVirtiofsd(t *testing.T) {
 	for {
 		var left []int
 		for _, p := range below {
-			if alive(p.pid) {
-				left = append(left, p.pid)
+			if proctree.Alive(p.PID) {
+				left = append(left, p.PID)
 			}
 		}
 		if len(left) == 0 {
