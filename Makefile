@@ -9,7 +9,7 @@ LDFLAGS := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PREFIX ?= /usr
 
-.PHONY: all build deps test unit lint bench demo package install uninstall clean
+.PHONY: all build deps test unit fuzz lint bench demo package install uninstall clean
 
 all: build
 
@@ -27,9 +27,17 @@ test: deps lint
 	$(GO) test -race -count=1 -timeout 60m $$($(GO) list ./... | grep -v /internal/pkgtest)
 	$(GO) test -count=1 -timeout 20m ./internal/pkgtest/
 
-# Unit level only, no root needed.
+# Unit level only: -short skips the levels that need root (integration,
+# system, guest, packages), saying so.
 unit:
 	$(GO) test -race -count=1 -short ./...
+
+# Each fuzzer for a bounded time (make test runs their seeds only).
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzArgs$$' -fuzztime $(FUZZTIME) ./internal/launch
+	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime $(FUZZTIME) ./internal/launch
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt -l:"; echo "$$out"; exit 1; fi

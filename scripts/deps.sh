@@ -31,9 +31,10 @@ if [ ${#need[@]} -gt 0 ]; then
 	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# Go: the machine's /usr/local/go, or Debian's, which then fetches the
-# toolchain go.mod asks for from the module proxy (GOTOOLCHAIN=auto).
+# Go: go.mod asks for Go 1.26; these machines have it in /usr/local/go.
+# Debian 12's golang-go (1.19) is too old and predates GOTOOLCHAIN, so it
+# cannot stand in.
 if ! PATH=/usr/local/go/bin:$PATH command -v go >/dev/null; then
-	echo "deps.sh: installing golang-go"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go ca-certificates >/dev/null
+	echo "deps.sh: no go command: install Go 1.26 or later into /usr/local/go (Debian 12's golang-go is too old)" >&2
+	exit 1
 fi

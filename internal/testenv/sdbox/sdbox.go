@@ -148,6 +148,9 @@ type Box struct {
 // box cannot be booted that is not a failure.
 func RequireRoot(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short (make unit): skips the levels that boot a private systemd, a guest or the real virtiofsd")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: boots a private systemd as PID 1 of new PID and mount namespaces")
 	}
