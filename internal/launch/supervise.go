@@ -116,7 +116,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	ss := &session{s: s, pid: cmd.Process.Pid, readyCh: make(chan struct{})}
 	log = log.WithField("virtiofsd_pid", ss.pid)
 	log.WithFields(logrus.Fields{"argv": strings.Join(cmd.Args, " "), "flavor": s.Flavor.String()}).Info("started virtiofsd")
-	ss.notify(fmt.Sprintf("STATUS=Starting virtiofsd (pid %d) for %s", ss.pid, s.SharedDir))
+	readyTimeout := orDefault(s.ReadyTimeout, DefaultReadyTimeout)
+	stopTimeout := orDefault(s.StopTimeout, DefaultStopTimeout)
+	// EXTEND_TIMEOUT_USEC: systemd's TimeoutStartSec=/TimeoutStopSec= then
+	// never cut short a READY_TIMEOUT or STOP_TIMEOUT longer than they are
+	// (it only ever extends them).
+	ss.notify(fmt.Sprintf("STATUS=Starting virtiofsd (pid %d) for %s\nEXTEND_TIMEOUT_USEC=%d",
+		ss.pid, s.SharedDir, extendUsec(readyTimeout)))
 
 	readerDone := make(chan struct{})
 	go func() {
@@ -124,8 +130,6 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		ss.read(r)
 	}()
 
-	readyTimeout := orDefault(s.ReadyTimeout, DefaultReadyTimeout)
-	stopTimeout := orDefault(s.StopTimeout, DefaultStopTimeout)
 	start := time.Now()
 	readyTimer := time.NewTimer(readyTimeout)
 	defer readyTimer.Stop()
@@ -164,7 +168,8 @@ loop:
 			}
 			stopping = true
 			ss.finish(true)
-			ss.notify(fmt.Sprintf("STOPPING=1\nSTATUS=Stopping virtiofsd (pid %d)", ss.pid))
+			ss.notify(fmt.Sprintf("STOPPING=1\nSTATUS=Stopping virtiofsd (pid %d)\nEXTEND_TIMEOUT_USEC=%d",
+				ss.pid, extendUsec(stopTimeout)))
 			log.WithField("grace", stopTimeout.String()).Info("stopping virtiofsd with SIGTERM")
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			grace = time.After(stopTimeout)
@@ -312,6 +317,12 @@ func (ss *session) notifyLocked(state string) {
 	if err := ss.s.Notifier.Notify(state); err != nil && ss.s.Log != nil {
 		ss.s.Log.WithError(err).Warn("sd_notify failed")
 	}
+}
+
+// extendUsec is the time systemd should allow for a phase the shim bounds
+// by d itself: d, plus room for the shim to kill, reap and report.
+func extendUsec(d time.Duration) int64 {
+	return (d + 5*time.Second).Microseconds()
 }
 
 func orDefault(d, def time.Duration) time.Duration {

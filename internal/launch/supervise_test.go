@@ -202,7 +202,9 @@ func TestReadyOnlyAfterReadinessLineThenCleanEndWhenVMDisconnects(t *testing.T) 
 	eachFlavor(t, func(t *testing.T, fl Flavor) {
 		s := start(t, fl, fakevirtiofsd.Ready)
 		s.run(t)
-		assert.True(t, strings.HasPrefix(s.notify.next(t), "STATUS=Starting virtiofsd (pid "))
+		starting := s.notify.next(t)
+		assert.True(t, strings.HasPrefix(starting, "STATUS=Starting virtiofsd (pid "))
+		assert.True(t, strings.HasSuffix(starting, "\nEXTEND_TIMEOUT_USEC=10000000"), "READY_TIMEOUT 5 s + 5 s: %q", starting)
 		ready := s.notify.next(t)
 		assert.True(t, strings.HasPrefix(ready, "READY=1\nSTATUS=Waiting for a vhost-user client on "+s.sock), ready)
 		// READY=1 goes out first (readiness latency), the line to the journal right after.
@@ -271,7 +273,10 @@ func TestStopSendsStoppingAndEndsCleanly(t *testing.T) {
 		defer c.Close()
 		s.notify.next(t) // Serving
 		s.cancel()       // what SIGTERM from systemd does
-		assert.True(t, strings.HasPrefix(s.notify.next(t), "STOPPING=1\nSTATUS=Stopping virtiofsd"))
+		stopping := s.notify.next(t)
+		assert.True(t, strings.HasPrefix(stopping, "STOPPING=1\nSTATUS=Stopping virtiofsd"))
+		assert.True(t, strings.HasSuffix(stopping, "\nEXTEND_TIMEOUT_USEC=10000000"),
+			"systemd is told to allow the 5 s grace and room to reap: %q", stopping)
 		require.NoError(t, s.wait(t), "exit after our SIGTERM is clean (Rust's _exit(1) too)")
 		assert.True(t, gone(s.lines.pid()))
 	})
