@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
@@ -39,10 +39,9 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-// activated starts the built shim the way systemd does: the listening
-// socket as fd 3, LISTEN_FDS=1, LISTEN_PID its own pid (sh's $$ survives
-// the exec), NOTIFY_SOCKET a datagram socket the test reads.
-func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify <-chan string, stderr *lockedBuffer) {
+// activated starts the built shim the way systemd does (peer.Activated),
+// with NOTIFY_SOCKET a datagram socket the test reads.
+func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify <-chan peer.Datagram, stderr *lockedBuffer) {
 	t.Helper()
 	sdbox.RequireRoot(t) // the C virtiofsd's namespace sandbox needs root
 	if _, err := os.Stat(realVirtiofsd); err != nil {
@@ -50,43 +49,20 @@ func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify
 	}
 	bin, err := shimbox.Binary()
 	require.NoError(t, err)
-	dir, err := os.MkdirTemp("", "shimit")
+	dir, err := os.MkdirTemp("", "shimit") // short: unix socket paths are limited to 108 bytes
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
 
 	sock = filepath.Join(dir, "vm1.sock")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	lf, err := peer.Listen(sock)
 	require.NoError(t, err)
-	ln.SetUnlinkOnClose(false)
-	lf, err := ln.File()
-	require.NoError(t, err)
-	ln.Close()
 	defer lf.Close()
-
-	nsPath := filepath.Join(dir, "notify")
-	ns, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: nsPath, Net: "unixgram"})
+	ns, err := peer.ListenNotify(filepath.Join(dir, "notify"))
 	require.NoError(t, err)
 	t.Cleanup(func() { ns.Close() })
-	ch := make(chan string, 64)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := ns.Read(buf)
-			if err != nil {
-				close(ch)
-				return
-			}
-			ch <- string(buf[:n])
-		}
-	}()
 
-	quoted := "'" + bin + "'"
-	for _, a := range args {
-		quoted += " '" + a + "'"
-	}
-	cmd = exec.Command("/bin/sh", "-c", "LISTEN_PID=$$ exec "+quoted)
-	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES=vhost-user", "NOTIFY_SOCKET="+nsPath)
-	cmd.ExtraFiles = []*os.File{lf}
+	cmd = peer.Activated(lf, bin, args...)
+	cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+ns.Path)
 	stderr = &lockedBuffer{}
 	cmd.Stderr = stderr
 	require.NoError(t, cmd.Start())
@@ -96,14 +72,14 @@ func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify
 			cmd.Wait()
 		}
 	})
-	return cmd, sock, ch, stderr
+	return cmd, sock, ns.C, stderr
 }
 
-func nextState(t *testing.T, ch <-chan string) string {
+func nextState(t *testing.T, ch <-chan peer.Datagram) string {
 	t.Helper()
 	select {
-	case s := <-ch:
-		return s
+	case d := <-ch:
+		return d.State
 	case <-time.After(15 * time.Second):
 		t.Fatal("no sd_notify datagram within 15s")
 		return ""
@@ -126,7 +102,7 @@ func TestRealVirtiofsdServesTheSystemdSocketAndEndsCleanly(t *testing.T) {
 	require.True(t, strings.HasPrefix(ready, "READY=1\nSTATUS=Waiting for a vhost-user client on "+sock+", sharing "+share),
 		"READY=1 arrives before any client connects: %q\nshim stderr:\n%s", ready, stderr)
 
-	c, err := shimbox.Probe(sock, 10*time.Second)
+	c, err := peer.Probe(sock, 10*time.Second)
 	require.NoError(t, err, "a GET_FEATURES reply from the real virtiofsd")
 	assert.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Serving a vhost-user client on "+sock))
 	c.Close() // the VM hangs up
@@ -150,7 +126,7 @@ func TestRealVirtiofsdStopsOnSIGTERM(t *testing.T) {
 	cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+realVirtiofsd)
 	nextState(t, notify)
 	require.True(t, strings.HasPrefix(nextState(t, notify), "READY=1"), stderr.String())
-	c, err := shimbox.Probe(sock, 10*time.Second)
+	c, err := peer.Probe(sock, 10*time.Second)
 	require.NoError(t, err)
 	defer c.Close()
 	nextState(t, notify)
@@ -171,8 +147,8 @@ func TestRealVirtiofsdFailureIsPassedOn(t *testing.T) {
 	assert.Equal(t, 1, ee.ExitCode(), "virtiofsd's own exit status")
 	assert.Contains(t, stderr.String(), "before it was ready")
 	select {
-	case s := <-notify:
-		assert.NotContains(t, s, "READY=1")
+	case d := <-notify:
+		assert.NotContains(t, d.State, "READY=1")
 	default:
 	}
 }

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
 )
 
 // classifyLines are one line of each shape launch.Classify reads.
@@ -69,12 +69,7 @@ func listener(tb testing.TB) *os.File {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "s.sock"), Net: "unix"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	f, err := ln.File()
+	f, err := peer.Listen(filepath.Join(dir, "s.sock"))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -111,10 +106,9 @@ func BenchmarkStderrReader(b *testing.B) {
 	}
 }
 
-// notifyReceiver pretends to be systemd's notify socket and stamps each
-// READY=1 datagram with the wall clock when it is read.
+// notifyReceiver pretends to be systemd's notify socket (peer.NotifySocket)
+// and hands over when each READY=1 datagram was read, by the wall clock.
 type notifyReceiver struct {
-	conn  *net.UnixConn
 	path  string
 	ready chan int64
 }
@@ -126,25 +120,19 @@ func newNotifyReceiver(tb testing.TB) *notifyReceiver {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
-	path := filepath.Join(dir, "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	ns, err := peer.ListenNotify(filepath.Join(dir, "notify"))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	n := &notifyReceiver{conn: conn, path: path, ready: make(chan int64, 16)}
+	tb.Cleanup(func() { ns.Close() })
+	n := &notifyReceiver{path: ns.Path, ready: make(chan int64, 16)}
 	go func() {
-		buf := make([]byte, 4096)
-		for {
-			k, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			if strings.HasPrefix(string(buf[:k]), "READY=1") {
-				n.ready <- time.Now().UnixNano()
+		for d := range ns.C {
+			if strings.HasPrefix(d.State, "READY=1") {
+				n.ready <- d.At.UnixNano() // stamped when read, not when relayed
 			}
 		}
 	}()
-	tb.Cleanup(func() { conn.Close() })
 	return n
 }
 

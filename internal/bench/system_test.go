@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/proctree"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
@@ -140,7 +140,7 @@ func reportActivation(t *testing.T, s *section) {
 		{name: "shim (virtiofsd@.socket + virtiofsd@.service), config SHARED_DIR only", unit: "virtiofsd@act.service", sock: b.Socket("act")},
 		{name: "shim, unit without its mount-namespace sandboxing (drop-in below)", unit: "virtiofsd@actn.service", sock: b.Socket("actn")},
 	}
-	s.printf("Connect to the socket until the first vhost-user reply (GET_FEATURES, shimbox.Probe), cold: the service is\n"+
+	s.printf("Connect to the socket until the first vhost-user reply (GET_FEATURES, peer.Probe), cold: the service is\n"+
 		"not running before each sample. One private systemd runs the project's units and a bare unit pair running\n"+
 		"%s --fd=3 directly (Type=simple, same socket settings and start limits); the variants are\n"+
 		"interleaved, their order rotated each round. Two modes: \"quiet\" waits until every unit measured is inactive,\n"+
@@ -170,7 +170,7 @@ func reportActivation(t *testing.T, s *section) {
 					time.Sleep(activationSettle)
 				}
 				start := time.Now()
-				c, err := shimbox.Probe(vs[i].sock, 15*time.Second)
+				c, err := peer.Probe(vs[i].sock, 15*time.Second)
 				d := time.Since(start)
 				if err != nil {
 					out, _ := b.Systemctl(ctx, "status", "--no-pager", "-n", "30", vs[i].unit, strings.Replace(vs[i].unit, ".service", ".socket", 1))
@@ -487,20 +487,14 @@ func floodShimStderr(shim, helper, share, result string) (time.Duration, error) 
 		return 0, err
 	}
 	defer os.RemoveAll(sockDir)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(sockDir, "s.sock"), Net: "unix"})
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	lf, err := ln.File()
+	lf, err := peer.Listen(filepath.Join(sockDir, "s.sock"))
 	if err != nil {
 		return 0, err
 	}
 	defer lf.Close()
-	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`, shim, "run",
+	cmd := peer.Activated(lf, shim, "run",
 		"--shared-dir="+share, "--virtiofsd="+helper, "--flavor=c", "--log-target=stderr")
-	cmd.Env = append(os.Environ(), floodEnv(result)...)
-	cmd.ExtraFiles = []*os.File{lf}
+	cmd.Env = append(cmd.Env, floodEnv(result)...)
 	if err := cmd.Run(); err != nil {
 		return 0, fmt.Errorf("shim: %w", err)
 	}
@@ -532,22 +526,15 @@ func settledCount(ctx context.Context, b *shimbox.Box, unit string) int {
 // warning) and the sum of VIRTIOFSD_DROPPED warnings, as journald kept them.
 func shimCounts(ctx context.Context, b *shimbox.Box, unit string) (forwarded, dropped string, warned int) {
 	forwarded, dropped = "not in the journal", "not in the journal"
-	out, _ := b.Run(ctx, "journalctl", "--no-pager", "-o", "json", "-u", unit)
-	for _, l := range strings.Split(out, "\n") {
-		if !strings.Contains(l, "SHIM_LINES_") && !strings.Contains(l, "VIRTIOFSD_DROPPED") {
-			continue
-		}
-		var e map[string]any
-		if json.Unmarshal([]byte(l), &e) != nil {
-			continue
-		}
-		if v, ok := e["SHIM_LINES_FORWARDED"].(string); ok {
+	entries, _ := b.Journal(ctx, "-u", unit)
+	for _, e := range entries {
+		if v, ok := e["SHIM_LINES_FORWARDED"]; ok {
 			forwarded = v
 		}
-		if v, ok := e["SHIM_LINES_DROPPED"].(string); ok {
+		if v, ok := e["SHIM_LINES_DROPPED"]; ok {
 			dropped = v
 		}
-		if v, ok := e["VIRTIOFSD_DROPPED"].(string); ok {
+		if v, ok := e["VIRTIOFSD_DROPPED"]; ok {
 			n, _ := strconv.Atoi(v)
 			warned += n
 		}

@@ -1,9 +1,7 @@
 package e2etest
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -84,70 +82,35 @@ func (s Session) String() string {
 // the lines of the shim and virtiofsd, INVOCATION_ID on systemd's own lines
 // about the unit. Entries with neither are left out.
 func Sessions(ctx context.Context, b *shimbox.Box, instance string) ([]Session, error) {
-	if _, err := b.Run(ctx, "journalctl", "--sync"); err != nil {
-		return nil, err
-	}
-	out, err := b.Run(ctx, "journalctl", "--no-pager", "-o", "json", "-u", "virtiofsd@"+instance+".service")
+	entries, err := b.Journal(ctx, "-u", "virtiofsd@"+instance+".service")
 	if err != nil {
 		return nil, err
 	}
 	var sessions []Session
 	index := map[string]int{}
-	sc := bufio.NewScanner(strings.NewReader(out))
-	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line == "-- No entries --" {
-			continue
-		}
-		var raw map[string]json.RawMessage
-		if err := json.Unmarshal([]byte(line), &raw); err != nil {
-			return nil, fmt.Errorf("read journalctl -o json output: %w: %q", err, line)
-		}
+	for _, j := range entries {
 		e := Entry{
-			InvocationID: field(raw, "_SYSTEMD_INVOCATION_ID"),
-			Identifier:   field(raw, "SYSLOG_IDENTIFIER"),
-			Instance:     field(raw, "VIRTIOFSD_INSTANCE"),
-			PID:          field(raw, "VIRTIOFSD_PID"),
-			Message:      field(raw, "MESSAGE"),
+			InvocationID: j["_SYSTEMD_INVOCATION_ID"],
+			Identifier:   j["SYSLOG_IDENTIFIER"],
+			Instance:     j["VIRTIOFSD_INSTANCE"],
+			PID:          j["VIRTIOFSD_PID"],
+			Message:      j["MESSAGE"],
 		}
 		if e.InvocationID == "" {
 			// systemd's own lines about the unit ("Started ...",
 			// "Main process exited ...") name the run in INVOCATION_ID.
-			e.InvocationID = field(raw, "INVOCATION_ID")
+			e.InvocationID = j["INVOCATION_ID"]
 		}
 		if e.InvocationID == "" {
 			continue
 		}
-		i, ok := index[e.InvocationID]
+		k, ok := index[e.InvocationID]
 		if !ok {
-			i = len(sessions)
-			index[e.InvocationID] = i
+			k = len(sessions)
+			index[e.InvocationID] = k
 			sessions = append(sessions, Session{InvocationID: e.InvocationID})
 		}
-		sessions[i].Entries = append(sessions[i].Entries, e)
+		sessions[k].Entries = append(sessions[k].Entries, e)
 	}
-	return sessions, sc.Err()
-}
-
-// field reads a journal JSON field: a string, or an array of bytes for
-// values that are not valid UTF-8 (journalctl's encoding).
-func field(raw map[string]json.RawMessage, name string) string {
-	v, ok := raw[name]
-	if !ok {
-		return ""
-	}
-	var s string
-	if json.Unmarshal(v, &s) == nil {
-		return s
-	}
-	var bytes []byte
-	var ints []int
-	if json.Unmarshal(v, &ints) == nil {
-		for _, n := range ints {
-			bytes = append(bytes, byte(n))
-		}
-		return string(bytes)
-	}
-	return ""
+	return sessions, nil
 }

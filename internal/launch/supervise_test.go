@@ -2,9 +2,7 @@ package launch
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -20,34 +18,20 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/fakevirtiofsd"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
 )
 
-// notifySocket pretends to be systemd: it binds NOTIFY_SOCKET and hands over
-// each datagram it reads, in order.
+// notifySocket pretends to be systemd's NOTIFY_SOCKET (peer.NotifySocket).
 type notifySocket struct {
-	conn *net.UnixConn
-	ch   chan string
+	ch <-chan peer.Datagram
 }
 
 func newNotifySocket(t *testing.T, dir string) *notifySocket {
-	path := filepath.Join(dir, "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	n, err := peer.ListenNotify(filepath.Join(dir, "notify"))
 	require.NoError(t, err)
-	t.Setenv("NOTIFY_SOCKET", path)
-	n := &notifySocket{conn: conn, ch: make(chan string, 1024)}
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			k, err := conn.Read(buf)
-			if err != nil {
-				close(n.ch)
-				return
-			}
-			n.ch <- string(buf[:k])
-		}
-	}()
-	t.Cleanup(func() { conn.Close() })
-	return n
+	t.Setenv("NOTIFY_SOCKET", n.Path)
+	t.Cleanup(func() { n.Close() })
+	return &notifySocket{ch: n.C}
 }
 
 // next returns the next datagram that is not WATCHDOG=1 (unless asked for).
@@ -57,10 +41,10 @@ func (n *notifySocket) next(t *testing.T) string {
 		select {
 		case d, ok := <-n.ch:
 			require.True(t, ok, "notify socket closed")
-			if d == "WATCHDOG=1" {
+			if d.State == "WATCHDOG=1" {
 				continue
 			}
-			return d
+			return d.State
 		case <-time.After(10 * time.Second):
 			t.Fatal("no datagram on NOTIFY_SOCKET within 10s")
 		}
@@ -73,8 +57,8 @@ func (n *notifySocket) none(t *testing.T) {
 	for {
 		select {
 		case d := <-n.ch:
-			if d != "WATCHDOG=1" {
-				t.Fatalf("unexpected datagram %q", d)
+			if d.State != "WATCHDOG=1" {
+				t.Fatalf("unexpected datagram %q", d.State)
 			}
 		default:
 			return
@@ -131,12 +115,8 @@ func start(t *testing.T, flavor Flavor, mode string, extraEnv ...string) *scenar
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	n := newNotifySocket(t, dir)
 	sockPath := filepath.Join(dir, "vm.sock")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sockPath, Net: "unix"})
+	f, err := peer.Listen(sockPath)
 	require.NoError(t, err)
-	ln.SetUnlinkOnClose(false) // like systemd: the socket stays, the shim gets a copy
-	f, err := ln.File()
-	require.NoError(t, err)
-	ln.Close()
 	t.Cleanup(func() { f.Close() })
 
 	env := ChildEnv(os.Environ(), flavor)
@@ -176,17 +156,8 @@ func (s *scenario) wait(t *testing.T) error {
 // connection.
 func probe(t *testing.T, path string) net.Conn {
 	t.Helper()
-	c, err := net.Dial("unix", path)
-	require.NoError(t, err)
-	_, err = c.Write([]byte{1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0})
-	require.NoError(t, err)
-	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
-	var reply [20]byte
-	_, err = io.ReadFull(c, reply[:])
-	require.NoError(t, err, "no GET_FEATURES reply")
-	assert.Equal(t, uint32(1), binary.LittleEndian.Uint32(reply[0:]), "request")
-	assert.Equal(t, uint32(5), binary.LittleEndian.Uint32(reply[4:]), "flags: version 1 | reply")
-	assert.Equal(t, uint32(8), binary.LittleEndian.Uint32(reply[8:]), "size")
+	c, err := peer.Probe(path, 10*time.Second)
+	require.NoError(t, err, "a GET_FEATURES reply")
 	return c
 }
 
@@ -306,7 +277,7 @@ func TestWatchdogIsPettedWhileVirtiofsdLives(t *testing.T) {
 	for pets < 3 {
 		select {
 		case d := <-s.notify.ch:
-			if d == "WATCHDOG=1" {
+			if d.State == "WATCHDOG=1" {
 				pets++
 			}
 		case <-deadline:

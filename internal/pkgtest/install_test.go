@@ -2,11 +2,7 @@ package pkgtest_test
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
-	"io"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
@@ -62,26 +59,6 @@ func (m machine) waitFor(ctx context.Context, unit, prop, value string) {
 func (m machine) exeVersion(ctx context.Context, pid string) string {
 	m.t.Helper()
 	return m.sh(ctx, "/proc/"+pid+"/exe version")
-}
-
-// getFeatures sends another GET_FEATURES on an open vhost-user connection
-// and checks the reply header (see shimbox.Probe).
-func getFeatures(c net.Conn) error {
-	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
-		return err
-	}
-	if _, err := c.Write([]byte{1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0}); err != nil {
-		return err
-	}
-	var reply [20]byte
-	if _, err := io.ReadFull(c, reply[:]); err != nil {
-		return err
-	}
-	if req, flags, size := binary.LittleEndian.Uint32(reply[0:]), binary.LittleEndian.Uint32(reply[4:]),
-		binary.LittleEndian.Uint32(reply[8:]); req != 1 || flags != 5 || size != 8 {
-		return errors.New("unexpected GET_FEATURES reply header")
-	}
-	return nil
 }
 
 func installed(ctx context.Context) bool {
@@ -152,7 +129,7 @@ func TestInstallUpgradeRemovePurge(t *testing.T) {
 	require.NoError(t, m.WriteFile("/etc/virtiofsd/vm1.conf", []byte(conf+"\n"), 0o644))
 	m.sh(ctx, "systemctl enable --now virtiofsd@vm1.socket")
 	sock := m.Path("/run/virtiofsd/vm1.sock")
-	first, err := shimbox.Probe(sock, 10*time.Second)
+	first, err := peer.Probe(sock, 10*time.Second)
 	require.NoError(t, err)
 	defer first.Close()
 	pid1 := m.show(ctx, "virtiofsd@vm1.service", "MainPID")
@@ -162,7 +139,7 @@ func TestInstallUpgradeRemovePurge(t *testing.T) {
 	// Upgrade under it: the session goes on with the old shim, untouched.
 	m.sh(ctx, "dpkg -i "+newer.Deb)
 	assert.Equal(t, pkgName+" "+newer.Version, m.sh(ctx, "/usr/libexec/virtiofsd-shim version"))
-	require.NoError(t, getFeatures(first), "the open session answers after the upgrade")
+	require.NoError(t, peer.GetFeatures(first, 10*time.Second), "the open session answers after the upgrade")
 	assert.Equal(t, "active", m.show(ctx, "virtiofsd@vm1.service", "ActiveState"))
 	assert.Equal(t, pid1, m.show(ctx, "virtiofsd@vm1.service", "MainPID"), "the running session was not restarted")
 	assert.Equal(t, pkgName+" "+old.Version, m.exeVersion(ctx, pid1), "the running session keeps its shim")
@@ -173,7 +150,7 @@ func TestInstallUpgradeRemovePurge(t *testing.T) {
 	// The next session runs the new shim.
 	first.Close()
 	m.waitFor(ctx, "virtiofsd@vm1.service", "ActiveState", "inactive")
-	second, err := shimbox.Probe(sock, 10*time.Second)
+	second, err := peer.Probe(sock, 10*time.Second)
 	require.NoError(t, err)
 	defer second.Close()
 	pid2 := m.show(ctx, "virtiofsd@vm1.service", "MainPID")

@@ -2,9 +2,7 @@ package robustness
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,27 +14,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
-
-// getFeatures asks an open vhost-user connection for its features again.
-func getFeatures(c net.Conn) error {
-	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
-		return err
-	}
-	defer c.SetDeadline(time.Time{})
-	if _, err := c.Write([]byte{1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0}); err != nil {
-		return fmt.Errorf("send GET_FEATURES: %w", err)
-	}
-	var reply [20]byte
-	if _, err := io.ReadFull(c, reply[:]); err != nil {
-		return fmt.Errorf("read GET_FEATURES reply: %w", err)
-	}
-	if req, flags := binary.LittleEndian.Uint32(reply[0:]), binary.LittleEndian.Uint32(reply[4:]); req != 1 || flags != 5 {
-		return fmt.Errorf("unexpected reply: request %d flags %#x", req, flags)
-	}
-	return nil
-}
 
 // enable configures instance in b (SHARED_DIR under b.Root, plus extra
 // lines) and enables its socket.
@@ -68,7 +48,7 @@ func TestSessionSurvivesJournaldRestart(t *testing.T) {
 	after := show(ctx, b, "systemd-journald.service", "MainPID")
 	require.NotEqual(t, before, after, "journald was not restarted")
 
-	require.NoError(t, getFeatures(c), "the session after journald's restart")
+	require.NoError(t, peer.GetFeatures(c, 10*time.Second), "the session after journald's restart")
 	assert.Equal(t, "active", show(ctx, b, "virtiofsd@vm1.service", "ActiveState"))
 	c.Close()
 	assert.Equal(t, "inactive", waitEnded(t, ctx, b, "virtiofsd@vm1.service", 15*time.Second))
@@ -123,7 +103,7 @@ func TestSharedDirRemovedWhileServing(t *testing.T) {
 	defer c.Close()
 	require.NoError(t, os.RemoveAll(share))
 
-	err = getFeatures(c)
+	err = peer.GetFeatures(c, 10*time.Second)
 	t.Logf("GET_FEATURES after removing the share: %v (service %s)", err, show(ctx, b, unit, "ActiveState"))
 	c.Close()
 	state := waitEnded(t, ctx, b, unit, 15*time.Second)
@@ -202,7 +182,7 @@ func TestHundredInstancesStartAtOnce(t *testing.T) {
 	}
 	wg.Wait()
 	for _, c := range conns {
-		assert.NoError(t, getFeatures(c))
+		assert.NoError(t, peer.GetFeatures(c, 10*time.Second))
 		c.Close()
 	}
 	assert.Empty(t, errs)

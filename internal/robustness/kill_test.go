@@ -2,9 +2,7 @@ package robustness
 
 import (
 	"bufio"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -13,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/proctree"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
@@ -42,18 +41,14 @@ func TestShimKilledLeavesNoVirtiofsd(t *testing.T) {
 	share := filepath.Join(dir, "share")
 	require.NoError(t, os.Mkdir(share, 0o755))
 	sockPath := filepath.Join(dir, "s.sock")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sockPath, Net: "unix"})
-	require.NoError(t, err)
-	defer ln.Close()
-	lf, err := ln.File()
+	lf, err := peer.Listen(sockPath)
 	require.NoError(t, err)
 	defer lf.Close()
 
 	// The socket as systemd passes it: fd 3, LISTEN_FDS=1 and LISTEN_PID of
-	// the shim itself, which the shell sets before exec.
-	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`, bin, "run",
+	// the shim itself.
+	cmd := peer.Activated(lf, bin, "run",
 		"--shared-dir="+share, "--virtiofsd="+realVirtiofsd, "--flavor=c", "--log-target=stderr")
-	cmd.ExtraFiles = []*os.File{lf}
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -84,7 +79,7 @@ func TestShimKilledLeavesNoVirtiofsd(t *testing.T) {
 			t.Fatalf("virtiofsd not ready within 15s: %s", strings.Join(seen, "\n"))
 		}
 	}
-	conn, err := shimbox.Probe(sockPath, 10*time.Second)
+	conn, err := peer.Probe(sockPath, 10*time.Second)
 	require.NoError(t, err, "the served client")
 	defer conn.Close()
 

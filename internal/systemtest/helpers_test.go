@@ -2,10 +2,7 @@ package systemtest
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -107,41 +104,15 @@ func enable(t *testing.T, b *shimbox.Box, instance string) {
 	waitState(t, b, "virtiofsd@"+instance+".socket", "active/listening")
 }
 
-// entry is one journal entry, as journalctl -o json prints it.
-type entry map[string]any
-
-func (e entry) get(field string) string {
-	switch v := e[field].(type) {
-	case string:
-		return v
-	case nil:
-		return ""
-	default:
-		// journalctl prints non-UTF-8 values as byte arrays.
-		return fmt.Sprint(v)
-	}
-}
+// entry is one journal entry of the box.
+type entry = shimbox.JournalEntry
 
 // journal returns the journal entries that match the journalctl arguments
 // (unit, field matches), after journald has written what it was sent.
 func journal(t *testing.T, b *shimbox.Box, args ...string) []entry {
 	t.Helper()
-	run(t, b, "journalctl", "--sync")
-	cmd := b.Command(context.Background(), "journalctl", append([]string{"--no-pager", "-o", "json"}, args...)...)
-	out, err := cmd.Output()
-	if ee, ok := err.(*exec.ExitError); ok {
-		t.Fatalf("journalctl %s: %v: %s", strings.Join(args, " "), err, ee.Stderr)
-	}
+	entries, err := b.Journal(context.Background(), args...)
 	require.NoError(t, err)
-	var entries []entry
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.TrimSpace(line) == "" {
-			continue
-		}
-		var e entry
-		require.NoError(t, json.Unmarshal([]byte(line), &e), line)
-		entries = append(entries, e)
-	}
 	return entries
 }
 
@@ -149,7 +120,7 @@ func journal(t *testing.T, b *shimbox.Box, args ...string) []entry {
 func messages(entries []entry) []string {
 	var m []string
 	for _, e := range entries {
-		m = append(m, e.get("MESSAGE"))
+		m = append(m, e["MESSAGE"])
 	}
 	return m
 }
@@ -163,7 +134,7 @@ func waitJournal(t *testing.T, b *shimbox.Box, text string, args ...string) entr
 	for time.Now().Before(deadline) {
 		last = journal(t, b, args...)
 		for _, e := range last {
-			if strings.Contains(e.get("MESSAGE"), text) {
+			if strings.Contains(e["MESSAGE"], text) {
 				return e
 			}
 		}

@@ -56,15 +56,15 @@ func TestVirtiofsdLinesReachTheJournalWithTheirFields(t *testing.T) {
 	t.Run("journalctl -u", func(t *testing.T) {
 		var lines []string
 		for _, e := range journal(t, b, "-u", "virtiofsd@x.service") {
-			if e.get("SYSLOG_IDENTIFIER") != "virtiofsd" {
+			if e["SYSLOG_IDENTIFIER"] != "virtiofsd" {
 				continue
 			}
-			lines = append(lines, e.get("MESSAGE"))
-			assert.Equal(t, "x", e.get("VIRTIOFSD_INSTANCE"), e.get("MESSAGE"))
-			assert.Equal(t, pids["x"], e.get("VIRTIOFSD_PID"), e.get("MESSAGE"))
+			lines = append(lines, e["MESSAGE"])
+			assert.Equal(t, "x", e["VIRTIOFSD_INSTANCE"], e["MESSAGE"])
+			assert.Equal(t, pids["x"], e["VIRTIOFSD_PID"], e["MESSAGE"])
 			// virtiofsd's bare lines are informational.
-			assert.Equal(t, "6", e.get("PRIORITY"), e.get("MESSAGE"))
-			assert.Equal(t, "virtiofsd@x.service", e.get("_SYSTEMD_UNIT"), e.get("MESSAGE"))
+			assert.Equal(t, "6", e["PRIORITY"], e["MESSAGE"])
+			assert.Equal(t, "virtiofsd@x.service", e["_SYSTEMD_UNIT"], e["MESSAGE"])
 		}
 		assert.Contains(t, lines, "virtio_session_mount: Waiting for vhost-user socket connection...")
 		assert.Contains(t, lines, "virtio_session_mount: Received vhost-user socket connection")
@@ -76,11 +76,11 @@ func TestVirtiofsdLinesReachTheJournalWithTheirFields(t *testing.T) {
 			require.NotEmpty(t, entries)
 			var fromVirtiofsd int
 			for _, e := range entries {
-				assert.Equal(t, inst, e.get("VIRTIOFSD_INSTANCE"), e.get("MESSAGE"))
-				assert.Equal(t, "virtiofsd@"+inst+".service", e.get("_SYSTEMD_UNIT"), e.get("MESSAGE"))
-				if e.get("SYSLOG_IDENTIFIER") == "virtiofsd" {
+				assert.Equal(t, inst, e["VIRTIOFSD_INSTANCE"], e["MESSAGE"])
+				assert.Equal(t, "virtiofsd@"+inst+".service", e["_SYSTEMD_UNIT"], e["MESSAGE"])
+				if e["SYSLOG_IDENTIFIER"] == "virtiofsd" {
 					fromVirtiofsd++
-					assert.Equal(t, pid, e.get("VIRTIOFSD_PID"), e.get("MESSAGE"))
+					assert.Equal(t, pid, e["VIRTIOFSD_PID"], e["MESSAGE"])
 				}
 			}
 			assert.NotZero(t, fromVirtiofsd, "no virtiofsd line for instance %s", inst)

@@ -133,8 +133,8 @@ func TestServiceThatCannotStartStopsAtTheStartLimit(t *testing.T) {
 	// Each start failed and said why; exactly StartLimitBurst of them ran.
 	var starts, reasons int
 	for _, e := range journal(t, b, "-u", "virtiofsd@x.service") {
-		m := e.get("MESSAGE")
-		if e.get("SYSLOG_IDENTIFIER") == "systemd" && strings.HasPrefix(m, "Starting virtiofsd@x.service") {
+		m := e["MESSAGE"]
+		if e["SYSLOG_IDENTIFIER"] == "systemd" && strings.HasPrefix(m, "Starting virtiofsd@x.service") {
 			starts++
 		}
 		if strings.Contains(m, "SHARED_DIR "+missing+" does not exist") {

@@ -4,7 +4,7 @@ package shimbox
 
 import (
 	"context"
-	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
 )
 
@@ -208,38 +209,63 @@ func (b *Box) Socket(instance string) string {
 }
 
 // Dial connects to an instance's socket like a VM would and checks that a
-// live vhost-user backend answers GET_FEATURES. The caller closes the
-// connection, which ends the session.
+// live vhost-user backend answers GET_FEATURES (peer.Probe). The caller
+// closes the connection, which ends the session.
 func (b *Box) Dial(instance string, timeout time.Duration) (net.Conn, error) {
-	return Probe(b.Socket(instance), timeout)
+	return peer.Probe(b.Socket(instance), timeout)
 }
 
-// Probe connects to a vhost-user socket and asks for the features
-// (DESIGN.md): 12 bytes out, a 12-byte header with flags 0x5 and size 8
-// plus the feature bits back.
-func Probe(path string, timeout time.Duration) (net.Conn, error) {
-	c, err := net.DialTimeout("unix", path, timeout)
+// JournalEntry is one entry of the box's journal: field name to value.
+type JournalEntry map[string]string
+
+// Journal returns the entries of the box's journal that match args
+// (journalctl arguments: -u UNIT, FIELD=VALUE, ...), after journald has
+// written what it was sent (journalctl --sync).
+func (b *Box) Journal(ctx context.Context, args ...string) ([]JournalEntry, error) {
+	if out, err := b.Run(ctx, "journalctl", "--sync"); err != nil {
+		return nil, fmt.Errorf("journalctl --sync: %w: %s", err, out)
+	}
+	cmd := b.Command(ctx, "journalctl", append([]string{"--no-pager", "-o", "json"}, args...)...)
+	out, err := cmd.Output()
 	if err != nil {
-		return nil, err
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		return nil, fmt.Errorf("journalctl %s: %w: %s", strings.Join(args, " "), err, stderr)
 	}
-	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
-		c.Close()
-		return nil, err
+	var entries []JournalEntry
+	for _, line := range strings.Split(string(out), "\n") {
+		if line = strings.TrimSpace(line); !strings.HasPrefix(line, "{") {
+			continue // blank, or a "-- No entries --" notice
+		}
+		var raw map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(line), &raw); err != nil {
+			return nil, fmt.Errorf("read journalctl -o json output: %w: %q", err, line)
+		}
+		e := make(JournalEntry, len(raw))
+		for k, v := range raw {
+			e[k] = journalValue(v)
+		}
+		entries = append(entries, e)
 	}
-	if _, err := c.Write([]byte{1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0}); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("send GET_FEATURES: %w", err)
+	return entries, nil
+}
+
+// journalValue decodes one field of journalctl -o json: a string, or an
+// array of bytes for a value that is not valid UTF-8.
+func journalValue(v json.RawMessage) string {
+	var s string
+	if json.Unmarshal(v, &s) == nil {
+		return s
 	}
-	var reply [20]byte
-	if _, err := io.ReadFull(c, reply[:]); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("read GET_FEATURES reply: %w", err)
+	var ints []int
+	if json.Unmarshal(v, &ints) == nil {
+		b := make([]byte, len(ints))
+		for i, n := range ints {
+			b[i] = byte(n)
+		}
+		return string(b)
 	}
-	if req, flags, size := binary.LittleEndian.Uint32(reply[0:]), binary.LittleEndian.Uint32(reply[4:]),
-		binary.LittleEndian.Uint32(reply[8:]); req != 1 || flags != 5 || size != 8 {
-		c.Close()
-		return nil, fmt.Errorf("unexpected GET_FEATURES reply header: request %d flags %#x size %d", req, flags, size)
-	}
-	_ = c.SetDeadline(time.Time{})
-	return c, nil
+	return string(v)
 }
