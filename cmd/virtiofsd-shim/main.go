@@ -154,3 +154,8 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	}
 	return nil
 }
+
+// usageErrorf makes an error that exits with the usage status.
+func usageErrorf(format string, a ...any) error {
+	return &exitcode.UsageError{Msg: fmt.Sprintf(format, a...)}
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -13,7 +12,6 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/activation"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 )
@@ -121,8 +119,4 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer stop()
 	return sv.Run(ctx)
-}
-
-func usageErrorf(format string, a ...any) error {
-	return &exitcode.UsageError{Msg: fmt.Sprintf(format, a...)}
 }

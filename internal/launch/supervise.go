@@ -59,13 +59,13 @@ type Supervisor struct {
 
 // session is the state the stderr reader and the main loop share.
 type session struct {
-	s        *Supervisor
-	pid      int
-	readyCh  chan struct{}
-	mu       sync.Mutex
-	ready    bool
-	finished bool // timed out or stopping: no READY=1 any more
-	tail     []string
+	s         *Supervisor
+	pid       int
+	readyCh   chan struct{}
+	mu        sync.Mutex
+	ready     bool
+	readyOver bool // timed out or stopping: no READY=1 from now on
+	tail      []string
 }
 
 // Run starts virtiofsd and returns when it has ended and been reaped.
@@ -156,7 +156,7 @@ loop:
 			log.WithField("ready_after", time.Since(start).Round(time.Millisecond).String()).Info("virtiofsd is ready")
 		case <-readyFire:
 			readyFire = nil
-			if ss.finish(false) {
+			if !ss.endReadiness() {
 				timedOut = true
 				log.WithField("timeout", readyTimeout.String()).Error("virtiofsd not ready in time, killing it")
 				_ = cmd.Process.Kill()
@@ -167,7 +167,7 @@ loop:
 				continue
 			}
 			stopping = true
-			ss.finish(true)
+			ss.endReadiness()
 			ss.notify(fmt.Sprintf("STOPPING=1\nSTATUS=Stopping virtiofsd (pid %d)\nEXTEND_TIMEOUT_USEC=%d",
 				ss.pid, extendUsec(stopTimeout)))
 			log.WithField("grace", stopTimeout.String()).Info("stopping virtiofsd with SIGTERM")
@@ -269,7 +269,7 @@ func (ss *session) line(raw string) {
 func (ss *session) markReady() {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	if ss.ready || ss.finished {
+	if ss.ready || ss.readyOver {
 		return
 	}
 	ss.ready = true
@@ -278,16 +278,13 @@ func (ss *session) markReady() {
 	close(ss.readyCh)
 }
 
-// finish ends the time in which READY=1 may be sent; it reports whether the
-// session was not ready yet. Stopping finishes too, but may follow readiness.
-func (ss *session) finish(stopping bool) bool {
+// endReadiness ends the time in which READY=1 may be sent (the ready
+// timeout fired, or a stop began) and reports whether it was sent.
+func (ss *session) endReadiness() (ready bool) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	if ss.ready && !stopping {
-		return false
-	}
-	ss.finished = true
-	return !ss.ready
+	ss.readyOver = true
+	return ss.ready
 }
 
 func (ss *session) isReady() bool {
