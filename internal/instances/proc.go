@@ -1,11 +1,10 @@
 package instances
 
 import (
-	"bytes"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/proctree"
 )
 
 // statusPID finds the virtiofsd pid in the shim's STATUS= texts:
@@ -15,7 +14,7 @@ var statusPID = regexp.MustCompile(`virtiofsd(?: \(pid| pid) ([0-9]+)\b`)
 
 // procView reads processes of systemd's pid namespace, when it can.
 type procView struct {
-	root     string
+	root     string        // "": no /proc to read (another pid namespace)
 	children map[int][]int // parent pid -> children, read once on demand
 }
 
@@ -29,15 +28,19 @@ func (v *procView) virtiofsdPID(mainPID *int, status string) *int {
 	if mainPID == nil {
 		return nil
 	}
+	tab := proctree.Table{Root: v.root}
 	if m := statusPID.FindStringSubmatch(status); m != nil {
 		pid, err := strconv.Atoi(m[1])
 		if err != nil {
 			return nil
 		}
-		if v.root == "" || !v.exists(*mainPID) {
-			return &pid // another pid namespace, or no /proc: trust the shim
+		if v.root == "" {
+			return &pid // no /proc: trust the shim
 		}
-		if ppid, ok := v.ppid(pid); ok && ppid == *mainPID {
+		if _, ok := tab.Read(*mainPID); !ok {
+			return &pid // the shim is in another pid namespace: trust it
+		}
+		if p, ok := tab.Read(pid); ok && p.PPID == *mainPID {
 			return &pid
 		}
 		return nil // it has exited already
@@ -45,50 +48,19 @@ func (v *procView) virtiofsdPID(mainPID *int, status string) *int {
 	if v.root == "" {
 		return nil
 	}
-	if kids := v.childrenOf(*mainPID); len(kids) == 1 {
+	if kids := v.childrenOf(tab, *mainPID); len(kids) == 1 {
 		return &kids[0]
 	}
 	return nil
 }
 
-func (v *procView) exists(pid int) bool {
-	_, err := os.Stat(filepath.Join(v.root, strconv.Itoa(pid)))
-	return err == nil
-}
-
-// ppid reads the parent pid from /proc/PID/stat: the field after the
-// command's closing parenthesis and the state.
-func (v *procView) ppid(pid int) (int, bool) {
-	b, err := os.ReadFile(filepath.Join(v.root, strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := bytes.Fields(b[i+1:])
-	if len(f) < 2 {
-		return 0, false
-	}
-	ppid, err := strconv.Atoi(string(f[1]))
-	return ppid, err == nil
-}
-
 // childrenOf scans /proc once (the kernel here has no
 // /proc/PID/task/TID/children) and returns pid's children.
-func (v *procView) childrenOf(pid int) []int {
+func (v *procView) childrenOf(tab proctree.Table, pid int) []int {
 	if v.children == nil {
 		v.children = map[int][]int{}
-		entries, _ := os.ReadDir(v.root)
-		for _, e := range entries {
-			p, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
-			if pp, ok := v.ppid(p); ok {
-				v.children[pp] = append(v.children[pp], p)
-			}
+		for _, p := range tab.All() {
+			v.children[p.PPID] = append(v.children[p.PPID], p.PID)
 		}
 	}
 	return v.children[pid]

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/proctree"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/proctree"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 

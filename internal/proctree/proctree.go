@@ -1,0 +1,103 @@
+// Package proctree reads a process table from a /proc file system: which
+// process is whose child, its name and command line.
+package proctree
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Proc is one process as /proc/PID/stat and cmdline describe it.
+type Proc struct {
+	PID, PPID int
+	Comm      string // the name in stat, at most 15 bytes
+	State     string // R, S, D, Z, ...
+	Cmdline   string // arguments joined by spaces
+}
+
+// Table is the process table of a procfs mounted at Root (tests use a
+// folder of the same shape).
+type Table struct {
+	Root string
+}
+
+// Read reads one process; ok is false once it is gone.
+func (t Table) Read(pid int) (p Proc, ok bool) {
+	dir := filepath.Join(t.Root, strconv.Itoa(pid))
+	b, err := os.ReadFile(filepath.Join(dir, "stat"))
+	if err != nil {
+		return Proc{}, false
+	}
+	// "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses.
+	open, closing := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if open < 0 || closing < open {
+		return Proc{}, false
+	}
+	f := strings.Fields(string(b[closing+1:]))
+	if len(f) < 2 {
+		return Proc{}, false
+	}
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		return Proc{}, false
+	}
+	p = Proc{PID: pid, PPID: ppid, Comm: string(b[open+1 : closing]), State: f[0]}
+	cl, _ := os.ReadFile(filepath.Join(dir, "cmdline"))
+	p.Cmdline = strings.TrimSpace(string(bytes.ReplaceAll(cl, []byte{0}, []byte{' '})))
+	return p, true
+}
+
+// All lists the live processes (zombies have ended).
+func (t Table) All() []Proc {
+	ents, _ := os.ReadDir(t.Root)
+	var ps []Proc
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if p, ok := t.Read(pid); ok && p.State != "Z" {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+// Alive reports whether pid still runs.
+func (t Table) Alive(pid int) bool {
+	p, ok := t.Read(pid)
+	return ok && p.State != "Z"
+}
+
+// Descendants lists the processes of all below pid, breadth first.
+func Descendants(all []Proc, pid int) []Proc {
+	children := map[int][]Proc{}
+	for _, p := range all {
+		children[p.PPID] = append(children[p.PPID], p)
+	}
+	var out []Proc
+	queue := []int{pid}
+	for len(queue) > 0 {
+		for _, c := range children[queue[0]] {
+			out = append(out, c)
+			queue = append(queue, c.PID)
+		}
+		queue = queue[1:]
+	}
+	return out
+}
+
+// Host is this machine's process table.
+const Host = "/proc"
+
+// Read reads one process of this machine.
+func Read(pid int) (Proc, bool) { return Table{Root: Host}.Read(pid) }
+
+// All lists this machine's live processes.
+func All() []Proc { return Table{Root: Host}.All() }
+
+// Alive reports whether pid runs on this machine.
+func Alive(pid int) bool { return Table{Root: Host}.Alive(pid) }
