@@ -4,6 +4,12 @@ package exitcode
 
 import (
 	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/activation"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
@@ -21,23 +27,50 @@ const (
 	Config      = 78 // EX_CONFIG: the instance's config or options are invalid
 )
 
-// Row documents one exit status.
+// Row documents one exit status, or a range of them.
 type Row struct {
-	Code    string
+	Code    string // as printed: "64", "1-63", "128+N"
 	Meaning string
+	lo, hi  int // the statuses the row covers
 }
 
 // Table is the exit status table printed by --help and in the README.
 var Table = []Row{
-	{"0", "clean end: the VM disconnected, or the service was stopped and virtiofsd stopped within the grace period"},
-	{"1-63", "virtiofsd failed with this exit status of its own (it is passed through)"},
-	{"64", "usage: unknown subcommand, flag or argument"},
-	{"66", "activation: no socket from systemd, more than one, or not a listening AF_UNIX stream socket"},
-	{"69", "unavailable: the virtiofsd binary is missing, not executable or of unknown flavor; for list, systemd is unreachable"},
-	{"70", "internal error of the shim"},
-	{"75", "virtiofsd did not print its readiness line within the ready timeout and was killed"},
-	{"78", "config: the instance config or an option is invalid (missing file, unknown key, bad value, unsafe permissions)"},
-	{"128+N", "virtiofsd was killed by signal N (137 also when it ignored SIGTERM for the whole stop grace period)"},
+	{"0", "clean end: the VM disconnected, or the service was stopped and virtiofsd stopped within the grace period", OK, OK},
+	{"1-63", "virtiofsd failed with this exit status of its own (it is passed through)", 1, 63},
+	{"64", "usage: unknown subcommand, flag or argument", Usage, Usage},
+	{"66", "activation: no socket from systemd, more than one, or not a listening AF_UNIX stream socket", Activation, Activation},
+	{"69", "unavailable: the virtiofsd binary is missing, not executable or of unknown flavor; for list, systemd is unreachable", Unavailable, Unavailable},
+	{"70", "internal error of the shim", Software, Software},
+	{"75", "virtiofsd did not print its readiness line within the ready timeout and was killed", NotReady, NotReady},
+	{"78", "config: the instance config or an option is invalid (missing file, unknown key, bad value, unsafe permissions)", Config, Config},
+	{"128+N", "virtiofsd was killed by signal N (137 also when it ignored SIGTERM for the whole stop grace period)", signalBase + 1, signalBase + 64},
+}
+
+// signalBase is added to the number of the signal that ended virtiofsd.
+const signalBase = 128
+
+// Explain says what exit status status of the shim means, from Table,
+// with the signal named for 128+N.
+func Explain(status int) string {
+	for _, r := range Table {
+		if status < r.lo || status > r.hi {
+			continue
+		}
+		if r.lo > signalBase {
+			return strings.Replace(r.Meaning, "signal N", "signal "+SignalName(status-signalBase), 1)
+		}
+		return r.Meaning
+	}
+	return "unknown exit status"
+}
+
+// SignalName is "9 (SIGKILL)", or the number alone when it has no name.
+func SignalName(n int) string {
+	if name := unix.SignalName(syscall.Signal(n)); name != "" {
+		return fmt.Sprintf("%d (%s)", n, name)
+	}
+	return strconv.Itoa(n)
 }
 
 // UsageError marks a bad command line.

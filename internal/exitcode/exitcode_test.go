@@ -54,3 +54,11 @@ func TestTableNamesEveryCode(t *testing.T) {
 		assert.Contains(t, codes, fmt.Sprint(c))
 	}
 }
+
+func TestExplainReadsTheTable(t *testing.T) {
+	assert.Contains(t, Explain(0), "clean end")
+	assert.Contains(t, Explain(42), "virtiofsd failed with this exit status of its own")
+	assert.Contains(t, Explain(Config), "config:")
+	assert.Contains(t, Explain(128+15), "virtiofsd was killed by signal 15 (SIGTERM)")
+	assert.Equal(t, "unknown exit status", Explain(100))
+}
