@@ -7,9 +7,9 @@
 // the installed files, upgrade to a newer build with a VM session open,
 // remove and purge. The package files land in this machine's /usr and dpkg
 // database (the box shares them): run these tests on a throwaway machine,
-// such as CI's. Tools that are missing (lintian, rpm, man) are installed
-// with packaging/deps.sh when running as root; without root the tests that
-// need them or dpkg skip, saying why.
+// such as CI's. The tools they need (lintian, rpm, man, shellcheck) come
+// from scripts/deps.sh, which make test runs; without root the tests that
+// need dpkg or a box skip, saying why.
 package pkgtest
 
 import (

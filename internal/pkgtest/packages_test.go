@@ -53,9 +53,6 @@ var (
 	nextOnce  sync.Once
 	nextBuilt pkgtest.Build
 	nextErr   error
-	depsOnce  sync.Once
-	depsOut   string
-	depsErr   error
 )
 
 func TestMain(m *testing.M) {
@@ -102,8 +99,9 @@ func nextBuild(t *testing.T) pkgtest.Build {
 	return nextBuilt
 }
 
-// needTools makes sure the named commands exist: as root it installs the
-// missing ones with packaging/deps.sh; otherwise it skips the test.
+// needTools makes sure the named commands exist. scripts/deps.sh (make
+// test) installs them: as root a missing one is a missing install step and
+// fails the test; without root the test skips, saying why.
 func needTools(t *testing.T, tools ...string) {
 	t.Helper()
 	var missing []string
@@ -116,17 +114,9 @@ func needTools(t *testing.T, tools ...string) {
 		return
 	}
 	if os.Geteuid() != 0 {
-		t.Skipf("needs %s, which is missing, and root to install it (packaging/deps.sh)", strings.Join(missing, ", "))
+		t.Skipf("needs %s, which is missing, and root to install it (scripts/deps.sh)", strings.Join(missing, ", "))
 	}
-	depsOnce.Do(func() {
-		out, err := exec.Command(filepath.Join(shimbox.RepoRoot(), "packaging", "deps.sh")).CombinedOutput()
-		depsOut, depsErr = string(out), err
-	})
-	require.NoError(t, depsErr, "packaging/deps.sh:\n%s", depsOut)
-	for _, tool := range missing {
-		_, err := exec.LookPath(tool)
-		require.NoError(t, err, "packaging/deps.sh ran but %s is still missing", tool)
-	}
+	t.Fatalf("%s missing: run make test, which installs it (scripts/deps.sh)", strings.Join(missing, ", "))
 }
 
 func run(t *testing.T, name string, args ...string) string {
