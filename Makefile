@@ -5,7 +5,6 @@ export PATH := /usr/local/go/bin:$(PATH)
 export GOTOOLCHAIN ?= auto
 GO ?= go
 VERSION ?= $(shell packaging/version.sh 2>/dev/null || echo dev)
-LDFLAGS := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PREFIX ?= /usr
 
@@ -14,7 +13,7 @@ PREFIX ?= /usr
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -buildmode=pie -ldflags "$(LDFLAGS)" -o bin/virtiofsd-shim ./cmd/virtiofsd-shim
+	scripts/build-binary.sh bin/virtiofsd-shim "$(VERSION)"
 
 deps:
 	./scripts/deps.sh

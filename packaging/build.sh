@@ -37,13 +37,9 @@ BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 STAGE=$(mktemp -d "${TMPDIR:-/tmp}/virtiofsd-shim-stage.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
 
-# The binary: static (no libc to depend on) and position independent
-# (ASLR, for a service that runs as root), with reproducible paths and
-# the version stamped.
+# The binary, as scripts/build-binary.sh builds it for make build and the tests.
 echo "build.sh: building $BIN, version $VERSION" >&2
-CGO_ENABLED=0 go build -trimpath -buildmode=pie -buildvcs=false \
-	-ldflags "-s -w -X main.version=$VERSION" \
-	-o "$BIN" ./cmd/virtiofsd-shim
+scripts/build-binary.sh "$BIN" "$VERSION"
 
 # Reproducible: file times, and the man page's date, are the commit's.
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}

@@ -63,10 +63,8 @@ func Binary() (string, error) {
 		}
 		tmp.Close()
 		defer os.Remove(tmp.Name())
-		// As make build and the packages build it: static, PIE.
-		cmd := exec.Command("go", "build", "-trimpath", "-buildmode=pie", "-o", tmp.Name(), "./cmd/virtiofsd-shim")
-		cmd.Dir = RepoRoot()
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		// As make build and the packages build it.
+		cmd := exec.Command(filepath.Join(RepoRoot(), "scripts", "build-binary.sh"), tmp.Name(), "test")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 			return
