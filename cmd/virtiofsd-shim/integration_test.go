@@ -14,12 +14,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
-
-const realVirtiofsd = "/usr/lib/qemu/virtiofsd"
 
 // lockedBuffer collects the shim's stderr while the test reads it.
 type lockedBuffer struct {
@@ -44,7 +43,7 @@ func (b *lockedBuffer) String() string {
 func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify <-chan peer.Datagram, stderr *lockedBuffer) {
 	t.Helper()
 	sdbox.RequireRoot(t) // the C virtiofsd's namespace sandbox needs root
-	if _, err := os.Stat(realVirtiofsd); err != nil {
+	if _, err := os.Stat(launch.CVirtiofsd); err != nil {
 		t.Fatalf("the real C virtiofsd is missing (%v): apt-get install qemu-system-common (make test does)", err)
 	}
 	bin, err := shimbox.Binary()
@@ -95,7 +94,7 @@ func virtiofsdFor(dir string) []string {
 func TestRealVirtiofsdServesTheSystemdSocketAndEndsCleanly(t *testing.T) {
 	share := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(share, "hello"), []byte("hi\n"), 0o644))
-	cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+realVirtiofsd)
+	cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+launch.CVirtiofsd)
 
 	assert.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Starting virtiofsd"))
 	ready := nextState(t, notify)
@@ -123,7 +122,7 @@ func TestRealVirtiofsdServesTheSystemdSocketAndEndsCleanly(t *testing.T) {
 
 func TestRealVirtiofsdStopsOnSIGTERM(t *testing.T) {
 	share := t.TempDir()
-	cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+realVirtiofsd)
+	cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+launch.CVirtiofsd)
 	nextState(t, notify)
 	require.True(t, strings.HasPrefix(nextState(t, notify), "READY=1"), stderr.String())
 	c, err := peer.Probe(sock, 10*time.Second)
@@ -139,7 +138,7 @@ func TestRealVirtiofsdStopsOnSIGTERM(t *testing.T) {
 
 func TestRealVirtiofsdFailureIsPassedOn(t *testing.T) {
 	share := t.TempDir()
-	cmd, _, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+realVirtiofsd, "--", "-o", "no_such_option")
+	cmd, _, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+launch.CVirtiofsd, "--", "-o", "no_such_option")
 	nextState(t, notify)
 	err := cmd.Wait()
 	var ee *exec.ExitError

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
 )
 
@@ -105,7 +106,7 @@ func machine() string {
 	fmt.Fprintf(&b, "- nproc: %s\n", first("nproc"))
 	fmt.Fprintf(&b, "- CPU: %s\n", model)
 	fmt.Fprintf(&b, "- kernel: %s\n", strings.TrimSpace(string(kernel)))
-	fmt.Fprintf(&b, "- virtiofsd: %s (%s)\n", first(realVirtiofsd, "--version"), realVirtiofsd)
+	fmt.Fprintf(&b, "- virtiofsd: %s (%s)\n", first(launch.CVirtiofsd, "--version"), launch.CVirtiofsd)
 	fmt.Fprintf(&b, "- systemd: %s (PID 1 of a private box, not of the machine)\n", first("systemctl", "--version"))
 	fmt.Fprintf(&b, "- Go: %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	fmt.Fprintf(&b, "- date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
@@ -124,8 +125,6 @@ func loadavg() string {
 	}
 	return strings.Join(f[:3], " ")
 }
-
-const realVirtiofsd = "/usr/lib/qemu/virtiofsd"
 
 // ms formats a duration in milliseconds with two decimals.
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }

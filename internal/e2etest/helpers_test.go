@@ -11,12 +11,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/guest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
-
-const cVirtiofsd = "/usr/lib/qemu/virtiofsd"
 
 var (
 	imageOnce sync.Once
@@ -29,7 +28,7 @@ var (
 func requireGuest(t *testing.T) *guest.Image {
 	t.Helper()
 	sdbox.RequireRoot(t)
-	for _, bin := range []string{"qemu-system-x86_64", cVirtiofsd} {
+	for _, bin := range []string{"qemu-system-x86_64", launch.CVirtiofsd} {
 		if _, err := exec.LookPath(bin); err != nil {
 			t.Skipf("%s not installed (apt-get install qemu-system-x86 qemu-system-common): %v", bin, err)
 		}

@@ -59,8 +59,15 @@ func (e *binaryError) Is(target error) bool { return target == ErrBinary }
 
 func binaryErrorf(format string, a ...any) error { return &binaryError{fmt.Sprintf(format, a...)} }
 
+// Where distributions install virtiofsd: the Rust one (Debian 13, Fedora,
+// Proxmox), and the C one of QEMU <= 7.2 (Debian 12's qemu-system-common).
+const (
+	RustVirtiofsd = "/usr/libexec/virtiofsd"
+	CVirtiofsd    = "/usr/lib/qemu/virtiofsd"
+)
+
 // DefaultSearch is where FindBinary looks, in order, before $PATH.
-var DefaultSearch = []string{"/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"}
+var DefaultSearch = []string{RustVirtiofsd, CVirtiofsd}
 
 // FindBinary returns path when set (checked to be an executable file),
 // otherwise the first executable of DefaultSearch, then virtiofsd in $PATH.

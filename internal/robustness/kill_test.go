@@ -11,18 +11,17 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/proctree"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
-const realVirtiofsd = "/usr/lib/qemu/virtiofsd"
-
 // requireVirtiofsd skips when the real C virtiofsd is not installed.
 func requireVirtiofsd(t *testing.T) {
 	t.Helper()
-	if _, err := os.Stat(realVirtiofsd); err != nil {
+	if _, err := os.Stat(launch.CVirtiofsd); err != nil {
 		t.Skipf("the C virtiofsd is not installed (apt-get install qemu-system-common): %v", err)
 	}
 }
@@ -48,7 +47,7 @@ func TestShimKilledLeavesNoVirtiofsd(t *testing.T) {
 	// The socket as systemd passes it: fd 3, LISTEN_FDS=1 and LISTEN_PID of
 	// the shim itself.
 	cmd := peer.Activated(lf, bin, "run",
-		"--shared-dir="+share, "--virtiofsd="+realVirtiofsd, "--flavor=c", "--log-target=stderr")
+		"--shared-dir="+share, "--virtiofsd="+launch.CVirtiofsd, "--flavor=c", "--log-target=stderr")
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())

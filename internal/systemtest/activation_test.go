@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 )
 
 // dialTimeout bounds a connection's wait for a vhost-user reply.
@@ -43,7 +45,7 @@ func TestServiceIsActiveOnlyOnceVirtiofsdIsReady(t *testing.T) {
 	const gate = "/etc/virtiofsd/open-the-gate"
 	require.NoError(t, b.WriteFile(wrapper, []byte("#!/bin/sh\n"+
 		"while [ ! -e "+gate+" ]; do sleep 0.05; done\n"+
-		"exec "+cVirtiofsd+` "$@"`+"\n"), 0o755))
+		"exec "+launch.CVirtiofsd+` "$@"`+"\n"), 0o755))
 	dir, err := b.AddInstance("x", "VIRTIOFSD="+wrapper, "FLAVOR=c")
 	require.NoError(t, err)
 	enable(t, b, "x")

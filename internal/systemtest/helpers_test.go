@@ -9,10 +9,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
-
-const cVirtiofsd = "/usr/lib/qemu/virtiofsd"
 
 // waitFor bounds every wait for a state systemd reaches by itself.
 const waitFor = 20 * time.Second
@@ -21,7 +20,7 @@ const waitFor = 20 * time.Second
 func box(t *testing.T) *shimbox.Box {
 	t.Helper()
 	b := shimbox.New(t, shimbox.Options{Name: "systemtest"}) // skips, saying why, when not root
-	if _, err := os.Stat(cVirtiofsd); err != nil {
+	if _, err := os.Stat(launch.CVirtiofsd); err != nil {
 		// As root this is a missing install step, not a reason to skip.
 		t.Fatalf("the C virtiofsd is not installed: run make test (scripts/deps.sh) or apt-get install qemu-system-common: %v", err)
 	}

@@ -18,9 +18,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-)
 
-const cVirtiofsd = "/usr/lib/qemu/virtiofsd"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+)
 
 // requireGuest skips, saying why, unless this host can boot the guest.
 func requireGuest(t *testing.T) {
@@ -31,7 +31,7 @@ func requireGuest(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: virtiofsd sets up a namespace sandbox and /boot/vmlinuz-* is readable by root only")
 	}
-	for _, bin := range []string{"qemu-system-x86_64", cVirtiofsd} {
+	for _, bin := range []string{"qemu-system-x86_64", launch.CVirtiofsd} {
 		if _, err := exec.LookPath(bin); err != nil {
 			// As root this is a missing install step, not a reason to skip.
 			t.Fatalf("%s not installed: run make test (scripts/deps.sh), or apt-get install qemu-system-x86 qemu-system-common: %v", bin, err)
@@ -96,14 +96,14 @@ func (v *virtiofsd) stderr() string {
 // socket accepts connections.
 func startVirtiofsd(t *testing.T, dir, socket string, activated bool) *virtiofsd {
 	t.Helper()
-	args := []string{cVirtiofsd, "--socket-path=" + socket, "-o", "source=" + dir, "-o", "cache=auto"}
+	args := []string{launch.CVirtiofsd, "--socket-path=" + socket, "-o", "source=" + dir, "-o", "cache=auto"}
 	ready := "Waiting for vhost-user socket connection"
 	if activated {
 		sa, err := exec.LookPath("systemd-socket-activate")
 		if err != nil {
 			t.Skipf("systemd-socket-activate not installed (apt-get install systemd): %v", err)
 		}
-		args = []string{sa, "-l", socket, cVirtiofsd, "--fd=3", "-o", "source=" + dir, "-o", "cache=auto"}
+		args = []string{sa, "-l", socket, launch.CVirtiofsd, "--fd=3", "-o", "source=" + dir, "-o", "cache=auto"}
 		ready = "Listening on " + socket
 	}
 	cmd := exec.Command(args[0], args[1:]...)
