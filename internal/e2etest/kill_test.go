@@ -102,7 +102,13 @@ func servingVirtiofsd(t *testing.T, b *shimbox.Box, instance string) int {
 // returns, and the process waits uninterruptibly (not even SIGKILL ends
 // it), so the loop runs in the background and the foreground shell only
 // watches its progress in /tmp. RESULT io is "failed", "hung", or "ok" when
-// the I/O still worked 60 s after "armed".
+// the I/O still worked after 60 s of watching.
+//
+// The loop marks /tmp/armed before it answers in the share: the host may
+// kill virtiofsd as soon as the answer's file exists, before virtiofsd
+// has replied to the guest, and the request that creates it then never
+// returns. The watch is bounded from the start for the same reason: it
+// must end even if the guest never gets as far as arming.
 const ioUntilKilledScript = `
 mount -t virtiofs vm1 /mnt/vm1 || exit 1
 echo E2E_MOUNTED
@@ -111,7 +117,7 @@ echo E2E_MOUNTED
 	while :; do
 		echo $i > /mnt/vm1/tick && [ "$(cat /mnt/vm1/tick)" = $i ] || exit 1
 		if [ -e /mnt/vm1/kill-coming ] && [ ! -e /tmp/armed ]; then
-			: > /mnt/vm1/armed && : > /tmp/armed
+			: > /tmp/armed && : > /mnt/vm1/armed
 		fi
 		echo $i > /tmp/progress
 		i=$((i+1))
@@ -123,8 +129,8 @@ last=-1; still=0; n=0
 while [ $n -lt 600 ]; do
 	sleep 0.1
 	kill -0 $io 2>/dev/null || break
-	[ -e /tmp/armed ] || continue
 	n=$((n+1))
+	[ -e /tmp/armed ] || continue
 	cur=$(cat /tmp/progress)
 	if [ "$cur" = "$last" ]; then still=$((still+1)); else still=0; last=$cur; fi
 	[ $still -ge 20 ] && break
