@@ -104,7 +104,16 @@ func run(args []string, flavor, mode string) int {
 	}
 
 	terms := make(chan os.Signal, 1)
-	signal.Notify(terms, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	if mode == NeverReady || mode == IgnoreSIGTERM {
+		// Ignored before the readiness line, not after it: a SIGTERM sent
+		// the moment the line appears must find it ignored. Go's
+		// signal.Ignore, racing a signal that is being delivered, can
+		// still let the default action (death) through.
+		signal.Ignore(syscall.SIGTERM)
+		signal.Notify(terms, syscall.SIGINT, syscall.SIGHUP)
+	} else {
+		signal.Notify(terms, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	}
 	onTerm := func() int {
 		if flavor == Rust {
 			return 1 // _exit(1) in its signal handler
@@ -116,7 +125,6 @@ func run(args []string, flavor, mode string) int {
 	switch mode {
 	case NeverReady:
 		f.say("INFO", "fake virtiofsd: setting up, and never getting there")
-		signal.Ignore(syscall.SIGTERM)
 		select {}
 	case CrashBeforeReady:
 		if flavor == Rust {
@@ -141,7 +149,6 @@ func run(args []string, flavor, mode string) int {
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {}
 	case IgnoreSIGTERM:
-		signal.Ignore(syscall.SIGTERM)
 		select {}
 	case Flood:
 		n, _ := strconv.Atoi(os.Getenv(envLines))
