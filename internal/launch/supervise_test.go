@@ -196,7 +196,7 @@ func TestReadyOnlyAfterReadinessLineThenCleanEndWhenVMDisconnects(t *testing.T) 
 
 func TestExitsWhenVirtiofsdNeverReady(t *testing.T) {
 	s := start(t, Rust, fakevirtiofsd.NeverReady)
-	s.sv.ReadyTimeout = 300 * time.Millisecond
+	s.sv.ReadyTimeout = time.Second // room for the fake to start and say its line under a loaded -race run
 	s.run(t)
 	assert.True(t, strings.HasPrefix(s.notify.next(t), "STATUS=Starting"))
 	err := s.wait(t)
