@@ -103,6 +103,20 @@ func newScenario(t *testing.T) *scenario {
 		}
 		return true
 	}, 60*time.Second, 100*time.Millisecond, "failing instances never reached failed")
+	// virtiofsd answers a client before the shim's READY=1 and "Serving"
+	// status have reached systemd: wait for systemd to catch up.
+	require.Eventually(t, func() bool {
+		for name, kind := range s.kinds {
+			if kind != "serve" {
+				continue
+			}
+			p := s.show(t, "virtiofsd@"+name+".service")
+			if p["ActiveState"] != "active" || !strings.HasPrefix(p["StatusText"], "Serving") {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 50*time.Millisecond, "serving instances never showed their client")
 	// Let the failed sockets settle too.
 	require.Eventually(t, func() bool {
 		out, _ := b.Systemctl(ctx, "list-jobs", "--no-legend")

@@ -75,9 +75,9 @@ func TestServiceIsActiveOnlyOnceVirtiofsdIsReady(t *testing.T) {
 	d := <-done
 	require.NoError(t, d.err, status(b, "virtiofsd@x.service"))
 	defer d.c.Close()
-	p := show(t, b, "virtiofsd@x.service", "ActiveState", "SubState", "StatusText")
-	assert.Equal(t, "active", p["ActiveState"])
-	assert.Equal(t, "running", p["SubState"])
+	// Answered, so virtiofsd printed its line: READY=1 follows.
+	waitState(t, b, "virtiofsd@x.service", "active/running")
+	p := show(t, b, "virtiofsd@x.service", "StatusText")
 	assert.Contains(t, []string{"Waiting", "Serving"}, strings.Fields(p["StatusText"])[0])
 	assert.Contains(t, p["StatusText"], "sharing "+dir)
 }
@@ -89,18 +89,13 @@ func TestHangingUpEndsTheSessionAndTheSocketListensAgain(t *testing.T) {
 	enable(t, b, "x")
 
 	for session := 1; session <= 2; session++ {
-		c, err := b.Dial("x", dialTimeout)
-		require.NoError(t, err, "session %d\n%s", session, status(b, "virtiofsd@x.service"))
-		p := show(t, b, "virtiofsd@x.service", "ActiveState", "SubState", "StatusText")
-		assert.Equal(t, "active", p["ActiveState"], "session %d", session)
-		assert.Equal(t, "running", p["SubState"], "session %d", session)
-		assert.True(t, strings.HasPrefix(p["StatusText"], "Serving a vhost-user client on /run/virtiofsd/x.sock"),
-			"session %d: %s", session, p["StatusText"])
+		c := servedAndActive(t, b, "x", dialTimeout)
+		waitStatus(t, b, "virtiofsd@x.service", "Serving a vhost-user client on /run/virtiofsd/x.sock")
 		assert.Equal(t, "active/running", state(t, b, "virtiofsd@x.socket"), "session %d", session)
 
 		require.NoError(t, c.Close())
 		waitState(t, b, "virtiofsd@x.service", "inactive/dead")
-		p = show(t, b, "virtiofsd@x.service", "Result", "ExecMainStatus")
+		p := show(t, b, "virtiofsd@x.service", "Result", "ExecMainStatus")
 		assert.Equal(t, "success", p["Result"], "session %d", session)
 		assert.Equal(t, "0", p["ExecMainStatus"], "session %d", session)
 		waitState(t, b, "virtiofsd@x.socket", "active/listening")

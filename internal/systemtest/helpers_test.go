@@ -2,6 +2,7 @@ package systemtest
 
 import (
 	"context"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -59,6 +60,21 @@ func state(t *testing.T, b *shimbox.Box, unit string) string {
 	t.Helper()
 	p := show(t, b, unit, "ActiveState", "SubState")
 	return p["ActiveState"] + "/" + p["SubState"]
+}
+
+// servedAndActive connects to an instance like a VM, waits for virtiofsd
+// to answer, then for systemd to have the service active/running. The two
+// are not ordered: virtiofsd accepts the moment it has printed its
+// readiness line, while READY=1 still has to pass through the shim and
+// systemd, so a client can be answered while the unit is, for a moment,
+// still activating.
+func servedAndActive(t *testing.T, b *shimbox.Box, instance string, timeout time.Duration) net.Conn {
+	t.Helper()
+	unit := "virtiofsd@" + instance + ".service"
+	c, err := b.Dial(instance, timeout)
+	require.NoError(t, err, "%s was not served within %s\n%s", instance, timeout, status(b, unit))
+	waitState(t, b, unit, "active/running")
+	return c
 }
 
 // waitState waits until the unit is in state want (ActiveState/SubState).
