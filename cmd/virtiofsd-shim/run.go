@@ -82,7 +82,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	}
 	var sink journal.Sink = journal.TextSink{W: stderr}
 	if toJournal {
-		sink = journal.JournalSink{Instance: instance}
+		sink = journal.JournalSink{Instance: instance, Unit: log.unit}
 	}
 	entry := log.WithField("instance", instance)
 

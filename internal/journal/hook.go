@@ -13,6 +13,7 @@ import (
 // SYSLOG_IDENTIFIER=virtiofsd-shim.
 type Hook struct {
 	Instance string
+	Unit     string // the shim's unit, for FieldUnit; "" for none
 }
 
 // Levels implements logrus.Hook.
@@ -23,6 +24,9 @@ func (h Hook) Fire(e *logrus.Entry) error {
 	vars := map[string]string{FieldIdentifier: "virtiofsd-shim"}
 	if h.Instance != "" {
 		vars[FieldInstance] = h.Instance
+	}
+	if h.Unit != "" {
+		vars[FieldUnit] = h.Unit
 	}
 	for k, v := range e.Data {
 		vars[fieldName(k)] = fmt.Sprint(v)

@@ -35,15 +35,19 @@ type Sink interface {
 // JournalSink writes to journald's native protocol through go-systemd.
 type JournalSink struct {
 	Instance string
+	Unit     string // the shim's unit, for FieldUnit; "" for none
 }
 
-// Write sends r with SYSLOG_IDENTIFIER=virtiofsd, VIRTIOFSD_INSTANCE and
-// VIRTIOFSD_PID, plus the extra fields.
+// Write sends r with SYSLOG_IDENTIFIER=virtiofsd, VIRTIOFSD_INSTANCE,
+// VIRTIOFSD_PID and OBJECT_SYSTEMD_UNIT, plus the extra fields.
 func (s JournalSink) Write(r Record, extra map[string]string) error {
 	vars := map[string]string{
 		FieldIdentifier: Identifier,
 		FieldInstance:   s.Instance,
 		FieldPID:        strconv.Itoa(r.PID),
+	}
+	if s.Unit != "" {
+		vars[FieldUnit] = s.Unit
 	}
 	for k, v := range extra {
 		vars[k] = v

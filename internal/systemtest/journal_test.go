@@ -65,6 +65,7 @@ func TestVirtiofsdLinesReachTheJournalWithTheirFields(t *testing.T) {
 			// virtiofsd's bare lines are informational.
 			assert.Equal(t, "6", e["PRIORITY"], e["MESSAGE"])
 			assert.Equal(t, "virtiofsd@x.service", e["_SYSTEMD_UNIT"], e["MESSAGE"])
+			assert.Equal(t, "virtiofsd@x.service", e["OBJECT_SYSTEMD_UNIT"], e["MESSAGE"])
 		}
 		assert.Contains(t, lines, "virtio_session_mount: Waiting for vhost-user socket connection...")
 		assert.Contains(t, lines, "virtio_session_mount: Received vhost-user socket connection")
@@ -78,6 +79,9 @@ func TestVirtiofsdLinesReachTheJournalWithTheirFields(t *testing.T) {
 			for _, e := range entries {
 				assert.Equal(t, inst, e["VIRTIOFSD_INSTANCE"], e["MESSAGE"])
 				assert.Equal(t, "virtiofsd@"+inst+".service", e["_SYSTEMD_UNIT"], e["MESSAGE"])
+				// Names the unit even when journald misses the sender's
+				// cgroup: see journal.FieldUnit.
+				assert.Equal(t, "virtiofsd@"+inst+".service", e["OBJECT_SYSTEMD_UNIT"], e["MESSAGE"])
 				if e["SYSLOG_IDENTIFIER"] == "virtiofsd" {
 					fromVirtiofsd++
 					assert.Equal(t, pid, e["VIRTIOFSD_PID"], e["MESSAGE"])
