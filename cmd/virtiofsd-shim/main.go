@@ -45,8 +45,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // logger is the shim's own log, with a switch for where entries go.
 type logger struct {
 	*logrus.Logger
-	journaled bool   // entries go to the journal natively
-	unit      string // the unit the entries are about, when journaled
+	journaled bool // entries go to the journal natively
 }
 
 // newLogger logs as text to stderr; toJournal moves it to the journal.
@@ -59,10 +58,9 @@ func newLogger(stderr io.Writer) *logger {
 
 // toJournal sends entries to the journal with their fields, instead of as
 // text through stderr (which systemd also sends to the journal, flattened).
-func (l *logger) toJournal(instance string) {
-	l.unit = shimjournal.SelfUnit()
+func (l *logger) toJournal(origin shimjournal.Origin) {
 	l.ReplaceHooks(logrus.LevelHooks{})
-	l.AddHook(shimjournal.Hook{Instance: instance, Unit: l.unit})
+	l.AddHook(shimjournal.Hook{Origin: origin})
 	l.SetOutput(io.Discard)
 	l.journaled = true
 }

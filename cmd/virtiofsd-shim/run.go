@@ -55,8 +55,12 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	default:
 		return usageErrorf("run: --log-target=%s: want auto, journal or stderr", *logTarget)
 	}
+	// The instance may still be unknown here (--instance is optional); the
+	// unit is this process's and does not change.
+	origin := journal.Origin{Instance: inst.instance}
 	if toJournal {
-		log.toJournal(inst.instance)
+		origin.Unit = journal.SelfUnit()
+		log.toJournal(origin)
 	}
 
 	cfg, err := inst.load(fs)
@@ -82,7 +86,8 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	}
 	var sink journal.Sink = journal.TextSink{W: stderr}
 	if toJournal {
-		sink = journal.JournalSink{Instance: instance, Unit: log.unit}
+		origin.Instance = instance
+		sink = journal.JournalSink{Origin: origin}
 	}
 	entry := log.WithField("instance", instance)
 

@@ -10,10 +10,9 @@ import (
 
 // Hook sends the shim's own logrus entries to the journal, each logrus field
 // as a journal field (upper-cased, prefixed SHIM_), under
-// SYSLOG_IDENTIFIER=virtiofsd-shim.
+// SYSLOG_IDENTIFIER=virtiofsd-shim and with the Origin's fields.
 type Hook struct {
-	Instance string
-	Unit     string // the shim's unit, for FieldUnit; "" for none
+	Origin
 }
 
 // Levels implements logrus.Hook.
@@ -22,12 +21,7 @@ func (Hook) Levels() []logrus.Level { return logrus.AllLevels }
 // Fire implements logrus.Hook.
 func (h Hook) Fire(e *logrus.Entry) error {
 	vars := map[string]string{FieldIdentifier: "virtiofsd-shim"}
-	if h.Instance != "" {
-		vars[FieldInstance] = h.Instance
-	}
-	if h.Unit != "" {
-		vars[FieldUnit] = h.Unit
-	}
+	h.addTo(vars)
 	for k, v := range e.Data {
 		vars[fieldName(k)] = fmt.Sprint(v)
 	}

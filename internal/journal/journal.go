@@ -32,23 +32,36 @@ type Sink interface {
 	Write(r Record, fields map[string]string) error
 }
 
-// JournalSink writes to journald's native protocol through go-systemd.
-type JournalSink struct {
-	Instance string
-	Unit     string // the shim's unit, for FieldUnit; "" for none
+// Origin ties an entry to its instance; every entry the shim sends, its
+// own and virtiofsd's, carries it.
+type Origin struct {
+	Instance string // VIRTIOFSD_INSTANCE
+	Unit     string // the shim's unit, FieldUnit (see SelfUnit); "" for none
 }
 
-// Write sends r with SYSLOG_IDENTIFIER=virtiofsd, VIRTIOFSD_INSTANCE,
-// VIRTIOFSD_PID and OBJECT_SYSTEMD_UNIT, plus the extra fields.
+// addTo sets the origin's fields in vars, leaving out the empty ones.
+func (o Origin) addTo(vars map[string]string) {
+	if o.Instance != "" {
+		vars[FieldInstance] = o.Instance
+	}
+	if o.Unit != "" {
+		vars[FieldUnit] = o.Unit
+	}
+}
+
+// JournalSink writes to journald's native protocol through go-systemd.
+type JournalSink struct {
+	Origin
+}
+
+// Write sends r with SYSLOG_IDENTIFIER=virtiofsd, VIRTIOFSD_PID and the
+// origin's fields, plus the extra fields.
 func (s JournalSink) Write(r Record, extra map[string]string) error {
 	vars := map[string]string{
 		FieldIdentifier: Identifier,
-		FieldInstance:   s.Instance,
 		FieldPID:        strconv.Itoa(r.PID),
 	}
-	if s.Unit != "" {
-		vars[FieldUnit] = s.Unit
-	}
+	s.addTo(vars)
 	for k, v := range extra {
 		vars[k] = v
 	}
