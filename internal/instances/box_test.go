@@ -79,7 +79,7 @@ func newScenario(t *testing.T) *scenario {
 	for name, kind := range s.kinds {
 		switch kind {
 		case "serve":
-			c, err := b.Dial(name, 10*time.Second)
+			c, err := b.Session(name, 10*time.Second)
 			require.NoError(t, err, name)
 			s.conns = append(s.conns, c)
 		case "fail":
@@ -103,20 +103,6 @@ func newScenario(t *testing.T) *scenario {
 		}
 		return true
 	}, 60*time.Second, 100*time.Millisecond, "failing instances never reached failed")
-	// virtiofsd answers a client before the shim's READY=1 and "Serving"
-	// status have reached systemd: wait for systemd to catch up.
-	require.Eventually(t, func() bool {
-		for name, kind := range s.kinds {
-			if kind != "serve" {
-				continue
-			}
-			p := s.show(t, "virtiofsd@"+name+".service")
-			if p["ActiveState"] != "active" || !strings.HasPrefix(p["StatusText"], "Serving") {
-				return false
-			}
-		}
-		return true
-	}, 30*time.Second, 50*time.Millisecond, "serving instances never showed their client")
 	// Let the failed sockets settle too.
 	require.Eventually(t, func() bool {
 		out, _ := b.Systemctl(ctx, "list-jobs", "--no-legend")

@@ -62,18 +62,13 @@ func state(t *testing.T, b *shimbox.Box, unit string) string {
 	return p["ActiveState"] + "/" + p["SubState"]
 }
 
-// servedAndActive connects to an instance like a VM, waits for virtiofsd
-// to answer, then for systemd to have the service active/running. The two
-// are not ordered: virtiofsd accepts the moment it has printed its
-// readiness line, while READY=1 still has to pass through the shim and
-// systemd, so a client can be answered while the unit is, for a moment,
-// still activating.
+// servedAndActive connects to an instance like a VM and returns once
+// virtiofsd has answered within timeout and systemd shows the session
+// (shimbox.Box.Session).
 func servedAndActive(t *testing.T, b *shimbox.Box, instance string, timeout time.Duration) net.Conn {
 	t.Helper()
-	unit := "virtiofsd@" + instance + ".service"
-	c, err := b.Dial(instance, timeout)
-	require.NoError(t, err, "%s was not served within %s\n%s", instance, timeout, status(b, unit))
-	waitState(t, b, unit, "active/running")
+	c, err := b.Session(instance, timeout)
+	require.NoError(t, err, "%s was not served within %s\n%s", instance, timeout, status(b, "virtiofsd@"+instance+".service"))
 	return c
 }
 

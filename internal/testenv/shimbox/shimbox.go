@@ -213,6 +213,38 @@ func (b *Box) Dial(instance string, timeout time.Duration) (net.Conn, error) {
 	return peer.Probe(b.Socket(instance), timeout)
 }
 
+// Session is Dial, then a wait for systemd to show the session: the
+// instance's service active/running with its "Serving" status. virtiofsd
+// answers within timeout; systemd gets 20 s more to catch up. The two are
+// not ordered: virtiofsd accepts the moment it has printed its readiness
+// line, while READY=1 and the status still pass through the shim and
+// systemd, so a client can be answered while the unit is, for a moment,
+// still activating.
+func (b *Box) Session(instance string, timeout time.Duration) (net.Conn, error) {
+	c, err := b.Dial(instance, timeout)
+	if err != nil {
+		return nil, err
+	}
+	unit := "virtiofsd@" + instance + ".service"
+	var last string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		last, err = b.Systemctl(context.Background(), "show", "-p", "ActiveState,SubState,StatusText", unit)
+		if err != nil {
+			break
+		}
+		p := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSpace(last), "\n") {
+			k, v, _ := strings.Cut(line, "=")
+			p[k] = v
+		}
+		if p["ActiveState"] == "active" && p["SubState"] == "running" && strings.HasPrefix(p["StatusText"], "Serving") {
+			return c, nil
+		}
+	}
+	c.Close()
+	return nil, fmt.Errorf("%s answered, but systemd does not show it serving: %v\n%s", unit, err, last)
+}
+
 // JournalEntry is one entry of the box's journal: field name to value.
 type JournalEntry map[string]string
 
