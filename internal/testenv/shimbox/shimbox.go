@@ -4,6 +4,7 @@ package shimbox
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -41,10 +42,11 @@ var (
 )
 
 // Binary builds virtiofsd-shim once per test process into
-// /var/tmp/virtiofsd-shim-test (outside the box's private /tmp) and returns
-// its path. Test processes running side by side build the same file and
-// rename it into place, so a box that has the old one bind-mounted keeps it
-// and nothing piles up. VIRTIOFSD_SHIM_BINARY overrides it with a prebuilt
+// /var/tmp/virtiofsd-shim-test/<tree> (outside the box's private /tmp; one
+// folder per source tree, so that checkouts tested side by side never run
+// each other's build) and returns its path. Test processes of one tree
+// running side by side build the same file and rename it into place, so a
+// box that has the old one bind-mounted keeps it and nothing piles up. VIRTIOFSD_SHIM_BINARY overrides it with a prebuilt
 // binary (an installed package's, say).
 func Binary() (string, error) {
 	buildOnce.Do(func() {
@@ -52,7 +54,7 @@ func Binary() (string, error) {
 			builtBin = p
 			return
 		}
-		dir := "/var/tmp/virtiofsd-shim-test"
+		dir := filepath.Join("/var/tmp/virtiofsd-shim-test", fmt.Sprintf("%x", sha256.Sum256([]byte(RepoRoot())))[:12])
 		if buildErr = os.MkdirAll(dir, 0o755); buildErr != nil {
 			return
 		}
