@@ -51,6 +51,7 @@ func TestReport(t *testing.T) {
 	started := time.Now()
 	loadBefore := loadavg()
 	run("activation", reportActivation)
+	run("sandbox", reportSandbox)
 	run("readiness", reportReadiness)
 	run("memory", reportMemory)
 	run("flood", reportFlood)
