@@ -26,6 +26,11 @@ const (
 	tailLines           = 12
 	maxLine             = 16 << 10
 	readerDrainTimeout  = 2 * time.Second
+	// stderrPipeSize is the capacity asked for virtiofsd's stderr pipe
+	// (F_SETPIPE_SZ; 64 KiB by default, fs.pipe-max-size allows 1 MiB): a
+	// burst of lines waits in the pipe while the shim's one thread is busy,
+	// instead of blocking virtiofsd's write(2).
+	stderrPipeSize = 1 << 20
 )
 
 // Lines takes virtiofsd's lines; Offer must never block.
@@ -85,6 +90,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create virtiofsd's stderr pipe: %w", err)
 	}
+	growPipe(r, stderrPipeSize)
 	cmd := exec.Command(s.Path, s.Args...)
 	cmd.Env = s.Env
 	cmd.Stdout, cmd.Stderr = w, w

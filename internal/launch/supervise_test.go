@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/fakevirtiofsd"
@@ -341,4 +342,20 @@ func TestStartFailureIsABinaryError(t *testing.T) {
 	s.run(t)
 	err := s.wait(t)
 	assert.True(t, errors.Is(err, ErrBinary), "%v", err)
+}
+
+// TestStderrPipeHoldsABurst: virtiofsd's stderr pipe is grown so that a
+// burst of lines waits in it instead of blocking virtiofsd.
+func TestStderrPipeHoldsABurst(t *testing.T) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	defer w.Close()
+	growPipe(r, stderrPipeSize)
+	sc, err := r.SyscallConn()
+	require.NoError(t, err)
+	var size int
+	require.NoError(t, sc.Control(func(fd uintptr) { size, err = unix.FcntlInt(fd, unix.F_GETPIPE_SZ, 0) }))
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, size, stderrPipeSize)
 }

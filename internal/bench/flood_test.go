@@ -1,0 +1,244 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
+)
+
+// floodLines is how many lines the log flood writes.
+const floodLines = 200000
+
+// floodReps is how many times each flood variant runs.
+const floodReps = 5
+
+// floodPython is the slow writer: an interpreter spending microseconds per
+// line, one os.write (write(2)) per line, in the Rust virtiofsd's format.
+const floodPython = `#!/usr/bin/python3
+import os, time
+n = int(os.environ["BENCH_LINES"])
+prefix = b"` + rustPrefix + `"
+os.write(2, prefix + b"Waiting for vhost-user socket connection...\n")
+start = time.monotonic_ns()
+for i in range(n):
+    os.write(2, prefix + b"flood line %d\n" % i)
+elapsed = time.monotonic_ns() - start
+with open(os.environ["BENCH_RESULT"], "w") as f:
+    f.write(str(elapsed))
+`
+
+// helperCopy copies this test binary where a box can run it.
+func helperCopy(t *testing.T, dir string) string {
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "benchhelper")
+	if err := os.WriteFile(p, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func readNS(path string) (time.Duration, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return time.Duration(n), err
+}
+
+// journalCount counts the entries of a unit's journal that carry flood lines.
+func journalCount(ctx context.Context, b *shimbox.Box, unit string) int {
+	out, _ := b.Run(ctx, "sh", "-c", "journalctl --no-pager -o cat -u "+unit+" | grep -c 'flood line' || true")
+	n, _ := strconv.Atoi(strings.TrimSpace(out))
+	return n
+}
+
+// settledCount waits for journald to catch up: the count stops growing.
+func settledCount(ctx context.Context, b *shimbox.Box, unit string) int {
+	last := -1
+	for i := 0; i < 60; i++ {
+		n := journalCount(ctx, b, unit)
+		if n == last {
+			return n
+		}
+		last = n
+		time.Sleep(500 * time.Millisecond)
+	}
+	return last
+}
+
+// shimCounts reads the shim's lines_forwarded/lines_dropped (its exit
+// warning) and the sum of VIRTIOFSD_DROPPED warnings, as journald kept them.
+func shimCounts(ctx context.Context, b *shimbox.Box, unit string) (forwarded, dropped string, warned int) {
+	forwarded, dropped = "not in the journal", "not in the journal"
+	entries, _ := b.Journal(ctx, "-u", unit)
+	for _, e := range entries {
+		if v, ok := e["SHIM_LINES_FORWARDED"]; ok {
+			forwarded = v
+		}
+		if v, ok := e["SHIM_LINES_DROPPED"]; ok {
+			dropped = v
+		}
+		if v, ok := e["VIRTIOFSD_DROPPED"]; ok {
+			n, _ := strconv.Atoi(v)
+			warned += n
+		}
+	}
+	return forwarded, dropped, warned
+}
+
+// floodWriter is one kind of flooding child.
+type floodWriter struct {
+	key, name string
+	path      string // the program
+	helper    string // BENCH_HELPER for it ("" for a script)
+}
+
+func (w floodWriter) env(result string) []string {
+	env := []string{envLines + "=" + strconv.Itoa(floodLines), envResult + "=" + result, envFormat + "=rust"}
+	if w.helper != "" {
+		env = append(env, envHelper+"="+w.helper)
+	}
+	return env
+}
+
+func reportFlood(t *testing.T, s *section) {
+	s.title = "Log flood"
+	ctx := context.Background()
+	dir := benchDir(t)
+	helper := helperCopy(t, dir)
+	share := filepath.Join(dir, "share")
+	if err := os.Mkdir(share, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	py := filepath.Join(dir, "flood.py")
+	if err := os.WriteFile(py, []byte(floodPython), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writers := []floodWriter{
+		{key: "go", name: "compiled (Go, this test binary's helper `flood`)", path: helper, helper: "flood"},
+		{key: "py", name: "interpreted (python3, os.write per line)", path: py},
+	}
+	shipped, _, err := shippedSandbox()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The floor and the bound run in a unit of their own with the shipped
+	// unit's sandbox lines and Go settings: the same conditions as the shim.
+	units := map[string]string{
+		"flooddrain@.service": "[Unit]\nDescription=log flood drained by the fastest reader (benchmark floor)\n\n[Service]\n" +
+			"Type=oneshot\nTimeoutStartSec=infinity\nEnvironment=GOMAXPROCS=1\nExecStart=" + helper + "\n" + strings.Join(shipped, "\n") + "\n",
+		"floodbare@.service": "[Unit]\nDescription=log flood straight to journald (benchmark baseline)\n\n[Service]\n" +
+			"Type=oneshot\nTimeoutStartSec=infinity\n",
+	}
+	res := func(variant string, w floodWriter, r int) string { return fmt.Sprintf("%s/%s-%s-%d.ns", dir, variant, w.key, r) }
+	for _, w := range writers {
+		for r := 0; r < floodReps; r++ {
+			for _, mode := range []string{"null", "pipe"} {
+				units[fmt.Sprintf("flooddrain@%s-%s-%d.service.d/bench.conf", mode, w.key, r)] = "[Service]\nEnvironment=" +
+					strings.Join(append(w.env(res(mode, w, r)), envHelper+"=drain", envDrain+"="+mode, envChild+"="+w.path, envChildH+"="+w.helper), " ") + "\n"
+			}
+			units[fmt.Sprintf("floodbare@%s-%d.service.d/bench.conf", w.key, r)] = "[Service]\nEnvironment=" +
+				strings.Join(w.env(res("bare", w, r)), " ") + "\nExecStart=" + w.path + "\n"
+			units[fmt.Sprintf("virtiofsd@flood%s%d.service.d/bench.conf", w.key, r)] = "[Service]\nEnvironment=" +
+				strings.Join(w.env(res("shim", w, r)), " ") + "\n"
+		}
+	}
+	b := shimbox.New(t, shimbox.Options{Name: "bench-flood", ExtraUnits: units})
+	for _, w := range writers {
+		for r := 0; r < floodReps; r++ {
+			if err := b.Configure(fmt.Sprintf("flood%s%d", w.key, r), "SHARED_DIR="+share+"\nVIRTIOFSD="+w.path+"\nFLAVOR=rust\n"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	type row struct {
+		name         string
+		s            Sample
+		got          []int
+		fwd, dropped []string
+		warned       []int
+	}
+	type result struct{ null, floor, shim, bare *row }
+	results := map[string]*result{}
+	runUnit := func(unit, result string, wait bool) time.Duration {
+		if out, err := b.Systemctl(ctx, "start", unit); err != nil {
+			t.Fatal(err, out)
+		}
+		if wait {
+			if err := waitInactive(ctx, b, unit, 5*time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+		d, err := readNS(result)
+		if err != nil {
+			t.Fatal(unit, ": ", err)
+		}
+		return d
+	}
+	for _, w := range writers {
+		results[w.key] = &result{
+			null:  &row{name: "bound: the child's stderr on /dev/null"},
+			floor: &row{name: "floor: a pipe drained by the fastest reader (1 MiB reads, discarded)"},
+			shim:  &row{name: "the shim, shipped unit, lines to the journal"},
+			bare:  &row{name: "bare unit, stderr straight to journald (stream)"},
+		}
+	}
+	for r := 0; r < floodReps; r++ {
+		for _, w := range writers {
+			x := results[w.key]
+			x.null.s = append(x.null.s, runUnit(fmt.Sprintf("flooddrain@null-%s-%d.service", w.key, r), res("null", w, r), false))
+			x.floor.s = append(x.floor.s, runUnit(fmt.Sprintf("flooddrain@pipe-%s-%d.service", w.key, r), res("pipe", w, r), false))
+			unit := fmt.Sprintf("virtiofsd@flood%s%d.service", w.key, r)
+			x.shim.s = append(x.shim.s, runUnit(unit, res("shim", w, r), true))
+			x.shim.got = append(x.shim.got, settledCount(ctx, b, unit))
+			f, dr, wa := shimCounts(ctx, b, unit)
+			x.shim.fwd, x.shim.dropped, x.shim.warned = append(x.shim.fwd, f), append(x.shim.dropped, dr), append(x.shim.warned, wa)
+			unit = fmt.Sprintf("floodbare@%s-%d.service", w.key, r)
+			x.bare.s = append(x.bare.s, runUnit(unit, res("bare", w, r), false))
+			x.bare.got = append(x.bare.got, settledCount(ctx, b, unit))
+		}
+	}
+	s.printf("A child writes %d lines to stderr in the Rust virtiofsd's format (`%sflood line N`), one write(2)\n"+
+		"per line, after the readiness line; the figure is the child's own wall time from its first flood line to its\n"+
+		"last. Two writers: a compiled one, and an interpreted one that spends microseconds per line. %d runs of each\n"+
+		"variant, interleaved, all in one private systemd (journald with its defaults: RateLimitIntervalSec=30s,\n"+
+		"RateLimitBurst=10000 per unit), each run in its own unit instance so that no run inherits another's\n"+
+		"rate-limit budget. The floor and the bound run in a unit (`flooddrain@.service`) carrying the shipped unit's\n"+
+		"sandbox lines and GOMAXPROCS=1, like the shim: a Go parent drains the child's stderr in 1 MiB reads from a\n"+
+		"1 MiB pipe (the floor of any reader), or gives it /dev/null (the absolute bound).\n", floodLines, rustPrefix, floodReps)
+	for _, w := range writers {
+		x := results[w.key]
+		base := x.floor.s.Median()
+		s.printf("\n%s:\n\n| variant | median | min | max | median / floor |\n|---|---|---|---|---|\n", w.name)
+		for _, r := range []*row{x.null, x.floor, x.shim, x.bare} {
+			s.printf("| %s | %s | %s | %s | %.2f |\n", r.name, ms(r.s.Median()), ms(r.s.Min()), ms(r.s.Max()), float64(r.s.Median())/float64(base))
+		}
+		ratio := float64(x.shim.s.Median()) / float64(base)
+		s.printf("\nGoal: the shim <= 1.2 x the floor: %.2f (%s).\n", ratio, goal(ratio <= 1.2))
+		s.printf("\nWhere the lines went, per run (of %d flood lines written):\n\n", floodLines)
+		s.printf("| run | flood lines in the journal, shim | bare unit | shim's lines_dropped | shim's lines_forwarded | VIRTIOFSD_DROPPED warnings (sum) |\n|---|---|---|---|---|---|\n")
+		for r := 0; r < floodReps; r++ {
+			s.printf("| %d | %d | %d | %s | %s | %d |\n", r, x.shim.got[r], x.bare.got[r], x.shim.dropped[r], x.shim.fwd[r], x.shim.warned[r])
+		}
+		t.Logf("flood %s medians: null %v, floor %v, shim %v, bare %v", w.key, x.null.s.Median(), base, x.shim.s.Median(), x.bare.s.Median())
+	}
+	s.printf("\nWhy lines are missing. The bare unit: journald's per-unit rate limit. RateLimitBurst=10000 is scaled\n" +
+		"by the free space of the journal's file system (systemd's burst_modulate: x (log2(free bytes) - 16) / 4,\n" +
+		"x3.5 with about 1 GiB free here), and journald discards the rest; it reports \"Suppressed N messages\"\n" +
+		"only when the unit logs again after the interval, which a finished unit never does.\n" +
+		"The shim: its own bounded buffer (journal.DefaultBuffer lines); what journald does not take in time is\n" +
+		"dropped without slowing virtiofsd, counted, and said: lines_dropped in its exit warning and VIRTIOFSD_DROPPED warnings.\n")
+	s.measuredBy("flood", "flood_test.go")
+}
