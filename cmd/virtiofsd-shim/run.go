@@ -85,18 +85,22 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 		instance = strings.TrimSuffix(filepath.Base(sock.Path), ".sock")
 	}
 	var sink journal.Sink = journal.TextSink{W: stderr}
+	var limits journal.Limits
 	if toJournal {
 		origin.Instance = instance
 		sink = journal.JournalSink{Origin: origin}
+		// Lines journald would discard (its per-unit rate limit) are not
+		// sent: counted, and reported as journald reports them.
+		limits = journal.JournaldLimits("/")
 	}
 	entry := log.WithField("instance", instance)
 
-	fwd := journal.NewForwarder(sink, 0, func(err error) {
+	fwd := journal.NewForwarder(sink, limits, func(err error) {
 		entry.WithError(err).Warn("cannot write virtiofsd's lines")
 	})
 	defer func() {
-		forwarded, dropped := fwd.Close()
-		e := entry.WithFields(map[string]any{"lines_forwarded": forwarded, "lines_dropped": dropped})
+		forwarded, dropped, suppressed := fwd.Close()
+		e := entry.WithFields(map[string]any{"lines_forwarded": forwarded, "lines_dropped": dropped, "lines_suppressed": suppressed})
 		if dropped > 0 {
 			e.Warn("some virtiofsd lines were dropped because the journal did not keep up")
 		} else {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
+
+func init() { register(50, "flood", reportFlood) }
 
 // floodLines is how many lines the log flood writes.
 const floodLines = 200000
@@ -141,7 +144,9 @@ func reportFlood(t *testing.T, s *section) {
 		"floodbare@.service": "[Unit]\nDescription=log flood straight to journald (benchmark baseline)\n\n[Service]\n" +
 			"Type=oneshot\nTimeoutStartSec=infinity\n",
 	}
-	res := func(variant string, w floodWriter, r int) string { return fmt.Sprintf("%s/%s-%s-%d.ns", dir, variant, w.key, r) }
+	res := func(variant string, w floodWriter, r int) string {
+		return fmt.Sprintf("%s/%s-%s-%d.ns", dir, variant, w.key, r)
+	}
 	for _, w := range writers {
 		for r := 0; r < floodReps; r++ {
 			for _, mode := range []string{"null", "pipe"} {
@@ -154,7 +159,16 @@ func reportFlood(t *testing.T, s *section) {
 				strings.Join(w.env(res("shim", w, r)), " ") + "\n"
 		}
 	}
+	// One more run, profiled: an unstripped build of the shim (symbols for
+	// perf), the slow writer.
+	syms := filepath.Join(dir, "virtiofsd-shim-syms")
+	prof := writers[1]
+	units["virtiofsd@floodprof.service.d/bench.conf"] = "[Service]\nEnvironment=" + strings.Join(prof.env(filepath.Join(dir, "prof.ns")), " ") +
+		"\nExecStart=\nExecStart=" + syms + " run --instance=%i\n"
 	b := shimbox.New(t, shimbox.Options{Name: "bench-flood", ExtraUnits: units})
+	if err := b.Configure("floodprof", "SHARED_DIR="+share+"\nVIRTIOFSD="+prof.path+"\nFLAVOR=rust\n"); err != nil {
+		t.Fatal(err)
+	}
 	for _, w := range writers {
 		for r := 0; r < floodReps; r++ {
 			if err := b.Configure(fmt.Sprintf("flood%s%d", w.key, r), "SHARED_DIR="+share+"\nVIRTIOFSD="+w.path+"\nFLAVOR=rust\n"); err != nil {
@@ -240,5 +254,65 @@ func reportFlood(t *testing.T, s *section) {
 		"only when the unit logs again after the interval, which a finished unit never does.\n" +
 		"The shim: its own bounded buffer (journal.DefaultBuffer lines); what journald does not take in time is\n" +
 		"dropped without slowing virtiofsd, counted, and said: lines_dropped in its exit warning and VIRTIOFSD_DROPPED warnings.\n")
+	s.printf("\n%s", floodProfile(t, ctx, b, syms, filepath.Join(dir, "perf.data"), prof))
 	s.measuredBy("flood", "flood_test.go")
+}
+
+// floodProfile runs one more flood of w under an unstripped build of the
+// shim (virtiofsd@floodprof) while perf samples every CPU, and says where
+// the CPU time went.
+func floodProfile(t *testing.T, ctx context.Context, b *shimbox.Box, syms, data string, w floodWriter) string {
+	var out strings.Builder
+	out.WriteString("Profile of one more run (the interpreted writer, an unstripped build of the shim for symbols), every CPU sampled:\n")
+	out.WriteString("`perf record -a -g -e cpu-clock -F 999` during the run, then `perf report --sort comm` and, for the shim,\n`perf report --comms virtiofsd-shim- --sort sym` (other work on the machine shows up too).\n\n")
+	if _, err := exec.LookPath("perf"); err != nil {
+		out.WriteString("Not measured: perf is missing (apt-get install linux-perf).\n")
+		return out.String()
+	}
+	build := exec.Command("go", "build", "-trimpath", "-buildmode=pie", "-o", syms, "./cmd/virtiofsd-shim")
+	build.Dir = shimbox.RepoRoot()
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if o, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", syms, err, o)
+	}
+	rec := exec.Command("perf", "record", "-a", "-g", "-e", "cpu-clock", "-F", "999", "-o", data)
+	if err := rec.Start(); err != nil {
+		fmt.Fprintf(&out, "Not measured: perf record: %v\n", err)
+		return out.String()
+	}
+	time.Sleep(500 * time.Millisecond)
+	unit := "virtiofsd@floodprof.service"
+	if o, err := b.Systemctl(ctx, "start", unit); err != nil {
+		t.Fatal(err, o)
+	}
+	if err := waitInactive(ctx, b, unit, 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // journald's tail
+	rec.Process.Signal(os.Interrupt)
+	rec.Wait()
+	if d, err := readNS(filepath.Join(filepath.Dir(data), "prof.ns")); err == nil {
+		fmt.Fprintf(&out, "The writer's time in this run: %s.\n\n", ms(d))
+	}
+	report := func(args ...string) string {
+		o, err := exec.Command("perf", append([]string{"report", "-i", data, "--stdio", "--no-children", "--percent-limit", "1"}, args...)...).Output()
+		if err != nil {
+			return "perf report: " + err.Error()
+		}
+		var keep []string
+		for _, l := range strings.Split(string(o), "\n") {
+			if strings.TrimSpace(l) == "" || strings.HasPrefix(l, "#") || strings.HasPrefix(strings.TrimSpace(l), "|") ||
+				strings.HasPrefix(strings.TrimSpace(l), "-") || strings.HasPrefix(strings.TrimSpace(l), "---") {
+				continue
+			}
+			keep = append(keep, l)
+			if len(keep) == 20 {
+				break
+			}
+		}
+		return strings.Join(keep, "\n")
+	}
+	fmt.Fprintf(&out, "CPU time by command (%% of all samples, >= 1%%):\n\n```\n%s\n```\n\n", report("--sort", "comm", "-g", "none"))
+	fmt.Fprintf(&out, "Inside the shim (%% of all samples):\n\n```\n%s\n```\n", report("--comms", "virtiofsd-shim-", "--sort", "sym", "-g", "none"))
+	return out.String()
 }

@@ -39,7 +39,7 @@ const (
 	envChildH = "BENCH_CHILD_HELPER"
 	// The Rust virtiofsd's format, as it prints on a pipe.
 	rustPrefix = "[2026-11-30T10:00:00Z INFO  virtiofsd] "
-	readyLine = "virtio_session_mount: Waiting for vhost-user socket connection...\n"
+	readyLine  = "virtio_session_mount: Waiting for vhost-user socket connection...\n"
 )
 
 func TestMain(m *testing.M) {

@@ -18,6 +18,8 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
+func init() { register(20, "sandbox", reportSandbox) }
+
 // notSandbox are the [Service] keys of virtiofsd@.service that run the
 // service rather than confine it; every other [Service] line is a sandbox
 // line, measured one by one.

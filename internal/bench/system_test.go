@@ -17,6 +17,12 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
+func init() {
+	register(10, "activation", reportActivation)
+	register(40, "memory", reportMemory)
+	register(60, "scale", reportScale)
+}
+
 // benchDir makes a folder under /var/tmp (which the boxes see as the host
 // does) for shares, helpers and result files, removed at the end.
 func benchDir(t *testing.T) string {
@@ -417,4 +423,3 @@ func reportScale(t *testing.T, s *section) {
 	s.measuredBy("scale", "system_test.go")
 	t.Logf("scale: enable %v, all listening %v", enabled, listening)
 }
-

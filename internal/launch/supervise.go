@@ -220,6 +220,45 @@ loop:
 	return &ExitError{Status: status, Flavor: s.Flavor, BeforeReady: !ss.isReady(), Tail: tail}
 }
 
+// Reading a flood: a reader woken for every line costs the writer a
+// context switch per line on a small machine. After readBurst reads in a
+// row, each within readGap of the last, the reader pauses readPause and
+// lets lines gather in the pipe (stderrPipeSize holds far more than a pause
+// brings), then takes them in large reads. Lines that come one at a time,
+// the readiness line among them, are read at once.
+const (
+	readGap   = time.Millisecond
+	readBurst = 16
+	readPause = 2 * time.Millisecond
+)
+
+// pacedReader reads from r, pausing during a flood (see readBurst).
+type pacedReader struct {
+	r     io.Reader
+	now   func() time.Time
+	sleep func(time.Duration)
+	last  time.Time
+	burst int
+}
+
+// Read measures from the start of one read to the start of the next: a
+// read that waited for a line is no part of a flood.
+func (p *pacedReader) Read(b []byte) (int, error) {
+	now := p.now()
+	if !p.last.IsZero() && now.Sub(p.last) < readGap {
+		p.burst++
+	} else {
+		p.burst = 0
+	}
+	if p.burst >= readBurst {
+		p.sleep(readPause)
+		p.burst = 0
+		now = p.now()
+	}
+	p.last = now
+	return p.r.Read(b)
+}
+
 // cleanStop tells whether virtiofsd ended as it should after SIGTERM.
 func cleanStop(f Flavor, st syscall.WaitStatus) bool {
 	switch {
@@ -235,7 +274,7 @@ func cleanStop(f Flavor, st syscall.WaitStatus) bool {
 
 // read takes virtiofsd's output line by line until EOF.
 func (ss *session) read(r io.Reader) {
-	br := bufio.NewReaderSize(r, maxLine)
+	br := bufio.NewReaderSize(&pacedReader{r: r, now: time.Now, sleep: time.Sleep}, maxLine)
 	for {
 		b, err := br.ReadSlice('\n')
 		if len(b) > 0 {

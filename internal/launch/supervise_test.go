@@ -309,7 +309,7 @@ func TestFloodIsNeverBlockedBySlowJournalAndDropsAreCounted(t *testing.T) {
 	const lines = 50000
 	s := start(t, Rust, fakevirtiofsd.Flood, fakevirtiofsd.FloodEnv(lines))
 	sink := &slowSink{}
-	fwd := journal.NewForwarder(sink, 64, nil)
+	fwd := journal.NewForwarder(sink, journal.Limits{Queue: 64}, nil)
 	s.sv.Lines = fwd
 	s.run(t)
 	s.notify.next(t)
@@ -317,7 +317,7 @@ func TestFloodIsNeverBlockedBySlowJournalAndDropsAreCounted(t *testing.T) {
 	c := probe(t, s.sock) // accepted only after all flood lines were written
 	c.Close()
 	require.NoError(t, s.wait(t))
-	forwarded, dropped := fwd.Close()
+	forwarded, dropped, _ := fwd.Close()
 	assert.Greater(t, dropped, uint64(0), "a journal this slow cannot take %d lines", lines)
 	// ready + flood + connected + disconnected
 	assert.Equal(t, uint64(1+lines+2), forwarded+dropped, "every line is either forwarded or counted as dropped")
@@ -358,4 +358,27 @@ func TestStderrPipeHoldsABurst(t *testing.T) {
 	require.NoError(t, sc.Control(func(fd uintptr) { size, err = unix.FcntlInt(fd, unix.F_GETPIPE_SZ, 0) }))
 	require.NoError(t, err)
 	assert.GreaterOrEqual(t, size, stderrPipeSize)
+}
+
+// TestReaderPausesOnlyDuringAFlood: reads that come one at a time are never
+// delayed; a run of back-to-back reads is paused, so lines gather in the
+// pipe and the next read takes many at once.
+func TestReaderPausesOnlyDuringAFlood(t *testing.T) {
+	now := time.Unix(0, 0)
+	var slept []time.Duration
+	p := &pacedReader{r: strings.NewReader(strings.Repeat("x", 1000)), now: func() time.Time { return now },
+		sleep: func(d time.Duration) { slept = append(slept, d); now = now.Add(d) }}
+	buf := make([]byte, 1)
+	for i := 0; i < 10; i++ { // a line every 10 ms
+		_, err := p.Read(buf)
+		require.NoError(t, err)
+		now = now.Add(10 * time.Millisecond)
+	}
+	assert.Empty(t, slept)
+	for i := 0; i < 2*readBurst+1; i++ { // a flood
+		_, err := p.Read(buf)
+		require.NoError(t, err)
+		now = now.Add(10 * time.Microsecond)
+	}
+	assert.Equal(t, []time.Duration{readPause, readPause}, slept)
 }
