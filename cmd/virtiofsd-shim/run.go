@@ -101,9 +101,12 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	defer func() {
 		forwarded, dropped, suppressed := fwd.Close()
 		e := entry.WithFields(map[string]any{"lines_forwarded": forwarded, "lines_dropped": dropped, "lines_suppressed": suppressed})
-		if dropped > 0 {
+		switch {
+		case dropped > 0:
 			e.Warn("some virtiofsd lines were dropped because the journal did not keep up")
-		} else {
+		case suppressed > 0:
+			e.Warn("some virtiofsd lines were not sent: the journal's rate limit would have discarded them")
+		default:
 			e.Debug("log forwarding done")
 		}
 	}()

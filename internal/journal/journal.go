@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -174,7 +175,8 @@ func NewForwarder(sink Sink, lim Limits, onError func(error)) *Forwarder {
 }
 
 // Offer queues r without blocking; it reports false when r was dropped or
-// suppressed.
+// suppressed. It copies r.Message when it keeps it: the caller may reuse the
+// memory under it once Offer returns.
 func (f *Forwarder) Offer(r Record) bool {
 	f.mu.Lock()
 	now := f.now()
@@ -203,6 +205,7 @@ func (f *Forwarder) Offer(r Record) bool {
 	if pool >= 0 {
 		f.pools[pool]++
 	}
+	r.Message = strings.Clone(r.Message) // the caller's buffer is reused
 	f.q = append(f.q, r)
 	f.mu.Unlock()
 	f.signal()

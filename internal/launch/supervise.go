@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/sirupsen/logrus"
 
@@ -33,9 +34,12 @@ const (
 	stderrPipeSize = 1 << 20
 )
 
-// Lines takes virtiofsd's lines; Offer must never block.
+// Lines takes virtiofsd's lines; Offer must never block. r.Message is valid
+// only during the call: the reader's buffer under it is reused, so that a
+// line Offer refuses (a flood's) costs no copy; Offer copies what it keeps
+// (strings.Clone).
 type Lines interface {
-	Offer(journal.Record) bool
+	Offer(r journal.Record) bool
 }
 
 // Supervisor runs one virtiofsd session on a socket systemd passed: it starts
@@ -69,8 +73,10 @@ type session struct {
 	readyCh   chan struct{}
 	mu        sync.Mutex
 	ready     bool
-	readyOver bool // timed out or stopping: no READY=1 from now on
-	tail      []string
+	readyOver bool              // timed out or stopping: no READY=1 from now on
+	tail      [tailLines][]byte // the last lines, a ring; buffers reused
+	tailNext  int               // where the next line goes
+	tailLen   int
 }
 
 // Run starts virtiofsd and returns when it has ended and been reaped.
@@ -278,7 +284,9 @@ func (ss *session) read(r io.Reader) {
 	for {
 		b, err := br.ReadSlice('\n')
 		if len(b) > 0 {
-			ss.line(string(b))
+			// A view of the reader's buffer, valid until the next read:
+			// what keeps the line copies it (tail, Lines.Offer).
+			ss.line(unsafe.String(&b[0], len(b)))
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return
@@ -289,11 +297,11 @@ func (ss *session) read(r io.Reader) {
 func (ss *session) line(raw string) {
 	l := Classify(raw)
 	ss.mu.Lock()
-	if len(ss.tail) == tailLines {
-		copy(ss.tail, ss.tail[1:])
-		ss.tail = ss.tail[:tailLines-1]
+	ss.tail[ss.tailNext] = append(ss.tail[ss.tailNext][:0], l.Message...)
+	ss.tailNext = (ss.tailNext + 1) % tailLines
+	if ss.tailLen < tailLines {
+		ss.tailLen++
 	}
-	ss.tail = append(ss.tail, l.Message)
 	ss.mu.Unlock()
 
 	switch l.Event {
@@ -341,7 +349,11 @@ func (ss *session) isReady() bool {
 func (ss *session) lastLines() []string {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return append([]string(nil), ss.tail...)
+	out := make([]string, 0, ss.tailLen)
+	for i := 0; i < ss.tailLen; i++ {
+		out = append(out, string(ss.tail[(ss.tailNext-ss.tailLen+i+tailLines)%tailLines]))
+	}
+	return out
 }
 
 // notify sends a state, serialised with the others so that READY=1,

@@ -76,6 +76,7 @@ type recorder struct {
 func (r *recorder) Offer(rec journal.Record) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	rec.Message = strings.Clone(rec.Message) // Lines' contract: the buffer is reused
 	r.records = append(r.records, rec)
 	return true
 }
