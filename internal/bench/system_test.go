@@ -251,13 +251,17 @@ func execMedian(argv []string) (time.Duration, error) {
 // memoryInstances is how many live instances the memory figure holds.
 const memoryInstances = 50
 
-// memoryVariants are the shim's environments the memory figure compares:
-// as shipped, and Go runtime settings a unit drop-in could add.
-var memoryVariants = []struct{ prefix, env string }{
-	{"m", ""},
-	{"g", "GOGC=50"},
-	{"p", "GOMAXPROCS=1"},
-	{"q", "GOGC=50 GOMAXPROCS=1"},
+// memoryVariants are the shim's variants the memory figure compares: as
+// shipped (the unit sets GOMAXPROCS=1), a Go runtime setting a unit drop-in
+// could add, and a build without -buildmode=pie (the trade: no ASLR for the
+// binary's own image, no relocated .data.rel.ro pages dirty in every process).
+var memoryVariants = []struct {
+	prefix, env string
+	nonPIE      bool
+}{
+	{"m", "", false},
+	{"g", "GOGC=50", false},
+	{"n", "", true},
 }
 
 // memoryResult sums memory over one variant's processes.
@@ -342,24 +346,42 @@ func reportMemory(t *testing.T, s *section) {
 	s.title = "Memory"
 	ctx := context.Background()
 	units := map[string]string{}
+	nonPIE := filepath.Join(benchDir(t), "nonpie", "virtiofsd-shim")
 	for _, v := range memoryVariants[1:] {
-		for i := 0; i < memoryInstances; i++ {
-			units[fmt.Sprintf("virtiofsd@%s%d.service.d/bench.conf", v.prefix, i)] = "[Service]\nEnvironment=" + v.env + "\n"
+		dropIn := "[Service]\n"
+		if v.env != "" {
+			dropIn += "Environment=" + v.env + "\n"
 		}
+		if v.nonPIE {
+			dropIn += "ExecStart=\nExecStart=" + nonPIE + " run --instance=%i\n"
+		}
+		for i := 0; i < memoryInstances; i++ {
+			units[fmt.Sprintf("virtiofsd@%s%d.service.d/bench.conf", v.prefix, i)] = dropIn
+		}
+	}
+	// The shipped flags of scripts/build-binary.sh, without -buildmode=pie.
+	build := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w", "-o", nonPIE, "./cmd/virtiofsd-shim")
+	build.Dir = shimbox.RepoRoot()
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", nonPIE, err, out)
 	}
 	b := shimbox.New(t, shimbox.Options{Name: "bench-memory", ExtraUnits: units})
 	per := func(kb int64) string { return fmt.Sprintf("%.2f MiB", float64(kb)/1024/float64(memoryInstances)) }
 	var shipped memoryResult
 	s.printf("%d live instances in one private systemd, each serving a connected client (shimbox Dial, kept open),\n"+
 		"after 2 s of rest. PSS and RSS from /proc/PID/smaps_rollup, summed over the processes, per instance:\n"+
-		"the shim is one process; the C virtiofsd is two. The rows after the first run the shim with Go runtime\n"+
-		"settings added by a unit drop-in (Environment=), one variant at a time (the previous sessions ended).\n\n", memoryInstances)
+		"the shim is one process; the C virtiofsd is two. The rows after the first run the shim with a unit drop-in\n"+
+		"(Environment=, or ExecStart= of another build), one variant at a time (the previous sessions ended).\n\n", memoryInstances)
 	s.printf("| per instance | PSS | PSS anon | PSS file | RSS |\n|---|---|---|---|---|\n")
 	for k, v := range memoryVariants {
 		r := measureMemory(t, ctx, b, v.prefix)
 		name := "virtiofsd-shim, as shipped"
-		if v.env != "" {
+		switch {
+		case v.env != "":
 			name = "virtiofsd-shim, Environment=" + v.env
+		case v.nonPIE:
+			name = "virtiofsd-shim built without -buildmode=pie (not shipped)"
 		}
 		s.printf("| %s | %s | %s | %s | %s |\n", name, per(r.shim.Pss), per(r.shim.PssAnon), per(r.shim.PssFile), per(r.shim.Rss))
 		if k == 0 {
@@ -371,8 +393,11 @@ func reportMemory(t *testing.T, s *section) {
 			float64(r.shim.Pss)/memoryInstances, float64(r.vfs.Pss)/memoryInstances)
 	}
 	shimPer := float64(shipped.shim.Pss) / 1024 / memoryInstances
-	s.printf("\nGoal, as shipped: the shim's PSS < 2 MiB per instance (%s) and below virtiofsd's own (%s).\n",
-		goal(shimPer < 2), goal(shipped.shim.Pss < shipped.vfs.Pss))
+	s.printf("\nGoal, as shipped: the shim's PSS <= 1.0 MiB per instance: %.2f MiB (%s); stretch, no more than virtiofsd's own (%s).\n",
+		shimPer, goal(shimPer <= 1.0), goal(shipped.shim.Pss <= shipped.vfs.Pss))
+	s.printf("Most of the difference to a non-PIE build is the binary's .data.rel.ro: about 0.5 MiB of pointers the\n" +
+		"loader relocates at every start of a position-independent executable, so every process has its own dirty copy.\n" +
+		"The rest is the Go heap (one span per size class in use) and the runtime's own structures.\n")
 	s.measuredBy("memory", "system_test.go")
 }
 
