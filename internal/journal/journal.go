@@ -91,10 +91,12 @@ const DefaultBuffer = 8192
 // paceBacklog queued, the last one offered less than paceQuiet ago), the
 // forwarder holds them, so that journald's work comes after virtiofsd's
 // burst instead of taking a CPU from it. It never holds longer than paceMax
-// in a row; then it sends paceBatch lines before holding again.
+// in a row; then it sends paceBatch lines before holding again. paceQuiet
+// is longer than the pauses of the supervisor's reader during a flood
+// (launch's readPause, 2 ms), which are no end of the flood.
 const (
 	paceBacklog = 64
-	paceQuiet   = 2 * time.Millisecond
+	paceQuiet   = 10 * time.Millisecond
 	paceMax     = time.Second
 	paceBatch   = 256
 )
@@ -259,8 +261,8 @@ func (f *Forwarder) next(held *time.Duration, batch *int) (r Record, ok bool) {
 		}
 		if !f.closed && n > paceBacklog && *batch == 0 && f.now().Sub(f.lastOffer) < paceQuiet && *held < paceMax {
 			f.mu.Unlock()
-			time.Sleep(paceQuiet)
-			*held += paceQuiet
+			time.Sleep(paceQuiet / 4)
+			*held += paceQuiet / 4
 			continue
 		}
 		if *held >= paceMax {

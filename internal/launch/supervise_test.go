@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -335,6 +336,36 @@ func TestFloodIsNeverBlockedBySlowJournalAndDropsAreCounted(t *testing.T) {
 		}
 	}
 	assert.Equal(t, dropped, warned, "the warnings add up to the lines dropped")
+}
+
+// TestFloodBeyondTheJournalsRateLimitIsCountedExactlyAndSaidOnce: the lines
+// journald would discard are not sent; the count is exact and one notice,
+// worded as journald words it, says it.
+func TestFloodBeyondTheJournalsRateLimitIsCountedExactlyAndSaidOnce(t *testing.T) {
+	const lines, burst = 20000, 1000
+	s := start(t, Rust, fakevirtiofsd.Flood, fakevirtiofsd.FloodEnv(lines))
+	sink := &slowSink{}
+	fwd := journal.NewForwarder(sink, journal.Limits{Interval: time.Hour, Burst: burst}, nil)
+	s.sv.Lines = fwd
+	s.run(t)
+	s.notify.next(t)
+	require.True(t, strings.HasPrefix(s.notify.next(t), "READY=1"))
+	c := probe(t, s.sock)
+	c.Close()
+	require.NoError(t, s.wait(t))
+	forwarded, dropped, suppressed := fwd.Close()
+	assert.Zero(t, dropped, "the queue holds a burst")
+	assert.Equal(t, uint64(1+lines+2), forwarded+suppressed, "every line is either forwarded or counted")
+	assert.Greater(t, suppressed, uint64(lines-2*burst))
+
+	var notices []string
+	for i, r := range sink.records {
+		if n := sink.fields[i][journal.FieldSuppressed]; n != "" {
+			notices = append(notices, n)
+			assert.Equal(t, "Suppressed "+n+" messages from virtiofsd (the journal's rate limit, applied by virtiofsd-shim)", r.Message)
+		}
+	}
+	assert.Equal(t, []string{strconv.FormatUint(suppressed, 10)}, notices, "said once, exactly")
 }
 
 func TestStartFailureIsABinaryError(t *testing.T) {
