@@ -66,7 +66,7 @@ func shippedSandbox() ([]string, string, error) {
 		return nil, "", err
 	}
 	text := units["virtiofsd@.service"]
-	opts, err := unit.Deserialize(strings.NewReader(text))
+	opts, err := unit.DeserializeOptions(strings.NewReader(text))
 	if err != nil {
 		return nil, "", fmt.Errorf("parse virtiofsd@.service: %w", err)
 	}

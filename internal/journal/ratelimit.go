@@ -33,7 +33,7 @@ func JournaldLimits(root string) Limits {
 		if err != nil {
 			continue
 		}
-		opts, err := unit.Deserialize(f)
+		opts, err := unit.DeserializeOptions(f)
 		f.Close()
 		if err != nil {
 			continue
