@@ -325,7 +325,7 @@ func floodProfile(t *testing.T, ctx context.Context, b *shimbox.Box, syms, data 
 				continue
 			}
 			keep = append(keep, l)
-			if len(keep) == 400 {
+			if len(keep) == 20000 {
 				break
 			}
 		}
