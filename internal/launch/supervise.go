@@ -26,6 +26,13 @@ const (
 	tailLines           = 12
 	maxLine             = 16 << 10
 	readerDrainTimeout  = 2 * time.Second
+	// termResend is how often SIGTERM is sent again while virtiofsd stops.
+	// The C virtiofsd prints its readiness line just before it calls
+	// accept(): a SIGTERM in between only sets its exit flag, and accept()
+	// then blocks until SIGKILL. The next SIGTERM interrupts accept() and
+	// it exits 1. Another SIGTERM is harmless in every other phase and to
+	// the Rust one, whose first SIGTERM ends it.
+	termResend = 250 * time.Millisecond
 )
 
 // Lines takes virtiofsd's lines; Offer must never block.
@@ -159,6 +166,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		readyCh    = ss.readyCh
 		readyFire  = readyTimer.C
 		grace      <-chan time.Time
+		resend     <-chan time.Time
 		stopping   bool
 		stopPhase  Phase // where virtiofsd was when the stop began
 		timedOut   bool
@@ -190,8 +198,13 @@ loop:
 			log.WithField("grace", stopTimeout.String()).Info("stopping virtiofsd with SIGTERM")
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			grace = time.After(stopTimeout)
+			t := time.NewTicker(termResend)
+			defer t.Stop()
+			resend = t.C
+		case <-resend:
+			_ = cmd.Process.Signal(syscall.SIGTERM)
 		case <-grace:
-			grace = nil
+			grace, resend = nil, nil
 			killedHard = true
 			log.WithField("grace", stopTimeout.String()).Warn("virtiofsd ignored SIGTERM, killing it")
 			_ = cmd.Process.Kill()

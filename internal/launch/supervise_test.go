@@ -269,6 +269,19 @@ func TestStopSendsStoppingAndEndsCleanlyInEveryPhase(t *testing.T) {
 	}
 }
 
+func TestStopSendsSIGTERMAgainWhenTheFirstIsLost(t *testing.T) {
+	// The real C virtiofsd loses a SIGTERM that arrives between its
+	// readiness line and its accept(); the shim's next one ends it.
+	s := start(t, C, fakevirtiofsd.LateAccept)
+	s.run(t)
+	s.notify.next(t)
+	require.True(t, strings.HasPrefix(s.notify.next(t), "READY=1"))
+	s.cancel()
+	assert.True(t, strings.HasPrefix(s.notify.next(t), "STOPPING=1"))
+	require.NoError(t, s.wait(t), "ended by the second SIGTERM, within the grace period: a clean stop")
+	assert.Contains(t, s.lines.messages(), "vhost socket accept: Interrupted system call")
+}
+
 func TestCleanStopIsExactPerFlavorAndPhase(t *testing.T) {
 	exit := func(code int) syscall.WaitStatus { return syscall.WaitStatus(code << 8) }
 	killed := func(sig syscall.Signal) syscall.WaitStatus { return syscall.WaitStatus(sig) }

@@ -27,6 +27,7 @@ const (
 	CrashBeforeReady = "crash-before-ready" // print an error and exit 1 before readiness
 	CrashAfterReady  = "crash-after-ready"  // become ready, then die: C by SIGKILL, Rust as when its sandboxed child is killed (exit 247)
 	IgnoreSIGTERM    = "ignore-sigterm"     // become ready and ignore SIGTERM
+	LateAccept       = "late-accept"        // become ready; the first SIGTERM is lost as in the C one's race between its readiness line and accept()
 	Flood            = "flood"              // become ready, write FAKE_VIRTIOFSD_LINES lines, then serve
 )
 
@@ -196,6 +197,9 @@ func run(args []string, flavor, mode string) int {
 			conns <- c
 		}
 	}()
+	if mode == LateAccept {
+		<-terms // only sets the exit flag; accept() blocks on
+	}
 	var conn net.Conn
 	select {
 	case <-terms:
