@@ -72,9 +72,9 @@ func Classify(raw string) Line {
 }
 
 // cHangUp tells whether a C line is its session loop seeing the client
-// hang up ("virtio_loop: Unexpected poll revents 19", with POLLHUP in the
-// hexadecimal revents), which ends every session, rather than a real
-// error.
+// hang up ("virtio_loop: Unexpected poll revents 11", or 19 when the client
+// left a reply unread: POLLHUP in the hexadecimal revents), which ends
+// every session, rather than a real error.
 func cHangUp(msg string) bool {
 	hex, ok := strings.CutPrefix(msg, cPollText)
 	if !ok {

@@ -18,7 +18,9 @@ func TestClassify(t *testing.T) {
 		{"virtio_session_mount: Received vhost-user socket connection",
 			Line{"virtio_session_mount: Received vhost-user socket connection", sdjournal.PriInfo, Connected}},
 		{"virtio_loop: Exit", Line{"virtio_loop: Exit", sdjournal.PriInfo, NoEvent}},
-		// POLLIN|POLLERR|POLLHUP: the VM hung up, which ends every C session.
+		// POLLIN|POLLHUP, or with POLLERR when a reply was left unread: the
+		// VM hung up, which ends every C session.
+		{"virtio_loop: Unexpected poll revents 11", Line{"virtio_loop: Unexpected poll revents 11", sdjournal.PriInfo, Disconnected}},
 		{"virtio_loop: Unexpected poll revents 19", Line{"virtio_loop: Unexpected poll revents 19", sdjournal.PriInfo, Disconnected}},
 		// POLLERR alone is not a hang-up.
 		{"virtio_loop: Unexpected poll revents 8", Line{"virtio_loop: Unexpected poll revents 8", sdjournal.PriWarning, NoEvent}},

@@ -235,7 +235,7 @@ func run(args []string, flavor, mode string) int {
 	if flavor == Rust {
 		f.say("INFO", "Client disconnected, shutting down")
 	} else {
-		f.say("INFO", "virtio_loop: Unexpected poll revents 19") // POLLIN|POLLERR|POLLHUP
+		f.say("INFO", "virtio_loop: Unexpected poll revents 11") // POLLIN|POLLHUP; 19 (POLLERR too) when the client left a reply unread
 		f.say("INFO", "virtio_loop: Exit")
 	}
 	return 0
