@@ -120,64 +120,55 @@ func virtiofsdFor(dir string) []string {
 }
 
 func TestRealVirtiofsdServesTheSystemdSocketAndEndsCleanly(t *testing.T) {
-	share := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(share, "hello"), []byte("hi\n"), 0o644))
-	cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+launch.CVirtiofsd)
+	eachRealFlavor(t, func(t *testing.T, fl launch.Flavor, bin string) {
+		share := t.TempDir()
+		require.NoError(t, os.WriteFile(filepath.Join(share, "hello"), []byte("hi\n"), 0o644))
+		cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+bin)
 
-	assert.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Starting virtiofsd"))
-	ready := nextState(t, notify)
-	require.True(t, strings.HasPrefix(ready, "READY=1\nSTATUS=Waiting for a vhost-user client on "+sock+", sharing "+share),
-		"READY=1 arrives before any client connects: %q\nshim stderr:\n%s", ready, stderr)
+		assert.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Starting virtiofsd"))
+		ready := nextState(t, notify)
+		require.True(t, strings.HasPrefix(ready, "READY=1\nSTATUS=Waiting for a vhost-user client on "+sock+", sharing "+share),
+			"READY=1 arrives before any client connects: %q\nshim stderr:\n%s", ready, stderr)
 
-	c, err := peer.Probe(sock, 10*time.Second)
-	require.NoError(t, err, "a GET_FEATURES reply from the real virtiofsd")
-	assert.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Serving a vhost-user client on "+sock))
-	c.Close() // the VM hangs up
+		c, err := peer.Probe(sock, 10*time.Second)
+		require.NoError(t, err, "a GET_FEATURES reply from the real virtiofsd")
+		assert.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Serving a vhost-user client on "+sock))
+		c.Close() // the VM hangs up
+		assert.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Client disconnected"),
+			"both flavors' hang-up lines are seen")
 
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		require.NoError(t, err, "the shim exits 0 when the VM disconnects\n%s", stderr)
-	case <-time.After(15 * time.Second):
-		t.Fatalf("the shim did not exit after the client hung up\n%s", stderr)
-	}
-	assert.Empty(t, virtiofsdFor(share), "no virtiofsd left")
-	out := stderr.String()
-	assert.Contains(t, out, "virtio_session_mount: Waiting for vhost-user socket connection...")
-	assert.Contains(t, out, "virtio_session_mount: Received vhost-user socket connection")
+		assert.Equal(t, 0, exitOf(t, cmd, stderr), "the shim exits 0 when the VM disconnects\n%s", stderr)
+		assert.Empty(t, virtiofsdFor(share), "no virtiofsd left")
+		want := map[launch.Flavor][]string{
+			launch.C: {"virtio_session_mount: Waiting for vhost-user socket connection...",
+				"virtio_session_mount: Received vhost-user socket connection", "virtio_loop: Exit"},
+			launch.Rust: {"Waiting for vhost-user socket connection...",
+				"Client connected, servicing requests", "Client disconnected, shutting down"},
+		}[fl]
+		for _, l := range want {
+			assert.Contains(t, stderr.String(), l)
+		}
+	})
 }
 
-func TestRealVirtiofsdStopsOnSIGTERM(t *testing.T) {
-	share := t.TempDir()
-	cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+launch.CVirtiofsd)
-	nextState(t, notify)
-	require.True(t, strings.HasPrefix(nextState(t, notify), "READY=1"), stderr.String())
-	c, err := peer.Probe(sock, 10*time.Second)
-	require.NoError(t, err)
-	defer c.Close()
-	nextState(t, notify)
-
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM)) // systemctl stop
-	assert.True(t, strings.HasPrefix(nextState(t, notify), "STOPPING=1"))
-	require.NoError(t, cmd.Wait(), "a stop within the grace period is clean\n%s", stderr)
-	assert.Empty(t, virtiofsdFor(share), "no virtiofsd left")
-}
-
+// virtiofsd's own failure at start is passed on with its status: 1 from
+// the C one's option parser, 2 from the Rust one's.
 func TestRealVirtiofsdFailureIsPassedOn(t *testing.T) {
-	share := t.TempDir()
-	cmd, _, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+launch.CVirtiofsd, "--", "-o", "no_such_option")
-	nextState(t, notify)
-	err := cmd.Wait()
-	var ee *exec.ExitError
-	require.ErrorAs(t, err, &ee)
-	assert.Equal(t, 1, ee.ExitCode(), "virtiofsd's own exit status")
-	assert.Contains(t, stderr.String(), "before it was ready")
-	select {
-	case d := <-notify:
-		assert.NotContains(t, d.State, "READY=1")
-	default:
-	}
+	eachRealFlavor(t, func(t *testing.T, fl launch.Flavor, bin string) {
+		share := t.TempDir()
+		bad := map[launch.Flavor][]string{launch.C: {"-o", "no_such_option"}, launch.Rust: {"--no-such-option"}}[fl]
+		cmd, _, notify, stderr := activated(t, append([]string{"run", "--shared-dir=" + share, "--virtiofsd=" + bin, "--"}, bad...)...)
+		nextState(t, notify)
+		assert.Equal(t, map[launch.Flavor]int{launch.C: 1, launch.Rust: 2}[fl], exitOf(t, cmd, stderr), "virtiofsd's own exit status")
+		assert.Contains(t, stderr.String(), "before it was ready")
+		assert.Contains(t, stderr.String(), map[launch.Flavor]string{
+			launch.C: "fuse: unknown option(s): `-o no_such_option'", launch.Rust: "error: unexpected argument '--no-such-option' found"}[fl])
+		select {
+		case d := <-notify:
+			assert.NotContains(t, d.State, "READY=1")
+		default:
+		}
+	})
 }
 
 // exitOf waits for the shim and returns its exit status (-1: killed).
