@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -286,4 +287,36 @@ func TestRealVirtiofsdStopThatNeedsSIGKILLIsAFailure(t *testing.T) {
 		assert.Eventually(t, func() bool { return len(virtiofsdFor(share)) == 0 }, 10*time.Second, 50*time.Millisecond,
 			"no virtiofsd left")
 	})
+}
+
+// A stop that comes before virtiofsd runs (here: while the shim asks a slow
+// binary for its --version to tell its flavor) ends the shim with 0 too,
+// and leaves nothing behind.
+func TestStopBeforeVirtiofsdStartsIsClean(t *testing.T) {
+	dir := t.TempDir()
+	slow := filepath.Join(dir, "slow-virtiofsd")
+	require.NoError(t, os.WriteFile(slow, []byte("#!/bin/sh\nexec sleep 30\n"), 0o755))
+	cmd, _, notify, stderr := activated(t, "run", "--shared-dir="+dir, "--virtiofsd="+slow)
+
+	var child int // the slow --version
+	require.Eventually(t, func() bool {
+		kids, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", cmd.Process.Pid))
+		for _, k := range kids {
+			b, _ := os.ReadFile(k)
+			if f := strings.Fields(string(b)); len(f) > 0 {
+				child, _ = strconv.Atoi(f[0])
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 10*time.Millisecond, "the shim runs %s --version", slow)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	assert.Equal(t, 0, exitOf(t, cmd, stderr), stderr.String())
+	assert.Contains(t, stderr.String(), "stopped before virtiofsd was started")
+	select {
+	case d := <-notify:
+		t.Errorf("no sd_notify state is sent before virtiofsd starts, got %q", d.State)
+	default:
+	}
+	assert.ErrorIs(t, syscall.Kill(child, 0), syscall.ESRCH, "the --version run (pid %d) is gone", child)
 }
