@@ -404,3 +404,11 @@ func TestStartFailureIsABinaryError(t *testing.T) {
 	err := s.wait(t)
 	assert.True(t, errors.Is(err, ErrBinary), "%v", err)
 }
+
+func TestExitErrorSaysWhenAStopDoesNotExplainIt(t *testing.T) {
+	err := &ExitError{Status: syscall.WaitStatus(1 << 8), Flavor: C, Stopped: true, StopPhase: Serving,
+		Tail: []string{"virtio_loop: Exit"}}
+	assert.Equal(t, "virtiofsd exited with status 1, which a SIGTERM while serving does not explain; its last lines:\n  virtio_loop: Exit",
+		err.Error())
+	assert.Equal(t, 1, err.Code())
+}
