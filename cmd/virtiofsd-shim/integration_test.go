@@ -320,3 +320,45 @@ func TestStopBeforeVirtiofsdStartsIsClean(t *testing.T) {
 	}
 	assert.ErrorIs(t, syscall.Kill(child, 0), syscall.ESRCH, "the --version run (pid %d) is gone", child)
 }
+
+// When virtiofsd's sandboxed child, the process that serves the VM, is
+// killed, each flavor's parent reports it its own way, and the shim passes
+// that on as a failure: the C one exits 1; the Rust one says "Child process
+// terminated by signal 9" and exits 256-9, which the shim reports as 137.
+func TestRealVirtiofsdSandboxChildKilledIsAFailure(t *testing.T) {
+	eachRealFlavor(t, func(t *testing.T, fl launch.Flavor, bin string) {
+		share := t.TempDir()
+		cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+bin)
+		pid := startingPid(t, notify)
+		require.True(t, strings.HasPrefix(nextState(t, notify), "READY=1"), stderr.String())
+		c, err := peer.Probe(sock, 10*time.Second)
+		require.NoError(t, err)
+		defer c.Close()
+		require.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Serving"))
+
+		var child int // the sandboxed child serving the connection
+		require.Eventually(t, func() bool {
+			kids, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+			for _, k := range kids {
+				b, _ := os.ReadFile(k)
+				if f := strings.Fields(string(b)); len(f) > 0 {
+					child, _ = strconv.Atoi(f[0])
+					return true
+				}
+			}
+			return false
+		}, 10*time.Second, 10*time.Millisecond, "virtiofsd (pid %d) has its sandboxed child", pid)
+		require.NoError(t, syscall.Kill(child, syscall.SIGKILL))
+
+		want := map[launch.Flavor]int{launch.C: 1, launch.Rust: 137}[fl]
+		assert.Equal(t, want, exitOf(t, cmd, stderr), stderr.String())
+		if fl == launch.Rust {
+			assert.Contains(t, stderr.String(), "Child process terminated by signal 9")
+			assert.Contains(t, stderr.String(), "virtiofsd was killed by signal 9 (killed)")
+		} else {
+			assert.Contains(t, stderr.String(), "virtiofsd exited with status 1")
+		}
+		assert.Eventually(t, func() bool { return len(virtiofsdFor(share)) == 0 }, 10*time.Second, 50*time.Millisecond,
+			"no virtiofsd left")
+	})
+}

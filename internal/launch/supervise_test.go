@@ -225,14 +225,17 @@ func TestExitsWithVirtiofsdStatusWhenItFailsBeforeReady(t *testing.T) {
 }
 
 func TestExitsWith128PlusSignalWhenVirtiofsdCrashesAfterReady(t *testing.T) {
-	s := start(t, C, fakevirtiofsd.CrashAfterReady)
-	s.run(t)
-	err := s.wait(t)
-	var ee *ExitError
-	require.ErrorAs(t, err, &ee)
-	assert.Equal(t, 128+9, ee.Code())
-	assert.False(t, ee.BeforeReady)
-	assert.Contains(t, err.Error(), "killed by signal 9 (killed)")
+	// C: killed itself; Rust: its sandboxed child was, and it exits 256-9.
+	eachFlavor(t, func(t *testing.T, fl Flavor) {
+		s := start(t, fl, fakevirtiofsd.CrashAfterReady)
+		s.run(t)
+		err := s.wait(t)
+		var ee *ExitError
+		require.ErrorAs(t, err, &ee)
+		assert.Equal(t, 128+9, ee.Code())
+		assert.False(t, ee.BeforeReady)
+		assert.Contains(t, err.Error(), "killed by signal 9 (killed)")
+	})
 }
 
 func TestStopSendsStoppingAndEndsCleanlyInEveryPhase(t *testing.T) {
