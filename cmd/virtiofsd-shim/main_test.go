@@ -88,7 +88,7 @@ func TestCheckPrintsTheCommandRunWouldStart(t *testing.T) {
 	dir := instance(t, "vm1", "SHARED_DIR="+share+"\nVIRTIOFSD="+rust+"\nCACHE=never\nEXTRA_ARGS=\"--modcaps=-mknod -o 'a b'\"\n")
 	code, out, stderr := shim(t, "check", "--config-dir="+dir, "vm1")
 	require.Equal(t, 0, code, stderr)
-	assert.Contains(t, out, "Rust virtiofsd 1.13.3")
+	assert.Contains(t, out, "Rust virtiofsd 1.13.2")
 	assert.Contains(t, out, rust+" --fd=3 --shared-dir="+share+" --cache=never --log-level=info --modcaps=-mknod -o 'a b'")
 	assert.Contains(t, out, "/run/virtiofsd/vm1.sock")
 

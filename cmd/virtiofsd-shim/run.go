@@ -40,6 +40,11 @@ Examples:
 `
 
 func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) error {
+	// A stop (SIGTERM from systemctl stop) can come at any moment, even
+	// before virtiofsd runs: caught from here on, it ends the shim with 0
+	// instead of killing it.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer stop()
 	fs := newFlagSet("run", runUsage, stderr)
 	var inst instanceFlags
 	inst.register(fs, true)
@@ -71,8 +76,12 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	// Under systemd, RuntimeDirectory=virtiofsd-shim (preserved) keeps the
 	// flavor of the binary between sessions; elsewhere each run asks it.
 	p, err := makePlan(ctx, cfg, launch.VersionCache{Dir: os.Getenv("RUNTIME_DIRECTORY")})
-	if err != nil {
+	if err != nil && ctx.Err() == nil {
 		return err
+	}
+	if ctx.Err() != nil {
+		log.Info("stopped before virtiofsd was started")
+		return nil
 	}
 
 	sock, err := activation.Listen(activation.FromOS())
@@ -121,7 +130,9 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	if d, err := daemon.SdWatchdogEnabled(false); err == nil && d > 0 {
 		sv.Watchdog = d / 2
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer stop()
+	if ctx.Err() != nil {
+		entry.Info("stopped before virtiofsd was started")
+		return nil
+	}
 	return sv.Run(ctx)
 }

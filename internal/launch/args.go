@@ -253,7 +253,11 @@ func checkExtra(f Flavor, extra []string) (level string, err error) {
 					return "", refuse("-o "+o, "use LOG_LEVEL=debug instead")
 				case oname == "log_level" || oname == "loglevel":
 					if f == Rust {
-						return "", refuse("-o "+o, "the Rust virtiofsd takes --log-level=LEVEL; better, set LOG_LEVEL=")
+						return "", refuse("-o "+o, "the Rust virtiofsd takes --log-level=LEVEL "+
+							"(its -o parser refuses log_level and deprecates loglevel); better, set LOG_LEVEL=")
+					}
+					if oname == "loglevel" {
+						return "", refuse("-o "+o, "the C virtiofsd knows -o log_level=LEVEL, not loglevel; better, set LOG_LEVEL=")
 					}
 					if err := checkLevel(f, ovalue); err != nil {
 						return "", err
