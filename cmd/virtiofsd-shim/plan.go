@@ -126,9 +126,15 @@ func makePlan(ctx context.Context, cfg *config.Config, scope config.Scope, versi
 	if err != nil {
 		return nil, &config.Error{File: cfg.Path, Key: "FLAVOR", Msg: err.Error()}
 	}
+	rootless := scope == config.User && os.Geteuid() != 0
 	v := launch.Version{Flavor: flavor}
 	if flavor == launch.Auto {
-		if v, err = versions.Detect(ctx, bin); err != nil {
+		if v, err = versions.Detect(ctx, bin); err != nil && rootless {
+			// Without root the C virtiofsd fails even --version
+			// ("setgroups() failed"), so that is the likely cause.
+			return nil, fmt.Errorf("%w; without root only the Rust virtiofsd runs: the C one cannot run without root, not even "+
+				"for --version: if %s is the C one, %s", err, bin, launch.InstallRust)
+		} else if err != nil {
 			return nil, err
 		}
 	}
@@ -145,7 +151,7 @@ func makePlan(ctx context.Context, cfg *config.Config, scope config.Scope, versi
 	opts.Xattr = isTrue(cfg.Xattr)
 	opts.AnnounceSubmounts = isTrue(cfg.AnnounceSubmounts)
 	opts.Readonly = isTrue(cfg.Readonly)
-	opts.Unprivileged = scope == config.User && os.Geteuid() != 0
+	opts.Unprivileged = rootless
 	if cfg.UIDMap != nil {
 		opts.UIDMap = cfg.UIDMap.String()
 	}

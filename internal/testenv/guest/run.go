@@ -62,6 +62,16 @@ type Spec struct {
 	Console io.Writer
 	// QEMU is the qemu-system-x86_64 binary; empty means look it up in PATH.
 	QEMU string
+	// Command, when set, makes the QEMU command instead of
+	// exec.CommandContext: to run it as another user or in another mount
+	// namespace (a user's VM in a private systemd). The sockets are then
+	// paths where QEMU runs, so Run does not check that they exist, and
+	// WorkDir must be a folder that QEMU sees at the same path.
+	Command func(ctx context.Context, name string, args ...string) *exec.Cmd
+	// WorkDir is where the run's initramfs is written; "" is os.TempDir().
+	// With Command, the run's folder is made readable by all, so that a
+	// QEMU of another user can read it.
+	WorkDir string
 }
 
 // Result is what one boot produced.
@@ -99,11 +109,16 @@ func Run(ctx context.Context, img *Image, spec Spec) (*Result, error) {
 		timeout = DefaultTimeout
 	}
 
-	work, err := os.MkdirTemp("", "guest-run-")
+	work, err := os.MkdirTemp(spec.WorkDir, "guest-run-")
 	if err != nil {
 		return nil, fmt.Errorf("create guest run directory: %w", err)
 	}
 	defer os.RemoveAll(work)
+	if spec.Command != nil {
+		if err := os.Chmod(work, 0o755); err != nil {
+			return nil, fmt.Errorf("open guest run directory to QEMU's user: %w", err)
+		}
+	}
 	initrd := filepath.Join(work, "initramfs.cpio")
 	if err := writeRunInitramfs(initrd, img.Initramfs, spec); err != nil {
 		return nil, err
@@ -113,7 +128,11 @@ func Run(ctx context.Context, img *Image, spec Spec) (*Result, error) {
 	defer cancel()
 	serial := &syncBuffer{}
 	var stderr syncBuffer
-	cmd := exec.CommandContext(ctx, qemu, qemuArgs(img.Kernel, initrd, spec.Shares)...)
+	command := spec.Command
+	if command == nil {
+		command = exec.CommandContext
+	}
+	cmd := command(ctx, qemu, qemuArgs(img.Kernel, initrd, spec.Shares)...)
 	cmd.Stdout = io.Writer(serial)
 	if spec.Console != nil {
 		cmd.Stdout = io.MultiWriter(serial, spec.Console)
@@ -183,6 +202,9 @@ func (s Spec) validate() error {
 	for _, sh := range s.Shares {
 		if len(sh.Socket) >= maxSocketPath {
 			return fmt.Errorf("guest spec: share %s: socket path %s is %d bytes, unix sockets allow %d: use a shorter directory", sh.Tag, sh.Socket, len(sh.Socket), maxSocketPath-1)
+		}
+		if s.Command != nil {
+			continue // a path where QEMU runs, not here
 		}
 		fi, err := os.Stat(sh.Socket)
 		if err != nil {

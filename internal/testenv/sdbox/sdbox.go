@@ -391,6 +391,12 @@ func (b *Box) prepare(o Options, p *bootPlan) (string, error) {
 		line("mount --rbind %s %s", q(bd[0]), q(stage))
 	}
 	line("mount -t tmpfs -o mode=0755,nosuid,nodev sdbox-run /run")
+	// A proc with nothing mounted over it (unlike /proc, whose /proc/sys is
+	// a read-only bind): the kernel lets a process in a user namespace mount
+	// a proc of its own only when one is fully visible in its mount
+	// namespace (mnt_already_visible), which a rootless virtiofsd's
+	// namespace sandbox does. Only root reaches it: /run/sdbox is 0700.
+	line("mkdir -p -m 0700 /run/sdbox && mkdir -p /run/sdbox/proc && mount -t proc -o nosuid,nodev,noexec sdbox-proc /run/sdbox/proc")
 	line("mkdir -p /run/systemd/system && cp -a %s/. /run/systemd/system/", q(units))
 	line("mount -t tmpfs -o mode=1777,nosuid,nodev sdbox-tmp /tmp")
 	if isDir("/var/log/journal") {
