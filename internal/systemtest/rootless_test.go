@@ -33,7 +33,9 @@ type rootlessLeg struct {
 // virtiofsd run through that tree's loader. The Debian 13 leg (systemd 257,
 // virtiofsd installed by the project's .deb) joins here when it lands.
 var rootlessLegs = []rootlessLeg{{"debian12", func(t *testing.T) (*shimbox.Box, string) {
-	b := shimbox.New(t, shimbox.Options{Name: "rootless"}) // skips, saying why, when not root
+	// FullProc: /proc as a real host has it, so that virtiofsd's sandbox
+	// may mount its own proc in its user namespace.
+	b := shimbox.New(t, shimbox.Options{Name: "rootless", FullProc: true}) // skips, saying why, when not root
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	tree, err := distro.Debian13(ctx)

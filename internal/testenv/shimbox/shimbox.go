@@ -131,6 +131,8 @@ type Options struct {
 	// virtiofsd unit in benchmarks, say); extra units are added.
 	ExtraUnits map[string]string
 	Log        io.Writer
+	// FullProc: see sdbox.Options.FullProc (rootless instances need it).
+	FullProc bool
 }
 
 // Boot boots a box with the project's units in /run/systemd/system, its
@@ -165,11 +167,12 @@ func Boot(ctx context.Context, o Options) (*Box, error) {
 		name = "shimbox"
 	}
 	b, err := sdbox.Boot(ctx, sdbox.Options{
-		Name:  name,
-		Units: units,
-		Tmpfs: []string{ConfigDir},
-		Binds: binds,
-		Log:   o.Log,
+		Name:     name,
+		Units:    units,
+		Tmpfs:    []string{ConfigDir},
+		Binds:    binds,
+		FullProc: o.FullProc,
+		Log:      o.Log,
 	})
 	if err != nil {
 		os.RemoveAll(root)
