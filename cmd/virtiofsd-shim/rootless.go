@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bufio"
+	"fmt"
+	"os"
 	"strings"
 
 	sdjournal "github.com/coreos/go-systemd/v22/journal"
@@ -55,4 +58,34 @@ func (s rootlessSink) Write(r journal.Record, fields map[string]string) error {
 		}
 	}
 	return s.Sink.Write(r, fields)
+}
+
+// checkIDMapPrivileges refuses UID_MAP/GID_MAP under no_new_privs, which
+// the user unit's sandbox sets: virtiofsd would run newuidmap/newgidmap,
+// which are set-user-ID, and fail with "write to uid_map failed: Operation
+// not permitted". status is the content of /proc/self/status.
+func checkIDMapPrivileges(cfg *config.Config, status string) error {
+	if cfg.UIDMap == nil && cfg.GIDMap == nil {
+		return nil
+	}
+	sc := bufio.NewScanner(strings.NewReader(status))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "NoNewPrivs:"); ok && strings.TrimSpace(v) == "1" {
+			key := "UID_MAP"
+			if cfg.UIDMap == nil {
+				key = "GID_MAP"
+			}
+			return &config.Error{File: cfg.Path, Line: cfg.Line(key), Key: key, Msg: fmt.Sprintf(
+				"%s= needs newuidmap/newgidmap, which are set-user-ID, but this service runs with no_new_privs "+
+					"(NoNewPrivileges= and the sandbox of the user unit virtiofsd@.service): add the drop-in of the README's "+
+					"\"Rootless\" section (systemctl --user edit virtiofsd@%s.service), or remove %s=", key, cfg.Instance, key)}
+		}
+	}
+	return nil
+}
+
+// selfStatus reads /proc/self/status ("" when it cannot).
+func selfStatus() string {
+	b, _ := os.ReadFile("/proc/self/status")
+	return string(b)
 }

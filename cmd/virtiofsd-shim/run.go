@@ -82,6 +82,11 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	if err != nil {
 		return err
 	}
+	if p.rootless {
+		if err := checkIDMapPrivileges(cfg, selfStatus()); err != nil {
+			return err
+		}
+	}
 
 	sock, err := activation.Listen(activation.FromOS())
 	if err != nil {

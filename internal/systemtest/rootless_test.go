@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -263,4 +264,113 @@ func waitUserState(t *testing.T, u *shimbox.User, unit, want string) {
 func userStatus(u *shimbox.User, unit string) string {
 	out, _ := u.Systemctl(context.Background(), "status", "--no-pager", "-l", "-n", "50", unit)
 	return out
+}
+
+// TestRootlessUIDMapFromSubuid follows the README's "More than your own id":
+// a user's instance with UID_MAP/GID_MAP from their /etc/subuid and
+// /etc/subgid ranges and the README's drop-in; the guest's root writes as the
+// range's first id on the host, through newuidmap/newgidmap.
+func TestRootlessUIDMapFromSubuid(t *testing.T) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil && os.Geteuid() == 0 {
+		t.Fatalf("qemu-system-x86_64 not installed (apt-get install qemu-system-x86): %v", err)
+	}
+	for _, leg := range rootlessLegs {
+		t.Run(leg.name, func(t *testing.T) { testRootlessUIDMap(t, leg) })
+	}
+}
+
+func testRootlessUIDMap(t *testing.T, leg rootlessLeg) {
+	if _, err := exec.LookPath("newuidmap"); err != nil && os.Geteuid() == 0 {
+		t.Fatalf("newuidmap not installed (apt-get install uidmap): %v", err)
+	}
+	dropIn := readmeUIDMapDropIn(t)
+	b, rust := leg.boot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	u, err := b.AddUser(ctx, "vmuser")
+	require.NoError(t, err)
+	// The ranges useradd gave the user, or one of our own.
+	sub := map[string]string{}
+	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
+		out, _ := b.Run(ctx, "sh", "-c", "grep '^vmuser:' "+f+" | head -1 | cut -d: -f2")
+		if sub[f] = strings.TrimSpace(out); sub[f] == "" {
+			_, err := b.Run(ctx, "usermod", "--add-subuids", "300000-365535", "--add-subgids", "300000-365535", "vmuser")
+			require.NoError(t, err)
+			sub["/etc/subuid"], sub["/etc/subgid"] = "300000", "300000"
+			break
+		}
+	}
+	share, err := u.Share("mapped")
+	require.NoError(t, err)
+	// The share belongs to the range's first ids: the guest's root.
+	hostUID, hostGID := atoi(t, sub["/etc/subuid"]), atoi(t, sub["/etc/subgid"])
+	require.NoError(t, os.Chown(share, hostUID, hostGID))
+	conf := "SHARED_DIR=" + share + "\nUID_MAP=:0:" + sub["/etc/subuid"] + ":65536:\nGID_MAP=:0:" + sub["/etc/subgid"] + ":65536:\n"
+	if rust != "" {
+		conf += "VIRTIOFSD=" + rust + "\n"
+	}
+	require.NoError(t, u.Configure("mapped", conf))
+	// Without the drop-in: no_new_privs, refused with the way out.
+	checkUserStartFails(t, u, "mapped", "78", "UID_MAP= needs newuidmap/newgidmap, which are set-user-ID, but this service runs with no_new_privs")
+	userctl(t, u, "reset-failed")
+	userctl(t, u, "stop", "virtiofsd@mapped.socket")
+	dir := filepath.Join(u.Home, ".config", "systemd", "user", "virtiofsd@mapped.service.d")
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "override.conf"), []byte(dropIn), 0o644))
+	require.NoError(t, exec.Command("chown", "-R", strconv.Itoa(u.UID)+":"+strconv.Itoa(u.GID), filepath.Join(u.Home, ".config", "systemd")).Run())
+	userctl(t, u, "daemon-reload")
+	userctl(t, u, "enable", "--now", "virtiofsd@mapped.socket")
+
+	img, err := guest.Prepare(ctx, "")
+	require.NoError(t, err)
+	res, err := guest.Run(ctx, img, guest.Spec{
+		Shares: []guest.Share{{Tag: "mapped", Socket: u.Socket("mapped")}},
+		Script: `set -e
+mount -t virtiofs mapped /mnt/mapped
+echo root >/mnt/mapped/by-root
+echo other >/mnt/mapped/by-1000
+chown 1000:1000 /mnt/mapped/by-1000
+echo "RESULT owner=$(stat -c %u:%g /mnt/mapped/by-1000)"
+sync
+echo "RESULT done=yes"
+`,
+		Command: u.Command,
+		WorkDir: b.Root,
+	})
+	if err != nil {
+		t.Log(userStatus(u, "virtiofsd@mapped.service"))
+	}
+	require.NoError(t, err)
+	require.Equal(t, 0, res.ExitStatus, res.Serial)
+	assert.Equal(t, "yes", res.Values["done"])
+	assert.Equal(t, "1000:1000", res.Values["owner"], "the guest sees the ids it set")
+	for file, want := range map[string][2]int{"by-root": {hostUID, hostGID}, "by-1000": {hostUID + 1000, hostGID + 1000}} {
+		fi, err := os.Stat(filepath.Join(share, file))
+		if assert.NoError(t, err) {
+			st := fi.Sys().(*syscall.Stat_t)
+			assert.Equal(t, want, [2]int{int(st.Uid), int(st.Gid)}, "%s on the host: the range's ids", file)
+		}
+	}
+	waitUserState(t, u, "virtiofsd@mapped.service", "inactive/dead")
+	assert.Equal(t, "success", userShow(t, u, "virtiofsd@mapped.service", "Result")["Result"])
+}
+
+// readmeUIDMapDropIn is the drop-in the README gives for UID_MAP/GID_MAP.
+func readmeUIDMapDropIn(t *testing.T) string {
+	t.Helper()
+	readme, err := os.ReadFile(filepath.Join(shimbox.RepoRoot(), "README.md"))
+	require.NoError(t, err)
+	const start = "```ini\n# ~/.config/systemd/user/virtiofsd@vm1.service.d/override.conf: UID_MAP/GID_MAP\n"
+	_, rest, ok := strings.Cut(string(readme), start)
+	require.True(t, ok, "README.md has the UID_MAP drop-in block")
+	block, _, ok := strings.Cut(rest, "```")
+	require.True(t, ok)
+	return block
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	require.NoError(t, err, "%q", s)
+	return n
 }
