@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,6 +21,11 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/guest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
+
+// maxUserExposure is what systemd-analyze --user security says of the user
+// virtiofsd@.service (9.8 without its sandboxing lines, 7.0 with the seccomp
+// ones alone). A change that raises it must say why, here and in the unit.
+const maxUserExposure = 4.0
 
 // rootlessLeg is a platform the rootless test runs on: a box with the
 // project installed, and the Rust virtiofsd it runs (VIRTIOFSD= of the
@@ -80,6 +86,28 @@ func testRootless(t *testing.T, leg rootlessLeg) {
 	require.NoError(t, u.Configure("vm1", conf))
 	userctl(t, u, "enable", "--now", "virtiofsd@vm1.socket")
 	require.Equal(t, "active/listening", userState(t, u, "virtiofsd@vm1.socket"))
+
+	// The user units verify, and their sandbox keeps its measured exposure.
+	verify := filepath.Join(u.Home, "verify")
+	require.NoError(t, os.MkdirAll(verify, 0o755))
+	userUnits, err := shimbox.UserUnits()
+	require.NoError(t, err)
+	for name, path := range userUnits {
+		unit, err := os.ReadFile(path)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(verify, strings.Replace(name, "@.", "@vm1.", 1)), unit, 0o644))
+	}
+	out, err := u.Run(ctx, "systemd-analyze", "--user", "verify", "--man=no",
+		filepath.Join(verify, "virtiofsd@vm1.socket"), filepath.Join(verify, "virtiofsd@vm1.service"))
+	assert.NoError(t, err)
+	assert.Empty(t, strings.TrimSpace(out), "systemd-analyze --user verify")
+	out, err = u.Run(ctx, "systemd-analyze", "--user", "security", "--no-pager", "virtiofsd@vm1.service")
+	require.NoError(t, err, out)
+	m := regexp.MustCompile(`Overall exposure level for virtiofsd@vm1\.service: ([0-9.]+)`).FindStringSubmatch(out)
+	require.NotNil(t, m, out)
+	level, err := strconv.ParseFloat(m[1], 64)
+	require.NoError(t, err)
+	assert.LessOrEqual(t, level, maxUserExposure, out)
 
 	img, err := guest.Prepare(ctx, "")
 	require.NoError(t, err)
@@ -160,7 +188,7 @@ echo "RESULT done=yes"
 	assert.Equal(t, 2, notices, "virtiofsd's uid warning, once per session, as a notice")
 
 	// list --user, as the user, over their manager.
-	out, err := u.Run(ctx, shimbox.BinaryPath, "list", "--user", "--json")
+	out, err = u.Run(ctx, shimbox.BinaryPath, "list", "--user", "--json")
 	require.NoError(t, err)
 	var list struct {
 		Instances []struct {
