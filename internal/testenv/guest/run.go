@@ -186,6 +186,14 @@ func Run(ctx context.Context, img *Image, spec Spec) (*Result, error) {
 }
 
 func (s Spec) validate() error {
+	if err := s.validateGuest(); err != nil {
+		return err
+	}
+	return s.validateSockets()
+}
+
+// validateGuest checks what the guest's side needs: a script and tags.
+func (s Spec) validateGuest() error {
 	if strings.TrimSpace(s.Script) == "" {
 		return errors.New("guest spec: empty Script")
 	}
@@ -199,6 +207,11 @@ func (s Spec) validate() error {
 		}
 		tags[sh.Tag] = true
 	}
+	return nil
+}
+
+// validateSockets checks the sockets QEMU will connect to.
+func (s Spec) validateSockets() error {
 	for _, sh := range s.Shares {
 		if len(sh.Socket) >= maxSocketPath {
 			return fmt.Errorf("guest spec: share %s: socket path %s is %d bytes, unix sockets allow %d: use a shorter directory", sh.Tag, sh.Socket, len(sh.Socket), maxSocketPath-1)
@@ -226,7 +239,7 @@ func qemuArgs(kernel, initrd string, shares []Share) []string {
 		"-numa", "node,memdev=mem",
 		"-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot",
 		"-kernel", kernel, "-initrd", initrd,
-		"-append", "console=ttyS0 quiet panic=-1",
+		"-append", KernelArgs,
 	}
 	for i, sh := range shares {
 		args = append(args,
@@ -234,6 +247,35 @@ func qemuArgs(kernel, initrd string, shares []Share) []string {
 			"-device", fmt.Sprintf("vhost-user-fs-pci,chardev=char%d,tag=%s", i, sh.Tag))
 	}
 	return args
+}
+
+// KernelArgs is the guest kernel's command line: the console on the first
+// serial port, and power off on panic.
+const KernelArgs = "console=ttyS0 quiet panic=-1"
+
+// WriteInitramfs writes the initramfs of one boot of spec to path: img's
+// base archive with spec's script and mount points, as Run boots it. It is
+// for a VM manager that boots img itself (libvirt, say: kernel img.Kernel,
+// this initramfs, KernelArgs, the serial console to a file, memfd memory of
+// 512 MiB shared), whose console output ParseSerial then reads.
+func WriteInitramfs(path string, img *Image, spec Spec) error {
+	if err := spec.validateGuest(); err != nil {
+		return err
+	}
+	return writeRunInitramfs(path, img.Initramfs, spec)
+}
+
+// ParseSerial reads a boot's serial console output as Run does; it errs
+// when the guest's init failed or the script did not finish.
+func ParseSerial(serial string) (*Result, error) {
+	res := parseSerial(serial)
+	if msg, ok := res.initError(); ok {
+		return res, fmt.Errorf("guest init failed: %s\n%s", msg, lastLines(serial, 30))
+	}
+	if res.ExitStatus < 0 {
+		return res, fmt.Errorf("guest powered off before the script finished (no %s line)\n%s", markerExit, lastLines(serial, 30))
+	}
+	return res, nil
 }
 
 // qemuEscape doubles commas, QEMU's escape inside option values.
