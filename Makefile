@@ -65,6 +65,8 @@ install: build
 	install -D -m 0755 bin/virtiofsd-shim $(DESTDIR)$(PREFIX)/libexec/virtiofsd-shim
 	install -D -m 0644 units/virtiofsd@.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.socket
 	install -D -m 0644 units/virtiofsd@.service $(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.service
+	install -D -m 0644 units/user/virtiofsd@.socket $(DESTDIR)$(PREFIX)/lib/systemd/user/virtiofsd@.socket
+	install -D -m 0644 units/user/virtiofsd@.service $(DESTDIR)$(PREFIX)/lib/systemd/user/virtiofsd@.service
 	install -d -m 0755 $(DESTDIR)/etc/virtiofsd
 	[ -e $(DESTDIR)/etc/virtiofsd/example.conf.sample ] || install -m 0644 packaging/example.conf.sample $(DESTDIR)/etc/virtiofsd/example.conf.sample
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/man/man8
@@ -75,5 +77,6 @@ uninstall:
 	-if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl stop 'virtiofsd@*.socket' 'virtiofsd@*.service'; fi
 	-systemctl --root=$(or $(DESTDIR),/) --no-reload disable virtiofsd@.socket
 	rm -f $(DESTDIR)$(PREFIX)/libexec/virtiofsd-shim $(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.socket \
-		$(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.service $(DESTDIR)$(PREFIX)/share/man/man8/virtiofsd-shim.8.gz
+		$(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.service $(DESTDIR)$(PREFIX)/share/man/man8/virtiofsd-shim.8.gz \
+		$(DESTDIR)$(PREFIX)/lib/systemd/user/virtiofsd@.socket $(DESTDIR)$(PREFIX)/lib/systemd/user/virtiofsd@.service
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi

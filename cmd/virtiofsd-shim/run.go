@@ -37,6 +37,10 @@ Examples:
 
   # Extra virtiofsd arguments:
   virtiofsd-shim run --instance=vm1 -- --modcaps=-mknod
+
+  # What the user unit virtiofsd@vm1.service runs (systemctl --user); config
+  # in ~/.config/virtiofsd/vm1.conf, the Rust virtiofsd without root:
+  virtiofsd-shim run --user --instance=vm1
 `
 
 func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) error {
@@ -64,7 +68,11 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	// unit is this process's and does not change.
 	origin := journal.Origin{Instance: inst.instance}
 	if toJournal {
-		origin.Unit = journal.SelfUnit()
+		// journalctl honours OBJECT_SYSTEMD_UNIT from root only; a user
+		// unit's process would name user@UID.service there.
+		if !inst.user {
+			origin.Unit = journal.SelfUnit()
+		}
 		log.toJournal(origin)
 	}
 
@@ -75,13 +83,18 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	cfg.ExtraArgs = append(cfg.ExtraArgs, fs.Args()...)
 	// Under systemd, RuntimeDirectory=virtiofsd-shim (preserved) keeps the
 	// flavor of the binary between sessions; elsewhere each run asks it.
-	p, err := makePlan(ctx, cfg, launch.VersionCache{Dir: os.Getenv("RUNTIME_DIRECTORY")})
+	p, err := makePlan(ctx, cfg, inst.scope(), launch.VersionCache{Dir: os.Getenv("RUNTIME_DIRECTORY")})
 	if err != nil && ctx.Err() == nil {
 		return err
 	}
 	if ctx.Err() != nil {
 		log.Info("stopped before virtiofsd was started")
 		return nil
+	}
+	if p.rootless {
+		if err := checkIDMapPrivileges(cfg, selfStatus()); err != nil {
+			return err
+		}
 	}
 
 	sock, err := activation.Listen(activation.FromOS())
@@ -99,6 +112,10 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 		sink = journal.JournalSink{Origin: origin}
 	}
 	entry := log.WithField("instance", instance)
+	if p.rootless {
+		sink = rootlessSink{sink}
+		logRootless(entry, p)
+	}
 
 	fwd := journal.NewForwarder(sink, 0, func(err error) {
 		entry.WithError(err).Warn("cannot write virtiofsd's lines")

@@ -30,6 +30,8 @@ var (
 		"/etc/virtiofsd/example.conf.sample",
 		"/usr/lib/systemd/system/virtiofsd@.service",
 		"/usr/lib/systemd/system/virtiofsd@.socket",
+		"/usr/lib/systemd/user/virtiofsd@.service",
+		"/usr/lib/systemd/user/virtiofsd@.socket",
 		"/usr/libexec/virtiofsd-shim",
 		"/usr/share/doc/virtiofsd-shim/README.md",
 		"/usr/share/man/man8/virtiofsd-shim.8.gz",
@@ -282,6 +284,9 @@ func TestDebHoldsTheFilesDependenciesAndScripts(t *testing.T) {
 		got, err := os.ReadFile(filepath.Join(root, "usr/lib/systemd/system", unit))
 		require.NoError(t, err)
 		assert.Equal(t, readRepoFile(t, "units/"+unit), string(got), "the package ships units/%s as it is", unit)
+		got, err = os.ReadFile(filepath.Join(root, "usr/lib/systemd/user", unit))
+		require.NoError(t, err)
+		assert.Equal(t, readRepoFile(t, "units/user/"+unit), string(got), "the package ships units/user/%s as it is", unit)
 	}
 	man := run(t, "sh", "-c", "zcat "+filepath.Join(root, "usr/share/man/man8/virtiofsd-shim.8.gz"))
 	assert.Regexp(t, `(?m)^\.TH VIRTIOFSD-SHIM 8 "\d{4}-\d\d-\d\d" "virtiofsd-shim `+regexp.QuoteMeta(b.Version)+`"`, man,

@@ -16,8 +16,9 @@
 //     systemd-sysusers, the machine id and configs a test writes under /etc;
 //   - Options.Tmpfs and Options.Overlay directories, and the parent that
 //     Boot overlays when a mount point is missing on the host (see Options);
-//   - /sys and /proc/sys are read-only, which keeps udev, sysctl and binfmt
-//     units from touching the host's devices and kernel settings, and
+//   - /sys and /proc/sys are read-only (with Options.FullProc, /sys only,
+//     and the sysctl and binfmt units are masked), which keeps udev, sysctl
+//     and binfmt units from touching the host's devices and kernel settings, and
 //     modprobe@.service, systemd-modules-load, -remount-fs, -random-seed
 //     and -update-utmp are masked (unless Options.Units supplies them);
 //   - /dev/console is a pseudo-terminal whose output, with systemd's own
@@ -125,6 +126,15 @@ type Options struct {
 	// Log receives systemd's console output. It must accept writes until
 	// Close returns.
 	Log io.Writer
+	// FullProc leaves /proc/sys writable, as on a real host, instead of
+	// binding it read-only over itself, and masks systemd-sysctl.service
+	// and systemd-binfmt's units instead. A process in a user namespace may mount a proc of its own
+	// only when a proc with nothing mounted over it is visible
+	// (mnt_already_visible in the kernel): the sandbox of a rootless
+	// virtiofsd does, and a box without FullProc refuses it ("MountProc:
+	// Operation not permitted"), as a unit with ProtectKernelTunables=yes
+	// does on a real host.
+	FullProc bool
 }
 
 // Box is a booted systemd. Its methods are safe for concurrent use.
@@ -362,7 +372,12 @@ func (b *Box) prepare(o Options, p *bootPlan) (string, error) {
 			return "", err
 		}
 	}
-	for _, name := range masked {
+	mask := masked
+	if o.FullProc {
+		mask = append(mask[:len(mask):len(mask)], "systemd-sysctl.service", "systemd-binfmt.service",
+			"proc-sys-fs-binfmt_misc.automount", "proc-sys-fs-binfmt_misc.mount")
+	}
+	for _, name := range mask {
 		if _, ok := p.units[name]; !ok {
 			if err := os.Symlink("/dev/null", filepath.Join(units, name)); err != nil {
 				return "", fmt.Errorf("mask %s: %w", name, err)
@@ -380,7 +395,9 @@ func (b *Box) prepare(o Options, p *bootPlan) (string, error) {
 	line("done")
 	line("mount --make-rprivate /")
 	line("mount -t proc -o nosuid,nodev,noexec proc /proc")
-	line("mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys")
+	if !o.FullProc {
+		line("mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys")
+	}
 	line("mount -o remount,bind,ro /sys")
 	// Stage bind sources before /run and /tmp are mounted over.
 	for i, bd := range p.binds {

@@ -27,6 +27,8 @@ const (
 	BinaryPath = "/usr/libexec/virtiofsd-shim"
 	ConfigDir  = "/etc/virtiofsd"
 	SocketDir  = "/run/virtiofsd"
+	// UserUnitDir is where the user units go, for user managers in the box.
+	UserUnitDir = "/usr/lib/systemd/user"
 )
 
 // RepoRoot is the source tree this package was built from.
@@ -96,6 +98,25 @@ func Units() (map[string]string, error) {
 	return units, nil
 }
 
+// UserUnits returns the host paths of the project's user unit files, by
+// name, from units/user, or from the folder in VIRTIOFSD_SHIM_USER_UNITS
+// (e.g. /usr/lib/systemd/user, to test what a package installed).
+func UserUnits() (map[string]string, error) {
+	dir := os.Getenv("VIRTIOFSD_SHIM_USER_UNITS")
+	if dir == "" {
+		dir = filepath.Join(RepoRoot(), "units", "user")
+	}
+	units := map[string]string{}
+	for _, name := range []string{"virtiofsd@.socket", "virtiofsd@.service"} {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err != nil {
+			return nil, err
+		}
+		units[name] = p
+	}
+	return units, nil
+}
+
 // Box is a private systemd with the shim installed, plus a host folder
 // (Root, under /var/tmp) for shared directories the box can see.
 type Box struct {
@@ -110,10 +131,13 @@ type Options struct {
 	// virtiofsd unit in benchmarks, say); extra units are added.
 	ExtraUnits map[string]string
 	Log        io.Writer
+	// FullProc: see sdbox.Options.FullProc (rootless instances need it).
+	FullProc bool
 }
 
-// Boot boots a box with the project's units in /run/systemd/system, the
-// binary at /usr/libexec/virtiofsd-shim and an empty /etc/virtiofsd.
+// Boot boots a box with the project's units in /run/systemd/system, its
+// user units in /usr/lib/systemd/user (bound, as a package installs them),
+// the binary at /usr/libexec/virtiofsd-shim and an empty /etc/virtiofsd.
 func Boot(ctx context.Context, o Options) (*Box, error) {
 	bin, err := Binary()
 	if err != nil {
@@ -126,6 +150,14 @@ func Boot(ctx context.Context, o Options) (*Box, error) {
 	for k, v := range o.ExtraUnits {
 		units[k] = v
 	}
+	userUnits, err := UserUnits()
+	if err != nil {
+		return nil, err
+	}
+	binds := map[string]string{bin: BinaryPath}
+	for name, path := range userUnits {
+		binds[path] = filepath.Join(UserUnitDir, name)
+	}
 	root, err := os.MkdirTemp("/var/tmp", "shimbox-")
 	if err != nil {
 		return nil, err
@@ -135,11 +167,12 @@ func Boot(ctx context.Context, o Options) (*Box, error) {
 		name = "shimbox"
 	}
 	b, err := sdbox.Boot(ctx, sdbox.Options{
-		Name:  name,
-		Units: units,
-		Tmpfs: []string{ConfigDir},
-		Binds: map[string]string{bin: BinaryPath},
-		Log:   o.Log,
+		Name:     name,
+		Units:    units,
+		Tmpfs:    []string{ConfigDir},
+		Binds:    binds,
+		FullProc: o.FullProc,
+		Log:      o.Log,
 	})
 	if err != nil {
 		os.RemoveAll(root)
@@ -254,10 +287,15 @@ type JournalEntry map[string]string
 // (journalctl arguments: -u UNIT, FIELD=VALUE, ...), after journald has
 // written what it was sent (journalctl --sync).
 func (b *Box) Journal(ctx context.Context, args ...string) ([]JournalEntry, error) {
+	return b.journal(ctx, b.Command, args...)
+}
+
+// journal runs journalctl through command, after journalctl --sync as root.
+func (b *Box) journal(ctx context.Context, command func(context.Context, string, ...string) *exec.Cmd, args ...string) ([]JournalEntry, error) {
 	if out, err := b.Run(ctx, "journalctl", "--sync"); err != nil {
 		return nil, fmt.Errorf("journalctl --sync: %w: %s", err, out)
 	}
-	cmd := b.Command(ctx, "journalctl", append([]string{"--no-pager", "-o", "json"}, args...)...)
+	cmd := command(ctx, "journalctl", append([]string{"--no-pager", "-o", "json"}, args...)...)
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr []byte
