@@ -31,6 +31,11 @@ const (
 // share and powers off takes about 2 s under TCG.
 const DefaultTimeout = 60 * time.Second
 
+// KernelCmdline is the guest kernel's command line: the serial console is
+// ttyS0, and a panic powers off at once (with -no-reboot, or libvirt's
+// <on_reboot>destroy</on_reboot>).
+const KernelCmdline = "console=ttyS0 quiet panic=-1"
+
 // guestMemory is the guest's RAM, shared with the vhost-user backends through
 // a memfd (vhost-user needs shared guest memory).
 const guestMemory = "512M"
@@ -204,7 +209,7 @@ func qemuArgs(kernel, initrd string, shares []Share) []string {
 		"-numa", "node,memdev=mem",
 		"-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot",
 		"-kernel", kernel, "-initrd", initrd,
-		"-append", "console=ttyS0 quiet panic=-1",
+		"-append", KernelCmdline,
 	}
 	for i, sh := range shares {
 		args = append(args,
@@ -312,4 +317,34 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// WriteInitramfs writes to path the initramfs Run would boot for spec, for a
+// VM manager other than Run (libvirt, say) to boot with img.Kernel and
+// KernelCmdline: img's base archive, spec.Script, and a mount point
+// /mnt/<tag> per share. The shares' sockets are not looked at.
+func WriteInitramfs(path string, img *Image, spec Spec) error {
+	if err := (Spec{Script: spec.Script}).validate(); err != nil {
+		return err
+	}
+	for i, sh := range spec.Shares {
+		if !tagPattern.MatchString(sh.Tag) {
+			return fmt.Errorf("guest spec: share %d: tag %q must be 1-36 of [A-Za-z0-9_.-]", i, sh.Tag)
+		}
+	}
+	return writeRunInitramfs(path, img.Initramfs, spec)
+}
+
+// ParseSerial reads the serial console of a guest booted from WriteInitramfs
+// by another VM manager, once that guest has powered off. The error is
+// Run's for the same console: the init failed, or the script did not finish.
+func ParseSerial(serial string) (*Result, error) {
+	res := parseSerial(serial)
+	if msg, ok := res.initError(); ok {
+		return res, fmt.Errorf("guest init failed: %s\nserial console (last lines):\n%s", msg, lastLines(serial, 30))
+	}
+	if res.ExitStatus < 0 {
+		return res, fmt.Errorf("guest powered off before the script finished (no %s line)\nserial console (last lines):\n%s", markerExit, lastLines(serial, 30))
+	}
+	return res, nil
 }

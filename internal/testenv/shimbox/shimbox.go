@@ -109,7 +109,10 @@ type Options struct {
 	// Units, when set, replaces the project's unit files (for a bare
 	// virtiofsd unit in benchmarks, say); extra units are added.
 	ExtraUnits map[string]string
-	Log        io.Writer
+	// Overlay are more directories whose changes stay in the box
+	// (sdbox.Options.Overlay): /var/lib/libvirt for libvirt, say.
+	Overlay []string
+	Log     io.Writer
 }
 
 // Boot boots a box with the project's units in /run/systemd/system, the
@@ -135,11 +138,12 @@ func Boot(ctx context.Context, o Options) (*Box, error) {
 		name = "shimbox"
 	}
 	b, err := sdbox.Boot(ctx, sdbox.Options{
-		Name:  name,
-		Units: units,
-		Tmpfs: []string{ConfigDir},
-		Binds: map[string]string{bin: BinaryPath},
-		Log:   o.Log,
+		Name:    name,
+		Units:   units,
+		Tmpfs:   []string{ConfigDir},
+		Overlay: o.Overlay,
+		Binds:   map[string]string{bin: BinaryPath},
+		Log:     o.Log,
 	})
 	if err != nil {
 		os.RemoveAll(root)
