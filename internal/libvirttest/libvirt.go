@@ -234,6 +234,13 @@ func (g *Guest) State(ctx context.Context) (string, error) {
 // returns what its script reported on the serial console.
 func (g *Guest) WaitShutOff(ctx context.Context, timeout time.Duration) (*guest.Result, error) {
 	deadline := time.Now().Add(timeout)
+	// The console is a file read; virsh is two processes that compete with
+	// the TCG guest for the CPU: ask virsh only once
+	// the kernel says it powers off or reboots (a panic), or the time is nearly
+	// up.
+	for time.Now().Before(deadline.Add(-5*time.Second)) && !strings.Contains(g.Console(), "reboot: ") {
+		time.Sleep(50 * time.Millisecond)
+	}
 	for {
 		state, err := g.State(ctx)
 		if err != nil {
