@@ -69,6 +69,10 @@ install: build
 	install -D -m 0644 units/user/virtiofsd@.service $(DESTDIR)$(PREFIX)/lib/systemd/user/virtiofsd@.service
 	install -d -m 0755 $(DESTDIR)/etc/virtiofsd
 	[ -e $(DESTDIR)/etc/virtiofsd/example.conf.sample ] || install -m 0644 packaging/example.conf.sample $(DESTDIR)/etc/virtiofsd/example.conf.sample
+	# AppArmor (Debian, Ubuntu; README "libvirt"): configuration files, kept when present and by uninstall.
+	install -d -m 0755 $(DESTDIR)/etc/apparmor.d/abstractions/libvirt-qemu.d
+	[ -e $(DESTDIR)/etc/apparmor.d/abstractions/virtiofsd-shim ] || install -m 0644 packaging/apparmor/virtiofsd-shim $(DESTDIR)/etc/apparmor.d/abstractions/virtiofsd-shim
+	[ -e $(DESTDIR)/etc/apparmor.d/abstractions/libvirt-qemu.d/virtiofsd-shim ] || install -m 0644 packaging/apparmor/libvirt-qemu.d-virtiofsd-shim $(DESTDIR)/etc/apparmor.d/abstractions/libvirt-qemu.d/virtiofsd-shim
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/man/man8
 	gzip -9n <packaging/virtiofsd-shim.8 >$(DESTDIR)$(PREFIX)/share/man/man8/virtiofsd-shim.8.gz
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi

@@ -16,6 +16,8 @@ packages=(
 	lintian rpm man-db shellcheck  # package checks
 	git make gcc             # gcc: go test -race needs cgo
 	mmdebstrap               # builds the Debian 13 tree of the second platform leg
+	libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu  # the libvirt tests (internal/libvirttest)
+	apparmor                 # apparmor_parser: the AppArmor abstraction compiles against libvirt's profiles
 )
 need=()
 for p in "${packages[@]}"; do

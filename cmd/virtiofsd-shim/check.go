@@ -8,6 +8,7 @@ import (
 
 	"github.com/kballard/go-shellquote"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/domainxml"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 )
 
@@ -23,16 +24,24 @@ With --user, NAME is an instance of your own user manager: the config is
 not writable by others, and virtiofsd must be the Rust one (it runs without
 root there).
 
+With --libvirt, prints instead, once the instance is valid, the libvirt XML
+that uses its socket: the <filesystem> element to paste into <devices>
+(virsh edit DOMAIN) and the <memoryBacking> vhost-user needs.
+
 Examples:
   virtiofsd-shim check vm1
   virtiofsd-shim check --config-dir=/tmp/conf vm1
   virtiofsd-shim check --user vm1          # ~/.config/virtiofsd/vm1.conf
+  virtiofsd-shim check --libvirt vm1
+  virtiofsd-shim check --libvirt --tag=data vm1
 `
 
 func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("check", checkUsage, stderr)
 	var inst instanceFlags
 	inst.register(fs, false)
+	libvirt := fs.Bool("libvirt", false, "print the libvirt <filesystem> and <memoryBacking> XML for the instance")
+	tag := fs.String("tag", "", "virtiofs mount `tag` of the --libvirt XML (default: the instance name)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -50,6 +59,17 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	p, err := makePlan(ctx, cfg, inst.scope(), launch.VersionCache{})
 	if err != nil {
+		return err
+	}
+	if *libvirt {
+		if *tag == "" {
+			*tag = cfg.Instance
+		}
+		x, err := domainxml.Snippet(cfg.Instance, socketPath(inst.scope(), cfg.Instance), *tag)
+		if err != nil {
+			return usageErrorf("check: %v", err)
+		}
+		_, err = io.WriteString(stdout, x)
 		return err
 	}
 	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)

@@ -37,6 +37,8 @@ var (
 		"/usr/share/man/man8/virtiofsd-shim.8.gz",
 	}
 	debOnly = []string{
+		"/etc/apparmor.d/abstractions/libvirt-qemu.d/virtiofsd-shim",
+		"/etc/apparmor.d/abstractions/virtiofsd-shim",
 		"/usr/share/doc/virtiofsd-shim/changelog.gz",
 		"/usr/share/doc/virtiofsd-shim/copyright",
 		"/usr/share/lintian/overrides/virtiofsd-shim",
@@ -271,7 +273,8 @@ func TestDebHoldsTheFilesDependenciesAndScripts(t *testing.T) {
 	assert.Contains(t, run(t, "dpkg-deb", "--contents", b.Deb), "drwxr-xr-x root/root         0 ", "directories are root's, 0755")
 
 	assert.Equal(t, "systemd, virtiofsd | qemu-system-common\n", run(t, "dpkg-deb", "--field", b.Deb, "Depends"))
-	assert.Equal(t, "/etc/virtiofsd/example.conf.sample\n", run(t, "dpkg-deb", "--info", b.Deb, "conffiles"))
+	assert.Equal(t, "/etc/apparmor.d/abstractions/libvirt-qemu.d/virtiofsd-shim\n/etc/apparmor.d/abstractions/virtiofsd-shim\n/etc/virtiofsd/example.conf.sample\n",
+		run(t, "dpkg-deb", "--info", b.Deb, "conffiles"))
 	for deb, src := range map[string]string{"postinst": "postinstall.sh", "prerm": "preremove.sh", "postrm": "postremove.sh"} {
 		assert.Equal(t, readRepoFile(t, "packaging/scripts/"+src), run(t, "dpkg-deb", "--info", b.Deb, deb), deb)
 	}

@@ -115,7 +115,7 @@ func sessionDomain(kernel, initrd, serial, socket string) *libvirtxml.Domain {
 			Type:    &libvirtxml.DomainOSType{Arch: "x86_64", Type: "hvm"},
 			Kernel:  kernel,
 			Initrd:  initrd,
-			Cmdline: guest.KernelArgs,
+			Cmdline: guest.KernelCmdline,
 		},
 		// ACPI: the guest's poweroff ends the domain (without it, it halts).
 		Features:   &libvirtxml.DomainFeatureList{ACPI: &libvirtxml.DomainFeature{}},

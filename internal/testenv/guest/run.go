@@ -31,6 +31,11 @@ const (
 // share and powers off takes about 2 s under TCG.
 const DefaultTimeout = 60 * time.Second
 
+// KernelCmdline is the guest kernel's command line: the serial console is
+// ttyS0, and a panic powers off at once (with -no-reboot, or libvirt's
+// <on_reboot>destroy</on_reboot>).
+const KernelCmdline = "console=ttyS0 quiet panic=-1"
+
 // guestMemory is the guest's RAM, shared with the vhost-user backends through
 // a memfd (vhost-user needs shared guest memory).
 const guestMemory = "512M"
@@ -239,7 +244,7 @@ func qemuArgs(kernel, initrd string, shares []Share) []string {
 		"-numa", "node,memdev=mem",
 		"-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot",
 		"-kernel", kernel, "-initrd", initrd,
-		"-append", KernelArgs,
+		"-append", KernelCmdline,
 	}
 	for i, sh := range shares {
 		args = append(args,
@@ -249,14 +254,10 @@ func qemuArgs(kernel, initrd string, shares []Share) []string {
 	return args
 }
 
-// KernelArgs is the guest kernel's command line: the console on the first
-// serial port, and power off on panic.
-const KernelArgs = "console=ttyS0 quiet panic=-1"
-
 // WriteInitramfs writes the initramfs of one boot of spec to path: img's
 // base archive with spec's script and mount points, as Run boots it. It is
 // for a VM manager that boots img itself (libvirt, say: kernel img.Kernel,
-// this initramfs, KernelArgs, the serial console to a file, memfd memory of
+// this initramfs, KernelCmdline, the serial console to a file, memfd memory of
 // 512 MiB shared), whose console output ParseSerial then reads.
 func WriteInitramfs(path string, img *Image, spec Spec) error {
 	if err := spec.validateGuest(); err != nil {

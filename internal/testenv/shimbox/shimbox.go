@@ -130,7 +130,10 @@ type Options struct {
 	// Units, when set, replaces the project's unit files (for a bare
 	// virtiofsd unit in benchmarks, say); extra units are added.
 	ExtraUnits map[string]string
-	Log        io.Writer
+	// Overlay are more directories whose changes stay in the box
+	// (sdbox.Options.Overlay): /var/lib/libvirt for libvirt, say.
+	Overlay []string
+	Log     io.Writer
 	// FullProc: see sdbox.Options.FullProc (rootless instances need it).
 	FullProc bool
 }
@@ -170,6 +173,7 @@ func Boot(ctx context.Context, o Options) (*Box, error) {
 		Name:     name,
 		Units:    units,
 		Tmpfs:    []string{ConfigDir},
+		Overlay:  o.Overlay,
 		Binds:    binds,
 		FullProc: o.FullProc,
 		Log:      o.Log,
