@@ -19,7 +19,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/pkgtest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
@@ -48,10 +47,10 @@ var (
 var (
 	workDir   string // under /var/tmp, so a box sees it (its /tmp is private)
 	buildOnce sync.Once
-	built     pkgtest.Build
+	built     shimbox.Build
 	buildErr  error
 	nextOnce  sync.Once
-	nextBuilt pkgtest.Build
+	nextBuilt shimbox.Build
 	nextErr   error
 )
 
@@ -69,7 +68,7 @@ func TestMain(m *testing.M) {
 
 // packages builds the .deb and .rpm of this tree once per test process, as
 // `make package` does: the version comes from git.
-func packages(t *testing.T) pkgtest.Build {
+func packages(t *testing.T) shimbox.Build {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the .deb and .rpm (packaging/build.sh): not in -short")
@@ -77,7 +76,7 @@ func packages(t *testing.T) pkgtest.Build {
 	buildOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		built, buildErr = pkgtest.BuildPackages(ctx, shimbox.RepoRoot(), filepath.Join(workDir, "dist"), "")
+		built, buildErr = shimbox.BuildPackages(ctx, shimbox.RepoRoot(), filepath.Join(workDir, "dist"), "")
 	})
 	require.NoError(t, buildErr)
 	return built
@@ -85,13 +84,13 @@ func packages(t *testing.T) pkgtest.Build {
 
 // nextBuild builds the same tree as a later version, <version>.1, once per
 // test process: what an upgrade installs.
-func nextBuild(t *testing.T) pkgtest.Build {
+func nextBuild(t *testing.T) shimbox.Build {
 	t.Helper()
 	b := packages(t)
 	nextOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		nextBuilt, nextErr = pkgtest.BuildPackages(ctx, shimbox.RepoRoot(), filepath.Join(workDir, "next"), b.Version+".1")
+		nextBuilt, nextErr = shimbox.BuildPackages(ctx, shimbox.RepoRoot(), filepath.Join(workDir, "next"), b.Version+".1")
 	})
 	require.NoError(t, nextErr)
 	require.NoError(t, exec.Command("dpkg", "--compare-versions", nextBuilt.Version, "gt", b.Version).Run(),
@@ -268,7 +267,7 @@ func TestDebHoldsTheFilesDependenciesAndScripts(t *testing.T) {
 	assert.Equal(t, sorted(common, debOnly), files)
 	assert.Contains(t, run(t, "dpkg-deb", "--contents", b.Deb), "drwxr-xr-x root/root         0 ", "directories are root's, 0755")
 
-	assert.Equal(t, "systemd, virtiofsd | qemu-system-common\n", run(t, "dpkg-deb", "--field", b.Deb, "Depends"))
+	assert.Equal(t, "systemd, virtiofsd | qemu-system-common (<< 1:8.0)\n", run(t, "dpkg-deb", "--field", b.Deb, "Depends"))
 	assert.Equal(t, "/etc/virtiofsd/example.conf.sample\n", run(t, "dpkg-deb", "--info", b.Deb, "conffiles"))
 	for deb, src := range map[string]string{"postinst": "postinstall.sh", "prerm": "preremove.sh", "postrm": "postremove.sh"} {
 		assert.Equal(t, readRepoFile(t, "packaging/scripts/"+src), run(t, "dpkg-deb", "--info", b.Deb, deb), deb)

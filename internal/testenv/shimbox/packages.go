@@ -1,16 +1,4 @@
-// Package pkgtest builds the .deb and .rpm and tests them as a user gets them.
-//
-// Its tests build both packages with packaging/build.sh (what `make package`
-// runs), check the .deb with lintian and the .rpm with rpm, then, as root,
-// install the .deb with dpkg inside a private systemd (sdbox) so that the
-// maintainer scripts talk to a real systemd, run the system tests against
-// the installed files, upgrade to a newer build with a VM session open,
-// remove and purge. The package files land in this machine's /usr and dpkg
-// database (the box shares them): run these tests on a throwaway machine,
-// such as CI's. The tools they need (lintian, rpm, man, shellcheck) come
-// from scripts/deps.sh, which make test runs; without root the tests that
-// need dpkg or a box skip, saying why.
-package pkgtest
+package shimbox
 
 import (
 	"bytes"
@@ -20,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 )
 
 // Build is one run of packaging/build.sh.
@@ -62,4 +51,50 @@ func BuildPackages(ctx context.Context, root, dir, version string) (Build, error
 	}
 	b.Version = strings.TrimSpace(string(out))
 	return b, nil
+}
+
+var (
+	packagesOnce sync.Once
+	packagesErr  error
+	builtPkgs    Build
+)
+
+// Packages builds the .deb and .rpm of this tree once per test process, as
+// `make package` does (the version comes from git), into the folder Binary
+// uses, under /var/tmp where boxes see it. Each test process builds in a
+// folder of its own and renames the packages into place, so processes of
+// one tree building side by side never read a half-written package.
+func Packages(ctx context.Context) (Build, error) {
+	packagesOnce.Do(func() {
+		dir, err := buildDir()
+		if err != nil {
+			packagesErr = err
+			return
+		}
+		tmp, err := os.MkdirTemp(dir, ".dist-")
+		if err != nil {
+			packagesErr = fmt.Errorf("build the packages: %w", err)
+			return
+		}
+		defer os.RemoveAll(tmp)
+		b, err := BuildPackages(ctx, RepoRoot(), tmp, "")
+		if err != nil {
+			packagesErr = err
+			return
+		}
+		for _, p := range []*string{&b.Deb, &b.RPM, &b.Bin} {
+			dst := filepath.Join(dir, "dist", filepath.Base(*p))
+			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+				packagesErr = fmt.Errorf("build the packages: %w", err)
+				return
+			}
+			if err := os.Rename(*p, dst); err != nil {
+				packagesErr = fmt.Errorf("build the packages: %w", err)
+				return
+			}
+			*p = dst
+		}
+		builtPkgs = b
+	})
+	return builtPkgs, packagesErr
 }

@@ -1,0 +1,83 @@
+package shimbox
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/distro"
+)
+
+// Platform names a leg of the tests: a distribution with its systemd, QEMU
+// and virtiofsd. The zero value is Debian12.
+type Platform string
+
+const (
+	// Debian12 is this machine's own root: systemd 252, QEMU 7.2 and the C
+	// virtiofsd of qemu-system-common. The shim and its units are the tree's
+	// build, bind-mounted into the box (fast; the package tests install the
+	// .deb here too).
+	Debian12 Platform = "debian12"
+	// Debian13 is the tree of package distro: systemd 257, QEMU 10 and the
+	// Rust virtiofsd 1.13. The shim goes in from its own .deb through apt
+	// inside the box, so the package's dependencies are what bring
+	// virtiofsd.
+	Debian13 Platform = "debian13"
+)
+
+// Platforms lists the legs, in the order tests run them.
+func Platforms() []Platform { return []Platform{Debian12, Debian13} }
+
+// String is the leg's name, also its subtest name: "debian12", "debian13".
+func (p Platform) String() string {
+	if p == "" {
+		return string(Debian12)
+	}
+	return string(p)
+}
+
+// Distribution is the leg's distribution as people name it.
+func (p Platform) Distribution() string {
+	switch p.String() {
+	case string(Debian13):
+		return "Debian 13"
+	default:
+		return "Debian 12"
+	}
+}
+
+// Virtiofsd is where the leg's virtiofsd is installed, inside a box.
+func (p Platform) Virtiofsd() string {
+	if p.String() == string(Debian13) {
+		return launch.RustVirtiofsd
+	}
+	return launch.CVirtiofsd
+}
+
+// Rust says whether the leg's virtiofsd is the Rust one (else the C one of
+// QEMU), for expectations that differ by flavor.
+func (p Platform) Rust() bool { return p.String() == string(Debian13) }
+
+// Tree returns the leg's distribution tree, building it the first time on
+// a machine (about a minute), or nil for the leg that is this machine's
+// own root.
+func (p Platform) Tree(ctx context.Context) (*distro.Tree, error) {
+	if p.String() != string(Debian13) {
+		return nil, nil
+	}
+	t, err := distro.Debian13(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("the %s leg: %w", p, err)
+	}
+	return t, nil
+}
+
+// Legs runs f once per platform leg, as subtests named after the legs
+// (debian12, debian13), one after the other.
+func Legs(t *testing.T, f func(t *testing.T, leg Platform)) {
+	t.Helper()
+	for _, leg := range Platforms() {
+		t.Run(leg.String(), func(t *testing.T) { f(t, leg) })
+	}
+}
