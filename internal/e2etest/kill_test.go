@@ -81,13 +81,13 @@ func servingVirtiofsd(t *testing.T, b *shimbox.Box, instance string) int {
 	require.Eventually(t, func() bool {
 		sessions, err := Sessions(context.Background(), b, instance)
 		for _, s := range sessions {
-			if err == nil && s.InvocationID == inv && s.HasVirtiofsdLine(ConnectedLine) {
+			if err == nil && s.InvocationID == inv && s.HasVirtiofsdLine(b.Platform.ConnectedLine()) {
 				session = s
 				return true
 			}
 		}
 		return false
-	}, 10*time.Second, 50*time.Millisecond, "no %q line in the journal of invocation %s", ConnectedLine, inv)
+	}, 10*time.Second, 50*time.Millisecond, "no %q line in the journal of invocation %s", b.Platform.ConnectedLine(), inv)
 	pids := session.VirtiofsdPIDs()
 	require.Len(t, pids, 1, session)
 	pid, err := strconv.Atoi(pids[0])
@@ -143,94 +143,99 @@ fi
 `
 
 func TestVirtiofsdKilledMidSessionFailsThatBootOnly(t *testing.T) {
-	img := requireGuest(t)
-	b, shares := newBox(t, "vm1")
-	share := shares["vm1"]
+	shimbox.Legs(t, func(t *testing.T, leg shimbox.Platform) {
+		img := requireGuest(t, leg)
+		b, shares := newBox(t, leg, "vm1")
+		share := shares["vm1"]
 
-	ctx, cancel := context.WithCancel(context.Background())
-	watch := newConsoleWatch("E2E_MOUNTED")
-	type outcome struct {
-		res *guest.Result
-		err error
-	}
-	done := make(chan outcome, 1)
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		res, err := guest.Run(ctx, img, guest.Spec{
-			Shares:  []guest.Share{{Tag: "vm1", Socket: b.Socket("vm1")}},
-			Script:  ioUntilKilledScript,
-			Console: watch,
-			Timeout: 90 * time.Second,
-		})
-		done <- outcome{res, err}
-	}()
-	// Runs before the box's own cleanup: no QEMU outlives the test.
-	t.Cleanup(func() {
-		cancel()
-		<-finished
-	})
-
-	select {
-	case <-watch.seen:
-	case o := <-done:
-		serial := ""
-		if o.res != nil {
-			serial = o.res.Serial
+		qemu, err := leg.QEMU(t.Context())
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		watch := newConsoleWatch("E2E_MOUNTED")
+		type outcome struct {
+			res *guest.Result
+			err error
 		}
-		t.Fatalf("guest ended before it mounted vm1: %v\n%s", o.err, serial)
-	}
-	boxPID := servingVirtiofsd(t, b, "vm1")
-	pid, err := hostPID(b, boxPID)
-	require.NoError(t, err)
-	// The guest watches for a stall only once it has answered kill-coming,
-	// and the kill follows its answer at once.
-	require.NoError(t, os.WriteFile(filepath.Join(share, "kill-coming"), nil, 0o644))
-	require.Eventually(t, func() bool {
-		_, err := os.Stat(filepath.Join(share, "armed"))
-		return err == nil
-	}, 60*time.Second, 10*time.Millisecond, "the guest never saw kill-coming")
-	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
-	t.Logf("kill -9 virtiofsd: pid %d in the box, %d on the host", boxPID, pid)
+		done := make(chan outcome, 1)
+		finished := make(chan struct{})
+		go func() {
+			defer close(finished)
+			res, err := guest.Run(ctx, img, guest.Spec{
+				QEMU:    qemu,
+				Shares:  []guest.Share{{Tag: "vm1", Socket: b.Socket("vm1")}},
+				Script:  ioUntilKilledScript,
+				Console: watch,
+				Timeout: 90 * time.Second,
+			})
+			done <- outcome{res, err}
+		}()
+		// Runs before the box's own cleanup: no QEMU outlives the test.
+		t.Cleanup(func() {
+			cancel()
+			<-finished
+		})
 
-	o := <-done
-	require.NoError(t, o.err, "the guest powers off within its bound though its share is dead")
-	assert.Equal(t, 0, o.res.ExitStatus, o.res.Serial)
-	assert.Equal(t, "yes", o.res.Values["armed"], o.res.Serial)
-	assert.Contains(t, []string{"failed", "hung"}, o.res.Values["io"], "the guest's I/O after the kill:\n%s", o.res.Serial)
+		select {
+		case <-watch.seen:
+		case o := <-done:
+			serial := ""
+			if o.res != nil {
+				serial = o.res.Serial
+			}
+			t.Fatalf("guest ended before it mounted vm1: %v\n%s", o.err, serial)
+		}
+		boxPID := servingVirtiofsd(t, b, "vm1")
+		pid, err := hostPID(b, boxPID)
+		require.NoError(t, err)
+		// The guest watches for a stall only once it has answered kill-coming,
+		// and the kill follows its answer at once.
+		require.NoError(t, os.WriteFile(filepath.Join(share, "kill-coming"), nil, 0o644))
+		require.Eventually(t, func() bool {
+			_, err := os.Stat(filepath.Join(share, "armed"))
+			return err == nil
+		}, 60*time.Second, 10*time.Millisecond, "the guest never saw kill-coming")
+		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+		t.Logf("kill -9 virtiofsd: pid %d in the box, %d on the host", boxPID, pid)
 
-	// The shim reports the kill: exit status 128+9, unit failed.
-	waitInactive(t, b, "vm1")
-	assert.Equal(t, "exit-code", show(t, b, "virtiofsd@vm1.service", "Result"))
-	assert.Equal(t, "137", show(t, b, "virtiofsd@vm1.service", "ExecMainStatus"))
-	assert.Equal(t, "listening", show(t, b, "virtiofsd@vm1.socket", "SubState"))
+		o := <-done
+		require.NoError(t, o.err, "the guest powers off within its bound though its share is dead")
+		assert.Equal(t, 0, o.res.ExitStatus, o.res.Serial)
+		assert.Equal(t, "yes", o.res.Values["armed"], o.res.Serial)
+		assert.Contains(t, []string{"failed", "hung"}, o.res.Values["io"], "the guest's I/O after the kill:\n%s", o.res.Serial)
 
-	// The next boot is served by a new session, with no step in between.
-	res := boot(t, img, guest.Spec{
-		Shares: []guest.Share{{Tag: "vm1", Socket: b.Socket("vm1")}},
-		Script: `set -e
+		// The shim reports the kill: exit status 128+9, unit failed.
+		waitInactive(t, b, "vm1")
+		assert.Equal(t, "exit-code", show(t, b, "virtiofsd@vm1.service", "Result"))
+		assert.Equal(t, "137", show(t, b, "virtiofsd@vm1.service", "ExecMainStatus"))
+		assert.Equal(t, "listening", show(t, b, "virtiofsd@vm1.socket", "SubState"))
+
+		// The next boot is served by a new session, with no step in between.
+		res := boot(t, b, img, guest.Spec{
+			Shares: []guest.Share{{Tag: "vm1", Socket: b.Socket("vm1")}},
+			Script: `set -e
 mount -t virtiofs vm1 /mnt/vm1
 echo "RESULT tick=$(cat /mnt/vm1/tick)"
 echo after > /mnt/vm1/after-the-kill
 umount /mnt/vm1
 `,
-	})
-	require.Equal(t, 0, res.ExitStatus, res.Serial)
-	assert.Equal(t, strings.TrimSpace(readFile(t, filepath.Join(share, "tick"))), res.Values["tick"])
-	waitInactive(t, b, "vm1")
-	assert.Equal(t, "after\n", readFile(t, filepath.Join(share, "after-the-kill")))
-	assert.Equal(t, "success", show(t, b, "virtiofsd@vm1.service", "Result"))
+		})
+		require.Equal(t, 0, res.ExitStatus, res.Serial)
+		assert.Equal(t, strings.TrimSpace(readFile(t, filepath.Join(share, "tick"))), res.Values["tick"])
+		waitInactive(t, b, "vm1")
+		assert.Equal(t, "after\n", readFile(t, filepath.Join(share, "after-the-kill")))
+		assert.Equal(t, "success", show(t, b, "virtiofsd@vm1.service", "Result"))
 
-	sessions, err := Sessions(context.Background(), b, "vm1")
-	require.NoError(t, err)
-	require.Len(t, sessions, 2, "%v", sessions)
-	killed, next := sessions[0], sessions[1]
-	for _, s := range sessions {
-		assert.True(t, s.HasVirtiofsdLine(ReadyLine), s)
-		assert.True(t, s.HasVirtiofsdLine(ConnectedLine), s)
-	}
-	assert.Equal(t, []string{strconv.Itoa(boxPID)}, killed.VirtiofsdPIDs(), killed)
-	assert.True(t, killed.HasShimLine("killed by signal 9"), killed)
-	assert.True(t, killed.hasLine("systemd", "code=exited, status=137"), killed)
-	assert.NotEqual(t, killed.VirtiofsdPIDs(), next.VirtiofsdPIDs())
+		sessions, err := Sessions(context.Background(), b, "vm1")
+		require.NoError(t, err)
+		require.Len(t, sessions, 2, "%v", sessions)
+		killed, next := sessions[0], sessions[1]
+		for _, s := range sessions {
+			assert.True(t, s.HasVirtiofsdLine(ReadyLine), s)
+			assert.True(t, s.HasVirtiofsdLine(leg.ConnectedLine()), s)
+		}
+		assert.Equal(t, []string{strconv.Itoa(boxPID)}, killed.VirtiofsdPIDs(), killed)
+		assert.True(t, killed.HasShimLine("killed by signal 9"), killed)
+		assert.True(t, killed.hasLine("systemd", "code=exited, status=137"), killed)
+		assert.NotEqual(t, killed.VirtiofsdPIDs(), next.VirtiofsdPIDs())
+	})
 }

@@ -13,26 +13,28 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
 // dialTimeout bounds a connection's wait for a vhost-user reply.
 const dialTimeout = 10 * time.Second
 
 func TestEnablingTheSocketCreatesItWithMode0660(t *testing.T) {
-	b := box(t)
-	_, err := b.AddInstance("x")
-	require.NoError(t, err)
-	enable(t, b, "x")
+	shimbox.Legs(t, func(t *testing.T, leg shimbox.Platform) {
+		b := box(t, leg)
+		_, err := b.AddInstance("x")
+		require.NoError(t, err)
+		enable(t, b, "x")
 
-	fi, err := os.Stat(b.Socket("x"))
-	require.NoError(t, err)
-	assert.Equal(t, os.ModeSocket, fi.Mode().Type())
-	assert.Equal(t, os.FileMode(0o660), fi.Mode().Perm())
-	assert.Equal(t, "enabled", strings.TrimSpace(systemctl(t, b, "is-enabled", "virtiofsd@x.socket")))
-	// Nothing runs until a VM connects.
-	assert.Equal(t, "inactive/dead", state(t, b, "virtiofsd@x.service"))
-	assert.Empty(t, virtiofsdProcesses(t, b))
+		fi, err := os.Stat(b.Socket("x"))
+		require.NoError(t, err)
+		assert.Equal(t, os.ModeSocket, fi.Mode().Type())
+		assert.Equal(t, os.FileMode(0o660), fi.Mode().Perm())
+		assert.Equal(t, "enabled", strings.TrimSpace(systemctl(t, b, "is-enabled", "virtiofsd@x.socket")))
+		// Nothing runs until a VM connects.
+		assert.Equal(t, "inactive/dead", state(t, b, "virtiofsd@x.service"))
+		assert.Empty(t, virtiofsdProcesses(t, b))
+	})
 }
 
 // TestServiceIsActiveOnlyOnceVirtiofsdIsReady holds virtiofsd back behind a
@@ -40,98 +42,105 @@ func TestEnablingTheSocketCreatesItWithMode0660(t *testing.T) {
 // reports the service as starting, not running, until virtiofsd has printed
 // its readiness line and the shim said READY=1.
 func TestServiceIsActiveOnlyOnceVirtiofsdIsReady(t *testing.T) {
-	b := box(t)
-	const wrapper = "/etc/virtiofsd/gated-virtiofsd"
-	const gate = "/etc/virtiofsd/open-the-gate"
-	require.NoError(t, b.WriteFile(wrapper, []byte("#!/bin/sh\n"+
-		"while [ ! -e "+gate+" ]; do sleep 0.05; done\n"+
-		"exec "+launch.CVirtiofsd+` "$@"`+"\n"), 0o755))
-	dir, err := b.AddInstance("x", "VIRTIOFSD="+wrapper, "FLAVOR=c")
-	require.NoError(t, err)
-	enable(t, b, "x")
+	shimbox.Legs(t, func(t *testing.T, leg shimbox.Platform) {
+		b := box(t, leg)
+		const wrapper = "/etc/virtiofsd/gated-virtiofsd"
+		const gate = "/etc/virtiofsd/open-the-gate"
+		require.NoError(t, b.WriteFile(wrapper, []byte("#!/bin/sh\n"+
+			"while [ ! -e "+gate+" ]; do sleep 0.05; done\n"+
+			"exec "+leg.Virtiofsd()+` "$@"`+"\n"), 0o755))
+		dir, err := b.AddInstance("x", "VIRTIOFSD="+wrapper, "FLAVOR="+leg.Flavor())
+		require.NoError(t, err)
+		enable(t, b, "x")
 
-	type dialed struct {
-		c   net.Conn
-		err error
-	}
-	done := make(chan dialed, 1)
-	go func() {
-		c, err := b.Dial("x", waitFor)
-		done <- dialed{c, err}
-	}()
+		type dialed struct {
+			c   net.Conn
+			err error
+		}
+		done := make(chan dialed, 1)
+		go func() {
+			c, err := b.Dial("x", waitFor)
+			done <- dialed{c, err}
+		}()
 
-	// The connection started the service; virtiofsd is held at the gate.
-	waitState(t, b, "virtiofsd@x.service", "activating/start")
-	assert.Equal(t, "notify", show(t, b, "virtiofsd@x.service", "Type")["Type"])
-	waitStatus(t, b, "virtiofsd@x.service", "Starting virtiofsd")
-	select {
-	case d := <-done:
-		t.Fatalf("the connection was answered before virtiofsd ran: %v", d.err)
-	default:
-	}
-	assert.Equal(t, "activating/start", state(t, b, "virtiofsd@x.service"))
+		// The connection started the service; virtiofsd is held at the gate.
+		waitState(t, b, "virtiofsd@x.service", "activating/start")
+		assert.Equal(t, "notify", show(t, b, "virtiofsd@x.service", "Type")["Type"])
+		waitStatus(t, b, "virtiofsd@x.service", "Starting virtiofsd")
+		select {
+		case d := <-done:
+			t.Fatalf("the connection was answered before virtiofsd ran: %v", d.err)
+		default:
+		}
+		assert.Equal(t, "activating/start", state(t, b, "virtiofsd@x.service"))
 
-	require.NoError(t, b.WriteFile(gate, nil, 0o644))
-	d := <-done
-	require.NoError(t, d.err, status(b, "virtiofsd@x.service"))
-	defer d.c.Close()
-	// Answered, so virtiofsd printed its line: READY=1 follows.
-	waitState(t, b, "virtiofsd@x.service", "active/running")
-	p := show(t, b, "virtiofsd@x.service", "StatusText")
-	assert.Contains(t, []string{"Waiting", "Serving"}, strings.Fields(p["StatusText"])[0])
-	assert.Contains(t, p["StatusText"], "sharing "+dir)
+		require.NoError(t, b.WriteFile(gate, nil, 0o644))
+		d := <-done
+		require.NoError(t, d.err, status(b, "virtiofsd@x.service"))
+		defer d.c.Close()
+		// Answered, so virtiofsd printed its line: READY=1 follows.
+		waitState(t, b, "virtiofsd@x.service", "active/running")
+		p := show(t, b, "virtiofsd@x.service", "StatusText")
+		assert.Contains(t, []string{"Waiting", "Serving"}, strings.Fields(p["StatusText"])[0])
+		assert.Contains(t, p["StatusText"], "sharing "+dir)
+	})
 }
 
 func TestHangingUpEndsTheSessionAndTheSocketListensAgain(t *testing.T) {
-	b := box(t)
-	_, err := b.AddInstance("x")
-	require.NoError(t, err)
-	enable(t, b, "x")
+	shimbox.Legs(t, func(t *testing.T, leg shimbox.Platform) {
+		b := box(t, leg)
+		_, err := b.AddInstance("x")
+		require.NoError(t, err)
+		enable(t, b, "x")
 
-	for session := 1; session <= 2; session++ {
-		c := servedAndActive(t, b, "x", dialTimeout)
-		waitStatus(t, b, "virtiofsd@x.service", "Serving a vhost-user client on /run/virtiofsd/x.sock")
-		assert.Equal(t, "active/running", state(t, b, "virtiofsd@x.socket"), "session %d", session)
+		for session := 1; session <= 2; session++ {
+			c := servedAndActive(t, b, "x", dialTimeout)
+			waitStatus(t, b, "virtiofsd@x.service", "Serving a vhost-user client on /run/virtiofsd/x.sock")
+			assert.Equal(t, "active/running", state(t, b, "virtiofsd@x.socket"), "session %d", session)
 
-		require.NoError(t, c.Close())
-		waitState(t, b, "virtiofsd@x.service", "inactive/dead")
-		p := show(t, b, "virtiofsd@x.service", "Result", "ExecMainStatus")
-		assert.Equal(t, "success", p["Result"], "session %d", session)
-		assert.Equal(t, "0", p["ExecMainStatus"], "session %d", session)
-		waitState(t, b, "virtiofsd@x.socket", "active/listening")
-		assert.Empty(t, virtiofsdProcesses(t, b), "session %d", session)
-	}
+			require.NoError(t, c.Close())
+			waitState(t, b, "virtiofsd@x.service", "inactive/dead")
+			p := show(t, b, "virtiofsd@x.service", "Result", "ExecMainStatus")
+			assert.Equal(t, "success", p["Result"], "session %d", session)
+			assert.Equal(t, "0", p["ExecMainStatus"], "session %d", session)
+			waitState(t, b, "virtiofsd@x.socket", "active/listening")
+			assert.Empty(t, virtiofsdProcesses(t, b), "session %d", session)
+		}
+	})
 }
 
 // TestSocketGroupDropInLetsQEMUsGroupConnect follows the README: a drop-in
 // for every instance gives the socket to QEMU's group.
 func TestSocketGroupDropInLetsQEMUsGroupConnect(t *testing.T) {
-	grp, err := user.LookupGroup("kvm")
-	if err != nil {
-		t.Skipf("no kvm group on this host: %v", err)
-	}
-	b := box(t)
-	_, err = b.AddInstance("x")
-	require.NoError(t, err)
-	require.NoError(t, b.WriteFile("/etc/systemd/system/virtiofsd@.socket.d/group.conf",
-		[]byte("[Socket]\nSocketGroup=kvm\n"), 0o644))
-	systemctl(t, b, "daemon-reload")
-	enable(t, b, "x")
+	shimbox.Legs(t, func(t *testing.T, leg shimbox.Platform) {
+		b := box(t, leg)
+		// The group as the box's own /etc names it (ids differ by leg).
+		out, err := b.Run(t.Context(), "getent", "group", "kvm")
+		if err != nil {
+			t.Skipf("%s: no kvm group in the box: %v", leg, err)
+		}
+		grp := &user.Group{Name: "kvm", Gid: strings.Split(out, ":")[2]}
+		_, err = b.AddInstance("x")
+		require.NoError(t, err)
+		require.NoError(t, b.WriteFile("/etc/systemd/system/virtiofsd@.socket.d/group.conf",
+			[]byte("[Socket]\nSocketGroup=kvm\n"), 0o644))
+		systemctl(t, b, "daemon-reload")
+		enable(t, b, "x")
 
-	fi, err := os.Stat(b.Socket("x"))
-	require.NoError(t, err)
-	assert.Equal(t, os.FileMode(0o660), fi.Mode().Perm())
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	require.True(t, ok)
-	assert.Equal(t, grp.Gid, strconv.Itoa(int(st.Gid)))
-	assert.Equal(t, uint32(0), st.Uid)
+		fi, err := os.Stat(b.Socket("x"))
+		require.NoError(t, err)
+		assert.Equal(t, os.FileMode(0o660), fi.Mode().Perm())
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		require.True(t, ok)
+		assert.Equal(t, grp.Gid, strconv.Itoa(int(st.Gid)))
+		assert.Equal(t, uint32(0), st.Uid)
 
-	// A user of the group connects and is served; one outside is refused.
-	const python = "/usr/bin/python3"
-	if _, err := os.Stat(python); err != nil {
-		t.Skipf("cannot connect as another user without %s: %v", python, err)
-	}
-	const client = `import socket, sys
+		// A user of the group connects and is served; one outside is refused.
+		const python = "/usr/bin/python3"
+		if _, err := b.Run(t.Context(), "test", "-x", python); err != nil {
+			t.Skipf("%s: the box has no %s to connect as another user (the %s tree's recipe does not include python3)", leg, python, leg)
+		}
+		const client = `import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 try:
     s.connect("/run/virtiofsd/x.sock")
@@ -141,11 +150,12 @@ s.sendall(bytes([1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]))
 s.settimeout(10)
 print("served" if len(s.recv(20)) > 0 else "closed")
 `
-	as := func(groups string) string {
-		out, err := b.Run(t.Context(), "setpriv", "--reuid=65534", "--regid=65534", groups, python, "-c", client)
-		require.NoError(t, err, out)
-		return strings.TrimSpace(out)
-	}
-	assert.Equal(t, "refused", as("--clear-groups"))
-	assert.Equal(t, "served", as("--groups="+grp.Gid))
+		as := func(groups string) string {
+			out, err := b.Run(t.Context(), "setpriv", "--reuid=65534", "--regid=65534", groups, python, "-c", client)
+			require.NoError(t, err, out)
+			return strings.TrimSpace(out)
+		}
+		assert.Equal(t, "refused", as("--clear-groups"))
+		assert.Equal(t, "served", as("--groups="+grp.Gid))
+	})
 }

@@ -194,14 +194,33 @@ func (t *Tree) RustVirtiofsd() (string, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return "", fmt.Errorf("%s tree: the Rust virtiofsd: %w", t.Recipe.Name, err)
 	}
-	wrapper := filepath.Join(t.Dir, "virtiofsd-rust")
-	script := fmt.Sprintf("#!/bin/sh\n# The Rust virtiofsd of %s, run through that tree's loader.\nexec %s --library-path %s %s \"$@\"\n",
-		t.Recipe.Name, shq(filepath.Join(t.Root, "usr/lib64/ld-linux-x86-64.so.2")),
-		shq(filepath.Join(t.Root, "usr/lib/x86_64-linux-gnu")), shq(bin))
+	return t.wrapper("virtiofsd-rust", "The Rust virtiofsd", "", bin, "")
+}
+
+// QEMU returns a program that runs the tree's qemu-system-x86_64 on this
+// host through the tree's loader and libraries, with the tree's firmware and
+// modules; it takes QEMU's arguments (guest.Spec.QEMU).
+func (t *Tree) QEMU() (string, error) {
+	bin := filepath.Join(t.Root, "usr/bin/qemu-system-x86_64")
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("%s tree: QEMU: %w (the recipe includes qemu-system-x86)", t.Recipe.Name, err)
+	}
+	return t.wrapper("qemu-system-x86_64", "QEMU",
+		"QEMU_MODULE_DIR="+shq(filepath.Join(t.Root, "usr/lib/x86_64-linux-gnu/qemu"))+" ", bin,
+		" -L "+shq(filepath.Join(t.Root, "usr/share/qemu"))+" -L "+shq(filepath.Join(t.Root, "usr/share/seabios")))
+}
+
+// wrapper writes (once) a script in the tree's folder that runs bin through
+// the tree's loader, with env before it and args after it.
+func (t *Tree) wrapper(name, what, env, bin, args string) (string, error) {
+	wrapper := filepath.Join(t.Dir, name)
+	script := fmt.Sprintf("#!/bin/sh\n# %s of %s, run through that tree's loader.\n%sexec %s --library-path %s %s%s \"$@\"\n",
+		what, t.Recipe.Name, env, shq(filepath.Join(t.Root, "usr/lib64/ld-linux-x86-64.so.2")),
+		shq(filepath.Join(t.Root, "usr/lib/x86_64-linux-gnu")), shq(bin), args)
 	if b, err := os.ReadFile(wrapper); err == nil && string(b) == script {
 		return wrapper, nil
 	}
-	tmp := wrapper + ".tmp"
+	tmp := fmt.Sprintf("%s.tmp%d", wrapper, os.Getpid())
 	if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
 		return "", fmt.Errorf("%s tree: write %s: %w", t.Recipe.Name, wrapper, err)
 	}

@@ -59,6 +59,52 @@ func (p Platform) Virtiofsd() string {
 // QEMU), for expectations that differ by flavor.
 func (p Platform) Rust() bool { return p.String() == string(Debian13) }
 
+// Flavor is the leg's virtiofsd flavor as the FLAVOR= config key names it:
+// "c" or "rust".
+func (p Platform) Flavor() string {
+	if p.Rust() {
+		return "rust"
+	}
+	return "c"
+}
+
+// ReadyLine and ConnectedLine are the journal MESSAGEs of the leg's
+// virtiofsd when it waits for its VM and when the VM connected (the shim
+// strips the Rust one's timestamp and level).
+func (p Platform) ReadyLine() string {
+	if p.Rust() {
+		return "Waiting for vhost-user socket connection..."
+	}
+	return "virtio_session_mount: Waiting for vhost-user socket connection..."
+}
+
+// ConnectedLine: see ReadyLine.
+func (p Platform) ConnectedLine() string {
+	if p.Rust() {
+		return "Client connected, servicing requests"
+	}
+	return "virtio_session_mount: Received vhost-user socket connection"
+}
+
+// SharedDirArg is the argument by which the shim gives the leg's virtiofsd
+// its shared directory (one argv element).
+func (p Platform) SharedDirArg(dir string) string {
+	if p.Rust() {
+		return "--shared-dir=" + dir
+	}
+	return "source=" + dir
+}
+
+// UnitDir is where the project's units are inside the leg's box: written
+// into /run/systemd/system on Debian 12, installed by the package on Debian
+// 13.
+func (p Platform) UnitDir() string {
+	if p.Rust() {
+		return "/usr/lib/systemd/system"
+	}
+	return "/run/systemd/system"
+}
+
 // Tree returns the leg's distribution tree, building it the first time on
 // a machine (about a minute), or nil for the leg that is this machine's
 // own root.
@@ -71,6 +117,17 @@ func (p Platform) Tree(ctx context.Context) (*distro.Tree, error) {
 		return nil, fmt.Errorf("the %s leg: %w", p, err)
 	}
 	return t, nil
+}
+
+// QEMU is the qemu-system-x86_64 the leg's guests run under, for
+// guest.Spec.QEMU: "" (the host's, from PATH) on Debian 12, the Debian 13
+// tree's QEMU 10 run on this host through the tree's loader on Debian 13.
+func (p Platform) QEMU(ctx context.Context) (string, error) {
+	tree, err := p.Tree(ctx)
+	if err != nil || tree == nil {
+		return "", err
+	}
+	return tree.QEMU()
 }
 
 // Legs runs f once per platform leg, as subtests named after the legs
