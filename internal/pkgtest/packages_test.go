@@ -46,9 +46,6 @@ var (
 
 var (
 	workDir   string // under /var/tmp, so a box sees it (its /tmp is private)
-	buildOnce sync.Once
-	built     shimbox.Build
-	buildErr  error
 	nextOnce  sync.Once
 	nextBuilt shimbox.Build
 	nextErr   error
@@ -73,13 +70,11 @@ func packages(t *testing.T) shimbox.Build {
 	if testing.Short() {
 		t.Skip("builds the .deb and .rpm (packaging/build.sh): not in -short")
 	}
-	buildOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		built, buildErr = shimbox.BuildPackages(ctx, shimbox.RepoRoot(), filepath.Join(workDir, "dist"), "")
-	})
-	require.NoError(t, buildErr)
-	return built
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	b, err := shimbox.Packages(ctx) // the build the Debian 13 boxes install
+	require.NoError(t, err)
+	return b
 }
 
 // nextBuild builds the same tree as a later version, <version>.1, once per
