@@ -3,12 +3,16 @@ package shimbox
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 )
 
 // Build is one run of packaging/build.sh.
@@ -60,41 +64,56 @@ var (
 )
 
 // Packages builds the .deb and .rpm of this tree once per test process, as
-// `make package` does (the version comes from git), into the folder Binary
-// uses, under /var/tmp where boxes see it. Each test process builds in a
-// folder of its own and renames the packages into place, so processes of
-// one tree building side by side never read a half-written package.
+// `make package` does (the version comes from git), under the folder Binary
+// uses, in /var/tmp where boxes see it. Each test process builds in a folder
+// of its own, then moves the result to dist/<hash of the .deb>/, so that
+// processes of one tree building side by side never replace a package a box
+// of another is installing; folders older than a day are removed.
 func Packages(ctx context.Context) (Build, error) {
-	packagesOnce.Do(func() {
-		dir, err := buildDir()
-		if err != nil {
-			packagesErr = err
-			return
-		}
-		tmp, err := os.MkdirTemp(dir, ".dist-")
-		if err != nil {
-			packagesErr = fmt.Errorf("build the packages: %w", err)
-			return
-		}
-		defer os.RemoveAll(tmp)
-		b, err := BuildPackages(ctx, RepoRoot(), tmp, "")
-		if err != nil {
-			packagesErr = err
-			return
-		}
-		for _, p := range []*string{&b.Deb, &b.RPM, &b.Bin} {
-			dst := filepath.Join(dir, "dist", filepath.Base(*p))
-			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-				packagesErr = fmt.Errorf("build the packages: %w", err)
-				return
-			}
-			if err := os.Rename(*p, dst); err != nil {
-				packagesErr = fmt.Errorf("build the packages: %w", err)
-				return
-			}
-			*p = dst
-		}
-		builtPkgs = b
-	})
+	packagesOnce.Do(func() { builtPkgs, packagesErr = buildShared(ctx) })
 	return builtPkgs, packagesErr
+}
+
+func buildShared(ctx context.Context) (Build, error) {
+	dir, err := buildDir()
+	if err != nil {
+		return Build{}, err
+	}
+	tmp, err := os.MkdirTemp(dir, ".dist-")
+	if err != nil {
+		return Build{}, fmt.Errorf("build the packages: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	b, err := BuildPackages(ctx, RepoRoot(), tmp, "")
+	if err != nil {
+		return Build{}, err
+	}
+	deb, err := os.ReadFile(b.Deb)
+	if err != nil {
+		return Build{}, fmt.Errorf("build the packages: %w", err)
+	}
+	dists := filepath.Join(dir, "dist")
+	dst := filepath.Join(dists, fmt.Sprintf("%x", sha256.Sum256(deb))[:12])
+	old, _ := os.ReadDir(dists)
+	for _, e := range old {
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > 24*time.Hour {
+			_ = os.RemoveAll(filepath.Join(dists, e.Name()))
+		}
+	}
+	if err := os.MkdirAll(dists, 0o755); err != nil {
+		return Build{}, fmt.Errorf("build the packages: %w", err)
+	}
+	// The same .deb built by another process is already in place: use it.
+	if err := os.Rename(tmp, dst); err != nil && !errors.Is(err, os.ErrExist) && !errors.Is(err, syscall.ENOTEMPTY) {
+		return Build{}, fmt.Errorf("build the packages: %w", err)
+	}
+	for _, p := range []*string{&b.Deb, &b.RPM, &b.Bin} {
+		rel, err := filepath.Rel(tmp, *p)
+		if err != nil {
+			return Build{}, fmt.Errorf("build the packages: %w", err)
+		}
+		*p = filepath.Join(dst, rel)
+	}
+	_ = os.Chtimes(dst, time.Now(), time.Now()) // in use: not old
+	return b, nil
 }
