@@ -143,99 +143,101 @@ fi
 `
 
 func TestVirtiofsdKilledMidSessionFailsThatBootOnly(t *testing.T) {
-	shimbox.Legs(t, func(t *testing.T, leg shimbox.Platform) {
-		img := requireGuest(t, leg)
-		b, shares := newBox(t, leg, "vm1")
-		share := shares["vm1"]
+	shimbox.Legs(t, testVirtiofsdKilledMidSessionFailsThatBootOnly)
+}
 
-		qemu, err := leg.QEMU(t.Context())
-		require.NoError(t, err)
-		ctx, cancel := context.WithCancel(context.Background())
-		watch := newConsoleWatch("E2E_MOUNTED")
-		type outcome struct {
-			res *guest.Result
-			err error
-		}
-		done := make(chan outcome, 1)
-		finished := make(chan struct{})
-		go func() {
-			defer close(finished)
-			res, err := guest.Run(ctx, img, guest.Spec{
-				QEMU:    qemu,
-				Shares:  []guest.Share{{Tag: "vm1", Socket: b.Socket("vm1")}},
-				Script:  ioUntilKilledScript,
-				Console: watch,
-				Timeout: 90 * time.Second,
-			})
-			done <- outcome{res, err}
-		}()
-		// Runs before the box's own cleanup: no QEMU outlives the test.
-		t.Cleanup(func() {
-			cancel()
-			<-finished
+func testVirtiofsdKilledMidSessionFailsThatBootOnly(t *testing.T, leg shimbox.Platform) {
+	img := requireGuest(t, leg)
+	b, shares := newBox(t, leg, "vm1")
+	share := shares["vm1"]
+
+	qemu, err := leg.QEMU(t.Context())
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	watch := newConsoleWatch("E2E_MOUNTED")
+	type outcome struct {
+		res *guest.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		res, err := guest.Run(ctx, img, guest.Spec{
+			QEMU:    qemu,
+			Shares:  []guest.Share{{Tag: "vm1", Socket: b.Socket("vm1")}},
+			Script:  ioUntilKilledScript,
+			Console: watch,
+			Timeout: 90 * time.Second,
 		})
+		done <- outcome{res, err}
+	}()
+	// Runs before the box's own cleanup: no QEMU outlives the test.
+	t.Cleanup(func() {
+		cancel()
+		<-finished
+	})
 
-		select {
-		case <-watch.seen:
-		case o := <-done:
-			serial := ""
-			if o.res != nil {
-				serial = o.res.Serial
-			}
-			t.Fatalf("guest ended before it mounted vm1: %v\n%s", o.err, serial)
+	select {
+	case <-watch.seen:
+	case o := <-done:
+		serial := ""
+		if o.res != nil {
+			serial = o.res.Serial
 		}
-		boxPID := servingVirtiofsd(t, b, "vm1")
-		pid, err := hostPID(b, boxPID)
-		require.NoError(t, err)
-		// The guest watches for a stall only once it has answered kill-coming,
-		// and the kill follows its answer at once.
-		require.NoError(t, os.WriteFile(filepath.Join(share, "kill-coming"), nil, 0o644))
-		require.Eventually(t, func() bool {
-			_, err := os.Stat(filepath.Join(share, "armed"))
-			return err == nil
-		}, 60*time.Second, 10*time.Millisecond, "the guest never saw kill-coming")
-		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
-		t.Logf("kill -9 virtiofsd: pid %d in the box, %d on the host", boxPID, pid)
+		t.Fatalf("guest ended before it mounted vm1: %v\n%s", o.err, serial)
+	}
+	boxPID := servingVirtiofsd(t, b, "vm1")
+	pid, err := hostPID(b, boxPID)
+	require.NoError(t, err)
+	// The guest watches for a stall only once it has answered kill-coming,
+	// and the kill follows its answer at once.
+	require.NoError(t, os.WriteFile(filepath.Join(share, "kill-coming"), nil, 0o644))
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(filepath.Join(share, "armed"))
+		return err == nil
+	}, 60*time.Second, 10*time.Millisecond, "the guest never saw kill-coming")
+	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+	t.Logf("kill -9 virtiofsd: pid %d in the box, %d on the host", boxPID, pid)
 
-		o := <-done
-		require.NoError(t, o.err, "the guest powers off within its bound though its share is dead")
-		assert.Equal(t, 0, o.res.ExitStatus, o.res.Serial)
-		assert.Equal(t, "yes", o.res.Values["armed"], o.res.Serial)
-		assert.Contains(t, []string{"failed", "hung"}, o.res.Values["io"], "the guest's I/O after the kill:\n%s", o.res.Serial)
+	o := <-done
+	require.NoError(t, o.err, "the guest powers off within its bound though its share is dead")
+	assert.Equal(t, 0, o.res.ExitStatus, o.res.Serial)
+	assert.Equal(t, "yes", o.res.Values["armed"], o.res.Serial)
+	assert.Contains(t, []string{"failed", "hung"}, o.res.Values["io"], "the guest's I/O after the kill:\n%s", o.res.Serial)
 
-		// The shim reports the kill: exit status 128+9, unit failed.
-		waitInactive(t, b, "vm1")
-		assert.Equal(t, "exit-code", show(t, b, "virtiofsd@vm1.service", "Result"))
-		assert.Equal(t, "137", show(t, b, "virtiofsd@vm1.service", "ExecMainStatus"))
-		assert.Equal(t, "listening", show(t, b, "virtiofsd@vm1.socket", "SubState"))
+	// The shim reports the kill: exit status 128+9, unit failed.
+	waitInactive(t, b, "vm1")
+	assert.Equal(t, "exit-code", show(t, b, "virtiofsd@vm1.service", "Result"))
+	assert.Equal(t, "137", show(t, b, "virtiofsd@vm1.service", "ExecMainStatus"))
+	assert.Equal(t, "listening", show(t, b, "virtiofsd@vm1.socket", "SubState"))
 
-		// The next boot is served by a new session, with no step in between.
-		res := boot(t, b, img, guest.Spec{
-			Shares: []guest.Share{{Tag: "vm1", Socket: b.Socket("vm1")}},
-			Script: `set -e
+	// The next boot is served by a new session, with no step in between.
+	res := boot(t, b, img, guest.Spec{
+		Shares: []guest.Share{{Tag: "vm1", Socket: b.Socket("vm1")}},
+		Script: `set -e
 mount -t virtiofs vm1 /mnt/vm1
 echo "RESULT tick=$(cat /mnt/vm1/tick)"
 echo after > /mnt/vm1/after-the-kill
 umount /mnt/vm1
 `,
-		})
-		require.Equal(t, 0, res.ExitStatus, res.Serial)
-		assert.Equal(t, strings.TrimSpace(readFile(t, filepath.Join(share, "tick"))), res.Values["tick"])
-		waitInactive(t, b, "vm1")
-		assert.Equal(t, "after\n", readFile(t, filepath.Join(share, "after-the-kill")))
-		assert.Equal(t, "success", show(t, b, "virtiofsd@vm1.service", "Result"))
-
-		sessions, err := Sessions(context.Background(), b, "vm1")
-		require.NoError(t, err)
-		require.Len(t, sessions, 2, "%v", sessions)
-		killed, next := sessions[0], sessions[1]
-		for _, s := range sessions {
-			assert.True(t, s.HasVirtiofsdLine(ReadyLine), s)
-			assert.True(t, s.HasVirtiofsdLine(leg.ConnectedLine()), s)
-		}
-		assert.Equal(t, []string{strconv.Itoa(boxPID)}, killed.VirtiofsdPIDs(), killed)
-		assert.True(t, killed.HasShimLine("killed by signal 9"), killed)
-		assert.True(t, killed.hasLine("systemd", "code=exited, status=137"), killed)
-		assert.NotEqual(t, killed.VirtiofsdPIDs(), next.VirtiofsdPIDs())
 	})
+	require.Equal(t, 0, res.ExitStatus, res.Serial)
+	assert.Equal(t, strings.TrimSpace(readFile(t, filepath.Join(share, "tick"))), res.Values["tick"])
+	waitInactive(t, b, "vm1")
+	assert.Equal(t, "after\n", readFile(t, filepath.Join(share, "after-the-kill")))
+	assert.Equal(t, "success", show(t, b, "virtiofsd@vm1.service", "Result"))
+
+	sessions, err := Sessions(context.Background(), b, "vm1")
+	require.NoError(t, err)
+	require.Len(t, sessions, 2, "%v", sessions)
+	killed, next := sessions[0], sessions[1]
+	for _, s := range sessions {
+		assert.True(t, s.HasVirtiofsdLine(ReadyLine), s)
+		assert.True(t, s.HasVirtiofsdLine(leg.ConnectedLine()), s)
+	}
+	assert.Equal(t, []string{strconv.Itoa(boxPID)}, killed.VirtiofsdPIDs(), killed)
+	assert.True(t, killed.HasShimLine("killed by signal 9"), killed)
+	assert.True(t, killed.hasLine("systemd", "code=exited, status=137"), killed)
+	assert.NotEqual(t, killed.VirtiofsdPIDs(), next.VirtiofsdPIDs())
 }
