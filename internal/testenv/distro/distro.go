@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -84,7 +85,10 @@ func (r Recipe) key() string {
 }
 
 // Build returns the tree of a recipe, building it when it is not cached.
-// Trees of older versions of the same recipe are removed.
+// Each call marks the tree as used (the mtime of its "complete" file).
+// Other trees of the same recipe name (older versions, or another checkout's
+// recipe) are removed once a day has passed since their last use, never
+// while a test process on this machine may still boot them.
 func Build(ctx context.Context, r Recipe) (*Tree, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("build a Debian tree: needs root (mmdebstrap in root mode)")
@@ -105,21 +109,28 @@ func Build(ctx context.Context, r Recipe) (*Tree, error) {
 	}
 	defer func() { _ = unix.Flock(int(lock.Fd()), unix.LOCK_UN) }()
 
-	if _, err := os.Stat(filepath.Join(dir, "complete")); err == nil {
-		return t, nil
+	complete := filepath.Join(dir, "complete")
+	if _, err := os.Stat(complete); err != nil {
+		if err := t.build(ctx); err != nil {
+			return nil, err
+		}
 	}
-	if err := t.build(ctx); err != nil {
-		return nil, err
-	}
-	// Older builds of this recipe are no longer wanted.
+	now := time.Now()
+	_ = os.Chtimes(complete, now, now)
 	old, _ := filepath.Glob(filepath.Join(CacheDir, r.Name+"-*"))
 	for _, o := range old {
-		if o != dir {
+		fi, err := os.Stat(filepath.Join(o, "complete"))
+		if o != dir && (err != nil || now.Sub(fi.ModTime()) > unusedFor) {
 			_ = os.RemoveAll(o)
 		}
 	}
 	return t, nil
 }
+
+// unusedFor is how long a tree other than the one asked for stays cached
+// after its last use: checkouts with other recipes may be testing beside
+// this one, their boxes booted from their tree.
+const unusedFor = 24 * time.Hour
 
 func (t *Tree) build(ctx context.Context) error {
 	if _, err := exec.LookPath("mmdebstrap"); err != nil {
