@@ -20,8 +20,9 @@ deps:
 
 # Everything: root-only levels (integration, system, guest, packages) run as
 # root and say why they skip otherwise. The fuzz targets run on their seeds.
-# The package tests install into this machine's /usr, so they run alone,
-# after the others (which bind-mount the shim from the host into their boxes).
+# Each root level runs once per platform leg (Debian 12, Debian 13; README,
+# Tested platforms). The package tests run alone, after the others: they
+# build the packages and install them into boxes' overlays.
 test: deps lint
 	$(GO) test -race -count=1 -timeout 60m $$($(GO) list ./... | grep -v /internal/pkgtest)
 	$(GO) test -count=1 -timeout 20m ./internal/pkgtest/

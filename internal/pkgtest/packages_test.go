@@ -19,7 +19,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/pkgtest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
@@ -51,11 +50,8 @@ var (
 
 var (
 	workDir   string // under /var/tmp, so a box sees it (its /tmp is private)
-	buildOnce sync.Once
-	built     pkgtest.Build
-	buildErr  error
 	nextOnce  sync.Once
-	nextBuilt pkgtest.Build
+	nextBuilt shimbox.Build
 	nextErr   error
 )
 
@@ -73,29 +69,27 @@ func TestMain(m *testing.M) {
 
 // packages builds the .deb and .rpm of this tree once per test process, as
 // `make package` does: the version comes from git.
-func packages(t *testing.T) pkgtest.Build {
+func packages(t *testing.T) shimbox.Build {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the .deb and .rpm (packaging/build.sh): not in -short")
 	}
-	buildOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		built, buildErr = pkgtest.BuildPackages(ctx, shimbox.RepoRoot(), filepath.Join(workDir, "dist"), "")
-	})
-	require.NoError(t, buildErr)
-	return built
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	b, err := shimbox.Packages(ctx) // the build the Debian 13 boxes install
+	require.NoError(t, err)
+	return b
 }
 
 // nextBuild builds the same tree as a later version, <version>.1, once per
 // test process: what an upgrade installs.
-func nextBuild(t *testing.T) pkgtest.Build {
+func nextBuild(t *testing.T) shimbox.Build {
 	t.Helper()
 	b := packages(t)
 	nextOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		nextBuilt, nextErr = pkgtest.BuildPackages(ctx, shimbox.RepoRoot(), filepath.Join(workDir, "next"), b.Version+".1")
+		nextBuilt, nextErr = shimbox.BuildPackages(ctx, shimbox.RepoRoot(), filepath.Join(workDir, "next"), b.Version+".1")
 	})
 	require.NoError(t, nextErr)
 	require.NoError(t, exec.Command("dpkg", "--compare-versions", nextBuilt.Version, "gt", b.Version).Run(),
@@ -223,8 +217,8 @@ func TestBuildStampsTheGitVersionIntoTheBinary(t *testing.T) {
 	want, err := cmd.Output()
 	require.NoError(t, err)
 	assert.Equal(t, strings.TrimSpace(string(want)), b.Version)
-	assert.Equal(t, filepath.Join(workDir, "dist", "virtiofsd-shim_"+b.Version+"_amd64.deb"), b.Deb)
-	assert.Equal(t, filepath.Join(workDir, "dist", "virtiofsd-shim-"+b.Version+"-1.x86_64.rpm"), b.RPM)
+	assert.Equal(t, "virtiofsd-shim_"+b.Version+"_amd64.deb", filepath.Base(b.Deb))
+	assert.Equal(t, "virtiofsd-shim-"+b.Version+"-1.x86_64.rpm", filepath.Base(b.RPM))
 	assert.Equal(t, "virtiofsd-shim "+b.Version+"\n", run(t, b.Bin, "version"))
 }
 
@@ -272,7 +266,7 @@ func TestDebHoldsTheFilesDependenciesAndScripts(t *testing.T) {
 	assert.Equal(t, sorted(common, debOnly), files)
 	assert.Contains(t, run(t, "dpkg-deb", "--contents", b.Deb), "drwxr-xr-x root/root         0 ", "directories are root's, 0755")
 
-	assert.Equal(t, "systemd, virtiofsd | qemu-system-common\n", run(t, "dpkg-deb", "--field", b.Deb, "Depends"))
+	assert.Equal(t, "systemd, virtiofsd | qemu-system-common (<< 1:8.0)\n", run(t, "dpkg-deb", "--field", b.Deb, "Depends"))
 	assert.Equal(t, "/etc/apparmor.d/abstractions/libvirt-qemu.d/virtiofsd-shim\n/etc/apparmor.d/abstractions/virtiofsd-shim\n/etc/virtiofsd/example.conf.sample\n",
 		run(t, "dpkg-deb", "--info", b.Deb, "conffiles"))
 	for deb, src := range map[string]string{"postinst": "postinstall.sh", "prerm": "preremove.sh", "postrm": "postremove.sh"} {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -56,8 +57,9 @@ func Binary() (string, error) {
 			builtBin = p
 			return
 		}
-		dir := filepath.Join("/var/tmp/virtiofsd-shim-test", fmt.Sprintf("%x", sha256.Sum256([]byte(RepoRoot())))[:12])
-		if buildErr = os.MkdirAll(dir, 0o755); buildErr != nil {
+		dir, err := buildDir()
+		if err != nil {
+			buildErr = err
 			return
 		}
 		tmp, err := os.CreateTemp(dir, ".build-*")
@@ -77,6 +79,16 @@ func Binary() (string, error) {
 		buildErr = os.Rename(tmp.Name(), builtBin)
 	})
 	return builtBin, buildErr
+}
+
+// buildDir is where this source tree's test builds go:
+// /var/tmp/virtiofsd-shim-test/<tree>, outside the boxes' private /tmp.
+func buildDir() (string, error) {
+	dir := filepath.Join("/var/tmp/virtiofsd-shim-test", fmt.Sprintf("%x", sha256.Sum256([]byte(RepoRoot())))[:12])
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("create the test build folder: %w", err)
+	}
+	return dir, nil
 }
 
 // Units returns the project's unit files, by name, from units/, or from the
@@ -122,6 +134,8 @@ func UserUnits() (map[string]string, error) {
 type Box struct {
 	*sdbox.Box
 	Root string
+	// Platform is the leg the box runs.
+	Platform Platform
 }
 
 // Options adds to sdbox.Options.
@@ -136,53 +150,87 @@ type Options struct {
 	Log     io.Writer
 	// FullProc: see sdbox.Options.FullProc (rootless instances need it).
 	FullProc bool
+	// Platform is the leg to boot; the zero value is Debian12.
+	Platform Platform
 }
 
-// Boot boots a box with the project's units in /run/systemd/system, its
-// user units in /usr/lib/systemd/user (bound, as a package installs them),
-// the binary at /usr/libexec/virtiofsd-shim and an empty /etc/virtiofsd.
+// Boot boots a box of the leg o.Platform with the shim installed and an
+// /etc/virtiofsd of the box's own. On Debian 12 that is the host's root with
+// the project's units in /run/systemd/system, its user units in
+// /usr/lib/systemd/user (bound, as a package installs them), the binary at
+// /usr/libexec/virtiofsd-shim and an empty /etc/virtiofsd. On Debian 13 it is
+// the Debian 13 tree with the project's .deb installed by apt-get inside the
+// box (virtiofsd comes with it, as its dependency) and the host's /var/tmp
+// (Root, the test builds) seen at the same path. ExtraUnits go to
+// /run/systemd/system on both, ahead of a package's units.
 func Boot(ctx context.Context, o Options) (*Box, error) {
-	bin, err := Binary()
+	name := o.Name
+	if name == "" {
+		name = "shimbox"
+	}
+	tree, err := o.Platform.Tree(ctx)
 	if err != nil {
 		return nil, err
 	}
-	units, err := Units()
-	if err != nil {
-		return nil, err
+	so := sdbox.Options{Name: name, Units: map[string]string{}, Overlay: o.Overlay, FullProc: o.FullProc, Log: o.Log}
+	var deb string
+	if tree == nil {
+		bin, err := Binary()
+		if err != nil {
+			return nil, err
+		}
+		if so.Units, err = Units(); err != nil {
+			return nil, err
+		}
+		so.Tmpfs = []string{ConfigDir}
+		so.Binds = map[string]string{bin: BinaryPath}
+		userUnits, err := UserUnits()
+		if err != nil {
+			return nil, err
+		}
+		for name, path := range userUnits {
+			so.Binds[path] = filepath.Join(UserUnitDir, name)
+		}
+	} else {
+		pkgs, err := Packages(ctx)
+		if err != nil {
+			return nil, err
+		}
+		deb = pkgs.Deb
+		so.Root = tree.Root
+		so.Binds = map[string]string{"/var/tmp": "/var/tmp"}
 	}
 	for k, v := range o.ExtraUnits {
-		units[k] = v
-	}
-	userUnits, err := UserUnits()
-	if err != nil {
-		return nil, err
-	}
-	binds := map[string]string{bin: BinaryPath}
-	for name, path := range userUnits {
-		binds[path] = filepath.Join(UserUnitDir, name)
+		so.Units[k] = v
 	}
 	root, err := os.MkdirTemp("/var/tmp", "shimbox-")
 	if err != nil {
 		return nil, err
 	}
-	name := o.Name
-	if name == "" {
-		name = "shimbox"
-	}
-	b, err := sdbox.Boot(ctx, sdbox.Options{
-		Name:     name,
-		Units:    units,
-		Tmpfs:    []string{ConfigDir},
-		Overlay:  o.Overlay,
-		Binds:    binds,
-		FullProc: o.FullProc,
-		Log:      o.Log,
-	})
+	b, err := sdbox.Boot(ctx, so)
 	if err != nil {
 		os.RemoveAll(root)
 		return nil, err
 	}
-	return &Box{Box: b, Root: root}, nil
+	box := &Box{Box: b, Root: root, Platform: o.Platform}
+	if deb != "" {
+		if err := box.InstallPackage(ctx, deb); err != nil {
+			return nil, errors.Join(err, box.Close())
+		}
+	}
+	return box, nil
+}
+
+// InstallPackage installs a .deb (a path the box sees) with apt-get inside
+// the box, as a user does: apt resolves its dependencies from the box's
+// package lists and cache.
+func (b *Box) InstallPackage(ctx context.Context, deb string) error {
+	out, err := b.Run(ctx, "env", "DEBIAN_FRONTEND=noninteractive", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+		"apt-get", "install", "--yes", "--no-install-recommends", deb)
+	if err != nil {
+		return fmt.Errorf("install %s in the %s box: %w\n%s", filepath.Base(deb), b.Platform, err, out)
+	}
+	return nil
 }
 
 // New boots a box for a test and tears it down at its end; it skips, saying
