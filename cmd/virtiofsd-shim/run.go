@@ -69,8 +69,11 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	origin := journal.Origin{Instance: inst.instance}
 	if toJournal {
 		// journalctl honours OBJECT_SYSTEMD_UNIT from root only; a user
-		// unit's process would name user@UID.service there.
-		if !inst.user {
+		// instance names its unit in USER_UNIT, which journalctl --user -u
+		// matches in entries of the user's own uid.
+		if inst.user {
+			origin.UserUnit = journal.SelfUserUnit()
+		} else {
 			origin.Unit = journal.SelfUnit()
 		}
 		log.toJournal(origin)
