@@ -178,13 +178,12 @@ func installUpgradeRemovePurge(t *testing.T, leg shimbox.Platform) {
 	share, err := os.MkdirTemp("/var/tmp", "pkgtest-share-")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(share) })
-	enableAll := ` -e 's/^#\([A-Z_]*=\)/\1/'`
-	if leg.Rust() {
+	conf := m.sh(ctx, `sed -e 's|^SHARED_DIR=.*|SHARED_DIR=`+share+`|' /etc/virtiofsd/example.conf.sample`)
+	if !leg.Rust() {
 		// The example's VIRTIOFSD= and EXTRA_ARGS= name the C virtiofsd:
 		// on the Rust leg the instance keeps the defaults.
-		enableAll = ""
+		conf = enableEveryKey(conf, share)
 	}
-	conf := m.sh(ctx, `sed -e 's|^SHARED_DIR=.*|SHARED_DIR=`+share+`|'`+enableAll+` /etc/virtiofsd/example.conf.sample`)
 	require.NoError(t, m.WriteFile("/etc/virtiofsd/vm1.conf", []byte(conf+"\n"), 0o644))
 	m.sh(ctx, "systemctl enable --now virtiofsd@vm1.socket")
 	sock := m.Path("/run/virtiofsd/vm1.sock")
