@@ -14,6 +14,7 @@ import (
 	"github.com/coreos/go-systemd/v22/unit"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
@@ -164,17 +165,13 @@ func withoutMountNamespace(lines []string) []string {
 }
 
 // rustVirtiofsd is a host-runnable command of the Rust virtiofsd of Debian
-// 13: a wrapper script, written into dir, that runs it through the tree's own
-// loader. "" when the tree is missing.
-func rustVirtiofsd(dir string) (string, error) {
-	const root = "/var/tmp/trixie-dev/root"
-	bin := root + "/usr/libexec/virtiofsd"
-	if _, err := os.Stat(bin); err != nil {
-		return "", nil
+// 13 (internal/testenv/distro, which builds and caches the tree).
+func rustVirtiofsd(ctx context.Context) (string, error) {
+	tree, err := distro.Debian13(ctx)
+	if err != nil {
+		return "", err
 	}
-	p := filepath.Join(dir, "virtiofsd-rust")
-	script := "#!/bin/sh\nexec " + root + "/usr/lib64/ld-linux-x86-64.so.2 --library-path " + root + "/usr/lib/x86_64-linux-gnu " + bin + " \"$@\"\n"
-	return p, os.WriteFile(p, []byte(script), 0o755)
+	return tree.RustVirtiofsd()
 }
 
 // coldTarget is one variant of a cold-start measurement.
@@ -275,7 +272,7 @@ func reportSandbox(t *testing.T, s *section) {
 	}
 	before := splitLines(sandboxBefore13)
 	directives := directiveLines(shipped, before)
-	rust, err := rustVirtiofsd(dir)
+	rust, err := rustVirtiofsd(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -435,9 +432,6 @@ func reportSandbox(t *testing.T, s *section) {
 		r1, r2 := float64(shim)/float64(base), float64(shim)/float64(same)
 		s.printf("\nGoals, %s: the shipped unit <= 2.0 x the bare unit: %.2f (%s); the shim's own share (shipped unit / bare unit\n"+
 			"with the same sandbox lines) <= 1.10: %.2f (%s).\n\n", f.name, r1, goal(r1 <= 2.0), r2, goal(r2 <= 1.10))
-	}
-	if rust == "" {
-		s.printf("The Rust flavor was not measured: /var/tmp/trixie-dev/root (Debian 13's virtiofsd) is missing.\n\n")
 	}
 	s.printf("The shipped sandbox lines:\n\n```\n%s\n```\n", strings.Join(shipped, "\n"))
 	noMnt := unitText

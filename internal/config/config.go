@@ -42,6 +42,8 @@ type Config struct {
 	ReadyTimeout      time.Duration // READY_TIMEOUT, > 0, or 0
 	StopTimeout       time.Duration // STOP_TIMEOUT, > 0, or 0
 	LogLevel          string        // LOG_LEVEL: "", info, debug or trace (Rust only)
+	UIDMap            *IDMap        // UID_MAP (rootless, Rust only), or nil
+	GIDMap            *IDMap        // GID_MAP (rootless, Rust only), or nil
 	ExtraArgs         []string      // EXTRA_ARGS split into arguments, or nil
 
 	lines map[string]int // the line of each key in Path
@@ -68,6 +70,7 @@ var keys = []key{
 		}
 		return setEnum(&c.Flavor, v, "auto", "c", "rust")
 	}},
+	{"GID_MAP", func(c *Config, v string) error { return setIDMap(&c.GIDMap, v) }},
 	{"LOG_LEVEL", func(c *Config, v string) error { return setEnum(&c.LogLevel, v, "info", "debug", "trace") }},
 	{"READONLY", func(c *Config, v string) error { return setBool(&c.Readonly, v) }},
 	{"READY_TIMEOUT", func(c *Config, v string) error { return setDuration(&c.ReadyTimeout, v) }},
@@ -75,6 +78,7 @@ var keys = []key{
 	{"SHARED_DIR", setSharedDir},
 	{"STOP_TIMEOUT", func(c *Config, v string) error { return setDuration(&c.StopTimeout, v) }},
 	{"THREAD_POOL_SIZE", setThreadPoolSize},
+	{"UID_MAP", func(c *Config, v string) error { return setIDMap(&c.UIDMap, v) }},
 	{"VIRTIOFSD", setVirtiofsd},
 	{"XATTR", func(c *Config, v string) error { return setBool(&c.Xattr, v) }},
 }
@@ -173,13 +177,18 @@ func (c *Config) Set(name, value string) error {
 	return nil
 }
 
-// Load reads and validates dir/<instance>.conf. Besides what Parse checks, it
-// refuses an invalid instance name (see ValidInstance), a file or folder that
-// group or others may write, a file or folder owned by someone other than root
-// or the current user (the file chooses what runs as root), anything but a
-// regular file, and a SHARED_DIR that is not an existing directory. A missing
-// file gives an *Error wrapping fs.ErrNotExist whose message shows an example.
-func Load(dir, instance string) (*Config, error) {
+// Load reads and validates dir/<instance>.conf of a system instance. Besides
+// what Parse checks, it refuses an invalid instance name (see ValidInstance),
+// a file or folder that group or others may write, a file or folder owned by
+// someone other than root or the current user (the file chooses what runs as
+// root), anything but a regular file, and a SHARED_DIR that is not an
+// existing directory. A missing file gives an *Error wrapping fs.ErrNotExist
+// whose message shows an example.
+func Load(dir, instance string) (*Config, error) { return LoadIn(System, dir, instance) }
+
+// LoadIn is Load for an instance of scope s: in User scope the file and its
+// folder must be owned by the current user (root's will not do).
+func LoadIn(s Scope, dir, instance string) (*Config, error) {
 	if err := ValidInstance(instance); err != nil {
 		return nil, err
 	}
@@ -205,14 +214,14 @@ func Load(dir, instance string) (*Config, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, &Error{File: path, Msg: fmt.Sprintf("is not a regular file (%s): the configuration must be a plain text file", fi.Mode().Type())}
 	}
-	if err := checkOwnerAndMode(path, fi, "chmod go-w "+path); err != nil {
+	if err := checkOwnerAndMode(s, path, fi, "chmod go-w "+path); err != nil {
 		return nil, err
 	}
 	di, err := os.Stat(filepath.Dir(path))
 	if err != nil {
 		return nil, &Error{File: path, Msg: fmt.Sprintf("stat folder: %v", err), Err: err}
 	}
-	if err := checkOwnerAndMode(filepath.Dir(path), di, "chmod go-w "+filepath.Dir(path)); err != nil {
+	if err := checkOwnerAndMode(s, filepath.Dir(path), di, "chmod go-w "+filepath.Dir(path)); err != nil {
 		return nil, err
 	}
 
@@ -227,16 +236,15 @@ func Load(dir, instance string) (*Config, error) {
 	return c, nil
 }
 
-// checkOwnerAndMode refuses a file or folder that someone other than root or
-// the current user could change. A folder with the sticky bit (like /tmp) may
-// be writable by others: they cannot replace a file they do not own there.
-func checkOwnerAndMode(path string, fi fs.FileInfo, fix string) error {
+// checkOwnerAndMode refuses a file or folder that someone the scope does not
+// trust could change (see Scope.trusted). A folder with the sticky bit (like
+// /tmp) may be writable by others: they cannot replace a file they do not own
+// there.
+func checkOwnerAndMode(s Scope, path string, fi fs.FileInfo, fix string) error {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		euid := uint32(os.Geteuid())
-		if st.Uid != 0 && st.Uid != euid {
-			return &Error{File: path, Msg: fmt.Sprintf(
-				"owned by uid %d, not root: whoever owns it chooses what the service runs as root; run chown root: %s",
-				st.Uid, path)}
+		if !s.trusted(st.Uid, euid) {
+			return &Error{File: path, Msg: s.ownerFix(path, st.Uid, euid)}
 		}
 	}
 	perm := fi.Mode().Perm()

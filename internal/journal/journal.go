@@ -41,6 +41,7 @@ type Sink interface {
 type Origin struct {
 	Instance string // VIRTIOFSD_INSTANCE
 	Unit     string // the shim's unit, FieldUnit (see SelfUnit); "" for none
+	UserUnit string // a user instance's unit, FieldUserUnit (see SelfUserUnit); "" for none
 }
 
 // addTo sets the origin's fields in vars, leaving out the empty ones.
@@ -50,6 +51,9 @@ func (o Origin) addTo(vars map[string]string) {
 	}
 	if o.Unit != "" {
 		vars[FieldUnit] = o.Unit
+	}
+	if o.UserUnit != "" {
+		vars[FieldUserUnit] = o.UserUnit
 	}
 }
 

@@ -18,8 +18,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/pkgtest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
@@ -30,11 +30,15 @@ var (
 		"/etc/virtiofsd/example.conf.sample",
 		"/usr/lib/systemd/system/virtiofsd@.service",
 		"/usr/lib/systemd/system/virtiofsd@.socket",
+		"/usr/lib/systemd/user/virtiofsd@.service",
+		"/usr/lib/systemd/user/virtiofsd@.socket",
 		"/usr/libexec/virtiofsd-shim",
 		"/usr/share/doc/virtiofsd-shim/README.md",
 		"/usr/share/man/man8/virtiofsd-shim.8.gz",
 	}
 	debOnly = []string{
+		"/etc/apparmor.d/abstractions/libvirt-qemu.d/virtiofsd-shim",
+		"/etc/apparmor.d/abstractions/virtiofsd-shim",
 		"/usr/share/doc/virtiofsd-shim/changelog.gz",
 		"/usr/share/doc/virtiofsd-shim/copyright",
 		"/usr/share/lintian/overrides/virtiofsd-shim",
@@ -47,11 +51,8 @@ var (
 
 var (
 	workDir   string // under /var/tmp, so a box sees it (its /tmp is private)
-	buildOnce sync.Once
-	built     pkgtest.Build
-	buildErr  error
 	nextOnce  sync.Once
-	nextBuilt pkgtest.Build
+	nextBuilt shimbox.Build
 	nextErr   error
 )
 
@@ -69,29 +70,27 @@ func TestMain(m *testing.M) {
 
 // packages builds the .deb and .rpm of this tree once per test process, as
 // `make package` does: the version comes from git.
-func packages(t *testing.T) pkgtest.Build {
+func packages(t *testing.T) shimbox.Build {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the .deb and .rpm (packaging/build.sh): not in -short")
 	}
-	buildOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		built, buildErr = pkgtest.BuildPackages(ctx, shimbox.RepoRoot(), filepath.Join(workDir, "dist"), "")
-	})
-	require.NoError(t, buildErr)
-	return built
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	b, err := shimbox.Packages(ctx) // the build the Debian 13 boxes install
+	require.NoError(t, err)
+	return b
 }
 
 // nextBuild builds the same tree as a later version, <version>.1, once per
 // test process: what an upgrade installs.
-func nextBuild(t *testing.T) pkgtest.Build {
+func nextBuild(t *testing.T) shimbox.Build {
 	t.Helper()
 	b := packages(t)
 	nextOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		nextBuilt, nextErr = pkgtest.BuildPackages(ctx, shimbox.RepoRoot(), filepath.Join(workDir, "next"), b.Version+".1")
+		nextBuilt, nextErr = shimbox.BuildPackages(ctx, shimbox.RepoRoot(), filepath.Join(workDir, "next"), b.Version+".1")
 	})
 	require.NoError(t, nextErr)
 	require.NoError(t, exec.Command("dpkg", "--compare-versions", nextBuilt.Version, "gt", b.Version).Run(),
@@ -219,8 +218,8 @@ func TestBuildStampsTheGitVersionIntoTheBinary(t *testing.T) {
 	want, err := cmd.Output()
 	require.NoError(t, err)
 	assert.Equal(t, strings.TrimSpace(string(want)), b.Version)
-	assert.Equal(t, filepath.Join(workDir, "dist", "virtiofsd-shim_"+b.Version+"_amd64.deb"), b.Deb)
-	assert.Equal(t, filepath.Join(workDir, "dist", "virtiofsd-shim-"+b.Version+"-1.x86_64.rpm"), b.RPM)
+	assert.Equal(t, "virtiofsd-shim_"+b.Version+"_amd64.deb", filepath.Base(b.Deb))
+	assert.Equal(t, "virtiofsd-shim-"+b.Version+"-1.x86_64.rpm", filepath.Base(b.RPM))
 	assert.Equal(t, "virtiofsd-shim "+b.Version+"\n", run(t, b.Bin, "version"))
 }
 
@@ -268,8 +267,9 @@ func TestDebHoldsTheFilesDependenciesAndScripts(t *testing.T) {
 	assert.Equal(t, sorted(common, debOnly), files)
 	assert.Contains(t, run(t, "dpkg-deb", "--contents", b.Deb), "drwxr-xr-x root/root         0 ", "directories are root's, 0755")
 
-	assert.Equal(t, "systemd, virtiofsd | qemu-system-common\n", run(t, "dpkg-deb", "--field", b.Deb, "Depends"))
-	assert.Equal(t, "/etc/virtiofsd/example.conf.sample\n", run(t, "dpkg-deb", "--info", b.Deb, "conffiles"))
+	assert.Equal(t, "systemd, virtiofsd | qemu-system-common (<< 1:8.0)\n", run(t, "dpkg-deb", "--field", b.Deb, "Depends"))
+	assert.Equal(t, "/etc/apparmor.d/abstractions/libvirt-qemu.d/virtiofsd-shim\n/etc/apparmor.d/abstractions/virtiofsd-shim\n/etc/virtiofsd/example.conf.sample\n",
+		run(t, "dpkg-deb", "--info", b.Deb, "conffiles"))
 	for deb, src := range map[string]string{"postinst": "postinstall.sh", "prerm": "preremove.sh", "postrm": "postremove.sh"} {
 		assert.Equal(t, readRepoFile(t, "packaging/scripts/"+src), run(t, "dpkg-deb", "--info", b.Deb, deb), deb)
 	}
@@ -282,6 +282,9 @@ func TestDebHoldsTheFilesDependenciesAndScripts(t *testing.T) {
 		got, err := os.ReadFile(filepath.Join(root, "usr/lib/systemd/system", unit))
 		require.NoError(t, err)
 		assert.Equal(t, readRepoFile(t, "units/"+unit), string(got), "the package ships units/%s as it is", unit)
+		got, err = os.ReadFile(filepath.Join(root, "usr/lib/systemd/user", unit))
+		require.NoError(t, err)
+		assert.Equal(t, readRepoFile(t, "units/user/"+unit), string(got), "the package ships units/user/%s as it is", unit)
 	}
 	man := run(t, "sh", "-c", "zcat "+filepath.Join(root, "usr/share/man/man8/virtiofsd-shim.8.gz"))
 	assert.Regexp(t, `(?m)^\.TH VIRTIOFSD-SHIM 8 "\d{4}-\d\d-\d\d" "virtiofsd-shim `+regexp.QuoteMeta(b.Version)+`"`, man,
@@ -379,19 +382,28 @@ func TestExampleConfigIsValidWithEveryKeyEnabled(t *testing.T) {
 		t.Fatalf("needs the C virtiofsd at /usr/lib/qemu/virtiofsd (qemu-system-common), which the example names: %v", err)
 	}
 	dir, share := t.TempDir(), t.TempDir()
+	conf := enableEveryKey(readRepoFile(t, "packaging/example.conf.sample"), share)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "example.conf"), []byte(conf), 0o644))
+	out, err := exec.Command(b.Bin, "check", "--config-dir="+dir, "example").CombinedOutput()
+	assert.NoError(t, err, "virtiofsd-shim check of the example with every key set:\n%s\n%s", out, conf)
+}
+
+// enableEveryKey turns the example config into one that sets every key a
+// system instance may set (the user-only ones stay commented out), sharing
+// share.
+func enableEveryKey(sample, share string) string {
 	var conf strings.Builder
-	for _, line := range strings.SplitAfter(readRepoFile(t, "packaging/example.conf.sample"), "\n") {
+	for _, line := range strings.SplitAfter(sample, "\n") {
+		key, _, _ := strings.Cut(strings.TrimPrefix(line, "#"), "=")
 		switch {
 		case strings.HasPrefix(line, "SHARED_DIR="):
 			line = "SHARED_DIR=" + share + "\n"
-		case regexp.MustCompile(`^#[A-Z_]+=`).MatchString(line):
+		case regexp.MustCompile(`^#[A-Z_]+=`).MatchString(line) && config.System.Allows(key):
 			line = line[1:]
 		}
 		conf.WriteString(line)
 	}
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "example.conf"), []byte(conf.String()), 0o644))
-	out, err := exec.Command(b.Bin, "check", "--config-dir="+dir, "example").CombinedOutput()
-	assert.NoError(t, err, "virtiofsd-shim check of the example with every key set:\n%s\n%s", out, conf.String())
+	return conf.String()
 }
 
 func TestShellScriptsPassShellcheck(t *testing.T) {
