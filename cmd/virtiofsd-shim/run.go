@@ -110,9 +110,13 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 		instance = strings.TrimSuffix(filepath.Base(sock.Path), ".sock")
 	}
 	var sink journal.Sink = journal.TextSink{W: stderr}
+	var limits journal.Limits
 	if toJournal {
 		origin.Instance = instance
 		sink = journal.JournalSink{Origin: origin}
+		// Lines journald would discard (its per-unit rate limit) are not
+		// sent: counted, and reported as journald reports them.
+		limits = journal.JournaldLimits("/")
 	}
 	entry := log.WithField("instance", instance)
 	if p.rootless {
@@ -120,15 +124,18 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 		logRootless(entry, p)
 	}
 
-	fwd := journal.NewForwarder(sink, 0, func(err error) {
+	fwd := journal.NewForwarder(sink, limits, func(err error) {
 		entry.WithError(err).Warn("cannot write virtiofsd's lines")
 	})
 	defer func() {
-		forwarded, dropped := fwd.Close()
-		e := entry.WithFields(map[string]any{"lines_forwarded": forwarded, "lines_dropped": dropped})
-		if dropped > 0 {
+		forwarded, dropped, suppressed := fwd.Close()
+		e := entry.WithFields(map[string]any{"lines_forwarded": forwarded, "lines_dropped": dropped, "lines_suppressed": suppressed})
+		switch {
+		case dropped > 0:
 			e.Warn("some virtiofsd lines were dropped because the journal did not keep up")
-		} else {
+		case suppressed > 0:
+			e.Warn("some virtiofsd lines were not sent: the journal's rate limit would have discarded them")
+		default:
 			e.Debug("log forwarding done")
 		}
 	}()

@@ -4,10 +4,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var reportPath = flag.String("report", "", "run the system measurements and write the report (Markdown) to this `file`")
@@ -16,8 +19,13 @@ var reportPath = flag.String("report", "", "run the system measurements and writ
 // chosen by BENCH_HELPER:
 //
 //	flood:      virtiofsd's readiness line, then BENCH_LINES lines on stderr,
-//	            one write each; the time the lines took (ns) goes to
-//	            BENCH_RESULT; then exit 0.
+//	            one write each, in the C virtiofsd's format or, with
+//	            BENCH_FORMAT=rust, the Rust one's; the time the lines took
+//	            (ns) goes to BENCH_RESULT; then exit 0.
+//	drain:      runs BENCH_DRAIN_CHILD (with BENCH_HELPER=BENCH_CHILD_HELPER)
+//	            with its stderr on /dev/null (BENCH_DRAIN=null) or in a
+//	            pipe of drainPipeSize read in large reads and thrown away
+//	            (BENCH_DRAIN=pipe): the floor of any reader.
 //	readystamp: after 20 ms, stamp the wall clock (ns), write virtiofsd's readiness line,
 //	            then write the stamp to BENCH_RESULT (atomically, by rename);
 //	            then wait for SIGTERM.
@@ -25,7 +33,13 @@ const (
 	envHelper = "BENCH_HELPER"
 	envLines  = "BENCH_LINES"
 	envResult = "BENCH_RESULT"
-	readyLine = "virtio_session_mount: Waiting for vhost-user socket connection...\n"
+	envFormat = "BENCH_FORMAT"
+	envDrain  = "BENCH_DRAIN"
+	envChild  = "BENCH_DRAIN_CHILD"
+	envChildH = "BENCH_CHILD_HELPER"
+	// The Rust virtiofsd's format, as it prints on a pipe.
+	rustPrefix = "[2026-11-30T10:00:00Z INFO  virtiofsd] "
+	readyLine  = "virtio_session_mount: Waiting for vhost-user socket connection...\n"
 )
 
 func TestMain(m *testing.M) {
@@ -36,6 +50,8 @@ func TestMain(m *testing.M) {
 		os.Exit(helperFlood())
 	case "readystamp":
 		os.Exit(helperReadyStamp())
+	case "drain":
+		os.Exit(helperDrain())
 	default:
 		fmt.Fprintf(os.Stderr, "unknown %s=%s\n", envHelper, os.Getenv(envHelper))
 		os.Exit(2)
@@ -44,11 +60,17 @@ func TestMain(m *testing.M) {
 
 func helperFlood() int {
 	n, _ := strconv.Atoi(os.Getenv(envLines))
-	os.Stderr.WriteString(readyLine)
-	buf := make([]byte, 0, 64)
+	prefix := "fake virtiofsd: "
+	if os.Getenv(envFormat) == "rust" {
+		prefix = rustPrefix
+		os.Stderr.WriteString(rustPrefix + "Waiting for vhost-user socket connection...\n")
+	} else {
+		os.Stderr.WriteString(readyLine)
+	}
+	buf := make([]byte, 0, 128)
 	start := time.Now()
 	for i := 0; i < n; i++ {
-		buf = append(buf[:0], "fake virtiofsd: flood line "...)
+		buf = append(append(buf[:0], prefix...), "flood line "...)
 		buf = strconv.AppendInt(buf, int64(i), 10)
 		buf = append(buf, '\n')
 		if _, err := os.Stderr.Write(buf); err != nil {
@@ -78,4 +100,49 @@ func helperReadyStamp() int {
 		return 1
 	}
 	select {} // until SIGTERM
+}
+
+// drainPipeSize is the floor's pipe: as large as an unprivileged process
+// may make it (fs.pipe-max-size), like the shim's.
+const drainPipeSize = 1 << 20
+
+func helperDrain() int {
+	child := exec.Command(os.Getenv(envChild))
+	child.Env = append(os.Environ(), envHelper+"="+os.Getenv(envChildH))
+	if os.Getenv(envDrain) == "null" {
+		null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+		if err != nil {
+			return 1
+		}
+		child.Stderr = null
+		if err := child.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return 1
+	}
+	if sc, err := r.SyscallConn(); err == nil {
+		sc.Control(func(fd uintptr) { unix.FcntlInt(fd, unix.F_SETPIPE_SZ, drainPipeSize) })
+	}
+	child.Stderr = w
+	if err := child.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	w.Close()
+	buf := make([]byte, drainPipeSize)
+	for {
+		if _, err := r.Read(buf); err != nil {
+			break
+		}
+	}
+	if err := child.Wait(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
 }

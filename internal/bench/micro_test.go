@@ -49,7 +49,7 @@ func (s *discardSink) Write(journal.Record, map[string]string) error {
 // keeps up, so drops are rare. It reports the share dropped.
 func BenchmarkForwarderOffer(b *testing.B) {
 	sink := &discardSink{}
-	f := journal.NewForwarder(sink, 0, nil)
+	f := journal.NewForwarder(sink, journal.Limits{}, nil)
 	r := journal.Record{Message: "virtio_loop: Exit", Priority: sdjournal.PriInfo, PID: 42}
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -57,7 +57,7 @@ func BenchmarkForwarderOffer(b *testing.B) {
 		f.Offer(r)
 	}
 	b.StopTimer()
-	forwarded, dropped := f.Close()
+	forwarded, dropped, _ := f.Close()
 	b.ReportMetric(float64(dropped)/float64(forwarded+dropped), "dropped/op")
 }
 
@@ -181,7 +181,7 @@ func readiness(tb testing.TB, n int) (readinessSample, error) {
 	notifier := sentNotifier{sent: make(chan int64, 1)}
 	for i := 0; i < n; i++ {
 		os.Remove(stampFile)
-		fwd := journal.NewForwarder(&discardSink{}, 0, nil)
+		fwd := journal.NewForwarder(&discardSink{}, journal.Limits{}, nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		sv := &launch.Supervisor{
 			Path: os.Args[0], Env: env, Flavor: launch.C, Socket: sock,

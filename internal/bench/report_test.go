@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,30 @@ func (s *section) measuredBy(sub, file string) {
 		sub, file, sub, sub)
 }
 
+// reportSection is one section of the report: the subtest that measures
+// it, and its place in the report (ascending order).
+type reportSection struct {
+	order int
+	name  string
+	run   func(t *testing.T, s *section)
+}
+
+// registered are the report's sections. Each file of the package adds its
+// own from an init function (register), so that a new measurement is a new
+// file and touches no shared list.
+var registered []reportSection
+
+// register adds a section to the report.
+func register(order int, name string, run func(t *testing.T, s *section)) {
+	registered = append(registered, reportSection{order, name, run})
+}
+
+func init() {
+	register(30, "readiness", reportReadiness)
+	register(70, "debian13", reportDebian13) // platform_test.go
+	register(90, "micro", reportMicro)
+}
+
 // TestReport runs every measurement and writes docs/benchmarks.md. It runs
 // only with -report FILE (see the package doc); it needs root for the
 // private systemd boxes.
@@ -50,13 +75,10 @@ func TestReport(t *testing.T) {
 	}
 	started := time.Now()
 	loadBefore := loadavg()
-	run("activation", reportActivation)
-	run("readiness", reportReadiness)
-	run("memory", reportMemory)
-	run("flood", reportFlood)
-	run("scale", reportScale)
-	run("debian13", reportDebian13)
-	run("micro", reportMicro)
+	sort.SliceStable(registered, func(i, j int) bool { return registered[i].order < registered[j].order })
+	for _, r := range registered {
+		run(r.name, r.run)
+	}
 
 	var out bytes.Buffer
 	out.WriteString("# Benchmarks\n\n")

@@ -32,7 +32,7 @@ func (g *gate) Write(r Record, f map[string]string) error {
 
 func TestForwarderDropsWhenFullAndSaysHowMany(t *testing.T) {
 	g := &gate{release: make(chan struct{})}
-	f := NewForwarder(g, 2, nil)
+	f := NewForwarder(g, Limits{Queue: 2}, nil)
 	accepted := 0
 	for i := 0; i < 10; i++ {
 		if f.Offer(Record{Message: "line", PID: 42}) {
@@ -43,7 +43,7 @@ func TestForwarderDropsWhenFullAndSaysHowMany(t *testing.T) {
 	// were dropped without blocking the caller.
 	assert.LessOrEqual(t, accepted, 3)
 	close(g.release)
-	forwarded, dropped := f.Close()
+	forwarded, dropped, _ := f.Close()
 	assert.Equal(t, uint64(accepted), forwarded)
 	assert.Equal(t, uint64(10-accepted), dropped)
 
@@ -64,11 +64,11 @@ func TestForwarderReportsEachDistinctSinkErrorOnce(t *testing.T) {
 	close(g.release)
 	var errs []error
 	var mu sync.Mutex
-	f := NewForwarder(g, 0, func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() })
+	f := NewForwarder(g, Limits{}, func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() })
 	for i := 0; i < 5; i++ {
 		f.Offer(Record{Message: "x"})
 	}
-	forwarded, _ := f.Close()
+	forwarded, _, _ := f.Close()
 	assert.Equal(t, uint64(0), forwarded)
 	require.Len(t, errs, 1)
 }

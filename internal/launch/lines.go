@@ -3,6 +3,7 @@ package launch
 import (
 	"strconv"
 	"strings"
+	"unsafe"
 
 	sdjournal "github.com/coreos/go-systemd/v22/journal"
 )
@@ -96,13 +97,16 @@ func cutRustPrefix(s string) (rest, level string, ok bool) {
 			return "", "", false
 		}
 	}
-	f := strings.Fields(head)
-	if len(f) < 2 || !strings.HasSuffix(f[0], "Z") || !strings.Contains(f[0], "T") {
+	// "TIMESTAMP LEVEL target", fields split by spaces (the level is
+	// padded to 5), read without allocating: a flood calls this per line.
+	stamp, after, _ := strings.Cut(strings.TrimLeft(head, " "), " ")
+	lvl, _, _ := strings.Cut(strings.TrimLeft(after, " "), " ")
+	if lvl == "" || !strings.HasSuffix(stamp, "Z") || !strings.Contains(stamp, "T") {
 		return "", "", false
 	}
-	switch f[1] {
+	switch lvl {
 	case "ERROR", "WARN", "INFO", "DEBUG", "TRACE":
-		return rest, f[1], true
+		return rest, lvl, true
 	}
 	return "", "", false
 }
@@ -136,9 +140,24 @@ func cutCDebugPrefix(s string) (string, bool) {
 }
 
 // bareCPriority guesses the level of a C virtiofsd line printed without
-// prefix: at the default level it prints errors and information alike.
+// prefix: at the default level it prints errors and information alike. It
+// lower-cases the line once, into a buffer on the stack: no allocation for
+// the lines virtiofsd prints.
 func bareCPriority(s string) sdjournal.Priority {
-	l := strings.ToLower(s)
+	var buf [512]byte
+	l := s
+	if len(s) <= len(buf) {
+		for i := 0; i < len(s); i++ {
+			c := s[i]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			buf[i] = c
+		}
+		l = unsafe.String(&buf[0], len(s))
+	} else {
+		l = strings.ToLower(s)
+	}
 	switch {
 	case strings.Contains(l, "error"), strings.Contains(l, "failed"), strings.Contains(l, "fail to"),
 		strings.Contains(l, "cannot"), strings.Contains(l, "unable to"):

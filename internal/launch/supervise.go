@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/sirupsen/logrus"
 
@@ -26,6 +27,11 @@ const (
 	tailLines           = 12
 	maxLine             = 16 << 10
 	readerDrainTimeout  = 2 * time.Second
+	// stderrPipeSize is the capacity asked for virtiofsd's stderr pipe
+	// (F_SETPIPE_SZ; 64 KiB by default, fs.pipe-max-size allows 1 MiB): a
+	// burst of lines waits in the pipe while the shim's one thread is busy,
+	// instead of blocking virtiofsd's write(2).
+	stderrPipeSize = 1 << 20
 	// termResend is how often SIGTERM is sent again while virtiofsd stops.
 	// The C virtiofsd prints its readiness line just before it calls
 	// accept(): a SIGTERM in between only sets its exit flag, and accept()
@@ -35,9 +41,12 @@ const (
 	termResend = 250 * time.Millisecond
 )
 
-// Lines takes virtiofsd's lines; Offer must never block.
+// Lines takes virtiofsd's lines; Offer must never block. r.Message is valid
+// only during the call: the reader's buffer under it is reused, so that a
+// line Offer refuses (a flood's) costs no copy; Offer copies what it keeps
+// (strings.Clone).
 type Lines interface {
-	Offer(journal.Record) bool
+	Offer(r journal.Record) bool
 }
 
 // Supervisor runs one virtiofsd session on a socket systemd passed: it starts
@@ -73,7 +82,9 @@ type session struct {
 	ready     bool // READY=1 was sent
 	readyOver bool // timed out or stopping: no READY=1 from now on
 	phase     Phase
-	tail      []string
+	tail      [tailLines][]byte // the last lines, a ring; buffers reused
+	tailNext  int               // where the next line goes
+	tailLen   int
 }
 
 // Phase is where a virtiofsd session is, as its lines tell.
@@ -107,6 +118,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create virtiofsd's stderr pipe: %w", err)
 	}
+	growPipe(r, stderrPipeSize)
 	cmd := exec.Command(s.Path, s.Args...)
 	cmd.Env = s.Env
 	cmd.Stdout, cmd.Stderr = w, w
@@ -245,6 +257,45 @@ loop:
 		Stopped: stopping, StopPhase: stopPhase, Tail: tail}
 }
 
+// Reading a flood: a reader woken for every line costs the writer a
+// context switch per line on a small machine. After readBurst reads in a
+// row, each within readGap of the last, the reader pauses readPause and
+// lets lines gather in the pipe (stderrPipeSize holds far more than a pause
+// brings), then takes them in large reads. Lines that come one at a time,
+// the readiness line among them, are read at once.
+const (
+	readGap   = time.Millisecond
+	readBurst = 16
+	readPause = 2 * time.Millisecond
+)
+
+// pacedReader reads from r, pausing during a flood (see readBurst).
+type pacedReader struct {
+	r     io.Reader
+	now   func() time.Time
+	sleep func(time.Duration)
+	last  time.Time
+	burst int
+}
+
+// Read measures from the start of one read to the start of the next: a
+// read that waited for a line is no part of a flood.
+func (p *pacedReader) Read(b []byte) (int, error) {
+	now := p.now()
+	if !p.last.IsZero() && now.Sub(p.last) < readGap {
+		p.burst++
+	} else {
+		p.burst = 0
+	}
+	if p.burst >= readBurst {
+		p.sleep(readPause)
+		p.burst = 0
+		now = p.now()
+	}
+	p.last = now
+	return p.r.Read(b)
+}
+
 // cleanStop tells whether virtiofsd ended the way it does when stopped
 // with SIGTERM, given where it was when the stop began (atStop) and the
 // last phase its lines showed (atEnd). Verified with the real binaries
@@ -280,11 +331,13 @@ func cleanStop(f Flavor, atStop, atEnd Phase, st syscall.WaitStatus) bool {
 
 // read takes virtiofsd's output line by line until EOF.
 func (ss *session) read(r io.Reader) {
-	br := bufio.NewReaderSize(r, maxLine)
+	br := bufio.NewReaderSize(&pacedReader{r: r, now: time.Now, sleep: time.Sleep}, maxLine)
 	for {
 		b, err := br.ReadSlice('\n')
 		if len(b) > 0 {
-			ss.line(string(b))
+			// A view of the reader's buffer, valid until the next read:
+			// what keeps the line copies it (tail, Lines.Offer).
+			ss.line(unsafe.String(&b[0], len(b)))
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return
@@ -295,11 +348,11 @@ func (ss *session) read(r io.Reader) {
 func (ss *session) line(raw string) {
 	l := Classify(raw)
 	ss.mu.Lock()
-	if len(ss.tail) == tailLines {
-		copy(ss.tail, ss.tail[1:])
-		ss.tail = ss.tail[:tailLines-1]
+	ss.tail[ss.tailNext] = append(ss.tail[ss.tailNext][:0], l.Message...)
+	ss.tailNext = (ss.tailNext + 1) % tailLines
+	if ss.tailLen < tailLines {
+		ss.tailLen++
 	}
-	ss.tail = append(ss.tail, l.Message)
 	ss.mu.Unlock()
 
 	switch l.Event {
@@ -356,7 +409,11 @@ func (ss *session) currentPhase() Phase {
 func (ss *session) lastLines() []string {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return append([]string(nil), ss.tail...)
+	out := make([]string, 0, ss.tailLen)
+	for i := 0; i < ss.tailLen; i++ {
+		out = append(out, string(ss.tail[(ss.tailNext-ss.tailLen+i+tailLines)%tailLines]))
+	}
+	return out
 }
 
 // notify sends a state, serialised with the others so that READY=1,

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/fakevirtiofsd"
@@ -76,6 +78,7 @@ type recorder struct {
 func (r *recorder) Offer(rec journal.Record) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	rec.Message = strings.Clone(rec.Message) // Lines' contract: the buffer is reused
 	r.records = append(r.records, rec)
 	return true
 }
@@ -373,7 +376,7 @@ func TestFloodIsNeverBlockedBySlowJournalAndDropsAreCounted(t *testing.T) {
 	// C: its lines do not depend on the host (the Rust one's RLIMIT_NOFILE warning does).
 	s := start(t, C, fakevirtiofsd.Flood, fakevirtiofsd.FloodEnv(lines))
 	sink := &slowSink{}
-	fwd := journal.NewForwarder(sink, 64, nil)
+	fwd := journal.NewForwarder(sink, journal.Limits{Queue: 64}, nil)
 	s.sv.Lines = fwd
 	s.run(t)
 	s.notify.next(t)
@@ -381,7 +384,7 @@ func TestFloodIsNeverBlockedBySlowJournalAndDropsAreCounted(t *testing.T) {
 	c := probe(t, s.sock) // accepted only after all flood lines were written
 	c.Close()
 	require.NoError(t, s.wait(t))
-	forwarded, dropped := fwd.Close()
+	forwarded, dropped, _ := fwd.Close()
 	assert.Greater(t, dropped, uint64(0), "a journal this slow cannot take %d lines", lines)
 	// ready + flood + received + entry + hang-up + exit
 	assert.Equal(t, uint64(1+lines+4), forwarded+dropped, "every line is either forwarded or counted as dropped")
@@ -400,12 +403,91 @@ func TestFloodIsNeverBlockedBySlowJournalAndDropsAreCounted(t *testing.T) {
 	assert.Equal(t, dropped, warned, "the warnings add up to the lines dropped")
 }
 
+// countingLines counts the lines offered to next.
+type countingLines struct {
+	next Lines
+	n    uint64
+}
+
+func (c *countingLines) Offer(r journal.Record) bool { c.n++; return c.next.Offer(r) }
+
+// TestFloodBeyondTheJournalsRateLimitIsCountedExactlyAndSaidOnce: the lines
+// journald would discard are not sent; the count is exact and one notice,
+// worded as journald words it, says it.
+func TestFloodBeyondTheJournalsRateLimitIsCountedExactlyAndSaidOnce(t *testing.T) {
+	const lines, burst = 20000, 1000
+	s := start(t, Rust, fakevirtiofsd.Flood, fakevirtiofsd.FloodEnv(lines))
+	sink := &slowSink{}
+	fwd := journal.NewForwarder(sink, journal.Limits{Interval: time.Hour, Burst: burst}, nil)
+	offered := &countingLines{next: fwd}
+	s.sv.Lines = offered
+	s.run(t)
+	s.notify.next(t)
+	require.True(t, strings.HasPrefix(s.notify.next(t), "READY=1"))
+	c := probe(t, s.sock)
+	c.Close()
+	require.NoError(t, s.wait(t))
+	forwarded, dropped, suppressed := fwd.Close()
+	assert.Zero(t, dropped, "the queue holds a burst")
+	assert.Equal(t, offered.n, forwarded+suppressed, "every line is either forwarded or counted")
+	assert.Greater(t, offered.n, uint64(lines))
+	assert.Greater(t, suppressed, uint64(lines-2*burst))
+
+	var notices []string
+	for i, r := range sink.records {
+		if n := sink.fields[i][journal.FieldSuppressed]; n != "" {
+			notices = append(notices, n)
+			assert.Equal(t, "Suppressed "+n+" messages from virtiofsd (the journal's rate limit, applied by virtiofsd-shim)", r.Message)
+		}
+	}
+	assert.Equal(t, []string{strconv.FormatUint(suppressed, 10)}, notices, "said once, exactly")
+}
+
 func TestStartFailureIsABinaryError(t *testing.T) {
 	s := start(t, C, fakevirtiofsd.Ready)
 	s.sv.Path = "/nonexistent/virtiofsd"
 	s.run(t)
 	err := s.wait(t)
 	assert.True(t, errors.Is(err, ErrBinary), "%v", err)
+}
+
+// TestStderrPipeHoldsABurst: virtiofsd's stderr pipe is grown so that a
+// burst of lines waits in it instead of blocking virtiofsd.
+func TestStderrPipeHoldsABurst(t *testing.T) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	defer w.Close()
+	growPipe(r, stderrPipeSize)
+	sc, err := r.SyscallConn()
+	require.NoError(t, err)
+	var size int
+	require.NoError(t, sc.Control(func(fd uintptr) { size, err = unix.FcntlInt(fd, unix.F_GETPIPE_SZ, 0) }))
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, size, stderrPipeSize)
+}
+
+// TestReaderPausesOnlyDuringAFlood: reads that come one at a time are never
+// delayed; a run of back-to-back reads is paused, so lines gather in the
+// pipe and the next read takes many at once.
+func TestReaderPausesOnlyDuringAFlood(t *testing.T) {
+	now := time.Unix(0, 0)
+	var slept []time.Duration
+	p := &pacedReader{r: strings.NewReader(strings.Repeat("x", 1000)), now: func() time.Time { return now },
+		sleep: func(d time.Duration) { slept = append(slept, d); now = now.Add(d) }}
+	buf := make([]byte, 1)
+	for i := 0; i < 10; i++ { // a line every 10 ms
+		_, err := p.Read(buf)
+		require.NoError(t, err)
+		now = now.Add(10 * time.Millisecond)
+	}
+	assert.Empty(t, slept)
+	for i := 0; i < 2*readBurst+1; i++ { // a flood
+		_, err := p.Read(buf)
+		require.NoError(t, err)
+		now = now.Add(10 * time.Microsecond)
+	}
+	assert.Equal(t, []time.Duration{readPause, readPause}, slept)
 }
 
 func TestExitErrorSaysWhenAStopDoesNotExplainIt(t *testing.T) {

@@ -14,9 +14,11 @@ import (
 )
 
 // maxExposure is the `systemd-analyze security` exposure level the hardened
-// virtiofsd@.service reached (9.6 without its sandboxing lines). A change
-// that raises it must say why, here and in the unit's comments.
-const maxExposure = 3.2
+// virtiofsd@.service reached (9.6 without its sandboxing lines; 3.2 with
+// ProtectKernelTunables= and ProtectSystem=, left out for their cost on every
+// start, issue 13). A change that raises it must say why, here and in the
+// unit's comments; the goal is 3.5 at most.
+const maxExposure = 3.4
 
 // TestUnitsPassSystemdAnalyzeVerify verifies instances of both templates as
 // installed in the box, the binary present.
