@@ -17,6 +17,7 @@ const (
 	FieldInstance   = "VIRTIOFSD_INSTANCE"
 	FieldPID        = "VIRTIOFSD_PID"
 	FieldDropped    = "VIRTIOFSD_DROPPED"
+	FieldSession    = "VIRTIOFSD_SESSION"
 	Identifier      = "virtiofsd"
 )
 
@@ -24,7 +25,8 @@ const (
 type Record struct {
 	Message  string
 	Priority sdjournal.Priority
-	PID      int // virtiofsd's pid
+	PID      int    // virtiofsd's pid
+	Session  string // VIRTIOFSD_SESSION, "" for none
 }
 
 // Sink stores records; it may block.
@@ -37,6 +39,7 @@ type Sink interface {
 type Origin struct {
 	Instance string // VIRTIOFSD_INSTANCE
 	Unit     string // the shim's unit, FieldUnit (see SelfUnit); "" for none
+	Session  string // VIRTIOFSD_SESSION: the session the entry belongs to; "" for none
 }
 
 // addTo sets the origin's fields in vars, leaving out the empty ones.
@@ -46,6 +49,9 @@ func (o Origin) addTo(vars map[string]string) {
 	}
 	if o.Unit != "" {
 		vars[FieldUnit] = o.Unit
+	}
+	if o.Session != "" {
+		vars[FieldSession] = o.Session
 	}
 }
 
@@ -62,6 +68,9 @@ func (s JournalSink) Write(r Record, extra map[string]string) error {
 		FieldPID:        strconv.Itoa(r.PID),
 	}
 	s.addTo(vars)
+	if r.Session != "" {
+		vars[FieldSession] = r.Session
+	}
 	for k, v := range extra {
 		vars[k] = v
 	}

@@ -55,6 +55,24 @@ type Supervisor struct {
 	ReadyTimeout time.Duration // 0: DefaultReadyTimeout
 	StopTimeout  time.Duration // grace between SIGTERM and SIGKILL; 0: DefaultStopTimeout
 	Watchdog     time.Duration // WATCHDOG=1 period; 0: none
+
+	// Session names the session in the journal (VIRTIOFSD_SESSION) and
+	// the shim's log; "" for none.
+	Session string
+	// Standby is the session's number when the shim keeps a virtiofsd
+	// waiting between sessions (STANDBY=yes), shown in STATUS=; 0 otherwise.
+	// From the second session on, READY=1 is not sent again.
+	Standby int
+	// Release asks to give up the socket (its socket unit is stopping): a
+	// virtiofsd with no client yet is stopped, a serving one goes on until
+	// its client leaves. nil: never.
+	Release <-chan struct{}
+}
+
+// Outcome is how a session ended, besides its error.
+type Outcome struct {
+	Served   bool // a client connected
+	Released bool // Release was received: no session may follow on this socket
 }
 
 // session is the state the stderr reader and the main loop share.
@@ -65,6 +83,7 @@ type session struct {
 	mu        sync.Mutex
 	ready     bool
 	readyOver bool // timed out or stopping: no READY=1 from now on
+	connected bool // virtiofsd said a client connected
 	tail      []string
 }
 
@@ -74,6 +93,20 @@ type session struct {
 // *ExitError, *NotReadyError, *StopTimeoutError, or one wrapping ErrBinary
 // when virtiofsd could not be started at all.
 func (s *Supervisor) Run(ctx context.Context) error {
+	_, err := s.RunSession(ctx)
+	return err
+}
+
+// RunSession is Run, and also tells whether a client was served and
+// whether the socket was released. A virtiofsd stopped on Release while
+// waiting ends with a nil error whatever its status.
+func (s *Supervisor) RunSession(ctx context.Context) (Outcome, error) {
+	var out Outcome
+	err := s.run(ctx, &out)
+	return out, err
+}
+
+func (s *Supervisor) run(ctx context.Context, out *Outcome) error {
 	log := s.Log
 	if log == nil {
 		log = logrus.StandardLogger()
@@ -115,6 +148,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 
 	ss := &session{s: s, pid: cmd.Process.Pid, readyCh: make(chan struct{})}
 	log = log.WithField("virtiofsd_pid", ss.pid)
+	if s.Session != "" {
+		log = log.WithField("session", s.Session)
+	}
 	log.WithFields(logrus.Fields{"argv": strings.Join(cmd.Args, " "), "flavor": s.Flavor.String()}).Info("started virtiofsd")
 	readyTimeout := orDefault(s.ReadyTimeout, DefaultReadyTimeout)
 	stopTimeout := orDefault(s.StopTimeout, DefaultStopTimeout)
@@ -141,6 +177,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	var (
 		done       = ctx.Done()
+		release    = s.Release
 		readyCh    = ss.readyCh
 		readyFire  = readyTimer.C
 		grace      <-chan time.Time
@@ -161,9 +198,30 @@ loop:
 				log.WithField("timeout", readyTimeout.String()).Error("virtiofsd not ready in time, killing it")
 				_ = cmd.Process.Kill()
 			}
+		case <-release:
+			release = nil
+			out.Released = true
+			if ss.isConnected() {
+				log.Info("the socket was stopped: this session goes on until the VM disconnects, and no session follows it")
+				continue
+			}
+			if timedOut || stopping {
+				continue
+			}
+			log.Info("the socket was stopped: stopping the virtiofsd that waits on it, which has no client")
+			stopping = true
+			ss.endReadiness()
+			ss.notify(fmt.Sprintf("STATUS=Releasing the socket: stopping virtiofsd (pid %d), which has no client\nEXTEND_TIMEOUT_USEC=%d",
+				ss.pid, extendUsec(stopTimeout)))
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			grace = time.After(stopTimeout)
 		case <-done:
 			done = nil
 			if timedOut {
+				continue
+			}
+			if stopping { // already stopping on Release: now systemd wants it too
+				ss.notify("STOPPING=1")
 				continue
 			}
 			stopping = true
@@ -201,7 +259,10 @@ loop:
 	}
 	log.WithField("status", cmd.ProcessState.String()).Info("virtiofsd ended")
 	tail := ss.lastLines()
+	out.Served = ss.isConnected()
 	switch {
+	case stopping && !killedHard && out.Released && !out.Served:
+		return nil // no client: whatever it exits with, nothing was lost
 	case timedOut:
 		return &NotReadyError{Timeout: readyTimeout, Tail: tail}
 	case stopping && killedHard:
@@ -255,13 +316,16 @@ func (ss *session) line(raw string) {
 	case Ready:
 		ss.markReady()
 	case Connected:
+		ss.mu.Lock()
+		ss.connected = true
+		ss.mu.Unlock()
 		ss.notify(fmt.Sprintf("STATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
 			ss.s.SocketPath, ss.s.SharedDir, ss.pid))
 	case Disconnected:
 		ss.notify(fmt.Sprintf("STATUS=Client disconnected, virtiofsd (pid %d) is shutting down", ss.pid))
 	}
 	if ss.s.Lines != nil {
-		ss.s.Lines.Offer(journal.Record{Message: l.Message, Priority: l.Priority, PID: ss.pid})
+		ss.s.Lines.Offer(journal.Record{Message: l.Message, Priority: l.Priority, PID: ss.pid, Session: ss.s.Session})
 	}
 }
 
@@ -273,8 +337,17 @@ func (ss *session) markReady() {
 		return
 	}
 	ss.ready = true
-	ss.notifyLocked(fmt.Sprintf("READY=1\nSTATUS=Waiting for a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
-		ss.s.SocketPath, ss.s.SharedDir, ss.pid))
+	if ss.s.Standby > 0 {
+		state := fmt.Sprintf("STATUS=Waiting for a vhost-user client on %s, sharing %s (virtiofsd pid %d, standby for session %d)",
+			ss.s.SocketPath, ss.s.SharedDir, ss.pid, ss.s.Standby)
+		if ss.s.Standby == 1 {
+			state = "READY=1\n" + state
+		}
+		ss.notifyLocked(state)
+	} else {
+		ss.notifyLocked(fmt.Sprintf("READY=1\nSTATUS=Waiting for a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
+			ss.s.SocketPath, ss.s.SharedDir, ss.pid))
+	}
 	close(ss.readyCh)
 }
 
@@ -285,6 +358,12 @@ func (ss *session) endReadiness() (ready bool) {
 	defer ss.mu.Unlock()
 	ss.readyOver = true
 	return ss.ready
+}
+
+func (ss *session) isConnected() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.connected
 }
 
 func (ss *session) isReady() bool {
