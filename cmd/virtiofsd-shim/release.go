@@ -100,11 +100,20 @@ func releaseCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if st.done() {
 		return nil
 	}
+	sig := syscall.SIGUSR1
 	if st.serving() {
 		// Still tell it: no session may follow on the stopped socket.
 		fmt.Fprintf(stderr, "%s serves a VM: it goes on until the VM disconnects\n", unit)
+		if restarting(ctx, conn, "virtiofsd@"+f.instance+".socket") {
+			// systemd refuses to start a socket while its service runs
+			// ("Socket service ... already active, refusing"): the shim
+			// starts the socket again once its VM has left.
+			fmt.Fprintf(stderr, "virtiofsd@%s.socket cannot listen again while that session runs: "+
+				"it will be started with its new settings as soon as the VM disconnects\n", f.instance)
+			sig = syscall.SIGUSR2
+		}
 	}
-	if err := conn.KillUnitWithTarget(ctx, unit, sddbus.Main, int32(syscall.SIGUSR1)); err != nil {
+	if err := conn.KillUnitWithTarget(ctx, unit, sddbus.Main, int32(sig)); err != nil {
 		if st, serr := serviceState(ctx, conn, unit); serr == nil && st.done() {
 			return nil // it ended in between
 		}
@@ -143,6 +152,39 @@ func standbyCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	// running this command.
 	if _, err := conn.StartUnitContext(ctx, unit, "replace", nil); err != nil {
 		return fmt.Errorf("start %s: %w", unit, err)
+	}
+	return nil
+}
+
+// restarting tells whether the unit's job is a restart (rather than a stop).
+func restarting(ctx context.Context, conn *sddbus.Conn, unit string) bool {
+	jobs, err := conn.ListJobsContext(ctx)
+	if err != nil {
+		return false
+	}
+	for _, j := range jobs {
+		if j.Unit == unit && (j.JobType == "restart" || j.JobType == "try-restart" || j.JobType == "reload-or-start") {
+			return true
+		}
+	}
+	return false
+}
+
+// restartSocketAfter stops unit, the calling shim's own service, and starts
+// its socket: queued in that order, systemd runs the socket's start once
+// the service has stopped (a stop goes first between ordered units), which
+// it refuses while the service runs. Neither job is waited for.
+func restartSocketAfter(ctx context.Context, user bool, instance string) error {
+	conn, err := connectManager(ctx, user)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.StopUnitContext(ctx, "virtiofsd@"+instance+".service", "replace", nil); err != nil {
+		return fmt.Errorf("stop virtiofsd@%s.service: %w", instance, err)
+	}
+	if _, err := conn.StartUnitContext(ctx, "virtiofsd@"+instance+".socket", "replace", nil); err != nil {
+		return fmt.Errorf("start virtiofsd@%s.socket again: %w", instance, err)
 	}
 	return nil
 }

@@ -103,18 +103,17 @@ func TestHangingUpEndsTheSessionAndTheSocketListensAgain(t *testing.T) {
 	}
 }
 
-// TestSocketGroupDropInLetsQEMUsGroupConnect follows the README: a drop-in
-// for every instance gives the socket to QEMU's group.
-func TestSocketGroupDropInLetsQEMUsGroupConnect(t *testing.T) {
+// TestSocketGroupKeyLetsQEMUsGroupConnect follows the README: SOCKET_GROUP=
+// in the config, applied by the generator on daemon-reload, gives the socket
+// to QEMU's group.
+func TestSocketGroupKeyLetsQEMUsGroupConnect(t *testing.T) {
 	grp, err := user.LookupGroup("kvm")
 	if err != nil {
 		t.Skipf("no kvm group on this host: %v", err)
 	}
 	b := box(t)
-	_, err = b.AddInstance("x")
+	_, err = b.AddInstance("x", "SOCKET_GROUP=kvm")
 	require.NoError(t, err)
-	require.NoError(t, b.WriteFile("/etc/systemd/system/virtiofsd@.socket.d/group.conf",
-		[]byte("[Socket]\nSocketGroup=kvm\n"), 0o644))
 	systemctl(t, b, "daemon-reload")
 	enable(t, b, "x")
 

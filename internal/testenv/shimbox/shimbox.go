@@ -25,6 +25,9 @@ import (
 // Where things are inside the box, as a package installs them.
 const (
 	BinaryPath = "/usr/libexec/virtiofsd-shim"
+	// GeneratorPath is the systemd generator: the binary again, which acts
+	// as the generator under this name (a symbolic link in the packages).
+	GeneratorPath = "/usr/lib/systemd/system-generators/virtiofsd-shim-generator"
 	ConfigDir  = "/etc/virtiofsd"
 	SocketDir  = "/run/virtiofsd"
 )
@@ -113,7 +116,8 @@ type Options struct {
 }
 
 // Boot boots a box with the project's units in /run/systemd/system, the
-// binary at /usr/libexec/virtiofsd-shim and an empty /etc/virtiofsd.
+// binary at /usr/libexec/virtiofsd-shim, the generator at GeneratorPath and
+// an empty /etc/virtiofsd.
 func Boot(ctx context.Context, o Options) (*Box, error) {
 	bin, err := Binary()
 	if err != nil {
@@ -130,6 +134,13 @@ func Boot(ctx context.Context, o Options) (*Box, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The generator is the same binary under another name; a bind needs a
+	// source of its own, and a symbolic link to the binary binds the binary.
+	gen := filepath.Join(root, ".generator")
+	if err := os.Symlink(bin, gen); err != nil {
+		os.RemoveAll(root)
+		return nil, err
+	}
 	name := o.Name
 	if name == "" {
 		name = "shimbox"
@@ -138,7 +149,7 @@ func Boot(ctx context.Context, o Options) (*Box, error) {
 		Name:  name,
 		Units: units,
 		Tmpfs: []string{ConfigDir},
-		Binds: map[string]string{bin: BinaryPath},
+		Binds: map[string]string{bin: BinaryPath, gen: GeneratorPath},
 		Log:   o.Log,
 	})
 	if err != nil {

@@ -1,0 +1,198 @@
+package systemtest
+
+import (
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
+)
+
+// TestSocketGroupAppliesAcrossARestartWithoutCuttingTheSession is the
+// admin's way to change a socket's group: edit the config, daemon-reload,
+// restart the socket. The VM served across it keeps its share, and the
+// socket is root:kvm 0660.
+func TestSocketGroupAppliesAcrossARestartWithoutCuttingTheSession(t *testing.T) {
+	grp, err := user.LookupGroup("kvm")
+	if err != nil {
+		t.Skipf("no kvm group on this host: %v", err)
+	}
+	b := box(t)
+	_, err = b.AddInstance("vm1")
+	require.NoError(t, err)
+	enable(t, b, "vm1")
+	vm := servedAndActive(t, b, "vm1", dialTimeout)
+	defer vm.Close()
+	pid := show(t, b, "virtiofsd@vm1.service", "MainPID")["MainPID"]
+
+	_, err = b.AddInstance("vm1", "SOCKET_GROUP=kvm")
+	require.NoError(t, err)
+	systemctl(t, b, "daemon-reload")
+	require.NoError(t, peer.GetFeatures(vm, dialTimeout), "the session no longer answers after daemon-reload")
+	assert.Equal(t, "kvm", show(t, b, "virtiofsd@vm1.socket", "SocketGroup")["SocketGroup"])
+	// systemd refuses to start a socket while its service runs, so the
+	// restart's start fails while the VM is served (see the README).
+	out, err := b.Systemctl(t.Context(), "restart", "virtiofsd@vm1.socket")
+	t.Logf("systemctl restart during the session: %v %s", err, out)
+
+	for i := 0; i < 10; i++ {
+		require.NoError(t, peer.GetFeatures(vm, dialTimeout), "request %d after the socket's restart", i)
+	}
+	assert.Equal(t, pid, show(t, b, "virtiofsd@vm1.service", "MainPID")["MainPID"], "the session's shim changed")
+	waitJournal(t, b, "this session goes on until the VM disconnects", "-u", "virtiofsd@vm1.service")
+
+	// The VM leaves; its session ends, the socket listens again with the
+	// new settings, and the next session comes from it.
+	require.NoError(t, vm.Close())
+	waitState(t, b, "virtiofsd@vm1.socket", "active/listening")
+	waitState(t, b, "virtiofsd@vm1.service", "inactive/dead")
+	assert.Equal(t, "success", show(t, b, "virtiofsd@vm1.service", "Result")["Result"])
+	fi, err := os.Stat(b.Socket("vm1"))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o660), fi.Mode().Perm())
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	require.True(t, ok)
+	assert.Equal(t, grp.Gid, strconv.Itoa(int(st.Gid)))
+	assert.Equal(t, uint32(0), st.Uid)
+
+	next := servedAndActive(t, b, "vm1", dialTimeout)
+	require.NoError(t, next.Close())
+}
+
+// TestStoppingTheSocketLeavesAServingSessionAlone: stop (and disable --now)
+// of the socket ends no VM's session; the socket file goes away.
+func TestStoppingTheSocketLeavesAServingSessionAlone(t *testing.T) {
+	b := box(t)
+	_, err := b.AddInstance("vm1")
+	require.NoError(t, err)
+	enable(t, b, "vm1")
+	vm := servedAndActive(t, b, "vm1", dialTimeout)
+	defer vm.Close()
+	systemctl(t, b, "disable", "--now", "virtiofsd@vm1.socket")
+	assert.Equal(t, "inactive/dead", state(t, b, "virtiofsd@vm1.socket"))
+	_, err = os.Stat(b.Socket("vm1"))
+	assert.ErrorIs(t, err, os.ErrNotExist)
+	require.NoError(t, peer.GetFeatures(vm, dialTimeout), "the session no longer answers once its socket stopped")
+	assert.Equal(t, "active/running", state(t, b, "virtiofsd@vm1.service"))
+	require.NoError(t, vm.Close())
+	waitState(t, b, "virtiofsd@vm1.service", "inactive/dead")
+	assert.Empty(t, virtiofsdProcesses(t, b))
+}
+
+// TestGeneratorSkipsABrokenConfigAndGeneratesTheOthers: one config the
+// generator refuses does not keep the others' settings from systemd.
+func TestGeneratorSkipsABrokenConfigAndGeneratesTheOthers(t *testing.T) {
+	b := box(t)
+	_, err := b.AddInstance("good", "SOCKET_GROUP=kvm", "SOCKET_MODE=0640")
+	require.NoError(t, err)
+	_, err = b.AddInstance("bad", "SOCKET_GROUP=kvm", "SOCKET_MODE=rw")
+	require.NoError(t, err)
+	odd, err := b.Share("my vm%1")
+	require.NoError(t, err)
+	require.NoError(t, b.Configure("odd", "SHARED_DIR=\""+odd+"\"\n"))
+	systemctl(t, b, "daemon-reload")
+
+	p := show(t, b, "virtiofsd@good.socket", "SocketGroup", "SocketMode")
+	assert.Equal(t, "kvm", p["SocketGroup"])
+	assert.Equal(t, "0640", p["SocketMode"])
+	p = show(t, b, "virtiofsd@bad.socket", "SocketGroup", "SocketMode", "DropInPaths")
+	assert.Equal(t, "", p["SocketGroup"])
+	assert.Equal(t, "0660", p["SocketMode"])
+	assert.Equal(t, "", p["DropInPaths"])
+	assert.Empty(t, show(t, b, "virtiofsd@bad.service", "DropInPaths")["DropInPaths"])
+
+	// RequiresMountsFor= names the share, blank and "%" included.
+	assert.Contains(t, show(t, b, "virtiofsd@odd.service", "RequiresMountsFor")["RequiresMountsFor"], `"`+odd+`"`)
+	good := show(t, b, "virtiofsd@good.service", "RequiresMountsFor")["RequiresMountsFor"]
+	assert.Contains(t, strings.Fields(good), filepath.Join(b.Root, "good"))
+
+	// What the generator said, as check shows it.
+	out, err := b.Run(t.Context(), "/usr/libexec/virtiofsd-shim", "generate", "--dry-run")
+	assert.NoError(t, err)
+	assert.Contains(t, out, "skipping virtiofsd@bad: /etc/virtiofsd/bad.conf:3: SOCKET_MODE=rw")
+	assert.Contains(t, out, "### /run/systemd/generator/virtiofsd@good.socket.d/50-virtiofsd-shim.conf")
+	assert.True(t, strings.Contains(out, "SocketMode=0640"), out)
+}
+
+// TestStandbyWaitsBeforeTheVMAndAfterEachSession: with STANDBY=yes a
+// virtiofsd waits on the socket from enable --now on, each VM connection is
+// served by its own virtiofsd, and the next one waits as soon as the last
+// VM left; stopping the socket stops the standby.
+func TestStandbyWaitsBeforeTheVMAndAfterEachSession(t *testing.T) {
+	b := box(t)
+	_, err := b.AddInstance("sb", "STANDBY=yes")
+	require.NoError(t, err)
+	systemctl(t, b, "daemon-reload")
+	enable(t, b, "sb")
+	const unit = "virtiofsd@sb.service"
+
+	waitStandby := func(prev string) string {
+		t.Helper()
+		var pid string
+		for deadline := time.Now().Add(waitFor); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			st := waitStatus(t, b, unit, "Waiting for a vhost-user client")
+			pid = statusPID(st)
+			if pid != prev {
+				break
+			}
+		}
+		require.NotEqual(t, prev, pid, "no new standby virtiofsd")
+		assert.Equal(t, "active/running", state(t, b, unit))
+		assert.Contains(t, virtiofsdProcesses(t, b), pid+" ")
+		return pid
+	}
+	standby := waitStandby("")
+	mainPID := show(t, b, unit, "MainPID")["MainPID"]
+
+	var pids []string
+	for session := 1; session <= 2; session++ {
+		vm := servedAndActive(t, b, "sb", dialTimeout)
+		served := statusPID(waitStatus(t, b, unit, "Serving"))
+		assert.Equal(t, standby, served, "session %d was not served by the waiting virtiofsd", session)
+		pids = append(pids, served)
+		require.NoError(t, vm.Close())
+		standby = waitStandby(served)
+	}
+	assert.NotEqual(t, pids[0], pids[1], "two sessions, one virtiofsd")
+	assert.Equal(t, mainPID, show(t, b, unit, "MainPID")["MainPID"], "the sessions ran in one service run")
+
+	// Each session has its own VIRTIOFSD_SESSION on virtiofsd's lines.
+	sessions := map[string]string{}
+	for _, e := range journal(t, b, "-u", unit, "SYSLOG_IDENTIFIER=virtiofsd") {
+		if strings.Contains(e["MESSAGE"], "Received vhost-user socket connection") {
+			sessions[e["VIRTIOFSD_SESSION"]] = e["VIRTIOFSD_PID"]
+		}
+	}
+	assert.Len(t, sessions, 2, "%v", sessions)
+	assert.NotContains(t, sessions, "")
+
+	// A restart of the socket brings a standby on the new socket.
+	systemctl(t, b, "restart", "virtiofsd@sb.socket")
+	standby = waitStandby(standby)
+	vm := servedAndActive(t, b, "sb", dialTimeout)
+	assert.Equal(t, standby, statusPID(waitStatus(t, b, unit, "Serving")))
+	require.NoError(t, vm.Close())
+	waitStandby(standby)
+
+	systemctl(t, b, "stop", "virtiofsd@sb.socket")
+	waitState(t, b, unit, "inactive/dead")
+	assert.Equal(t, "success", show(t, b, unit, "Result")["Result"])
+	assert.Empty(t, virtiofsdProcesses(t, b))
+}
+
+// statusPID reads "virtiofsd pid N" from a status text.
+func statusPID(status string) string {
+	_, rest, ok := strings.Cut(status, "virtiofsd pid ")
+	if !ok {
+		return ""
+	}
+	return strings.TrimRight(strings.FieldsFunc(rest, func(r rune) bool { return r == ',' || r == ')' })[0], " ")
+}
