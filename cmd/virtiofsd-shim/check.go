@@ -1,13 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"text/tabwriter"
 
 	"github.com/kballard/go-shellquote"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/generator"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 )
 
@@ -15,8 +21,12 @@ const checkUsage = `Usage: virtiofsd-shim check [flags] NAME
 
 Validates instance NAME offline, as virtiofsd@NAME.service would start it:
 its config file, the shared directory, the virtiofsd binary and flavor, and
-the arguments. Prints the exact command line run would start. Exits non-zero
-with the cause on any problem (see the exit status table in --help).
+the arguments. Prints the exact command line run would start, and the unit
+drop-ins the generator makes of the config (socket owner, group and mode,
+standby, RequiresMountsFor=), with a warning when they differ from what
+systemd loaded at its last daemon-reload, or when SOCKET_MODE lets more than
+the socket's owner and group connect. Exits non-zero with the cause on any
+problem (see the exit status table in --help); warnings do not change it.
 
 Examples:
   virtiofsd-shim check vm1
@@ -27,6 +37,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlagSet("check", checkUsage, stderr)
 	var inst instanceFlags
 	inst.register(fs, false)
+	generated := fs.String("generator-dir", "/run/systemd/generator", "`folder` where systemd keeps the generator's output, to compare with")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -57,6 +68,43 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := w.Flush(); err != nil {
 		return err
 	}
+	scope := config.SystemScope()
+	scope.Dir = inst.configDir
+	files, err := generator.DropIns(scope, cfg)
+	if err != nil {
+		return err
+	}
+	var warnings []string
+	if cfg.SocketMode != nil && *cfg.SocketMode&^0o660 != 0 {
+		warnings = append(warnings, fmt.Sprintf("SOCKET_MODE=%04o lets more than the socket's owner and group connect "+
+			"(whoever connects gets the share, as root): use 0660 or narrower (%s:%d)", *cfg.SocketMode, cfg.Path, cfg.Line("SOCKET_MODE")))
+	}
+	fmt.Fprintln(stdout, "\nThe generator (systemctl daemon-reload) makes of it:")
+	for _, f := range files {
+		path := filepath.Join(*generated, f.Path)
+		fmt.Fprintf(stdout, "### %s\n%s", path, f.Content)
+		loaded, err := os.ReadFile(path)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			warnings = append(warnings, fmt.Sprintf("%s does not exist: systemd has not applied this config yet; run systemctl daemon-reload "+
+				"(and check that %s is installed)", path, generatorPath))
+		case err != nil:
+			warnings = append(warnings, fmt.Sprintf("cannot compare with %s: %v", path, err))
+		case !bytes.Equal(loaded, f.Content):
+			warnings = append(warnings, fmt.Sprintf("%s differs: the config changed since the last daemon-reload; run systemctl daemon-reload", path))
+		}
+	}
+	if stale := filepath.Join(*generated, "virtiofsd@"+cfg.Instance+".socket.d", generator.DropInName); len(files) < 2 {
+		if _, err := os.Stat(stale); err == nil {
+			warnings = append(warnings, fmt.Sprintf("%s still has socket settings the config no longer has: run systemctl daemon-reload", stale))
+		}
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(stdout, "warning: "+w)
+	}
 	fmt.Fprintln(stdout, "OK: the socket is passed as fd 3 by systemd (virtiofsd@"+cfg.Instance+".socket)")
 	return nil
 }
+
+// generatorPath is the generator as installed.
+const generatorPath = "/usr/lib/systemd/system-generators/" + GeneratorName

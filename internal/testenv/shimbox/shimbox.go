@@ -28,8 +28,8 @@ const (
 	// GeneratorPath is the systemd generator: the binary again, which acts
 	// as the generator under this name (a symbolic link in the packages).
 	GeneratorPath = "/usr/lib/systemd/system-generators/virtiofsd-shim-generator"
-	ConfigDir  = "/etc/virtiofsd"
-	SocketDir  = "/run/virtiofsd"
+	ConfigDir     = "/etc/virtiofsd"
+	SocketDir     = "/run/virtiofsd"
 )
 
 // RepoRoot is the source tree this package was built from.
