@@ -63,6 +63,8 @@ package:
 # replaces files by unlink+create, so running shims keep their binary.
 install: build
 	install -D -m 0755 bin/virtiofsd-shim $(DESTDIR)$(PREFIX)/libexec/virtiofsd-shim
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/lib/systemd/system-generators
+	ln -sfn ../../../libexec/virtiofsd-shim $(DESTDIR)$(PREFIX)/lib/systemd/system-generators/virtiofsd-shim-generator
 	install -D -m 0644 units/virtiofsd@.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.socket
 	install -D -m 0644 units/virtiofsd@.service $(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.service
 	install -d -m 0755 $(DESTDIR)/etc/virtiofsd
@@ -75,5 +77,6 @@ uninstall:
 	-if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl stop 'virtiofsd@*.socket' 'virtiofsd@*.service'; fi
 	-systemctl --root=$(or $(DESTDIR),/) --no-reload disable virtiofsd@.socket
 	rm -f $(DESTDIR)$(PREFIX)/libexec/virtiofsd-shim $(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.socket \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system-generators/virtiofsd-shim-generator \
 		$(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.service $(DESTDIR)$(PREFIX)/share/man/man8/virtiofsd-shim.8.gz
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
