@@ -15,6 +15,7 @@ packages=(
 	procps                   # pgrep
 	lintian rpm man-db shellcheck  # package checks
 	git make gcc             # gcc: go test -race needs cgo
+	mmdebstrap               # builds the Debian 13 tree of the second platform leg
 )
 need=()
 for p in "${packages[@]}"; do
