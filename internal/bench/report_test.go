@@ -55,6 +55,7 @@ func TestReport(t *testing.T) {
 	run("memory", reportMemory)
 	run("flood", reportFlood)
 	run("scale", reportScale)
+	run("standby", reportStandby)
 	run("micro", reportMicro)
 
 	var out bytes.Buffer
