@@ -1,6 +1,7 @@
 package systemtest
 
 import (
+	"net"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -195,4 +196,52 @@ func statusPID(status string) string {
 		return ""
 	}
 	return strings.TrimRight(strings.FieldsFunc(rest, func(r rune) bool { return r == ',' || r == ')' })[0], " ")
+}
+
+// TestStandbyThatCannotStartStopsAtTheStartLimit: a STANDBY=yes instance
+// whose service fails at every start ends failed at the start limit, as
+// without standby, and a standby virtiofsd killed while waiting ends its
+// service failed; the next connection is served.
+func TestStandbyThatCannotStartStopsAtTheStartLimit(t *testing.T) {
+	b := box(t)
+	dir, err := b.Share("x")
+	require.NoError(t, err)
+	missing := filepath.Join(dir, "missing")
+	require.NoError(t, b.Configure("x", "SHARED_DIR="+missing+"\nSTANDBY=yes\n"))
+	systemctl(t, b, "daemon-reload")
+	enable(t, b, "x")
+
+	c, err := net.Dial("unix", b.Socket("x"))
+	require.NoError(t, err)
+	defer c.Close()
+	waitHangUp(t, c)
+	waitState(t, b, "virtiofsd@x.socket", "failed/failed")
+	assert.Equal(t, "service-start-limit-hit", show(t, b, "virtiofsd@x.socket", "Result")["Result"])
+	assert.Equal(t, "failed", show(t, b, "virtiofsd@x.service", "ActiveState")["ActiveState"])
+
+	// Fixed: the standby comes back; killed, it ends its run failed, and
+	// the next VM is served all the same.
+	require.NoError(t, os.Mkdir(missing, 0o755))
+	systemctl(t, b, "reset-failed", "virtiofsd@x.socket", "virtiofsd@x.service")
+	systemctl(t, b, "start", "virtiofsd@x.socket")
+	pid := statusPID(waitStatus(t, b, "virtiofsd@x.service", "Waiting for a vhost-user client"))
+	require.NotEmpty(t, pid)
+	run(t, b, "kill", "-9", pid)
+	waitState(t, b, "virtiofsd@x.service", "failed/failed")
+	vm := servedAndActive(t, b, "x", dialTimeout)
+	require.NoError(t, vm.Close())
+	waitStatus(t, b, "virtiofsd@x.service", "Waiting for a vhost-user client")
+}
+
+// TestReleaseWithNoServiceDoesNothing: the socket's ExecStopPre= succeeds
+// when no service runs.
+func TestReleaseWithNoServiceDoesNothing(t *testing.T) {
+	b := box(t)
+	_, err := b.AddInstance("x")
+	require.NoError(t, err)
+	enable(t, b, "x")
+	run(t, b, "/usr/libexec/virtiofsd-shim", "release", "--instance=x")
+	systemctl(t, b, "stop", "virtiofsd@x.socket")
+	assert.Contains(t, show(t, b, "virtiofsd@x.socket", "ExecStopPre")["ExecStopPre"], "code=exited ; status=0 }")
+	assert.Equal(t, "inactive/dead", state(t, b, "virtiofsd@x.service"))
 }
