@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
 )
@@ -201,7 +202,9 @@ loop:
 		case <-release:
 			release = nil
 			out.Released = true
-			if ss.isConnected() {
+			if ss.isConnected() || pendingClient(s.Socket) {
+				// A client already queued on the socket is as good as
+				// served: virtiofsd accepts it next.
 				log.Info("the socket was stopped: this session goes on until the VM disconnects, and no session follows it")
 				continue
 			}
@@ -273,6 +276,18 @@ loop:
 		return nil
 	}
 	return &ExitError{Status: status, Flavor: s.Flavor, BeforeReady: !ss.isReady(), Tail: tail}
+}
+
+// pendingClient tells whether a client waits to be accepted on the
+// listening socket (it polls readable), so that releasing the socket never
+// drops a VM that connected a moment before.
+func pendingClient(sock *os.File) bool {
+	if sock == nil {
+		return false
+	}
+	fds := []unix.PollFd{{Fd: int32(sock.Fd()), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0 && fds[0].Revents&unix.POLLIN != 0
 }
 
 // cleanStop tells whether virtiofsd ended as it should after SIGTERM.
