@@ -65,7 +65,7 @@ func TestCases(t *testing.T) {
 			}
 			files := map[string][]*unit.UnitOption{}
 			for _, f := range r.Files {
-				opts, err := unit.Deserialize(bytes.NewReader(f.Content))
+				opts, err := unit.DeserializeOptions(bytes.NewReader(f.Content))
 				require.NoError(t, err, "%s:\n%s", f.Path, f.Content)
 				kind := filepath.Ext(strings.TrimSuffix(filepath.Dir(f.Path), ".d")) // .socket or .service
 				assert.Equal(t, filepath.Join("virtiofsd@"+name+kind+".d", DropInName), f.Path)
