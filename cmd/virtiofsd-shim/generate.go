@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
+	"strings"
+
+	sdjournal "github.com/coreos/go-systemd/v22/journal"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/generator"
@@ -85,6 +89,7 @@ func generateCmd(_ context.Context, args []string, stdout, stderr io.Writer) err
 // status is 0 unless it cannot write at all: a broken config only skips
 // that instance.
 func generatorMain(args []string, stderr io.Writer) int {
+	stderr = newGeneratorLog(stderr)
 	if len(args) != 1 && len(args) != 3 {
 		fmt.Fprintf(stderr, "%s: want the output folders NORMAL-DIR [EARLY-DIR LATE-DIR], as systemd passes them; got %d arguments\n", GeneratorName, len(args))
 		return 64
@@ -105,4 +110,38 @@ func generatorMain(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// generatorLog copies each line the generator reports to where an admin
+// finds it: systemd runs generators with stderr on the console, so a line
+// also goes to the journal when journald runs (daemon-reload), else to the
+// kernel log, which journald reads at boot (as systemd's own generators do).
+type generatorLog struct {
+	stderr  io.Writer
+	journal bool
+	kmsg    io.Writer
+}
+
+func newGeneratorLog(stderr io.Writer) *generatorLog {
+	l := &generatorLog{stderr: stderr, journal: sdjournal.Enabled()}
+	if !l.journal {
+		if f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
+			l.kmsg = f // left open: the generator exits soon
+		}
+	}
+	return l
+}
+
+func (l *generatorLog) Write(p []byte) (int, error) {
+	n, err := l.stderr.Write(p)
+	for _, line := range bytes.Split(bytes.TrimRight(p, "\n"), []byte("\n")) {
+		msg := strings.TrimPrefix(string(line), GeneratorName+": ")
+		switch {
+		case l.journal:
+			_ = sdjournal.Send(msg, sdjournal.PriWarning, map[string]string{"SYSLOG_IDENTIFIER": GeneratorName})
+		case l.kmsg != nil:
+			_, _ = fmt.Fprintf(l.kmsg, "<4>%s[%d]: %s\n", GeneratorName, os.Getpid(), msg)
+		}
+	}
+	return n, err
 }

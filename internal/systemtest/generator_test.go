@@ -115,6 +115,9 @@ func TestGeneratorSkipsABrokenConfigAndGeneratesTheOthers(t *testing.T) {
 	good := show(t, b, "virtiofsd@good.service", "RequiresMountsFor")["RequiresMountsFor"]
 	assert.Contains(t, strings.Fields(good), filepath.Join(b.Root, "good"))
 
+	// The generator's reason reaches the journal.
+	waitJournal(t, b, "skipping virtiofsd@bad: /etc/virtiofsd/bad.conf:3: SOCKET_MODE=rw", "SYSLOG_IDENTIFIER=virtiofsd-shim-generator")
+
 	// What the generator said, as check shows it.
 	out, err := b.Run(t.Context(), "/usr/libexec/virtiofsd-shim", "generate", "--dry-run")
 	assert.NoError(t, err)
