@@ -23,6 +23,10 @@ import (
 // figures are medians of 15).
 const standbyRounds = 15
 
+// loopSessions is how many sessions the start-limit figure makes in a row,
+// more than the units' StartLimitBurst=30.
+const loopSessions = 40
+
 // standbyFlavor is one virtiofsd the standby figures are measured with.
 type standbyFlavor struct {
 	name   string // "C" or "Rust"
@@ -234,6 +238,31 @@ func reportStandby(t *testing.T, s *section) {
 		s.printf("\nGoal: standby median <= %.2f x the bare cold unit's: %.3f (%s).\n", want, r, goal(r <= want))
 	}
 
+	// Start limits: sessions as fast as a VM rebooting in a loop makes them.
+	s.printf("\nStart limits (C): %d sessions back to back (connect, first reply, close, wait for the next standby),\n"+
+		"against the units' StartLimitBurst=30 in StartLimitIntervalSec=10s:\n\n| variant | sessions served | took | service afterwards | NRestarts |\n|---|---|---|---|---|\n", loopSessions)
+	time.Sleep(10 * time.Second) // a fresh start-limit window
+	for _, v := range all[0][2:] {
+		served, start := 0, time.Now()
+		for i := 0; i < loopSessions; i++ {
+			c, err := peer.Probe(v.sock, 5*time.Second)
+			if err != nil {
+				break
+			}
+			served++
+			c.Close()
+			pid, err := waitingPID(ctx, conn, v.unit, v.prev, 5*time.Second)
+			if err != nil {
+				break
+			}
+			v.prev = pid
+		}
+		took := time.Since(start)
+		time.Sleep(time.Second)
+		s.printf("| %s | %d | %s | %s (%s) | %s |\n", v.name, served, ms(took), show(ctx, b, v.unit, "ActiveState"),
+			show(ctx, b, v.unit, "Result"), show(ctx, b, v.unit, "NRestarts"))
+	}
+
 	// Idle memory of the standby instances: the shim and everything under it.
 	time.Sleep(2 * time.Second)
 	procs := proctree.All()
@@ -270,7 +299,8 @@ func reportStandby(t *testing.T, s *section) {
 			}
 		}
 		if !found {
-			t.Fatalf("no shim of sb-%s", f.key)
+			out, _ := b.Systemctl(ctx, "status", "--no-pager", "-n", "40", "virtiofsd@sb-"+f.key+".service")
+			t.Fatalf("no shim of sb-%s\n%s", f.key, out)
 		}
 		mib := func(kb int64) string { return fmt.Sprintf("%.2f MiB", float64(kb)/1024) }
 		s.printf("| sb-%s (%s virtiofsd) | %s | %s | %s | %s |\n", f.key, f.name, mib(shim.Pss), mib(vfs.Pss), mib(shim.Pss+vfs.Pss), mib(shim.Rss+vfs.Rss))

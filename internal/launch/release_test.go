@@ -106,3 +106,22 @@ func TestStandbySessionsSayReadyOnceAndNameTheSession(t *testing.T) {
 		assert.Equal(t, "0123abcd", r.Session, r.Message)
 	}
 }
+
+// Standby sessions follow one another in one service run, each perhaps
+// shorter than the watchdog period: each session pets it as it starts.
+func TestEachSessionPetsTheWatchdogAtOnce(t *testing.T) {
+	s := start(t, C, fakevirtiofsd.Ready)
+	s.sv.Watchdog = time.Hour
+	s.run(t)
+	for pet := false; !pet; {
+		select {
+		case d := <-s.notify.ch:
+			pet = d.State == "WATCHDOG=1"
+			require.False(t, strings.HasPrefix(d.State, "READY=1"), "READY=1 before the first WATCHDOG=1")
+		case <-time.After(10 * time.Second):
+			t.Fatal("no WATCHDOG=1 as the session started")
+		}
+	}
+	s.cancel()
+	require.NoError(t, s.wait(t))
+}

@@ -172,6 +172,10 @@ func (s *Supervisor) run(ctx context.Context, out *Outcome) error {
 	defer readyTimer.Stop()
 	var watchdog <-chan time.Time
 	if s.Watchdog > 0 {
+		// Pet once now: sessions that follow one another (STANDBY=yes)
+		// may each be shorter than the period, and the service's watchdog
+		// runs across them.
+		ss.notify("WATCHDOG=1")
 		t := time.NewTicker(s.Watchdog)
 		defer t.Stop()
 		watchdog = t.C
