@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/kballard/go-shellquote"
@@ -79,6 +81,16 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		warnings = append(warnings, fmt.Sprintf("SOCKET_MODE=%04o lets more than the socket's owner and group connect "+
 			"(whoever connects gets the share, as root): use 0660 or narrower (%s:%d)", *cfg.SocketMode, cfg.Path, cfg.Line("SOCKET_MODE")))
 	}
+	if n := cfg.SocketUser; n != "" && !isNumber(n) {
+		if _, err := user.Lookup(n); err != nil {
+			warnings = append(warnings, fmt.Sprintf("SOCKET_USER=%s: no such user in /etc/passwd (%v): the socket will not start unless another name service knows it", n, err))
+		}
+	}
+	if n := cfg.SocketGroup; n != "" && !isNumber(n) {
+		if _, err := user.LookupGroup(n); err != nil {
+			warnings = append(warnings, fmt.Sprintf("SOCKET_GROUP=%s: no such group in /etc/group (%v): the socket will not start unless another name service knows it", n, err))
+		}
+	}
 	fmt.Fprintln(stdout, "\nThe generator (systemctl daemon-reload) makes of it:")
 	for _, f := range files {
 		path := filepath.Join(*generated, f.Path)
@@ -105,6 +117,8 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintln(stdout, "OK: the socket is passed as fd 3 by systemd (virtiofsd@"+cfg.Instance+".socket)")
 	return nil
 }
+
+func isNumber(s string) bool { return strings.Trim(s, "0123456789") == "" }
 
 // generatorPath is the generator as installed.
 const generatorPath = "/usr/lib/systemd/system-generators/" + GeneratorName

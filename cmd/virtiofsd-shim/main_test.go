@@ -138,6 +138,10 @@ func TestCheckShowsTheDropInsAndWhetherADaemonReloadIsPending(t *testing.T) {
 	assert.Contains(t, out, "warning: SOCKET_MODE=0666 lets more than the socket's owner and group connect")
 	assert.Contains(t, out, "does not exist: systemd has not applied this config yet; run systemctl daemon-reload")
 
+	dir2 := instance(t, "vm2", "SHARED_DIR="+share+"\nVIRTIOFSD="+rust+"\nSOCKET_GROUP=nosuchgroup-x\n")
+	_, out, _ = shim(t, "check", "--config-dir="+dir2, "--generator-dir="+gen, "vm2")
+	assert.Contains(t, out, "warning: SOCKET_GROUP=nosuchgroup-x: no such group")
+
 	// After the generator ran with this config: nothing pending.
 	code, _, stderr = shim(t, "generate", "--config-dir="+dir, gen)
 	require.Equal(t, 0, code, stderr)

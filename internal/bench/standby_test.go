@@ -20,8 +20,9 @@ import (
 )
 
 // standbyRounds is how many samples each standby variant gets (the issue's
-// figures are medians of 15).
-const standbyRounds = 15
+// figures are medians of 15; more here steady the bare cold median on a
+// loaded machine).
+const standbyRounds = 25
 
 // loopSessions is how many sessions the start-limit figure makes in a row,
 // more than the units' StartLimitBurst=30.
@@ -153,6 +154,7 @@ func reportStandby(t *testing.T, s *section) {
 		name, unit, sock string
 		standby          bool
 		prev             string // the standby virtiofsd waiting now, once seen
+		invocations      map[string]bool
 		latency, refill  Sample
 	}
 	var all [][]*variant // by flavor
@@ -191,6 +193,10 @@ func reportStandby(t *testing.T, s *section) {
 					t.Fatalf("%s, round %d: %v\n%s", v.unit, round, err, out)
 				}
 				v.latency = append(v.latency, d)
+				if v.invocations == nil {
+					v.invocations = map[string]bool{}
+				}
+				v.invocations[show(ctx, b, v.unit, "InvocationID")] = true
 				c.Close()
 				if v.standby {
 					end := time.Now()
@@ -222,6 +228,8 @@ func reportStandby(t *testing.T, s *section) {
 				ms(x.Quantile(0.75)), ms(x.Max()), float64(x.Median())/float64(bare))
 			t.Logf("%s latency: %v", v.unit, x.Sorted())
 		}
+		s.printf("\nService runs that served the %d samples: cold %d, STANDBY=yes %d, design (a) %d.\n", standbyRounds,
+			len(vs[1].invocations), len(vs[2].invocations), len(vs[3].invocations))
 		s.printf("\nFrom a session's end (the client closes) until the next virtiofsd waits, ready (its \"Waiting\" status):\n\n")
 		s.printf("| variant | min | median | max |\n|---|---|---|---|\n")
 		for _, v := range vs {
