@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"time"
 	"syscall"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -164,7 +165,10 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 		if out.Released && out.Served && restartSocket.Load() && ctx.Err() == nil {
 			// The socket's restart was refused while this session ran.
 			entry.Info("the session ended: starting virtiofsd@" + instance + ".socket again, with its new settings")
-			if rerr := restartSocketAfter(context.WithoutCancel(ctx), os.Geteuid() != 0, instance); rerr != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			rerr := restartSocketAfter(rctx, os.Geteuid() != 0, instance)
+			cancel()
+			if rerr != nil {
 				entry.WithError(rerr).Error("cannot start the socket again: run systemctl start virtiofsd@" + instance + ".socket")
 			}
 		}
