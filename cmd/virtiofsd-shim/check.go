@@ -111,6 +111,12 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			warnings = append(warnings, fmt.Sprintf("%s still has socket settings the config no longer has: run systemctl daemon-reload", stale))
 		}
 	}
+	if marker, err := restartMarker(false, cfg.Instance); err == nil {
+		if _, err := os.Stat(marker); err == nil {
+			warnings = append(warnings, fmt.Sprintf("virtiofsd@%s.socket was restarted while a VM was served: it listens again once that VM disconnects (%s)",
+				cfg.Instance, marker))
+		}
+	}
 	for _, w := range warnings {
 		fmt.Fprintln(stdout, "warning: "+w)
 	}

@@ -94,6 +94,7 @@ Usage:
   virtiofsd-shim generate [--dry-run] [OUTPUT-DIR]      the systemd generator: configs to unit drop-ins
   virtiofsd-shim release --instance=NAME                what the socket's stop runs: end a waiting virtiofsd
   virtiofsd-shim standby --instance=NAME                what a STANDBY=yes socket's start runs
+  virtiofsd-shim resume --instance=NAME                 what the service's stop runs: a deferred socket restart
   virtiofsd-shim version                                print the version
 
 Run "virtiofsd-shim COMMAND --help" for a command's flags and examples.
@@ -124,6 +125,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		return releaseCmd(ctx, rest, stderr)
 	case "standby":
 		return standbyCmd(ctx, rest, stderr)
+	case "resume":
+		return resumeCmd(ctx, rest, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "virtiofsd-shim %s\n", version)
 		return nil

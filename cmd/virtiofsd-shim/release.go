@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -24,6 +27,17 @@ most --timeout later. Does nothing when the service does not run.
 
 Examples:
   virtiofsd-shim release --instance=vm1
+`
+
+const resumeUsage = `Usage: virtiofsd-shim resume [--user] --instance=NAME
+
+What virtiofsd@NAME.service runs when it has stopped (ExecStopPost=): when a
+restart of virtiofsd@NAME.socket was deferred because a VM was being served
+(see release), starts the socket again now that the session has ended. Does
+nothing otherwise.
+
+Examples:
+  virtiofsd-shim resume --instance=vm1
 `
 
 const standbyUsage = `Usage: virtiofsd-shim standby [--user] --instance=NAME
@@ -100,20 +114,26 @@ func releaseCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if st.done() {
 		return nil
 	}
-	sig := syscall.SIGUSR1
 	if st.serving() {
 		// Still tell it: no session may follow on the stopped socket.
 		fmt.Fprintf(stderr, "%s serves a VM: it goes on until the VM disconnects\n", unit)
 		if restarting(ctx, conn, "virtiofsd@"+f.instance+".socket") {
 			// systemd refuses to start a socket while its service runs
-			// ("Socket service ... already active, refusing"): the shim
-			// starts the socket again once its VM has left.
-			fmt.Fprintf(stderr, "virtiofsd@%s.socket cannot listen again while that session runs: "+
-				"it will be started with its new settings as soon as the VM disconnects\n", f.instance)
-			sig = syscall.SIGUSR2
+			// ("Socket service ... already active, refusing"). The
+			// marker makes the socket's start a skipped condition
+			// instead (the restart succeeds), and the service's
+			// ExecStopPost= (resume) starts the socket once the VM left.
+			marker, err := restartMarker(f.user, f.instance)
+			if err == nil {
+				err = os.WriteFile(marker, []byte("virtiofsd-shim release: start the socket again once its session ends\n"), 0o644)
+			}
+			if err != nil {
+				return fmt.Errorf("defer the socket's start: %w", err)
+			}
+			fmt.Fprintf(stderr, "virtiofsd@%s.socket listens again, with its new settings, as soon as that VM disconnects\n", f.instance)
 		}
 	}
-	if err := conn.KillUnitWithTarget(ctx, unit, sddbus.Main, int32(sig)); err != nil {
+	if err := conn.KillUnitWithTarget(ctx, unit, sddbus.Main, int32(syscall.SIGUSR1)); err != nil {
 		if st, serr := serviceState(ctx, conn, unit); serr == nil && st.done() {
 			return nil // it ended in between
 		}
@@ -170,22 +190,52 @@ func restarting(ctx context.Context, conn *sddbus.Conn, unit string) bool {
 	return false
 }
 
-// restartSocketAfter stops unit, the calling shim's own service, and starts
-// its socket: queued in that order, systemd runs the socket's start once
-// the service has stopped (a stop goes first between ordered units), which
-// it refuses while the service runs. Neither job is waited for.
-func restartSocketAfter(ctx context.Context, user bool, instance string) error {
-	conn, err := connectManager(ctx, user)
+// restartMarker is the file whose presence defers the socket's start
+// (virtiofsd@.socket: ConditionPathExists=!%t/virtiofsd/%i.restart).
+func restartMarker(user bool, instance string) (string, error) {
+	dir := "/run"
+	if user {
+		dir = os.Getenv("XDG_RUNTIME_DIR")
+		if !filepath.IsAbs(dir) {
+			return "", fmt.Errorf("XDG_RUNTIME_DIR=%q is not an absolute path", dir)
+		}
+	}
+	return filepath.Join(dir, "virtiofsd", instance+".restart"), nil
+}
+
+func resumeCmd(ctx context.Context, args []string, stderr io.Writer) error {
+	f, err := parseHookFlags("resume", resumeUsage, args, stderr)
+	if err != nil {
+		return err
+	}
+	marker, err := restartMarker(f.user, f.instance)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(marker); errors.Is(err, os.ErrNotExist) {
+		return nil // the common case: no restart was deferred
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	conn, err := connectManager(ctx, f.user)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if _, err := conn.StopUnitContext(ctx, "virtiofsd@"+instance+".service", "replace", nil); err != nil {
-		return fmt.Errorf("stop virtiofsd@%s.service: %w", instance, err)
+	if err := os.Remove(marker); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("start the socket again: %w", err)
 	}
-	if _, err := conn.StartUnitContext(ctx, "virtiofsd@"+instance+".socket", "replace", nil); err != nil {
-		return fmt.Errorf("start virtiofsd@%s.socket again: %w", instance, err)
+	// Queued in this order, the socket's start waits for the service's stop
+	// (between ordered units a stop goes first), which ends once this
+	// command has: systemd refuses to start the socket before.
+	unit := "virtiofsd@" + f.instance
+	if _, err := conn.StopUnitContext(ctx, unit+".service", "replace", nil); err != nil {
+		return fmt.Errorf("stop %s.service: %w", unit, err)
 	}
+	if _, err := conn.StartUnitContext(ctx, unit+".socket", "replace", nil); err != nil {
+		return fmt.Errorf("start %s.socket again: %w", unit, err)
+	}
+	fmt.Fprintf(stderr, "the session has ended: starting %s.socket again, with its new settings\n", unit)
 	return nil
 }
 

@@ -9,9 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
@@ -45,10 +43,9 @@ Examples:
 
 func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) error {
 	// First: SIGUSR1's default action would kill the shim.
-	// SIGUSR2 is the same during a socket's restart: see releaseCmd.
-	usr := make(chan os.Signal, 1)
-	signal.Notify(usr, syscall.SIGUSR1, syscall.SIGUSR2)
-	defer signal.Stop(usr)
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
 	fs := newFlagSet("run", runUsage, stderr)
 	var inst instanceFlags
 	inst.register(fs, true)
@@ -116,12 +113,10 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	// SIGUSR1 is the socket's release (virtiofsd-shim release, its
 	// ExecStopPre=): see launch.Supervisor.Release.
 	release, runDone := make(chan struct{}), make(chan struct{})
-	var restartSocket atomic.Bool
 	defer close(runDone)
 	go func() {
 		select {
-		case sig := <-usr:
-			restartSocket.Store(sig == syscall.SIGUSR2)
+		case <-usr1:
 			close(release)
 		case <-runDone:
 		}
@@ -162,16 +157,6 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 			sv.Watchdog = d / 2
 		}
 		out, err := sv.RunSession(ctx)
-		if out.Released && out.Served && restartSocket.Load() && ctx.Err() == nil {
-			// The socket's restart was refused while this session ran.
-			entry.Info("the session ended: starting virtiofsd@" + instance + ".socket again, with its new settings")
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			rerr := restartSocketAfter(rctx, os.Geteuid() != 0, instance)
-			cancel()
-			if rerr != nil {
-				entry.WithError(rerr).Error("cannot start the socket again: run systemctl start virtiofsd@" + instance + ".socket")
-			}
-		}
 		if err != nil || out.Released || ctx.Err() != nil || !out.Served || !cfg.Standby {
 			return err
 		}
