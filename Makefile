@@ -20,8 +20,9 @@ deps:
 
 # Everything: root-only levels (integration, system, guest, packages) run as
 # root and say why they skip otherwise. The fuzz targets run on their seeds.
-# The package tests install into this machine's /usr, so they run alone,
-# after the others (which bind-mount the shim from the host into their boxes).
+# Each root level runs once per platform leg (Debian 12, Debian 13; README,
+# Tested platforms). The package tests run alone, after the others: they
+# build the packages and install them into boxes' overlays.
 test: deps lint
 	$(GO) test -race -count=1 -timeout 60m $$($(GO) list ./... | grep -v /internal/pkgtest)
 	$(GO) test -count=1 -timeout 20m ./internal/pkgtest/
@@ -63,12 +64,19 @@ package:
 # replaces files by unlink+create, so running shims keep their binary.
 install: build
 	install -D -m 0755 bin/virtiofsd-shim $(DESTDIR)$(PREFIX)/libexec/virtiofsd-shim
-	install -d -m 0755 $(DESTDIR)$(PREFIX)/lib/systemd/system-generators
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/lib/systemd/system-generators $(DESTDIR)$(PREFIX)/lib/systemd/user-generators
 	ln -sfn ../../../libexec/virtiofsd-shim $(DESTDIR)$(PREFIX)/lib/systemd/system-generators/virtiofsd-shim-generator
+	ln -sfn ../../../libexec/virtiofsd-shim $(DESTDIR)$(PREFIX)/lib/systemd/user-generators/virtiofsd-shim-generator
 	install -D -m 0644 units/virtiofsd@.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.socket
 	install -D -m 0644 units/virtiofsd@.service $(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.service
+	install -D -m 0644 units/user/virtiofsd@.socket $(DESTDIR)$(PREFIX)/lib/systemd/user/virtiofsd@.socket
+	install -D -m 0644 units/user/virtiofsd@.service $(DESTDIR)$(PREFIX)/lib/systemd/user/virtiofsd@.service
 	install -d -m 0755 $(DESTDIR)/etc/virtiofsd
 	[ -e $(DESTDIR)/etc/virtiofsd/example.conf.sample ] || install -m 0644 packaging/example.conf.sample $(DESTDIR)/etc/virtiofsd/example.conf.sample
+	# AppArmor (Debian, Ubuntu; README "libvirt"): configuration files, kept when present and by uninstall.
+	install -d -m 0755 $(DESTDIR)/etc/apparmor.d/abstractions/libvirt-qemu.d
+	[ -e $(DESTDIR)/etc/apparmor.d/abstractions/virtiofsd-shim ] || install -m 0644 packaging/apparmor/virtiofsd-shim $(DESTDIR)/etc/apparmor.d/abstractions/virtiofsd-shim
+	[ -e $(DESTDIR)/etc/apparmor.d/abstractions/libvirt-qemu.d/virtiofsd-shim ] || install -m 0644 packaging/apparmor/libvirt-qemu.d-virtiofsd-shim $(DESTDIR)/etc/apparmor.d/abstractions/libvirt-qemu.d/virtiofsd-shim
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/man/man8
 	gzip -9n <packaging/virtiofsd-shim.8 >$(DESTDIR)$(PREFIX)/share/man/man8/virtiofsd-shim.8.gz
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
@@ -78,5 +86,7 @@ uninstall:
 	-systemctl --root=$(or $(DESTDIR),/) --no-reload disable virtiofsd@.socket
 	rm -f $(DESTDIR)$(PREFIX)/libexec/virtiofsd-shim $(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.socket \
 		$(DESTDIR)$(PREFIX)/lib/systemd/system-generators/virtiofsd-shim-generator \
-		$(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.service $(DESTDIR)$(PREFIX)/share/man/man8/virtiofsd-shim.8.gz
+		$(DESTDIR)$(PREFIX)/lib/systemd/user-generators/virtiofsd-shim-generator \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.service $(DESTDIR)$(PREFIX)/share/man/man8/virtiofsd-shim.8.gz \
+		$(DESTDIR)$(PREFIX)/lib/systemd/user/virtiofsd@.socket $(DESTDIR)$(PREFIX)/lib/systemd/user/virtiofsd@.service
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi

@@ -9,6 +9,7 @@ require (
 	github.com/sirupsen/logrus v1.10.2
 	github.com/stretchr/testify v1.12.1
 	golang.org/x/sys v0.50.0
+	libvirt.org/go/libvirtxml v1.12008.0
 )
 
 require go.yaml.in/yaml/v3 v3.0.5 // indirect

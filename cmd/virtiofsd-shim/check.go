@@ -15,6 +15,7 @@ import (
 	"github.com/kballard/go-shellquote"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/domainxml"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/generator"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 )
@@ -30,16 +31,31 @@ systemd loaded at its last daemon-reload, or when SOCKET_MODE lets more than
 the socket's owner and group connect. Exits non-zero with the cause on any
 problem (see the exit status table in --help); warnings do not change it.
 
+With --user, NAME is an instance of your own user manager: the config is
+~/.config/virtiofsd/NAME.conf ($XDG_CONFIG_HOME), which must be yours and
+not writable by others, and virtiofsd must be the Rust one (it runs without
+root there).
+
+With --libvirt, prints instead, once the instance is valid, the libvirt XML
+that uses its socket: the <filesystem> element to paste into <devices>
+(virsh edit DOMAIN) and the <memoryBacking> vhost-user needs.
+
 Examples:
   virtiofsd-shim check vm1
   virtiofsd-shim check --config-dir=/tmp/conf vm1
+  virtiofsd-shim check --user vm1          # ~/.config/virtiofsd/vm1.conf
+  virtiofsd-shim check --libvirt vm1
+  virtiofsd-shim check --libvirt --tag=data vm1
 `
 
 func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("check", checkUsage, stderr)
 	var inst instanceFlags
 	inst.register(fs, false)
-	generated := fs.String("generator-dir", "/run/systemd/generator", "`folder` where systemd keeps the generator's output, to compare with")
+	generated := fs.String("generator-dir", "", "`folder` where systemd keeps the generator's output, to compare with "+
+		"(default /run/systemd/generator, with --user $XDG_RUNTIME_DIR/systemd/generator)")
+	libvirt := fs.Bool("libvirt", false, "print the libvirt <filesystem> and <memoryBacking> XML for the instance")
+	tag := fs.String("tag", "", "virtiofs mount `tag` of the --libvirt XML (default: the instance name)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -55,63 +71,93 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	p, err := makePlan(ctx, cfg, launch.VersionCache{})
+	p, err := makePlan(ctx, cfg, inst.scope(), launch.VersionCache{})
 	if err != nil {
+		return err
+	}
+	if *libvirt {
+		if *tag == "" {
+			*tag = cfg.Instance
+		}
+		x, err := domainxml.Snippet(cfg.Instance, socketPath(inst.scope(), cfg.Instance), *tag)
+		if err != nil {
+			return usageErrorf("check: %v", err)
+		}
+		_, err = io.WriteString(stdout, x)
 		return err
 	}
 	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "instance\t%s\n", cfg.Instance)
 	fmt.Fprintf(w, "config\t%s\n", cfg.Path)
 	fmt.Fprintf(w, "shared dir\t%s\n", cfg.SharedDir)
-	fmt.Fprintf(w, "socket\t%s (virtiofsd@%s.socket)\n", socketPath(cfg.Instance), cfg.Instance)
+	unit := "virtiofsd@" + cfg.Instance + ".socket"
+	if inst.user {
+		unit += ", systemctl --user"
+	}
+	fmt.Fprintf(w, "socket\t%s (%s)\n", socketPath(inst.scope(), cfg.Instance), unit)
 	fmt.Fprintf(w, "virtiofsd\t%s (%s)\n", p.binary, p.version)
+	if p.rootless {
+		fmt.Fprintf(w, "rootless\tuid %d, gid %d; UID_MAP %s, GID_MAP %s\n", p.uid, p.gid, idMapOrDefault(cfg.UIDMap), idMapOrDefault(cfg.GIDMap))
+	}
 	fmt.Fprintf(w, "timeouts\tready %v, stop %v\n", p.readyTimeout, p.stopTimeout)
 	fmt.Fprintf(w, "command\t%s\n", shellquote.Join(append([]string{p.binary}, p.args...)...))
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	scope := config.SystemScope()
-	scope.Dir = inst.configDir
+	scope := inst.scope()
 	files, err := generator.DropIns(scope, cfg)
 	if err != nil {
 		return err
 	}
+	if *generated == "" {
+		rt, err := scope.RuntimeDir(os.Getenv)
+		if err != nil {
+			return err
+		}
+		*generated = filepath.Join(rt, "systemd", "generator")
+	}
+	systemctl := "systemctl" + userFlag(scope)
 	var warnings []string
 	if cfg.SocketMode != nil && *cfg.SocketMode&^0o660 != 0 {
 		warnings = append(warnings, fmt.Sprintf("SOCKET_MODE=%04o lets more than the socket's owner and group connect "+
 			"(whoever connects gets the share, as root): use 0660 or narrower (%s:%d)", *cfg.SocketMode, cfg.Path, cfg.Line("SOCKET_MODE")))
 	}
-	if n := cfg.SocketUser; n != "" && !isNumber(n) {
+	switch {
+	case scope == config.User && (cfg.SocketUser != "" || cfg.SocketGroup != ""):
+		warnings = append(warnings, fmt.Sprintf("SOCKET_USER and SOCKET_GROUP are ignored for a user instance: its socket is yours, "+
+			"created by your user manager; remove them from %s (SOCKET_MODE applies)", cfg.Path))
+	case cfg.SocketUser != "" && !isNumber(cfg.SocketUser):
+		n := cfg.SocketUser
 		if _, err := user.Lookup(n); err != nil {
 			warnings = append(warnings, fmt.Sprintf("SOCKET_USER=%s: no such user in /etc/passwd (%v): the socket will not start unless another name service knows it", n, err))
 		}
 	}
-	if n := cfg.SocketGroup; n != "" && !isNumber(n) {
+	if n := cfg.SocketGroup; scope == config.System && n != "" && !isNumber(n) {
 		if _, err := user.LookupGroup(n); err != nil {
 			warnings = append(warnings, fmt.Sprintf("SOCKET_GROUP=%s: no such group in /etc/group (%v): the socket will not start unless another name service knows it", n, err))
 		}
 	}
-	fmt.Fprintln(stdout, "\nThe generator (systemctl daemon-reload) makes of it:")
+	fmt.Fprintf(stdout, "\nThe generator (%s daemon-reload) makes of it:\n", systemctl)
 	for _, f := range files {
 		path := filepath.Join(*generated, f.Path)
 		fmt.Fprintf(stdout, "### %s\n%s", path, f.Content)
 		loaded, err := os.ReadFile(path)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
-			warnings = append(warnings, fmt.Sprintf("%s does not exist: systemd has not applied this config yet; run systemctl daemon-reload "+
-				"(and check that %s is installed)", path, generatorPath))
+			warnings = append(warnings, fmt.Sprintf("%s does not exist: systemd has not applied this config yet; run %s daemon-reload "+
+				"(and check that %s is installed)", path, systemctl, generatorPath(scope)))
 		case err != nil:
 			warnings = append(warnings, fmt.Sprintf("cannot compare with %s: %v", path, err))
 		case !bytes.Equal(loaded, f.Content):
-			warnings = append(warnings, fmt.Sprintf("%s differs: the config changed since the last daemon-reload; run systemctl daemon-reload", path))
+			warnings = append(warnings, fmt.Sprintf("%s differs: the config changed since the last daemon-reload; run %s daemon-reload", path, systemctl))
 		}
 	}
 	if stale := filepath.Join(*generated, "virtiofsd@"+cfg.Instance+".socket.d", generator.DropInName); len(files) < 2 {
 		if _, err := os.Stat(stale); err == nil {
-			warnings = append(warnings, fmt.Sprintf("%s still has socket settings the config no longer has: run systemctl daemon-reload", stale))
+			warnings = append(warnings, fmt.Sprintf("%s still has socket settings the config no longer has: run %s daemon-reload", stale, systemctl))
 		}
 	}
-	if marker, err := restartMarker(false, cfg.Instance); err == nil {
+	if marker, err := restartMarker(scope, cfg.Instance); err == nil {
 		if _, err := os.Stat(marker); err == nil {
 			warnings = append(warnings, fmt.Sprintf("virtiofsd@%s.socket was restarted while a VM was served: it listens again once that VM disconnects (%s)",
 				cfg.Instance, marker))
@@ -126,5 +172,15 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 func isNumber(s string) bool { return strings.Trim(s, "0123456789") == "" }
 
-// generatorPath is the generator as installed.
-const generatorPath = "/usr/lib/systemd/system-generators/" + GeneratorName
+// generatorPath is the scope's generator as installed.
+func generatorPath(s config.Scope) string {
+	return "/usr/lib/systemd/" + s.String() + "-generators/" + GeneratorName
+}
+
+// userFlag is " --user" for User, for the commands a message names.
+func userFlag(s config.Scope) string {
+	if f := s.Flag(); f != "" {
+		return " " + f
+	}
+	return ""
+}

@@ -22,7 +22,7 @@ const GeneratorName = "virtiofsd-shim-generator"
 // defaultGeneratorDir is systemd's normal generator output folder, shown by
 // a dry run.
 func defaultGeneratorDir(s config.Scope) string {
-	if s.User {
+	if s == config.User {
 		return "$XDG_RUNTIME_DIR/systemd/generator"
 	}
 	return "/run/systemd/generator"
@@ -53,15 +53,16 @@ func generateCmd(_ context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	scope := config.SystemScope()
+	scope := config.System
 	if *user {
+		scope = config.User
+	}
+	dir := *configDir
+	if dir == "" {
 		var err error
-		if scope, err = config.UserScope(os.Getenv); err != nil {
+		if dir, err = scope.ConfigDir(os.Getenv); err != nil {
 			return err
 		}
-	}
-	if *configDir != "" {
-		scope.Dir = *configDir
 	}
 	var out string
 	switch {
@@ -73,7 +74,7 @@ func generateCmd(_ context.Context, args []string, stdout, stderr io.Writer) err
 		fs.Usage()
 		return usageErrorf("generate: give the output folder, or --dry-run")
 	}
-	results, err := generator.Generate(scope)
+	results, err := generator.Generate(scope, dir)
 	if err != nil {
 		return err
 	}
@@ -99,7 +100,12 @@ func generatorMain(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %v\n", GeneratorName, err)
 		return 1
 	}
-	results, err := generator.Generate(scope)
+	dir, err := scope.ConfigDir(os.Getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", GeneratorName, err)
+		return 1
+	}
+	results, err := generator.Generate(scope, dir)
 	if err != nil {
 		// An unreadable folder is no reason to fail the boot: nothing to do.
 		fmt.Fprintf(stderr, "%s: %v: no instance configured\n", GeneratorName, err)

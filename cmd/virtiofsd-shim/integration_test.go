@@ -2,9 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
@@ -38,14 +43,37 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
+// realVirtiofsd returns the real virtiofsd of a flavor: the C one of this
+// Debian 12 host, or the Rust one of the Debian 13 tree, run through that
+// tree's loader.
+func realVirtiofsd(t *testing.T, fl launch.Flavor) string {
+	t.Helper()
+	sdbox.RequireRoot(t) // the namespace sandboxes need root; so does building the tree
+	if fl == launch.C {
+		if _, err := os.Stat(launch.CVirtiofsd); err != nil {
+			t.Fatalf("the real C virtiofsd is missing (%v): apt-get install qemu-system-common (make test does)", err)
+		}
+		return launch.CVirtiofsd
+	}
+	tree, err := distro.Debian13(context.Background())
+	require.NoError(t, err, "the Debian 13 tree that brings the Rust virtiofsd")
+	bin, err := tree.RustVirtiofsd()
+	require.NoError(t, err)
+	return bin
+}
+
+// eachRealFlavor runs f for the real C and the real Rust virtiofsd.
+func eachRealFlavor(t *testing.T, f func(t *testing.T, fl launch.Flavor, bin string)) {
+	for _, fl := range []launch.Flavor{launch.C, launch.Rust} {
+		t.Run(fl.String(), func(t *testing.T) { f(t, fl, realVirtiofsd(t, fl)) })
+	}
+}
+
 // activated starts the built shim the way systemd does (peer.Activated),
 // with NOTIFY_SOCKET a datagram socket the test reads.
 func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify <-chan peer.Datagram, stderr *lockedBuffer) {
 	t.Helper()
-	sdbox.RequireRoot(t) // the C virtiofsd's namespace sandbox needs root
-	if _, err := os.Stat(launch.CVirtiofsd); err != nil {
-		t.Fatalf("the real C virtiofsd is missing (%v): apt-get install qemu-system-common (make test does)", err)
-	}
+	sdbox.RequireRoot(t) // the virtiofsds' namespace sandboxes need root
 	bin, err := shimbox.Binary()
 	require.NoError(t, err)
 	dir, err := os.MkdirTemp("", "shimit") // short: unix socket paths are limited to 108 bytes
@@ -85,69 +113,252 @@ func nextState(t *testing.T, ch <-chan peer.Datagram) string {
 	}
 }
 
-// virtiofsdFor lists virtiofsd processes serving dir.
+// virtiofsdFor lists virtiofsd processes serving dir (-o source=DIR for
+// the C one, --shared-dir=DIR for the Rust one).
 func virtiofsdFor(dir string) []string {
-	out, _ := exec.Command("pgrep", "-f", "virtiofsd.*source="+dir).Output()
+	out, _ := exec.Command("pgrep", "-f", "virtiofsd.*(source|shared-dir)="+dir).Output()
 	return strings.Fields(string(out))
 }
 
 func TestRealVirtiofsdServesTheSystemdSocketAndEndsCleanly(t *testing.T) {
-	share := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(share, "hello"), []byte("hi\n"), 0o644))
-	cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+launch.CVirtiofsd)
+	eachRealFlavor(t, func(t *testing.T, fl launch.Flavor, bin string) {
+		share := t.TempDir()
+		require.NoError(t, os.WriteFile(filepath.Join(share, "hello"), []byte("hi\n"), 0o644))
+		cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+bin)
 
-	assert.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Starting virtiofsd"))
-	ready := nextState(t, notify)
-	require.True(t, strings.HasPrefix(ready, "READY=1\nSTATUS=Waiting for a vhost-user client on "+sock+", sharing "+share),
-		"READY=1 arrives before any client connects: %q\nshim stderr:\n%s", ready, stderr)
+		assert.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Starting virtiofsd"))
+		ready := nextState(t, notify)
+		require.True(t, strings.HasPrefix(ready, "READY=1\nSTATUS=Waiting for a vhost-user client on "+sock+", sharing "+share),
+			"READY=1 arrives before any client connects: %q\nshim stderr:\n%s", ready, stderr)
 
-	c, err := peer.Probe(sock, 10*time.Second)
-	require.NoError(t, err, "a GET_FEATURES reply from the real virtiofsd")
-	assert.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Serving a vhost-user client on "+sock))
-	c.Close() // the VM hangs up
+		c, err := peer.Probe(sock, 10*time.Second)
+		require.NoError(t, err, "a GET_FEATURES reply from the real virtiofsd")
+		assert.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Serving a vhost-user client on "+sock))
+		c.Close() // the VM hangs up
+		assert.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Client disconnected"),
+			"both flavors' hang-up lines are seen")
 
+		assert.Equal(t, 0, exitOf(t, cmd, stderr), "the shim exits 0 when the VM disconnects\n%s", stderr)
+		assert.Empty(t, virtiofsdFor(share), "no virtiofsd left")
+		want := map[launch.Flavor][]string{
+			launch.C: {"virtio_session_mount: Waiting for vhost-user socket connection...",
+				"virtio_session_mount: Received vhost-user socket connection", "virtio_loop: Exit"},
+			launch.Rust: {"Waiting for vhost-user socket connection...",
+				"Client connected, servicing requests", "Client disconnected, shutting down"},
+		}[fl]
+		for _, l := range want {
+			assert.Contains(t, stderr.String(), l)
+		}
+	})
+}
+
+// virtiofsd's own failure at start is passed on with its status: 1 from
+// the C one's option parser, 2 from the Rust one's.
+func TestRealVirtiofsdFailureIsPassedOn(t *testing.T) {
+	eachRealFlavor(t, func(t *testing.T, fl launch.Flavor, bin string) {
+		share := t.TempDir()
+		bad := map[launch.Flavor][]string{launch.C: {"-o", "no_such_option"}, launch.Rust: {"--no-such-option"}}[fl]
+		cmd, _, notify, stderr := activated(t, append([]string{"run", "--shared-dir=" + share, "--virtiofsd=" + bin, "--"}, bad...)...)
+		nextState(t, notify)
+		assert.Equal(t, map[launch.Flavor]int{launch.C: 1, launch.Rust: 2}[fl], exitOf(t, cmd, stderr), "virtiofsd's own exit status")
+		assert.Contains(t, stderr.String(), "before it was ready")
+		assert.Contains(t, stderr.String(), map[launch.Flavor]string{
+			launch.C: "fuse: unknown option(s): `-o no_such_option'", launch.Rust: "error: unexpected argument '--no-such-option' found"}[fl])
+		select {
+		case d := <-notify:
+			assert.NotContains(t, d.State, "READY=1")
+		default:
+		}
+	})
+}
+
+// exitOf waits for the shim and returns its exit status (-1: killed).
+func exitOf(t *testing.T, cmd *exec.Cmd, stderr *lockedBuffer) int {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
-		require.NoError(t, err, "the shim exits 0 when the VM disconnects\n%s", stderr)
-	case <-time.After(15 * time.Second):
-		t.Fatalf("the shim did not exit after the client hung up\n%s", stderr)
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatalf("wait for the shim: %v", err)
+		}
+		return cmd.ProcessState.ExitCode()
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the shim did not exit within 30 s\n%s", stderr)
+		return 0
 	}
-	assert.Empty(t, virtiofsdFor(share), "no virtiofsd left")
-	out := stderr.String()
-	assert.Contains(t, out, "virtio_session_mount: Waiting for vhost-user socket connection...")
-	assert.Contains(t, out, "virtio_session_mount: Received vhost-user socket connection")
 }
 
-func TestRealVirtiofsdStopsOnSIGTERM(t *testing.T) {
-	share := t.TempDir()
-	cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+launch.CVirtiofsd)
-	nextState(t, notify)
-	require.True(t, strings.HasPrefix(nextState(t, notify), "READY=1"), stderr.String())
-	c, err := peer.Probe(sock, 10*time.Second)
-	require.NoError(t, err)
-	defer c.Close()
-	nextState(t, notify)
+// startingPid reads the shim's first datagram and returns virtiofsd's pid.
+func startingPid(t *testing.T, notify <-chan peer.Datagram) int {
+	t.Helper()
+	st := nextState(t, notify)
+	var pid int
+	_, err := fmt.Sscanf(st, "STATUS=Starting virtiofsd (pid %d)", &pid)
+	require.NoError(t, err, "the first datagram names virtiofsd's pid: %q", st)
+	return pid
+}
 
+// stopBeforeReadiness freezes virtiofsd (SIGSTOP) as soon as it runs the
+// virtiofsd program (the Rust wrapper execs it), stops the shim, then lets
+// virtiofsd go on with the SIGTERM pending. It reports false when
+// virtiofsd printed its readiness line before it was frozen (the test then
+// tries again): the stop must begin in the starting phase.
+func stopBeforeReadiness(t *testing.T, cmd *exec.Cmd, notify <-chan peer.Datagram, stderr *lockedBuffer) bool {
+	t.Helper()
+	pid := startingPid(t, notify)
+	shell, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid))
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		require.NoError(t, err, "virtiofsd (pid %d) ended before the stop\n%s", pid, stderr)
+		if exe != shell && !strings.HasSuffix(exe, "/dash") && !strings.HasSuffix(exe, "/sh") {
+			break
+		}
+	}
+	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+	defer syscall.Kill(pid, syscall.SIGCONT)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM)) // systemctl stop
-	assert.True(t, strings.HasPrefix(nextState(t, notify), "STOPPING=1"))
-	require.NoError(t, cmd.Wait(), "a stop within the grace period is clean\n%s", stderr)
-	assert.Empty(t, virtiofsdFor(share), "no virtiofsd left")
+	st := nextState(t, notify)
+	if strings.HasPrefix(st, "READY=1") {
+		return false
+	}
+	require.True(t, strings.HasPrefix(st, "STOPPING=1"), "%q\n%s", st, stderr)
+	return true
 }
 
-func TestRealVirtiofsdFailureIsPassedOn(t *testing.T) {
-	share := t.TempDir()
-	cmd, _, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+launch.CVirtiofsd, "--", "-o", "no_such_option")
-	nextState(t, notify)
-	err := cmd.Wait()
-	var ee *exec.ExitError
-	require.ErrorAs(t, err, &ee)
-	assert.Equal(t, 1, ee.ExitCode(), "virtiofsd's own exit status")
-	assert.Contains(t, stderr.String(), "before it was ready")
+// A stop the admin asks for (systemctl stop: SIGTERM to the shim) is a
+// clean stop, exit 0, whatever the real virtiofsd was doing: starting,
+// waiting for the VM in accept(), or serving it.
+func TestRealVirtiofsdStopIsCleanInEveryPhase(t *testing.T) {
+	for _, phase := range []launch.Phase{launch.Starting, launch.Waiting, launch.Serving} {
+		t.Run(phase.String(), func(t *testing.T) {
+			eachRealFlavor(t, func(t *testing.T, fl launch.Flavor, bin string) {
+				for attempt := 1; ; attempt++ {
+					share := t.TempDir()
+					cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+bin)
+					if phase == launch.Starting {
+						if !stopBeforeReadiness(t, cmd, notify, stderr) {
+							require.Less(t, attempt, 5, "virtiofsd was ready before it could be frozen, 5 times")
+							cmd.Process.Kill()
+							cmd.Wait()
+							continue
+						}
+					} else {
+						startingPid(t, notify)
+						require.True(t, strings.HasPrefix(nextState(t, notify), "READY=1"), stderr.String())
+						if phase == launch.Serving {
+							c, err := peer.Probe(sock, 10*time.Second)
+							require.NoError(t, err, "a GET_FEATURES reply from the real virtiofsd")
+							defer c.Close()
+							assert.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Serving"))
+						}
+						require.NoError(t, cmd.Process.Signal(syscall.SIGTERM)) // systemctl stop
+						assert.True(t, strings.HasPrefix(nextState(t, notify), "STOPPING=1"))
+					}
+					assert.Equal(t, 0, exitOf(t, cmd, stderr), "a stop is a clean stop\n%s", stderr)
+					for _, l := range strings.Split(stderr.String(), "\n") {
+						if strings.Contains(l, "virtiofsd ended") {
+							t.Log(l) // how it ended, for the record
+						}
+					}
+					assert.Contains(t, stderr.String(), "virtiofsd ended")
+					assert.Empty(t, virtiofsdFor(share), "no virtiofsd left")
+					return
+				}
+			})
+		})
+	}
+}
+
+// A virtiofsd that does not end on SIGTERM (here: frozen) is killed after
+// the grace period, and that stop stays a failure: 137, with the cause.
+func TestRealVirtiofsdStopThatNeedsSIGKILLIsAFailure(t *testing.T) {
+	eachRealFlavor(t, func(t *testing.T, fl launch.Flavor, bin string) {
+		share := t.TempDir()
+		cmd, _, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+bin, "--stop-timeout=1s")
+		pid := startingPid(t, notify)
+		require.True(t, strings.HasPrefix(nextState(t, notify), "READY=1"), stderr.String())
+		require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+		assert.True(t, strings.HasPrefix(nextState(t, notify), "STOPPING=1"))
+		assert.Equal(t, 137, exitOf(t, cmd, stderr), stderr.String())
+		assert.Contains(t, stderr.String(), "did not stop within 1s of SIGTERM and was killed with SIGKILL")
+		assert.Eventually(t, func() bool { return len(virtiofsdFor(share)) == 0 }, 10*time.Second, 50*time.Millisecond,
+			"no virtiofsd left")
+	})
+}
+
+// A stop that comes before virtiofsd runs (here: while the shim asks a slow
+// binary for its --version to tell its flavor) ends the shim with 0 too,
+// and leaves nothing behind.
+func TestStopBeforeVirtiofsdStartsIsClean(t *testing.T) {
+	dir := t.TempDir()
+	slow := filepath.Join(dir, "slow-virtiofsd")
+	require.NoError(t, os.WriteFile(slow, []byte("#!/bin/sh\nexec sleep 30\n"), 0o755))
+	cmd, _, notify, stderr := activated(t, "run", "--shared-dir="+dir, "--virtiofsd="+slow)
+
+	var child int // the slow --version
+	require.Eventually(t, func() bool {
+		kids, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", cmd.Process.Pid))
+		for _, k := range kids {
+			b, _ := os.ReadFile(k)
+			if f := strings.Fields(string(b)); len(f) > 0 {
+				child, _ = strconv.Atoi(f[0])
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 10*time.Millisecond, "the shim runs %s --version", slow)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	assert.Equal(t, 0, exitOf(t, cmd, stderr), stderr.String())
+	assert.Contains(t, stderr.String(), "stopped before virtiofsd was started")
 	select {
 	case d := <-notify:
-		assert.NotContains(t, d.State, "READY=1")
+		t.Errorf("no sd_notify state is sent before virtiofsd starts, got %q", d.State)
 	default:
 	}
+	assert.ErrorIs(t, syscall.Kill(child, 0), syscall.ESRCH, "the --version run (pid %d) is gone", child)
+}
+
+// When virtiofsd's sandboxed child, the process that serves the VM, is
+// killed, each flavor's parent reports it its own way, and the shim passes
+// that on as a failure: the C one exits 1; the Rust one says "Child process
+// terminated by signal 9" and exits 256-9, which the shim reports as 137.
+func TestRealVirtiofsdSandboxChildKilledIsAFailure(t *testing.T) {
+	eachRealFlavor(t, func(t *testing.T, fl launch.Flavor, bin string) {
+		share := t.TempDir()
+		cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+bin)
+		pid := startingPid(t, notify)
+		require.True(t, strings.HasPrefix(nextState(t, notify), "READY=1"), stderr.String())
+		c, err := peer.Probe(sock, 10*time.Second)
+		require.NoError(t, err)
+		defer c.Close()
+		require.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Serving"))
+
+		var child int // the sandboxed child serving the connection
+		require.Eventually(t, func() bool {
+			kids, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+			for _, k := range kids {
+				b, _ := os.ReadFile(k)
+				if f := strings.Fields(string(b)); len(f) > 0 {
+					child, _ = strconv.Atoi(f[0])
+					return true
+				}
+			}
+			return false
+		}, 10*time.Second, 10*time.Millisecond, "virtiofsd (pid %d) has its sandboxed child", pid)
+		require.NoError(t, syscall.Kill(child, syscall.SIGKILL))
+
+		want := map[launch.Flavor]int{launch.C: 1, launch.Rust: 137}[fl]
+		assert.Equal(t, want, exitOf(t, cmd, stderr), stderr.String())
+		if fl == launch.Rust {
+			assert.Contains(t, stderr.String(), "Child process terminated by signal 9")
+			assert.Contains(t, stderr.String(), "virtiofsd was killed by signal 9 (killed)")
+		} else {
+			assert.Contains(t, stderr.String(), "virtiofsd exited with status 1")
+		}
+		assert.Eventually(t, func() bool { return len(virtiofsdFor(share)) == 0 }, 10*time.Second, 50*time.Millisecond,
+			"no virtiofsd left")
+	})
 }

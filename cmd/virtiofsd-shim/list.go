@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
@@ -21,24 +22,44 @@ status text, and why a failed unit failed. A broken config is shown in its
 row. Connects as root over /run/systemd/private, otherwise (or when that
 fails) over the system bus; it only reads.
 
+With --user, your own instances instead: the units of your user manager
+(systemctl --user enable --now virtiofsd@vm1.socket) and the files of
+~/.config/virtiofsd ($XDG_CONFIG_HOME/virtiofsd), over the manager's socket
+$XDG_RUNTIME_DIR/systemd/private, else the session bus. Run it as that
+user, with XDG_RUNTIME_DIR set (a login session sets it).
+
 With NAMEs, only those instances; a NAME that systemd does not know and that
 has no config file is an error (exit status 64), after the others are shown.
-Exit status 69: systemd cannot be reached.
+Exit status 69: systemd (with --user, your user manager) cannot be reached.
 
 --json prints {"schema_version": 1, "instances": [...]}: see the README.
 
 Examples:
   virtiofsd-shim list
   virtiofsd-shim list vm1 vm2
+  virtiofsd-shim list --user                # your rootless instances
   virtiofsd-shim list --json | jq -r '.instances[] | select(.service.client == "connected") | .instance'
 `
 
 func listCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("list", listUsage, stderr)
 	asJSON := fs.Bool("json", false, "print JSON (schema_version 1) instead of a table")
-	dir := fs.String("config-dir", config.DefaultDir, "the folder of the `DIR`/NAME.conf files")
+	dir := fs.String("config-dir", "", "the folder of the `DIR`/NAME.conf files (default "+config.DefaultDir+
+		", with --user $XDG_CONFIG_HOME/virtiofsd or ~/.config/virtiofsd)")
+	user := fs.Bool("user", false, "your own instances: those of your user manager (systemctl --user) and ~/.config/virtiofsd")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	scope := config.System
+	if *user {
+		scope = config.User
+	}
+	if *dir == "" {
+		d, err := scope.ConfigDir(os.Getenv)
+		if err != nil {
+			return err
+		}
+		*dir = d
 	}
 	names := fs.Args()
 	for _, n := range names {
@@ -47,12 +68,12 @@ func listCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 
-	bus, err := instances.Connect(ctx)
+	bus, err := instances.ConnectScope(ctx, scope, os.Getenv)
 	if err != nil {
 		return &exitcode.UnavailableError{Err: err}
 	}
 	defer bus.Close()
-	l := instances.Lister{Bus: bus, ConfigDir: *dir, ProcRoot: "/proc"}
+	l := instances.Lister{Bus: bus, ConfigDir: *dir, Scope: scope, ProcRoot: "/proc"}
 	list, err := l.List(ctx, names)
 	var unknown *instances.UnknownError
 	if err != nil && !errors.As(err, &unknown) {

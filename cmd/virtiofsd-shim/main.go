@@ -90,8 +90,8 @@ const topUsage = `virtiofsd-shim runs virtiofsd as a socket-activated systemd se
 Usage:
   virtiofsd-shim run [flags] [-- virtiofsd-args...]   what virtiofsd@NAME.service runs
   virtiofsd-shim check NAME                             validate an instance's config offline
-  virtiofsd-shim list [--json] [NAME...]                instances known to systemd or configured
-  virtiofsd-shim generate [--dry-run] [OUTPUT-DIR]      the systemd generator: configs to unit drop-ins
+  virtiofsd-shim list [--user] [--json] [NAME...]       instances known to systemd or configured
+  virtiofsd-shim generate [--dry-run] [--user] [DIR]    the systemd generator: configs to unit drop-ins
   virtiofsd-shim release --instance=NAME                what the socket's stop runs: end a waiting virtiofsd
   virtiofsd-shim standby --instance=NAME                what a STANDBY=yes socket's start runs
   virtiofsd-shim resume --instance=NAME                 what the service's stop runs: a deferred socket restart
@@ -103,6 +103,10 @@ Quick start:
   printf 'SHARED_DIR=/srv/vm1\n' > /etc/virtiofsd/vm1.conf
   systemctl enable --now virtiofsd@vm1.socket     # socket /run/virtiofsd/vm1.sock
   journalctl -u virtiofsd@vm1
+
+Rootless, your own instance (Rust virtiofsd; run, check and list take --user):
+  echo SHARED_DIR=$HOME/vm1 > ~/.config/virtiofsd/vm1.conf
+  systemctl --user enable --now virtiofsd@vm1.socket   # $XDG_RUNTIME_DIR/virtiofsd/vm1.sock
 
 `
 

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/domainxml"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/fakevirtiofsd"
 )
@@ -88,7 +89,7 @@ func TestCheckPrintsTheCommandRunWouldStart(t *testing.T) {
 	dir := instance(t, "vm1", "SHARED_DIR="+share+"\nVIRTIOFSD="+rust+"\nCACHE=never\nEXTRA_ARGS=\"--modcaps=-mknod -o 'a b'\"\n")
 	code, out, stderr := shim(t, "check", "--config-dir="+dir, "vm1")
 	require.Equal(t, 0, code, stderr)
-	assert.Contains(t, out, "Rust virtiofsd 1.13.3")
+	assert.Contains(t, out, "Rust virtiofsd 1.13.2")
 	assert.Contains(t, out, rust+" --fd=3 --shared-dir="+share+" --cache=never --log-level=info --modcaps=-mknod -o 'a b'")
 	assert.Contains(t, out, "/run/virtiofsd/vm1.sock")
 
@@ -173,4 +174,33 @@ func TestCheckNeverQuotesAFileThatIsNotAConfig(t *testing.T) {
 	assert.Equal(t, 0, code)
 	assert.Contains(t, stderr, "skipping virtiofsd@vm1")
 	assert.NotContains(t, stderr+out, "secrethash")
+}
+
+func TestCheckLibvirtPrintsTheDomainXML(t *testing.T) {
+	share := t.TempDir()
+	rust := fakeBinary(t, "rust")
+	dir := instance(t, "vm1", "SHARED_DIR="+share+"\nVIRTIOFSD="+rust+"\n")
+	code, out, stderr := shim(t, "check", "--libvirt", "--config-dir="+dir, "vm1")
+	require.Equal(t, 0, code, stderr)
+	p, err := domainxml.ParseSnippet(out)
+	require.NoError(t, err, out)
+	assert.Equal(t, domainxml.Filesystem("/run/virtiofsd/vm1.sock", "vm1"), p.Filesystem)
+	assert.Equal(t, domainxml.MemoryBacking(), p.MemoryBacking)
+
+	code, out, stderr = shim(t, "check", "--libvirt", "--tag=data", "--config-dir="+dir, "vm1")
+	require.Equal(t, 0, code, stderr)
+	p, err = domainxml.ParseSnippet(out)
+	require.NoError(t, err, out)
+	assert.Equal(t, "data", p.Filesystem.Target.Dir)
+
+	// A broken instance gets no XML, only the cause.
+	bad := instance(t, "vm2", "SHARED_DIR="+share+"\nCACHE=sometimes\n")
+	code, out, stderr = shim(t, "check", "--libvirt", "--config-dir="+bad, "vm2")
+	assert.Equal(t, exitcode.Config, code)
+	assert.Empty(t, out)
+	assert.Contains(t, stderr, "CACHE=sometimes")
+
+	code, _, stderr = shim(t, "check", "--libvirt", "--tag="+strings.Repeat("t", 37), "--config-dir="+dir, "vm1")
+	assert.Equal(t, exitcode.Usage, code)
+	assert.Contains(t, stderr, "36 bytes")
 }

@@ -18,6 +18,7 @@ import (
 type instanceFlags struct {
 	instance  string
 	configDir string
+	user      bool // --user: an instance of the user's own manager
 	// overrides maps config keys to flag names; set flags win over the file.
 	overrides map[string]*string
 }
@@ -36,7 +37,10 @@ var overridable = []struct{ flag, key, help string }{
 
 func (f *instanceFlags) register(fs *flag.FlagSet, withOverrides bool) {
 	fs.StringVar(&f.instance, "instance", "", "instance `name`: reads CONFIG-DIR/NAME.conf")
-	fs.StringVar(&f.configDir, "config-dir", config.DefaultDir, "`folder` of the instance configs")
+	fs.StringVar(&f.configDir, "config-dir", "", "`folder` of the instance configs (default "+config.DefaultDir+
+		", with --user $XDG_CONFIG_HOME/virtiofsd or ~/.config/virtiofsd)")
+	fs.BoolVar(&f.user, "user", false, "an instance of your own user manager (systemctl --user): config in ~/.config/virtiofsd, "+
+		"socket in $XDG_RUNTIME_DIR/virtiofsd, rootless Rust virtiofsd")
 	if !withOverrides {
 		return
 	}
@@ -50,6 +54,13 @@ func (f *instanceFlags) register(fs *flag.FlagSet, withOverrides bool) {
 // given. Without an instance, or with a missing config file when the flags
 // name the shared directory, the flags alone make the config.
 func (f *instanceFlags) load(fs *flag.FlagSet) (*config.Config, error) {
+	if f.configDir == "" {
+		dir, err := f.scope().ConfigDir(os.Getenv)
+		if err != nil {
+			return nil, err
+		}
+		f.configDir = dir
+	}
 	given := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
 	cfg := &config.Config{Flavor: "auto"}
@@ -57,7 +68,7 @@ func (f *instanceFlags) load(fs *flag.FlagSet) (*config.Config, error) {
 		path := filepath.Join(f.configDir, f.instance+".conf")
 		_, statErr := os.Stat(path)
 		if !(errors.Is(statErr, os.ErrNotExist) && given["shared-dir"]) {
-			c, err := config.Load(f.configDir, f.instance)
+			c, err := config.LoadIn(f.scope(), f.configDir, f.instance)
 			if err != nil {
 				return nil, err
 			}
@@ -81,6 +92,14 @@ func (f *instanceFlags) load(fs *flag.FlagSet) (*config.Config, error) {
 	return cfg, nil
 }
 
+// scope is the service manager the instance belongs to.
+func (f *instanceFlags) scope() config.Scope {
+	if f.user {
+		return config.User
+	}
+	return config.System
+}
+
 // plan is everything run needs to start virtiofsd, and check prints.
 type plan struct {
 	cfg          *config.Config
@@ -89,11 +108,16 @@ type plan struct {
 	args         []string
 	readyTimeout time.Duration
 	stopTimeout  time.Duration
+	// rootless: virtiofsd runs as uid/gid, not root (a user instance
+	// started by a user other than root).
+	rootless bool
+	uid, gid int
 }
 
-// makePlan finds the binary, its flavor and its argv for cfg. versions
-// detects the flavor; run caches it, check always asks the binary.
-func makePlan(ctx context.Context, cfg *config.Config, versions launch.VersionCache) (*plan, error) {
+// makePlan finds the binary, its flavor and its argv for cfg, an instance of
+// scope. versions detects the flavor; run caches it, check always asks the
+// binary. A user instance not run by root is rootless.
+func makePlan(ctx context.Context, cfg *config.Config, scope config.Scope, versions launch.VersionCache) (*plan, error) {
 	bin, err := launch.FindBinary(cfg.Virtiofsd)
 	if err != nil {
 		return nil, err
@@ -102,9 +126,15 @@ func makePlan(ctx context.Context, cfg *config.Config, versions launch.VersionCa
 	if err != nil {
 		return nil, &config.Error{File: cfg.Path, Key: "FLAVOR", Msg: err.Error()}
 	}
+	rootless := scope == config.User && os.Geteuid() != 0
 	v := launch.Version{Flavor: flavor}
 	if flavor == launch.Auto {
-		if v, err = versions.Detect(ctx, bin); err != nil {
+		if v, err = versions.Detect(ctx, bin); err != nil && rootless {
+			// Without root the C virtiofsd fails even --version
+			// ("setgroups() failed"), so that is the likely cause.
+			return nil, fmt.Errorf("%w; without root only the Rust virtiofsd runs: the C one cannot run without root, not even "+
+				"for --version: if %s is the C one, %s", err, bin, launch.InstallRust)
+		} else if err != nil {
 			return nil, err
 		}
 	}
@@ -121,6 +151,13 @@ func makePlan(ctx context.Context, cfg *config.Config, versions launch.VersionCa
 	opts.Xattr = isTrue(cfg.Xattr)
 	opts.AnnounceSubmounts = isTrue(cfg.AnnounceSubmounts)
 	opts.Readonly = isTrue(cfg.Readonly)
+	opts.Unprivileged = rootless
+	if cfg.UIDMap != nil {
+		opts.UIDMap = cfg.UIDMap.String()
+	}
+	if cfg.GIDMap != nil {
+		opts.GIDMap = cfg.GIDMap.String()
+	}
 	args, err := launch.Args(v.Flavor, opts)
 	var oe *launch.OptionsError
 	if errors.As(err, &oe) && cfg.Path != "" {
@@ -134,6 +171,7 @@ func makePlan(ctx context.Context, cfg *config.Config, versions launch.VersionCa
 		cfg: cfg, binary: bin, version: v, args: args,
 		readyTimeout: orDefault(cfg.ReadyTimeout, launch.DefaultReadyTimeout),
 		stopTimeout:  orDefault(cfg.StopTimeout, launch.DefaultStopTimeout),
+		rootless:     opts.Unprivileged, uid: os.Geteuid(), gid: os.Getegid(),
 	}, nil
 }
 
@@ -147,9 +185,13 @@ func orDefault(d, def time.Duration) time.Duration {
 }
 
 // socketPath is where the instance's socket unit listens.
-func socketPath(instance string) string {
+func socketPath(scope config.Scope, instance string) string {
 	if instance == "" {
 		return ""
 	}
-	return "/run/virtiofsd/" + instance + ".sock"
+	p, err := scope.SocketPath(os.Getenv, instance)
+	if err != nil {
+		return "(unknown: " + err.Error() + ")"
+	}
+	return p
 }

@@ -7,11 +7,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	godbus "github.com/godbus/dbus/v5"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 )
@@ -77,21 +79,46 @@ func parseHookFlags(name, usage string, args []string, stderr io.Writer) (*hookF
 	return &f, nil
 }
 
-// connectManager reaches the service manager of the scope.
-func connectManager(ctx context.Context, user bool) (*sddbus.Conn, error) {
-	var (
-		c   *sddbus.Conn
-		err error
-	)
-	if user {
+// connectManager reaches the service manager of the scope: over its
+// private socket (/run/systemd/private, $XDG_RUNTIME_DIR/systemd/private),
+// which needs no D-Bus daemon, else over the scope's bus.
+func connectManager(ctx context.Context, scope config.Scope) (*sddbus.Conn, error) {
+	private, err := scope.PrivateBus(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	c, perr := sddbus.NewConnection(func() (*godbus.Conn, error) {
+		conn, err := godbus.Dial("unix:path="+private, godbus.WithContext(ctx))
+		if err != nil {
+			return nil, err
+		}
+		if err := conn.Auth([]godbus.Auth{godbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return conn, nil
+	})
+	if perr == nil {
+		return c, nil
+	}
+	if scope == config.User {
 		c, err = sddbus.NewUserConnectionContext(ctx)
 	} else {
-		c, err = sddbus.NewSystemdConnectionContext(ctx)
+		c, err = sddbus.NewSystemConnectionContext(ctx)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("connect to systemd: %w", err)
+		return nil, fmt.Errorf("connect to the %s manager: %s: %v; its bus: %w (is systemd running for this %s?)",
+			scope, private, perr, err, scope)
 	}
 	return c, nil
+}
+
+// scope is the service manager of the hook's instance.
+func (f *hookFlags) scope() config.Scope {
+	if f.user {
+		return config.User
+	}
+	return config.System
 }
 
 func releaseCmd(ctx context.Context, args []string, stderr io.Writer) error {
@@ -101,7 +128,7 @@ func releaseCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	conn, err := connectManager(ctx, f.user)
+	conn, err := connectManager(ctx, f.scope())
 	if err != nil {
 		return err
 	}
@@ -123,7 +150,7 @@ func releaseCmd(ctx context.Context, args []string, stderr io.Writer) error {
 			// marker makes the socket's start a skipped condition
 			// instead (the restart succeeds), and the service's
 			// ExecStopPost= (resume) starts the socket once the VM left.
-			marker, err := restartMarker(f.user, f.instance)
+			marker, err := restartMarker(f.scope(), f.instance)
 			if err == nil {
 				err = os.WriteFile(marker, []byte("virtiofsd-shim release: start the socket again once its session ends\n"), 0o644)
 			}
@@ -162,7 +189,7 @@ func standbyCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	conn, err := connectManager(ctx, f.user)
+	conn, err := connectManager(ctx, f.scope())
 	if err != nil {
 		return err
 	}
@@ -192,15 +219,12 @@ func restarting(ctx context.Context, conn *sddbus.Conn, unit string) bool {
 
 // restartMarker is the file whose presence defers the socket's start
 // (virtiofsd@.socket: ConditionPathExists=!%t/virtiofsd/%i.restart).
-func restartMarker(user bool, instance string) (string, error) {
-	dir := "/run"
-	if user {
-		dir = os.Getenv("XDG_RUNTIME_DIR")
-		if !filepath.IsAbs(dir) {
-			return "", fmt.Errorf("XDG_RUNTIME_DIR=%q is not an absolute path", dir)
-		}
+func restartMarker(scope config.Scope, instance string) (string, error) {
+	rt, err := scope.RuntimeDir(os.Getenv)
+	if err != nil {
+		return "", err
 	}
-	return filepath.Join(dir, "virtiofsd", instance+".restart"), nil
+	return filepath.Join(rt, "virtiofsd", instance+".restart"), nil
 }
 
 func resumeCmd(ctx context.Context, args []string, stderr io.Writer) error {
@@ -208,7 +232,7 @@ func resumeCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	marker, err := restartMarker(f.user, f.instance)
+	marker, err := restartMarker(f.scope(), f.instance)
 	if err != nil {
 		return err
 	}
@@ -217,7 +241,7 @@ func resumeCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	conn, err := connectManager(ctx, f.user)
+	conn, err := connectManager(ctx, f.scope())
 	if err != nil {
 		return err
 	}

@@ -39,6 +39,10 @@ Examples:
 
   # Extra virtiofsd arguments:
   virtiofsd-shim run --instance=vm1 -- --modcaps=-mknod
+
+  # What the user unit virtiofsd@vm1.service runs (systemctl --user); config
+  # in ~/.config/virtiofsd/vm1.conf, the Rust virtiofsd without root:
+  virtiofsd-shim run --user --instance=vm1
 `
 
 func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) error {
@@ -46,6 +50,11 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
+	// A stop (SIGTERM from systemctl stop) can come at any moment, even
+	// before virtiofsd runs: caught from here on, it ends the shim with 0
+	// instead of killing it.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer stop()
 	fs := newFlagSet("run", runUsage, stderr)
 	var inst instanceFlags
 	inst.register(fs, true)
@@ -65,7 +74,14 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	// unit is this process's and does not change.
 	origin := journal.Origin{Instance: inst.instance}
 	if toJournal {
-		origin.Unit = journal.SelfUnit()
+		// journalctl honours OBJECT_SYSTEMD_UNIT from root only; a user
+		// instance names its unit in USER_UNIT, which journalctl --user -u
+		// matches in entries of the user's own uid.
+		if inst.user {
+			origin.UserUnit = journal.SelfUserUnit()
+		} else {
+			origin.Unit = journal.SelfUnit()
+		}
 		log.toJournal(origin)
 	}
 
@@ -76,9 +92,18 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	cfg.ExtraArgs = append(cfg.ExtraArgs, fs.Args()...)
 	// Under systemd, RuntimeDirectory=virtiofsd-shim (preserved) keeps the
 	// flavor of the binary between sessions; elsewhere each run asks it.
-	p, err := makePlan(ctx, cfg, launch.VersionCache{Dir: os.Getenv("RUNTIME_DIRECTORY")})
-	if err != nil {
+	p, err := makePlan(ctx, cfg, inst.scope(), launch.VersionCache{Dir: os.Getenv("RUNTIME_DIRECTORY")})
+	if err != nil && ctx.Err() == nil {
 		return err
+	}
+	if ctx.Err() != nil {
+		log.Info("stopped before virtiofsd was started")
+		return nil
+	}
+	if p.rootless {
+		if err := checkIDMapPrivileges(cfg, selfStatus()); err != nil {
+			return err
+		}
 	}
 
 	sock, err := activation.Listen(activation.FromOS())
@@ -96,6 +121,10 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 		sink = journal.JournalSink{Origin: origin}
 	}
 	entry := log.WithField("instance", instance)
+	if p.rootless {
+		sink = rootlessSink{sink}
+		logRootless(entry, p)
+	}
 
 	fwd := journal.NewForwarder(sink, 0, func(err error) {
 		entry.WithError(err).Warn("cannot write virtiofsd's lines")
@@ -121,8 +150,10 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 		case <-runDone:
 		}
 	}()
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer stop()
+	if ctx.Err() != nil {
+		entry.Info("stopped before virtiofsd was started")
+		return nil
+	}
 
 	// One session, or with STANDBY=yes one after another on the same
 	// socket, each virtiofsd started as soon as the last one's client left,
@@ -168,8 +199,13 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 			entry.Info("the session ended and STANDBY is no longer yes: no virtiofsd waits for the next one")
 			return nil
 		}
-		if p, err = makePlan(ctx, cfg, launch.VersionCache{Dir: os.Getenv("RUNTIME_DIRECTORY")}); err != nil {
+		if p, err = makePlan(ctx, cfg, inst.scope(), launch.VersionCache{Dir: os.Getenv("RUNTIME_DIRECTORY")}); err != nil {
 			return err
+		}
+		if p.rootless {
+			if err := checkIDMapPrivileges(cfg, selfStatus()); err != nil {
+				return err
+			}
 		}
 		entry.WithField("session", session).Info("the session ended: starting the next standby virtiofsd")
 	}

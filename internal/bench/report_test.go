@@ -55,6 +55,7 @@ func TestReport(t *testing.T) {
 	run("memory", reportMemory)
 	run("flood", reportFlood)
 	run("scale", reportScale)
+	run("debian13", reportDebian13)
 	run("standby", reportStandby)
 	run("micro", reportMicro)
 

@@ -42,6 +42,8 @@ type Config struct {
 	ReadyTimeout      time.Duration // READY_TIMEOUT, > 0, or 0
 	StopTimeout       time.Duration // STOP_TIMEOUT, > 0, or 0
 	LogLevel          string        // LOG_LEVEL: "", info, debug or trace (Rust only)
+	UIDMap            *IDMap        // UID_MAP (rootless, Rust only), or nil
+	GIDMap            *IDMap        // GID_MAP (rootless, Rust only), or nil
 	ExtraArgs         []string      // EXTRA_ARGS split into arguments, or nil
 
 	// What systemd applies through the generator (see package generator).
@@ -74,6 +76,7 @@ var keys = []key{
 		}
 		return setEnum(&c.Flavor, v, "auto", "c", "rust")
 	}},
+	{"GID_MAP", func(c *Config, v string) error { return setIDMap(&c.GIDMap, v) }},
 	{"LOG_LEVEL", func(c *Config, v string) error { return setEnum(&c.LogLevel, v, "info", "debug", "trace") }},
 	{"READONLY", func(c *Config, v string) error { return setBool(&c.Readonly, v) }},
 	{"READY_TIMEOUT", func(c *Config, v string) error { return setDuration(&c.ReadyTimeout, v) }},
@@ -92,6 +95,7 @@ var keys = []key{
 	}},
 	{"STOP_TIMEOUT", func(c *Config, v string) error { return setDuration(&c.StopTimeout, v) }},
 	{"THREAD_POOL_SIZE", setThreadPoolSize},
+	{"UID_MAP", func(c *Config, v string) error { return setIDMap(&c.UIDMap, v) }},
 	{"VIRTIOFSD", setVirtiofsd},
 	{"XATTR", func(c *Config, v string) error { return setBool(&c.Xattr, v) }},
 }
@@ -190,10 +194,14 @@ func (c *Config) Set(name, value string) error {
 	return nil
 }
 
-// Load reads and validates dir/<instance>.conf: Read, and SHARED_DIR must be
+// Load reads and validates dir/<instance>.conf of a system instance: Read,
+// and SHARED_DIR must be an existing directory.
+func Load(dir, instance string) (*Config, error) { return LoadIn(System, dir, instance) }
+
+// LoadIn is Load for an instance of scope s: ReadIn, and SHARED_DIR must be
 // an existing directory.
-func Load(dir, instance string) (*Config, error) {
-	c, err := Read(dir, instance)
+func LoadIn(s Scope, dir, instance string) (*Config, error) {
+	c, err := ReadIn(s, dir, instance)
 	if err != nil {
 		return nil, err
 	}
@@ -203,17 +211,21 @@ func Load(dir, instance string) (*Config, error) {
 	return c, nil
 }
 
-// Read reads and validates dir/<instance>.conf without looking at SHARED_DIR
-// on the file system (the generator runs before late mounts are up). Besides
-// what Parse checks, it refuses an invalid instance name (see ValidInstance),
-// a file or folder that group or others may write, a file or folder owned by
-// someone other than root or the current user (the file chooses what runs as
-// root), anything but a regular file, a symbolic link that leads out of dir,
-// and a file with more than one hard link: what it reads is a file of the
-// folder, never a file elsewhere that an error could quote (/etc/shadow). A
-// missing file gives an *Error wrapping fs.ErrNotExist whose message shows an
-// example.
-func Read(dir, instance string) (*Config, error) {
+// Read is ReadIn for a system instance.
+func Read(dir, instance string) (*Config, error) { return ReadIn(System, dir, instance) }
+
+// ReadIn reads and validates dir/<instance>.conf of an instance of scope s
+// without looking at SHARED_DIR on the file system (the generator runs before
+// late mounts are up). Besides what Parse checks, it refuses an invalid
+// instance name (see ValidInstance), a file or folder that group or others
+// may write, a file or folder owned by someone the scope does not trust
+// (System: root or the current user, since the file chooses what runs as
+// root; User: the current user alone), anything but a regular file, a
+// symbolic link that leads out of dir, and a file with more than one hard
+// link: what it reads is a file of the folder, never a file elsewhere that an
+// error could quote (/etc/shadow). A missing file gives an *Error wrapping
+// fs.ErrNotExist whose message shows an example.
+func ReadIn(s Scope, dir, instance string) (*Config, error) {
 	if err := ValidInstance(instance); err != nil {
 		return nil, err
 	}
@@ -254,14 +266,14 @@ func Read(dir, instance string) (*Config, error) {
 		return nil, &Error{File: path, Msg: fmt.Sprintf(
 			"has %d hard links: it may be another file than a configuration; copy it instead (cp --remove-destination)", st.Nlink)}
 	}
-	if err := checkOwnerAndMode(path, fi, "chmod go-w "+path); err != nil {
+	if err := checkOwnerAndMode(s, path, fi, "chmod go-w "+path); err != nil {
 		return nil, err
 	}
 	di, err := os.Stat(filepath.Dir(path))
 	if err != nil {
 		return nil, &Error{File: path, Msg: fmt.Sprintf("stat folder: %v", err), Err: err}
 	}
-	if err := checkOwnerAndMode(filepath.Dir(path), di, "chmod go-w "+filepath.Dir(path)); err != nil {
+	if err := checkOwnerAndMode(s, filepath.Dir(path), di, "chmod go-w "+filepath.Dir(path)); err != nil {
 		return nil, err
 	}
 
@@ -300,16 +312,15 @@ func confined(dir, path string) (string, error) {
 	return real, nil
 }
 
-// checkOwnerAndMode refuses a file or folder that someone other than root or
-// the current user could change. A folder with the sticky bit (like /tmp) may
-// be writable by others: they cannot replace a file they do not own there.
-func checkOwnerAndMode(path string, fi fs.FileInfo, fix string) error {
+// checkOwnerAndMode refuses a file or folder that someone the scope does not
+// trust could change (see Scope.trusted). A folder with the sticky bit (like
+// /tmp) may be writable by others: they cannot replace a file they do not own
+// there.
+func checkOwnerAndMode(s Scope, path string, fi fs.FileInfo, fix string) error {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		euid := uint32(os.Geteuid())
-		if st.Uid != 0 && st.Uid != euid {
-			return &Error{File: path, Msg: fmt.Sprintf(
-				"owned by uid %d, not root: whoever owns it chooses what the service runs as root; run chown root: %s",
-				st.Uid, path)}
+		if !s.trusted(st.Uid, euid) {
+			return &Error{File: path, Msg: s.ownerFix(path, st.Uid, euid)}
 		}
 	}
 	perm := fi.Mode().Perm()

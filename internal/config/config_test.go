@@ -117,7 +117,7 @@ const allowedDuration = "(allowed: a positive Go duration such as 10s, 1m30s, 50
 // TestParseRefuses gives the exact message for each refused file: it names
 // the file, the line, the key, the value and the fix.
 func TestParseRefuses(t *testing.T) {
-	const known = "(known: ANNOUNCE_SUBMOUNTS, CACHE, EXTRA_ARGS, FLAVOR, LOG_LEVEL, READONLY, READY_TIMEOUT, SANDBOX, SHARED_DIR, SOCKET_GROUP, SOCKET_MODE, SOCKET_USER, STANDBY, STOP_TIMEOUT, THREAD_POOL_SIZE, VIRTIOFSD, XATTR)"
+	const known = "(known: ANNOUNCE_SUBMOUNTS, CACHE, EXTRA_ARGS, FLAVOR, GID_MAP, LOG_LEVEL, READONLY, READY_TIMEOUT, SANDBOX, SHARED_DIR, SOCKET_GROUP, SOCKET_MODE, SOCKET_USER, STANDBY, STOP_TIMEOUT, THREAD_POOL_SIZE, UID_MAP, VIRTIOFSD, XATTR)"
 	tests := []struct {
 		name, in, want string
 	}{

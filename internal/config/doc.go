@@ -44,6 +44,12 @@
 //	                    hide the readiness line
 //	STOP_TIMEOUT        time between SIGTERM and SIGKILL when   the shim's default
 //	                    stopping; same forms
+//	UID_MAP, GID_MAP    rootless instances only (systemctl      the user's own id
+//	                    --user), Rust only: one id range of
+//	                    virtiofsd's user namespace,
+//	                    :NAMESPACE_ID:HOST_ID:COUNT: (virtiofsd's
+//	                    --uid-map/--gid-map; newuidmap/newgidmap
+//	                    and /etc/subuid, /etc/subgid allow it)
 //	EXTRA_ARGS          more virtiofsd arguments, split like a  none
 //	                    shell would (github.com/kballard/go-shellquote);
 //	                    options the shim sets itself or that
@@ -82,5 +88,8 @@
 // that group or others may write or that is owned by a user other than root
 // and the current one (the file chooses the program the service runs as
 // root), a symbolic link that leads out of the folder, and a file with more
-// than one hard link, so that no error quotes a file that is not a config.
+// than one hard link, so that no error quotes a file that is not a config. A
+// user's instance (Scope User, read by LoadIn and ReadIn from
+// ~/.config/virtiofsd) is stricter: its file and folder must be the user's
+// own.
 package config

@@ -50,7 +50,12 @@ func DemoGuest(ctx context.Context, b *shimbox.Box, instance string, console io.
 	if err != nil {
 		return nil, fmt.Errorf("prepare the guest image: %w", err)
 	}
+	qemu, err := b.Platform.QEMU(ctx)
+	if err != nil {
+		return nil, err
+	}
 	res, err := guest.Run(ctx, img, guest.Spec{
+		QEMU:    qemu,
 		Shares:  []guest.Share{{Tag: instance, Socket: b.Socket(instance)}},
 		Script:  "TAG=" + instance + "\n" + demoScript,
 		Timeout: DemoTimeout,

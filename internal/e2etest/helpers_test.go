@@ -23,14 +23,17 @@ var (
 	imageErr  error
 )
 
-// requireGuest skips, saying why, unless this host can run the tests, and
-// returns the guest image, prepared once for the whole package.
-func requireGuest(t *testing.T) *guest.Image {
+// requireGuest skips, saying why, unless this host can run the tests of
+// the leg, and returns the guest image (built on the host, booted by either
+// leg's QEMU), prepared once for the whole package.
+func requireGuest(t *testing.T, leg shimbox.Platform) *guest.Image {
 	t.Helper()
 	sdbox.RequireRoot(t)
-	for _, bin := range []string{"qemu-system-x86_64", launch.CVirtiofsd} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed (apt-get install qemu-system-x86 qemu-system-common): %v", bin, err)
+	if leg == shimbox.Debian12 {
+		for _, bin := range []string{"qemu-system-x86_64", launch.CVirtiofsd} {
+			if _, err := exec.LookPath(bin); err != nil {
+				t.Skipf("%s not installed (apt-get install qemu-system-x86 qemu-system-common): %v", bin, err)
+			}
 		}
 	}
 	imageOnce.Do(func() {
@@ -45,9 +48,9 @@ func requireGuest(t *testing.T) *guest.Image {
 // newBox boots a private systemd with the project's units and enables
 // virtiofsd@<name>.socket for each instance, each with its own share under
 // b.Root; it returns the box and the shares by instance.
-func newBox(t *testing.T, instances ...string) (*shimbox.Box, map[string]string) {
+func newBox(t *testing.T, leg shimbox.Platform, instances ...string) (*shimbox.Box, map[string]string) {
 	t.Helper()
-	b := shimbox.New(t, shimbox.Options{Name: "e2e"})
+	b := shimbox.New(t, shimbox.Options{Name: "e2e", Platform: leg})
 	shares := map[string]string{}
 	for _, name := range instances {
 		dir, err := b.AddInstance(name, "CACHE=auto")
@@ -59,13 +62,16 @@ func newBox(t *testing.T, instances ...string) (*shimbox.Box, map[string]string)
 	return b, shares
 }
 
-// boot runs the guest and requires that it booted and ran its script to the
-// end (whatever the exit status).
-func boot(t *testing.T, img *guest.Image, spec guest.Spec) *guest.Result {
+// boot runs the guest under the QEMU of b's leg and requires that it booted
+// and ran its script to the end (whatever the exit status).
+func boot(t *testing.T, b *shimbox.Box, img *guest.Image, spec guest.Spec) *guest.Result {
 	t.Helper()
 	if spec.Timeout == 0 {
 		spec.Timeout = 60 * time.Second
 	}
+	var err error
+	spec.QEMU, err = b.Platform.QEMU(context.Background())
+	require.NoError(t, err)
 	res, err := guest.Run(context.Background(), img, spec)
 	require.NoError(t, err)
 	t.Logf("guest ran in %s", res.Duration.Round(time.Millisecond))

@@ -8,12 +8,10 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
-// Lines the C virtiofsd prints at the start of a session (readiness, which
-// the shim turns into READY=1) and when the VM connects.
-const (
-	ReadyLine     = "Waiting for vhost-user socket connection..."
-	ConnectedLine = "Received vhost-user socket connection"
-)
+// ReadyLine is what both flavors of virtiofsd print at the start of a
+// session (readiness, which the shim turns into READY=1); the line at the
+// VM's connection differs by flavor: shimbox.Platform.ConnectedLine.
+const ReadyLine = "Waiting for vhost-user socket connection..."
 
 // Entry is one journal entry of virtiofsd@<instance>.service.
 type Entry struct {

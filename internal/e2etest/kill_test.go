@@ -81,13 +81,13 @@ func servingVirtiofsd(t *testing.T, b *shimbox.Box, instance string) int {
 	require.Eventually(t, func() bool {
 		sessions, err := Sessions(context.Background(), b, instance)
 		for _, s := range sessions {
-			if err == nil && s.InvocationID == inv && s.HasVirtiofsdLine(ConnectedLine) {
+			if err == nil && s.InvocationID == inv && s.HasVirtiofsdLine(b.Platform.ConnectedLine()) {
 				session = s
 				return true
 			}
 		}
 		return false
-	}, 10*time.Second, 50*time.Millisecond, "no %q line in the journal of invocation %s", ConnectedLine, inv)
+	}, 10*time.Second, 50*time.Millisecond, "no %q line in the journal of invocation %s", b.Platform.ConnectedLine(), inv)
 	pids := session.VirtiofsdPIDs()
 	require.Len(t, pids, 1, session)
 	pid, err := strconv.Atoi(pids[0])
@@ -143,10 +143,16 @@ fi
 `
 
 func TestVirtiofsdKilledMidSessionFailsThatBootOnly(t *testing.T) {
-	img := requireGuest(t)
-	b, shares := newBox(t, "vm1")
+	shimbox.Legs(t, testVirtiofsdKilledMidSessionFailsThatBootOnly)
+}
+
+func testVirtiofsdKilledMidSessionFailsThatBootOnly(t *testing.T, leg shimbox.Platform) {
+	img := requireGuest(t, leg)
+	b, shares := newBox(t, leg, "vm1")
 	share := shares["vm1"]
 
+	qemu, err := leg.QEMU(t.Context())
+	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	watch := newConsoleWatch("E2E_MOUNTED")
 	type outcome struct {
@@ -158,6 +164,7 @@ func TestVirtiofsdKilledMidSessionFailsThatBootOnly(t *testing.T) {
 	go func() {
 		defer close(finished)
 		res, err := guest.Run(ctx, img, guest.Spec{
+			QEMU:    qemu,
 			Shares:  []guest.Share{{Tag: "vm1", Socket: b.Socket("vm1")}},
 			Script:  ioUntilKilledScript,
 			Console: watch,
@@ -206,7 +213,7 @@ func TestVirtiofsdKilledMidSessionFailsThatBootOnly(t *testing.T) {
 	assert.Equal(t, "listening", show(t, b, "virtiofsd@vm1.socket", "SubState"))
 
 	// The next boot is served by a new session, with no step in between.
-	res := boot(t, img, guest.Spec{
+	res := boot(t, b, img, guest.Spec{
 		Shares: []guest.Share{{Tag: "vm1", Socket: b.Socket("vm1")}},
 		Script: `set -e
 mount -t virtiofs vm1 /mnt/vm1
@@ -227,7 +234,7 @@ umount /mnt/vm1
 	killed, next := sessions[0], sessions[1]
 	for _, s := range sessions {
 		assert.True(t, s.HasVirtiofsdLine(ReadyLine), s)
-		assert.True(t, s.HasVirtiofsdLine(ConnectedLine), s)
+		assert.True(t, s.HasVirtiofsdLine(leg.ConnectedLine()), s)
 	}
 	assert.Equal(t, []string{strconv.Itoa(boxPID)}, killed.VirtiofsdPIDs(), killed)
 	assert.True(t, killed.HasShimLine("killed by signal 9"), killed)

@@ -3,9 +3,9 @@ package e2etest
 import (
 	"context"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/guest"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
 // ioAcrossRestartScript mounts vm1, says so, and waits (bounded) for the
@@ -36,13 +37,21 @@ umount /mnt/vm1
 // guest uses the share; the guest's I/O goes on, and once it powers off the
 // socket listens again as root:kvm 0660 and the next boot is served.
 func TestGuestKeepsItsShareAcrossASocketRestart(t *testing.T) {
-	img := requireGuest(t)
-	grp, err := user.LookupGroup("kvm")
-	if err != nil {
-		t.Skipf("no kvm group on this host: %v", err)
-	}
-	b, shares := newBox(t, "vm1")
+	shimbox.Legs(t, testGuestKeepsItsShareAcrossASocketRestart)
+}
+
+func testGuestKeepsItsShareAcrossASocketRestart(t *testing.T, leg shimbox.Platform) {
+	img := requireGuest(t, leg)
+	b, shares := newBox(t, leg, "vm1")
 	share := shares["vm1"]
+	// The group as the box's own /etc names it (ids differ by leg).
+	out, err := b.Run(context.Background(), "getent", "group", "kvm")
+	if err != nil {
+		t.Skipf("%s: no kvm group in the box: %v", leg, err)
+	}
+	gid := strings.Split(out, ":")[2]
+	qemu, err := leg.QEMU(context.Background())
+	require.NoError(t, err)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	watch := newConsoleWatch("E2E_MOUNTED")
@@ -55,6 +64,7 @@ func TestGuestKeepsItsShareAcrossASocketRestart(t *testing.T) {
 	go func() {
 		defer close(finished)
 		res, err := guest.Run(ctx, img, guest.Spec{
+			QEMU:    qemu,
 			Shares:  []guest.Share{{Tag: "vm1", Socket: b.Socket("vm1")}},
 			Script:  ioAcrossRestartScript,
 			Console: watch,
@@ -95,9 +105,9 @@ func TestGuestKeepsItsShareAcrossASocketRestart(t *testing.T) {
 	assert.Equal(t, os.FileMode(0o660), fi.Mode().Perm())
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	require.True(t, ok)
-	assert.Equal(t, grp.Gid, strconv.Itoa(int(st.Gid)))
+	assert.Equal(t, gid, strconv.Itoa(int(st.Gid)))
 
-	res := boot(t, img, guest.Spec{
+	res := boot(t, b, img, guest.Spec{
 		Shares: []guest.Share{{Tag: "vm1", Socket: b.Socket("vm1")}},
 		Script: "mount -t virtiofs vm1 /mnt/vm1 && echo \"RESULT after=$(cat /mnt/vm1/after)\"\n",
 	})

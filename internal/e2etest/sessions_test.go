@@ -13,11 +13,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/guest"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
 func TestGuestBootedTwiceGetsTwoSessions(t *testing.T) {
-	requireGuest(t)
-	b, shares := newBox(t, "vm1")
+	shimbox.Legs(t, testGuestBootedTwiceGetsTwoSessions)
+}
+
+func testGuestBootedTwiceGetsTwoSessions(t *testing.T, leg shimbox.Platform) {
+	requireGuest(t, leg)
+	b, shares := newBox(t, leg, "vm1")
 	share := shares["vm1"]
 	require.NoError(t, os.WriteFile(filepath.Join(share, HostFile), []byte("hello from the host\n"), 0o644))
 	ctx := context.Background()
@@ -46,7 +51,7 @@ func TestGuestBootedTwiceGetsTwoSessions(t *testing.T) {
 	require.Len(t, sessions, 2, "%v", sessions)
 	for _, s := range sessions {
 		assert.True(t, s.HasVirtiofsdLine(ReadyLine), s)
-		assert.True(t, s.HasVirtiofsdLine(ConnectedLine), s)
+		assert.True(t, s.HasVirtiofsdLine(leg.ConnectedLine()), s)
 		assert.Len(t, s.VirtiofsdPIDs(), 1, s)
 	}
 	assert.NotEqual(t, sessions[0].InvocationID, sessions[1].InvocationID)
@@ -57,13 +62,17 @@ func TestGuestBootedTwiceGetsTwoSessions(t *testing.T) {
 }
 
 func TestGuestWithTwoSharesSeesOnlyItsOwnDirectories(t *testing.T) {
-	img := requireGuest(t)
-	b, shares := newBox(t, "vm1", "vm2")
+	shimbox.Legs(t, testGuestWithTwoSharesSeesOnlyItsOwnDirectories)
+}
+
+func testGuestWithTwoSharesSeesOnlyItsOwnDirectories(t *testing.T, leg shimbox.Platform) {
+	img := requireGuest(t, leg)
+	b, shares := newBox(t, leg, "vm1", "vm2")
 	for name, dir := range shares {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "only-in-"+name), nil, 0o644))
 	}
 
-	res := boot(t, img, guest.Spec{
+	res := boot(t, b, img, guest.Spec{
 		Shares: []guest.Share{
 			{Tag: "vm1", Socket: b.Socket("vm1")},
 			{Tag: "vm2", Socket: b.Socket("vm2")},
@@ -98,7 +107,7 @@ umount /mnt/vm1 /mnt/vm2
 		sessions, err := Sessions(context.Background(), b, name)
 		require.NoError(t, err)
 		require.Len(t, sessions, 1, "one session per instance: %v", sessions)
-		assert.True(t, sessions[0].HasVirtiofsdLine(ConnectedLine), sessions[0])
+		assert.True(t, sessions[0].HasVirtiofsdLine(leg.ConnectedLine()), sessions[0])
 		for _, e := range sessions[0].Entries {
 			if e.Identifier == "virtiofsd" {
 				assert.Equal(t, name, e.Instance, "VIRTIOFSD_INSTANCE of %q", e.Message)

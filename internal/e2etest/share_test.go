@@ -13,11 +13,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/guest"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
 func TestGuestUsesShareThroughSystemdSocket(t *testing.T) {
-	img := requireGuest(t)
-	b, shares := newBox(t, "vm1")
+	shimbox.Legs(t, testGuestUsesShareThroughSystemdSocket)
+}
+
+func testGuestUsesShareThroughSystemdSocket(t *testing.T, leg shimbox.Platform) {
+	img := requireGuest(t, leg)
+	b, shares := newBox(t, leg, "vm1")
 	share := shares["vm1"]
 	hello := "hello " + rand.Text()
 	require.NoError(t, os.WriteFile(filepath.Join(share, "from-host"), []byte(hello+"\n"), 0o644))
@@ -25,7 +30,7 @@ func TestGuestUsesShareThroughSystemdSocket(t *testing.T) {
 	require.NoError(t, os.MkdirAll(filepath.Join(share, "dir-to-remove", "sub"), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(share, "dir-to-remove", "sub", "f"), nil, 0o644))
 
-	res := boot(t, img, guest.Spec{
+	res := boot(t, b, img, guest.Spec{
 		Shares: []guest.Share{{Tag: "vm1", Socket: b.Socket("vm1")}},
 		Script: `set -e
 mount -t virtiofs vm1 /mnt/vm1
@@ -76,7 +81,7 @@ umount /mnt/vm1
 	require.NoError(t, err)
 	require.Len(t, sessions, 1, "%v", sessions)
 	assert.True(t, sessions[0].HasVirtiofsdLine(ReadyLine), sessions[0])
-	assert.True(t, sessions[0].HasVirtiofsdLine(ConnectedLine), sessions[0])
+	assert.True(t, sessions[0].HasVirtiofsdLine(leg.ConnectedLine()), sessions[0])
 	assert.Len(t, sessions[0].VirtiofsdPIDs(), 1)
 	assert.Equal(t, "listening", show(t, b, "virtiofsd@vm1.socket", "SubState"))
 }

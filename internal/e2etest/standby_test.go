@@ -20,8 +20,12 @@ import (
 // virtiofsd (its own VIRTIOFSD_SESSION in the journal), and the next one
 // waits after each.
 func TestStandbyGuestBootedTwiceGetsTwoVirtiofsds(t *testing.T) {
-	requireGuest(t)
-	b := shimbox.New(t, shimbox.Options{Name: "e2e"})
+	shimbox.Legs(t, testStandbyGuestBootedTwiceGetsTwoVirtiofsds)
+}
+
+func testStandbyGuestBootedTwiceGetsTwoVirtiofsds(t *testing.T, leg shimbox.Platform) {
+	requireGuest(t, leg)
+	b := shimbox.New(t, shimbox.Options{Name: "e2e", Platform: leg})
 	share, err := b.AddInstance("vm1", "CACHE=auto", "STANDBY=yes")
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(share, HostFile), []byte("hello from the host\n"), 0o644))
@@ -56,7 +60,7 @@ func TestStandbyGuestBootedTwiceGetsTwoVirtiofsds(t *testing.T) {
 	require.NoError(t, err)
 	pidOf := map[string]string{} // session -> virtiofsd pid, of the sessions a guest connected to
 	for _, e := range entries {
-		if strings.Contains(e["MESSAGE"], ConnectedLine) {
+		if strings.Contains(e["MESSAGE"], leg.ConnectedLine()) {
 			require.NotEmpty(t, e["VIRTIOFSD_SESSION"], "%v", e)
 			pidOf[e["VIRTIOFSD_SESSION"]] = e["VIRTIOFSD_PID"]
 		}

@@ -40,7 +40,7 @@ var Table = []Row{
 	{"1-63", "virtiofsd failed with this exit status of its own (it is passed through)", 1, 63},
 	{"64", "usage: unknown subcommand, flag or argument", Usage, Usage},
 	{"66", "activation: no socket from systemd, more than one, or not a listening AF_UNIX stream socket", Activation, Activation},
-	{"69", "unavailable: the virtiofsd binary is missing, not executable or of unknown flavor; for list, systemd is unreachable", Unavailable, Unavailable},
+	{"69", "unavailable: the virtiofsd binary is missing, not executable or of unknown flavor, or the C one for a rootless (--user) instance; for list, systemd is unreachable", Unavailable, Unavailable},
 	{"70", "internal error of the shim", Software, Software},
 	{"75", "virtiofsd did not print its readiness line within the ready timeout and was killed", NotReady, NotReady},
 	{"78", "config: the instance config or an option is invalid (missing file, unknown key, bad value, unsafe permissions)", Config, Config},

@@ -38,7 +38,7 @@ func TestCases(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(filepath.Join(dir, filepath.Base(c)), b, 0o644))
 	}
-	results, err := Generate(config.Scope{Dir: dir})
+	results, err := Generate(config.System, dir)
 	require.NoError(t, err)
 	require.Len(t, results, len(cases), "one result per config")
 	byName := map[string]Result{}
@@ -126,11 +126,52 @@ func TestUserScopeStandbyTalksToTheUserManager(t *testing.T) {
 	c, err := config.Parse(strings.NewReader("SHARED_DIR=/home/u/share\nSTANDBY=yes\n"), "/home/u/.config/virtiofsd/vm1.conf")
 	require.NoError(t, err)
 	c.Instance = "vm1"
-	files, err := DropIns(config.Scope{User: true, Dir: "/home/u/.config/virtiofsd"}, c)
+	files, err := DropIns(config.User, c)
 	require.NoError(t, err)
 	require.Len(t, files, 2)
 	assert.Contains(t, string(files[1].Content), "ExecStartPost=-/usr/libexec/virtiofsd-shim standby --user --instance=%i\n")
 	assert.Contains(t, string(files[1].Content), "systemctl --user daemon-reload")
+	assert.Contains(t, string(files[1].Content), "virtiofsd-shim check --user vm1")
+}
+
+// A user manager cannot give its socket to another user or group: the user
+// generator leaves SOCKET_USER and SOCKET_GROUP out, and keeps SOCKET_MODE.
+func TestUserScopeLeavesOutSocketOwners(t *testing.T) {
+	c, err := config.Parse(strings.NewReader("SHARED_DIR=/home/u/share\nSOCKET_USER=qemu\nSOCKET_GROUP=kvm\nSOCKET_MODE=0600\n"), "/home/u/.config/virtiofsd/vm1.conf")
+	require.NoError(t, err)
+	c.Instance = "vm1"
+	files, err := DropIns(config.User, c)
+	require.NoError(t, err)
+	require.Len(t, files, 2)
+	opts, err := unit.DeserializeOptions(bytes.NewReader(files[1].Content))
+	require.NoError(t, err)
+	assert.Empty(t, values(opts, "Socket", "SocketUser"))
+	assert.Empty(t, values(opts, "Socket", "SocketGroup"))
+	assert.Equal(t, []string{"0600"}, values(opts, "Socket", "SocketMode"))
+	assert.Contains(t, string(files[1].Content), "SOCKET_USER and SOCKET_GROUP are ignored")
+
+	files, err = DropIns(config.System, c)
+	require.NoError(t, err)
+	opts, err = unit.DeserializeOptions(bytes.NewReader(files[1].Content))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"kvm"}, values(opts, "Socket", "SocketGroup"))
+}
+
+// The user generator trusts only the user's own files, as run --user does.
+func TestUserScopeSkipsAConfigNotOwnedByTheUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a file to another user")
+	}
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "vm1.conf"), []byte("SHARED_DIR=/srv\n"), 0o644))
+	require.NoError(t, os.Chown(filepath.Join(dir, "vm1.conf"), 65534, 65534))
+	results, err := Generate(config.User, dir)
+	require.NoError(t, err)
+	require.Len(t, results, 1)
+	assert.ErrorContains(t, results[0].Err, "not by you")
+	results, err = Generate(config.System, dir)
+	require.NoError(t, err)
+	assert.ErrorContains(t, results[0].Err, "not root")
 }
 
 func TestWriteSkipsBrokenConfigsAndWritesTheRest(t *testing.T) {
@@ -139,7 +180,7 @@ func TestWriteSkipsBrokenConfigsAndWritesTheRest(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(conf, "bad.conf"), []byte("SHARED_DIR=/srv/bad\nSOCKET_MODE=rw\n"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(conf, "writable.conf"), []byte("SHARED_DIR=/srv/w\n"), 0o644))
 	require.NoError(t, os.Chmod(filepath.Join(conf, "writable.conf"), 0o666))
-	results, err := Generate(config.Scope{Dir: conf})
+	results, err := Generate(config.System, conf)
 	require.NoError(t, err)
 	var log bytes.Buffer
 	require.NoError(t, Write(out, results, &log))
@@ -164,7 +205,7 @@ func TestWriteSkipsBrokenConfigsAndWritesTheRest(t *testing.T) {
 }
 
 func TestGenerateWithNoFolderGeneratesNothing(t *testing.T) {
-	results, err := Generate(config.Scope{Dir: filepath.Join(t.TempDir(), "none")})
+	results, err := Generate(config.System, filepath.Join(t.TempDir(), "none"))
 	require.NoError(t, err)
 	assert.Empty(t, results)
 }

@@ -11,6 +11,8 @@ import (
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 )
 
 // Bus is the part of systemd's D-Bus API that List uses, all read-only: the
@@ -58,6 +60,8 @@ const (
 // addresses tried, and why.
 type UnreachableError struct {
 	Tried []Attempt
+	// Scope is whose manager was sought; it picks the advice.
+	Scope config.Scope
 }
 
 // Attempt is one way of reaching systemd that failed.
@@ -74,6 +78,12 @@ func (e *UnreachableError) Error() string {
 			b.WriteString("; ")
 		}
 		fmt.Fprintf(&b, "%s: %v", a.Address, a.Err)
+	}
+	if e.Scope == config.User {
+		b.WriteString(": list --user asks your own systemd user manager: run it as the user in a login session " +
+			"(or with XDG_RUNTIME_DIR=/run/user/$(id -u) set), and check that the manager runs: systemctl --user status " +
+			"(loginctl enable-linger $USER keeps it running without a session)")
+		return b.String()
 	}
 	b.WriteString(": list asks systemd, so run it on a host booted with systemd, as root (or as a user allowed on the system bus)")
 	if comm, err := os.ReadFile("/proc/1/comm"); err == nil {
@@ -98,15 +108,49 @@ func (e *UnreachableError) Unwrap() []error {
 // (DBUS_SYSTEM_BUS_ADDRESS or SystemBus). It fails with an
 // *UnreachableError naming every address tried.
 func Connect(ctx context.Context) (*SystemdBus, error) {
-	return ConnectTo(ctx, PrivateSocket, "")
+	return ConnectScope(ctx, config.System, os.Getenv)
+}
+
+// ConnectScope reaches the service manager of scope read-only: for System
+// as Connect does; for User, the user's own manager over its private socket
+// ($XDG_RUNTIME_DIR/systemd/private, which systemctl --user uses too), or
+// when that fails over the session bus (DBUS_SESSION_BUS_ADDRESS, else
+// $XDG_RUNTIME_DIR/bus). It fails with an *UnreachableError.
+func ConnectScope(ctx context.Context, scope config.Scope, env config.Env) (*SystemdBus, error) {
+	private, err := scope.PrivateBus(env)
+	if err != nil {
+		return nil, &UnreachableError{Tried: []Attempt{{scope.String() + " manager", err}}, Scope: scope}
+	}
+	if scope == config.System && os.Geteuid() != 0 {
+		private = "" // root's alone
+	}
+	bus, err := scope.Bus(env)
+	if err != nil {
+		return nil, &UnreachableError{Tried: []Attempt{{scope.String() + " bus", err}}, Scope: scope}
+	}
+	name := "system bus "
+	if scope == config.User {
+		name = "session bus "
+	}
+	b, err := connect(ctx, private, bus, name)
+	var ue *UnreachableError
+	if errors.As(err, &ue) {
+		ue.Scope = scope
+	}
+	return b, err
 }
 
 // ConnectTo is Connect with other addresses: private is the path of
-// systemd's private socket ("" to skip it), system a D-Bus address of the
-// system bus ("" for the default).
+// a manager's private socket ("" to skip it), system a D-Bus address of the
+// bus the manager is on ("" for the default system bus).
 func ConnectTo(ctx context.Context, private, system string) (*SystemdBus, error) {
+	return connect(ctx, private, system, "system bus ")
+}
+
+// connect is ConnectTo with the bus named busName in errors.
+func connect(ctx context.Context, private, system, busName string) (*SystemdBus, error) {
 	var tried []Attempt
-	if private != "" && os.Geteuid() == 0 {
+	if private != "" {
 		b, err := Dial(func() (*godbus.Conn, error) {
 			return authConn(godbus.Dial("unix:path="+private, godbus.WithContext(ctx)))
 		})
@@ -136,7 +180,7 @@ func ConnectTo(ctx context.Context, private, system string) (*SystemdBus, error)
 	if err == nil {
 		return b, nil
 	}
-	return nil, &UnreachableError{Tried: append(tried, Attempt{"system bus " + addr, err})}
+	return nil, &UnreachableError{Tried: append(tried, Attempt{busName + addr, err})}
 }
 
 // authConn authenticates as go-systemd does: EXTERNAL with the numeric uid.

@@ -128,6 +128,9 @@ type Lister struct {
 	Bus Bus
 	// ConfigDir is the folder of the config files; "" is config.DefaultDir.
 	ConfigDir string
+	// Scope is whose instances these are: it decides who may own a config
+	// file (see config.LoadIn).
+	Scope config.Scope
 	// ProcRoot is the proc file system of systemd's pid namespace, used to
 	// check and find virtiofsd's pid (see the package doc); "" does not
 	// look at processes.
@@ -234,7 +237,7 @@ func (l *Lister) List(ctx context.Context, names []string) ([]Instance, error) {
 	procs := newProcView(l.ProcRoot)
 	list := make([]Instance, 0, len(byName))
 	for _, in := range byName {
-		in.Config = readConfig(dir, in.Name)
+		in.Config = readConfig(l.Scope, dir, in.Name)
 		if s := in.Service; s != nil {
 			s.VirtiofsdPID = procs.virtiofsdPID(s.MainPID, s.StatusText)
 		}
@@ -340,9 +343,9 @@ func configNames(dir string) ([]string, error) {
 
 // readConfig loads NAME.conf as run would; when that fails it still tries
 // to read SHARED_DIR from it.
-func readConfig(dir, name string) Config {
+func readConfig(scope config.Scope, dir, name string) Config {
 	c := Config{Path: filepath.Join(dir, name+".conf")}
-	cfg, err := config.Load(dir, name)
+	cfg, err := config.LoadIn(scope, dir, name)
 	if err == nil {
 		c.Exists = true
 		c.SharedDir = &cfg.SharedDir

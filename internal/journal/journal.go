@@ -39,6 +39,7 @@ type Sink interface {
 type Origin struct {
 	Instance string // VIRTIOFSD_INSTANCE
 	Unit     string // the shim's unit, FieldUnit (see SelfUnit); "" for none
+	UserUnit string // a user instance's unit, FieldUserUnit (see SelfUserUnit); "" for none
 	Session  string // VIRTIOFSD_SESSION: the session the entry belongs to; "" for none
 }
 
@@ -49,6 +50,9 @@ func (o Origin) addTo(vars map[string]string) {
 	}
 	if o.Unit != "" {
 		vars[FieldUnit] = o.Unit
+	}
+	if o.UserUnit != "" {
+		vars[FieldUserUnit] = o.UserUnit
 	}
 	if o.Session != "" {
 		vars[FieldSession] = o.Session

@@ -33,3 +33,20 @@ func TestUnitOf(t *testing.T) {
 		})
 	}
 }
+
+func TestUserUnitOf(t *testing.T) {
+	const hostInit = "0::/init.scope\n"
+	for _, tc := range []struct{ name, self, init, want string }{
+		{"user instance", "0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-virtiofsd.slice/virtiofsd@vm1.service\n", hostInit, "virtiofsd@vm1.service"},
+		{"in a box without a cgroup namespace",
+			"1:name=systemd:/sdbox/sdbox-1/user.slice/user-1000.slice/user@1000.service/app.slice/virtiofsd@x.service\n",
+			"1:name=systemd:/sdbox/sdbox-1/init.scope\n", "virtiofsd@x.service"},
+		{"the user manager itself", "0::/user.slice/user-1000.slice/user@1000.service/init.scope\n", hostInit, "init.scope"},
+		{"a system service", "0::/system.slice/virtiofsd@vm1.service\n", hostInit, ""},
+		{"empty", "", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, userUnitOf(tc.self, tc.init))
+		})
+	}
+}

@@ -42,7 +42,33 @@ type Options struct {
 	Readonly          bool   // Rust only
 	LogLevel          string // info (default), debug; Rust also trace
 	Extra             []string
+	// Unprivileged is set when virtiofsd runs as a user other than root (a
+	// user manager's instance): Rust only, namespace sandbox (chosen when
+	// Sandbox is ""), never chroot.
+	Unprivileged bool
+	// UIDMap and GIDMap are virtiofsd's --uid-map/--gid-map values
+	// (":inside:outside:count:"), rootless only; "" leaves virtiofsd's own
+	// map of the user's id alone.
+	UIDMap, GIDMap string
 }
+
+// ErrNeedsRust is wrapped by the error of a rootless instance given the C
+// virtiofsd, which cannot run without root.
+var ErrNeedsRust = errors.New("rootless virtiofsd needs the Rust flavor")
+
+// needsRustError is a rootless instance given the C virtiofsd: a binary
+// problem (exit status 69, unavailable), since the fix is to install the
+// Rust one, not to edit the config.
+type needsRustError struct{}
+
+func (e *needsRustError) Error() string {
+	return ErrNeedsRust.Error() + ": the C virtiofsd (QEMU <= 7.2) cannot run without root: " + InstallRust
+}
+func (e *needsRustError) Is(target error) bool { return target == ErrBinary || target == ErrNeedsRust }
+
+// InstallRust says where the Rust virtiofsd comes from.
+const InstallRust = "install the Rust virtiofsd (Debian 13, Ubuntu 24.04: apt install virtiofsd; Fedora: dnf install virtiofsd), " +
+	"which installs /usr/libexec/virtiofsd, and remove any VIRTIOFSD= or FLAVOR=c that names the C one"
 
 // Args builds virtiofsd's argv (without argv[0]) for flavor f: the socket is
 // always fd 3, output always goes to stderr in the foreground, at a level
@@ -73,6 +99,9 @@ func Args(f Flavor, o Options) ([]string, error) {
 	cache := o.Cache
 	if cache == "" {
 		cache = "auto"
+	}
+	if err := checkUnprivileged(f, &o); err != nil {
+		return nil, err
 	}
 	if f == C {
 		return argsC(o, cache, level)
@@ -145,7 +174,45 @@ func argsRust(o Options, cache, level string) ([]string, error) {
 	if o.Readonly {
 		a = append(a, "--readonly")
 	}
+	if o.UIDMap != "" {
+		a = append(a, "--uid-map="+o.UIDMap)
+	}
+	if o.GIDMap != "" {
+		a = append(a, "--gid-map="+o.GIDMap)
+	}
 	return append(a, o.Extra...), nil
+}
+
+// checkUnprivileged refuses what cannot work for who runs virtiofsd, and
+// picks the namespace sandbox for a rootless one.
+func checkUnprivileged(f Flavor, o *Options) error {
+	if !o.Unprivileged {
+		for _, km := range [][2]string{{"UID_MAP", o.UIDMap}, {"GID_MAP", o.GIDMap}} {
+			if key := km[0]; km[1] != "" {
+				return optionsErrorf(key, "%s= is for rootless instances (systemctl --user): as root virtiofsd serves every id as it is; remove the line", key)
+			}
+		}
+		return nil
+	}
+	if f == C {
+		return &needsRustError{}
+	}
+	switch o.Sandbox {
+	case "":
+		o.Sandbox = "namespace"
+	case "chroot":
+		return optionsErrorf("SANDBOX", "SANDBOX=chroot needs root: a rootless virtiofsd sandboxes itself in a user namespace: "+
+			"use SANDBOX=namespace (the default) or none")
+	case "none":
+		if o.UIDMap != "" || o.GIDMap != "" {
+			key := "UID_MAP"
+			if o.UIDMap == "" {
+				key = "GID_MAP"
+			}
+			return optionsErrorf(key, "%s= maps ids in virtiofsd's user namespace, which SANDBOX=none does not make: use SANDBOX=namespace or drop the map", key)
+		}
+	}
+	return nil
 }
 
 // readyLevels are the log levels at which virtiofsd still prints its
@@ -253,7 +320,11 @@ func checkExtra(f Flavor, extra []string) (level string, err error) {
 					return "", refuse("-o "+o, "use LOG_LEVEL=debug instead")
 				case oname == "log_level" || oname == "loglevel":
 					if f == Rust {
-						return "", refuse("-o "+o, "the Rust virtiofsd takes --log-level=LEVEL; better, set LOG_LEVEL=")
+						return "", refuse("-o "+o, "the Rust virtiofsd takes --log-level=LEVEL "+
+							"(its -o parser refuses log_level and deprecates loglevel); better, set LOG_LEVEL=")
+					}
+					if oname == "loglevel" {
+						return "", refuse("-o "+o, "the C virtiofsd knows -o log_level=LEVEL, not loglevel; better, set LOG_LEVEL=")
 					}
 					if err := checkLevel(f, ovalue); err != nil {
 						return "", err

@@ -69,6 +69,8 @@ func TestArgsRefusesWhatBreaksTheContract(t *testing.T) {
 		{Rust, Options{SharedDir: "/s", Extra: []string{"--log-level=off"}}, "would hide"},
 		{Rust, Options{SharedDir: "/s", Extra: []string{"-o", "log_level=debug"}}, "takes --log-level"},
 		{C, Options{SharedDir: "/s", Extra: []string{"-o", "log_level=err"}}, "would hide"},
+		{C, Options{SharedDir: "/s", Extra: []string{"-o", "loglevel=debug"}}, "knows -o log_level=LEVEL, not loglevel"},
+		{Rust, Options{SharedDir: "/s", Extra: []string{"-o", "loglevel=debug"}}, "takes --log-level"},
 		{Rust, Options{SharedDir: "/s", Extra: []string{"--cache=always"}}, "set CACHE="},
 		{C, Options{SharedDir: "/s", Extra: []string{"-o", "xattr"}}, "set XATTR="},
 		{Rust, Options{SharedDir: "/s", Extra: []string{"--print-capabilities"}}, "exit without serving"},

@@ -7,12 +7,14 @@ import (
 	"time"
 )
 
-// ExitError is virtiofsd ending on its own in failure: a non-zero exit status
-// or death by a signal.
+// ExitError is virtiofsd ending in failure: a non-zero exit status or death
+// by a signal, on its own or in a way a stop does not explain.
 type ExitError struct {
 	Status      syscall.WaitStatus
 	Flavor      Flavor
 	BeforeReady bool     // it never printed its readiness line
+	Stopped     bool     // the shim had sent SIGTERM (a stop), in StopPhase
+	StopPhase   Phase    // where virtiofsd was when the stop began
 	Tail        []string // its last lines
 }
 
@@ -48,6 +50,9 @@ func (e *ExitError) Error() string {
 	}
 	if e.BeforeReady {
 		b.WriteString(" before it was ready")
+	}
+	if e.Stopped {
+		fmt.Fprintf(&b, ", which a SIGTERM while %s does not explain", e.StopPhase)
 	}
 	writeTail(&b, e.Tail)
 	return b.String()

@@ -111,7 +111,7 @@ func checkExecutable(path string) error {
 // Version is what a virtiofsd binary says of itself.
 type Version struct {
 	Flavor Flavor
-	Number string // e.g. 7.2.22 or 1.13.3
+	Number string // e.g. 7.2.22 or 1.13.2
 }
 
 func (v Version) String() string {
@@ -120,7 +120,7 @@ func (v Version) String() string {
 }
 
 // ParseVersion tells the flavor from the first line of `virtiofsd --version`:
-// "virtiofsd version 7.2.22 (Debian ...)" is C, "virtiofsd 1.13.3" is Rust.
+// "virtiofsd version 7.2.22 (Debian ...)" is C, "virtiofsd 1.13.2" is Rust.
 func ParseVersion(out string) (Version, error) {
 	line, _, _ := strings.Cut(strings.TrimSpace(out), "\n")
 	fields := strings.Fields(line)

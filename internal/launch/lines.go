@@ -1,6 +1,7 @@
 package launch
 
 import (
+	"strconv"
 	"strings"
 
 	sdjournal "github.com/coreos/go-systemd/v22/journal"
@@ -34,6 +35,9 @@ const (
 	connectedTextC   = "Received vhost-user socket connection"
 	connectedTextR   = "Client connected, servicing requests"
 	disconnectedText = "Client disconnected, shutting down"
+	// The C one has no hang-up line of its own: its session loop logs the
+	// socket's poll events, POLLHUP (0x10) among them, and ends.
+	cPollText = "virtio_loop: Unexpected poll revents "
 )
 
 // Classify reads one line in either flavor's format:
@@ -61,8 +65,23 @@ func Classify(raw string) Line {
 		l.Event = Connected
 	case strings.Contains(l.Message, disconnectedText):
 		l.Event = Disconnected
+	case cHangUp(l.Message):
+		l.Event, l.Priority = Disconnected, sdjournal.PriInfo
 	}
 	return l
+}
+
+// cHangUp tells whether a C line is its session loop seeing the client
+// hang up ("virtio_loop: Unexpected poll revents 11", or 19 when the client
+// left a reply unread: POLLHUP in the hexadecimal revents), which ends
+// every session, rather than a real error.
+func cHangUp(msg string) bool {
+	hex, ok := strings.CutPrefix(msg, cPollText)
+	if !ok {
+		return false
+	}
+	revents, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 16)
+	return err == nil && revents&0x10 != 0
 }
 
 // cutRustPrefix splits "[TIMESTAMP LEVEL target] message".

@@ -18,7 +18,17 @@ func TestClassify(t *testing.T) {
 		{"virtio_session_mount: Received vhost-user socket connection",
 			Line{"virtio_session_mount: Received vhost-user socket connection", sdjournal.PriInfo, Connected}},
 		{"virtio_loop: Exit", Line{"virtio_loop: Exit", sdjournal.PriInfo, NoEvent}},
-		{"virtio_loop: Unexpected poll revents 19", Line{"virtio_loop: Unexpected poll revents 19", sdjournal.PriWarning, NoEvent}},
+		// POLLIN|POLLHUP, or with POLLERR when a reply was left unread: the
+		// VM hung up, which ends every C session.
+		{"virtio_loop: Unexpected poll revents 11", Line{"virtio_loop: Unexpected poll revents 11", sdjournal.PriInfo, Disconnected}},
+		{"virtio_loop: Unexpected poll revents 19", Line{"virtio_loop: Unexpected poll revents 19", sdjournal.PriInfo, Disconnected}},
+		// POLLERR alone is not a hang-up.
+		{"virtio_loop: Unexpected poll revents 8", Line{"virtio_loop: Unexpected poll revents 8", sdjournal.PriWarning, NoEvent}},
+		{"vhost socket accept: Interrupted system call", Line{"vhost socket accept: Interrupted system call", sdjournal.PriInfo, NoEvent}},
+		{"[2026-11-30T10:49:46Z WARN  virtiofsd::limits] Failure when trying to set the limit to 1000000, the hard limit (20000) of open file descriptors is used instead.",
+			Line{"Failure when trying to set the limit to 1000000, the hard limit (20000) of open file descriptors is used instead.", sdjournal.PriWarning, NoEvent}},
+		{"[2026-11-30T10:50:51Z ERROR virtiofsd::util] Child process terminated by signal 9",
+			Line{"Child process terminated by signal 9", sdjournal.PriErr, NoEvent}},
 		{`fuse: failed to stat source ("/nonexist"): No such file or directory`,
 			Line{`fuse: failed to stat source ("/nonexist"): No such file or directory`, sdjournal.PriErr, NoEvent}},
 		{"[2024-07-08 03:39:41.123456+0000] [ID: 00000042] virtio_session_mount: Waiting for vhost-user socket connection...",

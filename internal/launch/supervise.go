@@ -27,6 +27,13 @@ const (
 	tailLines           = 12
 	maxLine             = 16 << 10
 	readerDrainTimeout  = 2 * time.Second
+	// termResend is how often SIGTERM is sent again while virtiofsd stops.
+	// The C virtiofsd prints its readiness line just before it calls
+	// accept(): a SIGTERM in between only sets its exit flag, and accept()
+	// then blocks until SIGKILL. The next SIGTERM interrupts accept() and
+	// it exits 1. Another SIGTERM is harmless in every other phase and to
+	// the Rust one, whose first SIGTERM ends it.
+	termResend = 250 * time.Millisecond
 )
 
 // Lines takes virtiofsd's lines; Offer must never block.
@@ -82,10 +89,24 @@ type session struct {
 	pid       int
 	readyCh   chan struct{}
 	mu        sync.Mutex
-	ready     bool
+	ready     bool // READY=1 was sent
 	readyOver bool // timed out or stopping: no READY=1 from now on
-	connected bool // virtiofsd said a client connected
+	phase     Phase
 	tail      []string
+}
+
+// Phase is where a virtiofsd session is, as its lines tell.
+type Phase int
+
+// The phases of a session, in order.
+const (
+	Starting Phase = iota // no readiness line yet
+	Waiting               // the readiness line: waiting for the VM in accept()
+	Serving               // a client connected
+)
+
+func (p Phase) String() string {
+	return [...]string{"starting", "waiting for a client", "serving"}[p]
 }
 
 // Run starts virtiofsd and returns when it has ended and been reaped.
@@ -186,7 +207,9 @@ func (s *Supervisor) run(ctx context.Context, out *Outcome) error {
 		readyCh    = ss.readyCh
 		readyFire  = readyTimer.C
 		grace      <-chan time.Time
+		resend     <-chan time.Time
 		stopping   bool
+		stopPhase  Phase // where virtiofsd was when the stop began
 		timedOut   bool
 		killedHard bool
 	)
@@ -206,7 +229,7 @@ loop:
 		case <-release:
 			release = nil
 			out.Released = true
-			if ss.isConnected() || pendingClient(s.Socket) {
+			if ss.currentPhase() == Serving || pendingClient(s.Socket) {
 				// A client already queued on the socket is as good as
 				// served: virtiofsd accepts it next.
 				log.Info("the socket was stopped: this session goes on until the VM disconnects, and no session follows it")
@@ -222,6 +245,9 @@ loop:
 				ss.pid, extendUsec(stopTimeout)))
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			grace = time.After(stopTimeout)
+			t := time.NewTicker(termResend)
+			defer t.Stop()
+			resend = t.C
 		case <-done:
 			done = nil
 			if timedOut {
@@ -233,13 +259,19 @@ loop:
 			}
 			stopping = true
 			ss.endReadiness()
+			stopPhase = ss.currentPhase()
 			ss.notify(fmt.Sprintf("STOPPING=1\nSTATUS=Stopping virtiofsd (pid %d)\nEXTEND_TIMEOUT_USEC=%d",
 				ss.pid, extendUsec(stopTimeout)))
 			log.WithField("grace", stopTimeout.String()).Info("stopping virtiofsd with SIGTERM")
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			grace = time.After(stopTimeout)
+			t := time.NewTicker(termResend)
+			defer t.Stop()
+			resend = t.C
+		case <-resend:
+			_ = cmd.Process.Signal(syscall.SIGTERM)
 		case <-grace:
-			grace = nil
+			grace, resend = nil, nil
 			killedHard = true
 			log.WithField("grace", stopTimeout.String()).Warn("virtiofsd ignored SIGTERM, killing it")
 			_ = cmd.Process.Kill()
@@ -266,7 +298,7 @@ loop:
 	}
 	log.WithField("status", cmd.ProcessState.String()).Info("virtiofsd ended")
 	tail := ss.lastLines()
-	out.Served = ss.isConnected()
+	out.Served = ss.currentPhase() == Serving
 	switch {
 	case stopping && !killedHard && out.Released && !out.Served:
 		return nil // no client: whatever it exits with, nothing was lost
@@ -274,12 +306,13 @@ loop:
 		return &NotReadyError{Timeout: readyTimeout, Tail: tail}
 	case stopping && killedHard:
 		return &StopTimeoutError{Grace: stopTimeout, Tail: tail}
-	case stopping && cleanStop(s.Flavor, status):
+	case stopping && cleanStop(s.Flavor, stopPhase, ss.currentPhase(), status):
 		return nil
 	case !stopping && status.Exited() && status.ExitStatus() == 0:
 		return nil
 	}
-	return &ExitError{Status: status, Flavor: s.Flavor, BeforeReady: !ss.isReady(), Tail: tail}
+	return &ExitError{Status: status, Flavor: s.Flavor, BeforeReady: ss.currentPhase() == Starting,
+		Stopped: stopping, StopPhase: stopPhase, Tail: tail}
 }
 
 // pendingClient tells whether a client waits to be accepted on the
@@ -294,15 +327,35 @@ func pendingClient(sock *os.File) bool {
 	return err == nil && n > 0 && fds[0].Revents&unix.POLLIN != 0
 }
 
-// cleanStop tells whether virtiofsd ended as it should after SIGTERM.
-func cleanStop(f Flavor, st syscall.WaitStatus) bool {
+// cleanStop tells whether virtiofsd ended the way it does when stopped
+// with SIGTERM, given where it was when the stop began (atStop) and the
+// last phase its lines showed (atEnd). Verified with the real binaries
+// (C 7.2, Rust 1.13.2):
+//
+//   - Both, before they set up their handlers: killed by SIGTERM.
+//   - Rust: its handler does _exit(1), in every phase (its sandbox child
+//     may then print "Parent process died unexpectedly"). It exits 0 only
+//     when the client hung up first.
+//   - C, waiting: accept() is interrupted, it prints "vhost socket accept:
+//     Interrupted system call" and exits 1. That needs its readiness line
+//     printed (it comes right before accept), so a C virtiofsd that exits 1
+//     without it failed on its own (a missing SHARED_DIR, say).
+//   - C, serving: the sandbox parent exits 0, its child ends the session.
+//
+// Anything else (another status, another signal, C's 1 while serving) is
+// a failure the stop did not cause.
+func cleanStop(f Flavor, atStop, atEnd Phase, st syscall.WaitStatus) bool {
 	switch {
-	case st.Exited() && st.ExitStatus() == 0:
+	case st.Signaled():
+		return st.Signal() == syscall.SIGTERM
+	case st.ExitStatus() == 0:
 		return true
-	case st.Exited() && st.ExitStatus() == 1 && f == Rust: // its SIGTERM handler does _exit(1)
+	case st.ExitStatus() != 1:
+		return false
+	case f == Rust:
 		return true
-	case st.Signaled() && st.Signal() == syscall.SIGTERM:
-		return true
+	case f == C:
+		return atStop < Serving && atEnd >= Waiting
 	}
 	return false
 }
@@ -333,11 +386,10 @@ func (ss *session) line(raw string) {
 
 	switch l.Event {
 	case Ready:
+		ss.advance(Waiting)
 		ss.markReady()
 	case Connected:
-		ss.mu.Lock()
-		ss.connected = true
-		ss.mu.Unlock()
+		ss.advance(Serving)
 		ss.notify(fmt.Sprintf("STATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
 			ss.s.SocketPath, ss.s.SharedDir, ss.pid))
 	case Disconnected:
@@ -379,16 +431,17 @@ func (ss *session) endReadiness() (ready bool) {
 	return ss.ready
 }
 
-func (ss *session) isConnected() bool {
+// advance records that virtiofsd's lines reached phase p.
+func (ss *session) advance(p Phase) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return ss.connected
+	ss.phase = max(ss.phase, p)
 }
 
-func (ss *session) isReady() bool {
+func (ss *session) currentPhase() Phase {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return ss.ready
+	return ss.phase
 }
 
 func (ss *session) lastLines() []string {

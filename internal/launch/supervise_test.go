@@ -3,6 +3,7 @@ package launch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -224,33 +225,96 @@ func TestExitsWithVirtiofsdStatusWhenItFailsBeforeReady(t *testing.T) {
 }
 
 func TestExitsWith128PlusSignalWhenVirtiofsdCrashesAfterReady(t *testing.T) {
-	s := start(t, C, fakevirtiofsd.CrashAfterReady)
-	s.run(t)
-	err := s.wait(t)
-	var ee *ExitError
-	require.ErrorAs(t, err, &ee)
-	assert.Equal(t, 128+9, ee.Code())
-	assert.False(t, ee.BeforeReady)
-	assert.Contains(t, err.Error(), "killed by signal 9 (killed)")
+	// C: killed itself; Rust: its sandboxed child was, and it exits 256-9.
+	eachFlavor(t, func(t *testing.T, fl Flavor) {
+		s := start(t, fl, fakevirtiofsd.CrashAfterReady)
+		s.run(t)
+		err := s.wait(t)
+		var ee *ExitError
+		require.ErrorAs(t, err, &ee)
+		assert.Equal(t, 128+9, ee.Code())
+		assert.False(t, ee.BeforeReady)
+		assert.Contains(t, err.Error(), "killed by signal 9 (killed)")
+	})
 }
 
-func TestStopSendsStoppingAndEndsCleanly(t *testing.T) {
-	eachFlavor(t, func(t *testing.T, fl Flavor) {
-		s := start(t, fl, fakevirtiofsd.Ready)
-		s.run(t)
-		s.notify.next(t) // Starting
-		assert.True(t, strings.HasPrefix(s.notify.next(t), "READY=1"))
-		c := probe(t, s.sock)
-		defer c.Close()
-		s.notify.next(t) // Serving
-		s.cancel()       // what SIGTERM from systemd does
-		stopping := s.notify.next(t)
-		assert.True(t, strings.HasPrefix(stopping, "STOPPING=1\nSTATUS=Stopping virtiofsd"))
-		assert.True(t, strings.HasSuffix(stopping, "\nEXTEND_TIMEOUT_USEC=10000000"),
-			"systemd is told to allow the 5 s grace and room to reap: %q", stopping)
-		require.NoError(t, s.wait(t), "exit after our SIGTERM is clean (Rust's _exit(1) too)")
-		assert.True(t, gone(s.lines.pid()))
-	})
+func TestStopSendsStoppingAndEndsCleanlyInEveryPhase(t *testing.T) {
+	for _, phase := range []Phase{Starting, Waiting, Serving} {
+		t.Run(phase.String(), func(t *testing.T) {
+			eachFlavor(t, func(t *testing.T, fl Flavor) {
+				mode := fakevirtiofsd.Ready
+				if phase == Starting {
+					mode = fakevirtiofsd.SlowStart
+				}
+				s := start(t, fl, mode)
+				s.run(t)
+				starting := s.notify.next(t)
+				var pid int
+				_, err := fmt.Sscanf(starting, "STATUS=Starting virtiofsd (pid %d)", &pid)
+				require.NoError(t, err, starting)
+				if phase >= Waiting {
+					assert.True(t, strings.HasPrefix(s.notify.next(t), "READY=1"))
+				}
+				if phase == Serving {
+					c := probe(t, s.sock)
+					defer c.Close()
+					s.notify.next(t) // Serving
+				}
+				s.cancel() // what SIGTERM from systemd does
+				stopping := s.notify.next(t)
+				assert.True(t, strings.HasPrefix(stopping, "STOPPING=1\nSTATUS=Stopping virtiofsd"))
+				assert.True(t, strings.HasSuffix(stopping, "\nEXTEND_TIMEOUT_USEC=10000000"),
+					"systemd is told to allow the 5 s grace and room to reap: %q", stopping)
+				require.NoError(t, s.wait(t), "exit after our SIGTERM is clean (C's 1 in accept() and Rust's _exit(1) too)")
+				assert.True(t, gone(pid))
+			})
+		})
+	}
+}
+
+func TestStopSendsSIGTERMAgainWhenTheFirstIsLost(t *testing.T) {
+	// The real C virtiofsd loses a SIGTERM that arrives between its
+	// readiness line and its accept(); the shim's next one ends it.
+	s := start(t, C, fakevirtiofsd.LateAccept)
+	s.run(t)
+	s.notify.next(t)
+	require.True(t, strings.HasPrefix(s.notify.next(t), "READY=1"))
+	s.cancel()
+	assert.True(t, strings.HasPrefix(s.notify.next(t), "STOPPING=1"))
+	require.NoError(t, s.wait(t), "ended by the second SIGTERM, within the grace period: a clean stop")
+	assert.Contains(t, s.lines.messages(), "vhost socket accept: Interrupted system call")
+}
+
+func TestCleanStopIsExactPerFlavorAndPhase(t *testing.T) {
+	exit := func(code int) syscall.WaitStatus { return syscall.WaitStatus(code << 8) }
+	killed := func(sig syscall.Signal) syscall.WaitStatus { return syscall.WaitStatus(sig) }
+	for _, tc := range []struct {
+		name          string
+		f             Flavor
+		atStop, atEnd Phase
+		st            syscall.WaitStatus
+		clean         bool
+	}{
+		{"C killed by SIGTERM before its handlers", C, Starting, Starting, killed(syscall.SIGTERM), true},
+		{"C accept() interrupted, line read late", C, Starting, Waiting, exit(1), true},
+		{"C accept() interrupted", C, Waiting, Waiting, exit(1), true},
+		{"C connected as the stop began", C, Waiting, Serving, exit(0), true},
+		{"C sandbox parent after SIGTERM while serving", C, Serving, Serving, exit(0), true},
+		{"C exits 1 while serving: its child failed", C, Serving, Serving, exit(1), false},
+		{"C exits 1 without its readiness line: a startup error", C, Starting, Starting, exit(1), false},
+		{"C killed by SIGKILL", C, Waiting, Waiting, killed(syscall.SIGKILL), false},
+		{"C other status", C, Waiting, Waiting, exit(2), false},
+		{"Rust killed by SIGTERM before its handlers", Rust, Starting, Starting, killed(syscall.SIGTERM), true},
+		{"Rust _exit(1) before readiness", Rust, Starting, Starting, exit(1), true},
+		{"Rust _exit(1) waiting", Rust, Waiting, Waiting, exit(1), true},
+		{"Rust _exit(1) serving", Rust, Serving, Serving, exit(1), true},
+		{"Rust client hung up first", Rust, Serving, Serving, exit(0), true},
+		{"Rust argument error", Rust, Starting, Starting, exit(2), false},
+		{"Rust sandboxed child killed by SIGKILL", Rust, Serving, Serving, exit(256 - 9), false},
+		{"Rust killed by SIGSEGV", Rust, Serving, Serving, killed(syscall.SIGSEGV), false},
+	} {
+		assert.Equal(t, tc.clean, cleanStop(tc.f, tc.atStop, tc.atEnd, tc.st), tc.name)
+	}
 }
 
 func TestStopKillsVirtiofsdThatIgnoresSIGTERM(t *testing.T) {
@@ -306,7 +370,8 @@ func (s *slowSink) Write(r journal.Record, f map[string]string) error {
 
 func TestFloodIsNeverBlockedBySlowJournalAndDropsAreCounted(t *testing.T) {
 	const lines = 50000
-	s := start(t, Rust, fakevirtiofsd.Flood, fakevirtiofsd.FloodEnv(lines))
+	// C: its lines do not depend on the host (the Rust one's RLIMIT_NOFILE warning does).
+	s := start(t, C, fakevirtiofsd.Flood, fakevirtiofsd.FloodEnv(lines))
 	sink := &slowSink{}
 	fwd := journal.NewForwarder(sink, 64, nil)
 	s.sv.Lines = fwd
@@ -318,8 +383,8 @@ func TestFloodIsNeverBlockedBySlowJournalAndDropsAreCounted(t *testing.T) {
 	require.NoError(t, s.wait(t))
 	forwarded, dropped := fwd.Close()
 	assert.Greater(t, dropped, uint64(0), "a journal this slow cannot take %d lines", lines)
-	// ready + flood + connected + disconnected
-	assert.Equal(t, uint64(1+lines+2), forwarded+dropped, "every line is either forwarded or counted as dropped")
+	// ready + flood + received + entry + hang-up + exit
+	assert.Equal(t, uint64(1+lines+4), forwarded+dropped, "every line is either forwarded or counted as dropped")
 
 	var warned uint64
 	for i, r := range sink.records {
@@ -341,4 +406,12 @@ func TestStartFailureIsABinaryError(t *testing.T) {
 	s.run(t)
 	err := s.wait(t)
 	assert.True(t, errors.Is(err, ErrBinary), "%v", err)
+}
+
+func TestExitErrorSaysWhenAStopDoesNotExplainIt(t *testing.T) {
+	err := &ExitError{Status: syscall.WaitStatus(1 << 8), Flavor: C, Stopped: true, StopPhase: Serving,
+		Tail: []string{"virtio_loop: Exit"}}
+	assert.Equal(t, "virtiofsd exited with status 1, which a SIGTERM while serving does not explain; its last lines:\n  virtio_loop: Exit",
+		err.Error())
+	assert.Equal(t, 1, err.Code())
 }

@@ -21,13 +21,50 @@ import (
 
 const pkgName = "virtiofsd-shim"
 
-// machine is a private systemd that plays the user's machine: it sees this
-// machine's /usr and dpkg database, so dpkg run inside installs for real and
-// its maintainer scripts reach a systemd that runs; /etc is the box's own
-// overlay, so conffiles and enabled units stay in the box.
+// machine is a private systemd that plays the user's machine of a leg. On
+// Debian 12 it is this machine's root with /usr, /etc and the dpkg database
+// on overlays of the box: dpkg run inside installs for real and its
+// maintainer scripts reach a systemd that runs, but every file it writes
+// stays in the box, so a virtiofsd-shim installed on this machine, and its
+// running instances, are left alone. On Debian 13 it is the Debian 13 tree (with QEMU, without
+// virtiofsd), whose overlay keeps everything apt and dpkg write; it sees
+// this machine's /var/tmp, where the packages are.
 type machine struct {
 	*sdbox.Box
-	t *testing.T
+	t   *testing.T
+	leg shimbox.Platform
+}
+
+func newMachine(t *testing.T, leg shimbox.Platform) machine {
+	t.Helper()
+	sdbox.RequireRoot(t)
+	o := sdbox.Options{Name: "pkgtest", Overlay: []string{"/usr", "/var/lib/dpkg"}}
+	tree, err := leg.Tree(t.Context())
+	require.NoError(t, err)
+	if tree != nil {
+		o.Overlay = nil // the whole tree is the box's overlay
+		o.Root = tree.Root
+		o.Binds = map[string]string{"/var/tmp": "/var/tmp"}
+	}
+	return machine{Box: sdbox.New(t, o), t: t, leg: leg}
+}
+
+// install installs a .deb as a user of the leg does: dpkg -i on Debian 12
+// (this machine has the C virtiofsd), apt-get install ./x.deb on Debian 13,
+// where apt must bring virtiofsd from the package's dependencies.
+func (m machine) install(ctx context.Context, deb string) string {
+	m.t.Helper()
+	if m.leg == shimbox.Debian13 {
+		return m.sh(ctx, "apt-get install --yes --no-install-recommends "+deb)
+	}
+	return m.sh(ctx, "dpkg -i "+deb)
+}
+
+// status is dpkg's status of a package in the box ("" when dpkg does not
+// know it).
+func (m machine) status(ctx context.Context, pkg string) string {
+	m.t.Helper()
+	return m.sh(ctx, "dpkg-query -W -f '${Status}' "+pkg+" 2>/dev/null || true")
 }
 
 // sh runs a command line in the box, with a root PATH, and fails the test
@@ -61,41 +98,41 @@ func (m machine) exeVersion(ctx context.Context, pid string) string {
 	return m.sh(ctx, "/proc/"+pid+"/exe version")
 }
 
-func installed(ctx context.Context) bool {
-	out, err := exec.CommandContext(ctx, "dpkg-query", "-W", "-f", "${Status}", pkgName).Output()
-	return err == nil && strings.Contains(string(out), " installed")
+// TestInstallUpgradeRemovePurge installs the .deb as a user of each leg
+// does, runs the system tests against the installed files, upgrades it
+// under a running session, removes it with an instance running and purges
+// it. On Debian 13 the machine has QEMU and no virtiofsd: the package's
+// dependencies must bring virtiofsd, and the first session must be served.
+func TestInstallUpgradeRemovePurge(t *testing.T) {
+	shimbox.Legs(t, installUpgradeRemovePurge)
 }
 
-// TestInstallUpgradeRemovePurge installs the .deb as a user does, runs the
-// system tests against the installed files, upgrades it under a running
-// session, removes it with an instance running and purges it.
-func TestInstallUpgradeRemovePurge(t *testing.T) {
+func installUpgradeRemovePurge(t *testing.T, leg shimbox.Platform) {
 	sdbox.RequireRoot(t)
 	needTools(t, "dpkg", "dpkg-deb")
 	ctx := context.Background()
 	old := packages(t)
 	newer := nextBuild(t) // a later build of the same tree
 
-	// A package left by an earlier run that was killed goes first; and
-	// whatever happens below, nothing of it stays on this machine.
-	if out, err := exec.Command("dpkg-query", "-W", "-f", "${Status}", pkgName).Output(); err == nil && len(out) > 0 &&
-		!strings.Contains(string(out), "not-installed") {
-		t.Logf("%s is on this machine (%s): purging it first", pkgName, out)
-		out, err := exec.Command("dpkg", "--purge", pkgName).CombinedOutput()
-		require.NoError(t, err, "dpkg --purge: %s", out)
+	m := newMachine(t, leg)
+	if st := m.status(ctx, pkgName); strings.Contains(st, " installed") {
+		// This machine has the product installed (the box sees its dpkg
+		// database): it goes, inside the box only.
+		t.Logf("%s is installed on this machine (%s): purging it inside the box, the machine keeps it", pkgName, st)
+		m.sh(ctx, "dpkg --purge "+pkgName)
 	}
-	t.Cleanup(func() {
-		if installed(context.Background()) {
-			out, err := exec.Command("dpkg", "--purge", pkgName).CombinedOutput()
-			assert.NoError(t, err, "clean up: dpkg --purge: %s", out)
-		}
-	})
-
-	m := machine{Box: sdbox.New(t, sdbox.Options{Name: "pkgtest"}), t: t}
+	if leg == shimbox.Debian13 {
+		assert.Equal(t, "install ok installed", m.status(ctx, "qemu-system-x86"), "the machine runs QEMU")
+		assert.NotContains(t, m.status(ctx, "virtiofsd"), " installed", "the machine has no virtiofsd yet")
+	}
 
 	// Install: the files are there, systemd knows the units, and no
 	// instance is enabled or started.
-	m.sh(ctx, "dpkg -i "+old.Deb)
+	t.Log(m.install(ctx, old.Deb))
+	if leg == shimbox.Debian13 {
+		assert.Equal(t, "install ok installed", m.status(ctx, "virtiofsd"), "apt brought virtiofsd as a dependency")
+	}
+	m.sh(ctx, "test -x "+leg.Virtiofsd())
 	files := strings.Split(m.sh(ctx, "dpkg -L "+pkgName), "\n")
 	require.Contains(t, files, "/usr/libexec/virtiofsd-shim")
 	assert.Equal(t, pkgName+" "+old.Version, m.sh(ctx, "/usr/libexec/virtiofsd-shim version"))
@@ -104,17 +141,33 @@ func TestInstallUpgradeRemovePurge(t *testing.T) {
 	assert.Empty(t, m.sh(ctx, "systemctl list-units --all --plain --no-legend 'virtiofsd@*'"), "nothing started")
 	assert.Empty(t, m.sh(ctx, "ls /etc/systemd/system/*.wants 2>/dev/null | grep virtiofsd || true"), "nothing enabled")
 	assert.Equal(t, "/etc/virtiofsd/example.conf.sample", m.sh(ctx, "ls /etc/virtiofsd/*"))
-	assert.Contains(t, m.sh(ctx, "man -w virtiofsd-shim"), "/usr/share/man/man8/virtiofsd-shim.8.gz")
+	if _, err := m.Run(ctx, "sh", "-c", "command -v man"); err == nil {
+		assert.Contains(t, m.sh(ctx, "man -w virtiofsd-shim"), "/usr/share/man/man8/virtiofsd-shim.8.gz")
+	} else { // Debian 13's minbase tree has no man
+		m.sh(ctx, "test -f /usr/share/man/man8/virtiofsd-shim.8.gz")
+	}
 
 	t.Run("SystemTestsAgainstTheInstalledFiles", func(t *testing.T) {
+		if leg != shimbox.Debian12 {
+			t.Skipf("%s: the system tests' %s leg runs against this very .deb, installed by apt in its box", leg, leg)
+		}
 		pkgs := []string{"./internal/testenv/shimbox/"}
 		if _, err := os.Stat(filepath.Join(shimbox.RepoRoot(), "internal", "systemtest")); err == nil {
 			pkgs = append(pkgs, "./internal/systemtest/")
 		}
-		cmd := exec.Command("go", append([]string{"test", "-count=1"}, pkgs...)...)
+		// The files the package installed, copied out of the box (its
+		// /usr is its own), for the Debian 12 leg of each package.
+		dir := filepath.Join(workDir, "installed-"+leg.String())
+		require.NoError(t, os.MkdirAll(dir, 0o755))
+		for _, f := range []string{"/usr/libexec/virtiofsd-shim", "/usr/lib/systemd/system/virtiofsd@.socket", "/usr/lib/systemd/system/virtiofsd@.service"} {
+			b, err := os.ReadFile(m.Path(f))
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o755))
+		}
+		cmd := exec.Command("go", append([]string{"test", "-count=1", "-run", "/" + string(shimbox.Debian12)}, pkgs...)...)
 		cmd.Dir = shimbox.RepoRoot()
-		cmd.Env = append(os.Environ(), "VIRTIOFSD_SHIM_BINARY=/usr/libexec/virtiofsd-shim",
-			"VIRTIOFSD_SHIM_UNITS=/usr/lib/systemd/system")
+		cmd.Env = append(os.Environ(), "VIRTIOFSD_SHIM_BINARY="+filepath.Join(dir, "virtiofsd-shim"),
+			"VIRTIOFSD_SHIM_UNITS="+dir)
 		out, err := cmd.CombinedOutput()
 		t.Logf("go test %s with the installed binary and units:\n%s", strings.Join(pkgs, " "), out)
 		require.NoError(t, err)
@@ -125,7 +178,13 @@ func TestInstallUpgradeRemovePurge(t *testing.T) {
 	share, err := os.MkdirTemp("/var/tmp", "pkgtest-share-")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(share) })
-	conf := m.sh(ctx, `sed -e 's|^SHARED_DIR=.*|SHARED_DIR=`+share+`|' -e 's/^#\([A-Z_]*=\)/\1/' /etc/virtiofsd/example.conf.sample`)
+	enableAll := ` -e 's/^#\([A-Z_]*=\)/\1/'`
+	if leg.Rust() {
+		// The example's VIRTIOFSD= and EXTRA_ARGS= name the C virtiofsd:
+		// on the Rust leg the instance keeps the defaults.
+		enableAll = ""
+	}
+	conf := m.sh(ctx, `sed -e 's|^SHARED_DIR=.*|SHARED_DIR=`+share+`|'`+enableAll+` /etc/virtiofsd/example.conf.sample`)
 	require.NoError(t, m.WriteFile("/etc/virtiofsd/vm1.conf", []byte(conf+"\n"), 0o644))
 	m.sh(ctx, "systemctl enable --now virtiofsd@vm1.socket")
 	sock := m.Path("/run/virtiofsd/vm1.sock")
@@ -137,7 +196,7 @@ func TestInstallUpgradeRemovePurge(t *testing.T) {
 	require.Equal(t, pkgName+" "+old.Version, m.exeVersion(ctx, pid1))
 
 	// Upgrade under it: the session goes on with the old shim, untouched.
-	m.sh(ctx, "dpkg -i "+newer.Deb)
+	m.install(ctx, newer.Deb)
 	assert.Equal(t, pkgName+" "+newer.Version, m.sh(ctx, "/usr/libexec/virtiofsd-shim version"))
 	require.NoError(t, peer.GetFeatures(first, 10*time.Second), "the open session answers after the upgrade")
 	assert.Equal(t, "active", m.show(ctx, "virtiofsd@vm1.service", "ActiveState"))
@@ -179,13 +238,12 @@ func TestInstallUpgradeRemovePurge(t *testing.T) {
 	// Purge, once the user deleted their own config: nothing is left.
 	require.NoError(t, os.Remove(m.Path("/etc/virtiofsd/vm1.conf")))
 	m.sh(ctx, "dpkg --purge "+pkgName)
-	assert.False(t, installed(ctx))
-	assert.Empty(t, m.sh(ctx, "dpkg-query -W -f '${Status}' "+pkgName+" 2>/dev/null || true"))
+	assert.Empty(t, m.status(ctx, pkgName))
 	require.Contains(t, files, "/etc/virtiofsd")
 	var left []string
 	for _, f := range files {
 		// Directories other packages share stay: only the package's own go.
-		if f == "" || f == "/." || regexp.MustCompile(`^/(etc|usr|usr/lib|usr/lib/systemd|usr/lib/systemd/system|usr/libexec|usr/share|usr/share/doc|usr/share/man|usr/share/man/man8|usr/share/lintian|usr/share/lintian/overrides)$`).MatchString(f) {
+		if f == "" || f == "/." || regexp.MustCompile(`^/(etc|etc/apparmor.d|etc/apparmor.d/abstractions|usr|usr/lib|usr/lib/systemd|usr/lib/systemd/system|usr/lib/systemd/user|usr/libexec|usr/share|usr/share/doc|usr/share/man|usr/share/man/man8|usr/share/lintian|usr/share/lintian/overrides)$`).MatchString(f) {
 			continue
 		}
 		if _, err := os.Lstat(m.Path(f)); err == nil {

@@ -19,7 +19,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/pkgtest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
@@ -31,11 +30,16 @@ var (
 		"/usr/lib/systemd/system/virtiofsd@.service",
 		"/usr/lib/systemd/system/virtiofsd@.socket",
 		"/usr/lib/systemd/system-generators/virtiofsd-shim-generator", // -> ../../../libexec/virtiofsd-shim
+		"/usr/lib/systemd/user-generators/virtiofsd-shim-generator",   // -> ../../../libexec/virtiofsd-shim
+		"/usr/lib/systemd/user/virtiofsd@.service",
+		"/usr/lib/systemd/user/virtiofsd@.socket",
 		"/usr/libexec/virtiofsd-shim",
 		"/usr/share/doc/virtiofsd-shim/README.md",
 		"/usr/share/man/man8/virtiofsd-shim.8.gz",
 	}
 	debOnly = []string{
+		"/etc/apparmor.d/abstractions/libvirt-qemu.d/virtiofsd-shim",
+		"/etc/apparmor.d/abstractions/virtiofsd-shim",
 		"/usr/share/doc/virtiofsd-shim/changelog.gz",
 		"/usr/share/doc/virtiofsd-shim/copyright",
 		"/usr/share/lintian/overrides/virtiofsd-shim",
@@ -48,11 +52,8 @@ var (
 
 var (
 	workDir   string // under /var/tmp, so a box sees it (its /tmp is private)
-	buildOnce sync.Once
-	built     pkgtest.Build
-	buildErr  error
 	nextOnce  sync.Once
-	nextBuilt pkgtest.Build
+	nextBuilt shimbox.Build
 	nextErr   error
 )
 
@@ -70,29 +71,27 @@ func TestMain(m *testing.M) {
 
 // packages builds the .deb and .rpm of this tree once per test process, as
 // `make package` does: the version comes from git.
-func packages(t *testing.T) pkgtest.Build {
+func packages(t *testing.T) shimbox.Build {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the .deb and .rpm (packaging/build.sh): not in -short")
 	}
-	buildOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		built, buildErr = pkgtest.BuildPackages(ctx, shimbox.RepoRoot(), filepath.Join(workDir, "dist"), "")
-	})
-	require.NoError(t, buildErr)
-	return built
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	b, err := shimbox.Packages(ctx) // the build the Debian 13 boxes install
+	require.NoError(t, err)
+	return b
 }
 
 // nextBuild builds the same tree as a later version, <version>.1, once per
 // test process: what an upgrade installs.
-func nextBuild(t *testing.T) pkgtest.Build {
+func nextBuild(t *testing.T) shimbox.Build {
 	t.Helper()
 	b := packages(t)
 	nextOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		nextBuilt, nextErr = pkgtest.BuildPackages(ctx, shimbox.RepoRoot(), filepath.Join(workDir, "next"), b.Version+".1")
+		nextBuilt, nextErr = shimbox.BuildPackages(ctx, shimbox.RepoRoot(), filepath.Join(workDir, "next"), b.Version+".1")
 	})
 	require.NoError(t, nextErr)
 	require.NoError(t, exec.Command("dpkg", "--compare-versions", nextBuilt.Version, "gt", b.Version).Run(),
@@ -220,8 +219,8 @@ func TestBuildStampsTheGitVersionIntoTheBinary(t *testing.T) {
 	want, err := cmd.Output()
 	require.NoError(t, err)
 	assert.Equal(t, strings.TrimSpace(string(want)), b.Version)
-	assert.Equal(t, filepath.Join(workDir, "dist", "virtiofsd-shim_"+b.Version+"_amd64.deb"), b.Deb)
-	assert.Equal(t, filepath.Join(workDir, "dist", "virtiofsd-shim-"+b.Version+"-1.x86_64.rpm"), b.RPM)
+	assert.Equal(t, "virtiofsd-shim_"+b.Version+"_amd64.deb", filepath.Base(b.Deb))
+	assert.Equal(t, "virtiofsd-shim-"+b.Version+"-1.x86_64.rpm", filepath.Base(b.RPM))
 	assert.Equal(t, "virtiofsd-shim "+b.Version+"\n", run(t, b.Bin, "version"))
 }
 
@@ -271,12 +270,15 @@ func TestDebHoldsTheFilesDependenciesAndScripts(t *testing.T) {
 	}
 	sort.Strings(files)
 	assert.Equal(t, sorted(common, debOnly), files)
-	assert.Contains(t, run(t, "dpkg-deb", "--contents", b.Deb),
-		" ./usr/lib/systemd/system-generators/virtiofsd-shim-generator -> ../../../libexec/virtiofsd-shim\n", "the generator is the shim")
+	for _, scope := range []string{"system", "user"} {
+		assert.Contains(t, run(t, "dpkg-deb", "--contents", b.Deb),
+			" ./usr/lib/systemd/"+scope+"-generators/virtiofsd-shim-generator -> ../../../libexec/virtiofsd-shim\n", "the %s generator is the shim", scope)
+	}
 	assert.Contains(t, run(t, "dpkg-deb", "--contents", b.Deb), "drwxr-xr-x root/root         0 ", "directories are root's, 0755")
 
-	assert.Equal(t, "systemd, virtiofsd | qemu-system-common\n", run(t, "dpkg-deb", "--field", b.Deb, "Depends"))
-	assert.Equal(t, "/etc/virtiofsd/example.conf.sample\n", run(t, "dpkg-deb", "--info", b.Deb, "conffiles"))
+	assert.Equal(t, "systemd, virtiofsd | qemu-system-common (<< 1:8.0)\n", run(t, "dpkg-deb", "--field", b.Deb, "Depends"))
+	assert.Equal(t, "/etc/apparmor.d/abstractions/libvirt-qemu.d/virtiofsd-shim\n/etc/apparmor.d/abstractions/virtiofsd-shim\n/etc/virtiofsd/example.conf.sample\n",
+		run(t, "dpkg-deb", "--info", b.Deb, "conffiles"))
 	for deb, src := range map[string]string{"postinst": "postinstall.sh", "prerm": "preremove.sh", "postrm": "postremove.sh"} {
 		assert.Equal(t, readRepoFile(t, "packaging/scripts/"+src), run(t, "dpkg-deb", "--info", b.Deb, deb), deb)
 	}
@@ -289,6 +291,9 @@ func TestDebHoldsTheFilesDependenciesAndScripts(t *testing.T) {
 		got, err := os.ReadFile(filepath.Join(root, "usr/lib/systemd/system", unit))
 		require.NoError(t, err)
 		assert.Equal(t, readRepoFile(t, "units/"+unit), string(got), "the package ships units/%s as it is", unit)
+		got, err = os.ReadFile(filepath.Join(root, "usr/lib/systemd/user", unit))
+		require.NoError(t, err)
+		assert.Equal(t, readRepoFile(t, "units/user/"+unit), string(got), "the package ships units/user/%s as it is", unit)
 	}
 	man := run(t, "sh", "-c", "zcat "+filepath.Join(root, "usr/share/man/man8/virtiofsd-shim.8.gz"))
 	assert.Regexp(t, `(?m)^\.TH VIRTIOFSD-SHIM 8 "\d{4}-\d\d-\d\d" "virtiofsd-shim `+regexp.QuoteMeta(b.Version)+`"`, man,

@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -13,14 +14,18 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
 // dialTimeout bounds a connection's wait for a vhost-user reply.
 const dialTimeout = 10 * time.Second
 
 func TestEnablingTheSocketCreatesItWithMode0660(t *testing.T) {
-	b := box(t)
+	shimbox.Legs(t, testEnablingTheSocketCreatesItWithMode0660)
+}
+
+func testEnablingTheSocketCreatesItWithMode0660(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
 	_, err := b.AddInstance("x")
 	require.NoError(t, err)
 	enable(t, b, "x")
@@ -40,13 +45,17 @@ func TestEnablingTheSocketCreatesItWithMode0660(t *testing.T) {
 // reports the service as starting, not running, until virtiofsd has printed
 // its readiness line and the shim said READY=1.
 func TestServiceIsActiveOnlyOnceVirtiofsdIsReady(t *testing.T) {
-	b := box(t)
+	shimbox.Legs(t, testServiceIsActiveOnlyOnceVirtiofsdIsReady)
+}
+
+func testServiceIsActiveOnlyOnceVirtiofsdIsReady(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
 	const wrapper = "/etc/virtiofsd/gated-virtiofsd"
 	const gate = "/etc/virtiofsd/open-the-gate"
 	require.NoError(t, b.WriteFile(wrapper, []byte("#!/bin/sh\n"+
 		"while [ ! -e "+gate+" ]; do sleep 0.05; done\n"+
-		"exec "+launch.CVirtiofsd+` "$@"`+"\n"), 0o755))
-	dir, err := b.AddInstance("x", "VIRTIOFSD="+wrapper, "FLAVOR=c")
+		"exec "+leg.Virtiofsd()+` "$@"`+"\n"), 0o755))
+	dir, err := b.AddInstance("x", "VIRTIOFSD="+wrapper, "FLAVOR="+leg.Flavor())
 	require.NoError(t, err)
 	enable(t, b, "x")
 
@@ -83,7 +92,11 @@ func TestServiceIsActiveOnlyOnceVirtiofsdIsReady(t *testing.T) {
 }
 
 func TestHangingUpEndsTheSessionAndTheSocketListensAgain(t *testing.T) {
-	b := box(t)
+	shimbox.Legs(t, testHangingUpEndsTheSessionAndTheSocketListensAgain)
+}
+
+func testHangingUpEndsTheSessionAndTheSocketListensAgain(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
 	_, err := b.AddInstance("x")
 	require.NoError(t, err)
 	enable(t, b, "x")
@@ -107,11 +120,17 @@ func TestHangingUpEndsTheSessionAndTheSocketListensAgain(t *testing.T) {
 // in the config, applied by the generator on daemon-reload, gives the socket
 // to QEMU's group.
 func TestSocketGroupKeyLetsQEMUsGroupConnect(t *testing.T) {
-	grp, err := user.LookupGroup("kvm")
+	shimbox.Legs(t, testSocketGroupKeyLetsQEMUsGroupConnect)
+}
+
+func testSocketGroupKeyLetsQEMUsGroupConnect(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
+	// The group as the box's own /etc names it (ids differ by leg).
+	out, err := b.Run(t.Context(), "getent", "group", "kvm")
 	if err != nil {
-		t.Skipf("no kvm group on this host: %v", err)
+		t.Skipf("%s: no kvm group in the box: %v", leg, err)
 	}
-	b := box(t)
+	grp := &user.Group{Name: "kvm", Gid: strings.Split(out, ":")[2]}
 	_, err = b.AddInstance("x", "SOCKET_GROUP=kvm")
 	require.NoError(t, err)
 	systemctl(t, b, "daemon-reload")
@@ -126,22 +145,21 @@ func TestSocketGroupKeyLetsQEMUsGroupConnect(t *testing.T) {
 	assert.Equal(t, uint32(0), st.Uid)
 
 	// A user of the group connects and is served; one outside is refused.
-	const python = "/usr/bin/python3"
-	if _, err := os.Stat(python); err != nil {
-		t.Skipf("cannot connect as another user without %s: %v", python, err)
-	}
-	const client = `import socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-try:
-    s.connect("/run/virtiofsd/x.sock")
-except PermissionError:
-    print("refused"); sys.exit(0)
-s.sendall(bytes([1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]))
-s.settimeout(10)
-print("served" if len(s.recv(20)) > 0 else "closed")
-`
+	// The client is this test binary (TestMain), copied where the box
+	// sees it at the same path on every leg and nobody may run it.
+	self, err := os.Executable()
+	require.NoError(t, err)
+	dir, err := os.MkdirTemp("/var/tmp", "systemtest-client-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o755))
+	bin, err := os.ReadFile(self)
+	require.NoError(t, err)
+	client := filepath.Join(dir, "client")
+	require.NoError(t, os.WriteFile(client, bin, 0o755))
 	as := func(groups string) string {
-		out, err := b.Run(t.Context(), "setpriv", "--reuid=65534", "--regid=65534", groups, python, "-c", client)
+		out, err := b.Run(t.Context(), "setpriv", "--reuid=65534", "--regid=65534", groups,
+			"env", clientEnv+"=/run/virtiofsd/x.sock", client)
 		require.NoError(t, err, out)
 		return strings.TrimSpace(out)
 	}

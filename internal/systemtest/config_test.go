@@ -16,7 +16,11 @@ import (
 // wrong: each start fails with EX_CONFIG (78) and the journal names the file,
 // the line where there is one, and the problem.
 func TestBadConfigFailsTheServiceWithStatus78(t *testing.T) {
-	b := box(t)
+	shimbox.Legs(t, testBadConfigFailsTheServiceWithStatus78)
+}
+
+func testBadConfigFailsTheServiceWithStatus78(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
 	share, err := b.Share("share")
 	require.NoError(t, err)
 	conf := func(name string) string { return filepath.Join(shimbox.ConfigDir, name+".conf") }

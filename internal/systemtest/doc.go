@@ -5,5 +5,9 @@
 // virtiofsd-shim installed, drives it with systemctl and journalctl inside
 // the box, and connects to /run/virtiofsd/NAME.sock like a VM would. The
 // tests need root and the C virtiofsd (/usr/lib/qemu/virtiofsd); they skip,
-// saying why, without them. The package has no non-test code.
+// saying why, without them. The rootless tests (rootless_test.go) add a test
+// user with their own manager in the box and the user units of units/user,
+// and run everything as that user, QEMU and libvirt's session mode included,
+// with Debian 13's real Rust virtiofsd (internal/testenv/distro). The
+// package has no non-test code.
 package systemtest

@@ -3,7 +3,6 @@ package systemtest
 import (
 	"net"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
 // TestSocketGroupAppliesAcrossARestartWithoutCuttingTheSession is the
@@ -22,11 +22,17 @@ import (
 // restart the socket. The VM served across it keeps its share, and the
 // socket is root:kvm 0660.
 func TestSocketGroupAppliesAcrossARestartWithoutCuttingTheSession(t *testing.T) {
-	grp, err := user.LookupGroup("kvm")
+	shimbox.Legs(t, testSocketGroupAppliesAcrossARestartWithoutCuttingTheSession)
+}
+
+func testSocketGroupAppliesAcrossARestartWithoutCuttingTheSession(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
+	// The group as the box's own /etc names it (ids differ by leg).
+	out, err := b.Run(t.Context(), "getent", "group", "kvm")
 	if err != nil {
-		t.Skipf("no kvm group on this host: %v", err)
+		t.Skipf("%s: no kvm group in the box: %v", leg, err)
 	}
-	b := box(t)
+	gid := strings.Split(out, ":")[2]
 	_, err = b.AddInstance("vm1")
 	require.NoError(t, err)
 	enable(t, b, "vm1")
@@ -64,7 +70,7 @@ func TestSocketGroupAppliesAcrossARestartWithoutCuttingTheSession(t *testing.T) 
 	assert.Equal(t, os.FileMode(0o660), fi.Mode().Perm())
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	require.True(t, ok)
-	assert.Equal(t, grp.Gid, strconv.Itoa(int(st.Gid)))
+	assert.Equal(t, gid, strconv.Itoa(int(st.Gid)))
 	assert.Equal(t, uint32(0), st.Uid)
 
 	next := servedAndActive(t, b, "vm1", dialTimeout)
@@ -74,7 +80,11 @@ func TestSocketGroupAppliesAcrossARestartWithoutCuttingTheSession(t *testing.T) 
 // TestStoppingTheSocketLeavesAServingSessionAlone: stop (and disable --now)
 // of the socket ends no VM's session; the socket file goes away.
 func TestStoppingTheSocketLeavesAServingSessionAlone(t *testing.T) {
-	b := box(t)
+	shimbox.Legs(t, testStoppingTheSocketLeavesAServingSessionAlone)
+}
+
+func testStoppingTheSocketLeavesAServingSessionAlone(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
 	_, err := b.AddInstance("vm1")
 	require.NoError(t, err)
 	enable(t, b, "vm1")
@@ -94,7 +104,11 @@ func TestStoppingTheSocketLeavesAServingSessionAlone(t *testing.T) {
 // TestGeneratorSkipsABrokenConfigAndGeneratesTheOthers: one config the
 // generator refuses does not keep the others' settings from systemd.
 func TestGeneratorSkipsABrokenConfigAndGeneratesTheOthers(t *testing.T) {
-	b := box(t)
+	shimbox.Legs(t, testGeneratorSkipsABrokenConfigAndGeneratesTheOthers)
+}
+
+func testGeneratorSkipsABrokenConfigAndGeneratesTheOthers(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
 	_, err := b.AddInstance("good", "SOCKET_GROUP=kvm", "SOCKET_MODE=0640")
 	require.NoError(t, err)
 	_, err = b.AddInstance("bad", "SOCKET_GROUP=kvm", "SOCKET_MODE=rw")
@@ -134,7 +148,11 @@ func TestGeneratorSkipsABrokenConfigAndGeneratesTheOthers(t *testing.T) {
 // served by its own virtiofsd, and the next one waits as soon as the last
 // VM left; stopping the socket stops the standby.
 func TestStandbyWaitsBeforeTheVMAndAfterEachSession(t *testing.T) {
-	b := box(t)
+	shimbox.Legs(t, testStandbyWaitsBeforeTheVMAndAfterEachSession)
+}
+
+func testStandbyWaitsBeforeTheVMAndAfterEachSession(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
 	_, err := b.AddInstance("sb", "STANDBY=yes")
 	require.NoError(t, err)
 	systemctl(t, b, "daemon-reload")
@@ -174,7 +192,7 @@ func TestStandbyWaitsBeforeTheVMAndAfterEachSession(t *testing.T) {
 	// Each session has its own VIRTIOFSD_SESSION on virtiofsd's lines.
 	sessions := map[string]string{}
 	for _, e := range journal(t, b, "-u", unit, "SYSLOG_IDENTIFIER=virtiofsd") {
-		if strings.Contains(e["MESSAGE"], "Received vhost-user socket connection") {
+		if strings.Contains(e["MESSAGE"], leg.ConnectedLine()) {
 			sessions[e["VIRTIOFSD_SESSION"]] = e["VIRTIOFSD_PID"]
 		}
 	}
@@ -222,7 +240,11 @@ func statusPID(status string) string {
 // without standby, and a standby virtiofsd killed while waiting ends its
 // service failed; the next connection is served.
 func TestStandbyThatCannotStartStopsAtTheStartLimit(t *testing.T) {
-	b := box(t)
+	shimbox.Legs(t, testStandbyThatCannotStartStopsAtTheStartLimit)
+}
+
+func testStandbyThatCannotStartStopsAtTheStartLimit(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
 	dir, err := b.Share("x")
 	require.NoError(t, err)
 	missing := filepath.Join(dir, "missing")
@@ -255,7 +277,11 @@ func TestStandbyThatCannotStartStopsAtTheStartLimit(t *testing.T) {
 // TestReleaseWithNoServiceDoesNothing: the socket's ExecStopPre= succeeds
 // when no service runs.
 func TestReleaseWithNoServiceDoesNothing(t *testing.T) {
-	b := box(t)
+	shimbox.Legs(t, testReleaseWithNoServiceDoesNothing)
+}
+
+func testReleaseWithNoServiceDoesNothing(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
 	_, err := b.AddInstance("x")
 	require.NoError(t, err)
 	enable(t, b, "x")

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/guest"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
 // TestGuestReadsAndWritesTwoInstancesThroughTheirSockets boots a real guest
@@ -20,10 +21,18 @@ import (
 // through the systemd-owned socket, read and written, and each instance
 // serves its own directory.
 func TestGuestReadsAndWritesTwoInstancesThroughTheirSockets(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skipf("qemu-system-x86_64 not installed (apt-get install qemu-system-x86): %v", err)
+	shimbox.Legs(t, testGuestReadsAndWritesTwoInstancesThroughTheirSockets)
+}
+
+func testGuestReadsAndWritesTwoInstancesThroughTheirSockets(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
+	qemu, err := leg.QEMU(t.Context())
+	require.NoError(t, err)
+	if qemu == "" {
+		if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+			t.Fatalf("qemu-system-x86_64 not installed: run make test (scripts/deps.sh) or apt-get install qemu-system-x86: %v", err)
+		}
 	}
-	b := box(t)
 	dirs := map[string]string{}
 	for _, inst := range []string{"x", "y"} {
 		dir, err := b.AddInstance(inst)
@@ -37,6 +46,7 @@ func TestGuestReadsAndWritesTwoInstancesThroughTheirSockets(t *testing.T) {
 	img, err := guest.Prepare(ctx, "")
 	require.NoError(t, err)
 	res, err := guest.Run(ctx, img, guest.Spec{
+		QEMU:   qemu,
 		Shares: []guest.Share{{Tag: "x", Socket: b.Socket("x")}, {Tag: "y", Socket: b.Socket("y")}},
 		Script: `set -e
 for tag in x y; do

@@ -3,27 +3,26 @@ package systemtest
 import (
 	"context"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
 // waitFor bounds every wait for a state systemd reaches by itself.
 const waitFor = 20 * time.Second
 
-// box boots a private systemd with the project's units and binary for t.
-func box(t *testing.T) *shimbox.Box {
+// box boots a private systemd of the leg with the project's units and
+// binary for t.
+func box(t *testing.T, leg shimbox.Platform) *shimbox.Box {
 	t.Helper()
-	b := shimbox.New(t, shimbox.Options{Name: "systemtest"}) // skips, saying why, when not root
-	if _, err := os.Stat(launch.CVirtiofsd); err != nil {
+	b := shimbox.New(t, shimbox.Options{Name: "systemtest", Platform: leg}) // skips, saying why, when not root
+	if _, err := b.Run(context.Background(), "test", "-x", leg.Virtiofsd()); err != nil {
 		// As root this is a missing install step, not a reason to skip.
-		t.Fatalf("the C virtiofsd is not installed: run make test (scripts/deps.sh) or apt-get install qemu-system-common: %v", err)
+		t.Fatalf("%s: virtiofsd is not installed at %s: run make test (scripts/deps.sh) or apt-get install qemu-system-common (Debian 12); on Debian 13 the package's dependencies bring it", leg, leg.Virtiofsd())
 	}
 	return b
 }

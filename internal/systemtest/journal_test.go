@@ -39,7 +39,11 @@ func virtiofsdPID(t *testing.T, b *shimbox.Box, instance string) int {
 }
 
 func TestVirtiofsdLinesReachTheJournalWithTheirFields(t *testing.T) {
-	b := box(t)
+	shimbox.Legs(t, testVirtiofsdLinesReachTheJournalWithTheirFields)
+}
+
+func testVirtiofsdLinesReachTheJournalWithTheirFields(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
 	for _, inst := range []string{"x", "y"} {
 		_, err := b.AddInstance(inst)
 		require.NoError(t, err)
@@ -50,8 +54,8 @@ func TestVirtiofsdLinesReachTheJournalWithTheirFields(t *testing.T) {
 		"x": strconv.Itoa(virtiofsdPID(t, b, "x")),
 		"y": strconv.Itoa(virtiofsdPID(t, b, "y")),
 	}
-	waitJournal(t, b, "Received vhost-user socket connection", "VIRTIOFSD_INSTANCE=x", "SYSLOG_IDENTIFIER=virtiofsd")
-	waitJournal(t, b, "Received vhost-user socket connection", "VIRTIOFSD_INSTANCE=y", "SYSLOG_IDENTIFIER=virtiofsd")
+	waitJournal(t, b, leg.ConnectedLine(), "VIRTIOFSD_INSTANCE=x", "SYSLOG_IDENTIFIER=virtiofsd")
+	waitJournal(t, b, leg.ConnectedLine(), "VIRTIOFSD_INSTANCE=y", "SYSLOG_IDENTIFIER=virtiofsd")
 
 	t.Run("journalctl -u", func(t *testing.T) {
 		var lines []string
@@ -62,13 +66,17 @@ func TestVirtiofsdLinesReachTheJournalWithTheirFields(t *testing.T) {
 			lines = append(lines, e["MESSAGE"])
 			assert.Equal(t, "x", e["VIRTIOFSD_INSTANCE"], e["MESSAGE"])
 			assert.Equal(t, pids["x"], e["VIRTIOFSD_PID"], e["MESSAGE"])
-			// virtiofsd's bare lines are informational.
-			assert.Equal(t, "6", e["PRIORITY"], e["MESSAGE"])
+			// The C virtiofsd's bare lines are informational; the
+			// Rust one's levels map to priorities (its readiness and
+			// connection lines are INFO, its RLIMIT_NOFILE line WARN).
+			if !leg.Rust() || e["MESSAGE"] == leg.ReadyLine() || e["MESSAGE"] == leg.ConnectedLine() {
+				assert.Equal(t, "6", e["PRIORITY"], e["MESSAGE"])
+			}
 			assert.Equal(t, "virtiofsd@x.service", e["_SYSTEMD_UNIT"], e["MESSAGE"])
 			assert.Equal(t, "virtiofsd@x.service", e["OBJECT_SYSTEMD_UNIT"], e["MESSAGE"])
 		}
-		assert.Contains(t, lines, "virtio_session_mount: Waiting for vhost-user socket connection...")
-		assert.Contains(t, lines, "virtio_session_mount: Received vhost-user socket connection")
+		assert.Contains(t, lines, leg.ReadyLine())
+		assert.Contains(t, lines, leg.ConnectedLine())
 	})
 
 	t.Run("VIRTIOFSD_INSTANCE= selects one instance", func(t *testing.T) {
@@ -96,7 +104,11 @@ func TestVirtiofsdLinesReachTheJournalWithTheirFields(t *testing.T) {
 // and checks each shim says which directory it shares; the guest test
 // checks the files themselves.
 func TestTwoInstancesServeTheirOwnDirectories(t *testing.T) {
-	b := box(t)
+	shimbox.Legs(t, testTwoInstancesServeTheirOwnDirectories)
+}
+
+func testTwoInstancesServeTheirOwnDirectories(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
 	dirs := map[string]string{}
 	for _, inst := range []string{"x", "y"} {
 		dir, err := b.AddInstance(inst)
@@ -113,7 +125,7 @@ func TestTwoInstancesServeTheirOwnDirectories(t *testing.T) {
 		assert.NotContains(t, p["StatusText"], other, inst)
 		// virtiofsd itself was given that directory.
 		cmdline := run(t, b, "cat", "/proc/"+strconv.Itoa(virtiofsdPID(t, b, inst))+"/cmdline")
-		assert.Contains(t, strings.Split(cmdline, "\x00"), "source="+dir, inst)
+		assert.Contains(t, strings.Split(cmdline, "\x00"), leg.SharedDirArg(dir), inst)
 	}
 	assert.NotEqual(t, virtiofsdPID(t, b, "x"), virtiofsdPID(t, b, "y"))
 }

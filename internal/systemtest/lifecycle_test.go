@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
 // servedWithin is how soon, by the requirement, a connection made
@@ -29,7 +31,11 @@ func waitHangUp(t *testing.T, c net.Conn) {
 }
 
 func TestStoppingTheServiceDuringASessionEndsItCleanly(t *testing.T) {
-	b := box(t)
+	shimbox.Legs(t, testStoppingTheServiceDuringASessionEndsItCleanly)
+}
+
+func testStoppingTheServiceDuringASessionEndsItCleanly(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
 	_, err := b.AddInstance("x")
 	require.NoError(t, err)
 	enable(t, b, "x")
@@ -52,7 +58,11 @@ func TestStoppingTheServiceDuringASessionEndsItCleanly(t *testing.T) {
 }
 
 func TestKilledVirtiofsdDoesNotStrandTheSocket(t *testing.T) {
-	b := box(t)
+	shimbox.Legs(t, testKilledVirtiofsdDoesNotStrandTheSocket)
+}
+
+func testKilledVirtiofsdDoesNotStrandTheSocket(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
 	_, err := b.AddInstance("x")
 	require.NoError(t, err)
 	enable(t, b, "x")
@@ -77,7 +87,11 @@ func TestKilledVirtiofsdDoesNotStrandTheSocket(t *testing.T) {
 // sessions, one after the other as fast as they are served, must all be
 // served, and leave neither the service nor the socket failed.
 func TestTenQuickSessionsAreAllServed(t *testing.T) {
-	b := box(t)
+	shimbox.Legs(t, testTenQuickSessionsAreAllServed)
+}
+
+func testTenQuickSessionsAreAllServed(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
 	_, err := b.AddInstance("x")
 	require.NoError(t, err)
 	enable(t, b, "x")
@@ -92,7 +106,7 @@ func TestTenQuickSessionsAreAllServed(t *testing.T) {
 	assert.Equal(t, "success", show(t, b, "virtiofsd@x.socket", "Result")["Result"])
 	var served int
 	for _, m := range messages(journal(t, b, "VIRTIOFSD_INSTANCE=x", "SYSLOG_IDENTIFIER=virtiofsd")) {
-		if strings.Contains(m, "Received vhost-user socket connection") {
+		if m == leg.ConnectedLine() {
 			served++
 		}
 	}
@@ -107,7 +121,11 @@ func TestTenQuickSessionsAreAllServed(t *testing.T) {
 // longer listens and the VM sees its connection closed. Fixing the cause and
 // reset-failed bring the instance back.
 func TestServiceThatCannotStartStopsAtTheStartLimit(t *testing.T) {
-	b := box(t)
+	shimbox.Legs(t, testServiceThatCannotStartStopsAtTheStartLimit)
+}
+
+func testServiceThatCannotStartStopsAtTheStartLimit(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
 	dir, err := b.Share("x")
 	require.NoError(t, err)
 	missing := filepath.Join(dir, "missing")

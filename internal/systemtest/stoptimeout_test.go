@@ -5,13 +5,19 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
 // A STOP_TIMEOUT longer than the unit's TimeoutStopSec= is honoured: the
 // shim tells systemd (EXTEND_TIMEOUT_USEC) and ends virtiofsd itself,
 // instead of systemd killing the shim half-way through its grace period.
 func TestStopTimeoutLongerThanTheUnitsIsTheShimsToEnforce(t *testing.T) {
-	b := box(t)
+	shimbox.Legs(t, testStopTimeoutLongerThanTheUnitsIsTheShimsToEnforce)
+}
+
+func testStopTimeoutLongerThanTheUnitsIsTheShimsToEnforce(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
 	const stubborn = "/etc/virtiofsd/stubborn-virtiofsd"
 	require.NoError(t, b.WriteFile(stubborn, []byte("#!/bin/sh\n"+
 		"trap '' TERM\n"+

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
 // maxExposure is the `systemd-analyze security` exposure level the hardened
@@ -19,14 +21,18 @@ const maxExposure = 3.2
 // TestUnitsPassSystemdAnalyzeVerify verifies instances of both templates as
 // installed in the box, the binary present.
 func TestUnitsPassSystemdAnalyzeVerify(t *testing.T) {
-	b := box(t)
+	shimbox.Legs(t, testUnitsPassSystemdAnalyzeVerify)
+}
+
+func testUnitsPassSystemdAnalyzeVerify(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
 	_, err := b.AddInstance("x")
 	require.NoError(t, err)
 	// verify takes unit files: instances of the templates, in a folder of
 	// their own, with the installed units on the search path.
 	const dir = "/run/verify"
 	for _, kind := range []string{"socket", "service"} {
-		unit, err := b.Run(t.Context(), "cat", "/run/systemd/system/virtiofsd@."+kind)
+		unit, err := b.Run(t.Context(), "cat", leg.UnitDir()+"/virtiofsd@."+kind)
 		require.NoError(t, err)
 		require.NoError(t, b.WriteFile(dir+"/virtiofsd@x."+kind, []byte(unit), 0o644))
 	}
@@ -36,8 +42,10 @@ func TestUnitsPassSystemdAnalyzeVerify(t *testing.T) {
 	assert.Empty(t, strings.TrimSpace(out), "systemd-analyze verify")
 }
 
-func TestServiceExposureStaysLow(t *testing.T) {
-	b := box(t)
+func TestServiceExposureStaysLow(t *testing.T) { shimbox.Legs(t, testServiceExposureStaysLow) }
+
+func testServiceExposureStaysLow(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
 	_, err := b.AddInstance("x")
 	require.NoError(t, err)
 	out, err := b.Run(t.Context(), "systemd-analyze", "security", "--no-pager", "virtiofsd@x.service")

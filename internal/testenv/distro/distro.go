@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -84,7 +85,10 @@ func (r Recipe) key() string {
 }
 
 // Build returns the tree of a recipe, building it when it is not cached.
-// Trees of older versions of the same recipe are removed.
+// Each call marks the tree as used (the mtime of its "complete" file).
+// Other trees of the same recipe name (older versions, or another checkout's
+// recipe) are removed once a day has passed since their last use, never
+// while a test process on this machine may still boot them.
 func Build(ctx context.Context, r Recipe) (*Tree, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("build a Debian tree: needs root (mmdebstrap in root mode)")
@@ -105,21 +109,28 @@ func Build(ctx context.Context, r Recipe) (*Tree, error) {
 	}
 	defer func() { _ = unix.Flock(int(lock.Fd()), unix.LOCK_UN) }()
 
-	if _, err := os.Stat(filepath.Join(dir, "complete")); err == nil {
-		return t, nil
+	complete := filepath.Join(dir, "complete")
+	if _, err := os.Stat(complete); err != nil {
+		if err := t.build(ctx); err != nil {
+			return nil, err
+		}
 	}
-	if err := t.build(ctx); err != nil {
-		return nil, err
-	}
-	// Older builds of this recipe are no longer wanted.
+	now := time.Now()
+	_ = os.Chtimes(complete, now, now)
 	old, _ := filepath.Glob(filepath.Join(CacheDir, r.Name+"-*"))
 	for _, o := range old {
-		if o != dir {
+		fi, err := os.Stat(filepath.Join(o, "complete"))
+		if o != dir && (err != nil || now.Sub(fi.ModTime()) > unusedFor) {
 			_ = os.RemoveAll(o)
 		}
 	}
 	return t, nil
 }
+
+// unusedFor is how long a tree other than the one asked for stays cached
+// after its last use: checkouts with other recipes may be testing beside
+// this one, their boxes booted from their tree.
+const unusedFor = 24 * time.Hour
 
 func (t *Tree) build(ctx context.Context) error {
 	if _, err := exec.LookPath("mmdebstrap"); err != nil {
@@ -194,14 +205,33 @@ func (t *Tree) RustVirtiofsd() (string, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return "", fmt.Errorf("%s tree: the Rust virtiofsd: %w", t.Recipe.Name, err)
 	}
-	wrapper := filepath.Join(t.Dir, "virtiofsd-rust")
-	script := fmt.Sprintf("#!/bin/sh\n# The Rust virtiofsd of %s, run through that tree's loader.\nexec %s --library-path %s %s \"$@\"\n",
-		t.Recipe.Name, shq(filepath.Join(t.Root, "usr/lib64/ld-linux-x86-64.so.2")),
-		shq(filepath.Join(t.Root, "usr/lib/x86_64-linux-gnu")), shq(bin))
+	return t.wrapper("virtiofsd-rust", "The Rust virtiofsd", "", bin, "")
+}
+
+// QEMU returns a program that runs the tree's qemu-system-x86_64 on this
+// host through the tree's loader and libraries, with the tree's firmware and
+// modules; it takes QEMU's arguments (guest.Spec.QEMU).
+func (t *Tree) QEMU() (string, error) {
+	bin := filepath.Join(t.Root, "usr/bin/qemu-system-x86_64")
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("%s tree: QEMU: %w (the recipe includes qemu-system-x86)", t.Recipe.Name, err)
+	}
+	return t.wrapper("qemu-system-x86_64", "QEMU",
+		"QEMU_MODULE_DIR="+shq(filepath.Join(t.Root, "usr/lib/x86_64-linux-gnu/qemu"))+" ", bin,
+		" -L "+shq(filepath.Join(t.Root, "usr/share/qemu"))+" -L "+shq(filepath.Join(t.Root, "usr/share/seabios")))
+}
+
+// wrapper writes (once) a script in the tree's folder that runs bin through
+// the tree's loader, with env before it and args after it.
+func (t *Tree) wrapper(name, what, env, bin, args string) (string, error) {
+	wrapper := filepath.Join(t.Dir, name)
+	script := fmt.Sprintf("#!/bin/sh\n# %s of %s, run through that tree's loader.\n%sexec %s --library-path %s %s%s \"$@\"\n",
+		what, t.Recipe.Name, env, shq(filepath.Join(t.Root, "usr/lib64/ld-linux-x86-64.so.2")),
+		shq(filepath.Join(t.Root, "usr/lib/x86_64-linux-gnu")), shq(bin), args)
 	if b, err := os.ReadFile(wrapper); err == nil && string(b) == script {
 		return wrapper, nil
 	}
-	tmp := wrapper + ".tmp"
+	tmp := fmt.Sprintf("%s.tmp%d", wrapper, os.Getpid())
 	if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
 		return "", fmt.Errorf("%s tree: write %s: %w", t.Recipe.Name, wrapper, err)
 	}

@@ -22,10 +22,12 @@ import (
 // Modes of misbehaviour.
 const (
 	Ready            = "ready"              // serve one client like the real one
-	NeverReady       = "never-ready"        // print a line, then hang without the readiness line
+	SlowStart        = "slow-start"         // print the startup lines, then never the readiness line; SIGTERM ends it as it ends the real one there
+	NeverReady       = "never-ready"        // print a line, then hang without the readiness line, ignoring SIGTERM
 	CrashBeforeReady = "crash-before-ready" // print an error and exit 1 before readiness
-	CrashAfterReady  = "crash-after-ready"  // become ready, then die by SIGKILL
+	CrashAfterReady  = "crash-after-ready"  // become ready, then die: C by SIGKILL, Rust as when its sandboxed child is killed (exit 247)
 	IgnoreSIGTERM    = "ignore-sigterm"     // become ready and ignore SIGTERM
+	LateAccept       = "late-accept"        // become ready; the first SIGTERM is lost as in the C one's race between its readiness line and accept()
 	Flood            = "flood"              // become ready, write FAKE_VIRTIOFSD_LINES lines, then serve
 )
 
@@ -66,15 +68,23 @@ type fake struct {
 }
 
 // say prints one line in the flavor's format, in one write as virtiofsd does.
-func (f *fake) say(level, msg string) {
+func (f *fake) say(level, msg string) { f.sayFrom("virtiofsd", level, msg) }
+
+// sayFrom is say for a line of another Rust module (target), e.g.
+// virtiofsd::limits.
+func (f *fake) sayFrom(target, level, msg string) {
 	var line string
 	if f.flavor == Rust {
-		line = fmt.Sprintf("[%s %-5s virtiofsd] %s\n", time.Now().UTC().Format("2006-01-02T15:04:05Z"), level, msg)
+		line = fmt.Sprintf("[%s %-5s %s] %s\n", time.Now().UTC().Format("2006-01-02T15:04:05Z"), level, target, msg)
 	} else {
 		line = msg + "\n"
 	}
 	io.WriteString(f.out, line)
 }
+
+// raw prints text as it is (the Rust one's argument errors come from its
+// option parser, without the log prefix).
+func (f *fake) raw(text string) { io.WriteString(f.out, text) }
 
 func run(args []string, flavor, mode string) int {
 	f := &fake{flavor: flavor, out: os.Stderr}
@@ -82,20 +92,53 @@ func run(args []string, flavor, mode string) int {
 		switch a {
 		case "--version":
 			if flavor == Rust {
-				fmt.Println("virtiofsd 1.13.3")
+				fmt.Println("virtiofsd 1.13.2")
 			} else {
 				fmt.Println("virtiofsd version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)")
 				fmt.Println("Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers")
 			}
 			return 0
-		case "--syslog", "--daemonize", "-d":
+		case "--syslog", "--daemonize":
 			f.say("ERROR", "fake virtiofsd: refusing "+a+": the shim must never pass it")
 			return 64
 		}
 	}
+	opts, code := f.parse(args)
+	if code >= 0 {
+		return code
+	}
 	if problem := checkInheritance(args); problem != "" {
 		f.say("ERROR", "fake virtiofsd: "+problem)
 		return 65
+	}
+
+	// Both install their SIGTERM handlers early, before the readiness line;
+	// until then SIGTERM kills them (SlowStart, C).
+	terms := make(chan os.Signal, 1)
+	switch {
+	case mode == NeverReady || mode == IgnoreSIGTERM:
+		// Ignored before the readiness line, not after it: a SIGTERM sent
+		// the moment the line appears must find it ignored. Go's
+		// signal.Ignore, racing a signal that is being delivered, can
+		// still let the default action (death) through.
+		signal.Ignore(syscall.SIGTERM)
+		signal.Notify(terms, syscall.SIGINT, syscall.SIGHUP)
+	case mode == SlowStart && flavor == C:
+		signal.Notify(terms, syscall.SIGINT, syscall.SIGHUP)
+	default:
+		signal.Notify(terms, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	}
+
+	if _, err := os.Stat(opts.sharedDir); err != nil && mode != CrashBeforeReady {
+		if flavor == Rust {
+			f.say("ERROR", opts.sharedDir+" does not exist")
+		} else {
+			f.say("INFO", fmt.Sprintf("failed to stat source (%q): No such file or directory", opts.sharedDir))
+		}
+		return 1
+	}
+	if flavor == Rust {
+		f.raiseNofile(opts.rlimitNofile)
 	}
 	ln, err := net.FileListener(os.NewFile(3, "vhost-user socket"))
 	if err != nil {
@@ -103,34 +146,18 @@ func run(args []string, flavor, mode string) int {
 		return 66
 	}
 
-	terms := make(chan os.Signal, 1)
-	if mode == NeverReady || mode == IgnoreSIGTERM {
-		// Ignored before the readiness line, not after it: a SIGTERM sent
-		// the moment the line appears must find it ignored. Go's
-		// signal.Ignore, racing a signal that is being delivered, can
-		// still let the default action (death) through.
-		signal.Ignore(syscall.SIGTERM)
-		signal.Notify(terms, syscall.SIGINT, syscall.SIGHUP)
-	} else {
-		signal.Notify(terms, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	}
-	onTerm := func() int {
-		if flavor == Rust {
-			return 1 // _exit(1) in its signal handler
-		}
-		f.say("INFO", "virtio_loop: Exit")
-		return 0
-	}
-
 	switch mode {
 	case NeverReady:
 		f.say("INFO", "fake virtiofsd: setting up, and never getting there")
 		select {}
+	case SlowStart:
+		<-terms
+		return 1 // Rust: _exit(1); C died of the SIGTERM already
 	case CrashBeforeReady:
 		if flavor == Rust {
 			f.say("ERROR", "Error entering sandbox: DropSupplementalGroups(Os { code: 1, kind: PermissionDenied })")
 		} else {
-			f.say("INFO", "fuse: failed to stat source (\"/srv/missing\"): No such file or directory")
+			f.say("INFO", "failed to stat source (\"/srv/missing\"): No such file or directory")
 		}
 		return 1
 	}
@@ -144,6 +171,12 @@ func run(args []string, flavor, mode string) int {
 	switch mode {
 	case CrashAfterReady:
 		time.Sleep(50 * time.Millisecond)
+		if flavor == Rust {
+			// Its sandboxed child died of SIGKILL: the parent says so and
+			// exits with -SIGKILL.
+			f.sayFrom("virtiofsd::util", "ERROR", "Child process terminated by signal 9")
+			return 256 - int(syscall.SIGKILL)
+		}
 		f.say("ERROR", "fake virtiofsd: crashing now")
 		signal.Reset()
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
@@ -164,16 +197,24 @@ func run(args []string, flavor, mode string) int {
 			conns <- c
 		}
 	}()
+	if mode == LateAccept {
+		<-terms // only sets the exit flag; accept() blocks on
+	}
 	var conn net.Conn
 	select {
 	case <-terms:
-		return onTerm()
+		if flavor == Rust {
+			return 1 // _exit(1) in its signal handler
+		}
+		f.say("INFO", "vhost socket accept: Interrupted system call")
+		return 1
 	case conn = <-conns:
 	}
 	if flavor == Rust {
 		f.say("INFO", "Client connected, servicing requests")
 	} else {
 		f.say("INFO", "virtio_session_mount: Received vhost-user socket connection")
+		f.say("INFO", "virtio_loop: Entry")
 	}
 	hungUp := make(chan struct{})
 	go func() {
@@ -182,15 +223,128 @@ func run(args []string, flavor, mode string) int {
 	}()
 	select {
 	case <-terms:
-		return onTerm()
+		if flavor == Rust {
+			return 1
+		}
+		// The sandbox parent exits 0; its child ends the session.
+		f.say("INFO", "virtio_loop: ppoll interrupted, going around")
+		f.say("INFO", "virtio_loop: Exit")
+		return 0
 	case <-hungUp:
 	}
 	if flavor == Rust {
 		f.say("INFO", "Client disconnected, shutting down")
 	} else {
+		f.say("INFO", "virtio_loop: Unexpected poll revents 11") // POLLIN|POLLHUP; 19 (POLLERR too) when the client left a reply unread
 		f.say("INFO", "virtio_loop: Exit")
 	}
 	return 0
+}
+
+// options are the arguments the fake acts on.
+type options struct {
+	sharedDir    string
+	rlimitNofile int // -1: not given
+}
+
+// parse reads the arguments as the flavor's option parser does; a code
+// >= 0 is the status it exits with on an argument it refuses.
+func (f *fake) parse(args []string) (options, int) {
+	o := options{rlimitNofile: -1}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name, value, _ := strings.Cut(a, "=")
+		if a == "-o" && i+1 < len(args) {
+			i++
+			for _, opt := range strings.Split(args[i], ",") {
+				oname, ovalue, _ := strings.Cut(opt, "=")
+				if f.flavor == Rust {
+					if !rustCompat[oname] {
+						f.raw("error: Invalid compat argument '-o " + opt + "'\n\n" + rustUsage)
+						return o, 2
+					}
+					f.say("WARN", "Use of deprecated option format '-o': Please specify options without it (e.g., '--cache auto' instead of '-o cache=auto')")
+					continue
+				}
+				if !cOptions[oname] {
+					f.say("INFO", "fuse: unknown option(s): `-o "+opt+"'")
+					return o, 1
+				}
+				if oname == "source" {
+					o.sharedDir = ovalue
+				}
+			}
+			continue
+		}
+		switch {
+		case f.flavor == Rust && name == "--shared-dir":
+			o.sharedDir = value
+		case f.flavor == Rust && name == "--rlimit-nofile":
+			o.rlimitNofile, _ = strconv.Atoi(value)
+		case f.flavor == Rust && strings.HasPrefix(a, "-") && !rustOptions[name]:
+			f.raw("error: unexpected argument '" + a + "' found\n\n" + rustUsage)
+			return o, 2
+		}
+	}
+	return o, -1
+}
+
+const rustUsage = "Usage: virtiofsd --shared-dir <SHARED_DIR> --socket-path <SOCKET_PATH> [OPTIONS]\n\n" +
+	"For more information, try '--help'.\n"
+
+// rustOptions are the Rust virtiofsd's options the shim may pass (1.13 --help).
+var rustOptions = map[string]bool{"--fd": true, "--shared-dir": true, "--cache": true, "--sandbox": true,
+	"--log-level": true, "--thread-pool-size": true, "--xattr": true, "--posix-acl": true,
+	"--announce-submounts": true, "--no-announce-submounts": true, "--readonly": true,
+	"--inode-file-handles": true, "--modcaps": true, "--rlimit-nofile": true, "--seccomp": true,
+	"--uid-map": true, "--gid-map": true, "--translate-uid": true, "--translate-gid": true,
+	"--allow-direct-io": true, "--writeback": true, "--no-readdirplus": true, "--allow-mmap": true,
+	"--security-label": true, "--xattrmap": true, "--tag": true, "--preserve-noatime": true,
+	"--killpriv-v2": true, "--no-killpriv-v2": true, "-f": true, "-d": true}
+
+// rustCompat are the -o options its compat parser knows (not log_level,
+// not debug).
+var rustCompat = map[string]bool{"source": true, "cache": true, "loglevel": true, "xattr": true,
+	"no_xattr": true, "sandbox": true, "modcaps": true, "announce_submounts": true,
+	"writeback": true, "no_writeback": true, "allow_direct_io": true, "no_allow_direct_io": true,
+	"flock": true, "no_flock": true, "posix_lock": true, "no_posix_lock": true, "norace": true,
+	"readdirplus": true, "no_readdirplus": true, "timeout": true, "killpriv_v2": true, "no_killpriv_v2": true}
+
+// cOptions are the C virtiofsd's -o options (7.2).
+var cOptions = map[string]bool{"source": true, "cache": true, "sandbox": true, "log_level": true,
+	"xattr": true, "no_xattr": true, "xattrmap": true, "announce_submounts": true, "modcaps": true,
+	"flock": true, "no_flock": true, "posix_lock": true, "no_posix_lock": true, "writeback": true,
+	"no_writeback": true, "readdirplus": true, "no_readdirplus": true, "timeout": true, "norace": true,
+	"allow_direct_io": true, "no_allow_direct_io": true, "killpriv_v2": true, "no_killpriv_v2": true,
+	"posix_acl": true, "no_posix_acl": true, "security_label": true, "no_security_label": true}
+
+// raiseNofile does what the Rust one does with RLIMIT_NOFILE: ask for
+// --rlimit-nofile (default min(1000000, fs.nr_open); 0 leaves it) and, when
+// the hard limit is in the way, warn and take the hard limit.
+func (f *fake) raiseNofile(want int) {
+	if want == 0 {
+		return
+	}
+	if want < 0 {
+		want = 1000000
+		if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+			if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n < want {
+				want = n
+			}
+		}
+	}
+	lim := syscall.Rlimit{Cur: uint64(want), Max: uint64(want)}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
+		return
+	}
+	var cur syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &cur); err != nil {
+		return
+	}
+	f.sayFrom("virtiofsd::limits", "WARN", fmt.Sprintf("Failure when trying to set the limit to %d, "+
+		"the hard limit (%d) of open file descriptors is used instead.", want, cur.Max))
+	cur.Cur = cur.Max
+	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &cur)
 }
 
 // serve answers VHOST_USER_GET_FEATURES like a live backend, until hang-up.

@@ -31,6 +31,11 @@ const (
 // share and powers off takes about 2 s under TCG.
 const DefaultTimeout = 60 * time.Second
 
+// KernelCmdline is the guest kernel's command line: the serial console is
+// ttyS0, and a panic powers off at once (with -no-reboot, or libvirt's
+// <on_reboot>destroy</on_reboot>).
+const KernelCmdline = "console=ttyS0 quiet panic=-1"
+
 // guestMemory is the guest's RAM, shared with the vhost-user backends through
 // a memfd (vhost-user needs shared guest memory).
 const guestMemory = "512M"
@@ -62,6 +67,16 @@ type Spec struct {
 	Console io.Writer
 	// QEMU is the qemu-system-x86_64 binary; empty means look it up in PATH.
 	QEMU string
+	// Command, when set, makes the QEMU command instead of
+	// exec.CommandContext: to run it as another user or in another mount
+	// namespace (a user's VM in a private systemd). The sockets are then
+	// paths where QEMU runs, so Run does not check that they exist, and
+	// WorkDir must be a folder that QEMU sees at the same path.
+	Command func(ctx context.Context, name string, args ...string) *exec.Cmd
+	// WorkDir is where the run's initramfs is written; "" is os.TempDir().
+	// With Command, the run's folder is made readable by all, so that a
+	// QEMU of another user can read it.
+	WorkDir string
 }
 
 // Result is what one boot produced.
@@ -99,11 +114,16 @@ func Run(ctx context.Context, img *Image, spec Spec) (*Result, error) {
 		timeout = DefaultTimeout
 	}
 
-	work, err := os.MkdirTemp("", "guest-run-")
+	work, err := os.MkdirTemp(spec.WorkDir, "guest-run-")
 	if err != nil {
 		return nil, fmt.Errorf("create guest run directory: %w", err)
 	}
 	defer os.RemoveAll(work)
+	if spec.Command != nil {
+		if err := os.Chmod(work, 0o755); err != nil {
+			return nil, fmt.Errorf("open guest run directory to QEMU's user: %w", err)
+		}
+	}
 	initrd := filepath.Join(work, "initramfs.cpio")
 	if err := writeRunInitramfs(initrd, img.Initramfs, spec); err != nil {
 		return nil, err
@@ -113,7 +133,11 @@ func Run(ctx context.Context, img *Image, spec Spec) (*Result, error) {
 	defer cancel()
 	serial := &syncBuffer{}
 	var stderr syncBuffer
-	cmd := exec.CommandContext(ctx, qemu, qemuArgs(img.Kernel, initrd, spec.Shares)...)
+	command := spec.Command
+	if command == nil {
+		command = exec.CommandContext
+	}
+	cmd := command(ctx, qemu, qemuArgs(img.Kernel, initrd, spec.Shares)...)
 	cmd.Stdout = io.Writer(serial)
 	if spec.Console != nil {
 		cmd.Stdout = io.MultiWriter(serial, spec.Console)
@@ -167,6 +191,14 @@ func Run(ctx context.Context, img *Image, spec Spec) (*Result, error) {
 }
 
 func (s Spec) validate() error {
+	if err := s.validateGuest(); err != nil {
+		return err
+	}
+	return s.validateSockets()
+}
+
+// validateGuest checks what the guest's side needs: a script and tags.
+func (s Spec) validateGuest() error {
 	if strings.TrimSpace(s.Script) == "" {
 		return errors.New("guest spec: empty Script")
 	}
@@ -180,9 +212,17 @@ func (s Spec) validate() error {
 		}
 		tags[sh.Tag] = true
 	}
+	return nil
+}
+
+// validateSockets checks the sockets QEMU will connect to.
+func (s Spec) validateSockets() error {
 	for _, sh := range s.Shares {
 		if len(sh.Socket) >= maxSocketPath {
 			return fmt.Errorf("guest spec: share %s: socket path %s is %d bytes, unix sockets allow %d: use a shorter directory", sh.Tag, sh.Socket, len(sh.Socket), maxSocketPath-1)
+		}
+		if s.Command != nil {
+			continue // a path where QEMU runs, not here
 		}
 		fi, err := os.Stat(sh.Socket)
 		if err != nil {
@@ -204,7 +244,7 @@ func qemuArgs(kernel, initrd string, shares []Share) []string {
 		"-numa", "node,memdev=mem",
 		"-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot",
 		"-kernel", kernel, "-initrd", initrd,
-		"-append", "console=ttyS0 quiet panic=-1",
+		"-append", KernelCmdline,
 	}
 	for i, sh := range shares {
 		args = append(args,
@@ -212,6 +252,31 @@ func qemuArgs(kernel, initrd string, shares []Share) []string {
 			"-device", fmt.Sprintf("vhost-user-fs-pci,chardev=char%d,tag=%s", i, sh.Tag))
 	}
 	return args
+}
+
+// WriteInitramfs writes the initramfs of one boot of spec to path: img's
+// base archive with spec's script and mount points, as Run boots it. It is
+// for a VM manager that boots img itself (libvirt, say: kernel img.Kernel,
+// this initramfs, KernelCmdline, the serial console to a file, memfd memory of
+// 512 MiB shared), whose console output ParseSerial then reads.
+func WriteInitramfs(path string, img *Image, spec Spec) error {
+	if err := spec.validateGuest(); err != nil {
+		return err
+	}
+	return writeRunInitramfs(path, img.Initramfs, spec)
+}
+
+// ParseSerial reads a boot's serial console output as Run does; it errs
+// when the guest's init failed or the script did not finish.
+func ParseSerial(serial string) (*Result, error) {
+	res := parseSerial(serial)
+	if msg, ok := res.initError(); ok {
+		return res, fmt.Errorf("guest init failed: %s\n%s", msg, lastLines(serial, 30))
+	}
+	if res.ExitStatus < 0 {
+		return res, fmt.Errorf("guest powered off before the script finished (no %s line)\n%s", markerExit, lastLines(serial, 30))
+	}
+	return res, nil
 }
 
 // qemuEscape doubles commas, QEMU's escape inside option values.

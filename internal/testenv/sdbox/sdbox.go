@@ -6,6 +6,15 @@
 // sockets only) so that nothing the machine image enables gets started. The
 // network and IPC namespaces are the host's. It needs root.
 //
+// With Options.Root the box boots another distribution's tree instead (the
+// Debian 13 tree of package distro, say, with its systemd 257): the same
+// steps, but the root is an overlay of the tree on a tmpfs, entered with
+// pivot_root, so that whatever the box writes anywhere (apt-get install
+// included) stays in the box and the cached tree is never modified. /proc,
+// /sys (read-only) and /dev are the kernel's, /run and /tmp are fresh tmpfs,
+// and the host's /etc/resolv.conf is copied in for apt. Host paths the box
+// must see (shares, caches) are Options.Binds, at the same path or another.
+//
 // What stays inside the box, whatever runs there:
 //
 //   - /run, /tmp and /var/log/journal (when the host has it) are fresh tmpfs,
@@ -16,8 +25,9 @@
 //     systemd-sysusers, the machine id and configs a test writes under /etc;
 //   - Options.Tmpfs and Options.Overlay directories, and the parent that
 //     Boot overlays when a mount point is missing on the host (see Options);
-//   - /sys and /proc/sys are read-only, which keeps udev, sysctl and binfmt
-//     units from touching the host's devices and kernel settings, and
+//   - /sys and /proc/sys are read-only (with Options.FullProc, /sys only,
+//     and the sysctl and binfmt units are masked), which keeps udev, sysctl
+//     and binfmt units from touching the host's devices and kernel settings, and
 //     modprobe@.service, systemd-modules-load, -remount-fs, -random-seed
 //     and -update-utmp are masked (unless Options.Units supplies them);
 //   - /dev/console is a pseudo-terminal whose output, with systemd's own
@@ -96,7 +106,8 @@ var masked = []string{
 	"systemd-update-utmp.service",
 }
 
-// Options describe a box. The zero value boots an empty box named "sdbox".
+// Options describe a box. The zero value boots an empty box named "sdbox"
+// from the host's own root.
 //
 // Mount points of Tmpfs, Overlay and Binds are resolved on the host (symbolic
 // links followed). A mount point missing on the host is created inside the
@@ -125,6 +136,23 @@ type Options struct {
 	// Log receives systemd's console output. It must accept writes until
 	// Close returns.
 	Log io.Writer
+	// FullProc leaves /proc/sys writable, as on a real host, instead of
+	// binding it read-only over itself, and masks systemd-sysctl.service
+	// and systemd-binfmt's units instead. A process in a user namespace may mount a proc of its own
+	// only when a proc with nothing mounted over it is visible
+	// (mnt_already_visible in the kernel): the sandbox of a rootless
+	// virtiofsd does, and a box without FullProc refuses it ("MountProc:
+	// Operation not permitted"), as a unit with ProtectKernelTunables=yes
+	// does on a real host.
+	FullProc bool
+	// Root, when not empty, is a distribution tree on the host (with its
+	// own /lib/systemd/systemd) that the box boots instead of the host's
+	// root. The box sees it through an overlay on a tmpfs: the tree itself
+	// is never written. Mount points of Tmpfs and Binds are then paths in
+	// the tree, created there when missing (through the overlay), and
+	// Overlay is not needed (the whole root is one): its directories must
+	// still be absolute paths.
+	Root string
 }
 
 // Box is a booted systemd. Its methods are safe for concurrent use.
@@ -230,9 +258,13 @@ type bootPlan struct {
 	create   map[string]bool   // mount points to create inside (true: directory)
 	units    map[string]string // validated unit names
 	private  []string
+	root     string // the tree to boot; "" for the host's root
 }
 
 func plan(o Options) (*bootPlan, error) {
+	if o.Root != "" {
+		return planTree(o)
+	}
 	p := &bootPlan{create: map[string]bool{}, units: map[string]string{}}
 	base := []string{"/run", "/tmp", "/etc"}
 	if fi, err := os.Stat("/var/log/journal"); err == nil && fi.IsDir() {
@@ -309,13 +341,74 @@ func plan(o Options) (*bootPlan, error) {
 		bindTargets = append(bindTargets, rp)
 	}
 	p.overlays = sortedByDepth(append(p.overlays, "/etc"))
-	for name, content := range o.Units {
+	if err := p.addUnits(o.Units); err != nil {
+		return nil, err
+	}
+	p.private = append(covered, bindTargets...)
+	return p, nil
+}
+
+func (p *bootPlan) addUnits(units map[string]string) error {
+	for name, content := range units {
 		if !filepath.IsLocal(name) || name == target {
-			return nil, fmt.Errorf("unit %q: need a file name or relative path under /run/systemd/system other than %s", name, target)
+			return fmt.Errorf("unit %q: need a file name or relative path under /run/systemd/system other than %s", name, target)
 		}
 		p.units[name] = content
 	}
-	p.private = append(covered, bindTargets...)
+	return nil
+}
+
+// planTree resolves Options for a box that boots o.Root. Mount points are
+// paths in the tree, created inside the box when missing; symbolic links in
+// them are followed inside the box, in the tree.
+func planTree(o Options) (*bootPlan, error) {
+	p := &bootPlan{create: map[string]bool{}, units: map[string]string{}, root: o.Root}
+	if !filepath.IsAbs(o.Root) {
+		return nil, fmt.Errorf("root %q: need an absolute path to a distribution tree", o.Root)
+	}
+	if _, err := os.Stat(filepath.Join(o.Root, systemdPath)); err != nil {
+		return nil, fmt.Errorf("root %q: not a tree with systemd (build it with package distro): %w", o.Root, err)
+	}
+	check := func(what, path string) error {
+		if !filepath.IsAbs(path) || filepath.Clean(path) == "/" || strings.ContainsAny(path, ",:\n") {
+			return fmt.Errorf("%s %q: need an absolute path other than / without ',', ':' or newlines", what, path)
+		}
+		return nil
+	}
+	for _, d := range o.Overlay {
+		if err := check("overlay", d); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range sortedByDepth(o.Tmpfs) {
+		if err := check("tmpfs", d); err != nil {
+			return nil, err
+		}
+		d = filepath.Clean(d)
+		p.tmpfs = append(p.tmpfs, d)
+		p.create[d] = true
+	}
+	targets := map[string]string{}
+	for src, dst := range o.Binds {
+		targets[dst] = src
+	}
+	for _, dst := range sortedByDepth(keys(targets)) {
+		src := targets[dst]
+		fi, err := os.Stat(src)
+		if err != nil {
+			return nil, fmt.Errorf("bind source: %w", err)
+		}
+		if err := check("bind target", dst); err != nil {
+			return nil, err
+		}
+		dst = filepath.Clean(dst)
+		p.binds = append(p.binds, [2]string{src, dst})
+		p.create[dst] = fi.IsDir()
+	}
+	if err := p.addUnits(o.Units); err != nil {
+		return nil, err
+	}
+	p.private = []string{"/"} // the whole root is the box's own overlay
 	return p, nil
 }
 
@@ -362,7 +455,12 @@ func (b *Box) prepare(o Options, p *bootPlan) (string, error) {
 			return "", err
 		}
 	}
-	for _, name := range masked {
+	mask := masked
+	if o.FullProc {
+		mask = append(mask[:len(mask):len(mask)], "systemd-sysctl.service", "systemd-binfmt.service",
+			"proc-sys-fs-binfmt_misc.automount", "proc-sys-fs-binfmt_misc.mount")
+	}
+	for _, name := range mask {
 		if _, ok := p.units[name]; !ok {
 			if err := os.Symlink("/dev/null", filepath.Join(units, name)); err != nil {
 				return "", fmt.Errorf("mask %s: %w", name, err)
@@ -379,10 +477,8 @@ func (b *Box) prepare(o Options, p *bootPlan) (string, error) {
 	line("  mkdir -p \"$h\"/%s && echo $$ >\"$h\"/%s/cgroup.procs", q(b.cgroup), q(b.cgroup))
 	line("done")
 	line("mount --make-rprivate /")
-	line("mount -t proc -o nosuid,nodev,noexec proc /proc")
-	line("mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys")
-	line("mount -o remount,bind,ro /sys")
-	// Stage bind sources before /run and /tmp are mounted over.
+	// Stage bind sources before /run and /tmp are mounted over, and before
+	// the root changes.
 	for i, bd := range p.binds {
 		stage := filepath.Join(b.state, "stage", strconv.Itoa(i))
 		if err := mkMountPoint(stage, isDir(bd[0])); err != nil {
@@ -390,10 +486,36 @@ func (b *Box) prepare(o Options, p *bootPlan) (string, error) {
 		}
 		line("mount --rbind %s %s", q(bd[0]), q(stage))
 	}
+	// old is where the host's root is seen from the box's root while the
+	// script runs: "" when the box boots the host's root, /.sdbox-old once a
+	// tree's overlay is the root.
+	old := ""
+	if p.root != "" {
+		old = "/.sdbox-old"
+		newRoot, rw := filepath.Join(b.state, "root"), filepath.Join(b.state, "rw")
+		for _, d := range []string{newRoot, rw} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return "", fmt.Errorf("box root: %w", err)
+			}
+		}
+		line("mount -t tmpfs -o mode=0755 sdbox-root-rw %s", q(rw))
+		line("mkdir -p %s/upper %s/work", q(rw), q(rw))
+		line("mount -t overlay -o lowerdir=%s,upperdir=%s/upper,workdir=%s/work sdbox-root %s", q(p.root), q(rw), q(rw), q(newRoot))
+		line("cd %s && mkdir -p .%s && pivot_root . .%s && cd /", q(newRoot), old, old)
+		line("mount --rbind %s/sys /sys", old)
+		line("mount --rbind %s/dev /dev", old)
+		// For apt: the tree's resolv.conf may be a link into /run.
+		line("rm -f /etc/resolv.conf && cp -L %s/etc/resolv.conf /etc/resolv.conf", old)
+	}
+	line("mount -t proc -o nosuid,nodev,noexec proc /proc")
+	if !o.FullProc {
+		line("mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys")
+	}
+	line("mount -o remount,bind,ro /sys")
 	line("mount -t tmpfs -o mode=0755,nosuid,nodev sdbox-run /run")
-	line("mkdir -p /run/systemd/system && cp -a %s/. /run/systemd/system/", q(units))
+	line("mkdir -p /run/systemd/system && cp -a %s/. /run/systemd/system/", q(old+units))
 	line("mount -t tmpfs -o mode=1777,nosuid,nodev sdbox-tmp /tmp")
-	if isDir("/var/log/journal") {
+	if p.root == "" && isDir("/var/log/journal") {
 		line("mount -t tmpfs -o mode=2755,nosuid,nodev sdbox-journal /var/log/journal")
 	}
 	for i, d := range p.overlays {
@@ -406,7 +528,7 @@ func (b *Box) prepare(o Options, p *bootPlan) (string, error) {
 			if dir {
 				line("mkdir -p %s", q(path))
 			} else {
-				line("mkdir -p %s && touch %s", q(filepath.Dir(path)), q(path))
+				line("[ -e %s ] || { mkdir -p %s && touch %s; }", q(path), q(filepath.Dir(path)), q(path))
 			}
 		}
 	}
@@ -416,9 +538,12 @@ func (b *Box) prepare(o Options, p *bootPlan) (string, error) {
 	}
 	for i, bd := range p.binds {
 		mkdir(bd[1])
-		line("mount --move %s %s", q(filepath.Join(b.state, "stage", strconv.Itoa(i))), q(bd[1]))
+		line("mount --move %s %s", q(old+filepath.Join(b.state, "stage", strconv.Itoa(i))), q(bd[1]))
 	}
 	line("mount --bind %s /dev/console", q(b.console.pts))
+	if old != "" {
+		line("umount -l %s && rmdir %s", old, old)
+	}
 	// --log-target=journal: console (our stderr), not the host's kmsg, until journald runs.
 	line("exec %s --system --unit=%s --log-target=journal", systemdPath, target)
 	return s.String(), nil
@@ -561,7 +686,8 @@ func (b *Box) SystemdBus() (*dbus.Conn, error) {
 // WriteFile writes a file inside the box, creating its parent directories.
 // It refuses paths whose writes would reach the host's own files: path must
 // be under /run, /tmp, /etc/systemd, /var/log/journal, an Options.Tmpfs or
-// Overlay directory (or one Boot overlaid), or a bind target.
+// Overlay directory (or one Boot overlaid), or a bind target. A box booted
+// from Options.Root takes any path: its whole root is its own.
 func (b *Box) WriteFile(path string, data []byte, perm os.FileMode) error {
 	path = filepath.Clean(path)
 	if !b.isPrivate(path) {
@@ -583,7 +709,7 @@ func (b *Box) WriteFile(path string, data []byte, perm os.FileMode) error {
 
 func (b *Box) isPrivate(path string) bool {
 	for _, c := range b.private {
-		if path == c || strings.HasPrefix(path, c+"/") {
+		if c == "/" || path == c || strings.HasPrefix(path, c+"/") {
 			return true
 		}
 	}

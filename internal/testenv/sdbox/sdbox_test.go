@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
 )
 
@@ -176,7 +177,9 @@ func TestWriteFileInstallsAUnit(t *testing.T) {
 func TestTmpfsOverlayAndBinds(t *testing.T) {
 	t.Parallel()
 	sdbox.RequireRoot(t)
-	for _, p := range []string{"/etc/virtiofsd", "/usr/libexec/sdbox-test", "/opt/sdbox-test"} {
+	// Names of this test's own, so that it also runs where the product is
+	// installed (/etc/virtiofsd exists there).
+	for _, p := range []string{"/etc/sdbox-test", "/usr/libexec/sdbox-test", "/opt/sdbox-test"} {
 		_, err := os.Lstat(p)
 		require.ErrorIs(t, err, fs.ErrNotExist, "this test needs %s absent on the host", p)
 	}
@@ -187,7 +190,7 @@ func TestTmpfsOverlayAndBinds(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(share) })
 
 	box := sdbox.New(t, sdbox.Options{
-		Tmpfs:   []string{"/etc/virtiofsd"},
+		Tmpfs:   []string{"/etc/sdbox-test"},
 		Overlay: []string{"/opt"},
 		Binds: map[string]string{
 			bin:   "/usr/libexec/sdbox-test/hello",
@@ -196,15 +199,15 @@ func TestTmpfsOverlayAndBinds(t *testing.T) {
 	})
 
 	assert.Equal(t, "hello box", run(t, box, "/usr/libexec/sdbox-test/hello", "box"))
-	require.NoError(t, box.WriteFile("/etc/virtiofsd/vm1.conf", []byte("SHARED_DIR=/srv\n"), 0o600))
-	assert.Equal(t, "SHARED_DIR=/srv", run(t, box, "cat", "/etc/virtiofsd/vm1.conf"))
+	require.NoError(t, box.WriteFile("/etc/sdbox-test/vm1.conf", []byte("SHARED_DIR=/srv\n"), 0o600))
+	assert.Equal(t, "SHARED_DIR=/srv", run(t, box, "cat", "/etc/sdbox-test/vm1.conf"))
 	require.NoError(t, box.WriteFile("/opt/sdbox-test/x", []byte("x"), 0o644))
 	run(t, box, "sh", "-c", "echo from-inside >/srv/sdbox-test-share/f")
 	got, err := os.ReadFile(filepath.Join(share, "f"))
 	require.NoError(t, err)
 	assert.Equal(t, "from-inside\n", string(got), "a bound directory is shared with the host")
 
-	for _, p := range []string{"/etc/virtiofsd", "/usr/libexec/sdbox-test", "/opt/sdbox-test", "/srv/sdbox-test-share"} {
+	for _, p := range []string{"/etc/sdbox-test", "/usr/libexec/sdbox-test", "/opt/sdbox-test", "/srv/sdbox-test-share"} {
 		_, err := os.Lstat(p)
 		assert.ErrorIs(t, err, fs.ErrNotExist, "%s on the host", p)
 	}
@@ -337,6 +340,8 @@ func TestBootRejectsBadOptions(t *testing.T) {
 		"missing overlay":                  {Overlay: []string{"/sdbox-no-such-dir"}},
 		"tmpfs needing an overlay of /":    {Tmpfs: []string{"/sdbox-no-such-dir/x"}},
 		"missing bind source":              {Binds: map[string]string{"/sdbox-no-such-file": "/usr/bin/x"}},
+		"relative root":                    {Root: "var/cache"},
+		"root without systemd":             {Root: "/var/empty-sdbox-no-such-tree"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			box, err := sdbox.Boot(t.Context(), o)
@@ -368,4 +373,55 @@ func BenchmarkBootAndClose(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// debian13 returns the Debian 13 tree (built once per machine), failing the
+// test when it cannot be built: as root that is a missing install step.
+func debian13(t *testing.T) *distro.Tree {
+	t.Helper()
+	sdbox.RequireRoot(t)
+	tree, err := distro.Debian13(t.Context())
+	require.NoError(t, err, "build the Debian 13 tree (scripts/deps.sh installs mmdebstrap)")
+	return tree
+}
+
+func TestBootsADistributionTree(t *testing.T) {
+	t.Parallel()
+	tree := debian13(t)
+	share, err := os.MkdirTemp("/var/tmp", "sdbox-test-share-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(share) })
+	before := snapshot(t, filepath.Join(tree.Root, "etc"))
+
+	box := sdbox.New(t, sdbox.Options{
+		Root:  tree.Root,
+		Units: map[string]string{"sleeper.service": sleeper},
+		Tmpfs: []string{"/etc/virtiofsd"},
+		Binds: map[string]string{share: share},
+	})
+
+	out, err := box.Run(t.Context(), "systemctl", "is-system-running")
+	assert.NoError(t, err, "failed units: %s", run(t, box, "systemctl", "--failed", "--no-pager"))
+	assert.Equal(t, "running", strings.TrimSpace(out))
+	assert.Regexp(t, `^257`, run(t, box, "systemctl", "show", "-p", "Version", "--value"), "the tree's systemd")
+	assert.Contains(t, run(t, box, "cat", "/etc/os-release"), `VERSION_ID="13"`)
+	run(t, box, "systemctl", "start", "sleeper.service")
+	assert.Eventually(t, func() bool {
+		out, _ := box.Run(t.Context(), "journalctl", "-u", "sleeper.service", "-o", "cat", "--no-pager")
+		return strings.Contains(out, "sleeper says hello")
+	}, 5*time.Second, 50*time.Millisecond, "the sleeper's line in the box's journal")
+
+	// Writes anywhere stay in the box; a bound host directory is shared.
+	run(t, box, "sh", "-c", "echo x >/etc/sdbox-test && echo x >/usr/sdbox-test && echo from-inside >"+share+"/f")
+	require.NoError(t, box.WriteFile("/etc/virtiofsd/vm1.conf", []byte("SHARED_DIR=/srv\n"), 0o600))
+	got, err := os.ReadFile(filepath.Join(share, "f"))
+	require.NoError(t, err)
+	assert.Equal(t, "from-inside\n", string(got))
+	for _, p := range []string{"/etc/sdbox-test", "/usr/sdbox-test", "/etc/virtiofsd"} {
+		_, err := os.Lstat(filepath.Join(tree.Root, p))
+		assert.ErrorIs(t, err, fs.ErrNotExist, "%s in the cached tree", p)
+	}
+	assert.Equal(t, before, snapshot(t, filepath.Join(tree.Root, "etc")), "the cached tree's /etc")
+	_, err = box.Run(t.Context(), "sh", "-c", "echo x >/sys/sdbox-test")
+	assert.Error(t, err, "/sys is read-only")
 }

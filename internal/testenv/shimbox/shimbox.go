@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -28,8 +29,12 @@ const (
 	// GeneratorPath is the systemd generator: the binary again, which acts
 	// as the generator under this name (a symbolic link in the packages).
 	GeneratorPath = "/usr/lib/systemd/system-generators/virtiofsd-shim-generator"
-	ConfigDir     = "/etc/virtiofsd"
-	SocketDir     = "/run/virtiofsd"
+	// UserGeneratorPath is the same generator for user managers.
+	UserGeneratorPath = "/usr/lib/systemd/user-generators/virtiofsd-shim-generator"
+	ConfigDir         = "/etc/virtiofsd"
+	SocketDir         = "/run/virtiofsd"
+	// UserUnitDir is where the user units go, for user managers in the box.
+	UserUnitDir = "/usr/lib/systemd/user"
 )
 
 // RepoRoot is the source tree this package was built from.
@@ -57,8 +62,9 @@ func Binary() (string, error) {
 			builtBin = p
 			return
 		}
-		dir := filepath.Join("/var/tmp/virtiofsd-shim-test", fmt.Sprintf("%x", sha256.Sum256([]byte(RepoRoot())))[:12])
-		if buildErr = os.MkdirAll(dir, 0o755); buildErr != nil {
+		dir, err := buildDir()
+		if err != nil {
+			buildErr = err
 			return
 		}
 		tmp, err := os.CreateTemp(dir, ".build-*")
@@ -80,6 +86,16 @@ func Binary() (string, error) {
 	return builtBin, buildErr
 }
 
+// buildDir is where this source tree's test builds go:
+// /var/tmp/virtiofsd-shim-test/<tree>, outside the boxes' private /tmp.
+func buildDir() (string, error) {
+	dir := filepath.Join("/var/tmp/virtiofsd-shim-test", fmt.Sprintf("%x", sha256.Sum256([]byte(RepoRoot())))[:12])
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("create the test build folder: %w", err)
+	}
+	return dir, nil
+}
+
 // Units returns the project's unit files, by name, from units/, or from the
 // folder in VIRTIOFSD_SHIM_UNITS (e.g. /usr/lib/systemd/system, to test what
 // a package installed).
@@ -99,11 +115,32 @@ func Units() (map[string]string, error) {
 	return units, nil
 }
 
+// UserUnits returns the host paths of the project's user unit files, by
+// name, from units/user, or from the folder in VIRTIOFSD_SHIM_USER_UNITS
+// (e.g. /usr/lib/systemd/user, to test what a package installed).
+func UserUnits() (map[string]string, error) {
+	dir := os.Getenv("VIRTIOFSD_SHIM_USER_UNITS")
+	if dir == "" {
+		dir = filepath.Join(RepoRoot(), "units", "user")
+	}
+	units := map[string]string{}
+	for _, name := range []string{"virtiofsd@.socket", "virtiofsd@.service"} {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err != nil {
+			return nil, err
+		}
+		units[name] = p
+	}
+	return units, nil
+}
+
 // Box is a private systemd with the shim installed, plus a host folder
 // (Root, under /var/tmp) for shared directories the box can see.
 type Box struct {
 	*sdbox.Box
 	Root string
+	// Platform is the leg the box runs.
+	Platform Platform
 }
 
 // Options adds to sdbox.Options.
@@ -112,51 +149,115 @@ type Options struct {
 	// Units, when set, replaces the project's unit files (for a bare
 	// virtiofsd unit in benchmarks, say); extra units are added.
 	ExtraUnits map[string]string
-	Log        io.Writer
+	// Overlay are more directories whose changes stay in the box
+	// (sdbox.Options.Overlay): /var/lib/libvirt for libvirt, say.
+	Overlay []string
+	Log     io.Writer
+	// FullProc: see sdbox.Options.FullProc (rootless instances need it).
+	FullProc bool
+	// Platform is the leg to boot; the zero value is Debian12.
+	Platform Platform
 }
 
-// Boot boots a box with the project's units in /run/systemd/system, the
-// binary at /usr/libexec/virtiofsd-shim, the generator at GeneratorPath and
-// an empty /etc/virtiofsd.
+// Boot boots a box of the leg o.Platform with the shim installed and an
+// /etc/virtiofsd of the box's own. On Debian 12 that is the host's root with
+// the project's units in /run/systemd/system, its user units in
+// /usr/lib/systemd/user (bound, as a package installs them), the binary at
+// /usr/libexec/virtiofsd-shim, the generator at GeneratorPath and
+// UserGeneratorPath and an empty /etc/virtiofsd. On Debian 13 it is the
+// Debian 13 tree with the project's .deb installed by apt-get inside the box
+// (virtiofsd and the generator links come with it) and the host's /var/tmp
+// (Root, the test builds) seen at the same path; its postinst's
+// daemon-reload runs the generator.
+// ExtraUnits go to /run/systemd/system on both, ahead of a package's units.
 func Boot(ctx context.Context, o Options) (*Box, error) {
-	bin, err := Binary()
+	name := o.Name
+	if name == "" {
+		name = "shimbox"
+	}
+	tree, err := o.Platform.Tree(ctx)
 	if err != nil {
 		return nil, err
-	}
-	units, err := Units()
-	if err != nil {
-		return nil, err
-	}
-	for k, v := range o.ExtraUnits {
-		units[k] = v
 	}
 	root, err := os.MkdirTemp("/var/tmp", "shimbox-")
 	if err != nil {
 		return nil, err
 	}
-	// The generator is the same binary under another name; a bind needs a
-	// source of its own, and a symbolic link to the binary binds the binary.
-	gen := filepath.Join(root, ".generator")
-	if err := os.Symlink(bin, gen); err != nil {
-		os.RemoveAll(root)
-		return nil, err
+	so := sdbox.Options{Name: name, Units: map[string]string{}, Overlay: o.Overlay, FullProc: o.FullProc, Log: o.Log}
+	var deb string
+	if tree == nil {
+		err = debian12Files(root, &so)
+	} else {
+		var pkgs Build
+		if pkgs, err = Packages(ctx); err == nil {
+			deb = pkgs.Deb
+			so.Root = tree.Root
+			so.Binds = map[string]string{"/var/tmp": "/var/tmp"}
+		}
 	}
-	name := o.Name
-	if name == "" {
-		name = "shimbox"
-	}
-	b, err := sdbox.Boot(ctx, sdbox.Options{
-		Name:  name,
-		Units: units,
-		Tmpfs: []string{ConfigDir},
-		Binds: map[string]string{bin: BinaryPath, gen: GeneratorPath},
-		Log:   o.Log,
-	})
 	if err != nil {
 		os.RemoveAll(root)
 		return nil, err
 	}
-	return &Box{Box: b, Root: root}, nil
+	for k, v := range o.ExtraUnits {
+		so.Units[k] = v
+	}
+	b, err := sdbox.Boot(ctx, so)
+	if err != nil {
+		os.RemoveAll(root)
+		return nil, err
+	}
+	box := &Box{Box: b, Root: root, Platform: o.Platform}
+	if deb != "" {
+		if err := box.InstallPackage(ctx, deb); err != nil {
+			return nil, errors.Join(err, box.Close())
+		}
+	}
+	return box, nil
+}
+
+// debian12Files sets up so for the Debian 12 leg, the host's root: the
+// project's units, user units, binary and generators bound at their
+// installed paths, and an empty /etc/virtiofsd. The generators are the
+// binary under another name; a bind needs a source of its own, and a
+// symbolic link (in root) to the binary binds the binary.
+func debian12Files(root string, so *sdbox.Options) error {
+	bin, err := Binary()
+	if err != nil {
+		return err
+	}
+	if so.Units, err = Units(); err != nil {
+		return err
+	}
+	so.Tmpfs = []string{ConfigDir}
+	so.Binds = map[string]string{bin: BinaryPath}
+	for link, dst := range map[string]string{".generator": GeneratorPath, ".user-generator": UserGeneratorPath} {
+		gen := filepath.Join(root, link)
+		if err := os.Symlink(bin, gen); err != nil {
+			return err
+		}
+		so.Binds[gen] = dst
+	}
+	userUnits, err := UserUnits()
+	if err != nil {
+		return err
+	}
+	for name, path := range userUnits {
+		so.Binds[path] = filepath.Join(UserUnitDir, name)
+	}
+	return nil
+}
+
+// InstallPackage installs a .deb (a path the box sees) with apt-get inside
+// the box, as a user does: apt resolves its dependencies from the box's
+// package lists and cache.
+func (b *Box) InstallPackage(ctx context.Context, deb string) error {
+	out, err := b.Run(ctx, "env", "DEBIAN_FRONTEND=noninteractive", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+		"apt-get", "install", "--yes", "--no-install-recommends", deb)
+	if err != nil {
+		return fmt.Errorf("install %s in the %s box: %w\n%s", filepath.Base(deb), b.Platform, err, out)
+	}
+	return nil
 }
 
 // New boots a box for a test and tears it down at its end; it skips, saying
@@ -265,10 +366,15 @@ type JournalEntry map[string]string
 // (journalctl arguments: -u UNIT, FIELD=VALUE, ...), after journald has
 // written what it was sent (journalctl --sync).
 func (b *Box) Journal(ctx context.Context, args ...string) ([]JournalEntry, error) {
+	return b.journal(ctx, b.Command, args...)
+}
+
+// journal runs journalctl through command, after journalctl --sync as root.
+func (b *Box) journal(ctx context.Context, command func(context.Context, string, ...string) *exec.Cmd, args ...string) ([]JournalEntry, error) {
 	if out, err := b.Run(ctx, "journalctl", "--sync"); err != nil {
 		return nil, fmt.Errorf("journalctl --sync: %w: %s", err, out)
 	}
-	cmd := b.Command(ctx, "journalctl", append([]string{"--no-pager", "-o", "json"}, args...)...)
+	cmd := command(ctx, "journalctl", append([]string{"--no-pager", "-o", "json"}, args...)...)
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr []byte

@@ -1,0 +1,41 @@
+package libvirttest
+
+import (
+	"context"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/guest"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
+)
+
+// TestLibvirtDebian12 runs every scenario on the Debian 12 leg: this host's
+// libvirt 9.0, QEMU 7.2 and C virtiofsd, in one private systemd with the
+// project installed.
+func TestLibvirtDebian12(t *testing.T) {
+	sdbox.RequireRoot(t)
+	// A missing piece fails as root: scripts/deps.sh (make test) installs them.
+	for _, bin := range []string{"virsh", "/usr/sbin/libvirtd", "qemu-system-x86_64", launch.CVirtiofsd, "logger", "setpriv"} {
+		_, err := exec.LookPath(bin)
+		require.NoError(t, err, "%s missing: run scripts/deps.sh (apt-get install libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 qemu-system-common)", bin)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	img, err := guest.Prepare(ctx, "")
+	require.NoError(t, err, "prepare the guest image")
+
+	b := shimbox.New(t, shimbox.Options{Name: "libvirt", Overlay: Overlays()})
+	start := time.Now()
+	version, err := StartLibvirt(ctx, b)
+	require.NoError(t, err)
+	t.Logf("libvirt %s answered in %s", version, time.Since(start).Round(time.Millisecond))
+	leg := &Leg{Name: "debian12", QEMUUser: "libvirt-qemu", SocketGroup: "libvirt-qemu", Image: img, LibvirtVersion: version}
+	for _, s := range Scenarios() {
+		t.Run(s.Name, func(t *testing.T) { s.Run(t, b, leg) })
+	}
+}

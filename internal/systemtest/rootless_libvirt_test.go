@@ -1,0 +1,138 @@
+package systemtest
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"libvirt.org/go/libvirtxml"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/guest"
+)
+
+// TestRootlessLibvirtSessionGuest follows the README's libvirt session mode:
+// the user's own libvirt (qemu:///session, started by virsh as the user)
+// boots a domain whose <filesystem> names the user instance's socket with
+// <source socket=...>, and the guest reads and writes the share.
+func TestRootlessLibvirtSessionGuest(t *testing.T) {
+	for _, tool := range []string{"virsh", "libvirtd", "qemu-system-x86_64"} {
+		if _, err := exec.LookPath(tool); err != nil && os.Geteuid() == 0 {
+			t.Fatalf("%s not installed (apt-get install libvirt-clients libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86): %v", tool, err)
+		}
+	}
+	for _, leg := range rootlessLegs {
+		t.Run(leg.name, func(t *testing.T) {
+			b, rust := leg.boot(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			u, err := b.AddUser(ctx, "vmuser")
+			require.NoError(t, err)
+			share, err := u.Share("vm1")
+			require.NoError(t, err)
+			conf := "SHARED_DIR=" + share + "\n"
+			if rust != "" {
+				conf += "VIRTIOFSD=" + rust + "\n"
+			}
+			require.NoError(t, u.Configure("vm1", conf))
+			userctl(t, u, "enable", "--now", "virtiofsd@vm1.socket")
+
+			img, err := guest.Prepare(ctx, "")
+			require.NoError(t, err)
+			work := filepath.Join(u.Home, "vm")
+			require.NoError(t, os.MkdirAll(work, 0o755))
+			initrd, serial := filepath.Join(work, "initramfs.cpio"), filepath.Join(work, "serial.log")
+			require.NoError(t, guest.WriteInitramfs(initrd, img, guest.Spec{
+				Shares: []guest.Share{{Tag: "vm1", Socket: u.Socket("vm1")}},
+				Script: `set -e
+mount -t virtiofs vm1 /mnt/vm1
+echo "through libvirt" >/mnt/vm1/from-guest
+sync
+echo "RESULT done=yes"
+`,
+			}))
+			xml, err := sessionDomain(img.Kernel, initrd, serial, u.Socket("vm1")).Marshal()
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(filepath.Join(work, "vm1.xml"), []byte(xml), 0o644))
+			require.NoError(t, exec.Command("chown", "-R", strconv.Itoa(u.UID)+":"+strconv.Itoa(u.GID), work).Run())
+
+			virsh := func(args ...string) (string, error) {
+				return u.Run(ctx, "virsh", append([]string{"-c", "qemu:///session"}, args...)...)
+			}
+			_, err = virsh("define", filepath.Join(work, "vm1.xml"))
+			require.NoError(t, err)
+			_, err = virsh("start", "vm1")
+			require.NoError(t, err, "%s", xml)
+			var state string
+			for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+				out, err := virsh("domstate", "vm1")
+				require.NoError(t, err)
+				if state = strings.TrimSpace(out); state == "shut off" {
+					break
+				}
+			}
+			log, _ := os.ReadFile(serial)
+			if state != "shut off" {
+				_, _ = virsh("destroy", "vm1")
+			}
+			require.Equal(t, "shut off", state, "the guest powers off after its script\n%s", log)
+			res, err := guest.ParseSerial(string(log))
+			require.NoError(t, err)
+			assert.Equal(t, 0, res.ExitStatus)
+			assert.Equal(t, "yes", res.Values["done"])
+			got, err := os.ReadFile(filepath.Join(share, "from-guest"))
+			require.NoError(t, err)
+			assert.Equal(t, "through libvirt\n", string(got))
+			waitUserState(t, u, "virtiofsd@vm1.service", "inactive/dead")
+			assert.Equal(t, "success", userShow(t, u, "virtiofsd@vm1.service", "Result")["Result"])
+			_, err = virsh("undefine", "vm1")
+			assert.NoError(t, err)
+		})
+	}
+}
+
+// sessionDomain is the README's session-mode domain, made whole for the
+// test guest: direct kernel boot, the serial console to a file, 512 MiB of
+// shared memfd memory, the user instance's socket as an externally
+// launched virtiofsd.
+func sessionDomain(kernel, initrd, serial, socket string) *libvirtxml.Domain {
+	zero := uint(0)
+	return &libvirtxml.Domain{
+		Type:          "qemu",
+		Name:          "vm1",
+		Memory:        &libvirtxml.DomainMemory{Value: 512, Unit: "MiB"},
+		VCPU:          &libvirtxml.DomainVCPU{Value: 1},
+		MemoryBacking: &libvirtxml.DomainMemoryBacking{MemorySource: &libvirtxml.DomainMemorySource{Type: "memfd"}, MemoryAccess: &libvirtxml.DomainMemoryAccess{Mode: "shared"}},
+		CPU: &libvirtxml.DomainCPU{Numa: &libvirtxml.DomainNuma{Cell: []libvirtxml.DomainCell{
+			{ID: &zero, CPUs: "0", Memory: 512, Unit: "MiB", MemAccess: "shared"}}}},
+		OS: &libvirtxml.DomainOS{
+			Type:    &libvirtxml.DomainOSType{Arch: "x86_64", Type: "hvm"},
+			Kernel:  kernel,
+			Initrd:  initrd,
+			Cmdline: guest.KernelCmdline,
+		},
+		// ACPI: the guest's poweroff ends the domain (without it, it halts).
+		Features:   &libvirtxml.DomainFeatureList{ACPI: &libvirtxml.DomainFeature{}},
+		OnPoweroff: "destroy",
+		OnReboot:   "destroy",
+		OnCrash:    "destroy",
+		Devices: &libvirtxml.DomainDeviceList{
+			Serials: []libvirtxml.DomainSerial{{
+				Source: &libvirtxml.DomainChardevSource{File: &libvirtxml.DomainChardevSourceFile{Path: serial}},
+				Target: &libvirtxml.DomainSerialTarget{Port: &zero},
+			}},
+			Filesystems: []libvirtxml.DomainFilesystem{{
+				Driver: &libvirtxml.DomainFilesystemDriver{Type: "virtiofs", Queue: 1024},
+				Source: &libvirtxml.DomainFilesystemSource{Mount: &libvirtxml.DomainFilesystemSourceMount{Socket: socket}},
+				Target: &libvirtxml.DomainFilesystemTarget{Dir: "vm1"},
+			}},
+			MemBalloon: &libvirtxml.DomainMemBalloon{Model: "none"},
+		},
+	}
+}
