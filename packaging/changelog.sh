@@ -10,5 +10,10 @@ date=$(git log -1 --format=%cD)
 printf 'virtiofsd-shim (%s) unstable; urgency=medium\n\n' "$version"
 printf '  * Built from commit %s.\n' "$commit"
 printf '  * Recent changes:\n'
-git log -20 --format='%s' | cut -c1-64 | sed 's/^/    - /'
+# Subjects cut at a word boundary: a word cut in half reads as a
+# misspelling to lintian (spelling-error-in-changelog).
+git log -20 --format='%s' | awk '{
+	if (length($0) > 64) { s = substr($0, 1, 64); sub(/ [^ ]*$/, "", s); $0 = s " ..." }
+	print "    - " $0
+}'
 printf '\n -- %s  %s\n' "$maintainer" "$date"

@@ -136,6 +136,13 @@ func (s Scope) ownerFix(path string, uid, euid uint32) string {
 	return fmt.Sprintf("owned by uid %d, not root: whoever owns it chooses what the service runs as root; run chown root: %s", uid, path)
 }
 
+// userOnly are the keys only a user instance may set: as root, virtiofsd
+// serves every id as it is, so there is nothing to map.
+var userOnly = map[string]bool{"UID_MAP": true, "GID_MAP": true}
+
+// Allows tells whether an instance of the scope may set key.
+func (s Scope) Allows(key string) bool { return s == User || !userOnly[key] }
+
 // scopeNames are the spellings ParseScope takes.
 var scopeNames = map[string]Scope{"system": System, "user": User}
 

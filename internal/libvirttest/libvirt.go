@@ -3,9 +3,8 @@
 // sockets, inside a platform leg's private systemd.
 //
 // The tests are scenarios, functions of the booted box and the leg's facts
-// (Scenarios), so that every platform leg runs the same ones: Debian 12's
-// libvirt 9.0 in a shimbox today (TestLibvirtDebian12), Debian 13's libvirt
-// 11 once that leg boots.
+// (Scenarios), so that every platform leg runs the same ones (TestLibvirt):
+// Debian 12's libvirt 9.0 and Debian 13's libvirt 11.
 package libvirttest
 
 import (

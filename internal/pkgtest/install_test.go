@@ -178,13 +178,12 @@ func installUpgradeRemovePurge(t *testing.T, leg shimbox.Platform) {
 	share, err := os.MkdirTemp("/var/tmp", "pkgtest-share-")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(share) })
-	enableAll := ` -e 's/^#\([A-Z_]*=\)/\1/'`
-	if leg.Rust() {
+	conf := m.sh(ctx, `sed -e 's|^SHARED_DIR=.*|SHARED_DIR=`+share+`|' /etc/virtiofsd/example.conf.sample`)
+	if !leg.Rust() {
 		// The example's VIRTIOFSD= and EXTRA_ARGS= name the C virtiofsd:
 		// on the Rust leg the instance keeps the defaults.
-		enableAll = ""
+		conf = enableEveryKey(conf, share)
 	}
-	conf := m.sh(ctx, `sed -e 's|^SHARED_DIR=.*|SHARED_DIR=`+share+`|'`+enableAll+` /etc/virtiofsd/example.conf.sample`)
 	require.NoError(t, m.WriteFile("/etc/virtiofsd/vm1.conf", []byte(conf+"\n"), 0o644))
 	m.sh(ctx, "systemctl enable --now virtiofsd@vm1.socket")
 	sock := m.Path("/run/virtiofsd/vm1.sock")
@@ -243,7 +242,7 @@ func installUpgradeRemovePurge(t *testing.T, leg shimbox.Platform) {
 	var left []string
 	for _, f := range files {
 		// Directories other packages share stay: only the package's own go.
-		if f == "" || f == "/." || regexp.MustCompile(`^/(etc|etc/apparmor.d|etc/apparmor.d/abstractions|usr|usr/lib|usr/lib/systemd|usr/lib/systemd/system|usr/lib/systemd/user|usr/libexec|usr/share|usr/share/doc|usr/share/man|usr/share/man/man8|usr/share/lintian|usr/share/lintian/overrides)$`).MatchString(f) {
+		if f == "" || f == "/." || regexp.MustCompile(`^/(etc|etc/apparmor.d|etc/apparmor.d/abstractions|usr|usr/lib|usr/lib/systemd|usr/lib/systemd/system|usr/lib/systemd/user|usr/lib/systemd/system-generators|usr/lib/systemd/user-generators|usr/libexec|usr/share|usr/share/doc|usr/share/man|usr/share/man/man8|usr/share/lintian|usr/share/lintian/overrides)$`).MatchString(f) {
 			continue
 		}
 		if _, err := os.Lstat(m.Path(f)); err == nil {
