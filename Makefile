@@ -64,6 +64,9 @@ package:
 # replaces files by unlink+create, so running shims keep their binary.
 install: build
 	install -D -m 0755 bin/virtiofsd-shim $(DESTDIR)$(PREFIX)/libexec/virtiofsd-shim
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/lib/systemd/system-generators $(DESTDIR)$(PREFIX)/lib/systemd/user-generators
+	ln -sfn ../../../libexec/virtiofsd-shim $(DESTDIR)$(PREFIX)/lib/systemd/system-generators/virtiofsd-shim-generator
+	ln -sfn ../../../libexec/virtiofsd-shim $(DESTDIR)$(PREFIX)/lib/systemd/user-generators/virtiofsd-shim-generator
 	install -D -m 0644 units/virtiofsd@.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.socket
 	install -D -m 0644 units/virtiofsd@.service $(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.service
 	install -D -m 0644 units/user/virtiofsd@.socket $(DESTDIR)$(PREFIX)/lib/systemd/user/virtiofsd@.socket
@@ -82,6 +85,8 @@ uninstall:
 	-if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl stop 'virtiofsd@*.socket' 'virtiofsd@*.service'; fi
 	-systemctl --root=$(or $(DESTDIR),/) --no-reload disable virtiofsd@.socket
 	rm -f $(DESTDIR)$(PREFIX)/libexec/virtiofsd-shim $(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.socket \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system-generators/virtiofsd-shim-generator \
+		$(DESTDIR)$(PREFIX)/lib/systemd/user-generators/virtiofsd-shim-generator \
 		$(DESTDIR)$(PREFIX)/lib/systemd/system/virtiofsd@.service $(DESTDIR)$(PREFIX)/share/man/man8/virtiofsd-shim.8.gz \
 		$(DESTDIR)$(PREFIX)/lib/systemd/user/virtiofsd@.socket $(DESTDIR)$(PREFIX)/lib/systemd/user/virtiofsd@.service
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi

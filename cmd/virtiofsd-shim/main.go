@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/coreos/go-systemd/v22/journal"
@@ -22,6 +23,9 @@ import (
 var version = "dev"
 
 func main() {
+	if filepath.Base(os.Args[0]) == GeneratorName {
+		os.Exit(generatorMain(os.Args[1:], os.Stderr))
+	}
 	os.Exit(Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -87,6 +91,10 @@ Usage:
   virtiofsd-shim run [flags] [-- virtiofsd-args...]   what virtiofsd@NAME.service runs
   virtiofsd-shim check NAME                             validate an instance's config offline
   virtiofsd-shim list [--user] [--json] [NAME...]       instances known to systemd or configured
+  virtiofsd-shim generate [--dry-run] [--user] [DIR]    the systemd generator: configs to unit drop-ins
+  virtiofsd-shim release --instance=NAME                what the socket's stop runs: end a waiting virtiofsd
+  virtiofsd-shim standby --instance=NAME                what a STANDBY=yes socket's start runs
+  virtiofsd-shim resume --instance=NAME                 what the service's stop runs: a deferred socket restart
   virtiofsd-shim version                                print the version
 
 Run "virtiofsd-shim COMMAND --help" for a command's flags and examples.
@@ -105,7 +113,7 @@ Rootless, your own instance (Rust virtiofsd; run, check and list take --user):
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, log *logger) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, topUsage, exitTable())
-		return &exitcode.UsageError{Msg: "no command given: use run, check, list or version"}
+		return &exitcode.UsageError{Msg: "no command given: use run, check, list, generate or version"}
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
@@ -115,6 +123,14 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		return checkCmd(ctx, rest, stdout, stderr)
 	case "list":
 		return listCmd(ctx, rest, stdout, stderr)
+	case "generate":
+		return generateCmd(ctx, rest, stdout, stderr)
+	case "release":
+		return releaseCmd(ctx, rest, stderr)
+	case "standby":
+		return standbyCmd(ctx, rest, stderr)
+	case "resume":
+		return resumeCmd(ctx, rest, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "virtiofsd-shim %s\n", version)
 		return nil
@@ -123,7 +139,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		return nil
 	}
 	fmt.Fprint(stderr, topUsage)
-	return &exitcode.UsageError{Msg: fmt.Sprintf("unknown command %q: use run, check, list or version", cmd)}
+	return &exitcode.UsageError{Msg: fmt.Sprintf("unknown command %q: use run, check, list, generate or version", cmd)}
 }
 
 // exitTable renders exitcode.Table for --help.

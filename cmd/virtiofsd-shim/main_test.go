@@ -104,7 +104,7 @@ func TestHelpShowsExamplesAndTheExitTable(t *testing.T) {
 	for _, r := range exitcode.Table {
 		assert.Contains(t, out, r.Code)
 	}
-	for _, cmd := range []string{"run", "check", "list"} {
+	for _, cmd := range []string{"run", "check", "list", "generate", "release", "standby", "resume"} {
 		code, _, stderr := shim(t, cmd, "--help")
 		assert.Equal(t, 0, code, cmd)
 		assert.Contains(t, stderr, "Examples:", cmd)
@@ -124,6 +124,56 @@ func TestREADMEHasTheExitTable(t *testing.T) {
 	for _, r := range exitcode.Table {
 		assert.Contains(t, string(readme), "| "+r.Code+" | "+r.Meaning+" |")
 	}
+}
+
+func TestCheckShowsTheDropInsAndWhetherADaemonReloadIsPending(t *testing.T) {
+	share := t.TempDir()
+	rust := fakeBinary(t, "rust")
+	dir := instance(t, "vm1", "SHARED_DIR="+share+"\nVIRTIOFSD="+rust+"\nSOCKET_GROUP=kvm\nSOCKET_MODE=0666\n")
+	gen := t.TempDir()
+	code, out, stderr := shim(t, "check", "--config-dir="+dir, "--generator-dir="+gen, "vm1")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "### "+gen+"/virtiofsd@vm1.socket.d/50-virtiofsd-shim.conf\n")
+	assert.Contains(t, out, "[Socket]\nSocketGroup=kvm\nSocketMode=0666\n")
+	assert.Contains(t, out, "[Unit]\nRequiresMountsFor="+share+"\n")
+	assert.Contains(t, out, "warning: SOCKET_MODE=0666 lets more than the socket's owner and group connect")
+	assert.Contains(t, out, "does not exist: systemd has not applied this config yet; run systemctl daemon-reload")
+
+	dir2 := instance(t, "vm2", "SHARED_DIR="+share+"\nVIRTIOFSD="+rust+"\nSOCKET_GROUP=nosuchgroup-x\n")
+	_, out, _ = shim(t, "check", "--config-dir="+dir2, "--generator-dir="+gen, "vm2")
+	assert.Contains(t, out, "warning: SOCKET_GROUP=nosuchgroup-x: no such group")
+
+	// After the generator ran with this config: nothing pending.
+	code, _, stderr = shim(t, "generate", "--config-dir="+dir, gen)
+	require.Equal(t, 0, code, stderr)
+	_, out, _ = shim(t, "check", "--config-dir="+dir, "--generator-dir="+gen, "vm1")
+	assert.NotContains(t, out, "warning: "+gen)
+
+	// The config changes: a daemon-reload is pending.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "vm1.conf"), []byte("SHARED_DIR="+share+"\nVIRTIOFSD="+rust+"\n"), 0o644))
+	_, out, _ = shim(t, "check", "--config-dir="+dir, "--generator-dir="+gen, "vm1")
+	assert.Contains(t, out, "still has socket settings the config no longer has: run systemctl daemon-reload")
+	assert.NotContains(t, out, "SOCKET_MODE")
+}
+
+// A config linked to a file that is not a config: check names the link and
+// never prints what the file holds.
+func TestCheckNeverQuotesAFileThatIsNotAConfig(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	require.NoError(t, os.Chmod(dir, 0o755))
+	secret := filepath.Join(other, "shadow")
+	require.NoError(t, os.WriteFile(secret, []byte("root:$y$j9T$secrethash:19000:0:99999:7:::\n"), 0o640))
+	require.NoError(t, os.Symlink(secret, filepath.Join(dir, "vm1.conf")))
+	code, out, stderr := shim(t, "check", "--config-dir="+dir, "vm1")
+	assert.Equal(t, exitcode.Config, code)
+	assert.Contains(t, stderr, "is a symbolic link to "+secret+", outside "+dir)
+	assert.NotContains(t, stderr+out, "secrethash")
+	assert.NotContains(t, stderr+out, "root:")
+
+	code, out, stderr = shim(t, "generate", "--dry-run", "--config-dir="+dir)
+	assert.Equal(t, 0, code)
+	assert.Contains(t, stderr, "skipping virtiofsd@vm1")
+	assert.NotContains(t, stderr+out, "secrethash")
 }
 
 func TestCheckLibvirtPrintsTheDomainXML(t *testing.T) {

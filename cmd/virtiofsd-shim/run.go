@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"io"
 	"os"
 	"os/signal"
@@ -44,6 +46,10 @@ Examples:
 `
 
 func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) error {
+	// First: SIGUSR1's default action would kill the shim.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
 	// A stop (SIGTERM from systemctl stop) can come at any moment, even
 	// before virtiofsd runs: caught from here on, it ends the shim with 0
 	// instead of killing it.
@@ -140,26 +146,82 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 		}
 	}()
 
-	sv := &launch.Supervisor{
-		Path:         p.binary,
-		Args:         p.args,
-		Env:          launch.ChildEnv(os.Environ(), p.version.Flavor),
-		Flavor:       p.version.Flavor,
-		Socket:       sock.File,
-		SocketPath:   sock.String(),
-		SharedDir:    cfg.SharedDir,
-		Notifier:     launch.SystemdNotifier{},
-		Lines:        fwd,
-		Log:          entry,
-		ReadyTimeout: p.readyTimeout,
-		StopTimeout:  p.stopTimeout,
-	}
-	if d, err := daemon.SdWatchdogEnabled(false); err == nil && d > 0 {
-		sv.Watchdog = d / 2
-	}
+	// SIGUSR1 is the socket's release (virtiofsd-shim release, its
+	// ExecStopPre=): see launch.Supervisor.Release.
+	release, runDone := make(chan struct{}), make(chan struct{})
+	defer close(runDone)
+	go func() {
+		select {
+		case <-usr1:
+			close(release)
+		case <-runDone:
+		}
+	}()
 	if ctx.Err() != nil {
 		entry.Info("stopped before virtiofsd was started")
 		return nil
 	}
-	return sv.Run(ctx)
+
+	// One session, or with STANDBY=yes one after another on the same
+	// socket, each virtiofsd started as soon as the last one's client left,
+	// with the config read again, until the socket is released or the
+	// service stopped.
+	for n := 1; ; n++ {
+		session := newSessionID()
+		if toJournal {
+			origin.Session = session
+			log.toJournal(origin)
+		}
+		sv := &launch.Supervisor{
+			Path:         p.binary,
+			Args:         p.args,
+			Env:          launch.ChildEnv(os.Environ(), p.version.Flavor),
+			Flavor:       p.version.Flavor,
+			Socket:       sock.File,
+			SocketPath:   sock.String(),
+			SharedDir:    cfg.SharedDir,
+			Notifier:     launch.SystemdNotifier{},
+			Lines:        fwd,
+			Log:          entry,
+			ReadyTimeout: p.readyTimeout,
+			StopTimeout:  p.stopTimeout,
+			Session:      session,
+			Release:      release,
+		}
+		if cfg.Standby {
+			sv.Standby = n
+		}
+		if d, err := daemon.SdWatchdogEnabled(false); err == nil && d > 0 {
+			sv.Watchdog = d / 2
+		}
+		out, err := sv.RunSession(ctx)
+		if err != nil || out.Released || ctx.Err() != nil || !out.Served || !cfg.Standby {
+			return err
+		}
+		if cfg, err = inst.load(fs); err != nil {
+			return err
+		}
+		cfg.ExtraArgs = append(cfg.ExtraArgs, fs.Args()...)
+		if !cfg.Standby {
+			entry.Info("the session ended and STANDBY is no longer yes: no virtiofsd waits for the next one")
+			return nil
+		}
+		if p, err = makePlan(ctx, cfg, inst.scope(), launch.VersionCache{Dir: os.Getenv("RUNTIME_DIRECTORY")}); err != nil {
+			return err
+		}
+		if p.rootless {
+			if err := checkIDMapPrivileges(cfg, selfStatus()); err != nil {
+				return err
+			}
+		}
+		entry.WithField("session", session).Info("the session ended: starting the next standby virtiofsd")
+	}
+}
+
+// newSessionID names a session in the journal: 128 random bits in hex, like
+// systemd's invocation IDs.
+func newSessionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
+	return hex.EncodeToString(b[:])
 }

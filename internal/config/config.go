@@ -46,6 +46,12 @@ type Config struct {
 	GIDMap            *IDMap        // GID_MAP (rootless, Rust only), or nil
 	ExtraArgs         []string      // EXTRA_ARGS split into arguments, or nil
 
+	// What systemd applies through the generator (see package generator).
+	SocketUser  string  // SOCKET_USER: a user name or uid, or "" (root)
+	SocketGroup string  // SOCKET_GROUP: a group name or gid, or "" (root)
+	SocketMode  *uint32 // SOCKET_MODE: permission bits, at most 0777, or nil (0660)
+	Standby     bool    // STANDBY: keep a virtiofsd waiting before the VM connects
+
 	lines map[string]int // the line of each key in Path
 }
 
@@ -76,6 +82,17 @@ var keys = []key{
 	{"READY_TIMEOUT", func(c *Config, v string) error { return setDuration(&c.ReadyTimeout, v) }},
 	{"SANDBOX", func(c *Config, v string) error { return setEnum(&c.Sandbox, v, "namespace", "chroot", "none") }},
 	{"SHARED_DIR", setSharedDir},
+	{"SOCKET_GROUP", func(c *Config, v string) error { return setAccount(&c.SocketGroup, v, "group") }},
+	{"SOCKET_MODE", setSocketMode},
+	{"SOCKET_USER", func(c *Config, v string) error { return setAccount(&c.SocketUser, v, "user") }},
+	{"STANDBY", func(c *Config, v string) error {
+		var b *bool
+		if err := setBool(&b, v); err != nil {
+			return err
+		}
+		c.Standby = b != nil && *b
+		return nil
+	}},
 	{"STOP_TIMEOUT", func(c *Config, v string) error { return setDuration(&c.StopTimeout, v) }},
 	{"THREAD_POOL_SIZE", setThreadPoolSize},
 	{"UID_MAP", func(c *Config, v string) error { return setIDMap(&c.UIDMap, v) }},
@@ -177,31 +194,62 @@ func (c *Config) Set(name, value string) error {
 	return nil
 }
 
-// Load reads and validates dir/<instance>.conf of a system instance. Besides
-// what Parse checks, it refuses an invalid instance name (see ValidInstance),
-// a file or folder that group or others may write, a file or folder owned by
-// someone other than root or the current user (the file chooses what runs as
-// root), anything but a regular file, and a SHARED_DIR that is not an
-// existing directory. A missing file gives an *Error wrapping fs.ErrNotExist
-// whose message shows an example.
+// Load reads and validates dir/<instance>.conf of a system instance: Read,
+// and SHARED_DIR must be an existing directory.
 func Load(dir, instance string) (*Config, error) { return LoadIn(System, dir, instance) }
 
-// LoadIn is Load for an instance of scope s: in User scope the file and its
-// folder must be owned by the current user (root's will not do).
+// LoadIn is Load for an instance of scope s: ReadIn, and SHARED_DIR must be
+// an existing directory.
 func LoadIn(s Scope, dir, instance string) (*Config, error) {
+	c, err := ReadIn(s, dir, instance)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSharedDir(c.SharedDir); err != nil {
+		return nil, &Error{File: c.Path, Line: c.Line("SHARED_DIR"), Key: "SHARED_DIR", Msg: err.Error(), Err: errors.Unwrap(err)}
+	}
+	return c, nil
+}
+
+// Read is ReadIn for a system instance.
+func Read(dir, instance string) (*Config, error) { return ReadIn(System, dir, instance) }
+
+// ReadIn reads and validates dir/<instance>.conf of an instance of scope s
+// without looking at SHARED_DIR on the file system (the generator runs before
+// late mounts are up). Besides what Parse checks, it refuses an invalid
+// instance name (see ValidInstance), a file or folder that group or others
+// may write, a file or folder owned by someone the scope does not trust
+// (System: root or the current user, since the file chooses what runs as
+// root; User: the current user alone), anything but a regular file, a
+// symbolic link that leads out of dir, and a file with more than one hard
+// link: what it reads is a file of the folder, never a file elsewhere that an
+// error could quote (/etc/shadow). A missing file gives an *Error wrapping
+// fs.ErrNotExist whose message shows an example.
+func ReadIn(s Scope, dir, instance string) (*Config, error) {
 	if err := ValidInstance(instance); err != nil {
 		return nil, err
 	}
 	path := filepath.Join(dir, instance+".conf")
-
-	// O_NONBLOCK: opening a FIFO must not hang; it is refused below.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, &Error{File: path, Err: err, Msg: fmt.Sprintf(
+	missing := func(err error) error {
+		return &Error{File: path, Err: err, Msg: fmt.Sprintf(
 			"no such file: create it for instance %s, for example:\n\n"+
 				"\t# %s: virtiofsd@%s, see virtiofsd-shim(8)\n"+
 				"\tSHARED_DIR=/srv/%s\n"+
 				"\t#CACHE=auto", instance, path, instance, instance)}
+	}
+	real, err := confined(dir, path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, missing(err)
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	// O_NONBLOCK: opening a FIFO must not hang; it is refused below.
+	// O_NOFOLLOW: what confined checked is what is opened.
+	f, err := os.OpenFile(real, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, missing(err)
 	}
 	if err != nil {
 		return nil, &Error{File: path, Msg: fmt.Sprintf("open: %v", errors.Unwrap(err)), Err: err}
@@ -214,6 +262,10 @@ func LoadIn(s Scope, dir, instance string) (*Config, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, &Error{File: path, Msg: fmt.Sprintf("is not a regular file (%s): the configuration must be a plain text file", fi.Mode().Type())}
 	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+		return nil, &Error{File: path, Msg: fmt.Sprintf(
+			"has %d hard links: it may be another file than a configuration; copy it instead (cp --remove-destination)", st.Nlink)}
+	}
 	if err := checkOwnerAndMode(s, path, fi, "chmod go-w "+path); err != nil {
 		return nil, err
 	}
@@ -225,15 +277,39 @@ func LoadIn(s Scope, dir, instance string) (*Config, error) {
 		return nil, err
 	}
 
-	c, lines, err := parse(f, path)
+	c, _, err := parse(f, path)
 	if err != nil {
 		return nil, err
 	}
 	c.Instance = instance
-	if err := checkSharedDir(c.SharedDir); err != nil {
-		return nil, &Error{File: path, Line: lines["SHARED_DIR"], Key: "SHARED_DIR", Msg: err.Error(), Err: errors.Unwrap(err)}
-	}
 	return c, nil
+}
+
+// confined returns the file path names, following symbolic links, and
+// refuses a link whose target is not in dir itself. The error names the
+// link's target, never its contents.
+func confined(dir, path string) (string, error) {
+	li, err := os.Lstat(path)
+	if err != nil {
+		return "", err
+	}
+	if li.Mode()&fs.ModeSymlink == 0 {
+		return path, nil
+	}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return "", err
+	}
+	realDir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", &Error{File: path, Msg: fmt.Sprintf("resolve folder: %v", err), Err: err}
+	}
+	if filepath.Dir(real) != realDir {
+		return "", &Error{File: path, Msg: fmt.Sprintf(
+			"is a symbolic link to %s, outside %s: a configuration must be a file of that folder (a link to another file of the folder is fine); "+
+				"replace the link with a copy", real, dir)}
+	}
+	return real, nil
 }
 
 // checkOwnerAndMode refuses a file or folder that someone the scope does not
@@ -389,6 +465,47 @@ func setSharedDir(c *Config, v string) error {
 		return errors.New("not an absolute path: write the full path of the directory to share, starting with / (e.g. SHARED_DIR=/srv/vm1)")
 	}
 	c.SharedDir = v
+	return nil
+}
+
+// setAccount takes a user or group name (what useradd and groupadd accept,
+// and systemd's SocketUser=/SocketGroup=) or a numeric id.
+func setAccount(dst *string, v, what string) error {
+	if v == "" {
+		*dst = ""
+		return nil
+	}
+	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+		if n >= math.MaxUint32-1 || n == 65535 {
+			return fmt.Errorf("not a valid %s id (0 to 4294967293, not 65535)", what)
+		}
+		*dst = v
+		return nil
+	}
+	ok := len(v) <= 31
+	for i, r := range v {
+		ok = ok && (r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') ||
+			(i > 0 && ((r >= '0' && r <= '9') || r == '-' || r == '.')))
+	}
+	if !ok {
+		return fmt.Errorf("not a %s name or id (letters, digits, '_', '-', '.', starting with a letter or '_', at most 31 characters), e.g. kvm or 64055", what)
+	}
+	*dst = v
+	return nil
+}
+
+// setSocketMode takes octal permission bits, like systemd's SocketMode=.
+func setSocketMode(c *Config, v string) error {
+	if v == "" {
+		c.SocketMode = nil
+		return nil
+	}
+	n, err := strconv.ParseUint(v, 8, 32)
+	if err != nil || n > 0o777 || strings.TrimLeft(v, "01234567") != "" {
+		return errors.New("not octal permission bits from 0000 to 0777, e.g. 0660 (owner and group read and write)")
+	}
+	m := uint32(n)
+	c.SocketMode = &m
 	return nil
 }
 

@@ -117,7 +117,7 @@ const allowedDuration = "(allowed: a positive Go duration such as 10s, 1m30s, 50
 // TestParseRefuses gives the exact message for each refused file: it names
 // the file, the line, the key, the value and the fix.
 func TestParseRefuses(t *testing.T) {
-	const known = "(known: ANNOUNCE_SUBMOUNTS, CACHE, EXTRA_ARGS, FLAVOR, GID_MAP, LOG_LEVEL, READONLY, READY_TIMEOUT, SANDBOX, SHARED_DIR, STOP_TIMEOUT, THREAD_POOL_SIZE, UID_MAP, VIRTIOFSD, XATTR)"
+	const known = "(known: ANNOUNCE_SUBMOUNTS, CACHE, EXTRA_ARGS, FLAVOR, GID_MAP, LOG_LEVEL, READONLY, READY_TIMEOUT, SANDBOX, SHARED_DIR, SOCKET_GROUP, SOCKET_MODE, SOCKET_USER, STANDBY, STOP_TIMEOUT, THREAD_POOL_SIZE, UID_MAP, VIRTIOFSD, XATTR)"
 	tests := []struct {
 		name, in, want string
 	}{
@@ -239,12 +239,80 @@ func TestLoadReadsTheInstanceFile(t *testing.T) {
 	assert.Equal(t, 0, c.Line("XATTR"))
 }
 
-func TestLoadFollowsASymlinkToAGoodFile(t *testing.T) {
+func TestLoadFollowsASymlinkToAFileOfTheFolder(t *testing.T) {
+	dir := t.TempDir()
+	writeConf(t, dir, "SHARED_DIR="+dir+"\n", 0o600)
+	require.NoError(t, os.Symlink("vm1.conf", filepath.Join(dir, "vm2.conf")))
+	c, err := Load(dir, "vm2")
+	require.NoError(t, err)
+	assert.Equal(t, "vm2", c.Instance)
+}
+
+// A config linked to a file outside the folder is refused before it is
+// read, so no error can quote what that file holds (its first line would be
+// "no = in ..." for /etc/shadow).
+func TestLoadRefusesASymlinkOutOfTheFolderWithoutQuotingIt(t *testing.T) {
 	dir, other := t.TempDir(), t.TempDir()
-	target := writeConf(t, other, "SHARED_DIR="+other+"\n", 0o600)
-	require.NoError(t, os.Symlink(target, filepath.Join(dir, "vm1.conf")))
+	secret := filepath.Join(other, "shadow")
+	require.NoError(t, os.WriteFile(secret, []byte("root:$y$secrethash:19000:0:99999:7:::\n"), 0o600))
+	link := filepath.Join(dir, "vm1.conf")
+	require.NoError(t, os.Symlink(secret, link))
 	_, err := Load(dir, "vm1")
-	assert.NoError(t, err)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), link+": is a symbolic link to "+secret+", outside "+dir)
+	assert.NotContains(t, err.Error(), "secrethash")
+
+	// Through a link to a folder outside, too.
+	require.NoError(t, os.Remove(link))
+	require.NoError(t, os.Symlink(other, filepath.Join(dir, "sub")))
+	require.NoError(t, os.Symlink("sub/shadow", link))
+	_, err = Load(dir, "vm1")
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), "secrethash")
+}
+
+func TestLoadRefusesAHardLinkWithoutQuotingIt(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "shadow")
+	require.NoError(t, os.WriteFile(secret, []byte("root:$y$secrethash:19000:0:99999:7:::\n"), 0o600))
+	require.NoError(t, os.Link(secret, filepath.Join(dir, "vm1.conf")))
+	_, err := Load(dir, "vm1")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "has 2 hard links")
+	assert.NotContains(t, err.Error(), "secrethash")
+}
+
+func TestReadLeavesSharedDirToTheCaller(t *testing.T) {
+	dir := t.TempDir()
+	writeConf(t, dir, "SHARED_DIR=/mnt/late-nfs-mount\n", 0o644)
+	c, err := Read(dir, "vm1")
+	require.NoError(t, err)
+	assert.Equal(t, "/mnt/late-nfs-mount", c.SharedDir)
+	_, err = Load(dir, "vm1")
+	assert.ErrorContains(t, err, "does not exist")
+}
+
+func TestParseSocketKeysAndStandby(t *testing.T) {
+	c, err := Parse(strings.NewReader("SHARED_DIR=/srv\nSOCKET_USER=qemu\nSOCKET_GROUP=64055\nSOCKET_MODE=0640\nSTANDBY=yes\n"), file)
+	require.NoError(t, err)
+	assert.Equal(t, "qemu", c.SocketUser)
+	assert.Equal(t, "64055", c.SocketGroup)
+	assert.Equal(t, ptr(uint32(0o640)), c.SocketMode)
+	assert.True(t, c.Standby)
+
+	c, err = Parse(strings.NewReader("SHARED_DIR=/srv\n"), file)
+	require.NoError(t, err)
+	assert.Equal(t, "", c.SocketUser)
+	assert.Nil(t, c.SocketMode)
+	assert.False(t, c.Standby)
+
+	for _, line := range []string{"SOCKET_USER=-x", "SOCKET_GROUP=a b", "SOCKET_GROUP=%i", "SOCKET_USER=4294967295",
+		"SOCKET_MODE=0999", "SOCKET_MODE=1777", "SOCKET_MODE=rw", "SOCKET_MODE=-1", "STANDBY=maybe"} {
+		_, err := Parse(strings.NewReader("SHARED_DIR=/srv\n"+line+"\n"), file)
+		var ce *Error
+		require.True(t, errors.As(err, &ce), "%s: %v", line, err)
+		assert.Equal(t, 2, ce.Line, line)
+	}
 }
 
 func TestLoadRefusesAMissingFileWithAnExample(t *testing.T) {

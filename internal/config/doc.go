@@ -56,6 +56,15 @@
 //	                    break it (--fd, --shared-dir, --cache,
 //	                    --syslog, ...) are refused by launch.Args,
 //	                    which knows the flavor
+//	SOCKET_USER         owner of the socket: a user name or uid  root
+//	SOCKET_GROUP        group of the socket: a group name or gid root
+//	SOCKET_MODE         permission bits of the socket, octal,    0660
+//	                    at most 0777
+//	STANDBY             boolean: a virtiofsd waits on the socket no
+//	                    before the VM connects
+//
+// The SOCKET_ keys and STANDBY are applied by systemd through the generator
+// (package generator) at boot and on daemon-reload; run reads STANDBY too.
 //
 // Quoting in EXTRA_ARGS happens twice: the file's quotes are removed first,
 // then the value is split, so EXTRA_ARGS="--modcaps=-mknod -o 'a=b c'" gives
@@ -75,9 +84,12 @@
 //
 //	/etc/virtiofsd/vm1.conf:3: unknown key CACHEMODE (known: ANNOUNCE_SUBMOUNTS, CACHE, ...)
 //
-// Load also refuses a file or folder that group or others may write or that
-// is owned by a user other than root and the current one: the file chooses
-// the program the service runs as root. A user's instance (Scope User, read
-// by LoadIn from ~/.config/virtiofsd) is stricter: its file and folder must
-// be the user's own.
+// Load (and Read, which the generator uses) also refuses a file or folder
+// that group or others may write or that is owned by a user other than root
+// and the current one (the file chooses the program the service runs as
+// root), a symbolic link that leads out of the folder, and a file with more
+// than one hard link, so that no error quotes a file that is not a config. A
+// user's instance (Scope User, read by LoadIn and ReadIn from
+// ~/.config/virtiofsd) is stricter: its file and folder must be the user's
+// own.
 package config

@@ -3,7 +3,9 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 )
 
@@ -150,4 +152,38 @@ func ParseScope(s string) (Scope, error) {
 		return sc, nil
 	}
 	return System, fmt.Errorf("unknown scope %q (known: system, user)", s)
+}
+
+// ScopeFromEnv is the scope systemd names in SYSTEMD_SCOPE ("system" or
+// "user"; systemd 251 and later set it for generators), System when unset.
+func ScopeFromEnv(env Env) (Scope, error) {
+	s := env("SYSTEMD_SCOPE")
+	if s == "" {
+		return System, nil
+	}
+	sc, ok := scopeNames[s]
+	if !ok {
+		return System, fmt.Errorf("SYSTEMD_SCOPE=%q: want system or user (as systemd sets it for generators)", s)
+	}
+	return sc, nil
+}
+
+// Instances lists the instances configured in dir: the names of its *.conf
+// files, sorted, valid or not. A missing folder has none.
+func Instances(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list configs in %s: %w", dir, err)
+	}
+	var names []string
+	for _, e := range entries {
+		if name, ok := strings.CutSuffix(e.Name(), ".conf"); ok && name != "" {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	return names, nil
 }

@@ -20,7 +20,9 @@
 //     listing costs two round trips of latency whatever the number of
 //     instances (and systemd's work per unit).
 //   - Client: "connected" when the shim's status text starts with
-//     "Serving", "waiting" when it starts with "Waiting".
+//     "Serving", "standby" when it starts with "Waiting" and names the
+//     standby ("..., standby for session N)"), "waiting" when it starts
+//     with "Waiting" otherwise.
 //   - virtiofsd's pid: the shim writes it in every status text ("...
 //     (virtiofsd pid N)"), which works from any pid namespace and without
 //     privileges. When the proc file system of systemd's pid namespace is
@@ -61,7 +63,7 @@
 //	        "result": "success",              // Result
 //	        "main_pid": 812,                  // the shim, or null
 //	        "virtiofsd_pid": 815,             // or null
-//	        "client": "connected",            // "connected", "waiting" or null
+//	        "client": "connected",            // "connected", "waiting", "standby" or null
 //	        "status_text": "Serving a vhost-user client on /run/virtiofsd/vm1.sock, sharing /srv/vm1 (virtiofsd pid 815)",
 //	        "exit": {                         // last exit of the shim, or null
 //	          "code": "exited",               // exited, killed or dumped

@@ -69,7 +69,8 @@ type Service struct {
 	// when unknown or none.
 	VirtiofsdPID *int `json:"virtiofsd_pid"`
 	// Client is "connected" while virtiofsd serves a VM, "waiting" while
-	// it waits for one, nil otherwise: read from StatusText.
+	// it waits for one, "standby" while it waits for one before the VM
+	// connects (STANDBY=yes), nil otherwise: read from StatusText.
 	Client *string `json:"client"`
 	// StatusText is the STATUS= text the shim last sent to systemd; systemd
 	// keeps it after the service ends (the table shows it only while the
@@ -279,6 +280,9 @@ func (s *Service) fill(p map[string]godbus.Variant) {
 	case s.MainPID == nil:
 	case strings.HasPrefix(s.StatusText, "Serving "):
 		c := "connected"
+		s.Client = &c
+	case strings.HasPrefix(s.StatusText, "Waiting ") && strings.Contains(s.StatusText, ", standby for session "):
+		c := "standby"
 		s.Client = &c
 	case strings.HasPrefix(s.StatusText, "Waiting "):
 		c := "waiting"

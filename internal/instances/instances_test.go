@@ -77,6 +77,13 @@ func TestListShowsEachInstanceSystemdKnowsOrIsConfigured(t *testing.T) {
 		"MainPID":              uint32(900),
 		"StatusText":           "Waiting for a vhost-user client on /run/virtiofsd/waiting.sock, sharing /x (virtiofsd pid 901)",
 	})
+	w.configure(t, "standby")
+	w.bus.add("virtiofsd@standby.socket", "active", "running", nil)
+	w.bus.add("virtiofsd@standby.service", "active", "running", map[string]any{
+		"StateChangeTimestamp": uint64(since.UnixMicro()),
+		"MainPID":              uint32(910),
+		"StatusText":           "Waiting for a vhost-user client on /run/virtiofsd/standby.sock, sharing /x (virtiofsd pid 911, standby for session 2)",
+	})
 	w.configure(t, "listening")
 	w.bus.add("virtiofsd@listening.socket", "active", "listening", nil)
 	w.bus.add("virtiofsd@listening.service", "inactive", "dead", map[string]any{
@@ -99,7 +106,7 @@ func TestListShowsEachInstanceSystemdKnowsOrIsConfigured(t *testing.T) {
 	for _, in := range list {
 		names = append(names, in.Name)
 	}
-	assert.Equal(t, []string{"broken", "configured", "failed", "listening", "noconfig", "serving", "waiting"}, names, "sorted")
+	assert.Equal(t, []string{"broken", "configured", "failed", "listening", "noconfig", "serving", "standby", "waiting"}, names, "sorted")
 	m := byName(list)
 
 	serving := m["serving"]
@@ -118,6 +125,8 @@ func TestListShowsEachInstanceSystemdKnowsOrIsConfigured(t *testing.T) {
 
 	assert.Equal(t, ptr("waiting"), m["waiting"].Service.Client)
 	assert.Equal(t, ptr(901), m["waiting"].Service.VirtiofsdPID)
+	assert.Equal(t, ptr("standby"), m["standby"].Service.Client)
+	assert.Equal(t, ptr(911), m["standby"].Service.VirtiofsdPID)
 
 	listening := m["listening"]
 	assert.Equal(t, "listening", listening.Socket.SubState)

@@ -20,6 +20,7 @@ const (
 	FieldPID        = "VIRTIOFSD_PID"
 	FieldDropped    = "VIRTIOFSD_DROPPED"
 	FieldSuppressed = "VIRTIOFSD_SUPPRESSED"
+	FieldSession    = "VIRTIOFSD_SESSION"
 	Identifier      = "virtiofsd"
 )
 
@@ -27,7 +28,8 @@ const (
 type Record struct {
 	Message  string
 	Priority sdjournal.Priority
-	PID      int // virtiofsd's pid
+	PID      int    // virtiofsd's pid
+	Session  string // VIRTIOFSD_SESSION, "" for none
 	fields   map[string]string
 }
 
@@ -42,6 +44,7 @@ type Origin struct {
 	Instance string // VIRTIOFSD_INSTANCE
 	Unit     string // the shim's unit, FieldUnit (see SelfUnit); "" for none
 	UserUnit string // a user instance's unit, FieldUserUnit (see SelfUserUnit); "" for none
+	Session  string // VIRTIOFSD_SESSION: the session the entry belongs to; "" for none
 }
 
 // addTo sets the origin's fields in vars, leaving out the empty ones.
@@ -54,6 +57,9 @@ func (o Origin) addTo(vars map[string]string) {
 	}
 	if o.UserUnit != "" {
 		vars[FieldUserUnit] = o.UserUnit
+	}
+	if o.Session != "" {
+		vars[FieldSession] = o.Session
 	}
 }
 
@@ -70,6 +76,9 @@ func (s JournalSink) Write(r Record, extra map[string]string) error {
 		FieldPID:        strconv.Itoa(r.PID),
 	}
 	s.addTo(vars)
+	if r.Session != "" {
+		vars[FieldSession] = r.Session
+	}
 	for k, v := range extra {
 		vars[k] = v
 	}

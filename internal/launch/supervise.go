@@ -16,6 +16,7 @@ import (
 	"unsafe"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
 )
@@ -71,6 +72,24 @@ type Supervisor struct {
 	ReadyTimeout time.Duration // 0: DefaultReadyTimeout
 	StopTimeout  time.Duration // grace between SIGTERM and SIGKILL; 0: DefaultStopTimeout
 	Watchdog     time.Duration // WATCHDOG=1 period; 0: none
+
+	// Session names the session in the journal (VIRTIOFSD_SESSION) and
+	// the shim's log; "" for none.
+	Session string
+	// Standby is the session's number when the shim keeps a virtiofsd
+	// waiting between sessions (STANDBY=yes), shown in STATUS=; 0 otherwise.
+	// From the second session on, READY=1 is not sent again.
+	Standby int
+	// Release asks to give up the socket (its socket unit is stopping): a
+	// virtiofsd with no client yet is stopped, a serving one goes on until
+	// its client leaves. nil: never.
+	Release <-chan struct{}
+}
+
+// Outcome is how a session ended, besides its error.
+type Outcome struct {
+	Served   bool // a client connected
+	Released bool // Release was received: no session may follow on this socket
 }
 
 // session is the state the stderr reader and the main loop share.
@@ -107,6 +126,20 @@ func (p Phase) String() string {
 // *ExitError, *NotReadyError, *StopTimeoutError, or one wrapping ErrBinary
 // when virtiofsd could not be started at all.
 func (s *Supervisor) Run(ctx context.Context) error {
+	_, err := s.RunSession(ctx)
+	return err
+}
+
+// RunSession is Run, and also tells whether a client was served and
+// whether the socket was released. A virtiofsd stopped on Release while
+// waiting ends with a nil error whatever its status.
+func (s *Supervisor) RunSession(ctx context.Context) (Outcome, error) {
+	var out Outcome
+	err := s.run(ctx, &out)
+	return out, err
+}
+
+func (s *Supervisor) run(ctx context.Context, out *Outcome) error {
 	log := s.Log
 	if log == nil {
 		log = logrus.StandardLogger()
@@ -149,6 +182,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 
 	ss := &session{s: s, pid: cmd.Process.Pid, readyCh: make(chan struct{})}
 	log = log.WithField("virtiofsd_pid", ss.pid)
+	if s.Session != "" {
+		log = log.WithField("session", s.Session)
+	}
 	log.WithFields(logrus.Fields{"argv": strings.Join(cmd.Args, " "), "flavor": s.Flavor.String()}).Info("started virtiofsd")
 	readyTimeout := orDefault(s.ReadyTimeout, DefaultReadyTimeout)
 	stopTimeout := orDefault(s.StopTimeout, DefaultStopTimeout)
@@ -169,12 +205,17 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	defer readyTimer.Stop()
 	var watchdog <-chan time.Time
 	if s.Watchdog > 0 {
+		// Pet once now: sessions that follow one another (STANDBY=yes)
+		// may each be shorter than the period, and the service's watchdog
+		// runs across them.
+		ss.notify("WATCHDOG=1")
 		t := time.NewTicker(s.Watchdog)
 		defer t.Stop()
 		watchdog = t.C
 	}
 	var (
 		done       = ctx.Done()
+		release    = s.Release
 		readyCh    = ss.readyCh
 		readyFire  = readyTimer.C
 		grace      <-chan time.Time
@@ -197,9 +238,35 @@ loop:
 				log.WithField("timeout", readyTimeout.String()).Error("virtiofsd not ready in time, killing it")
 				_ = cmd.Process.Kill()
 			}
+		case <-release:
+			release = nil
+			out.Released = true
+			if ss.currentPhase() == Serving || pendingClient(s.Socket) {
+				// A client already queued on the socket is as good as
+				// served: virtiofsd accepts it next.
+				log.Info("the socket was stopped: this session goes on until the VM disconnects, and no session follows it")
+				continue
+			}
+			if timedOut || stopping {
+				continue
+			}
+			log.Info("the socket was stopped: stopping the virtiofsd that waits on it, which has no client")
+			stopping = true
+			ss.endReadiness()
+			ss.notify(fmt.Sprintf("STATUS=Releasing the socket: stopping virtiofsd (pid %d), which has no client\nEXTEND_TIMEOUT_USEC=%d",
+				ss.pid, extendUsec(stopTimeout)))
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			grace = time.After(stopTimeout)
+			t := time.NewTicker(termResend)
+			defer t.Stop()
+			resend = t.C
 		case <-done:
 			done = nil
 			if timedOut {
+				continue
+			}
+			if stopping { // already stopping on Release: now systemd wants it too
+				ss.notify("STOPPING=1")
 				continue
 			}
 			stopping = true
@@ -243,7 +310,10 @@ loop:
 	}
 	log.WithField("status", cmd.ProcessState.String()).Info("virtiofsd ended")
 	tail := ss.lastLines()
+	out.Served = ss.currentPhase() == Serving
 	switch {
+	case stopping && !killedHard && out.Released && !out.Served:
+		return nil // no client: whatever it exits with, nothing was lost
 	case timedOut:
 		return &NotReadyError{Timeout: readyTimeout, Tail: tail}
 	case stopping && killedHard:
@@ -294,6 +364,18 @@ func (p *pacedReader) Read(b []byte) (int, error) {
 	}
 	p.last = now
 	return p.r.Read(b)
+}
+
+// pendingClient tells whether a client waits to be accepted on the
+// listening socket (it polls readable), so that releasing the socket never
+// drops a VM that connected a moment before.
+func pendingClient(sock *os.File) bool {
+	if sock == nil {
+		return false
+	}
+	fds := []unix.PollFd{{Fd: int32(sock.Fd()), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0 && fds[0].Revents&unix.POLLIN != 0
 }
 
 // cleanStop tells whether virtiofsd ended the way it does when stopped
@@ -367,7 +449,7 @@ func (ss *session) line(raw string) {
 		ss.notify(fmt.Sprintf("STATUS=Client disconnected, virtiofsd (pid %d) is shutting down", ss.pid))
 	}
 	if ss.s.Lines != nil {
-		ss.s.Lines.Offer(journal.Record{Message: l.Message, Priority: l.Priority, PID: ss.pid})
+		ss.s.Lines.Offer(journal.Record{Message: l.Message, Priority: l.Priority, PID: ss.pid, Session: ss.s.Session})
 	}
 }
 
@@ -379,8 +461,17 @@ func (ss *session) markReady() {
 		return
 	}
 	ss.ready = true
-	ss.notifyLocked(fmt.Sprintf("READY=1\nSTATUS=Waiting for a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
-		ss.s.SocketPath, ss.s.SharedDir, ss.pid))
+	if ss.s.Standby > 0 {
+		state := fmt.Sprintf("STATUS=Waiting for a vhost-user client on %s, sharing %s (virtiofsd pid %d, standby for session %d)",
+			ss.s.SocketPath, ss.s.SharedDir, ss.pid, ss.s.Standby)
+		if ss.s.Standby == 1 {
+			state = "READY=1\n" + state
+		}
+		ss.notifyLocked(state)
+	} else {
+		ss.notifyLocked(fmt.Sprintf("READY=1\nSTATUS=Waiting for a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
+			ss.s.SocketPath, ss.s.SharedDir, ss.pid))
+	}
 	close(ss.readyCh)
 }
 

@@ -30,7 +30,6 @@ type Box interface {
 	Run(ctx context.Context, name string, args ...string) (string, error)
 	Systemctl(ctx context.Context, args ...string) (string, error)
 	Path(inside string) string
-	WriteFile(inside string, data []byte, perm os.FileMode) error
 	// AddInstance makes a share for the instance, writes its config with
 	// SHARED_DIR and the extra lines, and returns the share (inside path).
 	AddInstance(instance string, extra ...string) (string, error)

@@ -38,24 +38,14 @@ func Scenarios() []Scenario {
 // guestTimeout bounds one boot under TCG (about 2-3 s here).
 const guestTimeout = 90 * time.Second
 
-// socketByConfig says how an instance's socket is given to QEMU's group.
-// false: a drop-in on the socket ([Socket] SocketGroup=, SocketMode=0660),
-// the documented way until the SOCKET_GROUP and SOCKET_MODE config keys
-// exist; true: those keys, applied by the generator. Flip it when they land.
-const socketByConfig = false
-
 // addInstance configures an instance whose socket QEMU's group reaches
-// (socketByConfig says how), enables its socket and returns its share,
-// inside the box.
+// (SOCKET_GROUP and SOCKET_MODE=0660 in its config, applied by the generator
+// on daemon-reload, as the README says), enables its socket and returns its
+// share, inside the box.
 func addInstance(t *testing.T, b Box, leg *Leg, name string, extra ...string) string {
 	t.Helper()
 	ctx := context.Background()
-	if socketByConfig {
-		extra = append(extra, "SOCKET_GROUP="+leg.SocketGroup, "SOCKET_MODE=0660")
-	} else {
-		dropIn := fmt.Sprintf("[Socket]\nSocketGroup=%s\nSocketMode=0660\n", leg.SocketGroup)
-		require.NoError(t, b.WriteFile("/etc/systemd/system/virtiofsd@"+name+".socket.d/libvirt.conf", []byte(dropIn), 0o644))
-	}
+	extra = append(extra, "SOCKET_GROUP="+leg.SocketGroup, "SOCKET_MODE=0660")
 	share, err := b.AddInstance(name, extra...)
 	require.NoError(t, err)
 	out, err := b.Systemctl(ctx, "daemon-reload")

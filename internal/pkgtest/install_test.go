@@ -242,7 +242,7 @@ func installUpgradeRemovePurge(t *testing.T, leg shimbox.Platform) {
 	var left []string
 	for _, f := range files {
 		// Directories other packages share stay: only the package's own go.
-		if f == "" || f == "/." || regexp.MustCompile(`^/(etc|etc/apparmor.d|etc/apparmor.d/abstractions|usr|usr/lib|usr/lib/systemd|usr/lib/systemd/system|usr/lib/systemd/user|usr/libexec|usr/share|usr/share/doc|usr/share/man|usr/share/man/man8|usr/share/lintian|usr/share/lintian/overrides)$`).MatchString(f) {
+		if f == "" || f == "/." || regexp.MustCompile(`^/(etc|etc/apparmor.d|etc/apparmor.d/abstractions|usr|usr/lib|usr/lib/systemd|usr/lib/systemd/system|usr/lib/systemd/user|usr/lib/systemd/system-generators|usr/lib/systemd/user-generators|usr/libexec|usr/share|usr/share/doc|usr/share/man|usr/share/man/man8|usr/share/lintian|usr/share/lintian/overrides)$`).MatchString(f) {
 			continue
 		}
 		if _, err := os.Lstat(m.Path(f)); err == nil {

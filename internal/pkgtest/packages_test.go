@@ -30,6 +30,8 @@ var (
 		"/etc/virtiofsd/example.conf.sample",
 		"/usr/lib/systemd/system/virtiofsd@.service",
 		"/usr/lib/systemd/system/virtiofsd@.socket",
+		"/usr/lib/systemd/system-generators/virtiofsd-shim-generator", // -> ../../../libexec/virtiofsd-shim
+		"/usr/lib/systemd/user-generators/virtiofsd-shim-generator",   // -> ../../../libexec/virtiofsd-shim
 		"/usr/lib/systemd/user/virtiofsd@.service",
 		"/usr/lib/systemd/user/virtiofsd@.socket",
 		"/usr/libexec/virtiofsd-shim",
@@ -261,10 +263,18 @@ func TestDebHoldsTheFilesDependenciesAndScripts(t *testing.T) {
 		if strings.HasPrefix(f[0], "d") {
 			continue
 		}
-		files = append(files, strings.TrimPrefix(f[len(f)-1], "."))
+		name := f[len(f)-1]
+		if len(f) > 2 && f[len(f)-2] == "->" { // a symbolic link: NAME -> TARGET
+			name = f[len(f)-3]
+		}
+		files = append(files, strings.TrimPrefix(name, "."))
 	}
 	sort.Strings(files)
 	assert.Equal(t, sorted(common, debOnly), files)
+	for _, scope := range []string{"system", "user"} {
+		assert.Contains(t, run(t, "dpkg-deb", "--contents", b.Deb),
+			" ./usr/lib/systemd/"+scope+"-generators/virtiofsd-shim-generator -> ../../../libexec/virtiofsd-shim\n", "the %s generator is the shim", scope)
+	}
 	assert.Contains(t, run(t, "dpkg-deb", "--contents", b.Deb), "drwxr-xr-x root/root         0 ", "directories are root's, 0755")
 
 	assert.Equal(t, "systemd, virtiofsd | qemu-system-common (<< 1:8.0)\n", run(t, "dpkg-deb", "--field", b.Deb, "Depends"))

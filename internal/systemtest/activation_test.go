@@ -116,13 +116,14 @@ func testHangingUpEndsTheSessionAndTheSocketListensAgain(t *testing.T, leg shimb
 	}
 }
 
-// TestSocketGroupDropInLetsQEMUsGroupConnect follows the README: a drop-in
-// for every instance gives the socket to QEMU's group.
-func TestSocketGroupDropInLetsQEMUsGroupConnect(t *testing.T) {
-	shimbox.Legs(t, testSocketGroupDropInLetsQEMUsGroupConnect)
+// TestSocketGroupKeyLetsQEMUsGroupConnect follows the README: SOCKET_GROUP=
+// in the config, applied by the generator on daemon-reload, gives the socket
+// to QEMU's group.
+func TestSocketGroupKeyLetsQEMUsGroupConnect(t *testing.T) {
+	shimbox.Legs(t, testSocketGroupKeyLetsQEMUsGroupConnect)
 }
 
-func testSocketGroupDropInLetsQEMUsGroupConnect(t *testing.T, leg shimbox.Platform) {
+func testSocketGroupKeyLetsQEMUsGroupConnect(t *testing.T, leg shimbox.Platform) {
 	b := box(t, leg)
 	// The group as the box's own /etc names it (ids differ by leg).
 	out, err := b.Run(t.Context(), "getent", "group", "kvm")
@@ -130,10 +131,8 @@ func testSocketGroupDropInLetsQEMUsGroupConnect(t *testing.T, leg shimbox.Platfo
 		t.Skipf("%s: no kvm group in the box: %v", leg, err)
 	}
 	grp := &user.Group{Name: "kvm", Gid: strings.Split(out, ":")[2]}
-	_, err = b.AddInstance("x")
+	_, err = b.AddInstance("x", "SOCKET_GROUP=kvm")
 	require.NoError(t, err)
-	require.NoError(t, b.WriteFile("/etc/systemd/system/virtiofsd@.socket.d/group.conf",
-		[]byte("[Socket]\nSocketGroup=kvm\n"), 0o644))
 	systemctl(t, b, "daemon-reload")
 	enable(t, b, "x")
 

@@ -45,6 +45,7 @@ func TestRootlessLibvirtSessionGuest(t *testing.T) {
 
 			img, err := guest.Prepare(ctx, "")
 			require.NoError(t, err)
+			img = userImage(t, b, img)
 			work := filepath.Join(u.Home, "vm")
 			require.NoError(t, os.MkdirAll(work, 0o755))
 			initrd, serial := filepath.Join(work, "initramfs.cpio"), filepath.Join(work, "serial.log")

@@ -26,8 +26,13 @@ import (
 // Where things are inside the box, as a package installs them.
 const (
 	BinaryPath = "/usr/libexec/virtiofsd-shim"
-	ConfigDir  = "/etc/virtiofsd"
-	SocketDir  = "/run/virtiofsd"
+	// GeneratorPath is the systemd generator: the binary again, which acts
+	// as the generator under this name (a symbolic link in the packages).
+	GeneratorPath = "/usr/lib/systemd/system-generators/virtiofsd-shim-generator"
+	// UserGeneratorPath is the same generator for user managers.
+	UserGeneratorPath = "/usr/lib/systemd/user-generators/virtiofsd-shim-generator"
+	ConfigDir         = "/etc/virtiofsd"
+	SocketDir         = "/run/virtiofsd"
 	// UserUnitDir is where the user units go, for user managers in the box.
 	UserUnitDir = "/usr/lib/systemd/user"
 )
@@ -158,11 +163,13 @@ type Options struct {
 // /etc/virtiofsd of the box's own. On Debian 12 that is the host's root with
 // the project's units in /run/systemd/system, its user units in
 // /usr/lib/systemd/user (bound, as a package installs them), the binary at
-// /usr/libexec/virtiofsd-shim and an empty /etc/virtiofsd. On Debian 13 it is
-// the Debian 13 tree with the project's .deb installed by apt-get inside the
-// box (virtiofsd comes with it, as its dependency) and the host's /var/tmp
-// (Root, the test builds) seen at the same path. ExtraUnits go to
-// /run/systemd/system on both, ahead of a package's units.
+// /usr/libexec/virtiofsd-shim, the generator at GeneratorPath and
+// UserGeneratorPath and an empty /etc/virtiofsd. On Debian 13 it is the
+// Debian 13 tree with the project's .deb installed by apt-get inside the box
+// (virtiofsd and the generator links come with it) and the host's /var/tmp
+// (Root, the test builds) seen at the same path; its postinst's
+// daemon-reload runs the generator.
+// ExtraUnits go to /run/systemd/system on both, ahead of a package's units.
 func Boot(ctx context.Context, o Options) (*Box, error) {
 	name := o.Name
 	if name == "" {
@@ -172,40 +179,28 @@ func Boot(ctx context.Context, o Options) (*Box, error) {
 	if err != nil {
 		return nil, err
 	}
-	so := sdbox.Options{Name: name, Units: map[string]string{}, Overlay: o.Overlay, FullProc: o.FullProc, Log: o.Log}
-	var deb string
-	if tree == nil {
-		bin, err := Binary()
-		if err != nil {
-			return nil, err
-		}
-		if so.Units, err = Units(); err != nil {
-			return nil, err
-		}
-		so.Tmpfs = []string{ConfigDir}
-		so.Binds = map[string]string{bin: BinaryPath}
-		userUnits, err := UserUnits()
-		if err != nil {
-			return nil, err
-		}
-		for name, path := range userUnits {
-			so.Binds[path] = filepath.Join(UserUnitDir, name)
-		}
-	} else {
-		pkgs, err := Packages(ctx)
-		if err != nil {
-			return nil, err
-		}
-		deb = pkgs.Deb
-		so.Root = tree.Root
-		so.Binds = map[string]string{"/var/tmp": "/var/tmp"}
-	}
-	for k, v := range o.ExtraUnits {
-		so.Units[k] = v
-	}
 	root, err := os.MkdirTemp("/var/tmp", "shimbox-")
 	if err != nil {
 		return nil, err
+	}
+	so := sdbox.Options{Name: name, Units: map[string]string{}, Overlay: o.Overlay, FullProc: o.FullProc, Log: o.Log}
+	var deb string
+	if tree == nil {
+		err = debian12Files(root, &so)
+	} else {
+		var pkgs Build
+		if pkgs, err = Packages(ctx); err == nil {
+			deb = pkgs.Deb
+			so.Root = tree.Root
+			so.Binds = map[string]string{"/var/tmp": "/var/tmp"}
+		}
+	}
+	if err != nil {
+		os.RemoveAll(root)
+		return nil, err
+	}
+	for k, v := range o.ExtraUnits {
+		so.Units[k] = v
 	}
 	b, err := sdbox.Boot(ctx, so)
 	if err != nil {
@@ -219,6 +214,38 @@ func Boot(ctx context.Context, o Options) (*Box, error) {
 		}
 	}
 	return box, nil
+}
+
+// debian12Files sets up so for the Debian 12 leg, the host's root: the
+// project's units, user units, binary and generators bound at their
+// installed paths, and an empty /etc/virtiofsd. The generators are the
+// binary under another name; a bind needs a source of its own, and a
+// symbolic link (in root) to the binary binds the binary.
+func debian12Files(root string, so *sdbox.Options) error {
+	bin, err := Binary()
+	if err != nil {
+		return err
+	}
+	if so.Units, err = Units(); err != nil {
+		return err
+	}
+	so.Tmpfs = []string{ConfigDir}
+	so.Binds = map[string]string{bin: BinaryPath}
+	for link, dst := range map[string]string{".generator": GeneratorPath, ".user-generator": UserGeneratorPath} {
+		gen := filepath.Join(root, link)
+		if err := os.Symlink(bin, gen); err != nil {
+			return err
+		}
+		so.Binds[gen] = dst
+	}
+	userUnits, err := UserUnits()
+	if err != nil {
+		return err
+	}
+	for name, path := range userUnits {
+		so.Binds[path] = filepath.Join(UserUnitDir, name)
+	}
+	return nil
 }
 
 // InstallPackage installs a .deb (a path the box sees) with apt-get inside
