@@ -54,7 +54,7 @@ func register(order int, name string, run func(t *testing.T, s *section)) {
 func init() {
 	register(30, "readiness", reportReadiness)
 	register(70, "debian13", reportDebian13) // platform_test.go
-	register(80, "standby", reportStandby) // standby_test.go
+	register(80, "standby", reportStandby)   // standby_test.go
 	register(90, "micro", reportMicro)
 }
 
