@@ -7,15 +7,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
-	godbus "github.com/godbus/dbus/v5"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/instances"
 )
 
 const releaseUsage = `Usage: virtiofsd-shim release [--user] --instance=NAME
@@ -79,38 +78,14 @@ func parseHookFlags(name, usage string, args []string, stderr io.Writer) (*hookF
 	return &f, nil
 }
 
-// connectManager reaches the service manager of the scope: over its
-// private socket (/run/systemd/private, $XDG_RUNTIME_DIR/systemd/private),
-// which needs no D-Bus daemon, else over the scope's bus.
-func connectManager(ctx context.Context, scope config.Scope) (*sddbus.Conn, error) {
-	private, err := scope.PrivateBus(os.Getenv)
+// connectManager reaches the service manager of the scope over its private
+// socket, else its bus, as list does (instances.ConnectScope).
+func connectManager(ctx context.Context, scope config.Scope) (*sddbus.Conn, func(), error) {
+	b, err := instances.ConnectScope(ctx, scope, os.Getenv)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	c, perr := sddbus.NewConnection(func() (*godbus.Conn, error) {
-		conn, err := godbus.Dial("unix:path="+private, godbus.WithContext(ctx))
-		if err != nil {
-			return nil, err
-		}
-		if err := conn.Auth([]godbus.Auth{godbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
-			conn.Close()
-			return nil, err
-		}
-		return conn, nil
-	})
-	if perr == nil {
-		return c, nil
-	}
-	if scope == config.User {
-		c, err = sddbus.NewUserConnectionContext(ctx)
-	} else {
-		c, err = sddbus.NewSystemConnectionContext(ctx)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("connect to the %s manager: %s: %v; its bus: %w (is systemd running for this %s?)",
-			scope, private, perr, err, scope)
-	}
-	return c, nil
+	return b.Manager(), func() { _ = b.Close() }, nil
 }
 
 // scope is the service manager of the hook's instance.
@@ -128,11 +103,11 @@ func releaseCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	conn, err := connectManager(ctx, f.scope())
+	conn, closeConn, err := connectManager(ctx, f.scope())
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer closeConn()
 	unit := "virtiofsd@" + f.instance + ".service"
 	st, err := serviceState(ctx, conn, unit)
 	if err != nil {
@@ -189,11 +164,11 @@ func standbyCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	conn, err := connectManager(ctx, f.scope())
+	conn, closeConn, err := connectManager(ctx, f.scope())
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer closeConn()
 	unit := "virtiofsd@" + f.instance + ".service"
 	// Not waited for: the start is ordered after the socket's, which is
 	// running this command.
@@ -241,11 +216,11 @@ func resumeCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	conn, err := connectManager(ctx, f.scope())
+	conn, closeConn, err := connectManager(ctx, f.scope())
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer closeConn()
 	if err := os.Remove(marker); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("start the socket again: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"io"
 	"os"
 	"os/signal"
@@ -14,6 +15,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/activation"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 )
@@ -85,25 +87,13 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 		log.toJournal(origin)
 	}
 
-	cfg, err := inst.load(fs)
-	if err != nil {
-		return err
-	}
-	cfg.ExtraArgs = append(cfg.ExtraArgs, fs.Args()...)
-	// Under systemd, RuntimeDirectory=virtiofsd-shim (preserved) keeps the
-	// flavor of the binary between sessions; elsewhere each run asks it.
-	p, err := makePlan(ctx, cfg, inst.scope(), launch.VersionCache{Dir: os.Getenv("RUNTIME_DIRECTORY")})
+	cfg, p, err := prepareRun(ctx, &inst, fs)
 	if err != nil && ctx.Err() == nil {
 		return err
 	}
 	if ctx.Err() != nil {
 		log.Info("stopped before virtiofsd was started")
 		return nil
-	}
-	if p.rootless {
-		if err := checkIDMapPrivileges(cfg, selfStatus()); err != nil {
-			return err
-		}
 	}
 
 	sock, err := activation.Listen(activation.FromOS())
@@ -198,24 +188,38 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 		if err != nil || out.Released || ctx.Err() != nil || !out.Served || !cfg.Standby {
 			return err
 		}
-		if cfg, err = inst.load(fs); err != nil {
+		if cfg, p, err = prepareRun(ctx, &inst, fs); err != nil {
 			return err
 		}
-		cfg.ExtraArgs = append(cfg.ExtraArgs, fs.Args()...)
 		if !cfg.Standby {
 			entry.Info("the session ended and STANDBY is no longer yes: no virtiofsd waits for the next one")
 			return nil
 		}
-		if p, err = makePlan(ctx, cfg, inst.scope(), launch.VersionCache{Dir: os.Getenv("RUNTIME_DIRECTORY")}); err != nil {
-			return err
-		}
-		if p.rootless {
-			if err := checkIDMapPrivileges(cfg, selfStatus()); err != nil {
-				return err
-			}
-		}
 		entry.WithField("session", session).Info("the session ended: starting the next standby virtiofsd")
 	}
+}
+
+// prepareRun reads the instance's config, with the run flags and the
+// arguments after -- applied, and plans virtiofsd's start from it: at the
+// start of run and, with STANDBY=yes, again before each session.
+func prepareRun(ctx context.Context, inst *instanceFlags, fs *flag.FlagSet) (*config.Config, *plan, error) {
+	cfg, err := inst.load(fs)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.ExtraArgs = append(cfg.ExtraArgs, fs.Args()...)
+	// Under systemd, RuntimeDirectory=virtiofsd-shim (preserved) keeps the
+	// flavor of the binary between sessions; elsewhere each run asks it.
+	p, err := makePlan(ctx, cfg, inst.scope(), launch.VersionCache{Dir: os.Getenv("RUNTIME_DIRECTORY")})
+	if err != nil {
+		return nil, nil, err
+	}
+	if p.rootless {
+		if err := checkIDMapPrivileges(cfg, selfStatus()); err != nil {
+			return nil, nil, err
+		}
+	}
+	return cfg, p, nil
 }
 
 // newSessionID names a session in the journal: 128 random bits in hex, like

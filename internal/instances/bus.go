@@ -261,6 +261,11 @@ func (b *SystemdBus) GetAll(ctx context.Context, reqs []PropertiesRequest) []Pro
 	return replies
 }
 
+// Manager is the connection's go-systemd client, for the calls beyond Bus
+// that the units' hooks make (release, standby, resume: KillUnit, StartUnit,
+// StopUnit, ListJobs).
+func (b *SystemdBus) Manager() *sddbus.Conn { return b.conn }
+
 // Close implements Bus.
 func (b *SystemdBus) Close() error {
 	b.conn.Close()
