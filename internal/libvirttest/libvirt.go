@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -62,8 +64,8 @@ func Overlays() []string {
 const ImagesDir = "/var/lib/libvirt/images"
 
 // StartLibvirt starts libvirtd and virtlogd by their sockets, as Debian's
-// libvirt-daemon-system ships them, and returns libvirt's version once
-// virsh gets an answer.
+// libvirt-daemon-system ships them, has libvirt probe QEMU's capabilities
+// (probeQEMU), and returns libvirt's version.
 func StartLibvirt(ctx context.Context, b Box) (string, error) {
 	if out, err := b.Systemctl(ctx, "start", "libvirtd.socket", "virtlogd.socket"); err != nil {
 		return "", fmt.Errorf("start libvirt's sockets (apt-get install libvirt-daemon-system libvirt-daemon-driver-qemu): %w: %s", err, out)
@@ -71,6 +73,9 @@ func StartLibvirt(ctx context.Context, b Box) (string, error) {
 	out, err := Virsh(ctx, b, "version")
 	if err != nil {
 		return "", fmt.Errorf("virsh version: %w", err)
+	}
+	if err := probeQEMU(ctx, b); err != nil {
+		return "", err
 	}
 	// "Using library: libvirt 9.0.0"
 	for _, line := range strings.Split(out, "\n") {
@@ -81,11 +86,56 @@ func StartLibvirt(ctx context.Context, b Box) (string, error) {
 	return "", fmt.Errorf("virsh version: no library version in %q", out)
 }
 
+// probeTimeout bounds libvirt's probe of QEMU's capabilities, which takes a
+// few seconds under TCG.
+const probeTimeout = 90 * time.Second
+
+// probeQEMU has libvirtd probe QEMU's capabilities now, bounded, rather than
+// at the first define of a test. libvirt probes by running QEMU with
+// "-machine none" and talking QMP to it. Once here (libvirt 9.0, QEMU 7.2),
+// the probe's QEMU sat in a blocking accept() on its QMP socket while
+// libvirt waited on the connection QEMU had already accepted: neither ever
+// moved again, and the define waiting for the probe hung. A probe that does
+// not finish in time is killed and libvirtd restarted, once; a second hang
+// fails the test.
+func probeQEMU(ctx context.Context, b Box) error {
+	for attempt := 1; ; attempt++ {
+		_, err := virshWithin(ctx, b, probeTimeout, "domcapabilities", "--virttype", "qemu")
+		if err == nil {
+			return nil
+		}
+		if attempt == 2 {
+			return fmt.Errorf("libvirt's probe of QEMU's capabilities, tried twice: %w", err)
+		}
+		// libvirtd.service has KillMode=process: its probe outlives it.
+		_, _ = b.Run(ctx, "pkill", "-KILL", "-f", "^[^ ]*qemu-system-[^ ]* .*-machine none")
+		if out, err := b.Systemctl(ctx, "restart", "libvirtd.service"); err != nil {
+			return fmt.Errorf("restart libvirtd after a hung probe of QEMU: %w: %s", err, out)
+		}
+	}
+}
+
+// virshTimeout bounds every virsh call, so that a libvirt that hangs fails
+// the test with the command that hung instead of holding the whole run.
+const virshTimeout = 3 * time.Minute
+
 // Virsh runs virsh against the box's libvirtd (qemu:///system) and returns
-// its output; the error carries the output too, where virsh says why.
+// its output; the error carries the output too, where virsh says why. It
+// gives up after virshTimeout.
 func Virsh(ctx context.Context, b Box, args ...string) (string, error) {
-	out, err := b.Run(ctx, "virsh", append([]string{"-c", "qemu:///system"}, args...)...)
+	return virshWithin(ctx, b, virshTimeout, args...)
+}
+
+// virshWithin is Virsh bounded by d, which timeout(1) enforces inside the box
+// (cancelling nsenter would leave virsh running there).
+func virshWithin(ctx context.Context, b Box, d time.Duration, args ...string) (string, error) {
+	argv := append([]string{"--kill-after=5", strconv.Itoa(int(d.Seconds())), "virsh", "-c", "qemu:///system"}, args...)
+	out, err := b.Run(ctx, "timeout", argv...)
 	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.ExitCode() == 124 {
+			return out, fmt.Errorf("virsh %s: no answer within %v: %s", strings.Join(args, " "), d, strings.TrimSpace(out))
+		}
 		return out, fmt.Errorf("virsh %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(out))
 	}
 	return out, nil

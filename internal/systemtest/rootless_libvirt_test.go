@@ -63,8 +63,22 @@ echo "RESULT done=yes"
 			require.NoError(t, os.WriteFile(filepath.Join(work, "vm1.xml"), []byte(xml), 0o644))
 			require.NoError(t, exec.Command("chown", "-R", strconv.Itoa(u.UID)+":"+strconv.Itoa(u.GID), work).Run())
 
+			// Every call bounded inside the box, so that a libvirt that
+			// hangs fails the test rather than holding the run.
 			virsh := func(args ...string) (string, error) {
-				return u.Run(ctx, "virsh", append([]string{"-c", "qemu:///session"}, args...)...)
+				return u.Run(ctx, "timeout", append([]string{"--kill-after=5", "180", "virsh", "-c", "qemu:///session"}, args...)...)
+			}
+			// libvirt probes QEMU's capabilities at the first call that needs
+			// them. Once (QEMU 7.2) the probe's QEMU blocked in accept() on
+			// its QMP socket for good (see libvirttest.probeQEMU): probe first,
+			// bounded, and after a hang kill the user's session daemon and its
+			// probe and try once more.
+			if _, err := u.Run(ctx, "timeout", "--kill-after=5", "90", "virsh", "-c", "qemu:///session", "domcapabilities", "--virttype", "qemu"); err != nil {
+				t.Logf("libvirt's first probe of QEMU failed, trying once more: %v", err)
+				_, _ = u.Run(ctx, "pkill", "-KILL", "-f", "^[^ ]*qemu-system-[^ ]* .*-machine none")
+				_, _ = u.Run(ctx, "pkill", "-KILL", "-u", strconv.Itoa(u.UID), "-x", "libvirtd")
+				_, err = u.Run(ctx, "timeout", "--kill-after=5", "90", "virsh", "-c", "qemu:///session", "domcapabilities", "--virttype", "qemu")
+				require.NoError(t, err, "libvirt's probe of QEMU's capabilities, tried twice")
 			}
 			_, err = virsh("define", filepath.Join(work, "vm1.xml"))
 			require.NoError(t, err)
