@@ -27,6 +27,15 @@ func box(t *testing.T, leg shimbox.Platform) *shimbox.Box {
 	return b
 }
 
+// children lists the pids of a process's children inside the box, from
+// /proc/PID/task/*/children. A thread of the process (the shim's Go runtime
+// starts and ends them) may end between the shell's glob and the read: a
+// task gone by then is skipped, not an error.
+func children(t *testing.T, b *shimbox.Box, pid string) []string {
+	t.Helper()
+	return strings.Fields(run(t, b, "sh", "-c", `for f in /proc/`+pid+`/task/*/children; do cat "$f" 2>/dev/null; done; true`))
+}
+
 // run runs a command inside the box and fails the test if it fails.
 func run(t *testing.T, b *shimbox.Box, name string, args ...string) string {
 	t.Helper()

@@ -28,8 +28,7 @@ func virtiofsdPID(t *testing.T, b *shimbox.Box, instance string) int {
 	t.Helper()
 	main := show(t, b, "virtiofsd@"+instance+".service", "MainPID")["MainPID"]
 	require.NotEqual(t, "0", main)
-	out := run(t, b, "sh", "-c", "cat /proc/"+main+"/task/*/children")
-	kids := strings.Fields(out)
+	kids := children(t, b, main)
 	require.Len(t, kids, 1, "children of the shim (pid %s)", main)
 	pid, err := strconv.Atoi(kids[0])
 	require.NoError(t, err)

@@ -62,7 +62,7 @@ func TestRustVirtiofsdGetsTheDescriptorsItAsksFor(t *testing.T) {
 	const unit = "virtiofsd@r.service"
 	assert.Equal(t, "1000000", show(t, b, unit, "LimitNOFILE")["LimitNOFILE"], "the unit asks for what virtiofsd wants")
 	main := show(t, b, unit, "MainPID")["MainPID"]
-	kids := strings.Fields(run(t, b, "sh", "-c", "cat /proc/"+main+"/task/*/children"))
+	kids := children(t, b, main)
 	require.Len(t, kids, 1, "the shim's one child, virtiofsd")
 	soft, hard := nofile(t, b, kids[0])
 
