@@ -78,14 +78,18 @@ func parseHookFlags(name, usage string, args []string, stderr io.Writer) (*hookF
 	return &f, nil
 }
 
-// connectManager reaches the service manager of the scope over its private
-// socket, else its bus, as list does (instances.ConnectScope).
-func connectManager(ctx context.Context, scope config.Scope) (*sddbus.Conn, func(), error) {
-	b, err := instances.ConnectScope(ctx, scope, os.Getenv)
+// withManager runs fn with the hook's instance's service manager, reached
+// over its private socket, else its bus, as list reaches it
+// (instances.ConnectScope), all within the hook's --timeout.
+func (f *hookFlags) withManager(ctx context.Context, fn func(ctx context.Context, conn *sddbus.Conn) error) error {
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	b, err := instances.ConnectScope(ctx, f.scope(), os.Getenv)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	return b.Manager(), func() { _ = b.Close() }, nil
+	defer b.Close()
+	return fn(ctx, b.Manager())
 }
 
 // scope is the service manager of the hook's instance.
@@ -101,13 +105,11 @@ func releaseCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	conn, closeConn, err := connectManager(ctx, f.scope())
-	if err != nil {
-		return err
-	}
-	defer closeConn()
+	return f.withManager(ctx, func(ctx context.Context, conn *sddbus.Conn) error { return release(ctx, f, conn, stderr) })
+}
+
+// release is releaseCmd once the manager is reached.
+func release(ctx context.Context, f *hookFlags, conn *sddbus.Conn, stderr io.Writer) error {
 	unit := "virtiofsd@" + f.instance + ".service"
 	st, err := serviceState(ctx, conn, unit)
 	if err != nil {
@@ -162,20 +164,15 @@ func standbyCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	conn, closeConn, err := connectManager(ctx, f.scope())
-	if err != nil {
-		return err
-	}
-	defer closeConn()
-	unit := "virtiofsd@" + f.instance + ".service"
-	// Not waited for: the start is ordered after the socket's, which is
-	// running this command.
-	if _, err := conn.StartUnitContext(ctx, unit, "replace", nil); err != nil {
-		return fmt.Errorf("start %s: %w", unit, err)
-	}
-	return nil
+	return f.withManager(ctx, func(ctx context.Context, conn *sddbus.Conn) error {
+		unit := "virtiofsd@" + f.instance + ".service"
+		// Not waited for: the start is ordered after the socket's, which is
+		// running this command.
+		if _, err := conn.StartUnitContext(ctx, unit, "replace", nil); err != nil {
+			return fmt.Errorf("start %s: %w", unit, err)
+		}
+		return nil
+	})
 }
 
 // restarting tells whether the unit's job is a restart (rather than a stop).
@@ -214,28 +211,23 @@ func resumeCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if _, err := os.Stat(marker); errors.Is(err, os.ErrNotExist) {
 		return nil // the common case: no restart was deferred
 	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	conn, closeConn, err := connectManager(ctx, f.scope())
-	if err != nil {
-		return err
-	}
-	defer closeConn()
-	if err := os.Remove(marker); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("start the socket again: %w", err)
-	}
-	// Queued in this order, the socket's start waits for the service's stop
-	// (between ordered units a stop goes first), which ends once this
-	// command has: systemd refuses to start the socket before.
-	unit := "virtiofsd@" + f.instance
-	if _, err := conn.StopUnitContext(ctx, unit+".service", "replace", nil); err != nil {
-		return fmt.Errorf("stop %s.service: %w", unit, err)
-	}
-	if _, err := conn.StartUnitContext(ctx, unit+".socket", "replace", nil); err != nil {
-		return fmt.Errorf("start %s.socket again: %w", unit, err)
-	}
-	fmt.Fprintf(stderr, "the session has ended: starting %s.socket again, with its new settings\n", unit)
-	return nil
+	return f.withManager(ctx, func(ctx context.Context, conn *sddbus.Conn) error {
+		if err := os.Remove(marker); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("start the socket again: %w", err)
+		}
+		// Queued in this order, the socket's start waits for the service's stop
+		// (between ordered units a stop goes first), which ends once this
+		// command has: systemd refuses to start the socket before.
+		unit := "virtiofsd@" + f.instance
+		if _, err := conn.StopUnitContext(ctx, unit+".service", "replace", nil); err != nil {
+			return fmt.Errorf("stop %s.service: %w", unit, err)
+		}
+		if _, err := conn.StartUnitContext(ctx, unit+".socket", "replace", nil); err != nil {
+			return fmt.Errorf("start %s.socket again: %w", unit, err)
+		}
+		fmt.Fprintf(stderr, "the session has ended: starting %s.socket again, with its new settings\n", unit)
+		return nil
+	})
 }
 
 type svcState struct{ active, status string }
