@@ -35,6 +35,48 @@ func newConsoleWatch(marker string) *consoleWatch {
 	return &consoleWatch{marker: marker, seen: make(chan struct{})}
 }
 
+// guestOutcome is how a guest booted by bootMounted ended.
+type guestOutcome struct {
+	res *guest.Result
+	err error
+}
+
+// bootMounted boots a guest in the background with spec, whose script
+// prints E2E_MOUNTED once its share is mounted, and returns once the console
+// shows that line; the guest's end comes on the channel. The test fails if
+// the guest ends first. The guest is stopped and reaped at the test's
+// cleanup, before the box's own: no QEMU outlives the test.
+func bootMounted(t *testing.T, img *guest.Image, spec guest.Spec) <-chan guestOutcome {
+	t.Helper()
+	watch := newConsoleWatch("E2E_MOUNTED")
+	spec.Console = watch
+	if spec.Timeout == 0 {
+		spec.Timeout = 90 * time.Second
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan guestOutcome, 1)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		res, err := guest.Run(ctx, img, spec)
+		done <- guestOutcome{res, err}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-finished
+	})
+	select {
+	case <-watch.seen:
+	case o := <-done:
+		serial := ""
+		if o.res != nil {
+			serial = o.res.Serial
+		}
+		t.Fatalf("guest ended before it mounted its share: %v\n%s", o.err, serial)
+	}
+	return done
+}
+
 func (w *consoleWatch) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -153,40 +195,11 @@ func testVirtiofsdKilledMidSessionFailsThatBootOnly(t *testing.T, leg shimbox.Pl
 
 	qemu, err := leg.QEMU(t.Context())
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	watch := newConsoleWatch("E2E_MOUNTED")
-	type outcome struct {
-		res *guest.Result
-		err error
-	}
-	done := make(chan outcome, 1)
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		res, err := guest.Run(ctx, img, guest.Spec{
-			QEMU:    qemu,
-			Shares:  []guest.Share{{Tag: "vm1", Socket: b.Socket("vm1")}},
-			Script:  ioUntilKilledScript,
-			Console: watch,
-			Timeout: 90 * time.Second,
-		})
-		done <- outcome{res, err}
-	}()
-	// Runs before the box's own cleanup: no QEMU outlives the test.
-	t.Cleanup(func() {
-		cancel()
-		<-finished
+	done := bootMounted(t, img, guest.Spec{
+		QEMU:   qemu,
+		Shares: []guest.Share{{Tag: "vm1", Socket: b.Socket("vm1")}},
+		Script: ioUntilKilledScript,
 	})
-
-	select {
-	case <-watch.seen:
-	case o := <-done:
-		serial := ""
-		if o.res != nil {
-			serial = o.res.Serial
-		}
-		t.Fatalf("guest ended before it mounted vm1: %v\n%s", o.err, serial)
-	}
 	boxPID := servingVirtiofsd(t, b, "vm1")
 	pid, err := hostPID(b, boxPID)
 	require.NoError(t, err)

@@ -53,39 +53,16 @@ func testGuestKeepsItsShareAcrossASocketRestart(t *testing.T, leg shimbox.Platfo
 	qemu, err := leg.QEMU(context.Background())
 	require.NoError(t, err)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	watch := newConsoleWatch("E2E_MOUNTED")
-	type outcome struct {
-		res *guest.Result
-		err error
-	}
-	done := make(chan outcome, 1)
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		res, err := guest.Run(ctx, img, guest.Spec{
-			QEMU:    qemu,
-			Shares:  []guest.Share{{Tag: "vm1", Socket: b.Socket("vm1")}},
-			Script:  ioAcrossRestartScript,
-			Console: watch,
-			Timeout: 90 * time.Second,
-		})
-		done <- outcome{res, err}
-	}()
-	t.Cleanup(func() { // before the box's own cleanup: no QEMU outlives the test
-		cancel()
-		<-finished
+	done := bootMounted(t, img, guest.Spec{
+		QEMU:   qemu,
+		Shares: []guest.Share{{Tag: "vm1", Socket: b.Socket("vm1")}},
+		Script: ioAcrossRestartScript,
 	})
-	select {
-	case <-watch.seen:
-	case o := <-done:
-		t.Fatalf("guest ended before it mounted vm1: %v", o.err)
-	}
 
 	_, err = b.AddInstance("vm1", "CACHE=auto", "SOCKET_GROUP=kvm")
 	require.NoError(t, err)
 	for _, args := range [][]string{{"daemon-reload"}, {"restart", "virtiofsd@vm1.socket"}} {
-		out, err := b.Systemctl(ctx, args...)
+		out, err := b.Systemctl(context.Background(), args...)
 		require.NoError(t, err, "systemctl %v: %s", args, out)
 	}
 	require.NoError(t, os.WriteFile(filepath.Join(share, "restarted"), nil, 0o644))
