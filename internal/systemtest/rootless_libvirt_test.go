@@ -36,11 +36,7 @@ func TestRootlessLibvirtSessionGuest(t *testing.T) {
 			require.NoError(t, err)
 			share, err := u.Share("vm1")
 			require.NoError(t, err)
-			conf := "SHARED_DIR=" + share + "\n"
-			if rust != "" {
-				conf += "VIRTIOFSD=" + rust + "\n"
-			}
-			require.NoError(t, u.Configure("vm1", conf))
+			configureRootless(t, u, "vm1", share, rust)
 			userctl(t, u, "enable", "--now", "virtiofsd@vm1.socket")
 
 			img, err := guest.Prepare(ctx, "")

@@ -102,11 +102,7 @@ func testRootless(t *testing.T, leg rootlessLeg) {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(share, "hello"), []byte("from the host\n"), 0o644))
 	require.NoError(t, os.Chown(filepath.Join(share, "hello"), u.UID, u.GID))
-	conf := "SHARED_DIR=" + share + "\n"
-	if rust != "" {
-		conf += "VIRTIOFSD=" + rust + "\n"
-	}
-	require.NoError(t, u.Configure("vm1", conf))
+	configureRootless(t, u, "vm1", share, rust)
 	userctl(t, u, "enable", "--now", "virtiofsd@vm1.socket")
 	require.Equal(t, "active/listening", userState(t, u, "virtiofsd@vm1.socket"))
 
@@ -279,6 +275,21 @@ func checkUserStartFails(t *testing.T, u *shimbox.User, instance, status, messag
 	assert.True(t, found, "journalctl --user -u %s has %q at priority err", unit, message)
 }
 
+// configureRootless writes the user's ~/.config/virtiofsd/INSTANCE.conf:
+// SHARED_DIR, the extra lines, and VIRTIOFSD= when the leg's virtiofsd is
+// not the one the user's PATH finds (rust, from rootlessLeg.boot).
+func configureRootless(t *testing.T, u *shimbox.User, instance, share, rust string, extra ...string) {
+	t.Helper()
+	conf := "SHARED_DIR=" + share + "\n"
+	for _, l := range extra {
+		conf += l + "\n"
+	}
+	if rust != "" {
+		conf += "VIRTIOFSD=" + rust + "\n"
+	}
+	require.NoError(t, u.Configure(instance, conf))
+}
+
 func userctl(t *testing.T, u *shimbox.User, args ...string) string {
 	t.Helper()
 	out, err := u.Systemctl(context.Background(), args...)
@@ -365,11 +376,7 @@ func testRootlessUIDMap(t *testing.T, leg rootlessLeg) {
 	// The share belongs to the range's first ids: the guest's root.
 	hostUID, hostGID := atoi(t, sub["/etc/subuid"]), atoi(t, sub["/etc/subgid"])
 	require.NoError(t, os.Chown(share, hostUID, hostGID))
-	conf := "SHARED_DIR=" + share + "\nUID_MAP=:0:" + sub["/etc/subuid"] + ":65536:\nGID_MAP=:0:" + sub["/etc/subgid"] + ":65536:\n"
-	if rust != "" {
-		conf += "VIRTIOFSD=" + rust + "\n"
-	}
-	require.NoError(t, u.Configure("mapped", conf))
+	configureRootless(t, u, "mapped", share, rust, "UID_MAP=:0:"+sub["/etc/subuid"]+":65536:", "GID_MAP=:0:"+sub["/etc/subgid"]+":65536:")
 	// Without the drop-in: no_new_privs, refused with the way out.
 	checkUserStartFails(t, u, "mapped", "78", "UID_MAP= needs newuidmap/newgidmap, which are set-user-ID, but this service runs with no_new_privs")
 	userctl(t, u, "reset-failed")
@@ -455,11 +462,7 @@ func testRootlessUserGenerator(t *testing.T, leg rootlessLeg) {
 	require.NoError(t, err)
 	share, err := u.Share("sb")
 	require.NoError(t, err)
-	conf := "SHARED_DIR=" + share + "\nSOCKET_MODE=0660\nSOCKET_GROUP=kvm\nSTANDBY=yes\n"
-	if rust != "" {
-		conf += "VIRTIOFSD=" + rust + "\n"
-	}
-	require.NoError(t, u.Configure("sb", conf))
+	configureRootless(t, u, "sb", share, rust, "SOCKET_MODE=0660", "SOCKET_GROUP=kvm", "STANDBY=yes")
 	userctl(t, u, "daemon-reload")
 	userctl(t, u, "enable", "--now", "virtiofsd@sb.socket")
 	const unit = "virtiofsd@sb.service"
