@@ -121,13 +121,14 @@ func helperDrain() int {
 		}
 		return 0
 	}
-	r, w, err := os.Pipe()
-	if err != nil {
+	// A blocking pipe, read with read(2) as cat(1) does: a descriptor in
+	// Go's netpoller would cost the writer an epoll wake-up per write.
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		return 1
 	}
-	if sc, err := r.SyscallConn(); err == nil {
-		sc.Control(func(fd uintptr) { unix.FcntlInt(fd, unix.F_SETPIPE_SZ, drainPipeSize) })
-	}
+	unix.FcntlInt(uintptr(p[0]), unix.F_SETPIPE_SZ, drainPipeSize)
+	w := os.NewFile(uintptr(p[1]), "pipe")
 	child.Stderr = w
 	if err := child.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -136,7 +137,11 @@ func helperDrain() int {
 	w.Close()
 	buf := make([]byte, drainPipeSize)
 	for {
-		if _, err := r.Read(buf); err != nil {
+		n, err := unix.Read(p[0], buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n == 0 {
 			break
 		}
 	}

@@ -95,13 +95,11 @@ const activationSamples = 40
 const backToBackSamples = 25
 
 // noMountSandbox turns off the lines of virtiofsd@.service that make systemd
-// build a mount namespace at every start (exposure 3.4 -> 4.4): the drop-in
+// build a mount namespace at every start (exposure 3.5 -> 4.2): the drop-in
 // README.md's Hardening section offers to hosts with many mounts.
 const noMountSandbox = `[Service]
 PrivateMounts=no
-ProtectSystem=no
 ProtectControlGroups=no
-ProtectKernelModules=no
 ProtectKernelLogs=no
 ProtectProc=default
 `

@@ -1,6 +1,7 @@
 // Package generator turns instance configs into the unit drop-ins systemd
 // must know about (systemd.generator(7)): the socket's owner, group and
-// mode, the shared directory's mounts, and standby.
+// mode, the shared directory's mounts, standby, and a read-only /usr and
+// /etc for a virtiofsd that runs without its own sandbox.
 //
 // It is the virtiofsd-shim binary itself, installed as the symbolic links
 // /usr/lib/systemd/system-generators/virtiofsd-shim-generator and
@@ -86,6 +87,13 @@ func DropIns(scope config.Scope, c *config.Config) ([]File, error) {
 		// A share on a mount that comes up late (NFS, iSCSI, an encrypted
 		// volume) is waited for, instead of serving the empty mount point.
 		unit.NewUnitOption("Unit", "RequiresMountsFor", sharedDir),
+	}
+	if scope == config.System && c.Sandbox == "none" {
+		// virtiofsd's own sandbox (pivot_root into SHARED_DIR) is what keeps
+		// a guest away from /usr and /etc, so the unit leaves ProtectSystem=
+		// out for its cost at every start. Without that sandbox, systemd's
+		// read-only /usr, /boot and /etc are worth their milliseconds.
+		service = append(service, unit.NewUnitOption("Service", "ProtectSystem", "full"))
 	}
 	var socket []*unit.UnitOption
 	socketHeader := header

@@ -33,14 +33,3 @@ func closeOnExecAbove2() error {
 	}
 	return nil
 }
-
-// growPipe asks for a pipe of size bytes, best effort: a smaller pipe only
-// makes a burst of lines block its writer sooner. It goes through
-// SyscallConn, as Fd would put the file in blocking mode.
-func growPipe(f *os.File, size int) {
-	sc, err := f.SyscallConn()
-	if err != nil {
-		return
-	}
-	_ = sc.Control(func(fd uintptr) { _, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, size) })
-}

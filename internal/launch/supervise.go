@@ -147,14 +147,13 @@ func (s *Supervisor) run(ctx context.Context, out *Outcome) error {
 	if err := closeOnExecAbove2(); err != nil {
 		return fmt.Errorf("mark descriptors close-on-exec: %w", err)
 	}
-	r, w, err := os.Pipe()
+	pipe, err := newStderrPipe(stderrPipeSize)
 	if err != nil {
 		return fmt.Errorf("create virtiofsd's stderr pipe: %w", err)
 	}
-	growPipe(r, stderrPipeSize)
 	cmd := exec.Command(s.Path, s.Args...)
 	cmd.Env = s.Env
-	cmd.Stdout, cmd.Stderr = w, w
+	cmd.Stdout, cmd.Stderr = pipe.w, pipe.w
 	cmd.ExtraFiles = []*os.File{s.Socket}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 
@@ -174,9 +173,9 @@ func (s *Supervisor) run(ctx context.Context, out *Outcome) error {
 		close(exited)
 	}()
 	err = <-started
-	w.Close()
+	pipe.w.Close() // virtiofsd has its copy
 	if err != nil {
-		r.Close()
+		pipe.Close()
 		return binaryErrorf("start %s: %v", s.Path, err)
 	}
 
@@ -197,7 +196,7 @@ func (s *Supervisor) run(ctx context.Context, out *Outcome) error {
 	readerDone := make(chan struct{})
 	go func() {
 		defer close(readerDone)
-		ss.read(r)
+		ss.read(pipe)
 	}()
 
 	start := time.Now()
@@ -299,10 +298,10 @@ loop:
 	select {
 	case <-readerDone:
 	case <-time.After(readerDrainTimeout):
-		r.Close()
+		pipe.Stop()
 		<-readerDone
 	}
-	r.Close()
+	pipe.Close()
 
 	status, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if !ok {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -454,17 +455,47 @@ func TestStartFailureIsABinaryError(t *testing.T) {
 // TestStderrPipeHoldsABurst: virtiofsd's stderr pipe is grown so that a
 // burst of lines waits in it instead of blocking virtiofsd.
 func TestStderrPipeHoldsABurst(t *testing.T) {
-	r, w, err := os.Pipe()
+	p, err := newStderrPipe(stderrPipeSize)
 	require.NoError(t, err)
-	defer r.Close()
-	defer w.Close()
-	growPipe(r, stderrPipeSize)
-	sc, err := r.SyscallConn()
-	require.NoError(t, err)
-	var size int
-	require.NoError(t, sc.Control(func(fd uintptr) { size, err = unix.FcntlInt(fd, unix.F_GETPIPE_SZ, 0) }))
+	defer p.Close()
+	size, err := unix.FcntlInt(uintptr(p.fd), unix.F_GETPIPE_SZ, 0)
 	require.NoError(t, err)
 	assert.GreaterOrEqual(t, size, stderrPipeSize)
+}
+
+// TestStderrPipeReadsUntilEveryWriterCloses: lines come through, then EOF
+// once the last writer is gone.
+func TestStderrPipeReadsUntilEveryWriterCloses(t *testing.T) {
+	p, err := newStderrPipe(stderrPipeSize)
+	require.NoError(t, err)
+	defer p.Close()
+	_, err = p.w.WriteString("virtio_session_mount: Waiting for vhost-user socket connection...\n")
+	require.NoError(t, err)
+	p.w.Close()
+	b, err := io.ReadAll(p)
+	require.NoError(t, err)
+	assert.Equal(t, "virtio_session_mount: Waiting for vhost-user socket connection...\n", string(b))
+}
+
+// TestStderrPipeStopEndsAReadAProcessLeftBehindHolds: a process virtiofsd
+// left behind keeps the pipe open and quiet; Stop ends the blocked read.
+func TestStderrPipeStopEndsAReadAProcessLeftBehindHolds(t *testing.T) {
+	p, err := newStderrPipe(stderrPipeSize)
+	require.NoError(t, err)
+	defer p.Close() // p.w stays open: the process left behind
+	got := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(p)
+		got <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // let the read block in the kernel
+	p.Stop()
+	select {
+	case err := <-got:
+		assert.ErrorIs(t, err, os.ErrClosed)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop did not end the blocked read")
+	}
 }
 
 // TestReaderPausesOnlyDuringAFlood: reads that come one at a time are never
