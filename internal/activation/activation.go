@@ -8,8 +8,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
-	"github.com/coreos/go-systemd/v22/activation"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,7 +53,45 @@ type Environment struct {
 
 // FromOS reads the real process environment.
 func FromOS() Environment {
-	return Environment{Getenv: os.Getenv, Getpid: os.Getpid, Files: activation.Files}
+	return Environment{Getenv: os.Getenv, Getpid: os.Getpid, Files: Files}
+}
+
+// listenFdsStart is SD_LISTEN_FDS_START, the first passed descriptor.
+const listenFdsStart = 3
+
+// Files is go-systemd's activation.Files, which a test compares it with:
+// the descriptors passed by the sd_listen_fds(3) protocol, named by
+// LISTEN_FDNAMES (or LISTEN_FD_N), close-on-exec; unsetEnv removes LISTEN_*
+// from the environment. It is copied here because go-systemd's package also
+// holds TLS listeners: linking crypto/tls put about 50 KB of type data in
+// the binary, which the loader relocates, so dirties, in every shim process.
+func Files(unsetEnv bool) []*os.File {
+	if unsetEnv {
+		defer func() {
+			_ = os.Unsetenv("LISTEN_PID")
+			_ = os.Unsetenv("LISTEN_FDS")
+			_ = os.Unsetenv("LISTEN_FDNAMES")
+		}()
+	}
+	pid, err := strconv.Atoi(os.Getenv("LISTEN_PID"))
+	if err != nil || pid != os.Getpid() {
+		return nil
+	}
+	n, err := strconv.Atoi(os.Getenv("LISTEN_FDS"))
+	if err != nil || n <= 0 {
+		return nil
+	}
+	names := strings.Split(os.Getenv("LISTEN_FDNAMES"), ":")
+	files := make([]*os.File, 0, n)
+	for fd := listenFdsStart; fd < listenFdsStart+n; fd++ {
+		syscall.CloseOnExec(fd)
+		name := "LISTEN_FD_" + strconv.Itoa(fd)
+		if i := fd - listenFdsStart; i < len(names) && names[i] != "" {
+			name = names[i]
+		}
+		files = append(files, os.NewFile(uintptr(fd), name))
+	}
+	return files
 }
 
 // Listen takes exactly one socket from LISTEN_FDS, removes LISTEN_* from the
