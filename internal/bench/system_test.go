@@ -397,16 +397,16 @@ func reportMemory(t *testing.T, s *section) {
 	shimPer := float64(shipped.shim.Pss) / 1024 / memoryInstances
 	s.printf("\nGoal, as shipped: the shim's PSS <= 1.0 MiB per instance: %.2f MiB (%s); stretch, no more than virtiofsd's own (%s).\n",
 		shimPer, goal(shimPer <= 1.0), goal(shipped.shim.Pss <= shipped.vfs.Pss))
-	s.printf("Most of the difference to a non-PIE build is the binary's .data.rel.ro: about 0.5 MiB of Go type data, pointers\n" +
-		"the loader relocates at every start of a position-independent executable, so every process has its own dirty\n" +
-		"copy. Its size follows the types linked into the one binary, every command's: go-systemd's activation package\n" +
-		"alone brought crypto/tls and about 50 KB of it (the shim now reads LISTEN_FDS itself), libvirtxml brings about\n" +
-		"35 KB, and a build of `run` alone measured about 0.2 MiB less per process. The rest is Go's floor: the heap,\n" +
-		"mostly thread stacks (os/signal alone adds two threads) and one span per size class in use, and the runtime's\n" +
-		"own structures: the floor rows, %d processes of each, built as the shim is (internal/bench/testdata/floor).\n" +
-		"A Go PIE that only sleeps already takes more than the C virtiofsd's whole PSS, and one that links only what\n" +
-		"the run path needs comes near the goal before any of the shim's own work: 1.0 MiB is out of reach of a\n" +
-		"position-independent Go build, and the non-PIE row shows the price of keeping address space randomization\n" +
+	s.printf("Most of the difference to a non-PIE build is the binary's .data.rel.ro: about 0.5 MiB of Go type data, pointers\n"+
+		"the loader relocates at every start of a position-independent executable, so every process has its own dirty\n"+
+		"copy. Its size follows the types linked into the one binary, every command's: go-systemd's activation package\n"+
+		"alone brought crypto/tls and about 50 KB of it (the shim now reads LISTEN_FDS itself), libvirtxml brings about\n"+
+		"35 KB, and a build of `run` alone measured about 0.2 MiB less per process. The rest is Go's floor: the heap,\n"+
+		"mostly thread stacks (os/signal alone adds two threads) and one span per size class in use, and the runtime's\n"+
+		"own structures: the floor rows, %d processes of each, built as the shim is (internal/bench/testdata/floor).\n"+
+		"A Go PIE that only sleeps already takes more than the C virtiofsd's whole PSS, and one that links only what\n"+
+		"the run path needs comes near the goal before any of the shim's own work: 1.0 MiB is out of reach of a\n"+
+		"position-independent Go build, and the non-PIE row shows the price of keeping address space randomization\n"+
 		"for a service that runs as root.\n", memoryInstances)
 	s.measuredBy("memory", "system_test.go")
 }
