@@ -457,6 +457,7 @@ func reportSandbox(t *testing.T, s *section) {
 		"the shipped unit's sandbox lines (a bare C unit carrying the shipped lines, against the same without that\n"+
 		"line; for a line not shipped, the shipped lines plus it, against the shipped lines). Lines that make systemd\n"+
 		"build a mount namespace cost more alone than in the set: the first of them pays for the namespace.\n"+
+		"A few ms either way is this box's noise (the lines that cannot cost anything measurable show how much).\n"+
 		"Exposure: `systemd-analyze security --offline=yes` of the shipped unit, %s as shipped, with the line\n"+
 		"removed, or added when the unit does not carry it.\n\n", scoreShipped)
 	s.printf("| sandbox line | shipped | alone: median | p25 | p75 | alone: + over bare (median) | in the set: its cost (median) | exposure without / with it |\n|---|---|---|---|---|---|---|---|\n")
