@@ -1,6 +1,7 @@
 package systemtest
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -141,6 +142,46 @@ func testGeneratorSkipsABrokenConfigAndGeneratesTheOthers(t *testing.T, leg shim
 	assert.Contains(t, out, "skipping virtiofsd@bad: /etc/virtiofsd/bad.conf:3: SOCKET_MODE=rw")
 	assert.Contains(t, out, "### /run/systemd/generator/virtiofsd@good.socket.d/50-virtiofsd-shim.conf")
 	assert.True(t, strings.Contains(out, "SocketMode=0640"), out)
+}
+
+// TestAnInstanceWithoutVirtiofsdsSandboxGetsAReadOnlySystem: the unit
+// leaves ProtectSystem= to virtiofsd's own sandbox, which keeps a guest
+// away from /usr and /etc; an instance with SANDBOX=none, where virtiofsd
+// runs in the host's root, gets ProtectSystem=full from the generator and
+// is served with it (the Rust virtiofsd: the C one has no SANDBOX=none).
+func TestAnInstanceWithoutVirtiofsdsSandboxGetsAReadOnlySystem(t *testing.T) {
+	shimbox.Legs(t, testAnInstanceWithoutVirtiofsdsSandboxGetsAReadOnlySystem)
+}
+
+func testAnInstanceWithoutVirtiofsdsSandboxGetsAReadOnlySystem(t *testing.T, leg shimbox.Platform) {
+	b := box(t, leg)
+	_, err := b.AddInstance("sandboxed")
+	require.NoError(t, err)
+	_, err = b.AddInstance("unsandboxed", "SANDBOX=none")
+	require.NoError(t, err)
+	systemctl(t, b, "daemon-reload")
+	assert.Equal(t, "no", show(t, b, "virtiofsd@sandboxed.service", "ProtectSystem")["ProtectSystem"])
+	assert.Equal(t, "full", show(t, b, "virtiofsd@unsandboxed.service", "ProtectSystem")["ProtectSystem"])
+	if !leg.Rust() {
+		return
+	}
+
+	systemctl(t, b, "start", "virtiofsd@unsandboxed.socket")
+	c, err := peer.Probe(b.Socket("unsandboxed"), 10*time.Second)
+	require.NoError(t, err, "%s", systemctl(t, b, "status", "--no-pager", "virtiofsd@unsandboxed.service"))
+	defer c.Close()
+	pid := virtiofsdPID(t, b, "unsandboxed")
+	mounts := run(t, b, "cat", fmt.Sprintf("/proc/%d/mountinfo", pid))
+	for _, dir := range []string{"/usr", "/etc"} {
+		found := false
+		for _, line := range strings.Split(mounts, "\n") {
+			if f := strings.Fields(line); len(f) > 5 && f[4] == dir {
+				found = true
+				assert.Contains(t, strings.Split(f[5], ","), "ro", "virtiofsd's %s: %s", dir, line)
+			}
+		}
+		assert.True(t, found, "virtiofsd (pid %d) has %s as a mount of its own:\n%s", pid, dir, mounts)
+	}
 }
 
 // TestStandbyWaitsBeforeTheVMAndAfterEachSession: with STANDBY=yes a
