@@ -48,6 +48,8 @@ func (p *stderrPipe) Read(b []byte) (int, error) {
 			return 0, fmt.Errorf("read virtiofsd's stderr: %w", err)
 		case n == 0:
 			return 0, io.EOF
+		case p.stopped.Load():
+			return 0, os.ErrClosed // what Stop wrote, or lines no longer wanted
 		}
 		return n, nil
 	}
