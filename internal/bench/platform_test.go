@@ -7,10 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
@@ -59,44 +57,14 @@ func reportDebian13(t *testing.T, s *section) {
 		"bare unit pair runs `%s --fd=3 --shared-dir=DIR --cache=auto` directly.\n\n",
 		versions("systemctl", "--version"), versions(launch.RustVirtiofsd, "--version"),
 		debian13Samples, launch.RustVirtiofsd)
-	type variant struct{ name, unit, sock string }
-	vs := []variant{
+	vs := []coldTarget{
 		{name: "bare Rust virtiofsd (bare@.socket + bare@.service)", unit: "bare@act.service", sock: b.Path("/run/bare/act.sock")},
 		{name: "shim (virtiofsd@.socket + virtiofsd@.service), config SHARED_DIR only", unit: "virtiofsd@act.service", sock: b.Socket("act")},
 	}
-	samples := make([]Sample, len(vs))
-	for round := 0; round < debian13Samples; round++ {
-		for k := range vs {
-			i := (round + k) % len(vs)
-			for _, w := range vs {
-				if err := waitInactive(ctx, b, w.unit, 15*time.Second); err != nil {
-					t.Fatal(err)
-				}
-			}
-			time.Sleep(activationSettle)
-			start := time.Now()
-			c, err := peer.Probe(vs[i].sock, 15*time.Second)
-			d := time.Since(start)
-			if err != nil {
-				out, _ := b.Systemctl(ctx, "status", "--no-pager", "-n", "30", vs[i].unit)
-				t.Fatalf("%s, sample %d: %v\n%s", vs[i].name, round, err, out)
-			}
-			c.Close()
-			samples[i] = append(samples[i], d)
-		}
-	}
-	for _, v := range vs {
-		if err := waitInactive(ctx, b, v.unit, 15*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
-	bare := samples[0].Median()
-	s.printf("| variant | samples | min | p25 | median | p75 | max | median / bare |\n|---|---|---|---|---|---|---|---|\n")
+	samples := coldRounds(t, ctx, b, vs, debian13Samples, quiet(activationSettle))
+	latencyTable(s, vs, samples)
 	for i, v := range vs {
-		x := samples[i]
-		s.printf("| %s | %d | %s | %s | %s | %s | %s | %.2f |\n", v.name, len(x), ms(x.Min()), ms(x.Quantile(0.25)),
-			ms(x.Median()), ms(x.Quantile(0.75)), ms(x.Max()), float64(x.Median())/float64(bare))
-		t.Logf("debian13, %s: %v", v.unit, x.Sorted())
+		t.Logf("debian13, %s: %v", v.unit, samples[i].Sorted())
 	}
 
 	r := measureMemory(t, ctx, b, "m")

@@ -15,7 +15,6 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/distro"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
@@ -192,52 +191,9 @@ func rustVirtiofsd(ctx context.Context) (string, error) {
 	return tree.RustVirtiofsd()
 }
 
-// coldTarget is one variant of a cold-start measurement.
-type coldTarget struct {
-	name, unit, sock string
-}
-
-// coldSettle is the pause before each cold sample, once the unit measured
-// and the one measured before it are inactive.
+// coldSettle is the rest before each sandbox sample, once the units are
+// inactive: the section measures some sixty variants.
 const coldSettle = 60 * time.Millisecond
-
-// coldRounds measures each target rounds times, interleaved (the order
-// rotated each round): connect until the first vhost-user reply, with the
-// target's service inactive before.
-func coldRounds(t *testing.T, ctx context.Context, b *shimbox.Box, ts []coldTarget, rounds int) []Sample {
-	samples := make([]Sample, len(ts))
-	prev := ""
-	for round := 0; round < rounds; round++ {
-		for k := range ts {
-			i := (round + k) % len(ts)
-			for _, u := range []string{prev, ts[i].unit} {
-				if u == "" {
-					continue
-				}
-				if err := waitInactive(ctx, b, u, 15*time.Second); err != nil {
-					t.Fatal(err)
-				}
-			}
-			time.Sleep(coldSettle)
-			start := time.Now()
-			c, err := peer.Probe(ts[i].sock, 15*time.Second)
-			d := time.Since(start)
-			if err != nil {
-				out, _ := b.Systemctl(ctx, "status", "--no-pager", "-n", "30", ts[i].unit)
-				t.Fatalf("%s, round %d: %v\n%s", ts[i].name, round, err, out)
-			}
-			c.Close()
-			samples[i] = append(samples[i], d)
-			prev = ts[i].unit
-		}
-	}
-	for _, x := range ts {
-		if err := waitInactive(ctx, b, x.unit, 15*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return samples
-}
 
 // sandboxRounds is how many cold samples each sandbox variant gets;
 // summaryRounds, each variant of the whole sets, which the goals judge.
@@ -419,7 +375,7 @@ func reportSandbox(t *testing.T, s *section) {
 	for k := 0; k < 2; k++ {
 		all = append(all, flavors[0].targets[2])
 	}
-	samples := coldRounds(t, ctx, b, all, sandboxRounds)
+	samples := coldRounds(t, ctx, b, all, sandboxRounds, quiet(coldSettle))
 	byUnit := map[string]Sample{}
 	for i, x := range all {
 		byUnit[x.unit] = append(byUnit[x.unit], samples[i]...)
@@ -432,7 +388,7 @@ func reportSandbox(t *testing.T, s *section) {
 	for _, f := range flavors {
 		sets = append(sets, f.targets...)
 	}
-	setSamples := coldRounds(t, ctx, b, sets, summaryRounds)
+	setSamples := coldRounds(t, ctx, b, sets, summaryRounds, quiet(coldSettle))
 	bySet := map[string]Sample{}
 	for i, x := range sets {
 		bySet[x.unit] = setSamples[i]
@@ -549,7 +505,7 @@ func reportSandbox(t *testing.T, s *section) {
 		}
 		n := mountinfo()
 		ts := flavors[0].targets
-		x := coldRounds(t, ctx, b, ts, sandboxRounds)
+		x := coldRounds(t, ctx, b, ts, sandboxRounds, quiet(coldSettle))
 		s.printf("| %d (+%d) | %s | %s | %s | %s | %.2f | %s | %s | %.2f |\n", n, level, ms(x[0].Median()), ms(x[1].Median()), ms(x[2].Median()), ms(x[3].Median()),
 			float64(x[3].Median())/float64(x[0].Median()), ms(x[4].Median()), ms(x[5].Median()), float64(x[5].Median())/float64(x[0].Median()))
 		t.Logf("mounts %d: medians %v %v %v %v", n, x[0].Median(), x[1].Median(), x[2].Median(), x[3].Median())

@@ -13,7 +13,6 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/proctree"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
 )
 
@@ -134,10 +133,7 @@ func reportActivation(t *testing.T, s *section) {
 	if out, err := b.Systemctl(ctx, "enable", "--now", "virtiofsd@act.socket", "virtiofsd@actn.socket", "bare@act.socket"); err != nil {
 		t.Fatal(err, out)
 	}
-	type variant struct {
-		name, unit, sock string
-	}
-	vs := []variant{
+	vs := []coldTarget{
 		{name: "bare virtiofsd (bare@.socket + bare@.service)", unit: "bare@act.service", sock: b.Path("/run/bare/act.sock")},
 		{name: "shim (virtiofsd@.socket + virtiofsd@.service), config SHARED_DIR only", unit: "virtiofsd@act.service", sock: b.Socket("act")},
 		{name: "shim, unit without its mount-namespace sandboxing (drop-in below)", unit: "virtiofsd@actn.service", sock: b.Socket("actn")},
@@ -149,56 +145,23 @@ func reportActivation(t *testing.T, s *section) {
 		"then %v more (a cold start on an idle system); \"back to back\" only waits for the measured unit to be\n"+
 		"inactive (the previous sessions may still be tearing down, and the CPUs are not idle).\n", launch.CVirtiofsd, activationSettle)
 	var ratios []float64
-	for _, quiet := range []bool{true, false} {
-		samples := make([]Sample, len(vs))
-		rounds := activationSamples
-		if !quiet {
+	modes := []struct {
+		name   string
+		rounds int
+		p      pause
+	}{{"quiet", activationSamples, quiet(activationSettle)}, {"back to back", backToBackSamples, backToBack}}
+	for _, m := range modes {
+		if m.p.backToBack {
 			// Stay under the units' start limits (30 starts in 10 s):
 			// start with a fresh window, and make fewer starts.
 			time.Sleep(10 * time.Second)
-			rounds = backToBackSamples
 		}
-		for round := 0; round < rounds; round++ {
-			for k := range vs {
-				i := (round + k) % len(vs) // rotate the order each round
-				for j, w := range vs {
-					if j == i || quiet {
-						if err := waitInactive(ctx, b, w.unit, 15*time.Second); err != nil {
-							t.Fatal(err)
-						}
-					}
-				}
-				if quiet {
-					time.Sleep(activationSettle)
-				}
-				start := time.Now()
-				c, err := peer.Probe(vs[i].sock, 15*time.Second)
-				d := time.Since(start)
-				if err != nil {
-					out, _ := b.Systemctl(ctx, "status", "--no-pager", "-n", "30", vs[i].unit, strings.Replace(vs[i].unit, ".service", ".socket", 1))
-					t.Fatalf("%s, sample %d: %v\n%s", vs[i].name, round, err, out)
-				}
-				c.Close()
-				samples[i] = append(samples[i], d)
-			}
-		}
-		for _, v := range vs {
-			if err := waitInactive(ctx, b, v.unit, 15*time.Second); err != nil {
-				t.Fatal(err)
-			}
-		}
-		mode := "quiet"
-		if !quiet {
-			mode = "back to back"
-		}
+		samples := coldRounds(t, ctx, b, vs, m.rounds, m.p)
 		bare := samples[0].Median()
-		s.printf("\n%s:\n\n", mode)
-		s.printf("| variant | samples | min | p25 | median | p75 | max | median / bare |\n|---|---|---|---|---|---|---|---|\n")
+		s.printf("\n%s:\n\n", m.name)
+		latencyTable(s, vs, samples)
 		for i, v := range vs {
-			x := samples[i]
-			s.printf("| %s | %d | %s | %s | %s | %s | %s | %.2f |\n", v.name, len(x), ms(x.Min()), ms(x.Quantile(0.25)),
-				ms(x.Median()), ms(x.Quantile(0.75)), ms(x.Max()), float64(x.Median())/float64(bare))
-			t.Logf("%s, %s: %v", mode, v.unit, x.Sorted())
+			t.Logf("%s, %s: %v", m.name, v.unit, samples[i].Sorted())
 		}
 		ratios = append(ratios, float64(samples[1].Median())/float64(bare))
 	}
