@@ -2,7 +2,6 @@ package systemtest
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -286,26 +285,12 @@ func TestStandbyThatCannotStartStopsAtTheStartLimit(t *testing.T) {
 
 func testStandbyThatCannotStartStopsAtTheStartLimit(t *testing.T, leg shimbox.Platform) {
 	b := box(t, leg)
-	dir, err := b.Share("x")
-	require.NoError(t, err)
-	missing := filepath.Join(dir, "missing")
-	require.NoError(t, b.Configure("x", "SHARED_DIR="+missing+"\nSTANDBY=yes\n"))
-	systemctl(t, b, "daemon-reload")
-	enable(t, b, "x")
-
-	c, err := net.Dial("unix", b.Socket("x"))
-	require.NoError(t, err)
-	defer c.Close()
-	waitHangUp(t, c)
-	waitState(t, b, "virtiofsd@x.socket", "failed/failed")
-	assert.Equal(t, "service-start-limit-hit", show(t, b, "virtiofsd@x.socket", "Result")["Result"])
+	missing := failToTheStartLimit(t, b, "STANDBY=yes\n")
 	assert.Equal(t, "failed", show(t, b, "virtiofsd@x.service", "ActiveState")["ActiveState"])
 
 	// Fixed: the standby comes back; killed, it ends its run failed, and
 	// the next VM is served all the same.
-	require.NoError(t, os.Mkdir(missing, 0o755))
-	systemctl(t, b, "reset-failed", "virtiofsd@x.socket", "virtiofsd@x.service")
-	systemctl(t, b, "start", "virtiofsd@x.socket")
+	fixStartLimit(t, b, missing)
 	pid := statusPID(waitStatus(t, b, "virtiofsd@x.service", "Waiting for a vhost-user client"))
 	require.NotEmpty(t, pid)
 	run(t, b, "kill", "-9", pid)

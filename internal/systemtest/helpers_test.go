@@ -3,10 +3,13 @@ package systemtest
 import (
 	"context"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
@@ -53,7 +56,11 @@ func systemctl(t *testing.T, b *shimbox.Box, args ...string) string {
 // show returns properties of a unit, as systemctl show prints them.
 func show(t *testing.T, b *shimbox.Box, unit string, props ...string) map[string]string {
 	t.Helper()
-	out := systemctl(t, b, "show", "-p", strings.Join(props, ","), unit)
+	return properties(systemctl(t, b, "show", "-p", strings.Join(props, ","), unit))
+}
+
+// properties reads systemctl show's KEY=value lines, of either manager.
+func properties(out string) map[string]string {
 	m := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		if k, v, ok := strings.Cut(line, "="); ok {
@@ -168,4 +175,36 @@ func virtiofsdProcesses(t *testing.T, b *shimbox.Box) string {
 	t.Helper()
 	out, _ := b.Run(context.Background(), "pgrep", "-a", "-x", "virtiofsd")
 	return strings.TrimSpace(out)
+}
+
+// failToTheStartLimit configures instance x with a SHARED_DIR that does not
+// exist (and the config lines extra), enables its socket and connects like
+// a VM: every start fails, and the retries end at the start limit, the
+// VM's connection hung up and the socket failed. It returns the missing
+// directory; fixStartLimit is the admin's fix.
+func failToTheStartLimit(t *testing.T, b *shimbox.Box, extra string) (missing string) {
+	t.Helper()
+	dir, err := b.Share("x")
+	require.NoError(t, err)
+	missing = filepath.Join(dir, "missing")
+	require.NoError(t, b.Configure("x", "SHARED_DIR="+missing+"\n"+extra))
+	systemctl(t, b, "daemon-reload")
+	enable(t, b, "x")
+
+	c, err := net.Dial("unix", b.Socket("x"))
+	require.NoError(t, err)
+	defer c.Close()
+	waitHangUp(t, c)
+	waitState(t, b, "virtiofsd@x.socket", "failed/failed")
+	assert.Equal(t, "service-start-limit-hit", show(t, b, "virtiofsd@x.socket", "Result")["Result"])
+	return missing
+}
+
+// fixStartLimit is the fix: create the directory, reset the failed state,
+// start the socket.
+func fixStartLimit(t *testing.T, b *shimbox.Box, missing string) {
+	t.Helper()
+	require.NoError(t, os.Mkdir(missing, 0o755))
+	systemctl(t, b, "reset-failed", "virtiofsd@x.socket", "virtiofsd@x.service")
+	systemctl(t, b, "start", "virtiofsd@x.socket")
 }

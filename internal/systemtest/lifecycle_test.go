@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -126,26 +125,14 @@ func TestServiceThatCannotStartStopsAtTheStartLimit(t *testing.T) {
 
 func testServiceThatCannotStartStopsAtTheStartLimit(t *testing.T, leg shimbox.Platform) {
 	b := box(t, leg)
-	dir, err := b.Share("x")
-	require.NoError(t, err)
-	missing := filepath.Join(dir, "missing")
-	require.NoError(t, b.Configure("x", "SHARED_DIR="+missing+"\n"))
-	enable(t, b, "x")
-
-	c, err := net.Dial("unix", b.Socket("x"))
-	require.NoError(t, err)
-	defer c.Close()
-	waitHangUp(t, c)
-
-	waitState(t, b, "virtiofsd@x.socket", "failed/failed")
-	assert.Equal(t, "service-start-limit-hit", show(t, b, "virtiofsd@x.socket", "Result")["Result"])
+	missing := failToTheStartLimit(t, b, "")
 	p := show(t, b, "virtiofsd@x.service", "ActiveState", "Result", "ExecMainStatus", "StartLimitBurst")
 	assert.Equal(t, "failed", p["ActiveState"])
 	// systemd 252 keeps the last start's result (exit-code) and logs the
 	// refusal.
 	waitJournal(t, b, "Start request repeated too quickly", "-u", "virtiofsd@x.service")
 	assert.Equal(t, "78", p["ExecMainStatus"])
-	_, err = os.Stat(b.Socket("x"))
+	_, err := os.Stat(b.Socket("x"))
 	assert.ErrorIs(t, err, os.ErrNotExist, "the failed socket's file is removed")
 
 	// Each start failed and said why; exactly StartLimitBurst of them ran.
@@ -162,9 +149,6 @@ func testServiceThatCannotStartStopsAtTheStartLimit(t *testing.T, leg shimbox.Pl
 	assert.Equal(t, p["StartLimitBurst"], strconv.Itoa(starts), "starts")
 	assert.Equal(t, starts, reasons, "starts whose failure named the missing directory")
 
-	// The fix: create the directory, reset the failed state, start the socket.
-	require.NoError(t, os.Mkdir(missing, 0o755))
-	systemctl(t, b, "reset-failed", "virtiofsd@x.socket", "virtiofsd@x.service")
-	systemctl(t, b, "start", "virtiofsd@x.socket")
+	fixStartLimit(t, b, missing)
 	session(t, b, "x")
 }

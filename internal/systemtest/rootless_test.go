@@ -299,14 +299,7 @@ func userctl(t *testing.T, u *shimbox.User, args ...string) string {
 
 func userShow(t *testing.T, u *shimbox.User, unit string, props ...string) map[string]string {
 	t.Helper()
-	out := userctl(t, u, "show", "-p", strings.Join(props, ","), unit)
-	m := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		if k, v, ok := strings.Cut(line, "="); ok {
-			m[k] = v
-		}
-	}
-	return m
+	return properties(userctl(t, u, "show", "-p", strings.Join(props, ","), unit))
 }
 
 func userState(t *testing.T, u *shimbox.User, unit string) string {
