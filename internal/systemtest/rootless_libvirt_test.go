@@ -14,6 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"libvirt.org/go/libvirtxml"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/domainxml"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/libvirttest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/guest"
 )
 
@@ -54,7 +56,14 @@ sync
 echo "RESULT done=yes"
 `,
 			}))
-			xml, err := sessionDomain(img.Kernel, initrd, serial, u.Socket("vm1")).Marshal()
+			// The README's session-mode domain: the user instance's socket
+			// as an externally launched virtiofsd, in the test guest that
+			// libvirttest defines for the system instances.
+			xml, err := libvirttest.Domain{
+				Name:          "vm1",
+				Filesystems:   []libvirtxml.DomainFilesystem{domainxml.Filesystem(u.Socket("vm1"), "vm1")},
+				MemoryBacking: domainxml.MemoryBacking(),
+			}.XML(img.Kernel, initrd, serial)
 			require.NoError(t, err)
 			require.NoError(t, os.WriteFile(filepath.Join(work, "vm1.xml"), []byte(xml), 0o644))
 			require.NoError(t, exec.Command("chown", "-R", strconv.Itoa(u.UID)+":"+strconv.Itoa(u.GID), work).Run())
@@ -105,45 +114,5 @@ echo "RESULT done=yes"
 			_, err = virsh("undefine", "vm1")
 			assert.NoError(t, err)
 		})
-	}
-}
-
-// sessionDomain is the README's session-mode domain, made whole for the
-// test guest: direct kernel boot, the serial console to a file, 512 MiB of
-// shared memfd memory, the user instance's socket as an externally
-// launched virtiofsd.
-func sessionDomain(kernel, initrd, serial, socket string) *libvirtxml.Domain {
-	zero := uint(0)
-	return &libvirtxml.Domain{
-		Type:          "qemu",
-		Name:          "vm1",
-		Memory:        &libvirtxml.DomainMemory{Value: 512, Unit: "MiB"},
-		VCPU:          &libvirtxml.DomainVCPU{Value: 1},
-		MemoryBacking: &libvirtxml.DomainMemoryBacking{MemorySource: &libvirtxml.DomainMemorySource{Type: "memfd"}, MemoryAccess: &libvirtxml.DomainMemoryAccess{Mode: "shared"}},
-		CPU: &libvirtxml.DomainCPU{Numa: &libvirtxml.DomainNuma{Cell: []libvirtxml.DomainCell{
-			{ID: &zero, CPUs: "0", Memory: 512, Unit: "MiB", MemAccess: "shared"}}}},
-		OS: &libvirtxml.DomainOS{
-			Type:    &libvirtxml.DomainOSType{Arch: "x86_64", Type: "hvm"},
-			Kernel:  kernel,
-			Initrd:  initrd,
-			Cmdline: guest.KernelCmdline,
-		},
-		// ACPI: the guest's poweroff ends the domain (without it, it halts).
-		Features:   &libvirtxml.DomainFeatureList{ACPI: &libvirtxml.DomainFeature{}},
-		OnPoweroff: "destroy",
-		OnReboot:   "destroy",
-		OnCrash:    "destroy",
-		Devices: &libvirtxml.DomainDeviceList{
-			Serials: []libvirtxml.DomainSerial{{
-				Source: &libvirtxml.DomainChardevSource{File: &libvirtxml.DomainChardevSourceFile{Path: serial}},
-				Target: &libvirtxml.DomainSerialTarget{Port: &zero},
-			}},
-			Filesystems: []libvirtxml.DomainFilesystem{{
-				Driver: &libvirtxml.DomainFilesystemDriver{Type: "virtiofs", Queue: 1024},
-				Source: &libvirtxml.DomainFilesystemSource{Mount: &libvirtxml.DomainFilesystemSourceMount{Socket: socket}},
-				Target: &libvirtxml.DomainFilesystemTarget{Dir: "vm1"},
-			}},
-			MemBalloon: &libvirtxml.DomainMemBalloon{Model: "none"},
-		},
 	}
 }
