@@ -11,7 +11,8 @@ packages=(
 	cpio
 	systemd                  # run as PID 1 of private namespaces by the tests and the demo
 	dbus
-	util-linux               # nsenter
+	util-linux               # nsenter, unshare
+	uidmap                   # newuidmap, newgidmap: rootless instances with UID_MAP=/GID_MAP= (test/systemtest)
 	procps                   # pgrep
 	lintian rpm man-db shellcheck  # package checks
 	git make gcc             # gcc: go test -race needs cgo
