@@ -24,8 +24,8 @@ deps:
 # Tested platforms). The package tests run alone, after the others: they
 # build the packages and install them into boxes' overlays.
 test: deps lint
-	$(GO) test -race -count=1 -timeout 60m $$($(GO) list ./... | grep -v /internal/pkgtest)
-	$(GO) test -count=1 -timeout 20m ./internal/pkgtest/
+	$(GO) test -race -count=1 -timeout 60m $$($(GO) list ./... | grep -v /test/pkgtest)
+	$(GO) test -count=1 -timeout 20m ./test/pkgtest/
 
 # Unit level only: -short skips the levels that need root (integration,
 # system, guest, packages), saying so.
@@ -46,13 +46,13 @@ lint:
 
 # Measures the shim against the bare virtiofsd, side by side in one run, and
 # writes docs/benchmarks.md (root, a few minutes). In-process Go benchmarks:
-# go test -run '^$$' -bench . -count 6 ./internal/bench/ (benchstat-friendly).
+# go test -run '^$$' -bench . -count 6 ./test/bench/ (benchstat-friendly).
 bench: deps
-	cd internal/bench && $(GO) test -count=1 -run '^TestReport$$' -timeout 30m . -args -report ../../docs/benchmarks.md
+	cd test/bench && $(GO) test -count=1 -run '^TestReport$$' -timeout 30m . -args -report ../../docs/benchmarks.md
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkList200 -benchtime 20x ./internal/instances
 
 demo: deps build
-	$(GO) run ./internal/demo
+	$(GO) run ./test/demo
 
 clean:
 	rm -rf bin dist

@@ -18,7 +18,7 @@ packages=(
 	git make gcc             # gcc: go test -race needs cgo
 	mmdebstrap               # builds the Debian 13 tree of the second platform leg (cached under /var/cache/virtiofsd-shim)
 	debian-archive-keyring   # ... from Debian's registry, whose trixie suite it verifies
-	libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu  # the libvirt tests (internal/libvirttest)
+	libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu  # the libvirt tests (test/libvirttest)
 	apparmor                 # apparmor_parser: the AppArmor abstraction compiles against libvirt's profiles
 )
 need=()

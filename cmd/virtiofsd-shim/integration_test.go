@@ -19,10 +19,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/distro"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/sdbox"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 )
 
 // lockedBuffer collects the shim's stderr while the test reads it.
@@ -69,9 +69,9 @@ func eachRealFlavor(t *testing.T, f func(t *testing.T, fl launch.Flavor, bin str
 	}
 }
 
-// activated starts the built shim the way systemd does (peer.Activated),
+// activated starts the built shim the way systemd does (vhostuser.Activated),
 // with NOTIFY_SOCKET a datagram socket the test reads.
-func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify <-chan peer.Datagram, stderr *lockedBuffer) {
+func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify <-chan vhostuser.Datagram, stderr *lockedBuffer) {
 	t.Helper()
 	sdbox.RequireRoot(t) // the virtiofsds' namespace sandboxes need root
 	bin, err := shimbox.Binary()
@@ -81,14 +81,14 @@ func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify
 	t.Cleanup(func() { os.RemoveAll(dir) })
 
 	sock = filepath.Join(dir, "vm1.sock")
-	lf, err := peer.Listen(sock)
+	lf, err := vhostuser.Listen(sock)
 	require.NoError(t, err)
 	defer lf.Close()
-	ns, err := peer.ListenNotify(filepath.Join(dir, "notify"))
+	ns, err := vhostuser.ListenNotify(filepath.Join(dir, "notify"))
 	require.NoError(t, err)
 	t.Cleanup(func() { ns.Close() })
 
-	cmd = peer.Activated(lf, bin, args...)
+	cmd = vhostuser.Activated(lf, bin, args...)
 	cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+ns.Path)
 	stderr = &lockedBuffer{}
 	cmd.Stderr = stderr
@@ -102,7 +102,7 @@ func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify
 	return cmd, sock, ns.C, stderr
 }
 
-func nextState(t *testing.T, ch <-chan peer.Datagram) string {
+func nextState(t *testing.T, ch <-chan vhostuser.Datagram) string {
 	t.Helper()
 	select {
 	case d := <-ch:
@@ -131,7 +131,7 @@ func TestRealVirtiofsdServesTheSystemdSocketAndEndsCleanly(t *testing.T) {
 		require.True(t, strings.HasPrefix(ready, "READY=1\nSTATUS=Waiting for a vhost-user client on "+sock+", sharing "+share),
 			"READY=1 arrives before any client connects: %q\nshim stderr:\n%s", ready, stderr)
 
-		c, err := peer.Probe(sock, 10*time.Second)
+		c, err := vhostuser.Probe(sock, 10*time.Second)
 		require.NoError(t, err, "a GET_FEATURES reply from the real virtiofsd")
 		assert.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Serving a vhost-user client on "+sock))
 		c.Close() // the VM hangs up
@@ -191,7 +191,7 @@ func exitOf(t *testing.T, cmd *exec.Cmd, stderr *lockedBuffer) int {
 }
 
 // startingPid reads the shim's first datagram and returns virtiofsd's pid.
-func startingPid(t *testing.T, notify <-chan peer.Datagram) int {
+func startingPid(t *testing.T, notify <-chan vhostuser.Datagram) int {
 	t.Helper()
 	st := nextState(t, notify)
 	var pid int
@@ -205,7 +205,7 @@ func startingPid(t *testing.T, notify <-chan peer.Datagram) int {
 // virtiofsd go on with the SIGTERM pending. It reports false when
 // virtiofsd printed its readiness line before it was frozen (the test then
 // tries again): the stop must begin in the starting phase.
-func stopBeforeReadiness(t *testing.T, cmd *exec.Cmd, notify <-chan peer.Datagram, stderr *lockedBuffer) bool {
+func stopBeforeReadiness(t *testing.T, cmd *exec.Cmd, notify <-chan vhostuser.Datagram, stderr *lockedBuffer) bool {
 	t.Helper()
 	pid := startingPid(t, notify)
 	shell, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid))
@@ -248,7 +248,7 @@ func TestRealVirtiofsdStopIsCleanInEveryPhase(t *testing.T) {
 						startingPid(t, notify)
 						require.True(t, strings.HasPrefix(nextState(t, notify), "READY=1"), stderr.String())
 						if phase == launch.Serving {
-							c, err := peer.Probe(sock, 10*time.Second)
+							c, err := vhostuser.Probe(sock, 10*time.Second)
 							require.NoError(t, err, "a GET_FEATURES reply from the real virtiofsd")
 							defer c.Close()
 							assert.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Serving"))
@@ -331,7 +331,7 @@ func TestRealVirtiofsdSandboxChildKilledIsAFailure(t *testing.T) {
 		cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+bin)
 		pid := startingPid(t, notify)
 		require.True(t, strings.HasPrefix(nextState(t, notify), "READY=1"), stderr.String())
-		c, err := peer.Probe(sock, 10*time.Second)
+		c, err := vhostuser.Probe(sock, 10*time.Second)
 		require.NoError(t, err)
 		defer c.Close()
 		require.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Serving"))

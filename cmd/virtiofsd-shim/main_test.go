@@ -13,7 +13,7 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/domainxml"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/fakevirtiofsd"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/fakevirtiofsd"
 )
 
 func TestMain(m *testing.M) {

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
 // BenchmarkList200 lists 200 instances (enabled sockets, 10 of them serving

@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
 // scenario is a box with instances in every state list knows.

@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/fakevirtiofsd"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/fakevirtiofsd"
 )
 
 func TestMain(m *testing.M) {

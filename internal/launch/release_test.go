@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/fakevirtiofsd"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/fakevirtiofsd"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 )
 
 // runSession runs the scenario's supervisor with a release channel and
@@ -56,7 +56,7 @@ func TestReleaseLetsAServingSessionGoOnUntilTheVMLeaves(t *testing.T) {
 		assert.True(t, strings.HasPrefix(s.notify.next(t), "STATUS=Serving"))
 		close(release)
 		time.Sleep(100 * time.Millisecond)
-		require.NoError(t, peer.GetFeatures(c, 5*time.Second), "the session still answers after the release")
+		require.NoError(t, vhostuser.GetFeatures(c, 5*time.Second), "the session still answers after the release")
 		c.Close()
 		require.NoError(t, s.wait(t))
 		assert.Equal(t, Outcome{Served: true, Released: true}, <-outcome)
@@ -67,7 +67,7 @@ func TestReleaseLetsAServingSessionGoOnUntilTheVMLeaves(t *testing.T) {
 // counts as served: virtiofsd accepts it next.
 func TestPendingClientSeesAConnectionNotYetAccepted(t *testing.T) {
 	dir := t.TempDir()
-	f, err := peer.Listen(filepath.Join(dir, "s"))
+	f, err := vhostuser.Listen(filepath.Join(dir, "s"))
 	require.NoError(t, err)
 	defer f.Close()
 	assert.False(t, pendingClient(f))

@@ -21,17 +21,17 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/fakevirtiofsd"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/testenv/peer"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/fakevirtiofsd"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 )
 
-// notifySocket pretends to be systemd's NOTIFY_SOCKET (peer.NotifySocket).
+// notifySocket pretends to be systemd's NOTIFY_SOCKET (vhostuser.NotifySocket).
 type notifySocket struct {
-	ch <-chan peer.Datagram
+	ch <-chan vhostuser.Datagram
 }
 
 func newNotifySocket(t *testing.T, dir string) *notifySocket {
-	n, err := peer.ListenNotify(filepath.Join(dir, "notify"))
+	n, err := vhostuser.ListenNotify(filepath.Join(dir, "notify"))
 	require.NoError(t, err)
 	t.Setenv("NOTIFY_SOCKET", n.Path)
 	t.Cleanup(func() { n.Close() })
@@ -120,7 +120,7 @@ func start(t *testing.T, flavor Flavor, mode string, extraEnv ...string) *scenar
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	n := newNotifySocket(t, dir)
 	sockPath := filepath.Join(dir, "vm.sock")
-	f, err := peer.Listen(sockPath)
+	f, err := vhostuser.Listen(sockPath)
 	require.NoError(t, err)
 	t.Cleanup(func() { f.Close() })
 
@@ -161,7 +161,7 @@ func (s *scenario) wait(t *testing.T) error {
 // connection.
 func probe(t *testing.T, path string) net.Conn {
 	t.Helper()
-	c, err := peer.Probe(path, 10*time.Second)
+	c, err := vhostuser.Probe(path, 10*time.Second)
 	require.NoError(t, err, "a GET_FEATURES reply")
 	return c
 }

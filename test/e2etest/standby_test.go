@@ -1,0 +1,77 @@
+package e2etest
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+)
+
+// TestStandbyGuestBootedTwiceGetsTwoVirtiofsds: with STANDBY=yes a
+// virtiofsd waits before the first boot, each boot is served by its own
+// virtiofsd (its own VIRTIOFSD_SESSION in the journal), and the next one
+// waits after each.
+func TestStandbyGuestBootedTwiceGetsTwoVirtiofsds(t *testing.T) {
+	shimbox.Legs(t, testStandbyGuestBootedTwiceGetsTwoVirtiofsds)
+}
+
+func testStandbyGuestBootedTwiceGetsTwoVirtiofsds(t *testing.T, leg shimbox.Platform) {
+	requireGuest(t, leg)
+	b := shimbox.New(t, shimbox.Options{Name: "e2e", Platform: leg})
+	share, err := b.AddInstance("vm1", "CACHE=auto", "STANDBY=yes")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(share, HostFile), []byte("hello from the host\n"), 0o644))
+	ctx := context.Background()
+	for _, args := range [][]string{{"daemon-reload"}, {"enable", "--now", "virtiofsd@vm1.socket"}} {
+		out, err := b.Systemctl(ctx, args...)
+		require.NoError(t, err, out)
+	}
+	waitStandby := func(session int) string {
+		t.Helper()
+		var status string
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			status = show(t, b, "virtiofsd@vm1.service", "StatusText")
+			if strings.HasPrefix(status, "Waiting ") && strings.Contains(status, "standby for session "+strconv.Itoa(session)+")") {
+				return status
+			}
+		}
+		t.Fatalf("no standby for session %d: status %q", session, status)
+		return ""
+	}
+	waitStandby(1) // before any guest
+
+	for boot := 1; boot <= 2; boot++ {
+		res, err := DemoGuest(ctx, b, "vm1", nil)
+		require.NoError(t, err, "boot %d", boot)
+		assert.Equal(t, "hello from the host", res.Values["read"], "boot %d", boot)
+		assert.Equal(t, GuestFile, res.Values["wrote"], "boot %d", boot)
+		waitStandby(boot + 1)
+	}
+
+	entries, err := b.Journal(ctx, "-u", "virtiofsd@vm1.service", "SYSLOG_IDENTIFIER=virtiofsd")
+	require.NoError(t, err)
+	pidOf := map[string]string{} // session -> virtiofsd pid, of the sessions a guest connected to
+	for _, e := range entries {
+		if strings.Contains(e["MESSAGE"], leg.ConnectedLine()) {
+			require.NotEmpty(t, e["VIRTIOFSD_SESSION"], "%v", e)
+			pidOf[e["VIRTIOFSD_SESSION"]] = e["VIRTIOFSD_PID"]
+		}
+	}
+	require.Len(t, pidOf, 2, "two boots, two sessions: %v", pidOf)
+	pids := map[string]bool{}
+	for _, pid := range pidOf {
+		pids[pid] = true
+	}
+	assert.Len(t, pids, 2, "each session its own virtiofsd: %v", pidOf)
+	// One service run served both, and never restarted.
+	assert.Equal(t, "0", show(t, b, "virtiofsd@vm1.service", "NRestarts"))
+	assert.Equal(t, "active", show(t, b, "virtiofsd@vm1.service", "ActiveState"))
+}

@@ -1,0 +1,210 @@
+package systemtest
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+)
+
+// waitFor bounds every wait for a state systemd reaches by itself.
+const waitFor = 20 * time.Second
+
+// box boots a private systemd of the leg with the project's units and
+// binary for t.
+func box(t *testing.T, leg shimbox.Platform) *shimbox.Box {
+	t.Helper()
+	b := shimbox.New(t, shimbox.Options{Name: "systemtest", Platform: leg}) // skips, saying why, when not root
+	if _, err := b.Run(context.Background(), "test", "-x", leg.Virtiofsd()); err != nil {
+		// As root this is a missing install step, not a reason to skip.
+		t.Fatalf("%s: virtiofsd is not installed at %s: run make test (scripts/deps.sh) or apt-get install qemu-system-common (Debian 12); on Debian 13 the package's dependencies bring it", leg, leg.Virtiofsd())
+	}
+	return b
+}
+
+// children lists the pids of a process's children inside the box, from
+// /proc/PID/task/*/children. A thread of the process (the shim's Go runtime
+// starts and ends them) may end between the shell's glob and the read: a
+// task gone by then is skipped, not an error.
+func children(t *testing.T, b *shimbox.Box, pid string) []string {
+	t.Helper()
+	return strings.Fields(run(t, b, "sh", "-c", `for f in /proc/`+pid+`/task/*/children; do cat "$f" 2>/dev/null; done; true`))
+}
+
+// run runs a command inside the box and fails the test if it fails.
+func run(t *testing.T, b *shimbox.Box, name string, args ...string) string {
+	t.Helper()
+	out, err := b.Run(context.Background(), name, args...)
+	require.NoError(t, err, "%s %s", name, strings.Join(args, " "))
+	return out
+}
+
+// systemctl runs systemctl inside the box; it fails the test on error.
+func systemctl(t *testing.T, b *shimbox.Box, args ...string) string {
+	t.Helper()
+	return run(t, b, "systemctl", args...)
+}
+
+// show returns properties of a unit, as systemctl show prints them.
+func show(t *testing.T, b *shimbox.Box, unit string, props ...string) map[string]string {
+	t.Helper()
+	return properties(systemctl(t, b, "show", "-p", strings.Join(props, ","), unit))
+}
+
+// properties reads systemctl show's KEY=value lines, of either manager.
+func properties(out string) map[string]string {
+	m := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// state is a unit's ActiveState/SubState.
+func state(t *testing.T, b *shimbox.Box, unit string) string {
+	t.Helper()
+	p := show(t, b, unit, "ActiveState", "SubState")
+	return p["ActiveState"] + "/" + p["SubState"]
+}
+
+// servedAndActive connects to an instance like a VM and returns once
+// virtiofsd has answered within timeout and systemd shows the session
+// (shimbox.Box.Session).
+func servedAndActive(t *testing.T, b *shimbox.Box, instance string, timeout time.Duration) net.Conn {
+	t.Helper()
+	c, err := b.Session(instance, timeout)
+	require.NoError(t, err, "%s was not served within %s\n%s", instance, timeout, status(b, "virtiofsd@"+instance+".service"))
+	return c
+}
+
+// waitState waits until the unit is in state want (ActiveState/SubState).
+func waitState(t *testing.T, b *shimbox.Box, unit, want string) {
+	t.Helper()
+	var last string
+	deadline := time.Now().Add(waitFor)
+	for time.Now().Before(deadline) {
+		if last = state(t, b, unit); last == want {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s: still %s after %s, want %s\n%s", unit, last, waitFor, want, status(b, unit))
+}
+
+// waitStatus waits until the unit's StatusText starts with prefix.
+func waitStatus(t *testing.T, b *shimbox.Box, unit, prefix string) string {
+	t.Helper()
+	var last string
+	deadline := time.Now().Add(waitFor)
+	for time.Now().Before(deadline) {
+		if last = show(t, b, unit, "StatusText")["StatusText"]; strings.HasPrefix(last, prefix) {
+			return last
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s: status still %q after %s, want it to start with %q\n%s", unit, last, waitFor, prefix, status(b, unit))
+	return ""
+}
+
+// status is systemctl status and the unit's journal, for failure messages.
+func status(b *shimbox.Box, unit string) string {
+	out, _ := b.Run(context.Background(), "systemctl", "status", "--no-pager", "-l", "-n", "50", unit)
+	return out
+}
+
+// enable enables and starts an instance's socket.
+func enable(t *testing.T, b *shimbox.Box, instance string) {
+	t.Helper()
+	systemctl(t, b, "enable", "--now", "virtiofsd@"+instance+".socket")
+	waitState(t, b, "virtiofsd@"+instance+".socket", "active/listening")
+}
+
+// entry is one journal entry of the box.
+type entry = shimbox.JournalEntry
+
+// journal returns the journal entries that match the journalctl arguments
+// (unit, field matches), after journald has written what it was sent.
+func journal(t *testing.T, b *shimbox.Box, args ...string) []entry {
+	t.Helper()
+	entries, err := b.Journal(context.Background(), args...)
+	require.NoError(t, err)
+	return entries
+}
+
+// messages returns the MESSAGE of entries.
+func messages(entries []entry) []string {
+	var m []string
+	for _, e := range entries {
+		m = append(m, e["MESSAGE"])
+	}
+	return m
+}
+
+// waitJournal waits until an entry matching args has a MESSAGE containing
+// text, and returns it.
+func waitJournal(t *testing.T, b *shimbox.Box, text string, args ...string) entry {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	var last []entry
+	for time.Now().Before(deadline) {
+		last = journal(t, b, args...)
+		for _, e := range last {
+			if strings.Contains(e["MESSAGE"], text) {
+				return e
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no journal entry (%s) says %q within %s; entries:\n%s", strings.Join(args, " "), text, waitFor,
+		strings.Join(messages(last), "\n"))
+	return nil
+}
+
+// virtiofsdProcesses lists the virtiofsd processes in the box, one "pid command line" a line.
+func virtiofsdProcesses(t *testing.T, b *shimbox.Box) string {
+	t.Helper()
+	out, _ := b.Run(context.Background(), "pgrep", "-a", "-x", "virtiofsd")
+	return strings.TrimSpace(out)
+}
+
+// failToTheStartLimit configures instance x with a SHARED_DIR that does not
+// exist (and the config lines extra), enables its socket and connects like
+// a VM: every start fails, and the retries end at the start limit, the
+// VM's connection hung up and the socket failed. It returns the missing
+// directory; fixStartLimit is the admin's fix.
+func failToTheStartLimit(t *testing.T, b *shimbox.Box, extra string) (missing string) {
+	t.Helper()
+	dir, err := b.Share("x")
+	require.NoError(t, err)
+	missing = filepath.Join(dir, "missing")
+	require.NoError(t, b.Configure("x", "SHARED_DIR="+missing+"\n"+extra))
+	systemctl(t, b, "daemon-reload")
+	enable(t, b, "x")
+
+	c, err := net.Dial("unix", b.Socket("x"))
+	require.NoError(t, err)
+	defer c.Close()
+	waitHangUp(t, c)
+	waitState(t, b, "virtiofsd@x.socket", "failed/failed")
+	assert.Equal(t, "service-start-limit-hit", show(t, b, "virtiofsd@x.socket", "Result")["Result"])
+	return missing
+}
+
+// fixStartLimit is the fix: create the directory, reset the failed state,
+// start the socket.
+func fixStartLimit(t *testing.T, b *shimbox.Box, missing string) {
+	t.Helper()
+	require.NoError(t, os.Mkdir(missing, 0o755))
+	systemctl(t, b, "reset-failed", "virtiofsd@x.socket", "virtiofsd@x.service")
+	systemctl(t, b, "start", "virtiofsd@x.socket")
+}

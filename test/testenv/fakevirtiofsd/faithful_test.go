@@ -1,0 +1,231 @@
+package fakevirtiofsd_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/fakevirtiofsd"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
+)
+
+func TestMain(m *testing.M) {
+	fakevirtiofsd.Main() // the test binary doubles as the fake
+	// What the shim does before it starts virtiofsd: nothing but fd 3
+	// (the socket) is inherited. go test leaves descriptors open here.
+	if entries, err := os.ReadDir("/proc/self/fd"); err == nil {
+		for _, e := range entries {
+			if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+				syscall.CloseOnExec(fd)
+			}
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// session is one virtiofsd, real or fake, on a fresh listening socket, its
+// stderr read line by line.
+type session struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	sock  string
+	lines chan string
+	seen  []string // transcript so far: one entry per line, then the exit
+	hold  net.Conn // a client connection kept open until virtiofsd exits
+}
+
+func startSession(t *testing.T, bin string, env, args []string) *session {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "faith") // short: unix socket paths are limited to 108 bytes
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "vm.sock")
+	lf, err := vhostuser.Listen(sock)
+	require.NoError(t, err)
+	defer lf.Close()
+
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	cmd.ExtraFiles = []*os.File{lf}
+	r, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	s := &session{t: t, cmd: cmd, sock: sock, lines: make(chan string, 64)}
+	go func() {
+		defer close(s.lines)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			s.lines <- sc.Text()
+		}
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return s
+}
+
+// record adds one line to the transcript: what the shim makes of it.
+func (s *session) record(raw string) launch.Line {
+	l := launch.Classify(raw)
+	s.seen = append(s.seen, fmt.Sprintf("%s/%d: %s", l.Event, l.Priority, l.Message))
+	return l
+}
+
+// until reads lines until one carries event e.
+func (s *session) until(e launch.Event) {
+	s.t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case raw, ok := <-s.lines:
+			require.True(s.t, ok, "output ended before a %s line; so far:\n%s", e, strings.Join(s.seen, "\n"))
+			if s.record(raw).Event == e {
+				return
+			}
+		case <-timeout:
+			s.t.Fatalf("no %s line within 10 s; so far:\n%s", e, strings.Join(s.seen, "\n"))
+		}
+	}
+}
+
+// end reads the rest of the output and the exit status.
+func (s *session) end() []string {
+	s.t.Helper()
+	for raw := range s.lines {
+		s.record(raw)
+	}
+	waited := make(chan struct{})
+	go func() { s.cmd.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(10 * time.Second):
+		s.t.Fatalf("no exit within 10 s of the end of output; so far:\n%s", strings.Join(s.seen, "\n"))
+	}
+	if s.hold != nil {
+		s.hold.Close()
+	}
+	st := s.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if st.Signaled() {
+		s.seen = append(s.seen, "killed by "+st.Signal().String())
+	} else {
+		s.seen = append(s.seen, fmt.Sprintf("exit %d", st.ExitStatus()))
+	}
+	return s.seen
+}
+
+// scenario drives a session the same way for the real binary and the fake.
+type scenario struct {
+	name  string
+	extra map[launch.Flavor][]string // extra arguments (a bad option); nil: none
+	noDir bool                       // a SHARED_DIR that does not exist
+	drive func(s *session)
+}
+
+var scenarios = []scenario{
+	{name: "client connects and hangs up", drive: func(s *session) {
+		s.until(launch.Ready)
+		c, err := vhostuser.Probe(s.sock, 10*time.Second)
+		require.NoError(s.t, err)
+		s.until(launch.Connected)
+		c.Close()
+	}},
+	{name: "SIGTERM while waiting", drive: func(s *session) {
+		s.until(launch.Ready)
+		// Past the readiness line, in accept(): the C one loses a SIGTERM
+		// sent between the two (the shim sends another; see launch).
+		time.Sleep(200 * time.Millisecond)
+		require.NoError(s.t, s.cmd.Process.Signal(syscall.SIGTERM))
+	}},
+	{name: "SIGTERM while serving", drive: func(s *session) {
+		s.until(launch.Ready)
+		c, err := vhostuser.Probe(s.sock, 10*time.Second)
+		require.NoError(s.t, err)
+		s.hold = c
+		s.until(launch.Connected)
+		// The C one logs its session loop's entry after the connection line.
+		time.Sleep(200 * time.Millisecond)
+		require.NoError(s.t, s.cmd.Process.Signal(syscall.SIGTERM))
+	}},
+	{name: "unknown option", extra: map[launch.Flavor][]string{
+		launch.C: {"-o", "no_such_option"}, launch.Rust: {"--no-such-option"}}},
+	{name: "compat option the Rust one refuses", extra: map[launch.Flavor][]string{
+		launch.Rust: {"-o", "log_level=debug"}}},
+	{name: "-o debug", extra: map[launch.Flavor][]string{
+		launch.Rust: {"-o", "debug"}}},
+	{name: "shared directory missing", noDir: true},
+}
+
+// realBinary is the real virtiofsd of a flavor: the C one of this Debian 12
+// host, the Rust one of the Debian 13 tree through that tree's loader.
+func realBinary(t *testing.T, fl launch.Flavor) string {
+	t.Helper()
+	if fl == launch.C {
+		if _, err := os.Stat(launch.CVirtiofsd); err != nil {
+			t.Fatalf("the real C virtiofsd is missing (%v): apt-get install qemu-system-common (make test does)", err)
+		}
+		return launch.CVirtiofsd
+	}
+	tree, err := distro.Debian13(context.Background())
+	require.NoError(t, err, "the Debian 13 tree that brings the Rust virtiofsd")
+	bin, err := tree.RustVirtiofsd()
+	require.NoError(t, err)
+	return bin
+}
+
+// TestFakeBehavesAsTheRealVirtiofsd runs the fake and the real binary of
+// each flavor side by side on the same scenarios, and compares what the
+// shim sees: each line as launch.Classify reads it (event, priority,
+// message without its timestamp), in order, and the exit status. A drift
+// between the fake and the real binary fails here.
+func TestFakeBehavesAsTheRealVirtiofsd(t *testing.T) {
+	sdbox.RequireRoot(t) // the real ones' namespace sandboxes need root
+	for _, fl := range []launch.Flavor{launch.C, launch.Rust} {
+		t.Run(fl.String(), func(t *testing.T) {
+			real := realBinary(t, fl)
+			for _, sc := range scenarios {
+				if sc.extra != nil && sc.extra[fl] == nil {
+					continue
+				}
+				t.Run(sc.name, func(t *testing.T) {
+					share := t.TempDir()
+					if sc.noDir {
+						share = filepath.Join(share, "missing")
+					}
+					args, err := launch.Args(fl, launch.Options{SharedDir: share})
+					require.NoError(t, err)
+					args = append(args, sc.extra[fl]...)
+					env := launch.ChildEnv(os.Environ(), fl)
+
+					transcript := func(bin string, env []string) []string {
+						s := startSession(t, bin, env, args)
+						if sc.drive != nil {
+							sc.drive(s)
+						}
+						return s.end()
+					}
+					want := transcript(real, env)
+					got := transcript(os.Args[0], append(env, fakevirtiofsd.Env(fl.String(), fakevirtiofsd.Ready)...))
+					assert.Equal(t, want, got, "the fake (got) against the real %s virtiofsd (want)", fl)
+				})
+			}
+		})
+	}
+}
