@@ -17,7 +17,8 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/domainxml"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/generator"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 const checkUsage = `Usage: virtiofsd-shim check [flags] NAME
@@ -71,7 +72,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	p, err := makePlan(ctx, cfg, inst.scope(), launch.VersionCache{})
+	p, err := makePlan(ctx, cfg, inst.scope(), virtiofsd.VersionCache{})
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,8 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 // lockedBuffer collects the shim's stderr while the test reads it.
@@ -46,14 +48,14 @@ func (b *lockedBuffer) String() string {
 // realVirtiofsd returns the real virtiofsd of a flavor: the C one of this
 // Debian 12 host, or the Rust one of the Debian 13 tree, run through that
 // tree's loader.
-func realVirtiofsd(t *testing.T, fl launch.Flavor) string {
+func realVirtiofsd(t *testing.T, fl virtiofsd.Flavor) string {
 	t.Helper()
 	sdbox.RequireRoot(t) // the namespace sandboxes need root; so does building the tree
-	if fl == launch.C {
-		if _, err := os.Stat(launch.CVirtiofsd); err != nil {
+	if fl == virtiofsd.C {
+		if _, err := os.Stat(virtiofsd.CVirtiofsd); err != nil {
 			t.Fatalf("the real C virtiofsd is missing (%v): apt-get install qemu-system-common (make test does)", err)
 		}
-		return launch.CVirtiofsd
+		return virtiofsd.CVirtiofsd
 	}
 	tree, err := distro.Debian13(context.Background())
 	require.NoError(t, err, "the Debian 13 tree that brings the Rust virtiofsd")
@@ -63,8 +65,8 @@ func realVirtiofsd(t *testing.T, fl launch.Flavor) string {
 }
 
 // eachRealFlavor runs f for the real C and the real Rust virtiofsd.
-func eachRealFlavor(t *testing.T, f func(t *testing.T, fl launch.Flavor, bin string)) {
-	for _, fl := range []launch.Flavor{launch.C, launch.Rust} {
+func eachRealFlavor(t *testing.T, f func(t *testing.T, fl virtiofsd.Flavor, bin string)) {
+	for _, fl := range []virtiofsd.Flavor{virtiofsd.C, virtiofsd.Rust} {
 		t.Run(fl.String(), func(t *testing.T) { f(t, fl, realVirtiofsd(t, fl)) })
 	}
 }
@@ -121,7 +123,7 @@ func virtiofsdFor(dir string) []string {
 }
 
 func TestRealVirtiofsdServesTheSystemdSocketAndEndsCleanly(t *testing.T) {
-	eachRealFlavor(t, func(t *testing.T, fl launch.Flavor, bin string) {
+	eachRealFlavor(t, func(t *testing.T, fl virtiofsd.Flavor, bin string) {
 		share := t.TempDir()
 		require.NoError(t, os.WriteFile(filepath.Join(share, "hello"), []byte("hi\n"), 0o644))
 		cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+bin)
@@ -140,10 +142,10 @@ func TestRealVirtiofsdServesTheSystemdSocketAndEndsCleanly(t *testing.T) {
 
 		assert.Equal(t, 0, exitOf(t, cmd, stderr), "the shim exits 0 when the VM disconnects\n%s", stderr)
 		assert.Empty(t, virtiofsdFor(share), "no virtiofsd left")
-		want := map[launch.Flavor][]string{
-			launch.C: {"virtio_session_mount: Waiting for vhost-user socket connection...",
+		want := map[virtiofsd.Flavor][]string{
+			virtiofsd.C: {"virtio_session_mount: Waiting for vhost-user socket connection...",
 				"virtio_session_mount: Received vhost-user socket connection", "virtio_loop: Exit"},
-			launch.Rust: {"Waiting for vhost-user socket connection...",
+			virtiofsd.Rust: {"Waiting for vhost-user socket connection...",
 				"Client connected, servicing requests", "Client disconnected, shutting down"},
 		}[fl]
 		for _, l := range want {
@@ -155,15 +157,15 @@ func TestRealVirtiofsdServesTheSystemdSocketAndEndsCleanly(t *testing.T) {
 // virtiofsd's own failure at start is passed on with its status: 1 from
 // the C one's option parser, 2 from the Rust one's.
 func TestRealVirtiofsdFailureIsPassedOn(t *testing.T) {
-	eachRealFlavor(t, func(t *testing.T, fl launch.Flavor, bin string) {
+	eachRealFlavor(t, func(t *testing.T, fl virtiofsd.Flavor, bin string) {
 		share := t.TempDir()
-		bad := map[launch.Flavor][]string{launch.C: {"-o", "no_such_option"}, launch.Rust: {"--no-such-option"}}[fl]
+		bad := map[virtiofsd.Flavor][]string{virtiofsd.C: {"-o", "no_such_option"}, virtiofsd.Rust: {"--no-such-option"}}[fl]
 		cmd, _, notify, stderr := activated(t, append([]string{"run", "--shared-dir=" + share, "--virtiofsd=" + bin, "--"}, bad...)...)
 		nextState(t, notify)
-		assert.Equal(t, map[launch.Flavor]int{launch.C: 1, launch.Rust: 2}[fl], exitOf(t, cmd, stderr), "virtiofsd's own exit status")
+		assert.Equal(t, map[virtiofsd.Flavor]int{virtiofsd.C: 1, virtiofsd.Rust: 2}[fl], exitOf(t, cmd, stderr), "virtiofsd's own exit status")
 		assert.Contains(t, stderr.String(), "before it was ready")
-		assert.Contains(t, stderr.String(), map[launch.Flavor]string{
-			launch.C: "fuse: unknown option(s): `-o no_such_option'", launch.Rust: "error: unexpected argument '--no-such-option' found"}[fl])
+		assert.Contains(t, stderr.String(), map[virtiofsd.Flavor]string{
+			virtiofsd.C: "fuse: unknown option(s): `-o no_such_option'", virtiofsd.Rust: "error: unexpected argument '--no-such-option' found"}[fl])
 		select {
 		case d := <-notify:
 			assert.NotContains(t, d.State, "READY=1")
@@ -233,7 +235,7 @@ func stopBeforeReadiness(t *testing.T, cmd *exec.Cmd, notify <-chan vhostuser.Da
 func TestRealVirtiofsdStopIsCleanInEveryPhase(t *testing.T) {
 	for _, phase := range []launch.Phase{launch.Starting, launch.Waiting, launch.Serving} {
 		t.Run(phase.String(), func(t *testing.T) {
-			eachRealFlavor(t, func(t *testing.T, fl launch.Flavor, bin string) {
+			eachRealFlavor(t, func(t *testing.T, fl virtiofsd.Flavor, bin string) {
 				for attempt := 1; ; attempt++ {
 					share := t.TempDir()
 					cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+bin)
@@ -274,7 +276,7 @@ func TestRealVirtiofsdStopIsCleanInEveryPhase(t *testing.T) {
 // A virtiofsd that does not end on SIGTERM (here: frozen) is killed after
 // the grace period, and that stop stays a failure: 137, with the cause.
 func TestRealVirtiofsdStopThatNeedsSIGKILLIsAFailure(t *testing.T) {
-	eachRealFlavor(t, func(t *testing.T, fl launch.Flavor, bin string) {
+	eachRealFlavor(t, func(t *testing.T, fl virtiofsd.Flavor, bin string) {
 		share := t.TempDir()
 		cmd, _, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+bin, "--stop-timeout=1s")
 		pid := startingPid(t, notify)
@@ -326,7 +328,7 @@ func TestStopBeforeVirtiofsdStartsIsClean(t *testing.T) {
 // that on as a failure: the C one exits 1; the Rust one says "Child process
 // terminated by signal 9" and exits 256-9, which the shim reports as 137.
 func TestRealVirtiofsdSandboxChildKilledIsAFailure(t *testing.T) {
-	eachRealFlavor(t, func(t *testing.T, fl launch.Flavor, bin string) {
+	eachRealFlavor(t, func(t *testing.T, fl virtiofsd.Flavor, bin string) {
 		share := t.TempDir()
 		cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+bin)
 		pid := startingPid(t, notify)
@@ -350,9 +352,9 @@ func TestRealVirtiofsdSandboxChildKilledIsAFailure(t *testing.T) {
 		}, 10*time.Second, 10*time.Millisecond, "virtiofsd (pid %d) has its sandboxed child", pid)
 		require.NoError(t, syscall.Kill(child, syscall.SIGKILL))
 
-		want := map[launch.Flavor]int{launch.C: 1, launch.Rust: 137}[fl]
+		want := map[virtiofsd.Flavor]int{virtiofsd.C: 1, virtiofsd.Rust: 137}[fl]
 		assert.Equal(t, want, exitOf(t, cmd, stderr), stderr.String())
-		if fl == launch.Rust {
+		if fl == virtiofsd.Rust {
 			assert.Contains(t, stderr.String(), "Child process terminated by signal 9")
 			assert.Contains(t, stderr.String(), "virtiofsd was killed by signal 9 (killed)")
 		} else {

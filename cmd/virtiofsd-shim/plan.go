@@ -11,6 +11,8 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 // instanceFlags are the flags run and check share: which instance, and
@@ -104,7 +106,7 @@ func (f *instanceFlags) scope() config.Scope {
 type plan struct {
 	cfg          *config.Config
 	binary       string
-	version      launch.Version
+	version      virtiofsd.Version
 	args         []string
 	readyTimeout time.Duration
 	stopTimeout  time.Duration
@@ -117,28 +119,28 @@ type plan struct {
 // makePlan finds the binary, its flavor and its argv for cfg, an instance of
 // scope. versions detects the flavor; run caches it, check always asks the
 // binary. A user instance not run by root is rootless.
-func makePlan(ctx context.Context, cfg *config.Config, scope config.Scope, versions launch.VersionCache) (*plan, error) {
-	bin, err := launch.FindBinary(cfg.Virtiofsd)
+func makePlan(ctx context.Context, cfg *config.Config, scope config.Scope, versions virtiofsd.VersionCache) (*plan, error) {
+	bin, err := virtiofsd.FindBinary(cfg.Virtiofsd)
 	if err != nil {
 		return nil, err
 	}
-	flavor, err := launch.ParseFlavor(cfg.Flavor)
+	flavor, err := virtiofsd.ParseFlavor(cfg.Flavor)
 	if err != nil {
 		return nil, &config.Error{File: cfg.Path, Key: "FLAVOR", Msg: err.Error()}
 	}
 	rootless := scope == config.User && os.Geteuid() != 0
-	v := launch.Version{Flavor: flavor}
-	if flavor == launch.Auto {
+	v := virtiofsd.Version{Flavor: flavor}
+	if flavor == virtiofsd.Auto {
 		if v, err = versions.Detect(ctx, bin); err != nil && rootless {
 			// Without root the C virtiofsd fails even --version
 			// ("setgroups() failed"), so that is the likely cause.
 			return nil, fmt.Errorf("%w; without root only the Rust virtiofsd runs: the C one cannot run without root, not even "+
-				"for --version: if %s is the C one, %s", err, bin, launch.InstallRust)
+				"for --version: if %s is the C one, %s", err, bin, virtiofsd.InstallRust)
 		} else if err != nil {
 			return nil, err
 		}
 	}
-	opts := launch.Options{
+	opts := virtiofsd.Options{
 		SharedDir: cfg.SharedDir,
 		Cache:     cfg.Cache,
 		Sandbox:   cfg.Sandbox,
@@ -158,8 +160,8 @@ func makePlan(ctx context.Context, cfg *config.Config, scope config.Scope, versi
 	if cfg.GIDMap != nil {
 		opts.GIDMap = cfg.GIDMap.String()
 	}
-	args, err := launch.Args(v.Flavor, opts)
-	var oe *launch.OptionsError
+	args, err := virtiofsd.Args(v.Flavor, opts)
+	var oe *virtiofsd.OptionsError
 	if errors.As(err, &oe) && cfg.Path != "" {
 		// Point at the line that asked for it.
 		return nil, &config.Error{File: cfg.Path, Line: cfg.Line(oe.Key), Key: oe.Key, Msg: oe.Msg, Err: err}

@@ -18,6 +18,8 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 const runUsage = `Usage: virtiofsd-shim run [flags] [-- virtiofsd-args...]
@@ -165,7 +167,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 		sv := &launch.Supervisor{
 			Path:         p.binary,
 			Args:         p.args,
-			Env:          launch.ChildEnv(os.Environ(), p.version.Flavor),
+			Env:          virtiofsd.ChildEnv(os.Environ(), p.version.Flavor),
 			Flavor:       p.version.Flavor,
 			Socket:       sock.File,
 			SocketPath:   sock.String(),
@@ -210,7 +212,7 @@ func prepareRun(ctx context.Context, inst *instanceFlags, fs *flag.FlagSet) (*co
 	cfg.ExtraArgs = append(cfg.ExtraArgs, fs.Args()...)
 	// Under systemd, RuntimeDirectory=virtiofsd-shim (preserved) keeps the
 	// flavor of the binary between sessions; elsewhere each run asks it.
-	p, err := makePlan(ctx, cfg, inst.scope(), launch.VersionCache{Dir: os.Getenv("RUNTIME_DIRECTORY")})
+	p, err := makePlan(ctx, cfg, inst.scope(), virtiofsd.VersionCache{Dir: os.Getenv("RUNTIME_DIRECTORY")})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -518,7 +518,7 @@ func setVirtiofsd(c *Config, v string) error {
 }
 
 func setExtraArgs(c *Config, v string) error {
-	// Which arguments virtiofsd may get depends on its flavor: launch.Args
+	// Which arguments virtiofsd may get depends on its flavor: virtiofsd.Args
 	// checks them, and the caller reports its error at Line("EXTRA_ARGS").
 	args, err := shellquote.Split(v)
 	if err != nil {

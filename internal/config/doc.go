@@ -54,7 +54,7 @@
 //	                    shell would (github.com/kballard/go-shellquote);
 //	                    options the shim sets itself or that
 //	                    break it (--fd, --shared-dir, --cache,
-//	                    --syslog, ...) are refused by launch.Args,
+//	                    --syslog, ...) are refused by virtiofsd.Args,
 //	                    which knows the flavor
 //	SOCKET_USER         owner of the socket: a user name or uid  root
 //	SOCKET_GROUP        group of the socket: a group name or gid root

@@ -14,6 +14,8 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/activation"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 // The codes, sysexits(3)-style where one fits.
@@ -103,9 +105,9 @@ func For(err error) int {
 		return Usage
 	case errors.Is(err, activation.ErrActivation):
 		return Activation
-	case errors.As(err, &cfgErr), errors.Is(err, launch.ErrOptions):
+	case errors.As(err, &cfgErr), errors.Is(err, virtiofsd.ErrOptions):
 		return Config
-	case errors.Is(err, launch.ErrBinary), errors.As(err, &unav):
+	case errors.Is(err, virtiofsd.ErrBinary), errors.As(err, &unav):
 		return Unavailable
 	case errors.As(err, &notRdy):
 		return NotReady

@@ -11,6 +11,8 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/activation"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 // exited and killed build the wait statuses of a child that exited with
@@ -29,13 +31,13 @@ func TestEveryCauseHasItsExitStatus(t *testing.T) {
 		{"usage", &UsageError{Msg: "bad flag"}, Usage},
 		{"activation, wrapped", wrap(&activation.Error{Reason: "no socket"}), Activation},
 		{"config file", &config.Error{File: "/etc/virtiofsd/vm1.conf", Line: 3, Msg: "unknown key"}, Config},
-		{"option refused", &launch.OptionsError{Key: "EXTRA_ARGS", Msg: "--syslog"}, Config},
-		{"binary missing", wrap(fmt.Errorf("x: %w", launch.ErrBinary)), Unavailable},
+		{"option refused", &virtiofsd.OptionsError{Key: "EXTRA_ARGS", Msg: "--syslog"}, Config},
+		{"binary missing", wrap(fmt.Errorf("x: %w", virtiofsd.ErrBinary)), Unavailable},
 		{"systemd unreachable", &UnavailableError{Err: errors.New("no bus")}, Unavailable},
 		{"never ready", &launch.NotReadyError{}, NotReady},
-		{"virtiofsd exit 1", &launch.ExitError{Status: exited(1), Flavor: launch.C}, 1},
-		{"virtiofsd killed", &launch.ExitError{Status: killed(syscall.SIGKILL), Flavor: launch.C}, 128 + 9},
-		{"Rust sandbox child killed: exit(-9)", &launch.ExitError{Status: exited(256 - 9), Flavor: launch.Rust}, 128 + 9},
+		{"virtiofsd exit 1", &launch.ExitError{Status: exited(1), Flavor: virtiofsd.C}, 1},
+		{"virtiofsd killed", &launch.ExitError{Status: killed(syscall.SIGKILL), Flavor: virtiofsd.C}, 128 + 9},
+		{"Rust sandbox child killed: exit(-9)", &launch.ExitError{Status: exited(256 - 9), Flavor: virtiofsd.Rust}, 128 + 9},
 		{"stop grace exceeded", &launch.StopTimeoutError{}, 137},
 		{"anything else", errors.New("boom"), Software},
 	} {

@@ -5,13 +5,15 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 // ExitError is virtiofsd ending in failure: a non-zero exit status or death
 // by a signal, on its own or in a way a stop does not explain.
 type ExitError struct {
 	Status      syscall.WaitStatus
-	Flavor      Flavor
+	Flavor      virtiofsd.Flavor
 	BeforeReady bool     // it never printed its readiness line
 	Stopped     bool     // the shim had sent SIGTERM (a stop), in StopPhase
 	StopPhase   Phase    // where virtiofsd was when the stop began
@@ -25,7 +27,7 @@ func (e *ExitError) Signal() (syscall.Signal, bool) {
 	if e.Status.Signaled() {
 		return e.Status.Signal(), true
 	}
-	if c := e.Status.ExitStatus(); e.Flavor == Rust && c > 256-65 {
+	if c := e.Status.ExitStatus(); e.Flavor == virtiofsd.Rust && c > 256-65 {
 		return syscall.Signal(256 - c), true
 	}
 	return 0, false
@@ -68,7 +70,7 @@ type NotReadyError struct {
 func (e *NotReadyError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "virtiofsd did not print its readiness line (%q) within %v and was killed; "+
-		"raise READY_TIMEOUT= if the host is slow", readyText, e.Timeout)
+		"raise READY_TIMEOUT= if the host is slow", virtiofsd.ReadyText, e.Timeout)
 	writeTail(&b, e.Tail)
 	return b.String()
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/fakevirtiofsd"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 // runSession runs the scenario's supervisor with a release channel and
@@ -33,7 +35,7 @@ func (s *scenario) runSession(t *testing.T) (chan struct{}, chan Outcome) {
 }
 
 func TestReleaseStopsAVirtiofsdThatHasNoClient(t *testing.T) {
-	eachFlavor(t, func(t *testing.T, fl Flavor) {
+	eachFlavor(t, func(t *testing.T, fl virtiofsd.Flavor) {
 		s := start(t, fl, fakevirtiofsd.Ready)
 		release, outcome := s.runSession(t)
 		s.notify.next(t) // Starting
@@ -47,7 +49,7 @@ func TestReleaseStopsAVirtiofsdThatHasNoClient(t *testing.T) {
 }
 
 func TestReleaseLetsAServingSessionGoOnUntilTheVMLeaves(t *testing.T) {
-	eachFlavor(t, func(t *testing.T, fl Flavor) {
+	eachFlavor(t, func(t *testing.T, fl virtiofsd.Flavor) {
 		s := start(t, fl, fakevirtiofsd.Ready)
 		release, outcome := s.runSession(t)
 		s.notify.next(t) // Starting
@@ -79,7 +81,7 @@ func TestPendingClientSeesAConnectionNotYetAccepted(t *testing.T) {
 }
 
 func TestStandbySessionsSayReadyOnceAndNameTheSession(t *testing.T) {
-	s := start(t, C, fakevirtiofsd.Ready)
+	s := start(t, virtiofsd.C, fakevirtiofsd.Ready)
 	s.sv.Standby = 1
 	s.run(t)
 	s.notify.next(t) // Starting
@@ -89,7 +91,7 @@ func TestStandbySessionsSayReadyOnceAndNameTheSession(t *testing.T) {
 	probe(t, s.sock).Close()
 	require.NoError(t, s.wait(t))
 
-	s = start(t, C, fakevirtiofsd.Ready)
+	s = start(t, virtiofsd.C, fakevirtiofsd.Ready)
 	s.sv.Standby = 2
 	s.sv.Session = "0123abcd"
 	s.run(t)
@@ -110,7 +112,7 @@ func TestStandbySessionsSayReadyOnceAndNameTheSession(t *testing.T) {
 // Standby sessions follow one another in one service run, each perhaps
 // shorter than the watchdog period: each session pets it as it starts.
 func TestEachSessionPetsTheWatchdogAtOnce(t *testing.T) {
-	s := start(t, C, fakevirtiofsd.Ready)
+	s := start(t, virtiofsd.C, fakevirtiofsd.Ready)
 	s.sv.Watchdog = time.Hour
 	s.run(t)
 	for pet := false; !pet; {

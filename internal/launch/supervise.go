@@ -19,6 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 // Defaults for Supervisor's timeouts.
@@ -59,7 +61,7 @@ type Supervisor struct {
 	Path   string   // the virtiofsd binary
 	Args   []string // its arguments (see Args)
 	Env    []string // its environment (see ChildEnv)
-	Flavor Flavor
+	Flavor virtiofsd.Flavor
 
 	Socket     *os.File // the listening socket, passed as fd 3
 	SocketPath string   // shown in STATUS=
@@ -176,7 +178,7 @@ func (s *Supervisor) run(ctx context.Context, out *Outcome) error {
 	pipe.w.Close() // virtiofsd has its copy
 	if err != nil {
 		pipe.Close()
-		return binaryErrorf("start %s: %v", s.Path, err)
+		return virtiofsd.BinaryErrorf("start %s: %v", s.Path, err)
 	}
 
 	ss := &session{s: s, pid: cmd.Process.Pid, readyCh: make(chan struct{})}
@@ -394,7 +396,7 @@ func pendingClient(sock *os.File) bool {
 //
 // Anything else (another status, another signal, C's 1 while serving) is
 // a failure the stop did not cause.
-func cleanStop(f Flavor, atStop, atEnd Phase, st syscall.WaitStatus) bool {
+func cleanStop(f virtiofsd.Flavor, atStop, atEnd Phase, st syscall.WaitStatus) bool {
 	switch {
 	case st.Signaled():
 		return st.Signal() == syscall.SIGTERM
@@ -402,9 +404,9 @@ func cleanStop(f Flavor, atStop, atEnd Phase, st syscall.WaitStatus) bool {
 		return true
 	case st.ExitStatus() != 1:
 		return false
-	case f == Rust:
+	case f == virtiofsd.Rust:
 		return true
-	case f == C:
+	case f == virtiofsd.C:
 		return atStop < Serving && atEnd >= Waiting
 	}
 	return false
@@ -427,7 +429,7 @@ func (ss *session) read(r io.Reader) {
 }
 
 func (ss *session) line(raw string) {
-	l := Classify(raw)
+	l := virtiofsd.Classify(raw)
 	ss.mu.Lock()
 	ss.tail[ss.tailNext] = append(ss.tail[ss.tailNext][:0], l.Message...)
 	ss.tailNext = (ss.tailNext + 1) % tailLines
@@ -437,14 +439,14 @@ func (ss *session) line(raw string) {
 	ss.mu.Unlock()
 
 	switch l.Event {
-	case Ready:
+	case virtiofsd.Ready:
 		ss.advance(Waiting)
 		ss.markReady()
-	case Connected:
+	case virtiofsd.Connected:
 		ss.advance(Serving)
 		ss.notify(fmt.Sprintf("STATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
 			ss.s.SocketPath, ss.s.SharedDir, ss.pid))
-	case Disconnected:
+	case virtiofsd.Disconnected:
 		ss.notify(fmt.Sprintf("STATUS=Client disconnected, virtiofsd (pid %d) is shutting down", ss.pid))
 	}
 	if ss.s.Lines != nil {

@@ -23,6 +23,8 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/fakevirtiofsd"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 // notifySocket pretends to be systemd's NOTIFY_SOCKET (vhostuser.NotifySocket).
@@ -113,7 +115,7 @@ type scenario struct {
 	result chan error
 }
 
-func start(t *testing.T, flavor Flavor, mode string, extraEnv ...string) *scenario {
+func start(t *testing.T, flavor virtiofsd.Flavor, mode string, extraEnv ...string) *scenario {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "shim") // short: unix socket paths are limited to 108 bytes
 	require.NoError(t, err)
@@ -124,10 +126,10 @@ func start(t *testing.T, flavor Flavor, mode string, extraEnv ...string) *scenar
 	require.NoError(t, err)
 	t.Cleanup(func() { f.Close() })
 
-	env := ChildEnv(os.Environ(), flavor)
+	env := virtiofsd.ChildEnv(os.Environ(), flavor)
 	env = append(env, fakevirtiofsd.Env(flavor.String(), mode)...)
 	env = append(env, extraEnv...)
-	args, err := Args(flavor, Options{SharedDir: dir})
+	args, err := virtiofsd.Args(flavor, virtiofsd.Options{SharedDir: dir})
 	require.NoError(t, err)
 	s := &scenario{notify: n, lines: &recorder{}, sock: sockPath, result: make(chan error, 1)}
 	s.sv = &Supervisor{
@@ -168,14 +170,14 @@ func probe(t *testing.T, path string) net.Conn {
 
 func gone(pid int) bool { return syscall.Kill(pid, 0) == syscall.ESRCH }
 
-func eachFlavor(t *testing.T, f func(t *testing.T, fl Flavor)) {
-	for _, fl := range []Flavor{C, Rust} {
+func eachFlavor(t *testing.T, f func(t *testing.T, fl virtiofsd.Flavor)) {
+	for _, fl := range []virtiofsd.Flavor{virtiofsd.C, virtiofsd.Rust} {
 		t.Run(fl.String(), func(t *testing.T) { f(t, fl) })
 	}
 }
 
 func TestReadyOnlyAfterReadinessLineThenCleanEndWhenVMDisconnects(t *testing.T) {
-	eachFlavor(t, func(t *testing.T, fl Flavor) {
+	eachFlavor(t, func(t *testing.T, fl virtiofsd.Flavor) {
 		s := start(t, fl, fakevirtiofsd.Ready)
 		s.run(t)
 		starting := s.notify.next(t)
@@ -184,9 +186,9 @@ func TestReadyOnlyAfterReadinessLineThenCleanEndWhenVMDisconnects(t *testing.T) 
 		ready := s.notify.next(t)
 		assert.True(t, strings.HasPrefix(ready, "READY=1\nSTATUS=Waiting for a vhost-user client on "+s.sock), ready)
 		// READY=1 goes out first (readiness latency), the line to the journal right after.
-		readyLine := map[Flavor]string{
-			C:    "virtio_session_mount: Waiting for vhost-user socket connection...",
-			Rust: "Waiting for vhost-user socket connection...",
+		readyLine := map[virtiofsd.Flavor]string{
+			virtiofsd.C:    "virtio_session_mount: Waiting for vhost-user socket connection...",
+			virtiofsd.Rust: "Waiting for vhost-user socket connection...",
 		}[fl]
 		assert.Eventually(t, func() bool { return slices.Contains(s.lines.messages(), readyLine) },
 			10*time.Second, time.Millisecond, "the readiness line is forwarded too")
@@ -200,7 +202,7 @@ func TestReadyOnlyAfterReadinessLineThenCleanEndWhenVMDisconnects(t *testing.T) 
 }
 
 func TestExitsWhenVirtiofsdNeverReady(t *testing.T) {
-	s := start(t, Rust, fakevirtiofsd.NeverReady)
+	s := start(t, virtiofsd.Rust, fakevirtiofsd.NeverReady)
 	s.sv.ReadyTimeout = time.Second // room for the fake to start and say its line under a loaded -race run
 	s.run(t)
 	assert.True(t, strings.HasPrefix(s.notify.next(t), "STATUS=Starting"))
@@ -213,7 +215,7 @@ func TestExitsWhenVirtiofsdNeverReady(t *testing.T) {
 }
 
 func TestExitsWithVirtiofsdStatusWhenItFailsBeforeReady(t *testing.T) {
-	eachFlavor(t, func(t *testing.T, fl Flavor) {
+	eachFlavor(t, func(t *testing.T, fl virtiofsd.Flavor) {
 		s := start(t, fl, fakevirtiofsd.CrashBeforeReady)
 		s.run(t)
 		err := s.wait(t)
@@ -222,7 +224,7 @@ func TestExitsWithVirtiofsdStatusWhenItFailsBeforeReady(t *testing.T) {
 		assert.Equal(t, 1, ee.Code())
 		assert.True(t, ee.BeforeReady)
 		assert.Contains(t, err.Error(), "exited with status 1 before it was ready; its last lines:")
-		assert.Contains(t, err.Error(), map[Flavor]string{C: "failed to stat source", Rust: "Error entering sandbox"}[fl])
+		assert.Contains(t, err.Error(), map[virtiofsd.Flavor]string{virtiofsd.C: "failed to stat source", virtiofsd.Rust: "Error entering sandbox"}[fl])
 		assert.True(t, strings.HasPrefix(s.notify.next(t), "STATUS=Starting"))
 		s.notify.none(t)
 	})
@@ -230,7 +232,7 @@ func TestExitsWithVirtiofsdStatusWhenItFailsBeforeReady(t *testing.T) {
 
 func TestExitsWith128PlusSignalWhenVirtiofsdCrashesAfterReady(t *testing.T) {
 	// C: killed itself; Rust: its sandboxed child was, and it exits 256-9.
-	eachFlavor(t, func(t *testing.T, fl Flavor) {
+	eachFlavor(t, func(t *testing.T, fl virtiofsd.Flavor) {
 		s := start(t, fl, fakevirtiofsd.CrashAfterReady)
 		s.run(t)
 		err := s.wait(t)
@@ -245,7 +247,7 @@ func TestExitsWith128PlusSignalWhenVirtiofsdCrashesAfterReady(t *testing.T) {
 func TestStopSendsStoppingAndEndsCleanlyInEveryPhase(t *testing.T) {
 	for _, phase := range []Phase{Starting, Waiting, Serving} {
 		t.Run(phase.String(), func(t *testing.T) {
-			eachFlavor(t, func(t *testing.T, fl Flavor) {
+			eachFlavor(t, func(t *testing.T, fl virtiofsd.Flavor) {
 				mode := fakevirtiofsd.Ready
 				if phase == Starting {
 					mode = fakevirtiofsd.SlowStart
@@ -279,7 +281,7 @@ func TestStopSendsStoppingAndEndsCleanlyInEveryPhase(t *testing.T) {
 func TestStopSendsSIGTERMAgainWhenTheFirstIsLost(t *testing.T) {
 	// The real C virtiofsd loses a SIGTERM that arrives between its
 	// readiness line and its accept(); the shim's next one ends it.
-	s := start(t, C, fakevirtiofsd.LateAccept)
+	s := start(t, virtiofsd.C, fakevirtiofsd.LateAccept)
 	s.run(t)
 	s.notify.next(t)
 	require.True(t, strings.HasPrefix(s.notify.next(t), "READY=1"))
@@ -294,35 +296,35 @@ func TestCleanStopIsExactPerFlavorAndPhase(t *testing.T) {
 	killed := func(sig syscall.Signal) syscall.WaitStatus { return syscall.WaitStatus(sig) }
 	for _, tc := range []struct {
 		name          string
-		f             Flavor
+		f             virtiofsd.Flavor
 		atStop, atEnd Phase
 		st            syscall.WaitStatus
 		clean         bool
 	}{
-		{"C killed by SIGTERM before its handlers", C, Starting, Starting, killed(syscall.SIGTERM), true},
-		{"C accept() interrupted, line read late", C, Starting, Waiting, exit(1), true},
-		{"C accept() interrupted", C, Waiting, Waiting, exit(1), true},
-		{"C connected as the stop began", C, Waiting, Serving, exit(0), true},
-		{"C sandbox parent after SIGTERM while serving", C, Serving, Serving, exit(0), true},
-		{"C exits 1 while serving: its child failed", C, Serving, Serving, exit(1), false},
-		{"C exits 1 without its readiness line: a startup error", C, Starting, Starting, exit(1), false},
-		{"C killed by SIGKILL", C, Waiting, Waiting, killed(syscall.SIGKILL), false},
-		{"C other status", C, Waiting, Waiting, exit(2), false},
-		{"Rust killed by SIGTERM before its handlers", Rust, Starting, Starting, killed(syscall.SIGTERM), true},
-		{"Rust _exit(1) before readiness", Rust, Starting, Starting, exit(1), true},
-		{"Rust _exit(1) waiting", Rust, Waiting, Waiting, exit(1), true},
-		{"Rust _exit(1) serving", Rust, Serving, Serving, exit(1), true},
-		{"Rust client hung up first", Rust, Serving, Serving, exit(0), true},
-		{"Rust argument error", Rust, Starting, Starting, exit(2), false},
-		{"Rust sandboxed child killed by SIGKILL", Rust, Serving, Serving, exit(256 - 9), false},
-		{"Rust killed by SIGSEGV", Rust, Serving, Serving, killed(syscall.SIGSEGV), false},
+		{"C killed by SIGTERM before its handlers", virtiofsd.C, Starting, Starting, killed(syscall.SIGTERM), true},
+		{"C accept() interrupted, line read late", virtiofsd.C, Starting, Waiting, exit(1), true},
+		{"C accept() interrupted", virtiofsd.C, Waiting, Waiting, exit(1), true},
+		{"C connected as the stop began", virtiofsd.C, Waiting, Serving, exit(0), true},
+		{"C sandbox parent after SIGTERM while serving", virtiofsd.C, Serving, Serving, exit(0), true},
+		{"C exits 1 while serving: its child failed", virtiofsd.C, Serving, Serving, exit(1), false},
+		{"C exits 1 without its readiness line: a startup error", virtiofsd.C, Starting, Starting, exit(1), false},
+		{"C killed by SIGKILL", virtiofsd.C, Waiting, Waiting, killed(syscall.SIGKILL), false},
+		{"C other status", virtiofsd.C, Waiting, Waiting, exit(2), false},
+		{"Rust killed by SIGTERM before its handlers", virtiofsd.Rust, Starting, Starting, killed(syscall.SIGTERM), true},
+		{"Rust _exit(1) before readiness", virtiofsd.Rust, Starting, Starting, exit(1), true},
+		{"Rust _exit(1) waiting", virtiofsd.Rust, Waiting, Waiting, exit(1), true},
+		{"Rust _exit(1) serving", virtiofsd.Rust, Serving, Serving, exit(1), true},
+		{"Rust client hung up first", virtiofsd.Rust, Serving, Serving, exit(0), true},
+		{"Rust argument error", virtiofsd.Rust, Starting, Starting, exit(2), false},
+		{"Rust sandboxed child killed by SIGKILL", virtiofsd.Rust, Serving, Serving, exit(256 - 9), false},
+		{"Rust killed by SIGSEGV", virtiofsd.Rust, Serving, Serving, killed(syscall.SIGSEGV), false},
 	} {
 		assert.Equal(t, tc.clean, cleanStop(tc.f, tc.atStop, tc.atEnd, tc.st), tc.name)
 	}
 }
 
 func TestStopKillsVirtiofsdThatIgnoresSIGTERM(t *testing.T) {
-	s := start(t, C, fakevirtiofsd.IgnoreSIGTERM)
+	s := start(t, virtiofsd.C, fakevirtiofsd.IgnoreSIGTERM)
 	s.sv.StopTimeout = 200 * time.Millisecond
 	s.run(t)
 	s.notify.next(t)
@@ -337,7 +339,7 @@ func TestStopKillsVirtiofsdThatIgnoresSIGTERM(t *testing.T) {
 }
 
 func TestWatchdogIsPettedWhileVirtiofsdLives(t *testing.T) {
-	s := start(t, Rust, fakevirtiofsd.Ready)
+	s := start(t, virtiofsd.Rust, fakevirtiofsd.Ready)
 	s.sv.Watchdog = 20 * time.Millisecond
 	s.run(t)
 	pets := 0
@@ -375,7 +377,7 @@ func (s *slowSink) Write(r journal.Record, f map[string]string) error {
 func TestFloodIsNeverBlockedBySlowJournalAndDropsAreCounted(t *testing.T) {
 	const lines = 50000
 	// C: its lines do not depend on the host (the Rust one's RLIMIT_NOFILE warning does).
-	s := start(t, C, fakevirtiofsd.Flood, fakevirtiofsd.FloodEnv(lines))
+	s := start(t, virtiofsd.C, fakevirtiofsd.Flood, fakevirtiofsd.FloodEnv(lines))
 	sink := &slowSink{}
 	fwd := journal.NewForwarder(sink, journal.Limits{Queue: 64}, nil)
 	s.sv.Lines = fwd
@@ -417,7 +419,7 @@ func (c *countingLines) Offer(r journal.Record) bool { c.n++; return c.next.Offe
 // worded as journald words it, says it.
 func TestFloodBeyondTheJournalsRateLimitIsCountedExactlyAndSaidOnce(t *testing.T) {
 	const lines, burst = 20000, 1000
-	s := start(t, Rust, fakevirtiofsd.Flood, fakevirtiofsd.FloodEnv(lines))
+	s := start(t, virtiofsd.Rust, fakevirtiofsd.Flood, fakevirtiofsd.FloodEnv(lines))
 	sink := &slowSink{}
 	fwd := journal.NewForwarder(sink, journal.Limits{Interval: time.Hour, Burst: burst}, nil)
 	offered := &countingLines{next: fwd}
@@ -445,11 +447,11 @@ func TestFloodBeyondTheJournalsRateLimitIsCountedExactlyAndSaidOnce(t *testing.T
 }
 
 func TestStartFailureIsABinaryError(t *testing.T) {
-	s := start(t, C, fakevirtiofsd.Ready)
+	s := start(t, virtiofsd.C, fakevirtiofsd.Ready)
 	s.sv.Path = "/nonexistent/virtiofsd"
 	s.run(t)
 	err := s.wait(t)
-	assert.True(t, errors.Is(err, ErrBinary), "%v", err)
+	assert.True(t, errors.Is(err, virtiofsd.ErrBinary), "%v", err)
 }
 
 // TestStderrPipeHoldsABurst: virtiofsd's stderr pipe is grown so that a
@@ -522,7 +524,7 @@ func TestReaderPausesOnlyDuringAFlood(t *testing.T) {
 }
 
 func TestExitErrorSaysWhenAStopDoesNotExplainIt(t *testing.T) {
-	err := &ExitError{Status: syscall.WaitStatus(1 << 8), Flavor: C, Stopped: true, StopPhase: Serving,
+	err := &ExitError{Status: syscall.WaitStatus(1 << 8), Flavor: virtiofsd.C, Stopped: true, StopPhase: Serving,
 		Tail: []string{"virtio_loop: Exit"}}
 	assert.Equal(t, "virtiofsd exited with status 1, which a SIGTERM while serving does not explain; its last lines:\n  virtio_loop: Exit",
 		err.Error())

@@ -16,9 +16,11 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
-// classifyLines are one line of each shape launch.Classify reads.
+// classifyLines are one line of each shape virtiofsd.Classify reads.
 var classifyLines = []struct{ name, line string }{
 	{"c-ready", "virtio_session_mount: Waiting for vhost-user socket connection...\n"},
 	{"c-plain", "virtio_loop: Unexpected poll revents 19\n"},
@@ -31,7 +33,7 @@ func BenchmarkClassify(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				launch.Classify(c.line)
+				virtiofsd.Classify(c.line)
 			}
 		})
 	}
@@ -91,7 +93,7 @@ func BenchmarkStderrReader(b *testing.B) {
 	sv := &launch.Supervisor{
 		Path:   os.Args[0],
 		Env:    append(os.Environ(), envHelper+"=flood", envLines+"="+strconv.Itoa(b.N)),
-		Flavor: launch.C,
+		Flavor: virtiofsd.C,
 		Socket: sock,
 		Lines:  lines,
 		Log:    quietLog(),
@@ -176,7 +178,7 @@ func readiness(tb testing.TB, n int) (readinessSample, error) {
 		}
 	}()
 	stampFile := filepath.Join(filepath.Dir(rcv.path), "stamp")
-	env := launch.ChildEnv(append(os.Environ(), envHelper+"=readystamp", envResult+"="+stampFile), launch.C)
+	env := virtiofsd.ChildEnv(append(os.Environ(), envHelper+"=readystamp", envResult+"="+stampFile), virtiofsd.C)
 	var s readinessSample
 	notifier := sentNotifier{sent: make(chan int64, 1)}
 	for i := 0; i < n; i++ {
@@ -184,7 +186,7 @@ func readiness(tb testing.TB, n int) (readinessSample, error) {
 		fwd := journal.NewForwarder(&discardSink{}, journal.Limits{}, nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		sv := &launch.Supervisor{
-			Path: os.Args[0], Env: env, Flavor: launch.C, Socket: sock,
+			Path: os.Args[0], Env: env, Flavor: virtiofsd.C, Socket: sock,
 			Notifier: notifier, Lines: fwd, Log: quietLog(),
 			StopTimeout: 5 * time.Second,
 		}
@@ -243,4 +245,4 @@ func BenchmarkReadiness(b *testing.B) {
 	b.ReportMetric(float64(s.read.Quantile(0.99).Nanoseconds())/1e3, "p99-read-µs")
 }
 
-func classifyOne(line string) launch.Line { return launch.Classify(line) }
+func classifyOne(line string) virtiofsd.Line { return virtiofsd.Classify(line) }

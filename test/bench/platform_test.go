@@ -8,8 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 // debian13Samples per variant of the Debian 13 leg's activation figure.
@@ -19,12 +20,12 @@ const debian13Samples = 30
 // in place of the C one: the same socket settings and start limits.
 func bareRustUnits(t *testing.T, share string) map[string]string {
 	units := bareUnits(share)
-	c := "ExecStart=" + launch.CVirtiofsd + " --fd=3 -o source=" + share + " -o cache=auto"
+	c := "ExecStart=" + virtiofsd.CVirtiofsd + " --fd=3 -o source=" + share + " -o cache=auto"
 	if !strings.Contains(units["bare@.service"], c) {
 		t.Fatalf("bareUnits no longer runs %q: update bareRustUnits", c)
 	}
 	units["bare@.service"] = strings.Replace(units["bare@.service"], c,
-		"ExecStart="+launch.RustVirtiofsd+" --fd=3 --shared-dir="+share+" --cache=auto", 1)
+		"ExecStart="+virtiofsd.RustVirtiofsd+" --fd=3 --shared-dir="+share+" --cache=auto", 1)
 	return units
 }
 
@@ -55,8 +56,8 @@ func reportDebian13(t *testing.T, s *section) {
 		"by apt-get inside it, which brought %s. Cold activation as in \"Activation latency\" (quiet mode,\n"+
 		"%d samples per variant, interleaved, order rotated): connect until the first vhost-user reply. The\n"+
 		"bare unit pair runs `%s --fd=3 --shared-dir=DIR --cache=auto` directly.\n\n",
-		versions("systemctl", "--version"), versions(launch.RustVirtiofsd, "--version"),
-		debian13Samples, launch.RustVirtiofsd)
+		versions("systemctl", "--version"), versions(virtiofsd.RustVirtiofsd, "--version"),
+		debian13Samples, virtiofsd.RustVirtiofsd)
 	vs := []coldTarget{
 		{name: "bare Rust virtiofsd (bare@.socket + bare@.service)", unit: "bare@act.service", sock: b.Path("/run/bare/act.sock")},
 		{name: "shim (virtiofsd@.socket + virtiofsd@.service), config SHARED_DIR only", unit: "virtiofsd@act.service", sock: b.Socket("act")},

@@ -11,8 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 // reportCommand is what `make bench` runs.
@@ -130,7 +131,7 @@ func machine() string {
 	fmt.Fprintf(&b, "- nproc: %s\n", first("nproc"))
 	fmt.Fprintf(&b, "- CPU: %s\n", model)
 	fmt.Fprintf(&b, "- kernel: %s\n", strings.TrimSpace(string(kernel)))
-	fmt.Fprintf(&b, "- virtiofsd: %s (%s)\n", first(launch.CVirtiofsd, "--version"), launch.CVirtiofsd)
+	fmt.Fprintf(&b, "- virtiofsd: %s (%s)\n", first(virtiofsd.CVirtiofsd, "--version"), virtiofsd.CVirtiofsd)
 	fmt.Fprintf(&b, "- systemd: %s (PID 1 of a private box, not of the machine)\n", first("systemctl", "--version"))
 	fmt.Fprintf(&b, "- Go: %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	fmt.Fprintf(&b, "- date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))

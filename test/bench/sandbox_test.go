@@ -13,9 +13,10 @@ import (
 
 	"github.com/coreos/go-systemd/v22/unit"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 func init() { register(20, "sandbox", reportSandbox) }
@@ -255,7 +256,7 @@ func reportSandbox(t *testing.T, s *section) {
 		t.Fatal(err)
 	}
 
-	units := bareTemplate("bare", "bare C virtiofsd", launch.CVirtiofsd+" --fd=3 -o source="+share+" -o cache=auto")
+	units := bareTemplate("bare", "bare C virtiofsd", virtiofsd.CVirtiofsd+" --fd=3 -o source="+share+" -o cache=auto")
 	if rust != "" {
 		for k, v := range bareTemplate("barers", "bare Rust virtiofsd", rust+" --fd=3 --shared-dir="+share+" --cache=auto") {
 			units[k] = v
@@ -318,7 +319,7 @@ func reportSandbox(t *testing.T, s *section) {
 		name    string
 		targets []coldTarget
 	}
-	flavors := []flavor{{"C (" + launch.CVirtiofsd + ")", []coldTarget{
+	flavors := []flavor{{"C (" + virtiofsd.CVirtiofsd + ")", []coldTarget{
 		bare("bare", "none", "bare unit, no sandbox"),
 		bare("bare", "old", "bare unit + the sandbox lines shipped before issue 13"),
 		bare("bare", "new", "bare unit + the shipped unit's sandbox lines"),

@@ -12,11 +12,12 @@ import (
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/proctree"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 // standbyRounds is how many samples each standby variant gets (the issue's
@@ -74,7 +75,7 @@ func reportStandby(t *testing.T, s *section) {
 	if err := os.Mkdir(share, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	flavors := []standbyFlavor{{name: "C", key: "c", binary: launch.CVirtiofsd,
+	flavors := []standbyFlavor{{name: "C", key: "c", binary: virtiofsd.CVirtiofsd,
 		bare: "--fd=3 -o source=" + share + " -o cache=auto"}}
 	tree, err := distro.Debian13(ctx)
 	if err == nil {

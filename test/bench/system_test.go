@@ -11,9 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/proctree"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 func init() {
@@ -58,7 +59,7 @@ StartLimitBurst=30
 
 [Service]
 Type=simple
-ExecStart=` + launch.CVirtiofsd + ` --fd=3 -o source=` + share + ` -o cache=auto
+ExecStart=` + virtiofsd.CVirtiofsd + ` --fd=3 -o source=` + share + ` -o cache=auto
 `,
 	}
 }
@@ -143,7 +144,7 @@ func reportActivation(t *testing.T, s *section) {
 		"%s --fd=3 directly (Type=simple, same socket settings and start limits); the variants are\n"+
 		"interleaved, their order rotated each round. Two modes: \"quiet\" waits until every unit measured is inactive,\n"+
 		"then %v more (a cold start on an idle system); \"back to back\" only waits for the measured unit to be\n"+
-		"inactive (the previous sessions may still be tearing down, and the CPUs are not idle).\n", launch.CVirtiofsd, activationSettle)
+		"inactive (the previous sessions may still be tearing down, and the CPUs are not idle).\n", virtiofsd.CVirtiofsd, activationSettle)
 	var ratios []float64
 	modes := []struct {
 		name   string
@@ -174,7 +175,7 @@ func reportActivation(t *testing.T, s *section) {
 	}
 	s.printf("\nWhere the difference goes: exec-to-exit of short commands on the host (median of %d runs each):\n\n", execRuns)
 	s.printf("| command | median |\n|---|---|\n")
-	for _, c := range [][]string{{"/bin/true"}, {shim, "version"}, {launch.CVirtiofsd, "--version"}} {
+	for _, c := range [][]string{{"/bin/true"}, {shim, "version"}, {virtiofsd.CVirtiofsd, "--version"}} {
 		d, err := execMedian(c)
 		if err != nil {
 			t.Fatal(err)

@@ -11,10 +11,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 var (
@@ -30,7 +31,7 @@ func requireGuest(t *testing.T, leg shimbox.Platform) *guest.Image {
 	t.Helper()
 	sdbox.RequireRoot(t)
 	if leg == shimbox.Debian12 {
-		for _, bin := range []string{"qemu-system-x86_64", launch.CVirtiofsd} {
+		for _, bin := range []string{"qemu-system-x86_64", virtiofsd.CVirtiofsd} {
 			if _, err := exec.LookPath(bin); err != nil {
 				t.Skipf("%s not installed (apt-get install qemu-system-x86 qemu-system-common): %v", bin, err)
 			}

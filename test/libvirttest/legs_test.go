@@ -8,9 +8,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 // TestLibvirt runs every scenario on each platform leg, in one private
@@ -22,7 +23,7 @@ func TestLibvirt(t *testing.T) { shimbox.Legs(t, testLibvirt) }
 func testLibvirt(t *testing.T, p shimbox.Platform) {
 	if p == shimbox.Debian12 {
 		// A missing piece fails as root: scripts/deps.sh (make test) installs them.
-		for _, bin := range []string{"virsh", "/usr/sbin/libvirtd", "qemu-system-x86_64", launch.CVirtiofsd, "logger", "setpriv"} {
+		for _, bin := range []string{"virsh", "/usr/sbin/libvirtd", "qemu-system-x86_64", virtiofsd.CVirtiofsd, "logger", "setpriv"} {
 			_, err := exec.LookPath(bin)
 			require.NoError(t, err, "%s missing: run scripts/deps.sh (apt-get install libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 qemu-system-common)", bin)
 		}

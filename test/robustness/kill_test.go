@@ -11,17 +11,18 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/proctree"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 // requireVirtiofsd skips when the real C virtiofsd is not installed.
 func requireVirtiofsd(t *testing.T) {
 	t.Helper()
-	if _, err := os.Stat(launch.CVirtiofsd); err != nil {
+	if _, err := os.Stat(virtiofsd.CVirtiofsd); err != nil {
 		t.Skipf("the C virtiofsd is not installed (apt-get install qemu-system-common): %v", err)
 	}
 }
@@ -47,7 +48,7 @@ func TestShimKilledLeavesNoVirtiofsd(t *testing.T) {
 	// The socket as systemd passes it: fd 3, LISTEN_FDS=1 and LISTEN_PID of
 	// the shim itself.
 	cmd := vhostuser.Activated(lf, bin, "run",
-		"--shared-dir="+share, "--virtiofsd="+launch.CVirtiofsd, "--flavor=c", "--log-target=stderr")
+		"--shared-dir="+share, "--virtiofsd="+virtiofsd.CVirtiofsd, "--flavor=c", "--log-target=stderr")
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())

@@ -16,11 +16,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 // maxUserExposure is what systemd-analyze --user security says of the user
@@ -38,7 +39,7 @@ const maxUserExposure = 4.5
 type rootlessLeg struct {
 	name string
 	boot func(t *testing.T) (b *shimbox.Box, virtiofsd string)
-	// cVirtiofsd: the leg has QEMU's C virtiofsd at launch.CVirtiofsd
+	// cVirtiofsd: the leg has QEMU's C virtiofsd at virtiofsd.CVirtiofsd
 	// (Debian 13 has none: its /usr/lib/qemu/virtiofsd is a link to the
 	// Rust one).
 	cVirtiofsd bool
@@ -240,7 +241,7 @@ echo "RESULT done=yes"
 	checkUserStartFails(t, u, "bad", "78", "bad.conf:1: SHARED_DIR=relative/dir: not an absolute path")
 	// The C virtiofsd: refused, saying what to install.
 	if leg.cVirtiofsd {
-		require.NoError(t, u.Configure("cflavor", "SHARED_DIR="+share+"\nVIRTIOFSD="+launch.CVirtiofsd+"\n"))
+		require.NoError(t, u.Configure("cflavor", "SHARED_DIR="+share+"\nVIRTIOFSD="+virtiofsd.CVirtiofsd+"\n"))
 		checkUserStartFails(t, u, "cflavor", "69", "the C one cannot run without root")
 		assert.Contains(t, userStatus(u, "virtiofsd@cflavor.service"), "Debian 13, Ubuntu 24.04: apt install virtiofsd; Fedora: dnf install virtiofsd")
 		// check --user says the same, offline.

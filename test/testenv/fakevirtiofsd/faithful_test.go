@@ -17,11 +17,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/fakevirtiofsd"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 func TestMain(m *testing.M) {
@@ -83,14 +84,14 @@ func startSession(t *testing.T, bin string, env, args []string) *session {
 }
 
 // record adds one line to the transcript: what the shim makes of it.
-func (s *session) record(raw string) launch.Line {
-	l := launch.Classify(raw)
+func (s *session) record(raw string) virtiofsd.Line {
+	l := virtiofsd.Classify(raw)
 	s.seen = append(s.seen, fmt.Sprintf("%s/%d: %s", l.Event, l.Priority, l.Message))
 	return l
 }
 
 // until reads lines until one carries event e.
-func (s *session) until(e launch.Event) {
+func (s *session) until(e virtiofsd.Event) {
 	s.t.Helper()
 	timeout := time.After(10 * time.Second)
 	for {
@@ -134,54 +135,54 @@ func (s *session) end() []string {
 // scenario drives a session the same way for the real binary and the fake.
 type scenario struct {
 	name  string
-	extra map[launch.Flavor][]string // extra arguments (a bad option); nil: none
-	noDir bool                       // a SHARED_DIR that does not exist
+	extra map[virtiofsd.Flavor][]string // extra arguments (a bad option); nil: none
+	noDir bool                          // a SHARED_DIR that does not exist
 	drive func(s *session)
 }
 
 var scenarios = []scenario{
 	{name: "client connects and hangs up", drive: func(s *session) {
-		s.until(launch.Ready)
+		s.until(virtiofsd.Ready)
 		c, err := vhostuser.Probe(s.sock, 10*time.Second)
 		require.NoError(s.t, err)
-		s.until(launch.Connected)
+		s.until(virtiofsd.Connected)
 		c.Close()
 	}},
 	{name: "SIGTERM while waiting", drive: func(s *session) {
-		s.until(launch.Ready)
+		s.until(virtiofsd.Ready)
 		// Past the readiness line, in accept(): the C one loses a SIGTERM
 		// sent between the two (the shim sends another; see launch).
 		time.Sleep(200 * time.Millisecond)
 		require.NoError(s.t, s.cmd.Process.Signal(syscall.SIGTERM))
 	}},
 	{name: "SIGTERM while serving", drive: func(s *session) {
-		s.until(launch.Ready)
+		s.until(virtiofsd.Ready)
 		c, err := vhostuser.Probe(s.sock, 10*time.Second)
 		require.NoError(s.t, err)
 		s.hold = c
-		s.until(launch.Connected)
+		s.until(virtiofsd.Connected)
 		// The C one logs its session loop's entry after the connection line.
 		time.Sleep(200 * time.Millisecond)
 		require.NoError(s.t, s.cmd.Process.Signal(syscall.SIGTERM))
 	}},
-	{name: "unknown option", extra: map[launch.Flavor][]string{
-		launch.C: {"-o", "no_such_option"}, launch.Rust: {"--no-such-option"}}},
-	{name: "compat option the Rust one refuses", extra: map[launch.Flavor][]string{
-		launch.Rust: {"-o", "log_level=debug"}}},
-	{name: "-o debug", extra: map[launch.Flavor][]string{
-		launch.Rust: {"-o", "debug"}}},
+	{name: "unknown option", extra: map[virtiofsd.Flavor][]string{
+		virtiofsd.C: {"-o", "no_such_option"}, virtiofsd.Rust: {"--no-such-option"}}},
+	{name: "compat option the Rust one refuses", extra: map[virtiofsd.Flavor][]string{
+		virtiofsd.Rust: {"-o", "log_level=debug"}}},
+	{name: "-o debug", extra: map[virtiofsd.Flavor][]string{
+		virtiofsd.Rust: {"-o", "debug"}}},
 	{name: "shared directory missing", noDir: true},
 }
 
 // realBinary is the real virtiofsd of a flavor: the C one of this Debian 12
 // host, the Rust one of the Debian 13 tree through that tree's loader.
-func realBinary(t *testing.T, fl launch.Flavor) string {
+func realBinary(t *testing.T, fl virtiofsd.Flavor) string {
 	t.Helper()
-	if fl == launch.C {
-		if _, err := os.Stat(launch.CVirtiofsd); err != nil {
+	if fl == virtiofsd.C {
+		if _, err := os.Stat(virtiofsd.CVirtiofsd); err != nil {
 			t.Fatalf("the real C virtiofsd is missing (%v): apt-get install qemu-system-common (make test does)", err)
 		}
-		return launch.CVirtiofsd
+		return virtiofsd.CVirtiofsd
 	}
 	tree, err := distro.Debian13(context.Background())
 	require.NoError(t, err, "the Debian 13 tree that brings the Rust virtiofsd")
@@ -192,12 +193,12 @@ func realBinary(t *testing.T, fl launch.Flavor) string {
 
 // TestFakeBehavesAsTheRealVirtiofsd runs the fake and the real binary of
 // each flavor side by side on the same scenarios, and compares what the
-// shim sees: each line as launch.Classify reads it (event, priority,
+// shim sees: each line as virtiofsd.Classify reads it (event, priority,
 // message without its timestamp), in order, and the exit status. A drift
 // between the fake and the real binary fails here.
 func TestFakeBehavesAsTheRealVirtiofsd(t *testing.T) {
 	sdbox.RequireRoot(t) // the real ones' namespace sandboxes need root
-	for _, fl := range []launch.Flavor{launch.C, launch.Rust} {
+	for _, fl := range []virtiofsd.Flavor{virtiofsd.C, virtiofsd.Rust} {
 		t.Run(fl.String(), func(t *testing.T) {
 			real := realBinary(t, fl)
 			for _, sc := range scenarios {
@@ -209,10 +210,10 @@ func TestFakeBehavesAsTheRealVirtiofsd(t *testing.T) {
 					if sc.noDir {
 						share = filepath.Join(share, "missing")
 					}
-					args, err := launch.Args(fl, launch.Options{SharedDir: share})
+					args, err := virtiofsd.Args(fl, virtiofsd.Options{SharedDir: share})
 					require.NoError(t, err)
 					args = append(args, sc.extra[fl]...)
-					env := launch.ChildEnv(os.Environ(), fl)
+					env := virtiofsd.ChildEnv(os.Environ(), fl)
 
 					transcript := func(bin string, env []string) []string {
 						s := startSession(t, bin, env, args)

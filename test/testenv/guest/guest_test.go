@@ -19,7 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 // requireGuest skips, saying why, unless this host can boot the guest.
@@ -31,7 +31,7 @@ func requireGuest(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: virtiofsd sets up a namespace sandbox and /boot/vmlinuz-* is readable by root only")
 	}
-	for _, bin := range []string{"qemu-system-x86_64", launch.CVirtiofsd} {
+	for _, bin := range []string{"qemu-system-x86_64", virtiofsd.CVirtiofsd} {
 		if _, err := exec.LookPath(bin); err != nil {
 			// As root this is a missing install step, not a reason to skip.
 			t.Fatalf("%s not installed: run make test (scripts/deps.sh), or apt-get install qemu-system-x86 qemu-system-common: %v", bin, err)
@@ -74,8 +74,8 @@ func processesMentioning(s string) []string {
 	return out
 }
 
-// virtiofsd is a C virtiofsd started by a test, reaped by the test's cleanup.
-type virtiofsd struct {
+// cVirtiofsd is a C virtiofsd started by a test, reaped by the test's cleanup.
+type cVirtiofsd struct {
 	socket string
 	exited chan struct{} // closed once Wait returned
 	err    error         // Wait's result, set before exited is closed
@@ -84,7 +84,7 @@ type virtiofsd struct {
 	lines []string
 }
 
-func (v *virtiofsd) stderr() string {
+func (v *cVirtiofsd) stderr() string {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return strings.Join(v.lines, "\n")
@@ -94,16 +94,16 @@ func (v *virtiofsd) stderr() string {
 // systemd-socket-activate and passed as fd 3 (--fd=3), as the product does;
 // virtiofsd itself then starts on the first connection. It returns once the
 // socket accepts connections.
-func startVirtiofsd(t *testing.T, dir, socket string, activated bool) *virtiofsd {
+func startVirtiofsd(t *testing.T, dir, socket string, activated bool) *cVirtiofsd {
 	t.Helper()
-	args := []string{launch.CVirtiofsd, "--socket-path=" + socket, "-o", "source=" + dir, "-o", "cache=auto"}
+	args := []string{virtiofsd.CVirtiofsd, "--socket-path=" + socket, "-o", "source=" + dir, "-o", "cache=auto"}
 	ready := "Waiting for vhost-user socket connection"
 	if activated {
 		sa, err := exec.LookPath("systemd-socket-activate")
 		if err != nil {
 			t.Skipf("systemd-socket-activate not installed (apt-get install systemd): %v", err)
 		}
-		args = []string{sa, "-l", socket, launch.CVirtiofsd, "--fd=3", "-o", "source=" + dir, "-o", "cache=auto"}
+		args = []string{sa, "-l", socket, virtiofsd.CVirtiofsd, "--fd=3", "-o", "source=" + dir, "-o", "cache=auto"}
 		ready = "Listening on " + socket
 	}
 	cmd := exec.Command(args[0], args[1:]...)
@@ -112,7 +112,7 @@ func startVirtiofsd(t *testing.T, dir, socket string, activated bool) *virtiofsd
 	pipe, err := cmd.StderrPipe()
 	require.NoError(t, err)
 
-	v := &virtiofsd{socket: socket, exited: make(chan struct{})}
+	v := &cVirtiofsd{socket: socket, exited: make(chan struct{})}
 	readyc := make(chan struct{})
 	started := make(chan error, 1)
 	go func() {
@@ -164,7 +164,7 @@ func startVirtiofsd(t *testing.T, dir, socket string, activated bool) *virtiofsd
 
 // waitExit waits for virtiofsd to end by itself, as it does when its guest
 // disconnects, and returns its exit error.
-func (v *virtiofsd) waitExit(t *testing.T) error {
+func (v *cVirtiofsd) waitExit(t *testing.T) error {
 	t.Helper()
 	select {
 	case <-v.exited:

@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 // Platform names a leg of the tests: a distribution with its systemd, QEMU
@@ -50,9 +51,9 @@ func (p Platform) Distribution() string {
 // Virtiofsd is where the leg's virtiofsd is installed, inside a box.
 func (p Platform) Virtiofsd() string {
 	if p.String() == string(Debian13) {
-		return launch.RustVirtiofsd
+		return virtiofsd.RustVirtiofsd
 	}
-	return launch.CVirtiofsd
+	return virtiofsd.CVirtiofsd
 }
 
 // Rust says whether the leg's virtiofsd is the Rust one (else the C one of

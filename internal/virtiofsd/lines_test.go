@@ -1,4 +1,4 @@
-package launch
+package virtiofsd
 
 import (
 	"strings"
@@ -76,4 +76,4 @@ func FuzzClassify(f *testing.F) {
 	})
 }
 
-func containsReady(s string) bool { return strings.Contains(s, readyText) }
+func containsReady(s string) bool { return strings.Contains(s, ReadyText) }

@@ -1,6 +1,4 @@
-// Package launch starts virtiofsd on the socket systemd passed and watches it
-// until it ends: argv per flavor, readiness, log lines, stop and exit status.
-package launch
+package virtiofsd
 
 import (
 	"bytes"
@@ -57,7 +55,8 @@ type binaryError struct{ msg string }
 func (e *binaryError) Error() string        { return e.msg }
 func (e *binaryError) Is(target error) bool { return target == ErrBinary }
 
-func binaryErrorf(format string, a ...any) error { return &binaryError{fmt.Sprintf(format, a...)} }
+// BinaryErrorf makes an error about the virtiofsd binary (errors.Is ErrBinary).
+func BinaryErrorf(format string, a ...any) error { return &binaryError{fmt.Sprintf(format, a...)} }
 
 // Where distributions install virtiofsd: the Rust one (Debian 13, Fedora,
 // Proxmox), and the C one of QEMU <= 7.2 (Debian 12's qemu-system-common).
@@ -74,7 +73,7 @@ var DefaultSearch = []string{RustVirtiofsd, CVirtiofsd}
 func FindBinary(path string) (string, error) {
 	if path != "" {
 		if !filepath.IsAbs(path) {
-			return "", binaryErrorf("virtiofsd path %q is relative: give an absolute path, e.g. /usr/lib/qemu/virtiofsd", path)
+			return "", BinaryErrorf("virtiofsd path %q is relative: give an absolute path, e.g. /usr/lib/qemu/virtiofsd", path)
 		}
 		if err := checkExecutable(path); err != nil {
 			return "", err
@@ -89,7 +88,7 @@ func FindBinary(path string) (string, error) {
 	if p, err := exec.LookPath("virtiofsd"); err == nil {
 		return p, nil
 	}
-	return "", binaryErrorf("no virtiofsd found in %s or $PATH: install it (Debian 12: apt install qemu-system-common; "+
+	return "", BinaryErrorf("no virtiofsd found in %s or $PATH: install it (Debian 12: apt install qemu-system-common; "+
 		"Debian 13, Fedora: apt/dnf install virtiofsd) or set VIRTIOFSD= in the instance config", strings.Join(DefaultSearch, ", "))
 }
 
@@ -97,13 +96,13 @@ func checkExecutable(path string) error {
 	st, err := os.Stat(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return binaryErrorf("virtiofsd binary %s does not exist: install virtiofsd or fix VIRTIOFSD=/--virtiofsd", path)
+		return BinaryErrorf("virtiofsd binary %s does not exist: install virtiofsd or fix VIRTIOFSD=/--virtiofsd", path)
 	case err != nil:
-		return binaryErrorf("virtiofsd binary %s: %v", path, err)
+		return BinaryErrorf("virtiofsd binary %s: %v", path, err)
 	case st.IsDir():
-		return binaryErrorf("virtiofsd binary %s is a directory: point VIRTIOFSD=/--virtiofsd at the program", path)
+		return BinaryErrorf("virtiofsd binary %s is a directory: point VIRTIOFSD=/--virtiofsd at the program", path)
 	case st.Mode().Perm()&0o111 == 0:
-		return binaryErrorf("virtiofsd binary %s is not executable (mode %v): chmod +x it or point VIRTIOFSD= elsewhere", path, st.Mode().Perm())
+		return BinaryErrorf("virtiofsd binary %s is not executable (mode %v): chmod +x it or point VIRTIOFSD= elsewhere", path, st.Mode().Perm())
 	}
 	return nil
 }
@@ -142,11 +141,11 @@ func DetectVersion(ctx context.Context, path string) (Version, error) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.WaitDelay = time.Second
 	if err := cmd.Run(); err != nil {
-		return Version{}, binaryErrorf("run %s --version: %v (output %q): is it virtiofsd? set FLAVOR=c or rust to skip detection", path, err, firstLine(out.String()))
+		return Version{}, BinaryErrorf("run %s --version: %v (output %q): is it virtiofsd? set FLAVOR=c or rust to skip detection", path, err, firstLine(out.String()))
 	}
 	v, err := ParseVersion(out.String())
 	if err != nil {
-		return Version{}, binaryErrorf("%s: %v: set FLAVOR=c or FLAVOR=rust in the instance config (or --flavor)", path, err)
+		return Version{}, BinaryErrorf("%s: %v: set FLAVOR=c or FLAVOR=rust in the instance config (or --flavor)", path, err)
 	}
 	return v, nil
 }

@@ -1,4 +1,4 @@
-package launch
+package virtiofsd
 
 import (
 	"strconv"
@@ -32,7 +32,7 @@ type Line struct {
 
 // The texts that mark events, for both flavors (DESIGN.md).
 const (
-	readyText        = "Waiting for vhost-user socket connection..."
+	ReadyText        = "Waiting for vhost-user socket connection..."
 	connectedTextC   = "Received vhost-user socket connection"
 	connectedTextR   = "Client connected, servicing requests"
 	disconnectedText = "Client disconnected, shutting down"
@@ -60,7 +60,7 @@ func Classify(raw string) Line {
 		l.Priority = bareCPriority(raw)
 	}
 	switch {
-	case strings.Contains(l.Message, readyText):
+	case strings.Contains(l.Message, ReadyText):
 		l.Event = Ready
 	case strings.Contains(l.Message, connectedTextC), strings.Contains(l.Message, connectedTextR):
 		l.Event = Connected
