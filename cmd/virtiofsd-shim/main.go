@@ -16,7 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
-	shimjournal "github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=...".
@@ -62,9 +62,9 @@ func newLogger(stderr io.Writer) *logger {
 
 // toJournal sends entries to the journal with their fields, instead of as
 // text through stderr (which systemd also sends to the journal, flattened).
-func (l *logger) toJournal(origin shimjournal.Origin) {
+func (l *logger) toJournal(origin logsink.Origin) {
 	l.ReplaceHooks(logrus.LevelHooks{})
-	l.AddHook(shimjournal.Hook{Origin: origin})
+	l.AddHook(logsink.Hook{Origin: origin})
 	l.SetOutput(io.Discard)
 	l.journaled = true
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
 )
 
 // logRootless says once per start, as information, what a virtiofsd without
@@ -46,9 +46,9 @@ var rootlessWarnings = []string{
 
 // rootlessSink lowers those warnings to notices; everything else passes as
 // it is.
-type rootlessSink struct{ journal.Sink }
+type rootlessSink struct{ logsink.Sink }
 
-func (s rootlessSink) Write(r journal.Record, fields map[string]string) error {
+func (s rootlessSink) Write(r logsink.Record, fields map[string]string) error {
 	if r.Priority == sdjournal.PriWarning {
 		for _, w := range rootlessWarnings {
 			if strings.HasPrefix(r.Message, w) {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
 )
 
 func TestIDMapsUnderNoNewPrivsAreRefusedWithTheWayOut(t *testing.T) {
@@ -25,9 +25,9 @@ func TestIDMapsUnderNoNewPrivsAreRefusedWithTheWayOut(t *testing.T) {
 	assert.NoError(t, checkIDMapPrivileges(cfg, "NoNewPrivs:\t1\n"), "no map, nothing to refuse")
 }
 
-type recordSink struct{ got []journal.Record }
+type recordSink struct{ got []logsink.Record }
 
-func (s *recordSink) Write(r journal.Record, _ map[string]string) error {
+func (s *recordSink) Write(r logsink.Record, _ map[string]string) error {
 	s.got = append(s.got, r)
 	return nil
 }
@@ -35,7 +35,7 @@ func (s *recordSink) Write(r journal.Record, _ map[string]string) error {
 func TestRootlessSinkLowersOnlyTheExpectedWarnings(t *testing.T) {
 	rec := &recordSink{}
 	s := rootlessSink{rec}
-	for _, r := range []journal.Record{
+	for _, r := range []logsink.Record{
 		{Message: "Couldn't set the process uid as root: -1", Priority: sdjournal.PriWarning},
 		{Message: "Couldn't set the process gid as root: -1", Priority: sdjournal.PriWarning},
 		{Message: "Failure when trying to set the limit to 1000000, the hard limit (20000) of open file descriptors is used instead.", Priority: sdjournal.PriWarning},

@@ -16,8 +16,8 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/activation"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
@@ -76,15 +76,15 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	}
 	// The instance may still be unknown here (--instance is optional); the
 	// unit is this process's and does not change.
-	origin := journal.Origin{Instance: inst.instance}
+	origin := logsink.Origin{Instance: inst.instance}
 	if toJournal {
 		// journalctl honours OBJECT_SYSTEMD_UNIT from root only; a user
 		// instance names its unit in USER_UNIT, which journalctl --user -u
 		// matches in entries of the user's own uid.
 		if inst.user {
-			origin.UserUnit = journal.SelfUserUnit()
+			origin.UserUnit = logsink.SelfUserUnit()
 		} else {
-			origin.Unit = journal.SelfUnit()
+			origin.Unit = logsink.SelfUnit()
 		}
 		log.toJournal(origin)
 	}
@@ -107,14 +107,14 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	if instance == "" {
 		instance = strings.TrimSuffix(filepath.Base(sock.Path), ".sock")
 	}
-	var sink journal.Sink = journal.TextSink{W: stderr}
-	var limits journal.Limits
+	var sink logsink.Sink = logsink.TextSink{W: stderr}
+	var limits logsink.Limits
 	if toJournal {
 		origin.Instance = instance
-		sink = journal.JournalSink{Origin: origin}
+		sink = logsink.JournalSink{Origin: origin}
 		// Lines journald would discard (its per-unit rate limit) are not
 		// sent: counted, and reported as journald reports them.
-		limits = journal.JournaldLimits("/")
+		limits = logsink.JournaldLimits("/")
 	}
 	entry := log.WithField("instance", instance)
 	if p.rootless {
@@ -122,7 +122,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 		logRootless(entry, p)
 	}
 
-	fwd := journal.NewForwarder(sink, limits, func(err error) {
+	fwd := logsink.NewForwarder(sink, limits, func(err error) {
 		entry.WithError(err).Warn("cannot write virtiofsd's lines")
 	})
 	defer func() {

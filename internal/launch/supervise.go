@@ -18,7 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
@@ -49,7 +49,7 @@ const (
 // line Offer refuses (a flood's) costs no copy; Offer copies what it keeps
 // (strings.Clone).
 type Lines interface {
-	Offer(r journal.Record) bool
+	Offer(r logsink.Record) bool
 }
 
 // Supervisor runs one virtiofsd session on a socket systemd passed: it starts
@@ -450,7 +450,7 @@ func (ss *session) line(raw string) {
 		ss.notify(fmt.Sprintf("STATUS=Client disconnected, virtiofsd (pid %d) is shutting down", ss.pid))
 	}
 	if ss.s.Lines != nil {
-		ss.s.Lines.Offer(journal.Record{Message: l.Message, Priority: l.Priority, PID: ss.pid, Session: ss.s.Session})
+		ss.s.Lines.Offer(logsink.Record{Message: l.Message, Priority: l.Priority, PID: ss.pid, Session: ss.s.Session})
 	}
 }
 

@@ -20,7 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/fakevirtiofsd"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 
@@ -75,10 +75,10 @@ func (n *notifySocket) none(t *testing.T) {
 // recorder is a Lines that keeps every record.
 type recorder struct {
 	mu      sync.Mutex
-	records []journal.Record
+	records []logsink.Record
 }
 
-func (r *recorder) Offer(rec journal.Record) bool {
+func (r *recorder) Offer(rec logsink.Record) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec.Message = strings.Clone(rec.Message) // Lines' contract: the buffer is reused
@@ -361,11 +361,11 @@ func TestWatchdogIsPettedWhileVirtiofsdLives(t *testing.T) {
 // slowSink is a journal that takes its time over each line.
 type slowSink struct {
 	mu      sync.Mutex
-	records []journal.Record
+	records []logsink.Record
 	fields  []map[string]string
 }
 
-func (s *slowSink) Write(r journal.Record, f map[string]string) error {
+func (s *slowSink) Write(r logsink.Record, f map[string]string) error {
 	time.Sleep(50 * time.Microsecond)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -379,7 +379,7 @@ func TestFloodIsNeverBlockedBySlowJournalAndDropsAreCounted(t *testing.T) {
 	// C: its lines do not depend on the host (the Rust one's RLIMIT_NOFILE warning does).
 	s := start(t, virtiofsd.C, fakevirtiofsd.Flood, fakevirtiofsd.FloodEnv(lines))
 	sink := &slowSink{}
-	fwd := journal.NewForwarder(sink, journal.Limits{Queue: 64}, nil)
+	fwd := logsink.NewForwarder(sink, logsink.Limits{Queue: 64}, nil)
 	s.sv.Lines = fwd
 	s.run(t)
 	s.notify.next(t)
@@ -394,7 +394,7 @@ func TestFloodIsNeverBlockedBySlowJournalAndDropsAreCounted(t *testing.T) {
 
 	var warned uint64
 	for i, r := range sink.records {
-		if n := sink.fields[i][journal.FieldDropped]; n != "" {
+		if n := sink.fields[i][logsink.FieldDropped]; n != "" {
 			assert.Contains(t, r.Message, "dropped "+n+" line(s) of virtiofsd output")
 			var k uint64
 			for _, ch := range n {
@@ -412,7 +412,7 @@ type countingLines struct {
 	n    uint64
 }
 
-func (c *countingLines) Offer(r journal.Record) bool { c.n++; return c.next.Offer(r) }
+func (c *countingLines) Offer(r logsink.Record) bool { c.n++; return c.next.Offer(r) }
 
 // TestFloodBeyondTheJournalsRateLimitIsCountedExactlyAndSaidOnce: the lines
 // journald would discard are not sent; the count is exact and one notice,
@@ -421,7 +421,7 @@ func TestFloodBeyondTheJournalsRateLimitIsCountedExactlyAndSaidOnce(t *testing.T
 	const lines, burst = 20000, 1000
 	s := start(t, virtiofsd.Rust, fakevirtiofsd.Flood, fakevirtiofsd.FloodEnv(lines))
 	sink := &slowSink{}
-	fwd := journal.NewForwarder(sink, journal.Limits{Interval: time.Hour, Burst: burst}, nil)
+	fwd := logsink.NewForwarder(sink, logsink.Limits{Interval: time.Hour, Burst: burst}, nil)
 	offered := &countingLines{next: fwd}
 	s.sv.Lines = offered
 	s.run(t)
@@ -438,7 +438,7 @@ func TestFloodBeyondTheJournalsRateLimitIsCountedExactlyAndSaidOnce(t *testing.T
 
 	var notices []string
 	for i, r := range sink.records {
-		if n := sink.fields[i][journal.FieldSuppressed]; n != "" {
+		if n := sink.fields[i][logsink.FieldSuppressed]; n != "" {
 			notices = append(notices, n)
 			assert.Equal(t, "Suppressed "+n+" messages from virtiofsd (the journal's rate limit, applied by virtiofsd-shim)", r.Message)
 		}

@@ -13,8 +13,8 @@ import (
 
 	sdjournal "github.com/coreos/go-systemd/v22/journal"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/journal"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
@@ -42,7 +42,7 @@ func BenchmarkClassify(b *testing.B) {
 // discardSink counts what it is given.
 type discardSink struct{ n atomic.Uint64 }
 
-func (s *discardSink) Write(journal.Record, map[string]string) error {
+func (s *discardSink) Write(logsink.Record, map[string]string) error {
 	s.n.Add(1)
 	return nil
 }
@@ -51,8 +51,8 @@ func (s *discardSink) Write(journal.Record, map[string]string) error {
 // keeps up, so drops are rare. It reports the share dropped.
 func BenchmarkForwarderOffer(b *testing.B) {
 	sink := &discardSink{}
-	f := journal.NewForwarder(sink, journal.Limits{}, nil)
-	r := journal.Record{Message: "virtio_loop: Exit", Priority: sdjournal.PriInfo, PID: 42}
+	f := logsink.NewForwarder(sink, logsink.Limits{}, nil)
+	r := logsink.Record{Message: "virtio_loop: Exit", Priority: sdjournal.PriInfo, PID: 42}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -82,7 +82,7 @@ func listener(tb testing.TB) *os.File {
 // countLines counts the lines the supervisor offers.
 type countLines struct{ n atomic.Int64 }
 
-func (c *countLines) Offer(journal.Record) bool { c.n.Add(1); return true }
+func (c *countLines) Offer(logsink.Record) bool { c.n.Add(1); return true }
 
 // BenchmarkStderrReader measures the shim's stderr path, from the child's
 // write(2) to launch.Supervisor's Lines.Offer: one op is one line; the child
@@ -160,7 +160,7 @@ type readinessSample struct {
 
 // readiness runs n sessions of the readystamp helper under
 // launch.Supervisor (notifying a real unixgram socket through
-// launch.SystemdNotifier, lines to a journal.Forwarder as in the shim) and
+// launch.SystemdNotifier, lines to a logsink.Forwarder as in the shim) and
 // returns, per session, the time from the helper's stamp, taken right before
 // it writes the readiness line, to READY=1 sent to the notify socket (sendmsg
 // returned) and to READY=1 read from it by a goroutine of this process.
@@ -183,7 +183,7 @@ func readiness(tb testing.TB, n int) (readinessSample, error) {
 	notifier := sentNotifier{sent: make(chan int64, 1)}
 	for i := 0; i < n; i++ {
 		os.Remove(stampFile)
-		fwd := journal.NewForwarder(&discardSink{}, journal.Limits{}, nil)
+		fwd := logsink.NewForwarder(&discardSink{}, logsink.Limits{}, nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		sv := &launch.Supervisor{
 			Path: os.Args[0], Env: env, Flavor: virtiofsd.C, Socket: sock,

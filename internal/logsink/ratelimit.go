@@ -1,4 +1,4 @@
-package journal
+package logsink
 
 import (
 	"math/bits"

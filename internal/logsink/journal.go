@@ -1,6 +1,6 @@
-// Package journal is where lines go: virtiofsd's lines to the systemd journal
+// Package logsink is where lines go: virtiofsd's lines to the systemd journal
 // with fields (or to stderr off systemd), without ever making virtiofsd wait.
-package journal
+package logsink
 
 import (
 	"fmt"
