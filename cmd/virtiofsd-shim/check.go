@@ -19,6 +19,10 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/generator"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/hooks"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/plan"
 )
 
 const checkUsage = `Usage: virtiofsd-shim check [flags] NAME
@@ -72,7 +76,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	p, err := makePlan(ctx, cfg, inst.scope(), virtiofsd.VersionCache{})
+	p, err := plan.Make(ctx, cfg, inst.scope(), virtiofsd.VersionCache{})
 	if err != nil {
 		return err
 	}
@@ -80,7 +84,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if *tag == "" {
 			*tag = cfg.Instance
 		}
-		x, err := domainxml.Snippet(cfg.Instance, socketPath(inst.scope(), cfg.Instance), *tag)
+		x, err := domainxml.Snippet(cfg.Instance, plan.SocketPath(inst.scope(), cfg.Instance), *tag)
 		if err != nil {
 			return usageErrorf("check: %v", err)
 		}
@@ -95,13 +99,13 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if inst.user {
 		unit += ", systemctl --user"
 	}
-	fmt.Fprintf(w, "socket\t%s (%s)\n", socketPath(inst.scope(), cfg.Instance), unit)
-	fmt.Fprintf(w, "virtiofsd\t%s (%s)\n", p.binary, p.version)
-	if p.rootless {
-		fmt.Fprintf(w, "rootless\tuid %d, gid %d; UID_MAP %s, GID_MAP %s\n", p.uid, p.gid, idMapOrDefault(cfg.UIDMap), idMapOrDefault(cfg.GIDMap))
+	fmt.Fprintf(w, "socket\t%s (%s)\n", plan.SocketPath(inst.scope(), cfg.Instance), unit)
+	fmt.Fprintf(w, "virtiofsd\t%s (%s)\n", p.Binary, p.Version)
+	if p.Rootless {
+		fmt.Fprintf(w, "rootless\tuid %d, gid %d; UID_MAP %s, GID_MAP %s\n", p.UID, p.GID, plan.IDMapOrDefault(cfg.UIDMap), plan.IDMapOrDefault(cfg.GIDMap))
 	}
-	fmt.Fprintf(w, "timeouts\tready %v, stop %v\n", p.readyTimeout, p.stopTimeout)
-	fmt.Fprintf(w, "command\t%s\n", shellquote.Join(append([]string{p.binary}, p.args...)...))
+	fmt.Fprintf(w, "timeouts\tready %v, stop %v\n", p.ReadyTimeout, p.StopTimeout)
+	fmt.Fprintf(w, "command\t%s\n", shellquote.Join(append([]string{p.Binary}, p.Args...)...))
 	if err := w.Flush(); err != nil {
 		return err
 	}
@@ -158,7 +162,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			warnings = append(warnings, fmt.Sprintf("%s still has socket settings the config no longer has: run %s daemon-reload", stale, systemctl))
 		}
 	}
-	if marker, err := restartMarker(scope, cfg.Instance); err == nil {
+	if marker, err := hooks.RestartMarker(scope, cfg.Instance); err == nil {
 		if _, err := os.Stat(marker); err == nil {
 			warnings = append(warnings, fmt.Sprintf("virtiofsd@%s.socket was restarted while a VM was served: it listens again once that VM disconnects (%s)",
 				cfg.Instance, marker))

@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"flag"
 	"io"
 	"os"
 	"os/signal"
@@ -12,14 +9,14 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/coreos/go-systemd/v22/daemon"
-
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/activation"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/service"
 )
 
 const runUsage = `Usage: virtiofsd-shim run [flags] [-- virtiofsd-args...]
@@ -89,7 +86,23 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 		log.toJournal(origin)
 	}
 
-	cfg, p, err := prepareRun(ctx, &inst, fs)
+	in := &service.Instance{
+		Scope: inst.scope(),
+		Load: func() (*config.Config, error) {
+			cfg, err := inst.load(fs)
+			if err != nil {
+				return nil, err
+			}
+			cfg.ExtraArgs = append(cfg.ExtraArgs, fs.Args()...)
+			return cfg, nil
+		},
+		// Under systemd, RuntimeDirectory=virtiofsd-shim (preserved) keeps
+		// the flavor of the binary between sessions; elsewhere each run
+		// asks it.
+		Versions: virtiofsd.VersionCache{Dir: os.Getenv("RUNTIME_DIRECTORY")},
+		Notifier: launch.SystemdNotifier{},
+	}
+	cfg, p, err := in.Prepare(ctx)
 	if err != nil && ctx.Err() == nil {
 		return err
 	}
@@ -117,27 +130,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 		limits = logsink.JournaldLimits("/")
 	}
 	entry := log.WithField("instance", instance)
-	if p.rootless {
-		sink = rootlessSink{sink}
-		logRootless(entry, p)
-	}
-
-	fwd := logsink.NewForwarder(sink, limits, func(err error) {
-		entry.WithError(err).Warn("cannot write virtiofsd's lines")
-	})
-	defer func() {
-		forwarded, dropped, suppressed := fwd.Close()
-		e := entry.WithFields(map[string]any{"lines_forwarded": forwarded, "lines_dropped": dropped, "lines_suppressed": suppressed})
-		switch {
-		case dropped > 0:
-			e.Warn("some virtiofsd lines were dropped because the journal did not keep up")
-		case suppressed > 0:
-			e.Warn("some virtiofsd lines were not sent: the journal's rate limit would have discarded them")
-		default:
-			e.Debug("log forwarding done")
-		}
-	}()
-
+	in.Sink, in.Limits, in.Log = sink, limits, entry
 	// SIGUSR1 is the socket's release (virtiofsd-shim release, its
 	// ExecStopPre=): see launch.Supervisor.Release.
 	release, runDone := make(chan struct{}), make(chan struct{})
@@ -149,85 +142,12 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 		case <-runDone:
 		}
 	}()
-	if ctx.Err() != nil {
-		entry.Info("stopped before virtiofsd was started")
-		return nil
-	}
-
-	// One session, or with STANDBY=yes one after another on the same
-	// socket, each virtiofsd started as soon as the last one's client left,
-	// with the config read again, until the socket is released or the
-	// service stopped.
-	for n := 1; ; n++ {
-		session := newSessionID()
-		if toJournal {
-			origin.Session = session
+	in.Release = release
+	if toJournal {
+		in.OnSession = func(id string) {
+			origin.Session = id
 			log.toJournal(origin)
 		}
-		sv := &launch.Supervisor{
-			Path:         p.binary,
-			Args:         p.args,
-			Env:          virtiofsd.ChildEnv(os.Environ(), p.version.Flavor),
-			Flavor:       p.version.Flavor,
-			Socket:       sock.File,
-			SocketPath:   sock.String(),
-			SharedDir:    cfg.SharedDir,
-			Notifier:     launch.SystemdNotifier{},
-			Lines:        fwd,
-			Log:          entry,
-			ReadyTimeout: p.readyTimeout,
-			StopTimeout:  p.stopTimeout,
-			Session:      session,
-			Release:      release,
-		}
-		if cfg.Standby {
-			sv.Standby = n
-		}
-		if d, err := daemon.SdWatchdogEnabled(false); err == nil && d > 0 {
-			sv.Watchdog = d / 2
-		}
-		out, err := sv.RunSession(ctx)
-		if err != nil || out.Released || ctx.Err() != nil || !out.Served || !cfg.Standby {
-			return err
-		}
-		if cfg, p, err = prepareRun(ctx, &inst, fs); err != nil {
-			return err
-		}
-		if !cfg.Standby {
-			entry.Info("the session ended and STANDBY is no longer yes: no virtiofsd waits for the next one")
-			return nil
-		}
-		entry.WithField("session", session).Info("the session ended: starting the next standby virtiofsd")
 	}
-}
-
-// prepareRun reads the instance's config, with the run flags and the
-// arguments after -- applied, and plans virtiofsd's start from it: at the
-// start of run and, with STANDBY=yes, again before each session.
-func prepareRun(ctx context.Context, inst *instanceFlags, fs *flag.FlagSet) (*config.Config, *plan, error) {
-	cfg, err := inst.load(fs)
-	if err != nil {
-		return nil, nil, err
-	}
-	cfg.ExtraArgs = append(cfg.ExtraArgs, fs.Args()...)
-	// Under systemd, RuntimeDirectory=virtiofsd-shim (preserved) keeps the
-	// flavor of the binary between sessions; elsewhere each run asks it.
-	p, err := makePlan(ctx, cfg, inst.scope(), virtiofsd.VersionCache{Dir: os.Getenv("RUNTIME_DIRECTORY")})
-	if err != nil {
-		return nil, nil, err
-	}
-	if p.rootless {
-		if err := checkIDMapPrivileges(cfg, selfStatus()); err != nil {
-			return nil, nil, err
-		}
-	}
-	return cfg, p, nil
-}
-
-// newSessionID names a session in the journal: 128 random bits in hex, like
-// systemd's invocation IDs.
-func newSessionID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
-	return hex.EncodeToString(b[:])
+	return in.Run(ctx, cfg, p, sock)
 }

@@ -11,6 +11,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
 )
 
 // ErrActivation is wrapped by every error of this package, so that callers can
@@ -32,6 +34,9 @@ func (e *Error) Error() string {
 
 // Is makes errors.Is(err, ErrActivation) true for every *Error.
 func (e *Error) Is(target error) bool { return target == ErrActivation }
+
+// ExitCode is the shim's exit status for every activation error.
+func (e *Error) ExitCode() int { return exitcode.Activation }
 
 const howToRun = "run it from a .socket unit (systemctl start virtiofsd@NAME.socket) " +
 	"or by hand under systemd-socket-activate -l /run/virtiofsd/NAME.sock virtiofsd-shim run ..."

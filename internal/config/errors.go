@@ -1,6 +1,10 @@
 package config
 
-import "strconv"
+import (
+	"strconv"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
+)
 
 // Error is the error every function of this package returns when a
 // configuration is refused: the instance name, the file, or a value in it.
@@ -13,6 +17,9 @@ type Error struct {
 	Msg  string // what is wrong and how to fix it
 	Err  error  // the cause, or nil
 }
+
+// ExitCode is the shim\'s exit status for every config error.
+func (e *Error) ExitCode() int { return exitcode.Config }
 
 // Error returns "FILE:LINE: MSG", "FILE: MSG" or "MSG".
 func (e *Error) Error() string {

@@ -10,12 +10,6 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/activation"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
-
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 // The codes, sysexits(3)-style where one fits.
@@ -80,39 +74,30 @@ type UsageError struct{ Msg string }
 
 func (e *UsageError) Error() string { return e.Msg }
 
+// ExitCode implements Coder.
+func (e *UsageError) ExitCode() int { return Usage }
+
 // UnavailableError marks a required service that cannot be reached.
 type UnavailableError struct{ Err error }
 
 func (e *UnavailableError) Error() string { return e.Err.Error() }
 func (e *UnavailableError) Unwrap() error { return e.Err }
 
-// coder is an error that carries its own exit status.
-type coder interface{ Code() int }
+// ExitCode implements Coder.
+func (e *UnavailableError) ExitCode() int { return Unavailable }
+
+// Coder is an error that carries its own exit status. Each package's errors
+// implement it, so that this package depends on none of them.
+type Coder interface{ ExitCode() int }
 
 // For returns the exit status for err.
 func For(err error) int {
-	var (
-		usage  *UsageError
-		unav   *UnavailableError
-		c      coder
-		notRdy *launch.NotReadyError
-		cfgErr *config.Error
-	)
+	var c Coder
 	switch {
 	case err == nil:
 		return OK
-	case errors.As(err, &usage):
-		return Usage
-	case errors.Is(err, activation.ErrActivation):
-		return Activation
-	case errors.As(err, &cfgErr), errors.Is(err, virtiofsd.ErrOptions):
-		return Config
-	case errors.Is(err, virtiofsd.ErrBinary), errors.As(err, &unav):
-		return Unavailable
-	case errors.As(err, &notRdy):
-		return NotReady
 	case errors.As(err, &c):
-		if code := c.Code(); code > 0 && code < 256 {
+		if code := c.ExitCode(); code > 0 && code < 256 {
 			return code
 		}
 	}

@@ -1,8 +1,9 @@
-package exitcode
+package exitcode_test
 
 import (
 	"errors"
 	"fmt"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
 	"syscall"
 	"testing"
 
@@ -27,40 +28,40 @@ func TestEveryCauseHasItsExitStatus(t *testing.T) {
 		err  error
 		want int
 	}{
-		{"clean end", nil, OK},
-		{"usage", &UsageError{Msg: "bad flag"}, Usage},
-		{"activation, wrapped", wrap(&activation.Error{Reason: "no socket"}), Activation},
-		{"config file", &config.Error{File: "/etc/virtiofsd/vm1.conf", Line: 3, Msg: "unknown key"}, Config},
-		{"option refused", &virtiofsd.OptionsError{Key: "EXTRA_ARGS", Msg: "--syslog"}, Config},
-		{"binary missing", wrap(fmt.Errorf("x: %w", virtiofsd.ErrBinary)), Unavailable},
-		{"systemd unreachable", &UnavailableError{Err: errors.New("no bus")}, Unavailable},
-		{"never ready", &launch.NotReadyError{}, NotReady},
+		{"clean end", nil, exitcode.OK},
+		{"usage", &exitcode.UsageError{Msg: "bad flag"}, exitcode.Usage},
+		{"activation, wrapped", wrap(&activation.Error{Reason: "no socket"}), exitcode.Activation},
+		{"config file", &config.Error{File: "/etc/virtiofsd/vm1.conf", Line: 3, Msg: "unknown key"}, exitcode.Config},
+		{"option refused", &virtiofsd.OptionsError{Key: "EXTRA_ARGS", Msg: "--syslog"}, exitcode.Config},
+		{"binary missing", wrap(virtiofsd.BinaryErrorf("x")), exitcode.Unavailable},
+		{"systemd unreachable", &exitcode.UnavailableError{Err: errors.New("no bus")}, exitcode.Unavailable},
+		{"never ready", &launch.NotReadyError{}, exitcode.NotReady},
 		{"virtiofsd exit 1", &launch.ExitError{Status: exited(1), Flavor: virtiofsd.C}, 1},
 		{"virtiofsd killed", &launch.ExitError{Status: killed(syscall.SIGKILL), Flavor: virtiofsd.C}, 128 + 9},
 		{"Rust sandbox child killed: exit(-9)", &launch.ExitError{Status: exited(256 - 9), Flavor: virtiofsd.Rust}, 128 + 9},
 		{"stop grace exceeded", &launch.StopTimeoutError{}, 137},
-		{"anything else", errors.New("boom"), Software},
+		{"anything else", errors.New("boom"), exitcode.Software},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			assert.Equal(t, tc.want, For(tc.err))
+			assert.Equal(t, tc.want, exitcode.For(tc.err))
 		})
 	}
 }
 
 func TestTableNamesEveryCode(t *testing.T) {
 	var codes []string
-	for _, r := range Table {
+	for _, r := range exitcode.Table {
 		codes = append(codes, r.Code)
 	}
-	for _, c := range []int{OK, Usage, Activation, Unavailable, Software, NotReady, Config} {
+	for _, c := range []int{exitcode.OK, exitcode.Usage, exitcode.Activation, exitcode.Unavailable, exitcode.Software, exitcode.NotReady, exitcode.Config} {
 		assert.Contains(t, codes, fmt.Sprint(c))
 	}
 }
 
 func TestExplainReadsTheTable(t *testing.T) {
-	assert.Contains(t, Explain(0), "clean end")
-	assert.Contains(t, Explain(42), "virtiofsd failed with this exit status of its own")
-	assert.Contains(t, Explain(Config), "config:")
-	assert.Contains(t, Explain(128+15), "virtiofsd was killed by signal 15 (SIGTERM)")
-	assert.Equal(t, "unknown exit status", Explain(100))
+	assert.Contains(t, exitcode.Explain(0), "clean end")
+	assert.Contains(t, exitcode.Explain(42), "virtiofsd failed with this exit status of its own")
+	assert.Contains(t, exitcode.Explain(exitcode.Config), "config:")
+	assert.Contains(t, exitcode.Explain(128+15), "virtiofsd was killed by signal 15 (SIGTERM)")
+	assert.Equal(t, "unknown exit status", exitcode.Explain(100))
 }

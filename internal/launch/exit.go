@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
 )
 
 // ExitError is virtiofsd ending in failure: a non-zero exit status or death
@@ -35,7 +37,7 @@ func (e *ExitError) Signal() (syscall.Signal, bool) {
 
 // Code is the exit status the shim passes on: virtiofsd's own code, or
 // 128+signal when a signal ended it.
-func (e *ExitError) Code() int {
+func (e *ExitError) ExitCode() int {
 	if sig, ok := e.Signal(); ok {
 		return 128 + int(sig)
 	}
@@ -67,6 +69,9 @@ type NotReadyError struct {
 	Tail    []string
 }
 
+// ExitCode is the shim's exit status when virtiofsd never became ready.
+func (e *NotReadyError) ExitCode() int { return exitcode.NotReady }
+
 func (e *NotReadyError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "virtiofsd did not print its readiness line (%q) within %v and was killed; "+
@@ -90,7 +95,7 @@ func (e *StopTimeoutError) Error() string {
 }
 
 // Code is 128+SIGKILL, what systemd shows for a killed process.
-func (e *StopTimeoutError) Code() int { return 128 + int(syscall.SIGKILL) }
+func (e *StopTimeoutError) ExitCode() int { return 128 + int(syscall.SIGKILL) }
 
 func writeTail(b *strings.Builder, tail []string) {
 	if len(tail) == 0 {

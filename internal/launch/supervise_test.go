@@ -221,7 +221,7 @@ func TestExitsWithVirtiofsdStatusWhenItFailsBeforeReady(t *testing.T) {
 		err := s.wait(t)
 		var ee *ExitError
 		require.ErrorAs(t, err, &ee)
-		assert.Equal(t, 1, ee.Code())
+		assert.Equal(t, 1, ee.ExitCode())
 		assert.True(t, ee.BeforeReady)
 		assert.Contains(t, err.Error(), "exited with status 1 before it was ready; its last lines:")
 		assert.Contains(t, err.Error(), map[virtiofsd.Flavor]string{virtiofsd.C: "failed to stat source", virtiofsd.Rust: "Error entering sandbox"}[fl])
@@ -238,7 +238,7 @@ func TestExitsWith128PlusSignalWhenVirtiofsdCrashesAfterReady(t *testing.T) {
 		err := s.wait(t)
 		var ee *ExitError
 		require.ErrorAs(t, err, &ee)
-		assert.Equal(t, 128+9, ee.Code())
+		assert.Equal(t, 128+9, ee.ExitCode())
 		assert.False(t, ee.BeforeReady)
 		assert.Contains(t, err.Error(), "killed by signal 9 (killed)")
 	})
@@ -334,7 +334,7 @@ func TestStopKillsVirtiofsdThatIgnoresSIGTERM(t *testing.T) {
 	err := s.wait(t)
 	var st *StopTimeoutError
 	require.ErrorAs(t, err, &st)
-	assert.Equal(t, 137, st.Code())
+	assert.Equal(t, 137, st.ExitCode())
 	assert.True(t, gone(s.lines.pid()))
 }
 
@@ -528,5 +528,5 @@ func TestExitErrorSaysWhenAStopDoesNotExplainIt(t *testing.T) {
 		Tail: []string{"virtio_loop: Exit"}}
 	assert.Equal(t, "virtiofsd exited with status 1, which a SIGTERM while serving does not explain; its last lines:\n  virtio_loop: Exit",
 		err.Error())
-	assert.Equal(t, 1, err.Code())
+	assert.Equal(t, 1, err.ExitCode())
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
 )
 
 // SocketFD is the descriptor number virtiofsd gets the vhost-user socket on:
@@ -26,6 +28,9 @@ type OptionsError struct {
 
 func (e *OptionsError) Error() string        { return e.Msg }
 func (e *OptionsError) Is(target error) bool { return target == ErrOptions }
+
+// ExitCode is the shim's exit status for options virtiofsd cannot take.
+func (e *OptionsError) ExitCode() int { return exitcode.Config }
 
 func optionsErrorf(key, format string, a ...any) error {
 	return &OptionsError{Key: key, Msg: fmt.Sprintf(format, a...)}
@@ -65,6 +70,9 @@ func (e *needsRustError) Error() string {
 	return ErrNeedsRust.Error() + ": the C virtiofsd (QEMU <= 7.2) cannot run without root: " + InstallRust
 }
 func (e *needsRustError) Is(target error) bool { return target == ErrBinary || target == ErrNeedsRust }
+
+// ExitCode is the shim's exit status when no usable binary is installed.
+func (e *needsRustError) ExitCode() int { return exitcode.Unavailable }
 
 // InstallRust says where the Rust virtiofsd comes from.
 const InstallRust = "install the Rust virtiofsd (Debian 13, Ubuntu 24.04: apt install virtiofsd; Fedora: dnf install virtiofsd), " +

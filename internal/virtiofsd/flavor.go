@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
 )
 
 // Flavor is the implementation of virtiofsd: the C one that QEMU shipped up
@@ -54,6 +56,9 @@ type binaryError struct{ msg string }
 
 func (e *binaryError) Error() string        { return e.msg }
 func (e *binaryError) Is(target error) bool { return target == ErrBinary }
+
+// ExitCode is the shim's exit status when the binary is missing or unusable.
+func (e *binaryError) ExitCode() int { return exitcode.Unavailable }
 
 // BinaryErrorf makes an error about the virtiofsd binary (errors.Is ErrBinary).
 func BinaryErrorf(format string, a ...any) error { return &binaryError{fmt.Sprintf(format, a...)} }

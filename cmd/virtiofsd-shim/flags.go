@@ -1,18 +1,13 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
-
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 // instanceFlags are the flags run and check share: which instance, and
@@ -100,100 +95,4 @@ func (f *instanceFlags) scope() config.Scope {
 		return config.User
 	}
 	return config.System
-}
-
-// plan is everything run needs to start virtiofsd, and check prints.
-type plan struct {
-	cfg          *config.Config
-	binary       string
-	version      virtiofsd.Version
-	args         []string
-	readyTimeout time.Duration
-	stopTimeout  time.Duration
-	// rootless: virtiofsd runs as uid/gid, not root (a user instance
-	// started by a user other than root).
-	rootless bool
-	uid, gid int
-}
-
-// makePlan finds the binary, its flavor and its argv for cfg, an instance of
-// scope. versions detects the flavor; run caches it, check always asks the
-// binary. A user instance not run by root is rootless.
-func makePlan(ctx context.Context, cfg *config.Config, scope config.Scope, versions virtiofsd.VersionCache) (*plan, error) {
-	bin, err := virtiofsd.FindBinary(cfg.Virtiofsd)
-	if err != nil {
-		return nil, err
-	}
-	flavor, err := virtiofsd.ParseFlavor(cfg.Flavor)
-	if err != nil {
-		return nil, &config.Error{File: cfg.Path, Key: "FLAVOR", Msg: err.Error()}
-	}
-	rootless := scope == config.User && os.Geteuid() != 0
-	v := virtiofsd.Version{Flavor: flavor}
-	if flavor == virtiofsd.Auto {
-		if v, err = versions.Detect(ctx, bin); err != nil && rootless {
-			// Without root the C virtiofsd fails even --version
-			// ("setgroups() failed"), so that is the likely cause.
-			return nil, fmt.Errorf("%w; without root only the Rust virtiofsd runs: the C one cannot run without root, not even "+
-				"for --version: if %s is the C one, %s", err, bin, virtiofsd.InstallRust)
-		} else if err != nil {
-			return nil, err
-		}
-	}
-	opts := virtiofsd.Options{
-		SharedDir: cfg.SharedDir,
-		Cache:     cfg.Cache,
-		Sandbox:   cfg.Sandbox,
-		LogLevel:  cfg.LogLevel,
-		Extra:     cfg.ExtraArgs,
-	}
-	if cfg.ThreadPoolSize != nil {
-		opts.ThreadPoolSize = *cfg.ThreadPoolSize
-	}
-	opts.Xattr = isTrue(cfg.Xattr)
-	opts.AnnounceSubmounts = isTrue(cfg.AnnounceSubmounts)
-	opts.Readonly = isTrue(cfg.Readonly)
-	opts.Unprivileged = rootless
-	if cfg.UIDMap != nil {
-		opts.UIDMap = cfg.UIDMap.String()
-	}
-	if cfg.GIDMap != nil {
-		opts.GIDMap = cfg.GIDMap.String()
-	}
-	args, err := virtiofsd.Args(v.Flavor, opts)
-	var oe *virtiofsd.OptionsError
-	if errors.As(err, &oe) && cfg.Path != "" {
-		// Point at the line that asked for it.
-		return nil, &config.Error{File: cfg.Path, Line: cfg.Line(oe.Key), Key: oe.Key, Msg: oe.Msg, Err: err}
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &plan{
-		cfg: cfg, binary: bin, version: v, args: args,
-		readyTimeout: orDefault(cfg.ReadyTimeout, launch.DefaultReadyTimeout),
-		stopTimeout:  orDefault(cfg.StopTimeout, launch.DefaultStopTimeout),
-		rootless:     opts.Unprivileged, uid: os.Geteuid(), gid: os.Getegid(),
-	}, nil
-}
-
-func isTrue(b *bool) bool { return b != nil && *b }
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
-}
-
-// socketPath is where the instance's socket unit listens.
-func socketPath(scope config.Scope, instance string) string {
-	if instance == "" {
-		return ""
-	}
-	p, err := scope.SocketPath(os.Getenv, instance)
-	if err != nil {
-		return "(unknown: " + err.Error() + ")"
-	}
-	return p
 }

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/hooks"
+)
+
+const releaseUsage = `Usage: virtiofsd-shim release [--user] --instance=NAME
+
+What virtiofsd@NAME.socket runs when it stops (ExecStopPre=): asks the
+running virtiofsd@NAME.service, if any, to give up the socket (SIGUSR1 to
+the shim). A virtiofsd still waiting for its VM is stopped, so that the
+socket's next start gets a new one; a virtiofsd serving a VM goes on until
+the VM disconnects. Returns once the service is inactive or serving, at
+most --timeout later. Does nothing when the service does not run.
+
+Examples:
+  virtiofsd-shim release --instance=vm1
+`
+
+const resumeUsage = `Usage: virtiofsd-shim resume [--user] --instance=NAME
+
+What virtiofsd@NAME.service runs when it has stopped (ExecStopPost=): when a
+restart of virtiofsd@NAME.socket was deferred because a VM was being served
+(see release), starts the socket again now that the session has ended. Does
+nothing otherwise.
+
+Examples:
+  virtiofsd-shim resume --instance=vm1
+`
+
+const standbyUsage = `Usage: virtiofsd-shim standby [--user] --instance=NAME
+
+What a STANDBY=yes instance's socket runs once it listens (ExecStartPost=,
+written by the generator): queues the start of virtiofsd@NAME.service, so
+that a virtiofsd waits on the socket before the VM connects. Does not wait
+for the start (it waits for the socket's own start to finish).
+
+Examples:
+  virtiofsd-shim standby --instance=vm1
+`
+
+// hookFlags are the flags of the commands units run about an instance.
+type hookFlags struct {
+	instance string
+	user     bool
+	timeout  time.Duration
+}
+
+func parseHookFlags(name, usage string, args []string, stderr io.Writer) (*hookFlags, error) {
+	fs := newFlagSet(name, usage, stderr)
+	var f hookFlags
+	fs.StringVar(&f.instance, "instance", "", "instance `name` (the %i of the unit)")
+	fs.BoolVar(&f.user, "user", false, "a user manager's instance (systemctl --user)")
+	fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for the service")
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() != 0 || f.instance == "" {
+		fs.Usage()
+		return nil, usageErrorf("%s: give --instance=NAME and nothing else", name)
+	}
+	if err := config.ValidInstance(f.instance); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
+
+// scope is the service manager of the hook's instance.
+func (f *hookFlags) scope() config.Scope {
+	if f.user {
+		return config.User
+	}
+	return config.System
+}
+
+func (f *hookFlags) hook() hooks.Hook { return hooks.Hook{Instance: f.instance, Scope: f.scope()} }
+
+// connect reaches the hook's instance's service manager.
+func (f *hookFlags) connect(ctx context.Context) (hooks.Manager, func(), error) {
+	m, err := hooks.Connect(ctx, f.scope())
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, func() { _ = m.Close() }, nil
+}
+
+func releaseCmd(ctx context.Context, args []string, stderr io.Writer) error {
+	f, err := parseHookFlags("release", releaseUsage, args, stderr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	m, done, err := f.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := hooks.Release(ctx, f.hook(), m, stderr); err != nil {
+		return fmt.Errorf("release (--timeout=%s): %w", f.timeout, err)
+	}
+	return nil
+}
+
+func standbyCmd(ctx context.Context, args []string, stderr io.Writer) error {
+	f, err := parseHookFlags("standby", standbyUsage, args, stderr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	m, done, err := f.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return hooks.Standby(ctx, f.hook(), m)
+}
+
+func resumeCmd(ctx context.Context, args []string, stderr io.Writer) error {
+	f, err := parseHookFlags("resume", resumeUsage, args, stderr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	return hooks.Resume(ctx, f.hook(), f.connect, stderr)
+}
