@@ -52,6 +52,24 @@ type Config struct {
 	SocketMode  *uint32 // SOCKET_MODE: permission bits, at most 0777, or nil (0660)
 	Standby     bool    // STANDBY: keep a virtiofsd waiting before the VM connects
 
+	// Live migration and file handles (Rust virtiofsd only; see
+	// virtiofsd.Requirements for the versions that have them).
+	MigrationMode          string // MIGRATION_MODE: "", find-paths or file-handles
+	MigrationOnError       string // MIGRATION_ON_ERROR: "", abort or guest-error
+	MigrationVerifyHandles *bool  // MIGRATION_VERIFY_HANDLES, or nil
+	MigrationConfirmPaths  *bool  // MIGRATION_CONFIRM_PATHS, or nil
+	InodeFileHandles       string // INODE_FILE_HANDLES: "", never, prefer or mandatory
+
+	// More of virtiofsd's options.
+	PosixACL        string   // POSIX_ACL: "", never, auto or always (yes = always, no = never)
+	SecurityLabel   string   // SECURITY_LABEL: the same
+	TranslateUID    []string // TRANSLATE_UID: virtiofsd --translate-uid values, or nil
+	TranslateGID    []string // TRANSLATE_GID: the same for --translate-gid
+	AllowMmap       *bool    // ALLOW_MMAP, or nil
+	Writeback       *bool    // WRITEBACK, or nil
+	Readdirplus     *bool    // READDIRPLUS, or nil (no gives --no-readdirplus)
+	PreserveNoatime *bool    // PRESERVE_NOATIME, or nil
+
 	lines map[string]int // the line of each key in Path
 }
 
@@ -67,6 +85,7 @@ type key struct {
 }
 
 var keys = []key{
+	{"ALLOW_MMAP", func(c *Config, v string) error { return setBool(&c.AllowMmap, v) }},
 	{"ANNOUNCE_SUBMOUNTS", func(c *Config, v string) error { return setBool(&c.AnnounceSubmounts, v) }},
 	{"CACHE", setCache},
 	{"EXTRA_ARGS", setExtraArgs},
@@ -77,10 +96,21 @@ var keys = []key{
 		return setEnum(&c.Flavor, v, "auto", "c", "rust")
 	}},
 	{"GID_MAP", func(c *Config, v string) error { return setIDMap(&c.GIDMap, v) }},
+	{"INODE_FILE_HANDLES", func(c *Config, v string) error {
+		return setEnum(&c.InodeFileHandles, v, "never", "prefer", "mandatory")
+	}},
 	{"LOG_LEVEL", func(c *Config, v string) error { return setEnum(&c.LogLevel, v, "info", "debug", "trace") }},
+	{"MIGRATION_CONFIRM_PATHS", func(c *Config, v string) error { return setBool(&c.MigrationConfirmPaths, v) }},
+	{"MIGRATION_MODE", func(c *Config, v string) error { return setEnum(&c.MigrationMode, v, "find-paths", "file-handles") }},
+	{"MIGRATION_ON_ERROR", func(c *Config, v string) error { return setEnum(&c.MigrationOnError, v, "abort", "guest-error") }},
+	{"MIGRATION_VERIFY_HANDLES", func(c *Config, v string) error { return setBool(&c.MigrationVerifyHandles, v) }},
+	{"POSIX_ACL", func(c *Config, v string) error { return setNegotiation(&c.PosixACL, v) }},
+	{"PRESERVE_NOATIME", func(c *Config, v string) error { return setBool(&c.PreserveNoatime, v) }},
+	{"READDIRPLUS", func(c *Config, v string) error { return setBool(&c.Readdirplus, v) }},
 	{"READONLY", func(c *Config, v string) error { return setBool(&c.Readonly, v) }},
 	{"READY_TIMEOUT", func(c *Config, v string) error { return setDuration(&c.ReadyTimeout, v) }},
 	{"SANDBOX", func(c *Config, v string) error { return setEnum(&c.Sandbox, v, "namespace", "chroot", "none") }},
+	{"SECURITY_LABEL", func(c *Config, v string) error { return setNegotiation(&c.SecurityLabel, v) }},
 	{"SHARED_DIR", setSharedDir},
 	{"SOCKET_GROUP", func(c *Config, v string) error { return setAccount(&c.SocketGroup, v, "group") }},
 	{"SOCKET_MODE", setSocketMode},
@@ -95,8 +125,11 @@ var keys = []key{
 	}},
 	{"STOP_TIMEOUT", func(c *Config, v string) error { return setDuration(&c.StopTimeout, v) }},
 	{"THREAD_POOL_SIZE", setThreadPoolSize},
+	{"TRANSLATE_GID", func(c *Config, v string) error { return setTranslate(&c.TranslateGID, v) }},
+	{"TRANSLATE_UID", func(c *Config, v string) error { return setTranslate(&c.TranslateUID, v) }},
 	{"UID_MAP", func(c *Config, v string) error { return setIDMap(&c.UIDMap, v) }},
 	{"VIRTIOFSD", setVirtiofsd},
+	{"WRITEBACK", func(c *Config, v string) error { return setBool(&c.Writeback, v) }},
 	{"XATTR", func(c *Config, v string) error { return setBool(&c.Xattr, v) }},
 }
 
@@ -160,6 +193,11 @@ func parse(r io.Reader, name string) (*Config, map[string]int, error) {
 			return nil, nil, &Error{File: name, Line: a.line, Key: a.key, Msg: msg}
 		}
 	}
+	c.lines = lines
+	if err := c.checkCombinations(); err != nil {
+		return nil, nil, err
+	}
+	c.lines = nil // set below, once valid
 	if c.SharedDir == "" {
 		return nil, nil, &Error{File: name, Key: "SHARED_DIR", Line: lines["SHARED_DIR"],
 			Msg: "SHARED_DIR is required: add a line such as SHARED_DIR=/srv/vm1 naming the directory to share"}
@@ -189,6 +227,9 @@ func (c *Config) Set(name, value string) error {
 		if err := checkSharedDir(next.SharedDir); err != nil {
 			return &Error{Key: name, Msg: err.Error(), Err: errors.Unwrap(err)}
 		}
+	}
+	if err := next.checkCombinations(); err != nil {
+		return err
 	}
 	*c = next
 	return nil

@@ -117,7 +117,7 @@ const allowedDuration = "(allowed: a positive Go duration such as 10s, 1m30s, 50
 // TestParseRefuses gives the exact message for each refused file: it names
 // the file, the line, the key, the value and the fix.
 func TestParseRefuses(t *testing.T) {
-	const known = "(known: ANNOUNCE_SUBMOUNTS, CACHE, EXTRA_ARGS, FLAVOR, GID_MAP, LOG_LEVEL, READONLY, READY_TIMEOUT, SANDBOX, SHARED_DIR, SOCKET_GROUP, SOCKET_MODE, SOCKET_USER, STANDBY, STOP_TIMEOUT, THREAD_POOL_SIZE, UID_MAP, VIRTIOFSD, XATTR)"
+	const known = "(known: ALLOW_MMAP, ANNOUNCE_SUBMOUNTS, CACHE, EXTRA_ARGS, FLAVOR, GID_MAP, INODE_FILE_HANDLES, LOG_LEVEL, MIGRATION_CONFIRM_PATHS, MIGRATION_MODE, MIGRATION_ON_ERROR, MIGRATION_VERIFY_HANDLES, POSIX_ACL, PRESERVE_NOATIME, READDIRPLUS, READONLY, READY_TIMEOUT, SANDBOX, SECURITY_LABEL, SHARED_DIR, SOCKET_GROUP, SOCKET_MODE, SOCKET_USER, STANDBY, STOP_TIMEOUT, THREAD_POOL_SIZE, TRANSLATE_GID, TRANSLATE_UID, UID_MAP, VIRTIOFSD, WRITEBACK, XATTR)"
 	tests := []struct {
 		name, in, want string
 	}{
@@ -209,7 +209,7 @@ func TestSetOverridesTheFile(t *testing.T) {
 
 	assert.EqualError(t, c.Set("CACHE", "bogus"), "CACHE=bogus: not allowed "+allowedCache)
 	assert.Equal(t, "never", c.Cache, "a refused value changes nothing")
-	assert.ErrorContains(t, c.Set("CACHEMODE", "x"), "unknown key CACHEMODE (known: ANNOUNCE_SUBMOUNTS,")
+	assert.ErrorContains(t, c.Set("CACHEMODE", "x"), "unknown key CACHEMODE (known: ALLOW_MMAP, ANNOUNCE_SUBMOUNTS,")
 	assert.EqualError(t, c.Set("SHARED_DIR", ""), "SHARED_DIR cannot be empty: give the directory to share")
 	err = c.Set("SHARED_DIR", dir+"/nope")
 	assert.EqualError(t, err, "SHARED_DIR "+dir+"/nope does not exist: create it (mkdir -p "+dir+"/nope) or correct SHARED_DIR: file does not exist")

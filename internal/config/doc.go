@@ -62,6 +62,25 @@
 //	                    at most 0777
 //	STANDBY             boolean: a virtiofsd waits on the socket no
 //	                    before the VM connects
+//	MIGRATION_MODE      find-paths, file-handles (Rust 1.12+;   virtiofsd's default
+//	                    the destination gets CAP_DAC_READ_SEARCH) (find-paths)
+//	MIGRATION_ON_ERROR  abort, guest-error                      virtiofsd's default (abort)
+//	MIGRATION_VERIFY_HANDLES, MIGRATION_CONFIRM_PATHS           no
+//	                    booleans, find-paths only
+//	INODE_FILE_HANDLES  never, prefer, mandatory; prefer and    never, always passed
+//	                    mandatory get CAP_DAC_READ_SEARCH       to the Rust one
+//	POSIX_ACL, SECURITY_LABEL                                   never
+//	                    never, auto (Rust 1.14+), always; yes
+//	                    is always, no is never
+//	TRANSLATE_UID, TRANSLATE_GID                                none
+//	                    virtiofsd's --translate-uid/gid values
+//	                    (Rust 1.13+), separated by blanks
+//	ALLOW_MMAP, WRITEBACK, READDIRPLUS, PRESERVE_NOATIME        virtiofsd's default
+//	                    booleans; READDIRPLUS=no gives
+//	                    --no-readdirplus
+//
+// Which of these the installed virtiofsd can honour is checked against what
+// it reports (--print-capabilities, --version) by the virtiofsd package.
 //
 // The SOCKET_ keys and STANDBY are applied by systemd through the generator
 // (package generator) at boot and on daemon-reload; run reads STANDBY too.
