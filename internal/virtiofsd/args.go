@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -55,6 +56,29 @@ type Options struct {
 	// (":inside:outside:count:"), rootless only; "" leaves virtiofsd's own
 	// map of the user's id alone.
 	UIDMap, GIDMap string
+
+	// InodeFileHandles is never (""), prefer or mandatory. It is always
+	// passed to the Rust one, so that a virtiofsd whose default changed
+	// (1.13.3: never -> prefer, which keeps CAP_DAC_READ_SEARCH) cannot fail
+	// to start under a unit whose bounding set lacks that capability.
+	InodeFileHandles string
+	// Live migration (Rust 1.11 and later): "" leaves virtiofsd's default.
+	MigrationMode          string // find-paths, file-handles
+	MigrationOnError       string // abort, guest-error
+	MigrationVerifyHandles bool
+	MigrationConfirmPaths  bool
+	// PosixACL and SecurityLabel are "" (virtiofsd's default, never),
+	// never, auto (Rust 1.14) or always.
+	PosixACL, SecurityLabel    string
+	TranslateUID, TranslateGID []string // --translate-uid/--translate-gid values (Rust 1.13)
+	AllowMmap                  bool     // Rust only
+	Writeback                  bool
+	NoReaddirplus              bool
+	PreserveNoatime            bool // Rust only
+	// Version is what the binary reported (see DetectVersion): values it
+	// cannot honour are refused, and it picks the form of --posix-acl and
+	// --security-label. Its zero value skips those checks.
+	Version Version
 }
 
 // ErrNeedsRust is wrapped by the error of a rootless instance given the C
@@ -111,6 +135,11 @@ func Args(f Flavor, o Options) ([]string, error) {
 	if err := checkUnprivileged(f, &o); err != nil {
 		return nil, err
 	}
+	if f == Rust {
+		if err := checkRequirements(o); err != nil {
+			return nil, err
+		}
+	}
 	if f == C {
 		return argsC(o, cache, level)
 	}
@@ -148,7 +177,49 @@ func argsC(o Options, cache, level string) ([]string, error) {
 	if o.Readonly {
 		return nil, optionsErrorf("READONLY", "READONLY=yes is not supported by the C virtiofsd: use the Rust virtiofsd, or a read-only bind mount of the shared directory")
 	}
+	if err := rustOnly(o); err != nil {
+		return nil, err
+	}
+	for _, n := range []struct{ key, value, opt string }{{"POSIX_ACL", o.PosixACL, "posix_acl"}, {"SECURITY_LABEL", o.SecurityLabel, "security_label"}} {
+		switch n.value {
+		case "always":
+			a = append(a, "-o", n.opt)
+		case "auto":
+			return nil, optionsErrorf(n.key, "%s=auto is not supported by the C virtiofsd (it knows yes and no; auto needs the Rust virtiofsd 1.14): "+
+				"set %s=yes or no, or %s", n.key, n.key, InstallRust)
+		}
+	}
+	if o.Writeback {
+		a = append(a, "-o", "writeback")
+	}
+	if o.NoReaddirplus {
+		a = append(a, "-o", "no_readdirplus")
+	}
 	return append(a, o.Extra...), nil
+}
+
+// rustOnly refuses, for the C virtiofsd, the options only the Rust one has.
+func rustOnly(o Options) error {
+	for _, k := range []struct {
+		key string
+		set bool
+		why string
+	}{
+		{"MIGRATION_MODE", o.MigrationMode != "", "has no live migration"},
+		{"MIGRATION_ON_ERROR", o.MigrationOnError != "", "has no live migration"},
+		{"MIGRATION_VERIFY_HANDLES", o.MigrationVerifyHandles, "has no live migration"},
+		{"MIGRATION_CONFIRM_PATHS", o.MigrationConfirmPaths, "has no live migration"},
+		{"INODE_FILE_HANDLES", o.InodeFileHandles != "" && o.InodeFileHandles != "never", "has no file handles for inodes"},
+		{"TRANSLATE_UID", o.TranslateUID != nil, "cannot translate ids"},
+		{"TRANSLATE_GID", o.TranslateGID != nil, "cannot translate ids"},
+		{"ALLOW_MMAP", o.AllowMmap, "has no --allow-mmap"},
+		{"PRESERVE_NOATIME", o.PreserveNoatime, "has no --preserve-noatime"},
+	} {
+		if k.set {
+			return optionsErrorf(k.key, "%s= needs the Rust virtiofsd: the C one (QEMU <= 7.2) %s; %s", k.key, k.why, InstallRust)
+		}
+	}
+	return nil
 }
 
 func argsRust(o Options, cache, level string) ([]string, error) {
@@ -188,7 +259,98 @@ func argsRust(o Options, cache, level string) ([]string, error) {
 	if o.GIDMap != "" {
 		a = append(a, "--gid-map="+o.GIDMap)
 	}
-	return append(a, o.Extra...), nil
+	ifh := o.InodeFileHandles
+	if ifh == "" {
+		ifh = "never"
+	}
+	a = append(a, "--inode-file-handles="+ifh)
+	if o.MigrationMode != "" {
+		a = append(a, "--migration-mode="+o.MigrationMode)
+	}
+	if o.MigrationOnError != "" {
+		a = append(a, "--migration-on-error="+o.MigrationOnError)
+	}
+	if o.MigrationVerifyHandles {
+		a = append(a, "--migration-verify-handles")
+	}
+	if o.MigrationConfirmPaths {
+		a = append(a, "--migration-confirm-paths")
+	}
+	negotiates := map[string]bool{"--posix-acl": o.Version.Has(FeaturePosixACLNegotiation),
+		"--security-label": o.Version.Has(FeatureSecLabelNegotiation)}
+	for _, n := range []struct{ key, value, opt string }{{"POSIX_ACL", o.PosixACL, "--posix-acl"}, {"SECURITY_LABEL", o.SecurityLabel, "--security-label"}} {
+		switch {
+		case n.value == "":
+		case negotiates[n.opt]:
+			a = append(a, n.opt+"="+n.value) // 1.14: never|auto|always
+		case n.value == "always":
+			a = append(a, n.opt) // before 1.14, a flag
+		case n.value == "auto":
+			// A binary of unknown version (checkRequirements refused a
+			// known one): the flag form is the one every version takes.
+			return nil, optionsErrorf(n.key, "%s=auto needs the Rust virtiofsd 1.14 or later, and %s's version is not known: "+
+				"set %s=yes or no, or let the shim detect the version (FLAVOR=auto)", n.key, "this virtiofsd", n.key)
+		}
+	}
+	for _, m := range o.TranslateUID {
+		a = append(a, "--translate-uid="+m)
+	}
+	for _, m := range o.TranslateGID {
+		a = append(a, "--translate-gid="+m)
+	}
+	if o.AllowMmap {
+		a = append(a, "--allow-mmap")
+	}
+	if o.Writeback {
+		a = append(a, "--writeback")
+	}
+	if o.NoReaddirplus {
+		a = append(a, "--no-readdirplus")
+	}
+	if o.PreserveNoatime {
+		a = append(a, "--preserve-noatime")
+	}
+	extra, err := withModcaps(o)
+	if err != nil {
+		return nil, err
+	}
+	return append(a, extra...), nil
+}
+
+// withModcaps returns the extra arguments with the capabilities the
+// instance needs added to their --modcaps, or a --modcaps of its own:
+// virtiofsd takes the last --modcaps only, so there must be one.
+// MIGRATION_MODE=file-handles needs CAP_DAC_READ_SEARCH on the destination
+// (virtiofsd's --help: "use --modcaps=+dac_read_search"); the generator
+// puts it in the unit's bounding set.
+func withModcaps(o Options) ([]string, error) {
+	if o.MigrationMode != "file-handles" || o.Unprivileged {
+		return o.Extra, nil
+	}
+	const want = "+dac_read_search"
+	extra := slices.Clone(o.Extra)
+	for i := 0; i < len(extra); i++ {
+		name, value, hasValue := strings.Cut(extra[i], "=")
+		switch {
+		case name == "--modcaps":
+			if !hasValue && i+1 < len(extra) {
+				value = extra[i+1]
+				extra = slices.Delete(extra, i+1, i+2)
+			}
+			for _, c := range strings.Split(value, ":") {
+				if strings.EqualFold(c, "-dac_read_search") {
+					return nil, optionsErrorf("EXTRA_ARGS", "extra virtiofsd argument %q refused: MIGRATION_MODE=file-handles needs CAP_DAC_READ_SEARCH "+
+						"(virtiofsd would exit: can't disable DAC_READ_SEARCH)", extra[i])
+				}
+			}
+			extra[i] = "--modcaps=" + want + ":" + value
+			return extra, nil
+		case extra[i] == "-o" && i+1 < len(extra) && strings.Contains(extra[i+1], "modcaps="):
+			return nil, optionsErrorf("EXTRA_ARGS", "extra virtiofsd argument \"-o %s\" refused: with MIGRATION_MODE=file-handles the shim adds "+
+				"%s to virtiofsd's --modcaps, and virtiofsd takes one only: write it as --modcaps=...", extra[i+1], want)
+		}
+	}
+	return append(extra, "--modcaps="+want), nil
 }
 
 // checkUnprivileged refuses what cannot work for who runs virtiofsd, and
@@ -204,6 +366,14 @@ func checkUnprivileged(f Flavor, o *Options) error {
 	}
 	if f == C {
 		return &needsRustError{}
+	}
+	if o.InodeFileHandles == "prefer" || o.InodeFileHandles == "mandatory" || o.MigrationMode == "file-handles" {
+		key, what := "INODE_FILE_HANDLES", "INODE_FILE_HANDLES="+o.InodeFileHandles
+		if o.MigrationMode == "file-handles" {
+			key, what = "MIGRATION_MODE", "MIGRATION_MODE=file-handles"
+		}
+		return optionsErrorf(key, "%s needs CAP_DAC_READ_SEARCH in the host's user namespace (open_by_handle_at), "+
+			"which a rootless virtiofsd never has: use a system instance, or remove the line", what)
 	}
 	switch o.Sandbox {
 	case "":
@@ -245,7 +415,17 @@ var keyed = map[string]string{
 	"--thread-pool-size": "THREAD_POOL_SIZE",
 	"--xattr":            "XATTR", "xattr": "XATTR", "no_xattr": "XATTR",
 	"--announce-submounts": "ANNOUNCE_SUBMOUNTS", "announce_submounts": "ANNOUNCE_SUBMOUNTS",
-	"--readonly": "READONLY",
+	"--readonly":           "READONLY",
+	"--inode-file-handles": "INODE_FILE_HANDLES",
+	"--migration-mode":     "MIGRATION_MODE", "--migration-on-error": "MIGRATION_ON_ERROR",
+	"--migration-verify-handles": "MIGRATION_VERIFY_HANDLES", "--migration-confirm-paths": "MIGRATION_CONFIRM_PATHS",
+	"--posix-acl": "POSIX_ACL", "posix_acl": "POSIX_ACL", "no_posix_acl": "POSIX_ACL",
+	"--security-label": "SECURITY_LABEL", "security_label": "SECURITY_LABEL", "no_security_label": "SECURITY_LABEL",
+	"--translate-uid": "TRANSLATE_UID", "--translate-gid": "TRANSLATE_GID",
+	"--allow-mmap": "ALLOW_MMAP",
+	"--writeback":  "WRITEBACK", "writeback": "WRITEBACK", "no_writeback": "WRITEBACK",
+	"--no-readdirplus": "READDIRPLUS", "readdirplus": "READDIRPLUS", "no_readdirplus": "READDIRPLUS",
+	"--preserve-noatime": "PRESERVE_NOATIME",
 }
 
 // cLongOptions are the only --options the C virtiofsd knows (7.2 --help);

@@ -12,11 +12,14 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// countingVirtiofsd is a script answering --version like the Rust
-// virtiofsd, counting how often it was asked.
+// countingVirtiofsd is a script answering --version and
+// --print-capabilities like the Rust virtiofsd, counting how often it was
+// asked its version.
 func countingVirtiofsd(t *testing.T, dir, version string) (bin, count string) {
 	bin, count = filepath.Join(dir, "virtiofsd"), filepath.Join(dir, "count")
-	script := "#!/bin/sh\necho x >> " + count + "\necho 'virtiofsd " + version + "'\n"
+	script := "#!/bin/sh\nif [ \"$1\" = --print-capabilities ]; then\n" +
+		"echo '{\"type\": \"fs\", \"features\": [\"migrate-precopy\", \"separate-options\"]}'; exit 0\nfi\n" +
+		"echo x >> " + count + "\necho 'virtiofsd " + version + "'\n"
 	require.NoError(t, os.WriteFile(bin, []byte(script), 0o755))
 	return bin, count
 }
@@ -39,7 +42,7 @@ func TestVersionCacheAsksTheBinaryOncePerIdentity(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		v, err := c.Detect(ctx, bin)
 		require.NoError(t, err)
-		assert.Equal(t, Version{Rust, "1.13.3"}, v)
+		assert.Equal(t, Version{Flavor: Rust, Number: "1.13.3", Features: []string{"migrate-precopy", "separate-options"}}, v)
 	}
 	assert.Equal(t, 1, asked(t, count), "later sessions read the cache")
 
@@ -49,7 +52,7 @@ func TestVersionCacheAsksTheBinaryOncePerIdentity(t *testing.T) {
 	require.NoError(t, os.Chtimes(bin, time.Now().Add(time.Minute), time.Now().Add(time.Minute)))
 	v, err := c.Detect(ctx, bin)
 	require.NoError(t, err)
-	assert.Equal(t, Version{Rust, "1.14.0"}, v)
+	assert.Equal(t, Version{Flavor: Rust, Number: "1.14.0", Features: []string{"migrate-precopy", "separate-options"}}, v)
 	assert.Equal(t, 2, asked(t, count))
 }
 

@@ -112,10 +112,15 @@ func checkExecutable(path string) error {
 	return nil
 }
 
-// Version is what a virtiofsd binary says of itself.
+// Version is what a virtiofsd binary says of itself: --version, and the
+// features of --print-capabilities.
 type Version struct {
 	Flavor Flavor
 	Number string // e.g. 7.2.22 or 1.13.2
+	// Features are those --print-capabilities lists (e.g. migrate-precopy),
+	// empty for the C one; nil when the binary did not answer, and then
+	// its version decides what it can do.
+	Features []string
 }
 
 func (v Version) String() string {
@@ -137,8 +142,22 @@ func ParseVersion(out string) (Version, error) {
 	return Version{}, fmt.Errorf("cannot tell the virtiofsd flavor from its --version output %q", line)
 }
 
-// DetectVersion runs `path --version` and parses it.
+// DetectVersion runs `path --version` and parses it, then asks the Rust
+// one `--print-capabilities`.
 func DetectVersion(ctx context.Context, path string) (Version, error) {
+	v, err := detectVersion(ctx, path)
+	if err != nil {
+		return v, err
+	}
+	if v.Flavor == Rust {
+		v.Features = detectFeatures(ctx, path)
+	} else {
+		v.Features = []string{} // {"type": "fs"} (DESIGN.md): the C one has no migration
+	}
+	return v, nil
+}
+
+func detectVersion(ctx context.Context, path string) (Version, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	var out bytes.Buffer

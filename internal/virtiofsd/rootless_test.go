@@ -15,12 +15,12 @@ func TestArgsRootless(t *testing.T) {
 		want []string
 	}{
 		{"namespace sandbox chosen", Options{SharedDir: "/s", Unprivileged: true},
-			[]string{"--fd=3", "--shared-dir=/s", "--cache=auto", "--sandbox=namespace", "--log-level=info"}},
+			[]string{"--fd=3", "--shared-dir=/s", "--cache=auto", "--sandbox=namespace", "--log-level=info", "--inode-file-handles=never"}},
 		{"none kept", Options{SharedDir: "/s", Unprivileged: true, Sandbox: "none"},
-			[]string{"--fd=3", "--shared-dir=/s", "--cache=auto", "--sandbox=none", "--log-level=info"}},
+			[]string{"--fd=3", "--shared-dir=/s", "--cache=auto", "--sandbox=none", "--log-level=info", "--inode-file-handles=never"}},
 		{"maps passed", Options{SharedDir: "/s", Unprivileged: true, UIDMap: ":0:100000:65536:", GIDMap: ":0:100000:65536:"},
 			[]string{"--fd=3", "--shared-dir=/s", "--cache=auto", "--sandbox=namespace", "--log-level=info",
-				"--uid-map=:0:100000:65536:", "--gid-map=:0:100000:65536:"}},
+				"--uid-map=:0:100000:65536:", "--gid-map=:0:100000:65536:", "--inode-file-handles=never"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := Args(Rust, tc.opts)
