@@ -23,7 +23,7 @@ type instanceFlags struct {
 // overridable are the config keys a run flag can override, by flag name.
 var overridable = []struct{ flag, key, help string }{
 	{"shared-dir", "SHARED_DIR", "`directory` to share (SHARED_DIR=)"},
-	{"virtiofsd", "VIRTIOFSD", "virtiofsd `binary` (VIRTIOFSD=; default: first of /usr/libexec/virtiofsd, /usr/lib/qemu/virtiofsd, $PATH)"},
+	{"virtiofsd", "VIRTIOFSD", "virtiofsd `binary` (VIRTIOFSD=; default: first of /usr/libexec/virtiofsd, /usr/lib/virtiofsd, /usr/lib/qemu/virtiofsd, $PATH)"},
 	{"flavor", "FLAVOR", "virtiofsd `flavor`: auto, c or rust (FLAVOR=; auto asks the binary's --version)"},
 	{"cache", "CACHE", "cache `mode`: auto, always, never, metadata (CACHE=; metadata is Rust only)"},
 	{"sandbox", "SANDBOX", "sandbox `mode`: namespace, chroot, none (SANDBOX=; none is Rust only)"},

@@ -69,6 +69,29 @@ func Make(ctx context.Context, cfg *config.Config, scope config.Scope, versions 
 	opts.AnnounceSubmounts = isTrue(cfg.AnnounceSubmounts)
 	opts.Readonly = isTrue(cfg.Readonly)
 	opts.Unprivileged = rootless
+	opts.InodeFileHandles = cfg.InodeFileHandles
+	opts.MigrationMode = cfg.MigrationMode
+	opts.MigrationOnError = cfg.MigrationOnError
+	opts.MigrationVerifyHandles = isTrue(cfg.MigrationVerifyHandles)
+	opts.MigrationConfirmPaths = isTrue(cfg.MigrationConfirmPaths)
+	opts.PosixACL = cfg.PosixACL
+	opts.SecurityLabel = cfg.SecurityLabel
+	opts.TranslateUID = cfg.TranslateUID
+	opts.TranslateGID = cfg.TranslateGID
+	opts.AllowMmap = isTrue(cfg.AllowMmap)
+	opts.Writeback = isTrue(cfg.Writeback)
+	opts.NoReaddirplus = cfg.Readdirplus != nil && !*cfg.Readdirplus
+	opts.PreserveNoatime = isTrue(cfg.PreserveNoatime)
+	if v.Number == "" && v.Flavor == virtiofsd.Rust && (len(opts.Requirements()) > 0 || opts.PosixACL != "" || opts.SecurityLabel != "") {
+		// FLAVOR=rust skipped the detection, but these keys depend on
+		// what this binary can do: ask it (cached as run's detection is).
+		d, err := versions.Detect(ctx, bin)
+		if err != nil {
+			return nil, fmt.Errorf("%w: the config's keys depend on what this virtiofsd can do", err)
+		}
+		v.Number, v.Features = d.Number, d.Features
+	}
+	opts.Version = v
 	if cfg.UIDMap != nil {
 		opts.UIDMap = cfg.UIDMap.String()
 	}

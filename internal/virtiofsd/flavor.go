@@ -64,14 +64,16 @@ func (e *binaryError) ExitCode() int { return exitcode.Unavailable }
 func BinaryErrorf(format string, a ...any) error { return &binaryError{fmt.Sprintf(format, a...)} }
 
 // Where distributions install virtiofsd: the Rust one (Debian 13, Fedora,
-// Proxmox), and the C one of QEMU <= 7.2 (Debian 12's qemu-system-common).
+// Proxmox; Arch: /usr/lib/virtiofsd), and the C one of QEMU <= 7.2 (Debian
+// 12's qemu-system-common).
 const (
-	RustVirtiofsd = "/usr/libexec/virtiofsd"
-	CVirtiofsd    = "/usr/lib/qemu/virtiofsd"
+	RustVirtiofsd     = "/usr/libexec/virtiofsd"
+	RustVirtiofsdArch = "/usr/lib/virtiofsd"
+	CVirtiofsd        = "/usr/lib/qemu/virtiofsd"
 )
 
 // DefaultSearch is where FindBinary looks, in order, before $PATH.
-var DefaultSearch = []string{RustVirtiofsd, CVirtiofsd}
+var DefaultSearch = []string{RustVirtiofsd, RustVirtiofsdArch, CVirtiofsd}
 
 // FindBinary returns path when set (checked to be an executable file),
 // otherwise the first executable of DefaultSearch, then virtiofsd in $PATH.
