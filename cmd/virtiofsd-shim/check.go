@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -101,6 +102,16 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintf(w, "socket\t%s (%s)\n", plan.SocketPath(inst.scope(), cfg.Instance), unit)
 	fmt.Fprintf(w, "virtiofsd\t%s (%s)\n", p.Binary, p.Version)
+	if f := p.Version.Features; f != nil {
+		fmt.Fprintf(w, "capabilities\t%s\n", orNone(strings.Join(f, ", ")))
+	}
+	if p.Version.Flavor == virtiofsd.Rust {
+		fmt.Fprintf(w, "migration\t%s\n", migrationSummary(cfg))
+		fmt.Fprintf(w, "file handles\t%s\n", fileHandlesSummary(cfg))
+	}
+	if keys := optionKeys(cfg); keys != "" {
+		fmt.Fprintf(w, "options\t%s\n", keys)
+	}
 	if p.Rootless {
 		fmt.Fprintf(w, "rootless\tuid %d, gid %d; UID_MAP %s, GID_MAP %s\n", p.UID, p.GID, plan.IDMapOrDefault(cfg.UIDMap), plan.IDMapOrDefault(cfg.GIDMap))
 	}
@@ -168,6 +179,9 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				cfg.Instance, marker))
 		}
 	}
+	if scope == config.System {
+		warnings = append(warnings, modcapsWarnings(cfg, p.Args)...)
+	}
 	for _, w := range warnings {
 		fmt.Fprintln(stdout, "warning: "+w)
 	}
@@ -188,4 +202,89 @@ func userFlag(s config.Scope) string {
 		return " " + f
 	}
 	return ""
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// migrationSummary shows the migration keys, and virtiofsd's defaults for
+// those unset.
+func migrationSummary(c *config.Config) string {
+	or := func(v, def string) string {
+		if v == "" {
+			return def + " (default)"
+		}
+		return v
+	}
+	yn := func(b *bool) string {
+		if b != nil && *b {
+			return "yes"
+		}
+		return "no"
+	}
+	s := fmt.Sprintf("mode %s, on error %s", or(c.MigrationMode, "find-paths"), or(c.MigrationOnError, "abort"))
+	if c.MigrationMode != "file-handles" {
+		s += fmt.Sprintf(", verify handles %s, confirm paths %s", yn(c.MigrationVerifyHandles), yn(c.MigrationConfirmPaths))
+	}
+	if c.MigrationMode == "file-handles" {
+		s += "; CAP_DAC_READ_SEARCH granted by the generator, --modcaps=+dac_read_search"
+	}
+	return s + "; set the same keys on every host"
+}
+
+func fileHandlesSummary(c *config.Config) string {
+	switch c.InodeFileHandles {
+	case "":
+		return "never (the shim's default, passed explicitly: virtiofsd 1.13.3 and later default to prefer, which needs CAP_DAC_READ_SEARCH)"
+	case "never":
+		return "never"
+	}
+	return c.InodeFileHandles + " (CAP_DAC_READ_SEARCH granted by the generator)"
+}
+
+// optionKeys lists the other keys of virtiofsd's options that are set.
+func optionKeys(c *config.Config) string {
+	var l []string
+	b := func(key string, v *bool) {
+		if v != nil {
+			l = append(l, fmt.Sprintf("%s=%s", key, map[bool]string{true: "yes", false: "no"}[*v]))
+		}
+	}
+	str := func(key, v string) {
+		if v != "" {
+			l = append(l, key+"="+v)
+		}
+	}
+	str("POSIX_ACL", c.PosixACL)
+	str("SECURITY_LABEL", c.SecurityLabel)
+	str("TRANSLATE_UID", strings.Join(c.TranslateUID, " "))
+	str("TRANSLATE_GID", strings.Join(c.TranslateGID, " "))
+	b("ALLOW_MMAP", c.AllowMmap)
+	b("WRITEBACK", c.Writeback)
+	b("READDIRPLUS", c.Readdirplus)
+	b("PRESERVE_NOATIME", c.PreserveNoatime)
+	return strings.Join(l, ", ")
+}
+
+// modcapsWarnings warns of each capability virtiofsd is told to keep
+// (--modcaps=+X) that the service's bounding set lacks: virtiofsd would fail
+// before it is ready ("can't apply the child capabilities"), and a queued
+// client would drive the socket into its start limit.
+func modcapsWarnings(c *config.Config, args []string) []string {
+	bound := generator.BoundingSet(c)
+	var w []string
+	for _, capName := range virtiofsd.AddedCapabilities(args) {
+		if slices.Contains(bound, capName) {
+			continue
+		}
+		w = append(w, fmt.Sprintf("EXTRA_ARGS asks virtiofsd to keep %s (--modcaps), which virtiofsd@%s.service's bounding set lacks "+
+			"(%s:%d): virtiofsd will fail to start (\"can't apply the child capabilities\"); add it in a drop-in "+
+			"(systemctl edit virtiofsd@%s.service: [Service] CapabilityBoundingSet=%s) or remove it",
+			capName, c.Instance, c.Path, c.Line("EXTRA_ARGS"), c.Instance, capName))
+	}
+	return w
 }

@@ -90,7 +90,7 @@ func TestCheckPrintsTheCommandRunWouldStart(t *testing.T) {
 	code, out, stderr := shim(t, "check", "--config-dir="+dir, "vm1")
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, out, "Rust virtiofsd 1.13.2")
-	assert.Contains(t, out, rust+" --fd=3 --shared-dir="+share+" --cache=never --log-level=info --modcaps=-mknod -o 'a b'")
+	assert.Contains(t, out, rust+" --fd=3 --shared-dir="+share+" --cache=never --log-level=info --inode-file-handles=never --modcaps=-mknod -o 'a b'")
 	assert.Contains(t, out, "/run/virtiofsd/vm1.sock")
 
 	code, _, stderr = shim(t, "check", "--config-dir="+dir, "vm2")
@@ -203,4 +203,36 @@ func TestCheckLibvirtPrintsTheDomainXML(t *testing.T) {
 	code, _, stderr = shim(t, "check", "--libvirt", "--tag="+strings.Repeat("t", 37), "--config-dir="+dir, "vm1")
 	assert.Equal(t, exitcode.Usage, code)
 	assert.Contains(t, stderr, "36 bytes")
+}
+
+// check shows the new keys as the installed virtiofsd takes them, refuses
+// what it cannot honour at the key's line with the versions, and warns of a
+// --modcaps capability the unit's bounding set lacks.
+func TestCheckShowsAndChecksTheNewKeys(t *testing.T) {
+	share := t.TempDir()
+	rust := fakeBinary(t, "rust")
+	dir := instance(t, "vm1", "SHARED_DIR="+share+"\nVIRTIOFSD="+rust+"\nMIGRATION_MODE=file-handles\nPOSIX_ACL=yes\n"+
+		"EXTRA_ARGS=--modcaps=+sys_nice\n")
+	code, out, stderr := shim(t, "check", "--config-dir="+dir, "--generator-dir="+t.TempDir(), "vm1")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "capabilities  migrate-precopy, separate-options")
+	assert.Contains(t, out, "migration     mode file-handles, on error abort (default); CAP_DAC_READ_SEARCH granted by the generator")
+	assert.Contains(t, out, "file handles  never (the shim's default, passed explicitly")
+	assert.Contains(t, out, "options       POSIX_ACL=always")
+	assert.Contains(t, out, "--inode-file-handles=never --migration-mode=file-handles --posix-acl --modcaps=+dac_read_search:+sys_nice")
+	assert.Contains(t, out, "CapabilityBoundingSet=CAP_DAC_READ_SEARCH")
+	assert.Contains(t, out, "warning: EXTRA_ARGS asks virtiofsd to keep CAP_SYS_NICE (--modcaps), which virtiofsd@vm1.service's bounding set lacks")
+	assert.NotContains(t, out, "keep CAP_DAC_READ_SEARCH", "the generator grants that one")
+
+	dir = instance(t, "vm1", "SHARED_DIR="+share+"\nVIRTIOFSD="+rust+"\nPOSIX_ACL=auto\n")
+	code, _, stderr = shim(t, "check", "--config-dir="+dir, "vm1")
+	assert.Equal(t, exitcode.Config, code)
+	assert.Contains(t, stderr, "vm1.conf:3: POSIX_ACL=auto needs the Rust virtiofsd 1.14 or later")
+	assert.Contains(t, stderr, "found Rust virtiofsd 1.13.2")
+
+	c := fakeBinary(t, "c")
+	dir = instance(t, "vm1", "SHARED_DIR="+share+"\nVIRTIOFSD="+c+"\nMIGRATION_ON_ERROR=guest-error\n")
+	code, _, stderr = shim(t, "check", "--config-dir="+dir, "vm1")
+	assert.Equal(t, exitcode.Config, code)
+	assert.Contains(t, stderr, "vm1.conf:3: MIGRATION_ON_ERROR= needs the Rust virtiofsd: the C one (QEMU <= 7.2) has no live migration; install the Rust virtiofsd")
 }

@@ -1,7 +1,8 @@
 // Package generator turns instance configs into the unit drop-ins systemd
 // must know about (systemd.generator(7)): the socket's owner, group and
-// mode, the shared directory's mounts, standby, and a read-only /usr and
-// /etc for a virtiofsd that runs without its own sandbox.
+// mode, the shared directory's mounts, standby, a read-only /usr and /etc
+// for a virtiofsd that runs without its own sandbox, and CAP_DAC_READ_SEARCH
+// for one that uses file handles.
 //
 // It is the virtiofsd-shim binary itself, installed as the symbolic links
 // /usr/lib/systemd/system-generators/virtiofsd-shim-generator and
@@ -20,6 +21,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -34,6 +36,26 @@ const DropInName = "50-virtiofsd-shim.conf"
 
 // Binary is where the units run the shim.
 const Binary = "/usr/libexec/virtiofsd-shim"
+
+// UnitCapabilities is the CapabilityBoundingSet= of units/virtiofsd@.service
+// (a test keeps the two equal).
+var UnitCapabilities = []string{"CAP_SYS_ADMIN", "CAP_SETPCAP", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER",
+	"CAP_FSETID", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_MKNOD", "CAP_SYS_CHROOT"}
+
+// DACReadSearch is the capability file handles need, which the generator
+// grants an instance that uses them (see config.Config.NeedsDACReadSearch).
+const DACReadSearch = "CAP_DAC_READ_SEARCH"
+
+// BoundingSet is the capability bounding set virtiofsd@NAME.service has
+// for config c once the generator's drop-in applies: the unit's, and
+// DACReadSearch where c needs it.
+func BoundingSet(c *config.Config) []string {
+	set := slices.Clone(UnitCapabilities)
+	if c.NeedsDACReadSearch() != "" {
+		set = append(set, DACReadSearch)
+	}
+	return set
+}
 
 // File is one file to write, relative to the output folder.
 type File struct {
@@ -94,6 +116,15 @@ func DropIns(scope config.Scope, c *config.Config) ([]File, error) {
 		// out for its cost at every start. Without that sandbox, systemd's
 		// read-only /usr, /boot and /etc are worth their milliseconds.
 		service = append(service, unit.NewUnitOption("Service", "ProtectSystem", "full"))
+	}
+	if key := c.NeedsDACReadSearch(); scope == config.System && key != "" {
+		// File handles (open_by_handle_at) need CAP_DAC_READ_SEARCH, which
+		// the unit's bounding set leaves out: without it virtiofsd dies
+		// before it is ready ("can't apply the child capabilities").
+		// CapabilityBoundingSet= lines add up, so this one adds it to the
+		// unit's set. The service runs as root, whose capabilities are the
+		// bounding set: no AmbientCapabilities= is needed.
+		service = append(service, unit.NewUnitOption("Service", "CapabilityBoundingSet", DACReadSearch))
 	}
 	var socket []*unit.UnitOption
 	socketHeader := header

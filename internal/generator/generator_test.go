@@ -209,3 +209,26 @@ func TestGenerateWithNoFolderGeneratesNothing(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, results)
 }
+
+// UnitCapabilities is what the shipped unit says, so that check's
+// warnings about --modcaps are about the unit that runs.
+func TestUnitCapabilitiesAreTheShippedUnits(t *testing.T) {
+	b, err := os.ReadFile("../../units/virtiofsd@.service")
+	require.NoError(t, err)
+	opts, err := unit.DeserializeOptions(bytes.NewReader(b))
+	require.NoError(t, err)
+	got := values(opts, "Service", "CapabilityBoundingSet")
+	require.Len(t, got, 1)
+	assert.Equal(t, UnitCapabilities, strings.Fields(got[0]))
+}
+
+// A user manager cannot grant capabilities; run refuses file handles there.
+func TestUserScopeGrantsNoCapability(t *testing.T) {
+	c, err := config.Parse(strings.NewReader("SHARED_DIR=/home/u/share\nINODE_FILE_HANDLES=prefer\n"), "/home/u/.config/virtiofsd/vm1.conf")
+	require.NoError(t, err)
+	c.Instance = "vm1"
+	files, err := DropIns(config.User, c)
+	require.NoError(t, err)
+	assert.NotContains(t, string(files[0].Content), "CapabilityBoundingSet")
+	assert.Contains(t, BoundingSet(c), DACReadSearch)
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -138,7 +139,17 @@ type scenario struct {
 	extra map[virtiofsd.Flavor][]string // extra arguments (a bad option); nil: none
 	noDir bool                          // a SHARED_DIR that does not exist
 	drive func(s *session)
+	// rustOnly scenarios use options the C one does not have.
+	rustOnly bool
+	opts     func(o *virtiofsd.Options)
+	// noDACReadSearch runs both without CAP_DAC_READ_SEARCH in their
+	// bounding set, as the shipped unit does.
+	noDACReadSearch bool
 }
+
+// withoutDACReadSearch is the command that runs a program with
+// CAP_DAC_READ_SEARCH dropped from its bounding set (util-linux setpriv).
+var withoutDACReadSearch = []string{"setpriv", "--bounding-set=-dac_read_search", "--"}
 
 var scenarios = []scenario{
 	{name: "client connects and hangs up", drive: func(s *session) {
@@ -172,6 +183,30 @@ var scenarios = []scenario{
 	{name: "-o debug", extra: map[virtiofsd.Flavor][]string{
 		virtiofsd.Rust: {"-o", "debug"}}},
 	{name: "shared directory missing", noDir: true},
+	// The shipped unit's bounding set lacks CAP_DAC_READ_SEARCH.
+	{name: "inode file handles never, without CAP_DAC_READ_SEARCH", rustOnly: true, noDACReadSearch: true,
+		drive: func(s *session) { s.until(virtiofsd.Ready); require.NoError(s.t, s.cmd.Process.Signal(syscall.SIGTERM)) }},
+	{name: "inode file handles prefer, without CAP_DAC_READ_SEARCH", rustOnly: true, noDACReadSearch: true,
+		opts: func(o *virtiofsd.Options) { o.InodeFileHandles = "prefer" }},
+	{name: "inode file handles mandatory, without CAP_DAC_READ_SEARCH", rustOnly: true, noDACReadSearch: true,
+		opts: func(o *virtiofsd.Options) { o.InodeFileHandles = "mandatory" }},
+	{name: "file-handles migration, without CAP_DAC_READ_SEARCH", rustOnly: true, noDACReadSearch: true,
+		opts: func(o *virtiofsd.Options) { o.MigrationMode = "file-handles" }},
+	{name: "inode file handles prefer, with CAP_DAC_READ_SEARCH", rustOnly: true,
+		opts: func(o *virtiofsd.Options) { o.InodeFileHandles = "prefer" },
+		drive: func(s *session) {
+			s.until(virtiofsd.Ready)
+			c, err := vhostuser.Probe(s.sock, 10*time.Second)
+			require.NoError(s.t, err)
+			s.until(virtiofsd.Connected)
+			c.Close()
+		}},
+	{name: "migration keys accepted", rustOnly: true, opts: func(o *virtiofsd.Options) {
+		o.MigrationMode, o.MigrationOnError, o.MigrationVerifyHandles, o.MigrationConfirmPaths = "find-paths", "guest-error", true, true
+	}, drive: func(s *session) { s.until(virtiofsd.Ready); require.NoError(s.t, s.cmd.Process.Signal(syscall.SIGTERM)) }},
+	{name: "migration options virtiofsd refuses together", rustOnly: true, opts: func(o *virtiofsd.Options) {
+		o.MigrationMode, o.MigrationConfirmPaths = "file-handles", true
+	}},
 }
 
 // realBinary is the real virtiofsd of a flavor: the C one of this Debian 12
@@ -202,7 +237,7 @@ func TestFakeBehavesAsTheRealVirtiofsd(t *testing.T) {
 		t.Run(fl.String(), func(t *testing.T) {
 			real := realBinary(t, fl)
 			for _, sc := range scenarios {
-				if sc.extra != nil && sc.extra[fl] == nil {
+				if (sc.extra != nil && sc.extra[fl] == nil) || (sc.rustOnly && fl != virtiofsd.Rust) {
 					continue
 				}
 				t.Run(sc.name, func(t *testing.T) {
@@ -210,12 +245,32 @@ func TestFakeBehavesAsTheRealVirtiofsd(t *testing.T) {
 					if sc.noDir {
 						share = filepath.Join(share, "missing")
 					}
-					args, err := virtiofsd.Args(fl, virtiofsd.Options{SharedDir: share})
-					require.NoError(t, err)
+					opts := virtiofsd.Options{SharedDir: share}
+					if sc.opts != nil {
+						sc.opts(&opts)
+					}
+					var args []string
+					if fl == virtiofsd.Rust && opts.MigrationMode == "file-handles" && opts.MigrationConfirmPaths {
+						// What the shim refuses itself (config), given to virtiofsd.
+						a, err := virtiofsd.Args(fl, virtiofsd.Options{SharedDir: share})
+						require.NoError(t, err)
+						args = append(a, "--migration-mode=file-handles", "--migration-confirm-paths")
+					} else {
+						a, err := virtiofsd.Args(fl, opts)
+						require.NoError(t, err)
+						args = a
+					}
 					args = append(args, sc.extra[fl]...)
 					env := virtiofsd.ChildEnv(os.Environ(), fl)
 
 					transcript := func(bin string, env []string) []string {
+						if sc.noDACReadSearch {
+							s := startSession(t, withoutDACReadSearch[0], env, append(append(slices.Clone(withoutDACReadSearch[1:]), bin), args...))
+							if sc.drive != nil {
+								sc.drive(s)
+							}
+							return s.end()
+						}
 						s := startSession(t, bin, env, args)
 						if sc.drive != nil {
 							sc.drive(s)
@@ -228,5 +283,51 @@ func TestFakeBehavesAsTheRealVirtiofsd(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// A virtiofsd from 1.13.3 on defaults to --inode-file-handles=prefer: the
+// fake of such a version, given no --inode-file-handles, fails under the
+// shipped unit's bounding set exactly as the real 1.13.2 fails given
+// prefer; and the shim's explicit never keeps it serving.
+func TestFakeOfANewerVirtiofsdDefaultsToPrefer(t *testing.T) {
+	sdbox.RequireRoot(t)
+	real := realBinary(t, virtiofsd.Rust)
+	share := t.TempDir()
+	base := []string{"--fd=3", "--shared-dir=" + share, "--cache=auto", "--log-level=info"}
+	env := virtiofsd.ChildEnv(os.Environ(), virtiofsd.Rust)
+	run := func(bin string, env []string, args []string) []string {
+		s := startSession(t, withoutDACReadSearch[0], env, append(append(slices.Clone(withoutDACReadSearch[1:]), bin), args...))
+		return s.end()
+	}
+	want := run(real, env, append(slices.Clone(base), "--inode-file-handles=prefer"))
+	newer := append(slices.Clone(env), append(fakevirtiofsd.Env("rust", fakevirtiofsd.Ready), fakevirtiofsd.VersionEnv("1.13.3"))...)
+	assert.Equal(t, want, run(os.Args[0], newer, base), "the fake of 1.13.3 with its default against the real 1.13.2 given prefer")
+	assert.Contains(t, strings.Join(want, "\n"), "can't apply the child capabilities")
+
+	args, err := virtiofsd.Args(virtiofsd.Rust, virtiofsd.Options{SharedDir: share})
+	require.NoError(t, err)
+	s := startSession(t, withoutDACReadSearch[0], newer, append(append(slices.Clone(withoutDACReadSearch[1:]), os.Args[0]), args...))
+	s.until(virtiofsd.Ready) // the shim's --inode-file-handles=never
+	require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
+	s.end()
+}
+
+// The fake answers --print-capabilities as the real one does.
+func TestFakePrintsTheRealCapabilities(t *testing.T) {
+	sdbox.RequireRoot(t)
+	for _, fl := range []virtiofsd.Flavor{virtiofsd.C, virtiofsd.Rust} {
+		real := realBinary(t, fl)
+		want, err := exec.Command(real, "--print-capabilities").Output()
+		require.NoError(t, err)
+		cmd := exec.Command(os.Args[0], "--print-capabilities")
+		cmd.Env = append(os.Environ(), fakevirtiofsd.Env(fl.String(), fakevirtiofsd.Ready)...)
+		got, err := cmd.Output()
+		require.NoError(t, err)
+		wf, err := virtiofsd.ParseCapabilities(want)
+		require.NoError(t, err, "%s", want)
+		gf, err := virtiofsd.ParseCapabilities(got)
+		require.NoError(t, err, "%s", got)
+		assert.Equal(t, wf, gf, fl.String())
 	}
 }

@@ -29,6 +29,22 @@ const (
 	IgnoreSIGTERM    = "ignore-sigterm"     // become ready and ignore SIGTERM
 	LateAccept       = "late-accept"        // become ready; the first SIGTERM is lost as in the C one's race between its readiness line and accept()
 	Flood            = "flood"              // become ready, write FAKE_VIRTIOFSD_LINES lines, then serve
+	// MigrationLoadFails serves a client as a migration destination whose
+	// incoming state cannot be loaded (--migration-on-error=abort, an open
+	// deleted file on the source): the Rust one's error line, then the
+	// client (QEMU) hangs up and virtiofsd exits 0 (DESIGN.md).
+	MigrationLoadFails = "migration-load-fails"
+	// MigrationSaveFails serves a client as a source whose state cannot be
+	// saved.
+	MigrationSaveFails = "migration-save-fails"
+)
+
+// The lines of a failed migration: the Rust one's (1.13.2, src/vhost_user.rs,
+// target virtiofsd::vhost_user) error line, at error level.
+const (
+	MigrationTarget      = "virtiofsd::vhost_user"
+	MigrationLoadFailure = "Migration failed: Failed to load state: Inode 5: Migration source has lost inode 5"
+	MigrationSaveFailure = "Migration failed: Failed to save state: Failed to serialize inode 5"
 )
 
 // Flavors, as launch names them.
@@ -42,7 +58,18 @@ const (
 	envFlavor = "FAKE_VIRTIOFSD_FLAVOR"
 	envMode   = "FAKE_VIRTIOFSD_MODE"
 	envLines  = "FAKE_VIRTIOFSD_LINES"
+	envVer    = "FAKE_VIRTIOFSD_VERSION"
 )
+
+// DefaultRustVersion is the version the Rust fake reports unless
+// VersionEnv says otherwise: Debian 13's.
+const DefaultRustVersion = "1.13.2"
+
+// VersionEnv makes the Rust fake report version v and behave as it: from
+// 1.13.3, --inode-file-handles defaults to prefer (which keeps
+// CAP_DAC_READ_SEARCH); from 1.14, --print-capabilities lists the
+// posix-acl and security-label negotiation modes.
+func VersionEnv(v string) string { return envVer + "=" + v }
 
 // Env returns the environment entries that make the test binary a fake
 // virtiofsd of flavor in mode.
@@ -90,9 +117,20 @@ func run(args []string, flavor, mode string) int {
 	f := &fake{flavor: flavor, out: os.Stderr}
 	for _, a := range args {
 		switch a {
+		case "--print-capabilities":
+			if flavor == Rust {
+				features := `"migrate-precopy", "separate-options"`
+				if atLeast(rustVersion(), "1.14") {
+					features = `"migrate-precopy", "posix-acl-negotiation-mode", "security-label-negotiation-mode", "separate-options"`
+				}
+				fmt.Println(`{"type": "fs", "features": [` + features + `]}`)
+			} else {
+				fmt.Println(`{"type": "fs"}`)
+			}
+			return 0
 		case "--version":
 			if flavor == Rust {
-				fmt.Println("virtiofsd 1.13.2")
+				fmt.Println("virtiofsd " + rustVersion())
 			} else {
 				fmt.Println("virtiofsd version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)")
 				fmt.Println("Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers")
@@ -137,8 +175,21 @@ func run(args []string, flavor, mode string) int {
 		}
 		return 1
 	}
+	if flavor == Rust && opts.migrationMode == "file-handles" && (opts.confirmPaths || opts.verifyHandles) {
+		if opts.confirmPaths {
+			f.say("ERROR", "Cannot use --migration-confirm-paths with --migration-mode=file-handles (because it is unnecessary)")
+		}
+		if opts.verifyHandles {
+			f.say("ERROR", "Cannot use --migration-verify-handles with --migration-mode=file-handles (because it is unnecessary)")
+		}
+		return 1
+	}
 	if flavor == Rust {
 		f.raiseNofile(opts.rlimitNofile)
+		if msg := opts.capabilityProblem(); msg != "" {
+			f.say("ERROR", msg)
+			return 1
+		}
 	}
 	ln, err := net.FileListener(os.NewFile(3, "vhost-user socket"))
 	if err != nil {
@@ -232,6 +283,12 @@ func run(args []string, flavor, mode string) int {
 		return 0
 	case <-hungUp:
 	}
+	switch {
+	case flavor == Rust && mode == MigrationLoadFails:
+		f.sayFrom(MigrationTarget, "ERROR", MigrationLoadFailure)
+	case flavor == Rust && mode == MigrationSaveFails:
+		f.sayFrom(MigrationTarget, "ERROR", MigrationSaveFailure)
+	}
 	if flavor == Rust {
 		f.say("INFO", "Client disconnected, shutting down")
 	} else {
@@ -243,8 +300,105 @@ func run(args []string, flavor, mode string) int {
 
 // options are the arguments the fake acts on.
 type options struct {
-	sharedDir    string
-	rlimitNofile int // -1: not given
+	sharedDir        string
+	rlimitNofile     int    // -1: not given
+	inodeFileHandles string // "" until given
+	modcaps          string // the last --modcaps (virtiofsd keeps the last)
+	migrationMode    string
+	confirmPaths     bool
+	verifyHandles    bool
+}
+
+func rustVersion() string {
+	if v := os.Getenv(envVer); v != "" {
+		return v
+	}
+	return DefaultRustVersion
+}
+
+// atLeast compares dotted version numbers.
+func atLeast(v, min string) bool {
+	a, b := strings.Split(v, "."), strings.Split(min, ".")
+	for i := 0; i < len(a) || i < len(b); i++ {
+		var x, y int
+		if i < len(a) {
+			x, _ = strconv.Atoi(a[i])
+		}
+		if i < len(b) {
+			y, _ = strconv.Atoi(b[i])
+		}
+		if x != y {
+			return x > y
+		}
+	}
+	return true
+}
+
+// capabilityProblem is what the Rust one says when, as root, it cannot keep
+// the capabilities it wants because the bounding set lacks one: its
+// defaults, --modcaps, and DAC_READ_SEARCH for --inode-file-handles other
+// than never (whose default is prefer from 1.13.3). "" when all is well.
+func (o options) capabilityProblem() string {
+	if os.Geteuid() != 0 {
+		return "" // it leaves capabilities alone when not root
+	}
+	want := map[string]bool{"CHOWN": true, "DAC_OVERRIDE": true, "FOWNER": true, "FSETID": true,
+		"SETGID": true, "SETUID": true, "MKNOD": true, "SETFCAP": true}
+	if o.modcaps != "" {
+		for _, m := range strings.Split(o.modcaps, ":") {
+			if len(m) < 2 {
+				return "empty modcap found: expected (+|-)capability:..."
+			}
+			want[strings.ToUpper(m[1:])] = m[0] == '+'
+		}
+	}
+	mode := o.inodeFileHandles
+	if mode == "" {
+		mode = "never"
+		if atLeast(rustVersion(), "1.13.3") {
+			mode = "prefer"
+		}
+	}
+	if mode != "never" {
+		if v, set := want["DAC_READ_SEARCH"]; set && !v {
+			return "can't disable DAC_READ_SEARCH when using --inode-file-handles=" + strings.ToUpper(mode[:1]) + mode[1:]
+		}
+		want["DAC_READ_SEARCH"] = true
+	}
+	bounding := boundingSet()
+	for c, keep := range want {
+		if keep && bounding != nil && !bounding[c] {
+			return "can't apply the child capabilities: failed to sync capabilities with the kernel"
+		}
+	}
+	return ""
+}
+
+// capNumbers are the bits of the capabilities capabilityProblem asks about.
+var capNumbers = map[string]uint{"CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3, "FSETID": 4,
+	"SETGID": 6, "SETUID": 7, "SETPCAP": 8, "NET_ADMIN": 12, "SYS_CHROOT": 18, "SYS_ADMIN": 21, "SYS_NICE": 23,
+	"MKNOD": 27, "SETFCAP": 31}
+
+// boundingSet reads CapBnd of /proc/self/status; nil when it cannot.
+func boundingSet() map[string]bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return nil
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapBnd:"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				return nil
+			}
+			set := map[string]bool{}
+			for name, bit := range capNumbers {
+				set[name] = n&(1<<bit) != 0
+			}
+			return set
+		}
+	}
+	return nil
 }
 
 // parse reads the arguments as the flavor's option parser does; a code
@@ -281,6 +435,16 @@ func (f *fake) parse(args []string) (options, int) {
 			o.sharedDir = value
 		case f.flavor == Rust && name == "--rlimit-nofile":
 			o.rlimitNofile, _ = strconv.Atoi(value)
+		case f.flavor == Rust && name == "--inode-file-handles":
+			o.inodeFileHandles = value
+		case f.flavor == Rust && name == "--modcaps":
+			o.modcaps = value
+		case f.flavor == Rust && name == "--migration-mode":
+			o.migrationMode = value
+		case f.flavor == Rust && name == "--migration-confirm-paths":
+			o.confirmPaths = true
+		case f.flavor == Rust && name == "--migration-verify-handles":
+			o.verifyHandles = true
 		case f.flavor == Rust && strings.HasPrefix(a, "-") && !rustOptions[name]:
 			f.raw("error: unexpected argument '" + a + "' found\n\n" + rustUsage)
 			return o, 2
@@ -300,7 +464,9 @@ var rustOptions = map[string]bool{"--fd": true, "--shared-dir": true, "--cache":
 	"--uid-map": true, "--gid-map": true, "--translate-uid": true, "--translate-gid": true,
 	"--allow-direct-io": true, "--writeback": true, "--no-readdirplus": true, "--allow-mmap": true,
 	"--security-label": true, "--xattrmap": true, "--tag": true, "--preserve-noatime": true,
-	"--killpriv-v2": true, "--no-killpriv-v2": true, "-f": true, "-d": true}
+	"--killpriv-v2": true, "--no-killpriv-v2": true, "-f": true, "-d": true,
+	"--migration-mode": true, "--migration-on-error": true, "--migration-verify-handles": true,
+	"--migration-confirm-paths": true}
 
 // rustCompat are the -o options its compat parser knows (not log_level,
 // not debug).
