@@ -185,7 +185,10 @@ var scenarios = []scenario{
 	{name: "shared directory missing", noDir: true},
 	// The shipped unit's bounding set lacks CAP_DAC_READ_SEARCH.
 	{name: "inode file handles never, without CAP_DAC_READ_SEARCH", rustOnly: true, noDACReadSearch: true,
-		drive: func(s *session) { s.until(virtiofsd.Ready); require.NoError(s.t, s.cmd.Process.Signal(syscall.SIGTERM)) }},
+		drive: func(s *session) {
+			s.until(virtiofsd.Ready)
+			require.NoError(s.t, s.cmd.Process.Signal(syscall.SIGTERM))
+		}},
 	{name: "inode file handles prefer, without CAP_DAC_READ_SEARCH", rustOnly: true, noDACReadSearch: true,
 		opts: func(o *virtiofsd.Options) { o.InodeFileHandles = "prefer" }},
 	{name: "inode file handles mandatory, without CAP_DAC_READ_SEARCH", rustOnly: true, noDACReadSearch: true,
@@ -203,7 +206,10 @@ var scenarios = []scenario{
 		}},
 	{name: "migration keys accepted", rustOnly: true, opts: func(o *virtiofsd.Options) {
 		o.MigrationMode, o.MigrationOnError, o.MigrationVerifyHandles, o.MigrationConfirmPaths = "find-paths", "guest-error", true, true
-	}, drive: func(s *session) { s.until(virtiofsd.Ready); require.NoError(s.t, s.cmd.Process.Signal(syscall.SIGTERM)) }},
+	}, drive: func(s *session) {
+		s.until(virtiofsd.Ready)
+		require.NoError(s.t, s.cmd.Process.Signal(syscall.SIGTERM))
+	}},
 	{name: "migration options virtiofsd refuses together", rustOnly: true, opts: func(o *virtiofsd.Options) {
 		o.MigrationMode, o.MigrationConfirmPaths = "file-handles", true
 	}},
