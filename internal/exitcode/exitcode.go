@@ -20,6 +20,7 @@ const (
 	Unavailable = 69 // EX_UNAVAILABLE: virtiofsd (or systemd, for list) missing or unusable
 	Software    = 70 // EX_SOFTWARE: an internal error of the shim
 	NotReady    = 75 // EX_TEMPFAIL: virtiofsd never printed its readiness line in time
+	Migration   = 76 // EX_PROTOCOL: virtiofsd reported that loading or saving migration state failed
 	Config      = 78 // EX_CONFIG: the instance's config or options are invalid
 )
 
@@ -39,6 +40,7 @@ var Table = []Row{
 	{"69", "unavailable: the virtiofsd binary is missing, not executable or of unknown flavor, or the C one for a rootless (--user) instance; for list, systemd is unreachable", Unavailable, Unavailable},
 	{"70", "internal error of the shim", Software, Software},
 	{"75", "virtiofsd did not print its readiness line within the ready timeout and was killed", NotReady, NotReady},
+	{"76", "a live migration failed: virtiofsd could not load the incoming state (destination: the VM did not arrive) or save it (source), even though it then exited 0", Migration, Migration},
 	{"78", "config: the instance config or an option is invalid (missing file, unknown key, bad value, unsafe permissions)", Config, Config},
 	{"128+N", "virtiofsd was killed by signal N (137 also when it ignored SIGTERM for the whole stop grace period)", signalBase + 1, signalBase + 64},
 }

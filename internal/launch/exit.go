@@ -62,6 +62,32 @@ func (e *ExitError) Error() string {
 	return b.String()
 }
 
+// MigrationError is a session whose virtiofsd reported that a live
+// migration failed: it could not load the state the source sent
+// (Incoming: this host is the destination, and the VM did not arrive), or
+// could not save its own (the source). virtiofsd itself exits 0 once QEMU
+// hangs up, so without this the session would end as a success.
+type MigrationError struct {
+	Incoming bool
+	Line     string // virtiofsd's line, e.g. "Migration failed: Failed to load state: ..."
+	Tail     []string
+}
+
+// ExitCode is the shim's exit status for a failed migration.
+func (e *MigrationError) ExitCode() int { return exitcode.Migration }
+
+func (e *MigrationError) Error() string {
+	var b strings.Builder
+	if e.Incoming {
+		b.WriteString("incoming live migration failed: virtiofsd could not load the state the source sent, so the VM did not arrive on this host")
+	} else {
+		b.WriteString("outgoing live migration failed: virtiofsd could not save its state for the destination")
+	}
+	fmt.Fprintf(&b, " (%s)", e.Line)
+	writeTail(&b, e.Tail)
+	return b.String()
+}
+
 // NotReadyError is virtiofsd not printing its readiness line in time; the
 // shim killed it.
 type NotReadyError struct {

@@ -106,6 +106,10 @@ type session struct {
 	tail      [tailLines][]byte // the last lines, a ring; buffers reused
 	tailNext  int               // where the next line goes
 	tailLen   int
+	// migration is virtiofsd's line saying a migration failed, and
+	// whether it was an incoming one; "" when none did.
+	migration         string
+	migrationIncoming bool
 }
 
 // Phase is where a virtiofsd session is, as its lines tell.
@@ -125,7 +129,8 @@ func (p Phase) String() string {
 // Run starts virtiofsd and returns when it has ended and been reaped.
 // A nil error is a clean end: the client disconnected, or ctx was cancelled
 // and virtiofsd stopped within the grace period. Otherwise the error is an
-// *ExitError, *NotReadyError, *StopTimeoutError, or one wrapping ErrBinary
+// *ExitError, *NotReadyError, *StopTimeoutError, *MigrationError (virtiofsd
+// reported a failed live migration, though it exited 0), or one wrapping ErrBinary
 // when virtiofsd could not be started at all.
 func (s *Supervisor) Run(ctx context.Context) error {
 	_, err := s.RunSession(ctx)
@@ -319,9 +324,13 @@ loop:
 		return &NotReadyError{Timeout: readyTimeout, Tail: tail}
 	case stopping && killedHard:
 		return &StopTimeoutError{Grace: stopTimeout, Tail: tail}
-	case stopping && cleanStop(s.Flavor, stopPhase, ss.currentPhase(), status):
-		return nil
-	case !stopping && status.Exited() && status.ExitStatus() == 0:
+	case stopping && cleanStop(s.Flavor, stopPhase, ss.currentPhase(), status),
+		!stopping && status.Exited() && status.ExitStatus() == 0:
+		// virtiofsd ends well after a failed migration too (QEMU hangs
+		// up): its own line is what tells.
+		if m, incoming := ss.migrationFailure(); m != "" {
+			return &MigrationError{Incoming: incoming, Line: m, Tail: tail}
+		}
 		return nil
 	}
 	return &ExitError{Status: status, Flavor: s.Flavor, BeforeReady: ss.currentPhase() == Starting,
@@ -447,7 +456,32 @@ func (ss *session) line(raw string) {
 		ss.notify(fmt.Sprintf("STATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
 			ss.s.SocketPath, ss.s.SharedDir, ss.pid))
 	case virtiofsd.Disconnected:
+		if m, incoming := ss.migrationFailure(); m != "" {
+			what := "outgoing migration failed"
+			if incoming {
+				what = "incoming migration failed, the VM did not arrive"
+			}
+			ss.notify(fmt.Sprintf("STATUS=Client disconnected after an %s (%s); virtiofsd (pid %d) is shutting down", what, m, ss.pid))
+			break
+		}
 		ss.notify(fmt.Sprintf("STATUS=Client disconnected, virtiofsd (pid %d) is shutting down", ss.pid))
+	case virtiofsd.MigrationLoadFailed, virtiofsd.MigrationSaveFailed:
+		// Only a serving virtiofsd transfers state: the same text at
+		// another time is not this event.
+		if ss.currentPhase() != Serving {
+			break
+		}
+		incoming := l.Event == virtiofsd.MigrationLoadFailed
+		ss.mu.Lock()
+		ss.migration, ss.migrationIncoming = l.Message, incoming
+		ss.mu.Unlock()
+		if incoming {
+			ss.notify(fmt.Sprintf("STATUS=Incoming migration failed: %s; the VM did not arrive on %s (virtiofsd pid %d)",
+				l.Message, ss.s.SocketPath, ss.pid))
+		} else {
+			ss.notify(fmt.Sprintf("STATUS=Outgoing migration failed: %s; the VM stays with the source (virtiofsd pid %d)",
+				l.Message, ss.pid))
+		}
 	}
 	if ss.s.Lines != nil {
 		ss.s.Lines.Offer(logsink.Record{Message: l.Message, Priority: l.Priority, PID: ss.pid, Session: ss.s.Session})
@@ -490,6 +524,12 @@ func (ss *session) advance(p Phase) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	ss.phase = max(ss.phase, p)
+}
+
+func (ss *session) migrationFailure() (line string, incoming bool) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.migration, ss.migrationIncoming
 }
 
 func (ss *session) currentPhase() Phase {

@@ -17,10 +17,16 @@ const (
 	Ready              // listening on the socket: READY=1
 	Connected          // a vhost-user client (the VM) connected
 	Disconnected       // the client went away; virtiofsd is ending
+	// MigrationLoadFailed: this virtiofsd, a migration destination, could
+	// not load the state the source sent; the VM does not arrive here.
+	MigrationLoadFailed
+	// MigrationSaveFailed: this virtiofsd, a migration source, could not
+	// save its state for the destination.
+	MigrationSaveFailed
 )
 
 func (e Event) String() string {
-	return [...]string{"none", "ready", "connected", "disconnected"}[e]
+	return [...]string{"none", "ready", "connected", "disconnected", "migration-load-failed", "migration-save-failed"}[e]
 }
 
 // Line is one line of virtiofsd's stderr, classified.
@@ -36,6 +42,13 @@ const (
 	connectedTextC   = "Received vhost-user socket connection"
 	connectedTextR   = "Client connected, servicing requests"
 	disconnectedText = "Client disconnected, shutting down"
+	// A failed migration: the Rust one's own line at error level, from its
+	// vhost_user module (1.13.2: src/vhost_user.rs logs the migration
+	// thread's error as "Migration failed: {err}", the thread's error being
+	// "Failed to load state: ..." or "Failed to save state: ...").
+	migrationTarget     = "virtiofsd::vhost_user"
+	migrationLoadFailed = "Migration failed: Failed to load state: "
+	migrationSaveFailed = "Migration failed: Failed to save state: "
 	// The C one has no hang-up line of its own: its session loop logs the
 	// socket's poll events, POLLHUP (0x10) among them, and ends.
 	cPollText = "virtio_loop: Unexpected poll revents "
@@ -52,8 +65,18 @@ const (
 func Classify(raw string) Line {
 	raw = strings.TrimRight(raw, "\r\n")
 	l := Line{Message: raw, Priority: sdjournal.PriInfo}
-	if rest, level, ok := cutRustPrefix(raw); ok {
+	if rest, level, target, ok := cutRustPrefix(raw); ok {
 		l.Message, l.Priority = rest, rustPriority(level)
+		if level == "ERROR" && target == migrationTarget {
+			switch {
+			case strings.HasPrefix(rest, migrationLoadFailed):
+				l.Event = MigrationLoadFailed
+				return l
+			case strings.HasPrefix(rest, migrationSaveFailed):
+				l.Event = MigrationSaveFailed
+				return l
+			}
+		}
 	} else if rest, ok := cutCDebugPrefix(raw); ok {
 		l.Message, l.Priority = rest, sdjournal.PriDebug
 	} else {
@@ -86,29 +109,29 @@ func cHangUp(msg string) bool {
 }
 
 // cutRustPrefix splits "[TIMESTAMP LEVEL target] message".
-func cutRustPrefix(s string) (rest, level string, ok bool) {
+func cutRustPrefix(s string) (rest, level, target string, ok bool) {
 	if !strings.HasPrefix(s, "[") {
-		return "", "", false
+		return "", "", "", false
 	}
 	head, rest, found := strings.Cut(s[1:], "] ")
 	if !found {
 		head, found = strings.CutSuffix(s[1:], "]")
 		if !found {
-			return "", "", false
+			return "", "", "", false
 		}
 	}
 	// "TIMESTAMP LEVEL target", fields split by spaces (the level is
 	// padded to 5), read without allocating: a flood calls this per line.
 	stamp, after, _ := strings.Cut(strings.TrimLeft(head, " "), " ")
-	lvl, _, _ := strings.Cut(strings.TrimLeft(after, " "), " ")
+	lvl, target, _ := strings.Cut(strings.TrimLeft(after, " "), " ")
 	if lvl == "" || !strings.HasSuffix(stamp, "Z") || !strings.Contains(stamp, "T") {
-		return "", "", false
+		return "", "", "", false
 	}
 	switch lvl {
 	case "ERROR", "WARN", "INFO", "DEBUG", "TRACE":
-		return rest, lvl, true
+		return rest, lvl, strings.TrimLeft(target, " "), true
 	}
-	return "", "", false
+	return "", "", "", false
 }
 
 func rustPriority(level string) sdjournal.Priority {

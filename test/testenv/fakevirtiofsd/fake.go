@@ -267,6 +267,12 @@ func run(args []string, flavor, mode string) int {
 		f.say("INFO", "virtio_session_mount: Received vhost-user socket connection")
 		f.say("INFO", "virtio_loop: Entry")
 	}
+	switch {
+	case flavor == Rust && mode == MigrationLoadFails:
+		f.sayFrom(MigrationTarget, "ERROR", MigrationLoadFailure)
+	case flavor == Rust && mode == MigrationSaveFails:
+		f.sayFrom(MigrationTarget, "ERROR", MigrationSaveFailure)
+	}
 	hungUp := make(chan struct{})
 	go func() {
 		serve(conn)
@@ -282,12 +288,6 @@ func run(args []string, flavor, mode string) int {
 		f.say("INFO", "virtio_loop: Exit")
 		return 0
 	case <-hungUp:
-	}
-	switch {
-	case flavor == Rust && mode == MigrationLoadFails:
-		f.sayFrom(MigrationTarget, "ERROR", MigrationLoadFailure)
-	case flavor == Rust && mode == MigrationSaveFails:
-		f.sayFrom(MigrationTarget, "ERROR", MigrationSaveFailure)
 	}
 	if flavor == Rust {
 		f.say("INFO", "Client disconnected, shutting down")
