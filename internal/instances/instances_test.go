@@ -288,6 +288,7 @@ func TestExitMeaningComesFromTheExitStatusTable(t *testing.T) {
 		{1, 1, "virtiofsd failed with this exit status of its own"},
 		{1, 64, "usage:"},
 		{1, 69, "unavailable:"},
+		{1, 76, "a live migration failed: virtiofsd could not load the incoming state (destination: the VM did not arrive)"},
 		{1, 78, "config:"},
 		{1, 137, "virtiofsd was killed by signal 9 (SIGKILL)"},
 		{1, 100, "unknown exit status"},
