@@ -30,7 +30,12 @@ const checkUsage = `Usage: virtiofsd-shim check [flags] NAME
 
 Validates instance NAME offline, as virtiofsd@NAME.service would start it:
 its config file, the shared directory, the virtiofsd binary and flavor, and
-the arguments. Prints the exact command line run would start, and the unit
+the arguments. Each key is checked against what the installed virtiofsd
+reports (--print-capabilities, --version): one it cannot honour is refused
+with file:line, the version found and the version needed. Shows the
+capabilities, the migration keys, the file handle mode and the options, and
+warns when an EXTRA_ARGS --modcaps=+X names a capability the unit's bounding
+set lacks (virtiofsd would fail to start). Prints the exact command line run would start, and the unit
 drop-ins the generator makes of the config (socket owner, group and mode,
 standby, RequiresMountsFor=), with a warning when they differ from what
 systemd loaded at its last daemon-reload, or when SOCKET_MODE lets more than
