@@ -75,6 +75,16 @@ func TestCheckRefusesKeysTheInstalledVirtiofsdCannotHonour(t *testing.T) {
 	assert.Contains(t, out, "/etc/virtiofsd/acl.conf:3: POSIX_ACL=auto needs the Rust virtiofsd 1.14 or later")
 	assert.Contains(t, out, "found Rust virtiofsd 1.13.2")
 	assert.Contains(t, err.Error(), "exit status 78")
+	// run refuses it the same way: the service fails with status 78 and
+	// says why, at the line, in the journal.
+	systemctl(t, b, "daemon-reload")
+	_, err = b.Systemctl(ctx, "start", "virtiofsd@acl.service")
+	require.Error(t, err, "the service cannot start")
+	p := show(t, b, "virtiofsd@acl.service", "Result", "ExecMainStatus")
+	assert.Equal(t, "exit-code", p["Result"])
+	assert.Equal(t, "78", p["ExecMainStatus"])
+	waitJournal(t, b, "/etc/virtiofsd/acl.conf:3: POSIX_ACL=auto needs the Rust virtiofsd 1.14 or later", "-u", "virtiofsd@acl.service")
+	systemctl(t, b, "stop", "virtiofsd@acl.socket")
 
 	_, err = b.AddInstance("both", "MIGRATION_MODE=file-handles", "MIGRATION_VERIFY_HANDLES=yes")
 	require.NoError(t, err)
