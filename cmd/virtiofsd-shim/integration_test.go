@@ -137,9 +137,8 @@ func TestRealVirtiofsdServesTheSystemdSocketAndEndsCleanly(t *testing.T) {
 		require.NoError(t, err, "a GET_FEATURES reply from the real virtiofsd")
 		assert.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Serving a vhost-user client on "+sock))
 		c.Close() // the VM hangs up
-		assert.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Client disconnected"),
-			"both flavors' hang-up lines are seen")
-
+		// A hang-up line can be forged by a guest's file name: it changes
+		// no state; virtiofsd's exit ends the session.
 		assert.Equal(t, 0, exitOf(t, cmd, stderr), "the shim exits 0 when the VM disconnects\n%s", stderr)
 		assert.Empty(t, virtiofsdFor(share), "no virtiofsd left")
 		want := map[virtiofsd.Flavor][]string{

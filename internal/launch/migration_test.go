@@ -27,7 +27,6 @@ func TestFailedIncomingMigrationEndsTheSessionFailed(t *testing.T) {
 	assert.Equal(t, "STATUS=Incoming migration failed: "+fakevirtiofsd.MigrationLoadFailure+"; the VM did not arrive on "+s.sock+
 		" (virtiofsd pid "+itoa(s.lines.pid())+")", s.notify.next(t))
 	c.Close()
-	assert.True(t, strings.HasPrefix(s.notify.next(t), "STATUS=Client disconnected after an incoming migration failed, the VM did not arrive"))
 	err := s.wait(t)
 	var me *MigrationError
 	require.True(t, errors.As(err, &me), "%v", err)

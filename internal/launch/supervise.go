@@ -447,27 +447,32 @@ func (ss *session) line(raw string) {
 	}
 	ss.mu.Unlock()
 
+	// Each event counts only in the phase where it can happen, and where no
+	// guest is connected yet: a guest's file names reach virtiofsd's lines
+	// (debug output, quoted paths), and a name with a newline in it starts
+	// a line the guest wrote, which may be exactly an event line
+	// (virtiofsd.Classify). Before the connection virtiofsd prints nothing
+	// of a guest's, so ready and connected are virtiofsd's own. A
+	// disconnect line is only ever printed while serving, where it can be
+	// forged: the session ends when virtiofsd exits, and the line changes
+	// nothing.
 	switch l.Event {
 	case virtiofsd.Ready:
-		ss.advance(Waiting)
-		ss.markReady()
-	case virtiofsd.Connected:
-		ss.advance(Serving)
-		ss.notify(fmt.Sprintf("STATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
-			ss.s.SocketPath, ss.s.SharedDir, ss.pid))
-	case virtiofsd.Disconnected:
-		if m, incoming := ss.migrationFailure(); m != "" {
-			what := "outgoing migration failed"
-			if incoming {
-				what = "incoming migration failed, the VM did not arrive"
-			}
-			ss.notify(fmt.Sprintf("STATUS=Client disconnected after an %s (%s); virtiofsd (pid %d) is shutting down", what, m, ss.pid))
-			break
+		if ss.enter(Starting, Waiting) {
+			ss.markReady()
 		}
-		ss.notify(fmt.Sprintf("STATUS=Client disconnected, virtiofsd (pid %d) is shutting down", ss.pid))
+	case virtiofsd.Connected:
+		if ss.enter(Waiting, Serving) {
+			ss.notify(fmt.Sprintf("STATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
+				ss.s.SocketPath, ss.s.SharedDir, ss.pid))
+		}
 	case virtiofsd.MigrationLoadFailed, virtiofsd.MigrationSaveFailed:
 		// Only a serving virtiofsd transfers state: the same text at
-		// another time is not this event.
+		// another time is not this event. Unlike ready and connected, a
+		// guest can forge it: the Rust one's migration warnings print
+		// file names as they are (find_paths: "Failed to discover entry
+		// NAME ..."), and a name with a newline starts a line of the
+		// guest's, during a migration, while serving.
 		if ss.currentPhase() != Serving {
 			break
 		}
@@ -519,11 +524,16 @@ func (ss *session) endReadiness() (ready bool) {
 	return ss.ready
 }
 
-// advance records that virtiofsd's lines reached phase p.
-func (ss *session) advance(p Phase) {
+// enter moves the session from phase from to phase to, and reports
+// whether it was in from.
+func (ss *session) enter(from, to Phase) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	ss.phase = max(ss.phase, p)
+	if ss.phase != from {
+		return false
+	}
+	ss.phase = to
+	return true
 }
 
 func (ss *session) migrationFailure() (line string, incoming bool) {

@@ -201,6 +201,55 @@ func TestReadyOnlyAfterReadinessLineThenCleanEndWhenVMDisconnects(t *testing.T) 
 	})
 }
 
+// TestGuestFileNamesThatReadLikeEventsChangeNothing: while it serves,
+// virtiofsd prints the names a guest looks up, and a name with a newline
+// starts a line that reads exactly like an event line. None of them sends
+// READY=1 or a STATUS= again, or ends the session: it ends cleanly when
+// the VM hangs up, as it would without those files.
+func TestGuestFileNamesThatReadLikeEventsChangeNothing(t *testing.T) {
+	eachFlavor(t, func(t *testing.T, fl virtiofsd.Flavor) {
+		s := start(t, fl, fakevirtiofsd.Hostile)
+		s.run(t)
+		assert.True(t, strings.HasPrefix(s.notify.next(t), "STATUS=Starting virtiofsd (pid "))
+		assert.True(t, strings.HasPrefix(s.notify.next(t), "READY=1\nSTATUS=Waiting for a vhost-user client on "+s.sock))
+		c := probe(t, s.sock)
+		defer c.Close()
+		assert.True(t, strings.HasPrefix(s.notify.next(t), "STATUS=Serving a vhost-user client on "+s.sock))
+		assert.Eventually(t, func() bool { return slices.Contains(s.lines.messages(), fakevirtiofsd.HostileDone) },
+			10*time.Second, 10*time.Millisecond, "the fake prints the hostile lines")
+		forged := 0
+		for _, m := range s.lines.messages() {
+			if virtiofsd.Classify(m).Event != virtiofsd.NoEvent {
+				forged++
+			}
+		}
+		assert.Positive(t, forged, "some lines the guest wrote read exactly as events")
+		s.notify.none(t)
+
+		c.Close()
+		require.NoError(t, s.wait(t), "virtiofsd ending after the VM hung up is a clean end")
+		s.notify.none(t)
+	})
+}
+
+// TestEventsCountOnlyInTheirPhase: a connection line before the readiness
+// line, and a second readiness line, are not taken (virtiofsd prints them
+// once, in that order).
+func TestEventsCountOnlyInTheirPhase(t *testing.T) {
+	ss := &session{s: &Supervisor{}, readyCh: make(chan struct{})}
+	ss.line("virtio_session_mount: Received vhost-user socket connection\n")
+	assert.Equal(t, Starting, ss.currentPhase(), "connected before ready")
+	ss.line("virtio_loop: Unexpected poll revents 11\n")
+	assert.Equal(t, Starting, ss.currentPhase(), "disconnected before ready")
+	ss.line("virtio_session_mount: Waiting for vhost-user socket connection...\n")
+	assert.Equal(t, Waiting, ss.currentPhase())
+	ss.line("virtio_session_mount: Received vhost-user socket connection\n")
+	assert.Equal(t, Serving, ss.currentPhase())
+	ss.line("virtio_session_mount: Waiting for vhost-user socket connection...\n")
+	ss.line("virtio_loop: Unexpected poll revents 11\n")
+	assert.Equal(t, Serving, ss.currentPhase(), "only virtiofsd's exit ends a session")
+}
+
 func TestExitsWhenVirtiofsdNeverReady(t *testing.T) {
 	s := start(t, virtiofsd.Rust, fakevirtiofsd.NeverReady)
 	s.sv.ReadyTimeout = time.Second // room for the fake to start and say its line under a loaded -race run

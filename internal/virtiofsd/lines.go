@@ -49,9 +49,17 @@ const (
 	migrationTarget     = "virtiofsd::vhost_user"
 	migrationLoadFailed = "Migration failed: Failed to load state: "
 	migrationSaveFailed = "Migration failed: Failed to save state: "
-	// The C one has no hang-up line of its own: its session loop logs the
-	// socket's poll events, POLLHUP (0x10) among them, and ends.
-	cPollText = "virtio_loop: Unexpected poll revents "
+
+	// The C one prints its events from virtio_session_mount and virtio_loop,
+	// with the function name first. It has no hang-up line of its own: its
+	// session loop logs the socket's poll events, POLLHUP (0x10) among them,
+	// and ends ("%s: Unexpected poll revents %x").
+	cReadyLine     = "virtio_session_mount: " + ReadyText
+	cConnectedLine = "virtio_session_mount: " + connectedTextC
+	cPollText      = "virtio_loop: Unexpected poll revents "
+	// The Rust one prints them from its main module, target "virtiofsd",
+	// at INFO: "[2024-07-08T03:39:41Z INFO  virtiofsd] Waiting for ...".
+	rustEventTarget = "virtiofsd"
 )
 
 // Classify reads one line in either flavor's format:
@@ -62,50 +70,172 @@ const (
 //
 // Rust levels map to syslog priorities; bare C lines are info unless they
 // read as an error or warning; C's debug-prefixed lines are debug.
+//
+// An event is only ever the whole line exactly as virtiofsd prints it:
+// for Rust, its own "virtiofsd" target (not virtiofsd::passthrough and the
+// like) at INFO with the exact message; for C, the exact text from the
+// start of the line, bare or after a well-formed debug prefix. A text
+// quoted inside another line (a file name in a debug line, a path in a
+// warning) is no event. That is not enough on its own: both flavors print
+// file names as they are at some level (C at debug, Rust in its migration
+// warnings), so a name with a newline in it starts a physical line the
+// guest wrote, which may look exactly like an event. The supervisor
+// therefore takes each event only in the phase where no guest can write
+// yet (ready while starting, connected while waiting) and acts on no
+// disconnect line at all (see launch).
 func Classify(raw string) Line {
 	raw = strings.TrimRight(raw, "\r\n")
 	l := Line{Message: raw, Priority: sdjournal.PriInfo}
-	if rest, level, target, ok := cutRustPrefix(raw); ok {
+	if rest, level, _, ok := cutRustPrefix(raw); ok {
 		l.Message, l.Priority = rest, rustPriority(level)
-		if level == "ERROR" && target == migrationTarget {
-			switch {
-			case strings.HasPrefix(rest, migrationLoadFailed):
-				l.Event = MigrationLoadFailed
-				return l
-			case strings.HasPrefix(rest, migrationSaveFailed):
-				l.Event = MigrationSaveFailed
-				return l
-			}
+		l.Event = rustEvent(raw)
+		if l.Event == MigrationLoadFailed || l.Event == MigrationSaveFailed {
+			return l
 		}
 	} else if rest, ok := cutCDebugPrefix(raw); ok {
 		l.Message, l.Priority = rest, sdjournal.PriDebug
+		if isCDebugPrefix(raw[:len(raw)-len(rest)]) {
+			l.Event = cEvent(rest)
+		}
 	} else {
 		l.Priority = bareCPriority(raw)
+		l.Event = cEvent(raw)
 	}
-	switch {
-	case strings.Contains(l.Message, ReadyText):
-		l.Event = Ready
-	case strings.Contains(l.Message, connectedTextC), strings.Contains(l.Message, connectedTextR):
-		l.Event = Connected
-	case strings.Contains(l.Message, disconnectedText):
-		l.Event = Disconnected
-	case cHangUp(l.Message):
-		l.Event, l.Priority = Disconnected, sdjournal.PriInfo
+	if l.Event == Disconnected {
+		l.Priority = sdjournal.PriInfo // C's hang-up is logged as an error; it ends every session
 	}
 	return l
 }
 
+// rustEvent reads an event from a whole Rust line: the exact prefix (a
+// timestamp to the second, the level padded to 5, the target) and the
+// exact message: INFO from the target "virtiofsd" for the session's
+// events, ERROR from "virtiofsd::vhost_user" for a failed migration.
+func rustEvent(raw string) Event {
+	msg, level, target, ok := cutRustExact(raw)
+	switch {
+	case !ok:
+	case level == "INFO" && target == rustEventTarget:
+		switch msg {
+		case ReadyText:
+			return Ready
+		case connectedTextR:
+			return Connected
+		case disconnectedText:
+			return Disconnected
+		}
+	case level == "ERROR" && target == migrationTarget:
+		switch {
+		case strings.HasPrefix(msg, migrationLoadFailed):
+			return MigrationLoadFailed
+		case strings.HasPrefix(msg, migrationSaveFailed):
+			return MigrationSaveFailed
+		}
+	}
+	return NoEvent
+}
+
+// cutRustExact splits a line with exactly env_logger's prefix, as the
+// Rust one prints it: "[2024-07-08T03:39:41Z INFO  target] message".
+func cutRustExact(raw string) (msg, level, target string, ok bool) {
+	const stampLen = len("2024-07-08T03:39:41Z")
+	const head = 1 + stampLen + 1 + 5 + 1 // "[", stamp, " ", level padded to 5, " "
+	if len(raw) < head || raw[0] != '[' || !isRustStamp(raw[1:1+stampLen]) || raw[1+stampLen] != ' ' || raw[head-1] != ' ' {
+		return "", "", "", false
+	}
+	level = strings.TrimRight(raw[2+stampLen:head-1], " ")
+	switch level {
+	case "ERROR", "WARN", "INFO", "DEBUG", "TRACE":
+	default:
+		return "", "", "", false
+	}
+	target, msg, ok = strings.Cut(raw[head:], "] ")
+	if !ok || target == "" || strings.TrimLeft(target, "abcdefghijklmnopqrstuvwxyz0123456789_:") != "" {
+		return "", "", "", false
+	}
+	return msg, level, target, true
+}
+
+// cEvent reads an event from a C message (the line without its debug
+// prefix): the function name at its start, the exact text to its end.
+func cEvent(msg string) Event {
+	switch msg {
+	case cReadyLine:
+		return Ready
+	case cConnectedLine:
+		return Connected
+	}
+	if cHangUp(msg) {
+		return Disconnected
+	}
+	return NoEvent
+}
+
 // cHangUp tells whether a C line is its session loop seeing the client
 // hang up ("virtio_loop: Unexpected poll revents 11", or 19 when the client
-// left a reply unread: POLLHUP in the hexadecimal revents), which ends
-// every session, rather than a real error.
+// left a reply unread: POLLHUP in the hexadecimal revents, as printf's %x
+// writes it), which ends every session, rather than a real error.
 func cHangUp(msg string) bool {
 	hex, ok := strings.CutPrefix(msg, cPollText)
+	if !ok || hex == "" || len(hex) > 4 {
+		return false
+	}
+	revents, err := strconv.ParseUint(hex, 16, 16)
+	return err == nil && strconv.FormatUint(revents, 16) == hex && revents&0x10 != 0
+}
+
+// isRustStamp tells whether s is env_logger's timestamp to the second,
+// 2024-07-08T03:39:41Z, exactly.
+func isRustStamp(s string) bool {
+	return matchShape(s, "dddd-dd-ddTdd:dd:ddZ")
+}
+
+// isCDebugPrefix tells whether p is exactly the prefix the C one writes
+// before each line at debug level:
+// "[2024-07-08 03:39:41.123456+0000] [ID: 00000042] " (local time with its
+// zone offset, then the thread id, printed with %08ld).
+func isCDebugPrefix(p string) bool {
+	const stamp = "[dddd-dd-dd dd:dd:dd.dddddd"
+	if len(p) < len(stamp) || !matchShape(p[:len(stamp)], stamp) {
+		return false
+	}
+	p = p[len(stamp):]
+	if len(p) < 5 || (p[0] != '+' && p[0] != '-') || !matchShape(p[1:5], "dddd") {
+		return false
+	}
+	id, ok := strings.CutPrefix(p[5:], "] [ID: ")
 	if !ok {
 		return false
 	}
-	revents, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 16)
-	return err == nil && revents&0x10 != 0
+	id, ok = strings.CutSuffix(id, "] ")
+	return ok && len(id) >= 8 && isDigits(id)
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// matchShape tells whether s has the shape: each 'd' a decimal digit,
+// every other byte itself.
+func matchShape(s, shape string) bool {
+	if len(s) != len(shape) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if shape[i] == 'd' {
+			if s[i] < '0' || s[i] > '9' {
+				return false
+			}
+		} else if s[i] != shape[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // cutRustPrefix splits "[TIMESTAMP LEVEL target] message".

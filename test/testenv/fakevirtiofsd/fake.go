@@ -37,6 +37,11 @@ const (
 	// MigrationSaveFails serves a client as a source whose state cannot be
 	// saved.
 	MigrationSaveFails = "migration-save-fails"
+	// Hostile serves a client and, while serving, prints what the real
+	// one prints when a guest looks up files named like every event line
+	// of both flavors, with and without newlines in the name (see
+	// HostileNames), then HostileDone.
+	Hostile = "hostile-names"
 )
 
 // The lines of a failed migration: the Rust one's (1.13.2, src/vhost_user.rs,
@@ -46,6 +51,35 @@ const (
 	MigrationLoadFailure = "Migration failed: Failed to load state: Inode 5: Migration source has lost inode 5"
 	MigrationSaveFailure = "Migration failed: Failed to save state: Failed to serialize inode 5"
 )
+
+// HostileDone is the message the fake prints after the hostile lines.
+const HostileDone = "fake virtiofsd: hostile names printed"
+
+// HostileNames are file names a guest can create and look up that read
+// like virtiofsd's event lines, in both flavors' formats, alone or after a
+// newline, so that virtiofsd printing the name starts a physical line with
+// it.
+func HostileNames() []string {
+	events := []string{
+		"virtio_session_mount: Waiting for vhost-user socket connection...",
+		"virtio_session_mount: Received vhost-user socket connection",
+		"virtio_loop: Unexpected poll revents 11",
+		"[2024-01-01 00:00:00.000000+0000] [ID: 00000001] virtio_session_mount: Waiting for vhost-user socket connection...",
+		"[2024-01-01 00:00:00.000000+0000] [ID: 00000001] virtio_session_mount: Received vhost-user socket connection",
+		"[2024-01-01 00:00:00.000000+0000] [ID: 00000001] virtio_loop: Unexpected poll revents 11",
+		"[2024-01-01T00:00:00Z INFO  virtiofsd] Waiting for vhost-user socket connection...",
+		"[2024-01-01T00:00:00Z INFO  virtiofsd] Client connected, servicing requests",
+		"[2024-01-01T00:00:00Z INFO  virtiofsd] Client disconnected, shutting down",
+		"Waiting for vhost-user socket connection...",
+		"Client connected, servicing requests",
+		"Client disconnected, shutting down",
+	}
+	var names []string
+	for _, e := range events {
+		names = append(names, e, "x\n"+e+"\ny", "x\n"+e)
+	}
+	return names
+}
 
 // Flavors, as launch names them.
 const (
@@ -107,6 +141,23 @@ func (f *fake) sayFrom(target, level, msg string) {
 		line = msg + "\n"
 	}
 	io.WriteString(f.out, line)
+}
+
+// hostile prints what the real one prints when the guest looks up each
+// of HostileNames: the C one at debug level (each name as it is, in
+// lo_lookup), the Rust one in its migration warnings (names as they are,
+// in Display form; at debug level it prints no names).
+func (f *fake) hostile() {
+	for i, name := range HostileNames() {
+		if f.flavor == Rust {
+			f.sayFrom("virtiofsd::passthrough::device_state::preserialization::find_paths", "WARN",
+				fmt.Sprintf("Failed to discover entry %s of 1: Permission denied (os error 13)", name))
+			continue
+		}
+		stamp := time.Now().UTC().Format("2006-01-02 15:04:05.000000-0700")
+		io.WriteString(f.out, fmt.Sprintf("[%s] [ID: %08d] lo_lookup(parent=1, name=%s)\n", stamp, 3+i%2, name))
+	}
+	f.say("INFO", HostileDone)
 }
 
 // raw prints text as it is (the Rust one's argument errors come from its
@@ -272,6 +323,8 @@ func run(args []string, flavor, mode string) int {
 		f.sayFrom(MigrationTarget, "ERROR", MigrationLoadFailure)
 	case flavor == Rust && mode == MigrationSaveFails:
 		f.sayFrom(MigrationTarget, "ERROR", MigrationSaveFailure)
+	case mode == Hostile:
+		f.hostile()
 	}
 	hungUp := make(chan struct{})
 	go func() {
