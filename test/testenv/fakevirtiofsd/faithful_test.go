@@ -337,3 +337,40 @@ func TestFakePrintsTheRealCapabilities(t *testing.T) {
 		assert.Equal(t, wf, gf, fl.String())
 	}
 }
+
+// TestRealVirtiofsdEventLinesAtEveryLevel: the real binaries' readiness,
+// connection and hang-up lines, at each LOG_LEVEL the shim passes, are
+// events exactly as virtiofsd.Classify reads them (the C one's debug
+// prefix included), and come in that order, once each.
+func TestRealVirtiofsdEventLinesAtEveryLevel(t *testing.T) {
+	sdbox.RequireRoot(t) // the real ones' namespace sandboxes need root
+	for _, fl := range []virtiofsd.Flavor{virtiofsd.C, virtiofsd.Rust} {
+		levels := []string{"info", "debug"}
+		if fl == virtiofsd.Rust {
+			levels = append(levels, "trace")
+		}
+		for _, level := range levels {
+			t.Run(fl.String()+"/"+level, func(t *testing.T) {
+				real := realBinary(t, fl)
+				args, err := virtiofsd.Args(fl, virtiofsd.Options{SharedDir: t.TempDir(), LogLevel: level})
+				require.NoError(t, err)
+				s := startSession(t, real, virtiofsd.ChildEnv(os.Environ(), fl), args)
+				s.until(virtiofsd.Ready)
+				c, err := vhostuser.Probe(s.sock, 10*time.Second)
+				require.NoError(t, err)
+				s.until(virtiofsd.Connected)
+				c.Close()
+				s.until(virtiofsd.Disconnected)
+				seen := s.end()
+				var events []string
+				for _, l := range seen {
+					if ev, _, ok := strings.Cut(l, "/"); ok && ev != virtiofsd.NoEvent.String() {
+						events = append(events, ev)
+					}
+				}
+				assert.Equal(t, []string{"ready", "connected", "disconnected"}, events, "%s", strings.Join(seen, "\n"))
+				assert.Equal(t, "exit 0", seen[len(seen)-1])
+			})
+		}
+	}
+}
