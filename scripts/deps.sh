@@ -9,6 +9,7 @@ packages=(
 	linux-image-cloud-amd64  # the test guest's kernel (virtio, fuse, virtiofs modules)
 	busybox-static           # the test guest's userland
 	cpio
+	zstd                     # test/testenv/guest: kernel modules stored as .ko.zst (and its test's .zst case)
 	systemd                  # run as PID 1 of private namespaces by the tests and the demo
 	dbus
 	util-linux               # nsenter, unshare
