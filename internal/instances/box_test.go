@@ -95,13 +95,16 @@ func newScenario(t *testing.T) *scenario {
 			c.Close()
 		}
 	})
-	require.Eventually(t, func() bool {
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		for name, kind := range s.kinds {
-			if kind == "fail" && s.show(t, "virtiofsd@"+name+".service")["ActiveState"] != "failed" {
-				return false
+			if kind != "fail" {
+				continue
+			}
+			out, err := b.Systemctl(ctx, "show", "-p", "ActiveState", "--value", "virtiofsd@"+name+".service")
+			if assert.NoError(c, err, out) {
+				assert.Equal(c, "failed", strings.TrimSpace(out), name)
 			}
 		}
-		return true
 	}, 60*time.Second, 100*time.Millisecond, "failing instances never reached failed")
 	// Let the failed sockets settle too.
 	require.Eventually(t, func() bool {

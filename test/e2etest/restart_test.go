@@ -75,8 +75,12 @@ func testGuestKeepsItsShareAcrossASocketRestart(t *testing.T, leg shimbox.Platfo
 
 	waitInactive(t, b, "vm1")
 	assert.Equal(t, "success", show(t, b, "virtiofsd@vm1.service", "Result"))
-	require.Eventually(t, func() bool { return show(t, b, "virtiofsd@vm1.socket", "SubState") == "listening" },
-		20*time.Second, 20*time.Millisecond, "the socket listens again once the guest is gone")
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		s, err := property(b, "virtiofsd@vm1.socket", "SubState")
+		if assert.NoError(c, err) {
+			assert.Equal(c, "listening", s)
+		}
+	}, 30*time.Second, 20*time.Millisecond, "the socket listens again once the guest is gone")
 	fi, err := os.Stat(b.Socket("vm1"))
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o660), fi.Mode().Perm())

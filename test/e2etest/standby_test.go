@@ -37,14 +37,14 @@ func testStandbyGuestBootedTwiceGetsTwoVirtiofsds(t *testing.T, leg shimbox.Plat
 	waitStandby := func(session int) string {
 		t.Helper()
 		var status string
-		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			status = show(t, b, "virtiofsd@vm1.service", "StatusText")
-			if strings.HasPrefix(status, "Waiting ") && strings.Contains(status, "standby for session "+strconv.Itoa(session)+")") {
-				return status
+		require.EventuallyWithT(t, func(c *assert.CollectT) {
+			s, err := property(b, "virtiofsd@vm1.service", "StatusText")
+			if assert.NoError(c, err) && assert.True(c, strings.HasPrefix(s, "Waiting ") &&
+				strings.Contains(s, "standby for session "+strconv.Itoa(session)+")"), "status %q", s) {
+				status = s
 			}
-		}
-		t.Fatalf("no standby for session %d: status %q", session, status)
-		return ""
+		}, 60*time.Second, 20*time.Millisecond, "no standby for session %d", session)
+		return status
 	}
 	waitStandby(1) // before any guest
 

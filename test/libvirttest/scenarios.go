@@ -122,10 +122,20 @@ func waitSessionEnded(t *testing.T, b Box, instance string) {
 	t.Helper()
 	unit := "virtiofsd@" + instance + ".service"
 	var last map[string]string
-	require.Eventually(t, func() bool {
-		last = unitState(t, b, unit, "ActiveState", "Result")
-		return last["ActiveState"] == "inactive" || last["ActiveState"] == "failed"
-	}, 20*time.Second, 50*time.Millisecond, "%s still active after its guest went away", unit)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		out, err := b.Systemctl(context.Background(), "show", "-p", "ActiveState,Result", unit)
+		if !assert.NoError(c, err, out) {
+			return
+		}
+		m := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			k, v, _ := strings.Cut(line, "=")
+			m[k] = v
+		}
+		if assert.Contains(c, []string{"inactive", "failed"}, m["ActiveState"]) {
+			last = m
+		}
+	}, 30*time.Second, 50*time.Millisecond, "%s still active after its guest went away", unit)
 	assert.Equal(t, map[string]string{"ActiveState": "inactive", "Result": "success"}, last, "%s ended its session cleanly", unit)
 	assert.Equal(t, "listening", unitState(t, b, "virtiofsd@"+instance+".socket", "SubState")["SubState"])
 }

@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/proctree"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
@@ -39,20 +42,13 @@ func show(ctx context.Context, b *shimbox.Box, unit, prop string) string {
 }
 
 // waitFor polls cond every 50 ms until it holds or d passes; it fails the
-// test with what last saw.
+// test with what cond last saw.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		ok, seen := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v; last seen: %s", what, d, seen)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		assert.True(c, ok, "last seen: %s", seen)
+	}, d, 50*time.Millisecond, what)
 }
 
 // waitEnded waits until unit is no longer active or activating.

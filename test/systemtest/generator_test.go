@@ -202,14 +202,13 @@ func testStandbyWaitsBeforeTheVMAndAfterEachSession(t *testing.T, leg shimbox.Pl
 	waitStandby := func(prev string) string {
 		t.Helper()
 		var pid string
-		for deadline := time.Now().Add(waitFor); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			st := waitStatus(t, b, unit, "Waiting for a vhost-user client")
-			pid = statusPID(st)
-			if pid != prev {
-				break
+		require.EventuallyWithT(t, func(c *assert.CollectT) {
+			p, err := showProps(b, unit, "StatusText")
+			if assert.NoError(c, err) && assert.True(c, strings.HasPrefix(p["StatusText"], "Waiting for a vhost-user client"), p["StatusText"]) {
+				pid = statusPID(p["StatusText"])
+				assert.NotEqual(c, prev, pid, "the same standby virtiofsd")
 			}
-		}
-		require.NotEqual(t, prev, pid, "no new standby virtiofsd")
+		}, waitFor, 20*time.Millisecond, "no new standby virtiofsd")
 		assert.Equal(t, "active/running", state(t, b, unit))
 		assert.Contains(t, virtiofsdProcesses(t, b), pid+" ")
 		return pid

@@ -2,6 +2,7 @@ package systemtest
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -87,33 +88,43 @@ func servedAndActive(t *testing.T, b *shimbox.Box, instance string, timeout time
 	return c
 }
 
+// showProps is show for polling conditions: it returns its error rather
+// than failing the test from the condition's goroutine.
+func showProps(b *shimbox.Box, unit string, props ...string) (map[string]string, error) {
+	out, err := b.Systemctl(context.Background(), "show", "-p", strings.Join(props, ","), unit)
+	if err != nil {
+		return nil, fmt.Errorf("systemctl show %s: %w: %s", unit, err, out)
+	}
+	return properties(out), nil
+}
+
 // waitState waits until the unit is in state want (ActiveState/SubState).
 func waitState(t *testing.T, b *shimbox.Box, unit, want string) {
 	t.Helper()
-	var last string
-	deadline := time.Now().Add(waitFor)
-	for time.Now().Before(deadline) {
-		if last = state(t, b, unit); last == want {
-			return
+	if !assert.EventuallyWithT(t, func(c *assert.CollectT) {
+		p, err := showProps(b, unit, "ActiveState", "SubState")
+		if assert.NoError(c, err) {
+			assert.Equal(c, want, p["ActiveState"]+"/"+p["SubState"])
 		}
-		time.Sleep(20 * time.Millisecond)
+	}, waitFor, 20*time.Millisecond, "%s: want %s", unit, want) {
+		t.Fatalf("%s", status(b, unit))
 	}
-	t.Fatalf("%s: still %s after %s, want %s\n%s", unit, last, waitFor, want, status(b, unit))
 }
 
-// waitStatus waits until the unit's StatusText starts with prefix.
+// waitStatus waits until the unit's StatusText starts with prefix, and
+// returns it.
 func waitStatus(t *testing.T, b *shimbox.Box, unit, prefix string) string {
 	t.Helper()
 	var last string
-	deadline := time.Now().Add(waitFor)
-	for time.Now().Before(deadline) {
-		if last = show(t, b, unit, "StatusText")["StatusText"]; strings.HasPrefix(last, prefix) {
-			return last
+	if !assert.EventuallyWithT(t, func(c *assert.CollectT) {
+		p, err := showProps(b, unit, "StatusText")
+		if assert.NoError(c, err) && assert.True(c, strings.HasPrefix(p["StatusText"], prefix), "status %q", p["StatusText"]) {
+			last = p["StatusText"]
 		}
-		time.Sleep(20 * time.Millisecond)
+	}, waitFor, 20*time.Millisecond, "%s: want a status that starts with %q", unit, prefix) {
+		t.Fatalf("%s", status(b, unit))
 	}
-	t.Fatalf("%s: status still %q after %s, want it to start with %q\n%s", unit, last, waitFor, prefix, status(b, unit))
-	return ""
+	return last
 }
 
 // status is systemctl status and the unit's journal, for failure messages.
@@ -154,20 +165,23 @@ func messages(entries []entry) []string {
 // text, and returns it.
 func waitJournal(t *testing.T, b *shimbox.Box, text string, args ...string) entry {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	var last []entry
-	for time.Now().Before(deadline) {
-		last = journal(t, b, args...)
-		for _, e := range last {
+	var found entry
+	if !assert.EventuallyWithT(t, func(c *assert.CollectT) {
+		entries, err := b.Journal(context.Background(), args...)
+		if !assert.NoError(c, err) {
+			return
+		}
+		for _, e := range entries {
 			if strings.Contains(e["MESSAGE"], text) {
-				return e
+				found = e
+				return
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		c.Errorf("no entry says %q", text)
+	}, waitFor, 50*time.Millisecond, "journal entries (%s)", strings.Join(args, " ")) {
+		t.Fatalf("entries:\n%s", strings.Join(messages(journal(t, b, args...)), "\n"))
 	}
-	t.Fatalf("no journal entry (%s) says %q within %s; entries:\n%s", strings.Join(args, " "), text, waitFor,
-		strings.Join(messages(last), "\n"))
-	return nil
+	return found
 }
 
 // virtiofsdProcesses lists the virtiofsd processes in the box, one "pid command line" a line.

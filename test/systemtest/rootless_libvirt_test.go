@@ -89,19 +89,17 @@ echo "RESULT done=yes"
 			require.NoError(t, err)
 			_, err = virsh("start", "vm1")
 			require.NoError(t, err, "%s", xml)
-			var state string
-			for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			off := assert.EventuallyWithT(t, func(c *assert.CollectT) {
 				out, err := virsh("domstate", "vm1")
-				require.NoError(t, err)
-				if state = strings.TrimSpace(out); state == "shut off" {
-					break
+				if assert.NoError(c, err) {
+					assert.Equal(c, "shut off", strings.TrimSpace(out))
 				}
-			}
+			}, 90*time.Second, 200*time.Millisecond, "the guest powers off after its script")
 			log, _ := os.ReadFile(serial)
-			if state != "shut off" {
+			if !off {
 				_, _ = virsh("destroy", "vm1")
 			}
-			require.Equal(t, "shut off", state, "the guest powers off after its script\n%s", log)
+			require.True(t, off, "the guest powers off after its script\n%s", log)
 			res, err := guest.ParseSerial(string(log))
 			require.NoError(t, err)
 			assert.Equal(t, 0, res.ExitStatus)

@@ -309,15 +309,26 @@ func userState(t *testing.T, u *shimbox.User, unit string) string {
 	return p["ActiveState"] + "/" + p["SubState"]
 }
 
+// userShowProps is userShow for polling conditions: it returns its error
+// rather than failing the test from the condition's goroutine.
+func userShowProps(u *shimbox.User, unit string, props ...string) (map[string]string, error) {
+	out, err := u.Systemctl(context.Background(), "show", "-p", strings.Join(props, ","), unit)
+	if err != nil {
+		return nil, err
+	}
+	return properties(out), nil
+}
+
 func waitUserState(t *testing.T, u *shimbox.User, unit, want string) {
 	t.Helper()
-	var last string
-	for deadline := time.Now().Add(waitFor); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if last = userState(t, u, unit); last == want {
-			return
+	if !assert.EventuallyWithT(t, func(c *assert.CollectT) {
+		p, err := userShowProps(u, unit, "ActiveState", "SubState")
+		if assert.NoError(c, err) {
+			assert.Equal(c, want, p["ActiveState"]+"/"+p["SubState"])
 		}
+	}, waitFor, 20*time.Millisecond, "%s: want %s", unit, want) {
+		t.Fatalf("%s", userStatus(u, unit))
 	}
-	t.Fatalf("%s: still %s after %s, want %s\n%s", unit, last, waitFor, want, userStatus(u, unit))
 }
 
 func userStatus(u *shimbox.User, unit string) string {
@@ -475,13 +486,15 @@ func testRootlessUserGenerator(t *testing.T, leg rootlessLeg) {
 	waitUserStatus := func(want string) string {
 		t.Helper()
 		var last string
-		for deadline := time.Now().Add(waitFor); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			if last = userShow(t, u, unit, "StatusText")["StatusText"]; strings.Contains(last, want) {
-				return last
+		if !assert.EventuallyWithT(t, func(c *assert.CollectT) {
+			p, err := userShowProps(u, unit, "StatusText")
+			if assert.NoError(c, err) && assert.Contains(c, p["StatusText"], want) {
+				last = p["StatusText"]
 			}
+		}, waitFor, 20*time.Millisecond, "%s: want a status with %q", unit, want) {
+			t.Fatalf("%s", userStatus(u, unit))
 		}
-		t.Fatalf("%s: status %q, want %q\n%s", unit, last, want, userStatus(u, unit))
-		return ""
+		return last
 	}
 	waitUserStatus("standby for session 1)")
 	mainPID := userShow(t, u, unit, "MainPID")["MainPID"]
