@@ -53,19 +53,24 @@ func GoPrograms(root string) ([]Use, error) {
 }
 
 func goFile(fset *token.FileSet, rel string, f *ast.File) []Use {
-	// Variables that range over a literal list of strings.
-	ranged := map[*ast.Object][]string{}
+	// Variables that range over a literal list of strings, and where.
+	type ranged struct {
+		name       string
+		lits       []string
+		start, end token.Pos
+	}
+	var ranges []ranged
 	ast.Inspect(f, func(n ast.Node) bool {
 		r, ok := n.(*ast.RangeStmt)
 		if !ok {
 			return true
 		}
 		v, ok := r.Value.(*ast.Ident)
-		if !ok || v.Obj == nil {
+		if !ok {
 			return true
 		}
 		if lit, ok := r.X.(*ast.CompositeLit); ok {
-			ranged[v.Obj] = stringLits(lit.Elts)
+			ranges = append(ranges, ranged{v.Name, stringLits(lit.Elts), r.Body.Pos(), r.Body.End()})
 		}
 		return true
 	})
@@ -76,9 +81,13 @@ func goFile(fset *token.FileSet, rel string, f *ast.File) []Use {
 			uses = append(uses, Use{s, where})
 			return
 		}
-		if id, ok := e.(*ast.Ident); ok && id.Obj != nil {
-			for _, s := range ranged[id.Obj] {
-				uses = append(uses, Use{s, where})
+		if id, ok := e.(*ast.Ident); ok {
+			for _, r := range ranges {
+				if r.name == id.Name && r.start <= id.Pos() && id.Pos() < r.end {
+					for _, s := range r.lits {
+						uses = append(uses, Use{s, where})
+					}
+				}
 			}
 		}
 	}
@@ -91,7 +100,7 @@ func goFile(fset *token.FileSet, rel string, f *ast.File) []Use {
 		if !ok {
 			return true
 		}
-		if pkg, ok := sel.X.(*ast.Ident); ok && pkg.Name == "exec" && pkg.Obj == nil {
+		if pkg, ok := sel.X.(*ast.Ident); ok && pkg.Name == "exec" {
 			switch sel.Sel.Name {
 			case "Command", "LookPath":
 				if len(call.Args) > 0 {
