@@ -61,6 +61,10 @@ func TestClassify(t *testing.T) {
 		{"virtio_loop: Unexpected poll revents 011", Line{"virtio_loop: Unexpected poll revents 011", sdjournal.PriWarning, NoEvent}},
 		{"virtio_loop: Unexpected poll revents 11 ", Line{"virtio_loop: Unexpected poll revents 11 ", sdjournal.PriWarning, NoEvent}},
 		{"", Line{"", sdjournal.PriInfo, NoEvent}},
+		{"[2024-07-08T03:39:43Z ERROR virtiofsd::vhost_user] Migration failed: Failed to load state: Inode 5: Migration source has lost inode 5",
+			Line{"Migration failed: Failed to load state: Inode 5: Migration source has lost inode 5", sdjournal.PriErr, MigrationLoadFailed}},
+		{"[2024-07-08T03:39:43Z ERROR virtiofsd::vhost_user] Migration failed: Failed to save state: Failed to serialize inode 5",
+			Line{"Migration failed: Failed to save state: Failed to serialize inode 5", sdjournal.PriErr, MigrationSaveFailed}},
 	} {
 		assert.Equal(t, tc.want, Classify(tc.raw), tc.raw)
 	}
@@ -98,6 +102,11 @@ func TestClassifyIgnoresEventTextsThatAreNotVirtiofsdsOwnLine(t *testing.T) {
 		"[2024-07-08T03:39:43.123Z INFO  virtiofsd] Client disconnected, shutting down",
 		"[2024-07-08 03:39:43Z INFO  virtiofsd] Client disconnected, shutting down",
 		"[x2024-07-08T03:39:43Z INFO  virtiofsd] Client disconnected, shutting down",
+		// A failed migration: only the vhost_user module's own line, at error level.
+		"[2024-07-08T03:39:43Z ERROR virtiofsd::vhost_user_x] Migration failed: Failed to load state: x",
+		"[2024-07-08T03:39:43Z WARN  virtiofsd::vhost_user] Migration failed: Failed to load state: x",
+		"[2024-07-08T03:39:43Z ERROR virtiofsd] Migration failed: Failed to save state: x",
+		"[2024-07-08T03:39:43Z WARN  virtiofsd::passthrough::device_state::preserialization::find_paths] Failed to discover entry Migration failed: Failed to save state: x of 1: y",
 		// C: a debug prefix that is not the one it writes.
 		"[2024-07-08 03:39:41] [ID: 00000042] virtio_session_mount: Received vhost-user socket connection",
 		"[2024-07-08 03:39:41.123456+0000] [ID: 42] virtio_session_mount: Received vhost-user socket connection",
