@@ -50,3 +50,46 @@ func TestCPIOArchiveUnpacksWithCpioTool(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, fi.IsDir())
 }
+
+// TestRunInitramfsCarriesSpecFiles checks that a run's archive holds the
+// script and the spec's extra files, executable, with their folders.
+func TestRunInitramfsCarriesSpecFiles(t *testing.T) {
+	cpio, err := exec.LookPath("cpio")
+	if err != nil {
+		t.Skip("cpio(1) not installed (apt-get install cpio): cannot read the archive back")
+	}
+	tmp := t.TempDir()
+	base := filepath.Join(tmp, "base.cpio")
+	var buf bytes.Buffer
+	w := newCPIOWriter(&buf)
+	w.Dir("bin", 0o755)
+	require.NoError(t, w.Close())
+	require.NoError(t, os.WriteFile(base, buf.Bytes(), 0o644))
+
+	out := filepath.Join(tmp, "run.cpio")
+	spec := Spec{Script: "guestload -dir /mnt/x\n", Shares: []Share{{Tag: "x"}},
+		Files: map[string][]byte{"bin/guestload": []byte("program"), "usr/local/lib/data": []byte("data")}}
+	require.NoError(t, WriteInitramfs(out, &Image{Initramfs: base}, spec))
+
+	dir := t.TempDir()
+	archive, err := os.Open(out)
+	require.NoError(t, err)
+	defer archive.Close()
+	// GNU cpio reads the first of concatenated archives only: skip the base.
+	_, err = archive.Seek(int64(len(buf.Bytes())), 0)
+	require.NoError(t, err)
+	cmd := exec.Command(cpio, "-idm", "--quiet", "--no-absolute-filenames")
+	cmd.Dir = dir
+	cmd.Stdin = archive
+	b, err := cmd.CombinedOutput()
+	require.NoError(t, err, "cpio -id: %s", b)
+	for name, want := range map[string]string{"bin/guestload": "program", "usr/local/lib/data": "data", "script": spec.Script} {
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		require.NoError(t, err, name)
+		assert.Equal(t, want, string(got), name)
+		fi, err := os.Stat(filepath.Join(dir, name))
+		require.NoError(t, err)
+		assert.Equal(t, os.FileMode(0o755), fi.Mode().Perm(), name)
+	}
+	assert.DirExists(t, filepath.Join(dir, "mnt", "x"))
+}

@@ -18,6 +18,9 @@
 //	mount -t virtiofs data /mnt/data
 //	echo "RESULT hello=$(cat /mnt/data/hello)"
 //
+// Spec.Files puts more files into the run's initramfs: a static program
+// such as the data-path workload (test/guestload) for the script to run.
+//
 // The guest powers off when the script ends, after a sync bounded to 5 s (a
 // share whose virtiofsd died never answers, and the guest's requests to it
 // wait uninterruptibly); Result.ExitStatus is the script's exit status.

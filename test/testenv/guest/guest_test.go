@@ -329,6 +329,8 @@ func TestRunRejectsBadSpecs(t *testing.T) {
 		{"long socket", Spec{Script: "true", Shares: []Share{{Tag: "a", Socket: long}}}, "shorter directory"},
 		{"missing socket", Spec{Script: "true", Shares: []Share{{Tag: "a", Socket: filepath.Join(tmp, "nope")}}}, "start virtiofsd first"},
 		{"not a socket", Spec{Script: "true", Shares: []Share{{Tag: "a", Socket: notSocket}}}, "is not a socket"},
+		{"absolute file", Spec{Script: "true", Files: map[string][]byte{"/bin/x": nil}}, "clean relative path"},
+		{"file above", Spec{Script: "true", Files: map[string][]byte{"../x": nil}}, "clean relative path"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Run(context.Background(), img, tc.spec)

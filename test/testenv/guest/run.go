@@ -9,9 +9,11 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,6 +75,10 @@ type Spec struct {
 	// paths where QEMU runs, so Run does not check that they exist, and
 	// WorkDir must be a folder that QEMU sees at the same path.
 	Command func(ctx context.Context, name string, args ...string) *exec.Cmd
+	// Files are more files for this run's initramfs, by path in the guest
+	// (relative, such as "bin/guestload"; folders are made as needed), each
+	// written executable (0755): a static program for the script to run.
+	Files map[string][]byte
 	// WorkDir is where the run's initramfs is written; "" is os.TempDir().
 	// With Command, the run's folder is made readable by all, so that a
 	// QEMU of another user can read it.
@@ -202,6 +208,11 @@ func (s Spec) validateGuest() error {
 	if strings.TrimSpace(s.Script) == "" {
 		return errors.New("guest spec: empty Script")
 	}
+	for name := range s.Files {
+		if name == "" || path.IsAbs(name) || path.Clean(name) != name || strings.HasPrefix(name, "../") || name == ".." {
+			return fmt.Errorf("guest spec: file %q: want a clean relative path such as bin/guestload", name)
+		}
+	}
 	tags := map[string]bool{}
 	for i, sh := range s.Shares {
 		if !tagPattern.MatchString(sh.Tag) {
@@ -300,6 +311,12 @@ func writeRunInitramfs(path, base string, spec Spec) error {
 	if err == nil {
 		w := newCPIOWriter(bw)
 		w.File("script", 0o755, []byte(spec.Script))
+		for _, name := range sortedKeys(spec.Files) {
+			for _, d := range parents(name) {
+				w.Dir(d, 0o755)
+			}
+			w.File(name, 0o755, spec.Files[name])
+		}
 		for _, sh := range spec.Shares {
 			w.Dir("mnt/"+sh.Tag, 0o755)
 		}
@@ -315,6 +332,29 @@ func writeRunInitramfs(path, base string, spec Spec) error {
 		return fmt.Errorf("write guest initramfs %s: %w", path, err)
 	}
 	return nil
+}
+
+// sortedKeys returns m's keys in order, so that an archive's bytes do not
+// depend on map order.
+func sortedKeys(m map[string][]byte) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// parents lists the folders above a relative path, outermost first:
+// "a/b/c" gives "a", "a/b".
+func parents(name string) []string {
+	var out []string
+	for i, c := range name {
+		if c == '/' {
+			out = append(out, name[:i])
+		}
+	}
+	return out
 }
 
 // parseSerial reads the markers out of the console output. ExitStatus is -1
