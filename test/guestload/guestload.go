@@ -70,7 +70,7 @@ type Record struct {
 	Unit    string `json:"unit,omitempty"` // what one operation is: "file", "entry", "MiB"
 	NS      int64  `json:"ns,omitempty"`   // guest-visible time of the group
 	Dropped bool   `json:"dropped,omitempty"`
-	OK      bool   `json:"ok"`
+	OK      bool   `json:"ok,omitempty"` // the group succeeded
 	Error   string `json:"error,omitempty"`
 }
 
