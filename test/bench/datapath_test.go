@@ -587,4 +587,3 @@ func geoMeanRatio(runs map[string][]dpRun, key string, keys []string, cpu bool) 
 	}
 	return math.Exp(sum / float64(n))
 }
-
