@@ -126,11 +126,17 @@ func waitAll(ctx context.Context, b *shimbox.Box, units []string, prop string, o
 		bad, last := 0, ""
 		for i := 0; i < len(units); i += 100 {
 			chunk := units[i:min(i+100, len(units))]
-			out, err := b.Systemctl(ctx, append([]string{"show", "-p", prop, "--value"}, chunk...)...)
+			out, err := b.Systemctl(ctx, append([]string{"show", "-p", prop}, chunk...)...)
 			if err != nil {
 				return fmt.Errorf("systemctl show: %w: %s", err, out)
 			}
-			vals := strings.Split(strings.TrimRight(out, "\n"), "\n")
+			// One PROP=value line per unit, blank lines between units.
+			var vals []string
+			for _, l := range strings.Split(out, "\n") {
+				if v, ok := strings.CutPrefix(l, prop+"="); ok {
+					vals = append(vals, v)
+				}
+			}
 			if len(vals) != len(chunk) {
 				bad++
 				continue
@@ -236,9 +242,12 @@ func reportStorm(t *testing.T, s *section) {
 		ready(v)
 	}
 	failed, _ := b.Systemctl(ctx, "list-units", "--failed", "--no-legend", "--plain", "--no-pager")
-	tasksMax := show(ctx, b, "", "DefaultTasksMax")
+	manager := func(prop string) string {
+		out, _ := b.Systemctl(ctx, "show", "-p", prop, "--value")
+		return strings.TrimSpace(out)
+	}
+	tasksMax, nofile := manager("DefaultTasksMax"), manager("DefaultLimitNOFILE")
 	unitTasks := show(ctx, b, "virtiofsd@st0.service", "TasksMax")
-	nofile := show(ctx, b, "", "DefaultLimitNOFILE")
 
 	s.printf("%d instances of each variant in one private systemd (C virtiofsd, Debian 12 leg, CACHE=auto, one shared\n"+
 		"folder); a client per instance (vhostuser.Probe: connect, GET_FEATURES, wait for the reply), %d clients\n"+

@@ -45,7 +45,7 @@ type Params struct {
 
 // Default are the sizes of the data-path benchmark.
 func Default() Params {
-	return Params{Files: 2000, TreeEntries: 10000, StreamMiB: 256, Pause: 400 * time.Millisecond, DropCaches: true}
+	return Params{Files: 2000, TreeEntries: 10000, StreamMiB: 256, Pause: 300 * time.Millisecond, DropCaches: true}
 }
 
 // Tiny are sizes for a functional run, in tests.
@@ -333,7 +333,10 @@ func Run(w io.Writer, dir, share string, groups []string, p Params) error {
 		}
 		dropped := false
 		if p.DropCaches {
+			// The guest sends virtiofsd what it forgets: let that pass
+			// before the begin line.
 			dropped = dropCaches()
+			time.Sleep(p.Pause)
 		}
 		if err := emit(Record{Event: "begin", Share: share, Group: g}); err != nil {
 			return err
