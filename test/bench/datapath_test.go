@@ -85,6 +85,18 @@ func cacheArg(rust bool, cache string) string {
 	return "-o cache=" + cache
 }
 
+// dataPathCommand is the command that runs this section alone with the
+// data-path flags this run was given.
+func dataPathCommand() string {
+	cmd := "go test -run '^TestReport$/^datapath$' -timeout 600m ./test/bench/ -args -report /tmp/datapath.md"
+	flag.Visit(func(f *flag.Flag) {
+		if strings.HasPrefix(f.Name, "datapath-") && f.Name != "datapath-debug" {
+			cmd += " -" + f.Name + " " + f.Value.String()
+		}
+	})
+	return cmd
+}
+
 // dataPathParams are the workload's sizes from -datapath-size: full
 // (guestload.Default), tiny, or FILES,TREE,MIB.
 func dataPathParams() (guestload.Params, error) {
@@ -152,8 +164,10 @@ func reportDataPath(t *testing.T, s *section) {
 			s.printf("\n**The %s leg failed**; see the test output.\n", leg)
 		}
 	}
-	s.measuredBy("datapath", "datapath_test.go")
-	s.printf("Smaller or fewer: `-args -report /tmp/datapath.md -datapath-runs 5 -datapath-extra-runs 0 -datapath-size tiny -datapath-legs debian12`.\n")
+	s.printf("\nMeasured by `TestReport/datapath` (test/bench/datapath_test.go), these figures with:\n`%s`\n"+
+		"(-datapath-size full, the default, is %d files, %d entries, %d MiB; -datapath-runs, -datapath-extra-runs,\n"+
+		"-datapath-legs and -datapath-variants choose the rest.)\n", dataPathCommand(), guestload.Default().Files,
+		guestload.Default().TreeEntries, guestload.Default().StreamMiB)
 }
 
 func dataPathLeg(t *testing.T, s *section, leg shimbox.Platform, img *guest.Image, program []byte, p guestload.Params) {

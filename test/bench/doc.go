@@ -10,7 +10,7 @@
 // systemd boxes, as root) and the report docs/benchmarks.md come from
 // TestReport, which runs only when given -report:
 //
-//	go test -run '^TestReport$' -timeout 30m ./test/bench/ -args -report ../../docs/benchmarks.md
+//	go test -run '^TestReport$' -timeout 600m ./test/bench/ -args -report ../../docs/benchmarks.md
 package bench
 
 import (

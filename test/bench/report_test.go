@@ -17,7 +17,7 @@ import (
 )
 
 // reportCommand is what `make bench` runs.
-const reportCommand = "go test -run '^TestReport$' -timeout 30m ./test/bench/ -args -report ../../docs/benchmarks.md"
+const reportCommand = "go test -run '^TestReport$' -timeout 600m ./test/bench/ -args -report ../../docs/benchmarks.md"
 
 // section is one part of the report.
 type section struct {
