@@ -151,6 +151,8 @@ func reportDataPath(t *testing.T, s *section) {
 		"unit's cgroup's cpu.stat in the unified hierarchy: the shim and virtiofsd, every process and thread). CPU per\n"+
 		"operation is that difference over the group's operations (files, entries, MiB); guest time per operation is\n"+
 		"the guest's own clock around the group. The tree and small files are made on the host before the boots.\n"+
+		"The bare units get the shipped unit's LimitNOFILE=1000000 (with systemd's default soft limit of 1024 a bare\n"+
+		"virtiofsd fails the walk with EMFILE about 1,000 entries in: one descriptor per inode the guest looked up).\n"+
 		"Each figure is the median of the runs; the variants' runs are interleaved, one guest boot each, the order\n"+
 		"rotated each round. Flavors run in the box of their platform leg (C: Debian 12; Rust: Debian 13).\n",
 		p.Files, p.TreeEntries, p.Files, p.StreamMiB, p.Pause)
@@ -229,6 +231,11 @@ func dataPathLeg(t *testing.T, s *section, leg shimbox.Platform, img *guest.Imag
 			for k, u := range bareTemplate(v.key+"-"+c, "bare virtiofsd", binary+" --fd=3 "+src+" "+cacheArg(leg.Rust(), c)+v.args) {
 				units[k] = u
 			}
+			// The shipped unit's descriptors (LimitNOFILE=1000000): with
+			// systemd's default soft limit of 1024, a bare virtiofsd runs
+			// out of them (EMFILE in the guest) about 1,000 entries into the
+			// walk, one O_PATH descriptor per inode the guest looked up.
+			units[v.key+"-"+c+"@.service.d/nofile.conf"] = "[Service]\nLimitNOFILE=1000000\n"
 			if v.sandbox {
 				dropIn := "[Service]\n"
 				for _, l := range shipped {
