@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,10 +185,10 @@ func dataPathLeg(t *testing.T, s *section, leg shimbox.Platform, img *guest.Imag
 		variants = append(variants,
 			dpVariant{name: "bare unit + the shipped sandbox lines", key: "sbx", bare: true, sandbox: true, extra: true},
 		)
-		// The C virtiofsd of QEMU 7.2 exits 1 as soon as its first request
-		// goes to a thread pool, with or without the sandbox (found here,
-		// bare unit --thread-pool-size=4 as well as THREAD_POOL_SIZE=4): its
-		// thread pool is measured on the Rust leg only.
+		// The C virtiofsd of QEMU 7.2 with a thread pool exited with status
+		// 1 under the guest's I/O, with or without the sandbox (found here:
+		// a bare unit with --thread-pool-size=4 as well as THREAD_POOL_SIZE=4):
+		// the thread pools are measured on the Rust leg only.
 		if leg.Rust() {
 			variants = append(variants,
 				dpVariant{name: "shipped unit, THREAD_POOL_SIZE=4", key: "tp4", conf: "THREAD_POOL_SIZE=4", extra: true},
@@ -609,6 +610,7 @@ func dataPathTables(s *section, leg shimbox.Platform, variants []dpVariant, runs
 		}
 		s.printf("\n")
 	}
+	pairedTable(s, variants, runs)
 	for _, v := range []string{"ship", "sb"} {
 		c, g := geoMeanRatio(runs, v, keys, true), geoMeanRatio(runs, v, keys, false)
 		s.printf("\nGoal, %s (%s): CPU per operation <= 1.03 x bare: geometric mean %.2f, worst group %.2f (%s); guest time <= 1.03 x bare: %.2f, worst %.2f (%s).\n",
@@ -640,4 +642,44 @@ func geoMeanRatio(runs map[string][]dpRun, key string, keys []string, cpu bool) 
 		return math.NaN()
 	}
 	return math.Exp(sum / float64(n))
+}
+
+// pairedTable prints, for each variant, the service's CPU time summed over
+// the metadata groups and over the streaming groups, each run against the
+// bare unit's run of the same round (minutes apart, so slow swings of the
+// machine's load cancel): the median ratio and its range.
+func pairedTable(s *section, variants []dpVariant, runs map[string][]dpRun) {
+	s.printf("\nPaired by round: the service's CPU time summed over the groups, each run of a variant against the bare\n" +
+		"unit's run of the same round; median ratio (lowest to highest):\n\n| variant | metadata groups | streaming groups |\n|---|---|---|\n")
+	sum := func(r dpRun, stream bool) time.Duration {
+		var d time.Duration
+		for k, v := range r.cpu {
+			if strings.Contains(k, "/stream-") == stream {
+				d += v
+			}
+		}
+		return d
+	}
+	for _, v := range variants[1:] {
+		s.printf("| %s |", v.name)
+		for _, stream := range []bool{false, true} {
+			var x []float64
+			for i, r := range runs[v.key] {
+				if i < len(runs["bare"]) && sum(runs["bare"][i], stream) > 0 {
+					x = append(x, float64(sum(r, stream))/float64(sum(runs["bare"][i], stream)))
+				}
+			}
+			if len(x) == 0 {
+				s.printf(" |")
+				continue
+			}
+			sort.Float64s(x)
+			med := x[len(x)/2]
+			if len(x)%2 == 0 {
+				med = (x[len(x)/2-1] + x[len(x)/2]) / 2
+			}
+			s.printf(" %.2f (%.2f to %.2f) |", med, x[0], x[len(x)-1])
+		}
+		s.printf("\n")
+	}
 }
