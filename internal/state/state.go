@@ -1,0 +1,288 @@
+// Package state is the typed record of what one instance's service is
+// doing: the shim alone writes it (atomically, in its runtime directory),
+// and list, check, the hooks and the tests read it. STATUS= says the same
+// for people; nothing parses that.
+//
+// The file is %t/virtiofsd-shim/NAME.json (%t: /run, or $XDG_RUNTIME_DIR
+// for a user instance), one JSON object with "version": Version. A reader
+// refuses another version rather than misread it. A new field may be added
+// without changing the version; a change in a field's meaning bumps it.
+//
+// Beside it, %t/virtiofsd/NAME.restart is the deferred-restart marker
+// (virtiofsd@.socket: ConditionPathExists=!%t/virtiofsd/%i.restart), which
+// only the hooks write (see Deferral).
+package state
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+)
+
+// Version is the version of the state file's format.
+const Version = 1
+
+// Phase is where the service is.
+type Phase string
+
+// The phases, in the order a run goes through them. A STANDBY=yes run goes
+// back from Serving to Starting for each new session.
+const (
+	// Starting: the shim reads its config, or virtiofsd runs and has not
+	// printed its readiness line yet.
+	Starting Phase = "starting"
+	// Waiting: virtiofsd waits for its client (a VM) on the socket.
+	Waiting Phase = "waiting"
+	// Serving: a client is connected.
+	Serving Phase = "serving"
+	// Stopping: systemd stops the service (SIGTERM): virtiofsd is being
+	// stopped.
+	Stopping Phase = "stopping"
+	// Released: the socket was released (its unit stops) while virtiofsd
+	// had no client: it is being stopped, and no session follows.
+	Released Phase = "released"
+	// Ended: the run is over and ended cleanly; the shim exits 0.
+	Ended Phase = "ended"
+	// Failed: the run is over and failed (see Failure).
+	Failed Phase = "failed"
+)
+
+// Over tells whether the run has ended (no virtiofsd runs any more).
+func (p Phase) Over() bool { return p == Ended || p == Failed }
+
+// Release is the shim's answer to a release of its socket (SIGUSR1 from
+// virtiofsd-shim release, the socket's ExecStopPre=).
+type Release string
+
+// The answers.
+const (
+	// NotAsked: no release was received in this run.
+	NotAsked Release = ""
+	// KeepsServing: a client is served (or queued on the socket): the
+	// session goes on until it leaves, and no session follows it.
+	KeepsServing Release = "keeps-serving"
+	// LetGo: virtiofsd had no client: it is stopped (phase Released), and
+	// the service ends.
+	LetGo Release = "let-go"
+)
+
+// Failure is why a run failed.
+type Failure struct {
+	Reason   string `json:"reason"`    // the error, in words
+	ExitCode int    `json:"exit_code"` // the shim's exit status (see exitcode)
+}
+
+// State is one instance's record.
+type State struct {
+	Version  int    `json:"version"`
+	Instance string `json:"instance"`
+	// ShimPID is the pid of the shim that writes the file (the service's
+	// MainPID while it runs): a reader that sees another MainPID, or none,
+	// reads a past run's record.
+	ShimPID int   `json:"shim_pid"`
+	Phase   Phase `json:"phase"`
+	// VirtiofsdPID is the running virtiofsd's pid, 0 when none runs.
+	VirtiofsdPID int `json:"virtiofsd_pid"`
+	// Session is the session's id (VIRTIOFSD_SESSION in the journal), ""
+	// before the first one; SessionNumber counts the run's sessions.
+	Session       string `json:"session"`
+	SessionNumber int    `json:"session_number"`
+	// Standby tells whether the run keeps a virtiofsd waiting between
+	// sessions (STANDBY=yes).
+	Standby bool `json:"standby"`
+	// Socket and SharedDir are what the run serves, "" before it knows.
+	Socket    string `json:"socket"`
+	SharedDir string `json:"shared_dir"`
+	// Release is the answer to a release of the socket, NotAsked if none.
+	Release Release `json:"release"`
+	// Failure is why the run failed (phase Failed), nil otherwise.
+	Failure *Failure `json:"failure"`
+	// Updated is when the record was written.
+	Updated time.Time `json:"updated"`
+}
+
+// Live tells whether the record is that of the running service whose
+// main process is mainPID (0: none runs).
+func (s *State) Live(mainPID int) bool {
+	return s != nil && mainPID != 0 && s.ShimPID == mainPID
+}
+
+// Client is what the record says of the VM: "connected", "waiting",
+// "standby" (waiting with STANDBY=yes), or "" (no virtiofsd, or stopping).
+func (s *State) Client() string {
+	switch {
+	case s == nil:
+		return ""
+	case s.Phase == Serving:
+		return "connected"
+	case s.Phase == Waiting && s.Release == KeepsServing:
+		return "connected" // queued on the socket, accepted next
+	case s.Phase == Waiting && s.Standby:
+		return "standby"
+	case s.Phase == Waiting:
+		return "waiting"
+	}
+	return ""
+}
+
+// Dir is the folder of the scope's state files: %t/virtiofsd-shim, the
+// service's RuntimeDirectory=.
+func Dir(scope config.Scope, env config.Env) (string, error) {
+	rt, err := scope.RuntimeDir(env)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(rt, "virtiofsd-shim"), nil
+}
+
+// Path is the state file of an instance in dir.
+func Path(dir, instance string) string { return filepath.Join(dir, instance+".json") }
+
+// Marshal encodes s in the file's format.
+func Marshal(s *State) ([]byte, error) {
+	c := *s
+	c.Version = Version
+	b, err := json.MarshalIndent(&c, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// Parse decodes a state file; another version is an error.
+func Parse(b []byte) (*State, error) {
+	var v struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, fmt.Errorf("parse state: %w", err)
+	}
+	if v.Version != Version {
+		return nil, fmt.Errorf("parse state: version %d, this virtiofsd-shim reads version %d", v.Version, Version)
+	}
+	var s State
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("parse state: %w", err)
+	}
+	return &s, nil
+}
+
+// Read reads the state file at path: (nil, nil) when there is none.
+func Read(path string) (*State, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	s, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Load reads the state file of an instance of scope: (nil, nil) when there
+// is none.
+func Load(scope config.Scope, env config.Env, instance string) (*State, error) {
+	dir, err := Dir(scope, env)
+	if err != nil {
+		return nil, err
+	}
+	return Read(Path(dir, instance))
+}
+
+// WriteFile writes b to path atomically: a temporary file in the same
+// folder, synced, then renamed over path. A reader sees the old content or
+// the new, never a part.
+func WriteFile(path string, b []byte, mode fs.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
+}
+
+// Writer publishes one instance's record: the shim's only writer. Its
+// methods are safe for concurrent use; each change is written at once.
+type Writer struct {
+	// Path is the state file; "" keeps the record in memory only (a shim
+	// run by hand, outside systemd).
+	Path string
+	// Now stamps Updated; nil is time.Now.
+	Now func() time.Time
+	// OnError hears a failed write; nil ignores it.
+	OnError func(error)
+
+	mu  sync.Mutex
+	cur State
+}
+
+// NewWriter starts the record of a run of the shim whose pid is pid.
+func NewWriter(path, instance string, pid int) *Writer {
+	return &Writer{Path: path, cur: State{Version: Version, Instance: instance, ShimPID: pid, Phase: Starting}}
+}
+
+// Update applies change to the record and writes it.
+func (w *Writer) Update(change func(*State)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	change(&w.cur)
+	now := time.Now
+	if w.Now != nil {
+		now = w.Now
+	}
+	w.cur.Updated = now().UTC()
+	if w.Path == "" {
+		return
+	}
+	err := w.write()
+	if err != nil && w.OnError != nil {
+		w.OnError(fmt.Errorf("write state %s: %w", w.Path, err))
+	}
+}
+
+func (w *Writer) write() error {
+	b, err := Marshal(&w.cur)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(w.Path), 0o755); err != nil {
+		return err
+	}
+	return WriteFile(w.Path, b, 0o644)
+}
+
+// Current is a copy of the record.
+func (w *Writer) Current() State {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cur
+}
