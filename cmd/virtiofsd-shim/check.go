@@ -11,7 +11,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/kballard/go-shellquote"
 
@@ -21,7 +23,7 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/hooks"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/plan"
 )
@@ -178,11 +180,10 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			warnings = append(warnings, fmt.Sprintf("%s still has socket settings the config no longer has: run %s daemon-reload", stale, systemctl))
 		}
 	}
-	if marker, err := hooks.RestartMarker(scope, cfg.Instance); err == nil {
-		if _, err := os.Stat(marker); err == nil {
-			warnings = append(warnings, fmt.Sprintf("virtiofsd@%s.socket was restarted while a VM was served: it listens again once that VM disconnects (%s)",
-				cfg.Instance, marker))
-		}
+	st, stWarnings := instanceState(scope, cfg.Instance, systemctl)
+	warnings = append(warnings, stWarnings...)
+	if st != "" {
+		fmt.Fprintf(stdout, "\nstate\t%s\n", st)
 	}
 	if scope == config.System {
 		warnings = append(warnings, modcapsWarnings(cfg, p.Args)...)
@@ -292,4 +293,77 @@ func modcapsWarnings(c *config.Config, args []string) []string {
 			capName, c.Instance, c.Path, c.Line("EXTRA_ARGS"), c.Instance, capName))
 	}
 	return w
+}
+
+// instanceState reads the instance's typed state and its deferred-restart
+// marker, offline: a line that says where the service is ("" when no state
+// was ever written), and warnings about a deferred restart.
+func instanceState(scope config.Scope, instance, systemctl string) (line string, warnings []string) {
+	st, err := state.Load(scope, os.Getenv, instance)
+	switch {
+	case err != nil:
+		warnings = append(warnings, fmt.Sprintf("cannot read the instance's state: %v", err))
+	case st != nil:
+		line = describeState(st)
+	}
+	marker, err := state.MarkerPath(scope, os.Getenv, instance)
+	if err != nil {
+		return line, warnings
+	}
+	d, err := state.ReadMarker(marker)
+	socket := "virtiofsd@" + instance + ".socket"
+	running := st != nil && !st.Phase.Over() && processExists(st.ShimPID)
+	switch {
+	case err != nil:
+		warnings = append(warnings, err.Error())
+	case d == nil:
+	case d.ResumeError != "":
+		warnings = append(warnings, fmt.Sprintf("deferred restart failed: %s was restarted while a VM was served, and starting it again "+
+			"when the session ended failed: %s. It stays down: run rm %s; %s start %s", socket, d.ResumeError, marker, systemctl, socket))
+	case running:
+		warnings = append(warnings, fmt.Sprintf("deferred restart: %s was restarted while a VM was served: it listens again once that VM disconnects (%s; rm it to cancel)",
+			socket, marker))
+	default:
+		warnings = append(warnings, fmt.Sprintf("deferred restart left behind: %s exists but no session runs, so the socket's start is skipped: "+
+			"run rm %s; %s start %s", marker, marker, systemctl, socket))
+	}
+	return line, warnings
+}
+
+// describeState is the state line of check.
+func describeState(st *state.State) string {
+	var b strings.Builder
+	b.WriteString(string(st.Phase))
+	if st.VirtiofsdPID != 0 {
+		fmt.Fprintf(&b, ", virtiofsd pid %d", st.VirtiofsdPID)
+	}
+	if st.Session != "" {
+		fmt.Fprintf(&b, ", session %d (%s)", st.SessionNumber, st.Session)
+	}
+	if st.Standby {
+		b.WriteString(", standby")
+	}
+	switch st.Release {
+	case state.KeepsServing:
+		b.WriteString(", socket released: serves its VM until it disconnects")
+	case state.LetGo:
+		b.WriteString(", socket released")
+	}
+	if f := st.Failure; f != nil {
+		fmt.Fprintf(&b, ", failed with exit status %d: %s", f.ExitCode, f.Reason)
+	}
+	if !st.Phase.Over() && !processExists(st.ShimPID) {
+		fmt.Fprintf(&b, " (written by shim pid %d, which no longer runs)", st.ShimPID)
+	}
+	fmt.Fprintf(&b, "; at %s", st.Updated.Format(time.RFC3339))
+	return b.String()
+}
+
+// processExists tells whether pid names a process (signal 0).
+func processExists(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/coreos/go-systemd/v22/journal"
 	"github.com/sirupsen/logrus"
@@ -23,16 +25,29 @@ import (
 var version = "dev"
 
 func main() {
+	// First of all: SIGUSR1 is how the socket's release (virtiofsd-shim
+	// release) asks a running shim to give up its socket, and it may come
+	// the moment systemd has started the service. Its default action would
+	// kill the shim; caught from here on, it is remembered until run reads
+	// it (the channel holds one).
+	releases := make(chan os.Signal, 1)
+	signal.Notify(releases, syscall.SIGUSR1)
 	if filepath.Base(os.Args[0]) == GeneratorName {
 		os.Exit(generatorMain(os.Args[1:], os.Stderr))
 	}
-	os.Exit(Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(mainWith(context.Background(), os.Args[1:], os.Stdout, os.Stderr, releases))
 }
 
 // Main runs one command line and returns the process exit status.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return mainWith(ctx, args, stdout, stderr, nil)
+}
+
+// mainWith is Main with the SIGUSR1s main caught (nil: run catches them
+// itself).
+func mainWith(ctx context.Context, args []string, stdout, stderr io.Writer, releases <-chan os.Signal) int {
 	log := newLogger(stderr)
-	err := dispatch(ctx, args, stdout, stderr, log)
+	err := dispatch(ctx, args, stdout, stderr, log, releases)
 	code := exitcode.For(err)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -110,7 +125,7 @@ Rootless, your own instance (Rust virtiofsd; run, check and list take --user):
 
 `
 
-func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, log *logger) error {
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, log *logger, releases <-chan os.Signal) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, topUsage, exitTable())
 		return &exitcode.UsageError{Msg: "no command given: use run, check, list, generate or version"}
@@ -118,7 +133,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "run":
-		return runCmd(ctx, rest, stderr, log)
+		return runCmd(ctx, rest, stderr, log, releases)
 	case "check":
 		return checkCmd(ctx, rest, stdout, stderr)
 	case "list":

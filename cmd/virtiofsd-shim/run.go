@@ -11,12 +11,14 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/activation"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/service"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 )
 
 const runUsage = `Usage: virtiofsd-shim run [flags] [-- virtiofsd-args...]
@@ -46,11 +48,26 @@ Examples:
   virtiofsd-shim run --user --instance=vm1
 `
 
-func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) error {
-	// First: SIGUSR1's default action would kill the shim.
-	usr1 := make(chan os.Signal, 1)
-	signal.Notify(usr1, syscall.SIGUSR1)
-	defer signal.Stop(usr1)
+func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger, usr1 <-chan os.Signal) (err error) {
+	if usr1 == nil { // not from main (a test): catch SIGUSR1 from here on
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, syscall.SIGUSR1)
+		defer signal.Stop(c)
+		usr1 = c
+	}
+	// SIGUSR1 is the socket's release (virtiofsd-shim release, its
+	// ExecStopPre=): see launch.Supervisor.Release. One that came before
+	// the session exists is remembered: the session sees the channel
+	// closed as it starts, and decides then.
+	release, runDone := make(chan struct{}), make(chan struct{})
+	defer close(runDone)
+	go func() {
+		select {
+		case <-usr1:
+			close(release)
+		case <-runDone:
+		}
+	}()
 	// A stop (SIGTERM from systemctl stop) can come at any moment, even
 	// before virtiofsd runs: caught from here on, it ends the shim with 0
 	// instead of killing it.
@@ -86,7 +103,20 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 		log.toJournal(origin)
 	}
 
+	// The typed state (internal/state), in the service's RuntimeDirectory=
+	// (%t/virtiofsd-shim): list, check, release and resume read it. A shim
+	// run by hand, outside systemd, keeps it in memory.
+	var stPath string
+	if dir := os.Getenv("RUNTIME_DIRECTORY"); dir != "" && inst.instance != "" {
+		stPath = state.Path(strings.Split(dir, ":")[0], inst.instance)
+	}
+	st := state.NewWriter(stPath, inst.instance, os.Getpid())
+	st.OnError = func(err error) { log.WithError(err).Warn("cannot publish the instance's state") }
+	st.Update(func(*state.State) {})
+	defer func() { service.Finish(st, err, exitcode.For(err)) }()
+
 	in := &service.Instance{
+		State: st,
 		Scope: inst.scope(),
 		Load: func() (*config.Config, error) {
 			cfg, err := inst.load(fs)
@@ -131,17 +161,6 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger) e
 	}
 	entry := log.WithField("instance", instance)
 	in.Sink, in.Limits, in.Log = sink, limits, entry
-	// SIGUSR1 is the socket's release (virtiofsd-shim release, its
-	// ExecStopPre=): see launch.Supervisor.Release.
-	release, runDone := make(chan struct{}), make(chan struct{})
-	defer close(runDone)
-	go func() {
-		select {
-		case <-usr1:
-			close(release)
-		case <-runDone:
-		}
-	}()
 	in.Release = release
 	if toJournal {
 		in.OnSession = func(id string) {

@@ -6,67 +6,154 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 )
 
-// Release is what the socket's stop runs (ExecStopPre=): it asks the
-// running service, if any, to give up the socket (SIGUSR1 to the shim). A
-// virtiofsd still waiting for its VM is stopped; one serving a VM goes on
-// until the VM disconnects, and a restart of the socket meanwhile is
-// deferred until then (the restart marker). It returns once the service is
-// inactive or serving, or when ctx ends.
+// poll is how often the hooks read the service's state while they wait.
+const poll = 20 * time.Millisecond
+
+// Release is what the socket's stop runs (ExecStopPre=). The shim decides;
+// Release only asks it (SIGUSR1 to the service's main process) and waits
+// for the answer in the shim's typed state:
+//
+//   - let go: its virtiofsd had no client and is stopped; Release returns
+//     once the service is inactive, so that a restart of the socket finds
+//     it gone (systemd refuses to start a socket whose service runs);
+//   - keeps serving: a VM is served (or queued on the socket); it goes on
+//     until the VM disconnects, and no session follows on the old socket.
+//     When the socket's job is a restart, Release defers the start (the
+//     marker, see state.Deferral), then reads the state again: if the
+//     session ended meanwhile, it waits for the service's end (resume has
+//     then looked for the marker) and removes the marker, so that the
+//     restart's own start goes ahead.
+//
+// It does nothing when no service runs, and returns an error when ctx ends
+// first.
 func Release(ctx context.Context, h Hook, m Manager, stderr io.Writer) error {
 	unit := h.service()
-	st, err := serviceState(ctx, m, unit)
+	active, err := m.ActiveState(ctx, unit)
 	if err != nil {
 		return err
 	}
-	if st.done() {
+	if done(active) {
 		return nil
 	}
-	if st.serving() {
-		// Still tell it: no session may follow on the stopped socket.
-		fmt.Fprintf(stderr, "%s serves a VM: it goes on until the VM disconnects\n", unit)
-		if restarting(ctx, m, h.socket()) {
-			// systemd refuses to start a socket while its service runs
-			// ("Socket service ... already active, refusing"). The
-			// marker makes the socket's start a skipped condition
-			// instead (the restart succeeds), and the service's
-			// ExecStopPost= (resume) starts the socket once the VM left.
-			marker, err := RestartMarker(h.Scope, h.Instance)
-			if err == nil {
-				err = os.WriteFile(marker, []byte("virtiofsd-shim release: start the socket again once its session ends\n"), 0o644)
-			}
-			if err != nil {
-				return fmt.Errorf("defer the socket's start: %w", err)
-			}
-			fmt.Fprintf(stderr, "%s listens again, with its new settings, as soon as that VM disconnects\n", h.socket())
-		}
-	}
 	if err := m.KillMain(ctx, unit, syscall.SIGUSR1); err != nil {
-		if st, serr := serviceState(ctx, m, unit); serr == nil && st.done() {
+		if active, aerr := m.ActiveState(ctx, unit); aerr == nil && done(active) {
 			return nil // it ended in between
 		}
 		return fmt.Errorf("ask %s to release its socket: %w", unit, err)
 	}
+	st, err := h.answer(ctx, m)
+	if err != nil || st == nil {
+		return err // nil, nil: the service ended
+	}
+	if st.Release != state.KeepsServing {
+		return h.waitDone(ctx, m, "its virtiofsd, which has no client, to stop")
+	}
+	fmt.Fprintf(stderr, "%s serves a VM: it goes on until the VM disconnects\n", unit)
+	if !restarting(ctx, m, h.socket()) {
+		return nil
+	}
+	// systemd refuses to start a socket while its service runs ("Socket
+	// service ... already active, refusing"). The marker makes the
+	// socket's start a skipped condition instead (the restart succeeds),
+	// and the service's ExecStopPost= (resume) starts the socket once the
+	// VM has left.
+	marker, err := state.MarkerPath(h.Scope, h.env(), h.Instance)
+	if err != nil {
+		return err
+	}
+	enablement, err := m.UnitFileState(ctx, h.socket())
+	if err != nil {
+		return err
+	}
+	if err := state.WriteMarker(marker, state.Deferral{Since: time.Now().UTC(), UnitFileState: enablement}); err != nil {
+		return fmt.Errorf("defer the socket's start: %w", err)
+	}
+	h.afterMarker()
+	// Check again: resume runs once the shim has ended, and looks for the
+	// marker then. A session still running now ends later, and its resume
+	// sees the marker.
+	if st, err := h.live(ctx, m); err == nil && st != nil && !st.Phase.Over() {
+		fmt.Fprintf(stderr, "%s listens again, with its new settings, as soon as that VM disconnects\n", h.socket())
+		return nil
+	}
+	// The session ended meanwhile: once the service has ended, resume has
+	// either seen the marker (and queued the socket's start, which merges
+	// with this restart) or not; either way the marker must go, so that
+	// this restart starts the socket itself.
+	if err := h.waitDone(ctx, m, "the session, which has just ended, to stop"); err != nil {
+		return err
+	}
+	return state.RemoveMarker(marker)
+}
+
+// answer waits for the shim's answer to the release: its state, once it
+// has one, or nil when the service ends first.
+func (h Hook) answer(ctx context.Context, m Manager) (*state.State, error) {
 	for {
-		st, err := serviceState(ctx, m, unit)
+		st, err := h.live(ctx, m)
+		if err != nil || st == nil || st.Release != state.NotAsked {
+			return st, err
+		}
+		if err := h.sleep(ctx, fmt.Sprintf("%s did not answer the release (phase %s)", h.service(), st.Phase)); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// live reads the running service's state: nil when the service has ended.
+// A state file of an earlier run (another shim pid), or none yet, reads as
+// a shim that is starting and has not answered.
+func (h Hook) live(ctx context.Context, m Manager) (*state.State, error) {
+	unit := h.service()
+	active, err := m.ActiveState(ctx, unit)
+	if err != nil {
+		return nil, err
+	}
+	if done(active) {
+		return nil, nil
+	}
+	pid, err := m.MainPID(ctx, unit)
+	if err != nil {
+		return nil, err
+	}
+	st, err := state.Load(h.Scope, h.env(), h.Instance)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Live(pid) {
+		return &state.State{Instance: h.Instance, ShimPID: pid, Phase: state.Starting}, nil
+	}
+	return st, nil
+}
+
+// waitDone waits until the service is inactive or failed.
+func (h Hook) waitDone(ctx context.Context, m Manager, what string) error {
+	for {
+		active, err := m.ActiveState(ctx, h.service())
 		if err != nil {
 			return err
 		}
-		if st.done() || st.serving() {
+		if done(active) {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s still %s: its virtiofsd holds the old socket, stop it with systemctl stop %s", unit, st.active, unit)
-		case <-time.After(20 * time.Millisecond):
+		if err := h.sleep(ctx, fmt.Sprintf("waited for %s, %s still %s", what, h.service(), active)); err != nil {
+			return err
 		}
+	}
+}
+
+func (h Hook) sleep(ctx context.Context, what string) error {
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("%s: its virtiofsd may hold the old socket; stop it with systemctl stop %s", what, h.service())
+	case <-time.After(poll):
+		return nil
 	}
 }
 
@@ -80,47 +167,102 @@ func Standby(ctx context.Context, h Hook, m Manager) error {
 	return nil
 }
 
-// Deferred tells whether a restart of the instance's socket waits for its
-// session to end.
-func Deferred(h Hook) bool {
-	marker, err := RestartMarker(h.Scope, h.Instance)
+// Deferred reads the instance's deferred-restart marker: nil when no
+// restart of the socket waits.
+func Deferred(h Hook) (*state.Deferral, error) {
+	marker, err := state.MarkerPath(h.Scope, h.env(), h.Instance)
 	if err != nil {
-		return false
+		return nil, err
 	}
-	_, err = os.Stat(marker)
-	return err == nil
+	return state.ReadMarker(marker)
 }
+
+// ResumeError is a deferred restart that resume could not carry out: the
+// marker stays, with the reason, for check to report.
+type ResumeError struct {
+	Socket string
+	Err    error
+}
+
+func (e *ResumeError) Error() string {
+	return fmt.Sprintf("start %s again after its deferred restart: %v (the socket stays down; see virtiofsd-shim check)", e.Socket, e.Err)
+}
+
+func (e *ResumeError) Unwrap() error { return e.Err }
 
 // Resume is what the service runs when it has stopped (ExecStopPost=): when
 // a restart of the socket was deferred (see Release), it starts the socket
-// again. connect reaches the manager, only when there is something to do.
+// again, if the admin still wants it: not when the socket's enablement
+// changed since (disable --now, mask) or a stop of it is queued; then it
+// only removes the marker. The marker goes only once the start is queued;
+// when that fails, it stays, with the error, and Resume returns a
+// *ResumeError. connect reaches the manager, only when there is something
+// to do.
 func Resume(ctx context.Context, h Hook, connect func(context.Context) (Manager, func(), error), stderr io.Writer) error {
-	marker, err := RestartMarker(h.Scope, h.Instance)
+	marker, err := state.MarkerPath(h.Scope, h.env(), h.Instance)
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(marker); errors.Is(err, os.ErrNotExist) {
-		return nil // the common case: no restart was deferred
+	d, err := state.ReadMarker(marker)
+	if err != nil || d == nil {
+		return err // nil, nil: the common case, no restart was deferred
 	}
 	m, done, err := connect(ctx)
 	if err != nil {
-		return err
+		return h.failResume(marker, d, err)
 	}
 	defer done()
-	if err := os.Remove(marker); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("start the socket again: %w", err)
+	if why, err := h.unwanted(ctx, m, d); err != nil {
+		return h.failResume(marker, d, err)
+	} else if why != "" {
+		fmt.Fprintf(stderr, "the session has ended; %s stays stopped: %s\n", h.socket(), why)
+		return state.RemoveMarker(marker)
 	}
 	// Queued in this order, the socket's start waits for the service's stop
 	// (between ordered units a stop goes first), which ends once this
 	// command has: systemd refuses to start the socket before.
 	if err := m.Stop(ctx, h.service()); err != nil {
-		return fmt.Errorf("stop %s: %w", h.service(), err)
+		return h.failResume(marker, d, fmt.Errorf("stop %s: %w", h.service(), err))
 	}
 	if err := m.Start(ctx, h.socket()); err != nil {
-		return fmt.Errorf("start %s again: %w", h.socket(), err)
+		return h.failResume(marker, d, err)
 	}
 	fmt.Fprintf(stderr, "the session has ended: starting %s again, with its new settings\n", h.socket())
-	return nil
+	return state.RemoveMarker(marker)
+}
+
+// unwanted tells why the admin no longer wants the socket started, "" when
+// they still do.
+func (h Hook) unwanted(ctx context.Context, m Manager, d *state.Deferral) (string, error) {
+	job, err := m.JobType(ctx, h.socket())
+	if err != nil {
+		return "", err
+	}
+	if job == "stop" {
+		return "a stop of it is queued", nil
+	}
+	enablement, err := m.UnitFileState(ctx, h.socket())
+	if err != nil {
+		return "", err
+	}
+	if enablement == "masked" || enablement == "masked-runtime" {
+		return "it is masked", nil
+	}
+	if d.UnitFileState != "" && enablement != d.UnitFileState {
+		return fmt.Sprintf("it was %s when its restart was deferred and is %s now (systemctl disable)", d.UnitFileState, enablement), nil
+	}
+	return "", nil
+}
+
+// failResume records why the deferred restart could not be carried out in
+// the marker, which stays: the socket's start would be skipped anyway, and
+// check reports it.
+func (h Hook) failResume(marker string, d *state.Deferral, err error) error {
+	d.ResumeError = err.Error()
+	if werr := state.WriteMarker(marker, *d); werr != nil {
+		err = errors.Join(err, werr)
+	}
+	return &ResumeError{Socket: h.socket(), Err: err}
 }
 
 // restarting tells whether the unit's job is a restart (rather than a stop).
@@ -129,28 +271,17 @@ func restarting(ctx context.Context, m Manager, unit string) bool {
 	return err == nil && (j == "restart" || j == "try-restart" || j == "reload-or-start")
 }
 
-// RestartMarker is the file whose presence defers the socket's start
-// (virtiofsd@.socket: ConditionPathExists=!%t/virtiofsd/%i.restart).
-func RestartMarker(scope config.Scope, instance string) (string, error) {
-	rt, err := scope.RuntimeDir(os.Getenv)
-	if err != nil {
-		return "", err
+func done(active string) bool { return active == "inactive" || active == "failed" }
+
+func (h Hook) env() func(string) string {
+	if h.Env != nil {
+		return h.Env
 	}
-	return filepath.Join(rt, "virtiofsd", instance+".restart"), nil
+	return os.Getenv
 }
 
-type svcState struct{ active, status string }
-
-func (s svcState) done() bool { return s.active == "inactive" || s.active == "failed" }
-
-func (s svcState) serving() bool { return strings.HasPrefix(s.status, "Serving") }
-
-func serviceState(ctx context.Context, m Manager, unit string) (svcState, error) {
-	var st svcState
-	var err error
-	if st.active, err = m.ActiveState(ctx, unit); err != nil {
-		return svcState{}, err
+func (h Hook) afterMarker() {
+	if h.AfterMarker != nil {
+		h.AfterMarker()
 	}
-	st.status, _ = m.StatusText(ctx, unit)
-	return st, nil
 }

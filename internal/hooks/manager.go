@@ -20,8 +20,11 @@ import (
 type Manager interface {
 	// ActiveState is the unit's ActiveState (active, inactive, failed, ...).
 	ActiveState(ctx context.Context, unit string) (string, error)
-	// StatusText is a service's STATUS= text.
-	StatusText(ctx context.Context, unit string) (string, error)
+	// MainPID is a service's main process (the shim), 0 when none runs.
+	MainPID(ctx context.Context, unit string) (int, error)
+	// UnitFileState is the unit's enablement (enabled, enabled-runtime,
+	// disabled, masked, ...).
+	UnitFileState(ctx context.Context, unit string) (string, error)
 	// JobType is the type of the unit's queued job ("" for none).
 	JobType(ctx context.Context, unit string) (string, error)
 	// KillMain sends sig to the unit's main process.
@@ -36,6 +39,11 @@ type Manager interface {
 type Hook struct {
 	Instance string
 	Scope    config.Scope
+	// Env reads the environment (XDG_RUNTIME_DIR); nil is os.Getenv.
+	Env config.Env
+	// AfterMarker, when set, runs between Release's writing of the
+	// deferred-restart marker and its second look: a test's seam.
+	AfterMarker func()
 }
 
 func (h Hook) service() string { return "virtiofsd@" + h.Instance + ".service" }
@@ -69,13 +77,23 @@ func (d *DBus) ActiveState(ctx context.Context, unit string) (string, error) {
 	return s, nil
 }
 
-// StatusText implements Manager.
-func (d *DBus) StatusText(ctx context.Context, unit string) (string, error) {
-	s, err := d.conn().GetUnitTypePropertyContext(ctx, unit, "Service", "StatusText")
+// MainPID implements Manager.
+func (d *DBus) MainPID(ctx context.Context, unit string) (int, error) {
+	p, err := d.conn().GetUnitTypePropertyContext(ctx, unit, "Service", "MainPID")
 	if err != nil {
-		return "", fmt.Errorf("read %s's status: %w", unit, err)
+		return 0, fmt.Errorf("read %s's main pid: %w", unit, err)
 	}
-	v, _ := s.Value.Value().(string)
+	v, _ := p.Value.Value().(uint32)
+	return int(v), nil
+}
+
+// UnitFileState implements Manager.
+func (d *DBus) UnitFileState(ctx context.Context, unit string) (string, error) {
+	p, err := d.conn().GetUnitPropertyContext(ctx, unit, "UnitFileState")
+	if err != nil {
+		return "", fmt.Errorf("read %s's enablement: %w", unit, err)
+	}
+	v, _ := p.Value.Value().(string)
 	return v, nil
 }
 

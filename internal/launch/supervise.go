@@ -86,6 +86,22 @@ type Supervisor struct {
 	// virtiofsd with no client yet is stopped, a serving one goes on until
 	// its client leaves. nil: never.
 	Release <-chan struct{}
+	// Publish is told each change the supervisor decides, in order: the
+	// typed state is made of these, never of STATUS= text. nil: nobody.
+	Publish func(Change)
+}
+
+// Change is where a session is, as the supervisor has decided it.
+type Change struct {
+	PID   int   // virtiofsd's pid
+	Phase Phase // how far virtiofsd's lines went
+	// Stopping: a stop began (systemd's, or a release's of a virtiofsd
+	// with no client).
+	Stopping bool
+	// Released: Release was received; KeepsServing: and the session goes
+	// on with its client (served or queued on the socket) until it leaves.
+	Released     bool
+	KeepsServing bool
 }
 
 // Outcome is how a session ended, besides its error.
@@ -103,6 +119,7 @@ type session struct {
 	ready     bool // READY=1 was sent
 	readyOver bool // timed out or stopping: no READY=1 from now on
 	phase     Phase
+	change    Change            // the last one published
 	tail      [tailLines][]byte // the last lines, a ring; buffers reused
 	tailNext  int               // where the next line goes
 	tailLen   int
@@ -187,6 +204,7 @@ func (s *Supervisor) run(ctx context.Context, out *Outcome) error {
 	}
 
 	ss := &session{s: s, pid: cmd.Process.Pid, readyCh: make(chan struct{})}
+	ss.publish(func(c *Change) { c.PID = ss.pid })
 	log = log.WithField("virtiofsd_pid", ss.pid)
 	if s.Session != "" {
 		log = log.WithField("session", s.Session)
@@ -250,12 +268,15 @@ loop:
 			if ss.currentPhase() == Serving || pendingClient(s.Socket) {
 				// A client already queued on the socket is as good as
 				// served: virtiofsd accepts it next.
+				ss.publish(func(c *Change) { c.Released, c.KeepsServing = true, true })
 				log.Info("the socket was stopped: this session goes on until the VM disconnects, and no session follows it")
 				continue
 			}
 			if timedOut || stopping {
+				ss.publish(func(c *Change) { c.Released = true })
 				continue
 			}
+			ss.publish(func(c *Change) { c.Released, c.Stopping = true, true })
 			log.Info("the socket was stopped: stopping the virtiofsd that waits on it, which has no client")
 			stopping = true
 			ss.endReadiness()
@@ -278,6 +299,7 @@ loop:
 			stopping = true
 			ss.endReadiness()
 			stopPhase = ss.currentPhase()
+			ss.publish(func(c *Change) { c.Stopping = true })
 			ss.notify(fmt.Sprintf("STOPPING=1\nSTATUS=Stopping virtiofsd (pid %d)\nEXTEND_TIMEOUT_USEC=%d",
 				ss.pid, extendUsec(stopTimeout)))
 			log.WithField("grace", stopTimeout.String()).Info("stopping virtiofsd with SIGTERM")
@@ -533,7 +555,24 @@ func (ss *session) enter(from, to Phase) bool {
 		return false
 	}
 	ss.phase = to
+	ss.publishLocked(func(c *Change) { c.Phase = to })
 	return true
+}
+
+// publish applies a change to the session's last Change and tells
+// Supervisor.Publish, serialised with the others (and with notify), so
+// that changes arrive in the order they were decided.
+func (ss *session) publish(change func(*Change)) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.publishLocked(change)
+}
+
+func (ss *session) publishLocked(change func(*Change)) {
+	change(&ss.change)
+	if ss.s.Publish != nil {
+		ss.s.Publish(ss.change)
+	}
 }
 
 func (ss *session) migrationFailure() (line string, incoming bool) {

@@ -17,6 +17,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/plan"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
@@ -43,6 +44,52 @@ type Instance struct {
 	// OnSession is told each session's id before it starts (the shim's own
 	// entries then carry it); may be nil.
 	OnSession func(id string)
+	// State publishes the instance's typed state; nil publishes nothing.
+	// Run sets every field but the run's end (see Finish).
+	State *state.Writer
+}
+
+// Finish publishes how the run ended: phase Ended, or Failed with err and
+// its exit code. Only the shim's main function calls it, once, as it
+// returns.
+func Finish(w *state.Writer, err error, code int) {
+	if w == nil {
+		return
+	}
+	w.Update(func(s *state.State) {
+		s.VirtiofsdPID = 0
+		if err != nil {
+			s.Phase = state.Failed
+			s.Failure = &state.Failure{Reason: err.Error(), ExitCode: code}
+			return
+		}
+		s.Phase = state.Ended
+	})
+}
+
+// publish makes the typed state of a supervisor's change.
+func publish(w *state.Writer, c launch.Change) {
+	w.Update(func(s *state.State) {
+		s.VirtiofsdPID = c.PID
+		switch {
+		case c.Stopping && c.Released && !c.KeepsServing:
+			s.Phase = state.Released
+		case c.Stopping:
+			s.Phase = state.Stopping
+		case c.Phase == launch.Serving:
+			s.Phase = state.Serving
+		case c.Phase == launch.Waiting:
+			s.Phase = state.Waiting
+		default:
+			s.Phase = state.Starting
+		}
+		switch {
+		case c.KeepsServing:
+			s.Release = state.KeepsServing
+		case c.Released:
+			s.Release = state.LetGo
+		}
+	})
 }
 
 // Prepare reads the config and plans virtiofsd's start from it.
@@ -120,6 +167,14 @@ func (in *Instance) Run(ctx context.Context, cfg *config.Config, p *plan.Plan, s
 		}
 		if cfg.Standby {
 			sv.Standby = n
+		}
+		if w := in.State; w != nil {
+			w.Update(func(s *state.State) {
+				s.Phase, s.VirtiofsdPID = state.Starting, 0
+				s.Session, s.SessionNumber, s.Standby = session, n, cfg.Standby
+				s.Socket, s.SharedDir = sock.String(), cfg.SharedDir
+			})
+			sv.Publish = func(c launch.Change) { publish(w, c) }
 		}
 		if d, err := daemon.SdWatchdogEnabled(false); err == nil && d > 0 {
 			sv.Watchdog = d / 2
