@@ -12,8 +12,12 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 )
 
-// poll is how often the hooks read the service's state while they wait.
-const poll = 20 * time.Millisecond
+// poll is how often the hooks read the service's state while they wait;
+// resend, how often release repeats its signal until the shim answers.
+const (
+	poll   = 20 * time.Millisecond
+	resend = 500 * time.Millisecond
+)
 
 // Release is what the socket's stop runs (ExecStopPre=). The shim decides;
 // Release only asks it (SIGUSR1 to the service's main process) and waits
@@ -40,12 +44,6 @@ func Release(ctx context.Context, h Hook, m Manager, stderr io.Writer) error {
 	}
 	if done(active) {
 		return nil
-	}
-	if err := m.KillMain(ctx, unit, syscall.SIGUSR1); err != nil {
-		if active, aerr := m.ActiveState(ctx, unit); aerr == nil && done(active) {
-			return nil // it ended in between
-		}
-		return fmt.Errorf("ask %s to release its socket: %w", unit, err)
 	}
 	st, err := h.answer(ctx, m)
 	if err != nil || st == nil {
@@ -92,13 +90,28 @@ func Release(ctx context.Context, h Hook, m Manager, stderr io.Writer) error {
 	return state.RemoveMarker(marker)
 }
 
-// answer waits for the shim's answer to the release: its state, once it
-// has one, or nil when the service ends first.
+// answer asks the shim to release the socket (SIGUSR1) and waits for its
+// answer: its state, once it has one, or the state of a run that has
+// ended, or nil when the service has. The signal is sent again every
+// resend until the answer comes: one that reached the shim before it could
+// catch it (Go ignores SIGUSR1 until signal.Notify) is not lost, and one
+// more to a shim that has answered changes nothing.
 func (h Hook) answer(ctx context.Context, m Manager) (*state.State, error) {
+	var sent time.Time
 	for {
 		st, err := h.live(ctx, m)
-		if err != nil || st == nil || st.Release != state.NotAsked {
+		if err != nil || st == nil || st.Release != state.NotAsked || st.Phase.Over() {
 			return st, err
+		}
+		if time.Since(sent) >= resend {
+			if err := m.KillMain(ctx, h.service(), syscall.SIGUSR1); err != nil {
+				// It may have ended in between: read again.
+				if st, serr := h.live(ctx, m); serr == nil && (st == nil || st.Phase.Over()) {
+					return st, nil
+				}
+				return nil, fmt.Errorf("ask %s to release its socket: %w", h.service(), err)
+			}
+			sent = time.Now()
 		}
 		if err := h.sleep(ctx, fmt.Sprintf("%s did not answer the release (phase %s)", h.service(), st.Phase)); err != nil {
 			return nil, err
@@ -121,6 +134,10 @@ func (h Hook) live(ctx context.Context, m Manager) (*state.State, error) {
 	pid, err := m.MainPID(ctx, unit)
 	if err != nil {
 		return nil, err
+	}
+	if pid == 0 {
+		// The shim has exited; the service ends (ExecStopPost=).
+		return &state.State{Instance: h.Instance, Phase: state.Ended}, nil
 	}
 	st, err := state.Load(h.Scope, h.env(), h.Instance)
 	if err != nil {

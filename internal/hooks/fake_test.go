@@ -1,0 +1,185 @@
+package hooks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
+)
+
+// fakeSystemd is a Manager whose units a test sets, with a fake shim that
+// publishes its typed state as the real one does. Each hook (onKill,
+// onEnablement, ...) runs inside the call, so a test forces an interleaving
+// at an exact point of the protocol.
+type fakeSystemd struct {
+	t    *testing.T
+	hook Hook
+	mu   sync.Mutex
+
+	active     map[string]string
+	jobs       map[string]string
+	enablement map[string]string
+	mainPID    int
+	shim       *state.Writer
+
+	kills      int
+	started    []string
+	stopped    []string
+	startErr   error
+	onKill     func(n int) // the n-th SIGUSR1 (1, 2, ...) reached the shim
+	onEnabled  func()      // UnitFileState is being read
+	resumeRuns int
+}
+
+const inst = "vm1"
+
+func newFake(t *testing.T) *fakeSystemd {
+	rt := t.TempDir()
+	h := Hook{Instance: inst, Scope: config.User, Env: func(k string) string {
+		if k == "XDG_RUNTIME_DIR" {
+			return rt
+		}
+		return ""
+	}}
+	f := &fakeSystemd{t: t, hook: h,
+		active:     map[string]string{h.service(): "inactive", h.socket(): "active"},
+		jobs:       map[string]string{},
+		enablement: map[string]string{h.socket(): "enabled"},
+	}
+	return f
+}
+
+// startShim is a service run: the shim (pid 812) publishes phase.
+func (f *fakeSystemd) startShim(phase state.Phase) {
+	dir, err := state.Dir(f.hook.Scope, f.hook.Env)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.active[f.hook.service()] = "active"
+	f.mainPID = 812
+	f.shim = state.NewWriter(state.Path(dir, inst), inst, 812)
+	f.mu.Unlock()
+	f.shim.Update(func(s *state.State) { s.Phase, s.VirtiofsdPID = phase, 815 })
+}
+
+// shimAnswers is what the shim does with a release, given whether a client
+// is there.
+func (f *fakeSystemd) shimAnswers(client bool) {
+	f.shim.Update(func(s *state.State) {
+		if client {
+			s.Phase, s.Release = state.Serving, state.KeepsServing
+			return
+		}
+		s.Phase, s.Release = state.Released, state.LetGo
+	})
+}
+
+// sessionEnds: the VM left (or virtiofsd was stopped): the shim publishes
+// the end and exits; the service runs its ExecStopPost= (resume) and ends.
+func (f *fakeSystemd) sessionEnds() {
+	f.shim.Update(func(s *state.State) { s.Phase, s.VirtiofsdPID = state.Ended, 0 })
+	f.mu.Lock()
+	f.mainPID = 0
+	f.active[f.hook.service()] = "deactivating"
+	f.mu.Unlock()
+	f.resumeRuns++
+	if err := Resume(context.Background(), f.hook, f.connect, discard{}); err != nil {
+		f.t.Logf("resume: %v", err)
+	}
+	f.mu.Lock()
+	f.active[f.hook.service()] = "inactive"
+	f.mu.Unlock()
+}
+
+func (f *fakeSystemd) connect(context.Context) (Manager, func(), error) { return f, func() {}, nil }
+
+func (f *fakeSystemd) marker() string {
+	m, err := state.MarkerPath(f.hook.Scope, f.hook.Env, inst)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return m
+}
+
+func (f *fakeSystemd) stateFile() string {
+	dir, _ := state.Dir(f.hook.Scope, f.hook.Env)
+	return filepath.Join(dir, inst+".json")
+}
+
+func (f *fakeSystemd) ActiveState(_ context.Context, unit string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.active[unit], nil
+}
+
+func (f *fakeSystemd) MainPID(_ context.Context, unit string) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if unit != f.hook.service() {
+		return 0, fmt.Errorf("%s is no service", unit)
+	}
+	return f.mainPID, nil
+}
+
+func (f *fakeSystemd) UnitFileState(_ context.Context, unit string) (string, error) {
+	if f.onEnabled != nil {
+		hook := f.onEnabled
+		f.onEnabled = nil
+		hook()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.enablement[unit], nil
+}
+
+func (f *fakeSystemd) JobType(_ context.Context, unit string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.jobs[unit], nil
+}
+
+func (f *fakeSystemd) KillMain(_ context.Context, unit string, sig syscall.Signal) error {
+	f.mu.Lock()
+	pid := f.mainPID
+	f.kills++
+	n := f.kills
+	f.mu.Unlock()
+	if sig != syscall.SIGUSR1 || unit != f.hook.service() {
+		return fmt.Errorf("unexpected signal %v to %s", sig, unit)
+	}
+	if pid == 0 {
+		return errors.New("No main process to kill")
+	}
+	if f.onKill != nil {
+		f.onKill(n)
+	}
+	return nil
+}
+
+func (f *fakeSystemd) Start(_ context.Context, unit string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.startErr != nil {
+		return f.startErr
+	}
+	f.started = append(f.started, unit)
+	return nil
+}
+
+func (f *fakeSystemd) Stop(_ context.Context, unit string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stopped = append(f.stopped, unit)
+	return nil
+}
+
+type discard struct{}
+
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
