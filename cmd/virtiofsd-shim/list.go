@@ -73,7 +73,8 @@ func listCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return &exitcode.UnavailableError{Err: err}
 	}
 	defer bus.Close()
-	l := instances.Lister{Bus: bus, ConfigDir: *dir, Scope: scope, ProcRoot: "/proc"}
+	rt, _ := scope.RuntimeDir(os.Getenv) // "": no state to read
+	l := instances.Lister{Bus: bus, ConfigDir: *dir, Scope: scope, ProcRoot: "/proc", RuntimeDir: rt}
 	list, err := l.List(ctx, names)
 	var unknown *instances.UnknownError
 	if err != nil && !errors.As(err, &unknown) {

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
@@ -218,17 +219,25 @@ func (s *scenario) check(t *testing.T, in Instance, configDir string) {
 		mainPID, _ := strconv.Atoi(svc["MainPID"])
 		assert.Equal(t, ptr(mainPID), se.MainPID, name)
 		assert.Equal(t, "active", se.ActiveState, name)
+		require.NotNil(t, se.State, name)
+		assert.Equal(t, mainPID, se.State.ShimPID, name)
+		assert.Equal(t, "/run/virtiofsd/"+name+".sock", se.State.Socket, name)
 		if kind == "serve" {
 			assert.Equal(t, ptr("connected"), se.Client, name)
-			assert.True(t, strings.HasPrefix(se.StatusText, "Serving a vhost-user client on /run/virtiofsd/"+name+".sock"), se.StatusText)
+			assert.Equal(t, state.Serving, se.State.Phase, name)
 		} else {
 			assert.Equal(t, ptr("waiting"), se.Client, name)
-			assert.True(t, strings.HasPrefix(se.StatusText, "Waiting for a vhost-user client on /run/virtiofsd/"+name+".sock"), se.StatusText)
+			assert.Equal(t, state.Waiting, se.State.Phase, name)
 		}
 		require.NotNil(t, se.VirtiofsdPID, name)
 		assert.Equal(t, s.children(t, mainPID), []int{*se.VirtiofsdPID}, "%s: virtiofsd is the shim's child", name)
 		assert.Empty(t, in.Failure, name)
 	case "fail":
+		if assert.NotNil(t, se.State, name) {
+			assert.Equal(t, state.Failed, se.State.Phase, name)
+			require.NotNil(t, se.State.Failure, name)
+			assert.Equal(t, 78, se.State.Failure.ExitCode, name)
+		}
 		assert.Nil(t, se.MainPID, name)
 		assert.Nil(t, se.VirtiofsdPID, name)
 		assert.Nil(t, se.Client, name)
@@ -260,7 +269,7 @@ func TestListShowsEveryInstanceOfARealSystemd(t *testing.T) {
 	require.NoError(t, err)
 	defer bus.Close()
 	counter := &countingBus{Bus: bus}
-	l := Lister{Bus: counter, ConfigDir: b.Path(shimbox.ConfigDir), ProcRoot: b.Path("/proc")}
+	l := Lister{Bus: counter, ConfigDir: b.Path(shimbox.ConfigDir), ProcRoot: b.Path("/proc"), RuntimeDir: b.Path("/run")}
 	list, err := l.List(ctx, nil)
 	require.NoError(t, err)
 	require.Len(t, list, 30)

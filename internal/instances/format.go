@@ -32,6 +32,9 @@ func Row(in Instance) []string {
 	if s := in.Socket; s != nil {
 		cells[1] = s.ActiveState + "/" + s.SubState
 	}
+	if in.DeferredRestart != nil {
+		cells[1] += " (restart deferred)"
+	}
 	if s := in.Service; s != nil {
 		cells[2] = s.ActiveState + "/" + s.SubState
 		if s.Since != nil {
@@ -68,6 +71,9 @@ func statusCell(in Instance) string {
 	// only while the shim runs, so an idle instance does not read "Serving".
 	if s := in.Service; s != nil && s.StatusText != "" && s.MainPID != nil && in.Failure == "" {
 		parts = append(parts, s.StatusText)
+	}
+	if in.DeferredRestart != nil && in.Failure == "" {
+		parts = append(parts, "a restart of the socket waits: it listens again once the VM disconnects")
 	}
 	if in.Socket == nil && in.Service == nil {
 		parts = append(parts, "configured only: systemctl enable --now virtiofsd@"+in.Name+".socket")

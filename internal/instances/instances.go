@@ -14,6 +14,7 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 )
 
 // SchemaVersion is the version of the JSON document (see the package doc).
@@ -32,7 +33,12 @@ type Instance struct {
 	Socket  *Socket  `json:"socket"`  // nil: virtiofsd@NAME.socket not loaded
 	Service *Service `json:"service"` // nil: virtiofsd@NAME.service not loaded
 	Config  Config   `json:"config"`
-	// Failure explains a failed socket or service, in words; "" otherwise.
+	// DeferredRestart is the deferred-restart marker: a restart of the
+	// socket waits for the session to end (see state.Deferral); nil when
+	// none waits.
+	DeferredRestart *state.Deferral `json:"deferred_restart"`
+	// Failure explains a failed socket or service, or a deferred restart
+	// that did not happen, in words; "" otherwise.
 	Failure string `json:"failure"`
 }
 
@@ -70,11 +76,17 @@ type Service struct {
 	VirtiofsdPID *int `json:"virtiofsd_pid"`
 	// Client is "connected" while virtiofsd serves a VM, "waiting" while
 	// it waits for one, "standby" while it waits for one before the VM
-	// connects (STANDBY=yes), nil otherwise: read from StatusText.
+	// connects (STANDBY=yes), nil otherwise: read from State, when it is
+	// the running shim's.
 	Client *string `json:"client"`
-	// StatusText is the STATUS= text the shim last sent to systemd; systemd
-	// keeps it after the service ends (the table shows it only while the
-	// shim runs).
+	// State is the typed state the shim publishes (see package state):
+	// the running shim's, or the last run's when none runs; nil when
+	// there is none (or it could not be read: StateError).
+	State      *state.State `json:"state"`
+	StateError *string      `json:"state_error"`
+	// StatusText is the STATUS= text the shim last sent to systemd, for
+	// people: shown, never parsed. systemd keeps it after the service
+	// ends (the table shows it only while the shim runs).
 	StatusText string `json:"status_text"`
 	// Exit is how the last main process ended, nil if none ever did.
 	Exit *Exit `json:"exit"`
@@ -135,6 +147,10 @@ type Lister struct {
 	// check and find virtiofsd's pid (see the package doc); "" does not
 	// look at processes.
 	ProcRoot string
+	// RuntimeDir is the scope's runtime folder (/run, $XDG_RUNTIME_DIR) as
+	// this process sees it, where the shims publish their state and the
+	// deferred-restart markers are; "" reads neither.
+	RuntimeDir string
 }
 
 // List returns the instances named, or all of them when names is empty:
@@ -238,8 +254,15 @@ func (l *Lister) List(ctx context.Context, names []string) ([]Instance, error) {
 	list := make([]Instance, 0, len(byName))
 	for _, in := range byName {
 		in.Config = readConfig(l.Scope, dir, in.Name)
+		var statePID int
+		if l.RuntimeDir != "" {
+			l.readState(in)
+		}
 		if s := in.Service; s != nil {
-			s.VirtiofsdPID = procs.virtiofsdPID(s.MainPID, s.StatusText)
+			if s.MainPID != nil && s.State.Live(*s.MainPID) {
+				statePID = s.State.VirtiofsdPID
+			}
+			s.VirtiofsdPID = procs.virtiofsdPID(s.MainPID, statePID)
 		}
 		in.Failure = failure(in)
 		list = append(list, *in)
@@ -276,21 +299,30 @@ func (s *Service) fill(p map[string]godbus.Variant) {
 		s.MainPID = &pid
 	}
 	s.StatusText = str(p, "StatusText")
-	switch {
-	case s.MainPID == nil:
-	case strings.HasPrefix(s.StatusText, "Serving "):
-		c := "connected"
-		s.Client = &c
-	case strings.HasPrefix(s.StatusText, "Waiting ") && strings.Contains(s.StatusText, ", standby for session "):
-		c := "standby"
-		s.Client = &c
-	case strings.HasPrefix(s.StatusText, "Waiting "):
-		c := "waiting"
-		s.Client = &c
-	}
 	if code := i64(p, "ExecMainCode"); code != 0 {
 		status := int(i64(p, "ExecMainStatus"))
 		s.Exit = &Exit{Code: exitCodeName(code), Status: status, Meaning: exitMeaning(code, status)}
+	}
+}
+
+// readState reads the instance's typed state and deferred-restart marker.
+func (l *Lister) readState(in *Instance) {
+	if s := in.Service; s != nil {
+		st, err := state.Read(state.Path(filepath.Join(l.RuntimeDir, "virtiofsd-shim"), in.Name))
+		if err != nil {
+			msg := err.Error()
+			s.StateError = &msg
+		}
+		s.State = st
+		if s.MainPID != nil && st.Live(*s.MainPID) {
+			if c := st.Client(); c != "" {
+				s.Client = &c
+			}
+		}
+	}
+	d, err := state.ReadMarker(filepath.Join(l.RuntimeDir, "virtiofsd", in.Name+".restart"))
+	if err == nil {
+		in.DeferredRestart = d
 	}
 }
 
@@ -379,6 +411,15 @@ func failure(in *Instance) string {
 			p += fmt.Sprintf(", last exit %s %d (%s)", e.Code, e.Status, e.Meaning)
 		}
 		parts = append(parts, p)
+	}
+	if d := in.DeferredRestart; d != nil {
+		running := in.Service != nil && in.Service.MainPID != nil
+		switch {
+		case d.ResumeError != "":
+			parts = append(parts, "socket: its deferred restart failed ("+d.ResumeError+"): see virtiofsd-shim check "+in.Name)
+		case !running:
+			parts = append(parts, "socket: a deferred restart was left behind, so the socket's start is skipped: see virtiofsd-shim check "+in.Name)
+		}
 	}
 	return strings.Join(parts, "; ")
 }

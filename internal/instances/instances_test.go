@@ -14,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 )
 
 // world is a fake systemd plus a config folder.
@@ -21,10 +23,21 @@ type world struct {
 	bus  *fakeBus
 	dir  string // config folder
 	root string // shares
+	run  string // the runtime folder: state files and markers
 }
 
 func newWorld(t *testing.T) *world {
-	return &world{bus: &fakeBus{}, dir: t.TempDir(), root: t.TempDir()}
+	return &world{bus: &fakeBus{}, dir: t.TempDir(), root: t.TempDir(), run: t.TempDir()}
+}
+
+// publish writes the state a shim publishes.
+func (w *world) publish(t *testing.T, st state.State) {
+	t.Helper()
+	wr := state.NewWriter(state.Path(filepath.Join(w.run, "virtiofsd-shim"), st.Instance), st.Instance, st.ShimPID)
+	var failed error
+	wr.OnError = func(err error) { failed = err }
+	wr.Update(func(s *state.State) { *s = st })
+	require.NoError(t, failed)
 }
 
 // configure writes NAME.conf sharing a new directory, or content when given.
@@ -42,7 +55,7 @@ func (w *world) configure(t *testing.T, name string, content ...string) string {
 
 func (w *world) list(t *testing.T, names ...string) ([]Instance, error) {
 	t.Helper()
-	l := Lister{Bus: w.bus, ConfigDir: w.dir}
+	l := Lister{Bus: w.bus, ConfigDir: w.dir, RuntimeDir: w.run}
 	return l.List(context.Background(), names)
 }
 
@@ -70,6 +83,7 @@ func TestListShowsEachInstanceSystemdKnowsOrIsConfigured(t *testing.T) {
 		"ExecMainCode":         int32(0),
 		"ExecMainStatus":       int32(0),
 	})
+	w.publish(t, state.State{Instance: "serving", ShimPID: 812, Phase: state.Serving, VirtiofsdPID: 815})
 	w.configure(t, "waiting")
 	w.bus.add("virtiofsd@waiting.socket", "active", "running", nil)
 	w.bus.add("virtiofsd@waiting.service", "active", "running", map[string]any{
@@ -77,6 +91,7 @@ func TestListShowsEachInstanceSystemdKnowsOrIsConfigured(t *testing.T) {
 		"MainPID":              uint32(900),
 		"StatusText":           "Waiting for a vhost-user client on /run/virtiofsd/waiting.sock, sharing /x (virtiofsd pid 901)",
 	})
+	w.publish(t, state.State{Instance: "waiting", ShimPID: 900, Phase: state.Waiting, VirtiofsdPID: 901})
 	w.configure(t, "standby")
 	w.bus.add("virtiofsd@standby.socket", "active", "running", nil)
 	w.bus.add("virtiofsd@standby.service", "active", "running", map[string]any{
@@ -84,6 +99,7 @@ func TestListShowsEachInstanceSystemdKnowsOrIsConfigured(t *testing.T) {
 		"MainPID":              uint32(910),
 		"StatusText":           "Waiting for a vhost-user client on /run/virtiofsd/standby.sock, sharing /x (virtiofsd pid 911, standby for session 2)",
 	})
+	w.publish(t, state.State{Instance: "standby", ShimPID: 910, Phase: state.Waiting, VirtiofsdPID: 911, Standby: true, SessionNumber: 2})
 	w.configure(t, "listening")
 	w.bus.add("virtiofsd@listening.socket", "active", "listening", nil)
 	w.bus.add("virtiofsd@listening.service", "inactive", "dead", map[string]any{
@@ -118,8 +134,11 @@ func TestListShowsEachInstanceSystemdKnowsOrIsConfigured(t *testing.T) {
 		MainPID:      ptr(812),
 		VirtiofsdPID: ptr(815),
 		Client:       ptr("connected"),
+		State:        serving.Service.State,
 		StatusText:   "Serving a vhost-user client on /run/virtiofsd/serving.sock, sharing " + shareServing + " (virtiofsd pid 815)",
 	}, serving.Service)
+	require.NotNil(t, serving.Service.State)
+	assert.Equal(t, state.Serving, serving.Service.State.Phase)
 	assert.Equal(t, Config{Path: filepath.Join(w.dir, "serving.conf"), Exists: true, SharedDir: ptr(shareServing)}, serving.Config)
 	assert.Empty(t, serving.Failure)
 
@@ -267,15 +286,15 @@ func TestVirtiofsdPIDIsCheckedAgainstProcWhenItShowsTheShim(t *testing.T) {
 	stat(300, 1) // the virtiofsd of its status text is gone
 
 	v := newProcView(proc)
-	assert.Equal(t, ptr(101), v.virtiofsdPID(ptr(100), "Serving a vhost-user client on s, sharing d (virtiofsd pid 101)"))
-	assert.Equal(t, ptr(201), v.virtiofsdPID(ptr(200), "Started by an older shim"))
-	assert.Nil(t, v.virtiofsdPID(ptr(300), "Client disconnected, virtiofsd (pid 301) is shutting down"))
-	assert.Equal(t, ptr(42), v.virtiofsdPID(ptr(400), "Starting virtiofsd (pid 42) for /srv"), "shim not in this /proc: trust it")
-	assert.Nil(t, v.virtiofsdPID(nil, "Serving ... (virtiofsd pid 101)"), "no main process, no virtiofsd")
+	assert.Equal(t, ptr(101), v.virtiofsdPID(ptr(100), 101))
+	assert.Equal(t, ptr(201), v.virtiofsdPID(ptr(200), 0), "no state: the shim's only child")
+	assert.Nil(t, v.virtiofsdPID(ptr(300), 301), "gone already")
+	assert.Equal(t, ptr(42), v.virtiofsdPID(ptr(400), 42), "shim not in this /proc: trust it")
+	assert.Nil(t, v.virtiofsdPID(nil, 101), "no main process, no virtiofsd")
 
 	none := newProcView("")
-	assert.Equal(t, ptr(301), none.virtiofsdPID(ptr(300), "Stopping virtiofsd (pid 301)"))
-	assert.Nil(t, none.virtiofsdPID(ptr(200), "no pid here"))
+	assert.Equal(t, ptr(301), none.virtiofsdPID(ptr(300), 301))
+	assert.Nil(t, none.virtiofsdPID(ptr(200), 0))
 }
 
 func TestExitMeaningComesFromTheExitStatusTable(t *testing.T) {
@@ -319,6 +338,7 @@ func TestTableAndJSONShowTheSameRows(t *testing.T) {
 		"StateChangeTimestamp": uint64(since.UnixMicro()), "MainPID": uint32(812),
 		"StatusText": "Serving a vhost-user client on /run/virtiofsd/vm1.sock, sharing " + share + " (virtiofsd pid 815)",
 	})
+	w.publish(t, state.State{Instance: "vm1", ShimPID: 812, Phase: state.Serving, VirtiofsdPID: 815})
 	w.configure(t, "vm2", "SHARED_DIR=/srv/a\tb")
 	w.configure(t, "vm3")
 	list, err := w.list(t)
@@ -355,6 +375,8 @@ func TestTableAndJSONShowTheSameRows(t *testing.T) {
 	assert.Equal(t, float64(812), svc["main_pid"])
 	assert.Equal(t, float64(815), svc["virtiofsd_pid"])
 	assert.Equal(t, "connected", svc["client"])
+	assert.Equal(t, "serving", svc["state"].(map[string]any)["phase"])
+	assert.Nil(t, vm1["deferred_restart"])
 	assert.Nil(t, svc["exit"])
 	vm3 := insts[2].(map[string]any)
 	assert.Nil(t, vm3["socket"])
@@ -397,4 +419,46 @@ func TestIdleInstanceDoesNotShowTheLastSessionsStatus(t *testing.T) {
 	row := Row(list[0])
 	assert.Equal(t, "-", row[6], "no client")
 	assert.NotContains(t, row[8], "Serving", "an idle instance does not read as serving")
+}
+
+// The state file of a past run (another shim pid) says nothing of the
+// running one.
+func TestListTrustsOnlyTheRunningShimsState(t *testing.T) {
+	w := newWorld(t)
+	w.configure(t, "vm1")
+	w.bus.add("virtiofsd@vm1.socket", "active", "running", nil)
+	w.bus.add("virtiofsd@vm1.service", "active", "running", map[string]any{"MainPID": uint32(900)})
+	w.publish(t, state.State{Instance: "vm1", ShimPID: 812, Phase: state.Serving, VirtiofsdPID: 815})
+	list, err := w.list(t)
+	require.NoError(t, err)
+	assert.Nil(t, list[0].Service.Client)
+	assert.Nil(t, list[0].Service.VirtiofsdPID)
+}
+
+func TestListShowsADeferredRestart(t *testing.T) {
+	w := newWorld(t)
+	w.configure(t, "vm1")
+	w.bus.add("virtiofsd@vm1.socket", "inactive", "dead", nil)
+	w.bus.add("virtiofsd@vm1.service", "active", "running", map[string]any{"MainPID": uint32(812)})
+	w.publish(t, state.State{Instance: "vm1", ShimPID: 812, Phase: state.Serving, VirtiofsdPID: 815, Release: state.KeepsServing})
+	marker := filepath.Join(w.run, "virtiofsd", "vm1.restart")
+	require.NoError(t, state.WriteMarker(marker, state.Deferral{UnitFileState: "enabled"}))
+	list, err := w.list(t)
+	require.NoError(t, err)
+	require.NotNil(t, list[0].DeferredRestart)
+	row := Row(list[0])
+	assert.Equal(t, "inactive/dead (restart deferred)", row[1])
+	assert.Equal(t, "connected", row[6])
+	assert.Contains(t, row[8], "a restart of the socket waits")
+	assert.Empty(t, list[0].Failure)
+
+	// The session ended, and resume could not start the socket.
+	w.bus = &fakeBus{}
+	w.bus.add("virtiofsd@vm1.socket", "inactive", "dead", nil)
+	w.bus.add("virtiofsd@vm1.service", "inactive", "dead", nil)
+	require.NoError(t, state.WriteMarker(marker, state.Deferral{UnitFileState: "enabled", ResumeError: "start virtiofsd@vm1.socket: NoReply"}))
+	list, err = w.list(t)
+	require.NoError(t, err)
+	assert.Contains(t, list[0].Failure, "its deferred restart failed (start virtiofsd@vm1.socket: NoReply)")
+	assert.Contains(t, Row(list[0])[8], "failed: socket: its deferred restart failed")
 }

@@ -1,16 +1,8 @@
 package instances
 
 import (
-	"regexp"
-	"strconv"
-
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/proctree"
 )
-
-// statusPID finds the virtiofsd pid in the shim's STATUS= texts:
-// "... (virtiofsd pid N)", "Starting virtiofsd (pid N) ...",
-// "Stopping virtiofsd (pid N)", "... virtiofsd (pid N) is shutting down".
-var statusPID = regexp.MustCompile(`virtiofsd(?: \(pid| pid) ([0-9]+)\b`)
 
 // procView reads processes of systemd's pid namespace, when it can.
 type procView struct {
@@ -21,19 +13,16 @@ type procView struct {
 func newProcView(root string) *procView { return &procView{root: root} }
 
 // virtiofsdPID returns virtiofsd's pid for a service whose main process
-// (the shim) is mainPID: the one in the shim's status text, kept only if
-// /proc says it is the shim's child when /proc shows the shim; without a
-// pid in the text, the shim's only child found in /proc.
-func (v *procView) virtiofsdPID(mainPID *int, status string) *int {
+// (the shim) is mainPID: the one in the shim's typed state (statePID, 0
+// for none), kept only if /proc says it is the shim's child when /proc
+// shows the shim; without one, the shim's only child found in /proc.
+func (v *procView) virtiofsdPID(mainPID *int, statePID int) *int {
 	if mainPID == nil {
 		return nil
 	}
 	tab := proctree.Table{Root: v.root}
-	if m := statusPID.FindStringSubmatch(status); m != nil {
-		pid, err := strconv.Atoi(m[1])
-		if err != nil {
-			return nil
-		}
+	if statePID != 0 {
+		pid := statePID
 		if v.root == "" {
 			return &pid // no /proc: trust the shim
 		}
