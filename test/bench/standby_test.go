@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +13,7 @@ import (
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/proctree"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
@@ -46,25 +47,31 @@ func restartAlways(instance string) map[string]string {
 	}
 }
 
-var statusPIDRe = regexp.MustCompile(`virtiofsd pid ([0-9]+)`)
-
-// waitingPID polls the service over D-Bus until its status says a
-// virtiofsd other than prev waits, and returns that virtiofsd's pid.
-func waitingPID(ctx context.Context, conn *sddbus.Conn, unit, prev string, d time.Duration) (string, error) {
+// waitingPID polls the service until its running shim's typed state says
+// a virtiofsd other than prev waits, and returns that virtiofsd's pid.
+func waitingPID(ctx context.Context, conn *sddbus.Conn, b *shimbox.Box, unit, prev string, d time.Duration) (string, error) {
+	instance := strings.TrimSuffix(strings.TrimPrefix(unit, "virtiofsd@"), ".service")
 	deadline := time.Now().Add(d)
-	var last string
+	var last *state.State
 	for time.Now().Before(deadline) {
-		p, err := conn.GetUnitTypePropertyContext(ctx, unit, "Service", "StatusText")
+		p, err := conn.GetUnitTypePropertyContext(ctx, unit, "Service", "MainPID")
 		if err != nil {
 			return "", err
 		}
-		last, _ = p.Value.Value().(string)
-		if m := statusPIDRe.FindStringSubmatch(last); m != nil && strings.HasPrefix(last, "Waiting ") && m[1] != prev {
-			return m[1], nil
+		mainPID, _ := p.Value.Value().(uint32)
+		st, err := b.State(instance)
+		if err != nil {
+			return "", err
+		}
+		if st.Live(int(mainPID)) {
+			last = st
+			if pid := strconv.Itoa(st.VirtiofsdPID); st.Phase == state.Waiting && pid != prev {
+				return pid, nil
+			}
 		}
 		time.Sleep(200 * time.Microsecond)
 	}
-	return "", fmt.Errorf("%s: no new waiting virtiofsd after %v (status %q)", unit, d, last)
+	return "", fmt.Errorf("%s: no new waiting virtiofsd after %v (state %+v)", unit, d, last)
 }
 
 func reportStandby(t *testing.T, s *section) {
@@ -145,7 +152,7 @@ func reportStandby(t *testing.T, s *section) {
 				v := vs[(round+k)%len(vs)]
 				switch {
 				case v.standby && v.prev == "": // later rounds: the last refill waited for it
-					pid, err := waitingPID(ctx, conn, v.unit, "", 20*time.Second)
+					pid, err := waitingPID(ctx, conn, b, v.unit, "", 20*time.Second)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -171,7 +178,7 @@ func reportStandby(t *testing.T, s *section) {
 				c.Close()
 				if v.standby {
 					end := time.Now()
-					pid, err := waitingPID(ctx, conn, v.unit, v.prev, 20*time.Second)
+					pid, err := waitingPID(ctx, conn, b, v.unit, v.prev, 20*time.Second)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -236,7 +243,7 @@ func reportStandby(t *testing.T, s *section) {
 			}
 			served++
 			c.Close()
-			pid, err := waitingPID(ctx, conn, v.unit, v.prev, 5*time.Second)
+			pid, err := waitingPID(ctx, conn, b, v.unit, v.prev, 5*time.Second)
 			if err != nil {
 				break
 			}

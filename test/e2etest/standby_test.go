@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
@@ -34,17 +34,20 @@ func testStandbyGuestBootedTwiceGetsTwoVirtiofsds(t *testing.T, leg shimbox.Plat
 		out, err := b.Systemctl(ctx, args...)
 		require.NoError(t, err, out)
 	}
-	waitStandby := func(session int) string {
+	waitStandby := func(session int) {
 		t.Helper()
-		var status string
-		require.EventuallyWithT(t, func(c *assert.CollectT) {
-			s, err := property(b, "virtiofsd@vm1.service", "StatusText")
-			if assert.NoError(c, err) && assert.True(c, strings.HasPrefix(s, "Waiting ") &&
-				strings.Contains(s, "standby for session "+strconv.Itoa(session)+")"), "status %q", s) {
-				status = s
+		ok := assert.EventuallyWithT(t, func(c *assert.CollectT) {
+			st, err := b.LiveState(ctx, "vm1")
+			if !assert.NoError(c, err) || !assert.NotNil(c, st, "no running shim has published its state") {
+				return
 			}
-		}, 60*time.Second, 20*time.Millisecond, "no standby for session %d", session)
-		return status
+			assert.Equal(c, state.Waiting, st.Phase)
+			assert.Equal(c, "standby", st.Client())
+			assert.Equal(c, session, st.SessionNumber)
+		}, 20*time.Second, 20*time.Millisecond)
+		if !ok {
+			t.Fatalf("no standby for session %d", session)
+		}
 	}
 	waitStandby(1) // before any guest
 

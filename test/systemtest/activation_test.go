@@ -1,6 +1,7 @@
 package systemtest
 
 import (
+	"context"
 	"net"
 	"os"
 	"os/user"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	shimstate "github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
@@ -72,7 +74,7 @@ func testServiceIsActiveOnlyOnceVirtiofsdIsReady(t *testing.T, leg shimbox.Platf
 	// The connection started the service; virtiofsd is held at the gate.
 	waitState(t, b, "virtiofsd@x.service", "activating/start")
 	assert.Equal(t, "notify", show(t, b, "virtiofsd@x.service", "Type")["Type"])
-	waitStatus(t, b, "virtiofsd@x.service", "Starting virtiofsd")
+	waitPhase(t, b, "x", shimstate.Starting, func(s *shimstate.State) bool { return s.VirtiofsdPID != 0 })
 	select {
 	case d := <-done:
 		t.Fatalf("the connection was answered before virtiofsd ran: %v", d.err)
@@ -86,9 +88,11 @@ func testServiceIsActiveOnlyOnceVirtiofsdIsReady(t *testing.T, leg shimbox.Platf
 	defer d.c.Close()
 	// Answered, so virtiofsd printed its line: READY=1 follows.
 	waitState(t, b, "virtiofsd@x.service", "active/running")
-	p := show(t, b, "virtiofsd@x.service", "StatusText")
-	assert.Contains(t, []string{"Waiting", "Serving"}, strings.Fields(p["StatusText"])[0])
-	assert.Contains(t, p["StatusText"], "sharing "+dir)
+	st, err := b.LiveState(context.Background(), "x")
+	require.NoError(t, err)
+	require.NotNil(t, st, "the running shim publishes its state")
+	assert.Contains(t, []shimstate.Phase{shimstate.Waiting, shimstate.Serving}, st.Phase)
+	assert.Equal(t, dir, st.SharedDir)
 }
 
 func TestHangingUpEndsTheSessionAndTheSocketListensAgain(t *testing.T) {
@@ -103,7 +107,8 @@ func testHangingUpEndsTheSessionAndTheSocketListensAgain(t *testing.T, leg shimb
 
 	for session := 1; session <= 2; session++ {
 		c := servedAndActive(t, b, "x", dialTimeout)
-		waitStatus(t, b, "virtiofsd@x.service", "Serving a vhost-user client on /run/virtiofsd/x.sock")
+		st := waitPhase(t, b, "x", shimstate.Serving)
+		assert.Equal(t, "/run/virtiofsd/x.sock", st.Socket)
 		assert.Equal(t, "active/running", state(t, b, "virtiofsd@x.socket"), "session %d", session)
 
 		require.NoError(t, c.Close())

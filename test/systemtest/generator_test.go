@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	shimstate "github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 )
@@ -201,14 +202,8 @@ func testStandbyWaitsBeforeTheVMAndAfterEachSession(t *testing.T, leg shimbox.Pl
 
 	waitStandby := func(prev string) string {
 		t.Helper()
-		var pid string
-		require.EventuallyWithT(t, func(c *assert.CollectT) {
-			p, err := showProps(b, unit, "StatusText")
-			if assert.NoError(c, err) && assert.True(c, strings.HasPrefix(p["StatusText"], "Waiting for a vhost-user client"), p["StatusText"]) {
-				pid = statusPID(p["StatusText"])
-				assert.NotEqual(c, prev, pid, "the same standby virtiofsd")
-			}
-		}, waitFor, 20*time.Millisecond, "no new standby virtiofsd")
+		st := waitPhase(t, b, "sb", shimstate.Waiting, func(s *shimstate.State) bool { return s.Standby && strconv.Itoa(s.VirtiofsdPID) != prev })
+		pid := strconv.Itoa(st.VirtiofsdPID)
 		assert.Equal(t, "active/running", state(t, b, unit))
 		assert.Contains(t, virtiofsdProcesses(t, b), pid+" ")
 		return pid
@@ -219,7 +214,7 @@ func testStandbyWaitsBeforeTheVMAndAfterEachSession(t *testing.T, leg shimbox.Pl
 	var pids []string
 	for session := 1; session <= 2; session++ {
 		vm := servedAndActive(t, b, "sb", dialTimeout)
-		served := statusPID(waitStatus(t, b, unit, "Serving"))
+		served := servingPID(t, b, "sb")
 		assert.Equal(t, standby, served, "session %d was not served by the waiting virtiofsd", session)
 		pids = append(pids, served)
 		require.NoError(t, vm.Close())
@@ -242,7 +237,7 @@ func testStandbyWaitsBeforeTheVMAndAfterEachSession(t *testing.T, leg shimbox.Pl
 	systemctl(t, b, "restart", "virtiofsd@sb.socket")
 	standby = waitStandby(standby)
 	vm := servedAndActive(t, b, "sb", dialTimeout)
-	assert.Equal(t, standby, statusPID(waitStatus(t, b, unit, "Serving")))
+	assert.Equal(t, standby, servingPID(t, b, "sb"))
 	require.NoError(t, vm.Close())
 	waitStandby(standby)
 
@@ -255,7 +250,7 @@ func testStandbyWaitsBeforeTheVMAndAfterEachSession(t *testing.T, leg shimbox.Pl
 	waitState(t, b, "virtiofsd@sb.socket", "active/running")
 	standby = waitStandby(standby)
 	vm = servedAndActive(t, b, "sb", dialTimeout)
-	assert.Equal(t, standby, statusPID(waitStatus(t, b, unit, "Serving")))
+	assert.Equal(t, standby, servingPID(t, b, "sb"))
 	require.NoError(t, vm.Close())
 	waitStandby(standby)
 
@@ -265,13 +260,11 @@ func testStandbyWaitsBeforeTheVMAndAfterEachSession(t *testing.T, leg shimbox.Pl
 	assert.Empty(t, virtiofsdProcesses(t, b))
 }
 
-// statusPID reads "virtiofsd pid N" from a status text.
-func statusPID(status string) string {
-	_, rest, ok := strings.Cut(status, "virtiofsd pid ")
-	if !ok {
-		return ""
-	}
-	return strings.TrimRight(strings.FieldsFunc(rest, func(r rune) bool { return r == ',' || r == ')' })[0], " ")
+// servingPID waits until the instance serves, and returns the pid of the
+// virtiofsd serving, from the shim's typed state.
+func servingPID(t *testing.T, b *shimbox.Box, instance string) string {
+	t.Helper()
+	return strconv.Itoa(waitPhase(t, b, instance, shimstate.Serving).VirtiofsdPID)
 }
 
 // TestStandbyThatCannotStartStopsAtTheStartLimit: a STANDBY=yes instance
@@ -290,13 +283,12 @@ func testStandbyThatCannotStartStopsAtTheStartLimit(t *testing.T, leg shimbox.Pl
 	// Fixed: the standby comes back; killed, it ends its run failed, and
 	// the next VM is served all the same.
 	fixStartLimit(t, b, missing)
-	pid := statusPID(waitStatus(t, b, "virtiofsd@x.service", "Waiting for a vhost-user client"))
-	require.NotEmpty(t, pid)
+	pid := strconv.Itoa(waitPhase(t, b, "x", shimstate.Waiting).VirtiofsdPID)
 	run(t, b, "kill", "-9", pid)
 	waitState(t, b, "virtiofsd@x.service", "failed/failed")
 	vm := servedAndActive(t, b, "x", dialTimeout)
 	require.NoError(t, vm.Close())
-	waitStatus(t, b, "virtiofsd@x.service", "Waiting for a vhost-user client")
+	waitPhase(t, b, "x", shimstate.Waiting)
 }
 
 // TestReleaseWithNoServiceDoesNothing: the socket's ExecStopPre= succeeds

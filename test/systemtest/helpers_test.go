@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	shimstate "github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
@@ -111,20 +112,30 @@ func waitState(t *testing.T, b *shimbox.Box, unit, want string) {
 	}
 }
 
-// waitStatus waits until the unit's StatusText starts with prefix, and
-// returns it.
-func waitStatus(t *testing.T, b *shimbox.Box, unit, prefix string) string {
+// waitPhase waits until the instance's running shim publishes phase in
+// its typed state (and each of also holds), and returns that state.
+func waitPhase(t *testing.T, b *shimbox.Box, instance string, phase shimstate.Phase, also ...func(*shimstate.State) bool) *shimstate.State {
 	t.Helper()
-	var last string
-	if !assert.EventuallyWithT(t, func(c *assert.CollectT) {
-		p, err := showProps(b, unit, "StatusText")
-		if assert.NoError(c, err) && assert.True(c, strings.HasPrefix(p["StatusText"], prefix), "status %q", p["StatusText"]) {
-			last = p["StatusText"]
+	var got *shimstate.State
+	ok := assert.EventuallyWithT(t, func(c *assert.CollectT) {
+		st, err := b.LiveState(context.Background(), instance)
+		if !assert.NoError(c, err) || !assert.NotNil(c, st, "no running shim has published its state") {
+			return
 		}
-	}, waitFor, 20*time.Millisecond, "%s: want a status that starts with %q", unit, prefix) {
-		t.Fatalf("%s", status(b, unit))
+		if !assert.Equal(c, phase, st.Phase) {
+			return
+		}
+		for _, f := range also {
+			if !assert.True(c, f(st), "state %+v", st) {
+				return
+			}
+		}
+		got = st
+	}, waitFor, 20*time.Millisecond)
+	if !ok {
+		t.Fatalf("%s never published phase %s\n%s", instance, phase, status(b, "virtiofsd@"+instance+".service"))
 	}
-	return last
+	return got
 }
 
 // status is systemctl status and the unit's journal, for failure messages.

@@ -1,6 +1,7 @@
 package systemtest
 
 import (
+	"context"
 	"net"
 	"strconv"
 	"strings"
@@ -120,8 +121,15 @@ func testTwoInstancesServeTheirOwnDirectories(t *testing.T, leg shimbox.Platform
 		other := dirs[map[string]string{"x": "y", "y": "x"}[inst]]
 		p := show(t, b, "virtiofsd@"+inst+".service", "ActiveState", "StatusText")
 		assert.Equal(t, "active", p["ActiveState"], inst)
+		// For people: the status names the socket and the share.
 		assert.Contains(t, p["StatusText"], "on /run/virtiofsd/"+inst+".sock, sharing "+dir+" ", inst)
 		assert.NotContains(t, p["StatusText"], other, inst)
+		st, err := b.LiveState(context.Background(), inst)
+		require.NoError(t, err)
+		if assert.NotNil(t, st, inst) {
+			assert.Equal(t, dir, st.SharedDir, inst)
+			assert.Equal(t, "/run/virtiofsd/"+inst+".sock", st.Socket, inst)
+		}
 		// virtiofsd itself was given that directory.
 		cmdline := run(t, b, "cat", "/proc/"+strconv.Itoa(virtiofsdPID(t, b, inst))+"/cmdline")
 		assert.Contains(t, strings.Split(cmdline, "\x00"), leg.SharedDirArg(dir), inst)

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	shimstate "github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
@@ -483,28 +484,30 @@ func testRootlessUserGenerator(t *testing.T, leg rootlessLeg) {
 	assert.Equal(t, []uint32{uint32(u.UID), uint32(u.GID)}, []uint32{st.Uid, st.Gid}, "the socket is the user's")
 
 	// STANDBY=yes: a virtiofsd waits before any VM, and after each.
-	waitUserStatus := func(want string) string {
+	waitUserPhase := func(phase shimstate.Phase, session int) {
 		t.Helper()
-		var last string
-		if !assert.EventuallyWithT(t, func(c *assert.CollectT) {
-			p, err := userShowProps(u, unit, "StatusText")
-			if assert.NoError(c, err) && assert.Contains(c, p["StatusText"], want) {
-				last = p["StatusText"]
+		ok := assert.EventuallyWithT(t, func(c *assert.CollectT) {
+			st, err := u.LiveState(ctx, "sb")
+			if !assert.NoError(c, err) || !assert.NotNil(c, st, "no running shim has published its state") {
+				return
 			}
-		}, waitFor, 20*time.Millisecond, "%s: want a status with %q", unit, want) {
-			t.Fatalf("%s", userStatus(u, unit))
+			assert.Equal(c, phase, st.Phase)
+			assert.True(c, st.Standby)
+			assert.Equal(c, session, st.SessionNumber)
+		}, waitFor, 20*time.Millisecond)
+		if !ok {
+			t.Fatalf("%s: never %s in session %d\n%s", unit, phase, session, userStatus(u, unit))
 		}
-		return last
 	}
-	waitUserStatus("standby for session 1)")
+	waitUserPhase(shimstate.Waiting, 1)
 	mainPID := userShow(t, u, unit, "MainPID")["MainPID"]
 	for session := 1; session <= 2; session++ {
 		// As root from the host: SOCKET_MODE is what is tested, not who.
 		vm, err := vhostuser.Probe(b.Path(u.Socket("sb")), dialTimeout)
 		require.NoError(t, err, "session %d", session)
-		waitUserStatus("Serving")
+		waitUserPhase(shimstate.Serving, session)
 		require.NoError(t, vm.Close())
-		waitUserStatus("standby for session " + strconv.Itoa(session+1) + ")")
+		waitUserPhase(shimstate.Waiting, session+1)
 	}
 	assert.Equal(t, mainPID, userShow(t, u, unit, "MainPID")["MainPID"], "one service run served both sessions")
 

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	shimstate "github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
@@ -32,15 +33,15 @@ func TestStoppingTheServiceIsASuccessInEveryPhase(t *testing.T) {
 		}{
 			{"before the readiness line", "r", func(unit string) {
 				systemctl(t, b, "start", "--no-block", unit)
-				waitStatus(t, b, unit, "Starting virtiofsd")
+				waitPhase(t, b, "r", shimstate.Starting, func(s *shimstate.State) bool { return s.VirtiofsdPID != 0 })
 			}, []string{"VIRTIOFSD=" + slow, "FLAVOR=" + leg.Flavor()}},
 			{"waiting for the VM", "w", func(unit string) {
 				systemctl(t, b, "start", unit) // returns once READY=1
-				waitStatus(t, b, unit, "Waiting for a vhost-user client")
+				waitPhase(t, b, "w", shimstate.Waiting)
 			}, []string{"VIRTIOFSD=" + bin}},
 			{"serving", "v", func(unit string) {
 				session(t, b, "v") // kept open until the test ends
-				waitStatus(t, b, unit, "Serving a vhost-user client")
+				waitPhase(t, b, "v", shimstate.Serving)
 			}, []string{"VIRTIOFSD=" + bin}},
 		} {
 			t.Run(phase.name, func(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 )
@@ -327,13 +328,13 @@ func (b *Box) Dial(instance string, timeout time.Duration) (net.Conn, error) {
 	return vhostuser.Probe(b.Socket(instance), timeout)
 }
 
-// Session is Dial, then a wait for systemd to show the session: the
-// instance's service active/running with its "Serving" status. virtiofsd
-// answers within timeout; systemd gets 20 s more to catch up. The two are
-// not ordered: virtiofsd accepts the moment it has printed its readiness
-// line, while READY=1 and the status still pass through the shim and
-// systemd, so a client can be answered while the unit is, for a moment,
-// still activating.
+// Session is Dial, then a wait for systemd and the shim to show the
+// session: the instance's service active/running, and its shim's typed
+// state serving. virtiofsd answers within timeout; systemd gets 20 s more
+// to catch up. The two are not ordered: virtiofsd accepts the moment it
+// has printed its readiness line, while READY=1 and the state still pass
+// through the shim and systemd, so a client can be answered while the unit
+// is, for a moment, still activating.
 func (b *Box) Session(instance string, timeout time.Duration) (net.Conn, error) {
 	c, err := b.Dial(instance, timeout)
 	if err != nil {
@@ -342,21 +343,25 @@ func (b *Box) Session(instance string, timeout time.Duration) (net.Conn, error) 
 	unit := "virtiofsd@" + instance + ".service"
 	var last string
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		last, err = b.Systemctl(context.Background(), "show", "-p", "ActiveState,SubState,StatusText", unit)
+		last, err = b.Systemctl(context.Background(), "show", "-p", "ActiveState,SubState", unit)
 		if err != nil {
 			break
 		}
-		p := map[string]string{}
-		for _, line := range strings.Split(strings.TrimSpace(last), "\n") {
-			k, v, _ := strings.Cut(line, "=")
-			p[k] = v
+		if !strings.Contains(last, "ActiveState=active\n") || !strings.Contains(last, "SubState=running") {
+			continue
 		}
-		if p["ActiveState"] == "active" && p["SubState"] == "running" && strings.HasPrefix(p["StatusText"], "Serving") {
+		st, serr := b.LiveState(context.Background(), instance)
+		if serr != nil {
+			err = serr
+			break
+		}
+		if st != nil && st.Phase == state.Serving {
 			return c, nil
 		}
+		last += fmt.Sprintf("\nstate: %+v", st)
 	}
 	c.Close()
-	return nil, fmt.Errorf("%s answered, but systemd does not show it serving: %v\n%s", unit, err, last)
+	return nil, fmt.Errorf("%s answered, but systemd and its state do not show it serving: %v\n%s", unit, err, last)
 }
 
 // JournalEntry is one entry of the box's journal: field name to value.

@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 )
 
 func TestEnabledSocketActivatesTheShimOnFirstConnection(t *testing.T) {
@@ -20,9 +22,14 @@ func TestEnabledSocketActivatesTheShimOnFirstConnection(t *testing.T) {
 		require.NoError(t, err, out)
 		c, err := b.Session("vm1", 10*time.Second)
 		require.NoError(t, err)
-		out, _ = b.Systemctl(ctx, "show", "-p", "ActiveState,SubState,StatusText", "virtiofsd@vm1.service")
+		out, _ = b.Systemctl(ctx, "show", "-p", "ActiveState", "virtiofsd@vm1.service")
 		assert.Contains(t, out, "ActiveState=active")
-		assert.Contains(t, out, "StatusText=Serving a vhost-user client on /run/virtiofsd/vm1.sock")
+		st, err := b.LiveState(ctx, "vm1")
+		require.NoError(t, err)
+		if assert.NotNil(t, st) {
+			assert.Equal(t, state.Serving, st.Phase)
+			assert.Equal(t, "/run/virtiofsd/vm1.sock", st.Socket)
+		}
 		c.Close()
 		require.Eventually(t, func() bool {
 			out, _ := b.Systemctl(ctx, "show", "-p", "ActiveState", "virtiofsd@vm1.service")
