@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
@@ -90,8 +91,13 @@ func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify
 	require.NoError(t, err)
 	t.Cleanup(func() { ns.Close() })
 
+	if len(args) > 0 && args[0] == "run" {
+		// An instance, so that the shim publishes its typed state in
+		// RUNTIME_DIRECTORY (as under systemd): dir/vm1.json.
+		args = append([]string{"run", "--instance=vm1", "--config-dir=" + dir}, args[1:]...)
+	}
 	cmd = vhostuser.Activated(lf, bin, args...)
-	cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+ns.Path)
+	cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+ns.Path, "RUNTIME_DIRECTORY="+dir)
 	stderr = &lockedBuffer{}
 	cmd.Stderr = stderr
 	require.NoError(t, cmd.Start())
@@ -191,14 +197,17 @@ func exitOf(t *testing.T, cmd *exec.Cmd, stderr *lockedBuffer) int {
 	}
 }
 
-// startingPid reads the shim's first datagram and returns virtiofsd's pid.
-func startingPid(t *testing.T, notify <-chan vhostuser.Datagram) int {
+// startingPid reads the shim's first datagram, and returns virtiofsd's pid
+// from the typed state the shim published before it (next to sock).
+func startingPid(t *testing.T, notify <-chan vhostuser.Datagram, sock string) int {
 	t.Helper()
-	st := nextState(t, notify)
-	var pid int
-	_, err := fmt.Sscanf(st, "STATUS=Starting virtiofsd (pid %d)", &pid)
-	require.NoError(t, err, "the first datagram names virtiofsd's pid: %q", st)
-	return pid
+	dg := nextState(t, notify)
+	require.True(t, strings.HasPrefix(dg, "STATUS=Starting "), dg)
+	st, err := state.Read(filepath.Join(filepath.Dir(sock), "vm1.json"))
+	require.NoError(t, err)
+	require.NotNil(t, st, "the shim published its state")
+	require.NotZero(t, st.VirtiofsdPID, "the state names virtiofsd's pid: %+v", st)
+	return st.VirtiofsdPID
 }
 
 // stopBeforeReadiness freezes virtiofsd (SIGSTOP) as soon as it runs the
@@ -206,9 +215,9 @@ func startingPid(t *testing.T, notify <-chan vhostuser.Datagram) int {
 // virtiofsd go on with the SIGTERM pending. It reports false when
 // virtiofsd printed its readiness line before it was frozen (the test then
 // tries again): the stop must begin in the starting phase.
-func stopBeforeReadiness(t *testing.T, cmd *exec.Cmd, notify <-chan vhostuser.Datagram, stderr *lockedBuffer) bool {
+func stopBeforeReadiness(t *testing.T, cmd *exec.Cmd, notify <-chan vhostuser.Datagram, sock string, stderr *lockedBuffer) bool {
 	t.Helper()
-	pid := startingPid(t, notify)
+	pid := startingPid(t, notify, sock)
 	shell, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid))
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
 		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
@@ -239,14 +248,14 @@ func TestRealVirtiofsdStopIsCleanInEveryPhase(t *testing.T) {
 					share := t.TempDir()
 					cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+bin)
 					if phase == launch.Starting {
-						if !stopBeforeReadiness(t, cmd, notify, stderr) {
+						if !stopBeforeReadiness(t, cmd, notify, sock, stderr) {
 							require.Less(t, attempt, 5, "virtiofsd was ready before it could be frozen, 5 times")
 							cmd.Process.Kill()
 							cmd.Wait()
 							continue
 						}
 					} else {
-						startingPid(t, notify)
+						startingPid(t, notify, sock)
 						require.True(t, strings.HasPrefix(nextState(t, notify), "READY=1"), stderr.String())
 						if phase == launch.Serving {
 							c, err := vhostuser.Probe(sock, 10*time.Second)
@@ -277,8 +286,8 @@ func TestRealVirtiofsdStopIsCleanInEveryPhase(t *testing.T) {
 func TestRealVirtiofsdStopThatNeedsSIGKILLIsAFailure(t *testing.T) {
 	eachRealFlavor(t, func(t *testing.T, fl virtiofsd.Flavor, bin string) {
 		share := t.TempDir()
-		cmd, _, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+bin, "--stop-timeout=1s")
-		pid := startingPid(t, notify)
+		cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+bin, "--stop-timeout=1s")
+		pid := startingPid(t, notify, sock)
 		require.True(t, strings.HasPrefix(nextState(t, notify), "READY=1"), stderr.String())
 		require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
 		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
@@ -330,7 +339,7 @@ func TestRealVirtiofsdSandboxChildKilledIsAFailure(t *testing.T) {
 	eachRealFlavor(t, func(t *testing.T, fl virtiofsd.Flavor, bin string) {
 		share := t.TempDir()
 		cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+bin)
-		pid := startingPid(t, notify)
+		pid := startingPid(t, notify, sock)
 		require.True(t, strings.HasPrefix(nextState(t, notify), "READY=1"), stderr.String())
 		c, err := vhostuser.Probe(sock, 10*time.Second)
 		require.NoError(t, err)

@@ -3,7 +3,6 @@ package launch
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -302,11 +301,12 @@ func TestStopSendsStoppingAndEndsCleanlyInEveryPhase(t *testing.T) {
 					mode = fakevirtiofsd.SlowStart
 				}
 				s := start(t, fl, mode)
+				var published changes
+				s.sv.Publish = published.add
 				s.run(t)
 				starting := s.notify.next(t)
-				var pid int
-				_, err := fmt.Sscanf(starting, "STATUS=Starting virtiofsd (pid %d)", &pid)
-				require.NoError(t, err, starting)
+				require.True(t, strings.HasPrefix(starting, "STATUS=Starting "), starting)
+				pid := published.list()[0].PID // published before the status
 				if phase >= Waiting {
 					assert.True(t, strings.HasPrefix(s.notify.next(t), "READY=1"))
 				}
