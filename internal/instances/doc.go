@@ -19,19 +19,20 @@
 //     its Result. All these calls are sent before any reply is read, so
 //     listing costs two round trips of latency whatever the number of
 //     instances (and systemd's work per unit).
-//   - Client: "connected" when the shim's status text starts with
-//     "Serving", "standby" when it starts with "Waiting" and names the
-//     standby ("..., standby for session N)"), "waiting" when it starts
-//     with "Waiting" otherwise.
-//   - virtiofsd's pid: the shim writes it in every status text ("...
-//     (virtiofsd pid N)"), which works from any pid namespace and without
-//     privileges. When the proc file system of systemd's pid namespace is
-//     at hand (Lister.ProcRoot; list uses /proc) and shows the shim, the pid
-//     is kept only if /proc/N/stat names the shim as its parent, so a
-//     virtiofsd that has just exited is not shown; a status text without a
-//     pid falls back to the shim's only child found by a scan of /proc.
+//   - Client and virtiofsd's pid: from the typed state the running shim
+//     publishes (package state, %t/virtiofsd-shim/NAME.json, read from
+//     Lister.RuntimeDir), trusted only when its shim_pid is the service's
+//     MainPID: a past run's record says nothing of the running one. The
+//     status text is shown, never parsed. When the proc file system of
+//     systemd's pid namespace is at hand (Lister.ProcRoot; list uses /proc)
+//     and shows the shim, the pid is kept only if /proc/N/stat names the
+//     shim as its parent, so a virtiofsd that has just exited is not shown;
+//     without a state, the shim's only child found by a scan of /proc.
 //     /proc/PID/task/TID/children is not used: kernels built without
 //     CONFIG_PROC_CHILDREN (this project's CI is one) lack it.
+//   - Deferred restart: the marker %t/virtiofsd/NAME.restart (see
+//     state.Deferral), present while a restart of the socket waits for the
+//     session to end.
 //   - Shared directory and config error: NAME.conf read by config.Load, as
 //     run would read it. A config that Load refuses is still shown, with
 //     its error, and SHARED_DIR when the file parses.
@@ -64,6 +65,8 @@
 //	        "main_pid": 812,                  // the shim, or null
 //	        "virtiofsd_pid": 815,             // or null
 //	        "client": "connected",            // "connected", "waiting", "standby" or null
+//	        "state": {...},                   // the shim's state file (package state), or null
+//	        "state_error": null,              // why it could not be read, or null
 //	        "status_text": "Serving a vhost-user client on /run/virtiofsd/vm1.sock, sharing /srv/vm1 (virtiofsd pid 815)",
 //	        "exit": {                         // last exit of the shim, or null
 //	          "code": "exited",               // exited, killed or dumped
@@ -77,6 +80,7 @@
 //	        "shared_dir": "/srv/vm1",         // or null
 //	        "error": null                     // why run would refuse it, or null
 //	      },
+//	      "deferred_restart": null,           // the deferred-restart marker's record, or null
 //	      "failure": ""                       // why the socket or service failed, or ""
 //	    }
 //	  ]
