@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -106,11 +105,6 @@ func (f *fakeSystemd) marker() string {
 		f.t.Fatal(err)
 	}
 	return m
-}
-
-func (f *fakeSystemd) stateFile() string {
-	dir, _ := state.Dir(f.hook.Scope, f.hook.Env)
-	return filepath.Join(dir, inst+".json")
 }
 
 func (f *fakeSystemd) ActiveState(_ context.Context, unit string) (string, error) {

@@ -54,7 +54,7 @@ func TestTheMatcherCatchesWhatOldCodeDid(t *testing.T) {
 	}
 	for _, good := range []string{
 		`assert.Contains(t, p["StatusText"], "on /run/virtiofsd/"+inst+".sock, sharing "+dir+" ", inst)`, // what people read
-		`ss.notify(fmt.Sprintf("STATUS=Serving a vhost-user client on %s", p))`,                         // what the shim sends
+		`ss.notify(fmt.Sprintf("STATUS=Serving a vhost-user client on %s", p))`,                          // what the shim sends
 		`assert.True(t, strings.HasPrefix(s.notify.next(t), "STATUS=Serving"))`,                          // a test of what it sends
 		`if st.Phase == state.Serving {`,
 		`assert.True(t, strings.HasPrefix(starting, "STATUS=Starting virtiofsd (pid "))`,
