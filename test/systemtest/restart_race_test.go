@@ -187,3 +187,36 @@ func settle(t *testing.T, b *shimbox.Box, inst string, standby bool) bool {
 		}
 	}, waitFor, 50*time.Millisecond, "%s never settled", inst)
 }
+
+// TestDisablingASocketWhoseRestartIsDeferredKeepsItStopped is the issue's
+// reproduction: a session open, the socket restarted (its start deferred),
+// then disabled with --now. Once the VM has left, the socket stays
+// stopped: the admin's last word wins.
+func TestDisablingASocketWhoseRestartIsDeferredKeepsItStopped(t *testing.T) {
+	shimbox.Legs(t, func(t *testing.T, leg shimbox.Platform) {
+		b := box(t, leg)
+		_, err := b.AddInstance("r1")
+		require.NoError(t, err)
+		enable(t, b, "r1")
+		vm := servedAndActive(t, b, "r1", dialTimeout)
+		defer vm.Close()
+		systemctl(t, b, "restart", "virtiofsd@r1.socket")
+		d, err := b.Deferred("r1")
+		require.NoError(t, err)
+		require.NotNil(t, d, "the restart is deferred")
+		assert.Equal(t, "enabled", d.UnitFileState)
+		out := run(t, b, shimbox.BinaryPath, "list", "r1")
+		assert.Contains(t, out, "(restart deferred)")
+
+		systemctl(t, b, "disable", "--now", "virtiofsd@r1.socket")
+		require.NoError(t, vhostuser.GetFeatures(vm, dialTimeout), "the session still answers")
+		require.NoError(t, vm.Close())
+		waitState(t, b, "virtiofsd@r1.service", "inactive/dead")
+		assert.Equal(t, "success", show(t, b, "virtiofsd@r1.service", "Result")["Result"])
+		assert.Equal(t, "inactive/dead", state(t, b, "virtiofsd@r1.socket"), "a disabled socket stays stopped")
+		d, err = b.Deferred("r1")
+		require.NoError(t, err)
+		assert.Nil(t, d, "the deferral is over")
+		waitJournal(t, b, "stays stopped", "-u", "virtiofsd@r1.service")
+	})
+}
