@@ -15,10 +15,14 @@ const releaseUsage = `Usage: virtiofsd-shim release [--user] --instance=NAME
 
 What virtiofsd@NAME.socket runs when it stops (ExecStopPre=): asks the
 running virtiofsd@NAME.service, if any, to give up the socket (SIGUSR1 to
-the shim). A virtiofsd still waiting for its VM is stopped, so that the
-socket's next start gets a new one; a virtiofsd serving a VM goes on until
-the VM disconnects. Returns once the service is inactive or serving, at
-most --timeout later. Does nothing when the service does not run.
+the shim, repeated until it answers), and waits for the shim's answer in
+its state file (/run/virtiofsd-shim/NAME.json). The shim decides: a
+virtiofsd still waiting for its VM is stopped, and release returns once the
+service has ended; a virtiofsd serving a VM (or with one queued on the
+socket) goes on until the VM disconnects. During a restart of the socket
+with a VM served, release defers the socket's start
+(/run/virtiofsd/NAME.restart) until the session ends. At most --timeout.
+Does nothing when the service does not run.
 
 Examples:
   virtiofsd-shim release --instance=vm1
@@ -28,8 +32,11 @@ const resumeUsage = `Usage: virtiofsd-shim resume [--user] --instance=NAME
 
 What virtiofsd@NAME.service runs when it has stopped (ExecStopPost=): when a
 restart of virtiofsd@NAME.socket was deferred because a VM was being served
-(see release), starts the socket again now that the session has ended. Does
-nothing otherwise.
+(see release), starts the socket again now that the session has ended,
+unless the socket was disabled or masked since, or a stop of it is queued.
+It removes /run/virtiofsd/NAME.restart once the start is queued; when the
+start fails it exits non-zero and leaves the file, with the error, for
+list and check to report. Does nothing otherwise.
 
 Examples:
   virtiofsd-shim resume --instance=vm1
