@@ -33,6 +33,8 @@ type fakeSystemd struct {
 	startErr   error
 	onKill     func(n int) // the n-th SIGUSR1 (1, 2, ...) reached the shim
 	onEnabled  func()      // UnitFileState is being read
+	onMainPID  func(n int) // MainPID is read for the n-th time
+	mainPIDs   int
 	resumeRuns int
 }
 
@@ -114,6 +116,13 @@ func (f *fakeSystemd) ActiveState(_ context.Context, unit string) (string, error
 }
 
 func (f *fakeSystemd) MainPID(_ context.Context, unit string) (int, error) {
+	f.mu.Lock()
+	f.mainPIDs++
+	n, hook := f.mainPIDs, f.onMainPID
+	f.mu.Unlock()
+	if hook != nil {
+		hook(n)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if unit != f.hook.service() {

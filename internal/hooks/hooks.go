@@ -76,7 +76,7 @@ func Release(ctx context.Context, h Hook, m Manager, stderr io.Writer) error {
 	// Check again: resume runs once the shim has ended, and looks for the
 	// marker then. A session still running now ends later, and its resume
 	// sees the marker.
-	if st, err := h.live(ctx, m); err == nil && st != nil && !st.Phase.Over() {
+	if st, _, err := h.live(ctx, m); err == nil && st != nil && !st.Phase.Over() {
 		fmt.Fprintf(stderr, "%s listens again, with its new settings, as soon as that VM disconnects\n", h.socket())
 		return nil
 	}
@@ -92,21 +92,23 @@ func Release(ctx context.Context, h Hook, m Manager, stderr io.Writer) error {
 
 // answer asks the shim to release the socket (SIGUSR1) and waits for its
 // answer: its state, once it has one, or the state of a run that has
-// ended, or nil when the service has. The signal is sent again every
-// resend until the answer comes: one that reached the shim before it could
-// catch it (Go ignores SIGUSR1 until signal.Notify) is not lost, and one
-// more to a shim that has answered changes nothing.
+// ended, or nil when the service has. The signal goes only to a shim that
+// has published its state, and so catches SIGUSR1 (main's first line):
+// until then the service's main process may still be systemd's child
+// setting up the sandbox, or Go's runtime starting, whom SIGUSR1 would
+// kill or be ignored by. It is sent again every resend until the answer
+// comes; one more to a shim that has answered changes nothing.
 func (h Hook) answer(ctx context.Context, m Manager) (*state.State, error) {
 	var sent time.Time
 	for {
-		st, err := h.live(ctx, m)
+		st, published, err := h.live(ctx, m)
 		if err != nil || st == nil || st.Release != state.NotAsked || st.Phase.Over() {
 			return st, err
 		}
-		if time.Since(sent) >= resend {
+		if published && time.Since(sent) >= resend {
 			if err := m.KillMain(ctx, h.service(), syscall.SIGUSR1); err != nil {
 				// It may have ended in between: read again.
-				if st, serr := h.live(ctx, m); serr == nil && (st == nil || st.Phase.Over()) {
+				if st, _, serr := h.live(ctx, m); serr == nil && (st == nil || st.Phase.Over()) {
 					return st, nil
 				}
 				return nil, fmt.Errorf("ask %s to release its socket: %w", h.service(), err)
@@ -120,33 +122,34 @@ func (h Hook) answer(ctx context.Context, m Manager) (*state.State, error) {
 }
 
 // live reads the running service's state: nil when the service has ended.
-// A state file of an earlier run (another shim pid), or none yet, reads as
-// a shim that is starting and has not answered.
-func (h Hook) live(ctx context.Context, m Manager) (*state.State, error) {
+// published tells whether the running shim has published it; a state file
+// of an earlier run (another shim pid), or none yet, reads as a shim that
+// is starting and has not answered.
+func (h Hook) live(ctx context.Context, m Manager) (st *state.State, published bool, err error) {
 	unit := h.service()
 	active, err := m.ActiveState(ctx, unit)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if done(active) {
-		return nil, nil
+		return nil, false, nil
 	}
 	pid, err := m.MainPID(ctx, unit)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if pid == 0 {
 		// The shim has exited; the service ends (ExecStopPost=).
-		return &state.State{Instance: h.Instance, Phase: state.Ended}, nil
+		return &state.State{Instance: h.Instance, Phase: state.Ended}, false, nil
 	}
-	st, err := state.Load(h.Scope, h.env(), h.Instance)
+	st, err = state.Load(h.Scope, h.env(), h.Instance)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if !st.Live(pid) {
-		return &state.State{Instance: h.Instance, ShimPID: pid, Phase: state.Starting}, nil
+		return &state.State{Instance: h.Instance, ShimPID: pid, Phase: state.Starting}, false, nil
 	}
-	return st, nil
+	return st, true, nil
 }
 
 // waitDone waits until the service is inactive or failed.

@@ -143,22 +143,34 @@ func TestReleaseSignalsAgainUntilTheShimAnswers(t *testing.T) {
 	assert.False(t, exists(f.marker()))
 }
 
-// The state file of an earlier run (another shim pid) is no answer.
-func TestReleaseIgnoresTheStateOfAnEarlierRun(t *testing.T) {
+// The state file of an earlier run (another shim pid) is no answer, and
+// the service's new main process gets no signal until it has published its
+// own state: until then it may be systemd's child setting up the sandbox,
+// or Go's runtime starting, whom SIGUSR1 would kill.
+func TestReleaseSignalsOnlyAShimThatHasPublishedItsState(t *testing.T) {
 	f := newFake(t)
 	f.startShim(state.Serving)
 	f.shimAnswers(true) // the earlier run's answer
 	f.mu.Lock()
-	f.mainPID = 900 // this run's shim has not published anything yet
+	f.mainPID = 900 // this run's main process has published nothing yet
 	f.mu.Unlock()
 	f.jobs[f.hook.socket()] = "restart"
+	published := false
+	f.onMainPID = func(n int) {
+		if n == 5 { // the shim starts and publishes
+			dir, _ := state.Dir(f.hook.Scope, f.hook.Env)
+			f.shim = state.NewWriter(state.Path(dir, inst), inst, 900)
+			f.shim.Update(func(*state.State) {})
+			published = true
+		}
+	}
 	f.onKill = func(int) {
-		dir, _ := state.Dir(f.hook.Scope, f.hook.Env)
-		f.shim = state.NewWriter(state.Path(dir, inst), inst, 900)
+		assert.True(t, published, "SIGUSR1 before the shim could catch it")
 		f.shimAnswers(false)
 		go f.sessionEnds()
 	}
 	require.NoError(t, Release(ctx(t), f.hook, f, discard{}))
+	assert.Equal(t, 1, f.kills)
 	assert.False(t, exists(f.marker()), "this run let go: nothing deferred")
 }
 
