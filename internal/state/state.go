@@ -203,8 +203,10 @@ func Load(scope config.Scope, env config.Env, instance string) (*State, error) {
 }
 
 // WriteFile writes b to path atomically: a temporary file in the same
-// folder, synced, then renamed over path. A reader sees the old content or
-// the new, never a part.
+// folder, renamed over path. A reader sees the old content or the new,
+// never a part. It does not fsync: these files live in /run (tmpfs), gone
+// at reboot anyway, and a shim that fails at every start writes twice per
+// start.
 func WriteFile(path string, b []byte, mode fs.FileMode) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
@@ -214,9 +216,6 @@ func WriteFile(path string, b []byte, mode fs.FileMode) error {
 	_, err = f.Write(b)
 	if err == nil {
 		err = f.Chmod(mode)
-	}
-	if err == nil {
-		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
