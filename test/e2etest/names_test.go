@@ -25,7 +25,7 @@ import (
 // guest's files must never change.
 type sessionView struct {
 	Service      string // ActiveState/SubState of virtiofsd@NAME.service
-	Phase        string // starting, waiting, serving, stopping, or the status text
+	Phase        string // the running shim's published phase (internal/state), "" when none runs
 	Socket       string // ActiveState/SubState of virtiofsd@NAME.socket
 	ListService  string // the service's active/sub state as `list --json` shows it
 	ListPID      int    // virtiofsd's pid as `list --json` shows it; 0: none
@@ -40,15 +40,14 @@ func viewOf(t *testing.T, b *shimbox.Box, instance string) sessionView {
 	return v
 }
 
-// readView reads the instance's view. The phase comes from STATUS= for
-// now: this is the one place to switch when the shim publishes a typed
-// state.
+// readView reads the instance's view. The phase comes from the typed
+// state the running shim publishes, never from STATUS=.
 func readView(b *shimbox.Box, instance string) (sessionView, error) {
 	unit := "virtiofsd@" + instance
 	var v sessionView
 	props := map[string]string{}
 	for _, p := range []struct{ unit, prop string }{
-		{unit + ".service", "ActiveState"}, {unit + ".service", "SubState"}, {unit + ".service", "StatusText"},
+		{unit + ".service", "ActiveState"}, {unit + ".service", "SubState"},
 		{unit + ".socket", "ActiveState"}, {unit + ".socket", "SubState"},
 	} {
 		val, err := property(b, p.unit, p.prop)
@@ -58,7 +57,13 @@ func readView(b *shimbox.Box, instance string) (sessionView, error) {
 		props[p.unit+" "+p.prop] = val
 	}
 	v.Service = props[unit+".service ActiveState"] + "/" + props[unit+".service SubState"]
-	v.Phase = phaseOf(props[unit+".service StatusText"])
+	st, err := b.LiveState(context.Background(), instance)
+	if err != nil {
+		return v, err
+	}
+	if st != nil {
+		v.Phase = string(st.Phase)
+	}
 	v.Socket = props[unit+".socket ActiveState"] + "/" + props[unit+".socket SubState"]
 	out, err := b.Run(context.Background(), shimbox.BinaryPath, "list", "--json")
 	if err != nil {
@@ -117,18 +122,6 @@ func servingPID(t *testing.T, b *shimbox.Box, instance string) int {
 		}
 	}, 60*time.Second, 100*time.Millisecond, "%s serving, with one virtiofsd", unit)
 	return pid
-}
-
-// phaseOf names the phase a STATUS= text shows.
-func phaseOf(status string) string {
-	for prefix, phase := range map[string]string{
-		"Starting": "starting", "Waiting": "waiting", "Serving": "serving", "Stopping": "stopping",
-	} {
-		if strings.HasPrefix(status, prefix) {
-			return phase
-		}
-	}
-	return status
 }
 
 // servingView is the view of an instance whose guest is being served by

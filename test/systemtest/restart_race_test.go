@@ -81,22 +81,7 @@ func testSocketRestartsRacingClients(t *testing.T, leg shimbox.Platform, standby
 		if round%2 == 0 {
 			connectAt, stay, restartAt = 0, 300*time.Millisecond+stay, 50*time.Millisecond+restartAt
 		}
-		var wg sync.WaitGroup
-		var outcome string
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			time.Sleep(connectAt)
-			outcome = racingClient(b.Socket(inst), stay)
-		}()
-		var restartOut string
-		var restartErr error
-		go func() {
-			defer wg.Done()
-			time.Sleep(restartAt)
-			restartOut, restartErr = b.Systemctl(context.Background(), "restart", socket)
-		}()
-		wg.Wait()
+		outcome, restartOut, restartErr := raceOnce(b, inst, connectAt, stay, restartAt)
 		outcomes[outcome]++
 		ok := assert.NoError(t, restartErr, "round %d: systemctl restart: %s", round, restartOut)
 		// Once the client has left: the socket listens again, with no
@@ -131,6 +116,26 @@ func testSocketRestartsRacingClients(t *testing.T, leg shimbox.Platform, standby
 		}
 	}
 	t.Logf("restarts that met a served session: %d", deferred)
+}
+
+// raceOnce runs one round: a client connects at connectAt and stays for
+// stay, while the socket is restarted at restartAt (both from now). It
+// returns what happened to the client, and systemctl's output and error.
+func raceOnce(b *shimbox.Box, inst string, connectAt, stay, restartAt time.Duration) (outcome, restartOut string, restartErr error) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		time.Sleep(connectAt)
+		outcome = racingClient(b.Socket(inst), stay)
+	}()
+	go func() {
+		defer wg.Done()
+		time.Sleep(restartAt)
+		restartOut, restartErr = b.Systemctl(context.Background(), "restart", "virtiofsd@"+inst+".socket")
+	}()
+	wg.Wait()
+	return outcome, restartOut, restartErr
 }
 
 // racingClient connects like a VM, waits for its first reply, stays, and leaves.
