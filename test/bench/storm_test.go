@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
@@ -176,6 +177,47 @@ func waitAll(ctx context.Context, b *shimbox.Box, units []string, prop string, o
 	}
 }
 
+// waitStandbys waits until the running shim of each of the variant's n
+// instances publishes, in its typed state, a virtiofsd waiting.
+func waitStandbys(ctx context.Context, b *shimbox.Box, v stormVariant, n int, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		bad, last := 0, ""
+		for i := 0; i < n; i += 100 {
+			var units []string
+			for j := i; j < min(i+100, n); j++ {
+				units = append(units, v.unit(j))
+			}
+			out, err := b.Systemctl(ctx, append([]string{"show", "-p", "MainPID", "--value"}, units...)...)
+			if err != nil {
+				return fmt.Errorf("systemctl show: %w: %s", err, out)
+			}
+			pids := strings.Fields(out)
+			if len(pids) != len(units) {
+				bad++
+				continue
+			}
+			for k, p := range pids {
+				pid, _ := strconv.Atoi(p)
+				st, err := b.State(fmt.Sprintf("%s%d", v.prefix, i+k))
+				if err != nil {
+					return err
+				}
+				if !st.Live(pid) || st.Phase != state.Waiting {
+					bad, last = bad+1, units[k]
+				}
+			}
+		}
+		if bad == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d standbys still not waiting after %v (%s)", bad, n, d, last)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 func reportStorm(t *testing.T, s *section) {
 	s.title = "Boot storm"
 	ctx := context.Background()
@@ -228,7 +270,7 @@ func reportStorm(t *testing.T, s *section) {
 		us, _ := unitsOf(v)
 		var err error
 		if v.standby {
-			err = waitAll(ctx, b, us, "StatusText", func(s string) bool { return strings.HasPrefix(s, "Waiting") }, 3*time.Minute)
+			err = waitStandbys(ctx, b, v, n, 3*time.Minute)
 		} else {
 			err = waitAll(ctx, b, us, "ActiveState", func(s string) bool { return s == "inactive" }, 3*time.Minute)
 		}
