@@ -21,6 +21,8 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/proctree"
 )
 
 // Defaults for Supervisor's timeouts.
@@ -265,9 +267,11 @@ loop:
 		case <-release:
 			release = nil
 			out.Released = true
-			if ss.currentPhase() == Serving || pendingClient(s.Socket) {
+			if ss.currentPhase() == Serving || pendingClient(s.Socket) || heldClient(ss.pid, s.Socket) {
 				// A client already queued on the socket is as good as
-				// served: virtiofsd accepts it next.
+				// served: virtiofsd accepts it next. One it has accepted
+				// is served, though its line saying so may still wait in
+				// the pipe: the kernel is asked, not the lines.
 				ss.publish(func(c *Change) { c.Released, c.KeepsServing = true, true })
 				log.Info("the socket was stopped: this session goes on until the VM disconnects, and no session follows it")
 				continue
@@ -408,6 +412,38 @@ func pendingClient(sock *os.File) bool {
 	fds := []unix.PollFd{{Fd: int32(sock.Fd()), Events: unix.POLLIN}}
 	n, err := unix.Poll(fds, 0)
 	return err == nil && n > 0 && fds[0].Revents&unix.POLLIN != 0
+}
+
+// heldClient tells whether virtiofsd, pid or a process below it, holds a
+// socket other than listener: a client it has accepted. Both flavors hold
+// only the listening socket while they wait (the C one closes it once it
+// has accepted). It answers false when it cannot look (no /proc, a process
+// whose descriptors are not ours to read); pendingClient, asked first,
+// covers the client until accept(2) takes it off the queue.
+func heldClient(pid int, listener *os.File) bool {
+	var st unix.Stat_t
+	if pid <= 0 || listener == nil || unix.Fstat(int(listener.Fd()), &st) != nil {
+		return false
+	}
+	own := fmt.Sprintf("socket:[%d]", st.Ino)
+	pids := []int{pid}
+	for _, p := range proctree.Descendants(proctree.All(), pid) {
+		pids = append(pids, p.PID)
+	}
+	for _, p := range pids {
+		dir := fmt.Sprintf("/proc/%d/fd", p)
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			l, err := os.Readlink(dir + "/" + e.Name())
+			if err == nil && strings.HasPrefix(l, "socket:[") && l != own {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // cleanStop tells whether virtiofsd ended the way it does when stopped
