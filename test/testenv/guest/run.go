@@ -141,6 +141,10 @@ type Machine struct {
 	done    chan struct{} // closed once QEMU is reaped
 	waitErr error         // valid after done
 	qmp     *QMP
+
+	waitOnce sync.Once
+	res      *Result
+	resErr   error
 }
 
 // Start boots img under QEMU as Run does and returns once QEMU runs (and,
@@ -271,6 +275,11 @@ func (m *Machine) Kill() { m.cancel() }
 // QEMU's stderr; whether the script ran to its end is for the caller
 // (Run, ParseSerial) to judge. Calling it again returns the same.
 func (m *Machine) Wait() (*Result, error) {
+	m.waitOnce.Do(func() { m.res, m.resErr = m.wait() })
+	return m.res, m.resErr
+}
+
+func (m *Machine) wait() (*Result, error) {
 	<-m.done
 	if m.qmp != nil {
 		m.qmp.Close()
@@ -280,11 +289,13 @@ func (m *Machine) Wait() (*Result, error) {
 	res := parseSerial(m.serial.String())
 	res.Duration = time.Since(m.start)
 	switch {
+	case m.waitErr == nil:
+		// QEMU exited by itself, whatever happened to ctx afterwards.
 	case errors.Is(m.ctx.Err(), context.DeadlineExceeded):
 		return res, fmt.Errorf("guest did not power off within %s, qemu killed\n%s", m.timeout, m.tail())
 	case m.ctx.Err() != nil:
 		return res, fmt.Errorf("guest run canceled, qemu killed: %w\n%s", context.Cause(m.ctx), m.tail())
-	case m.waitErr != nil:
+	default:
 		return res, fmt.Errorf("qemu failed: %w\n%s", m.waitErr, m.tail())
 	}
 	return res, nil
