@@ -151,4 +151,3 @@ func requireWritesKept(t *testing.T, share string, res *guest.Result) {
 	require.NoError(t, err)
 	assert.Equal(t, "written after the migration\n", string(got))
 }
-
