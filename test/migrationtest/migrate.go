@@ -97,29 +97,36 @@ echo "written after the migration" >%s
 // VM is one guest: its QEMU on the source host and, once Migrate ran, on
 // the destination.
 type VM struct {
-	pair *shimbox.Pair
-	spec guest.Spec
-	img  *guest.Image
-	Src  *guest.Machine
-	Dst  *guest.Machine // nil before Migrate
+	pair   *shimbox.Pair
+	socket string // inside both hosts
+	spec   guest.Spec
+	img    *guest.Image
+	Src    *guest.Machine
+	Dst    *guest.Machine // nil before Migrate
 }
 
 // Boot boots the guest under the source host's instance, running script.
 // Its QMP sockets and the migration socket are in pair.Dir. The caller
 // ends it with Close.
 func Boot(ctx context.Context, pair *shimbox.Pair, img *guest.Image, script string) (*VM, error) {
+	return BootOn(ctx, pair, img, script, filepath.Join(shimbox.SocketDir, Instance+".sock"))
+}
+
+// BootOn is Boot with the guest's device on another vhost-user socket,
+// the same path inside both hosts (a bare virtiofsd unit's, say).
+func BootOn(ctx context.Context, pair *shimbox.Pair, img *guest.Image, script, socket string) (*VM, error) {
 	qemu, err := pair.Src.Platform.QEMU(ctx)
 	if err != nil {
 		return nil, err
 	}
-	vm := &VM{pair: pair, img: img, spec: guest.Spec{
+	vm := &VM{pair: pair, img: img, socket: socket, spec: guest.Spec{
 		QEMU:    qemu,
 		Script:  script,
 		Timeout: GuestTimeout,
 		WorkDir: pair.Dir,
 	}}
 	spec := vm.spec
-	spec.Shares = []guest.Share{{Tag: Instance, Socket: pair.Src.Socket(Instance)}}
+	spec.Shares = []guest.Share{{Tag: Instance, Socket: pair.Src.Path(socket)}}
 	spec.QMP = filepath.Join(pair.Dir, "src.qmp")
 	if vm.Src, err = guest.Start(ctx, img, spec); err != nil {
 		return nil, fmt.Errorf("boot the guest on the source host: %w", err)
@@ -136,7 +143,7 @@ func (vm *VM) StartDestination(ctx context.Context) error {
 		return nil
 	}
 	spec := vm.spec
-	spec.Shares = []guest.Share{{Tag: Instance, Socket: vm.pair.Dst.Socket(Instance)}}
+	spec.Shares = []guest.Share{{Tag: Instance, Socket: vm.pair.Dst.Path(vm.socket)}}
 	spec.QMP = filepath.Join(vm.pair.Dir, "dst.qmp")
 	spec.Incoming = "defer"
 	m, err := guest.Start(ctx, vm.img, spec)
