@@ -67,19 +67,6 @@ func boot(t *testing.T, p *shimbox.Pair, share string, deleted bool) *VM {
 	return vm
 }
 
-// props reads properties of a unit of a box.
-func props(t *testing.T, b *shimbox.Box, unit string, names ...string) map[string]string {
-	t.Helper()
-	out, err := b.Systemctl(context.Background(), "show", "-p", strings.Join(names, ","), unit)
-	require.NoError(t, err, out)
-	m := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		k, v, _ := strings.Cut(line, "=")
-		m[k] = v
-	}
-	return m
-}
-
 // ended waits for the instance's session on b to end and returns the
 // service's ActiveState, Result and ExecMainStatus.
 func ended(t *testing.T, b *shimbox.Box) map[string]string {
