@@ -54,6 +54,7 @@ func reportMigration(t *testing.T, s *section) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	loadBefore := loadavg()
 	vs := []*migrationVariant{
 		{name: "bare Rust virtiofsd unit on both hosts (bare@.socket + bare@.service)", socket: "/run/bare/vm1.sock", unit: "bare@vm1.service"},
 		{name: "shim on both hosts (virtiofsd@.socket + virtiofsd@.service), config SHARED_DIR only", socket: "/run/virtiofsd/vm1.sock", unit: "virtiofsd@vm1.service"},
@@ -99,6 +100,8 @@ func reportMigration(t *testing.T, s *section) {
 			msInt(v.down.Median()), msInt(v.down.Min()), msInt(v.down.Max()), rt, rd, g)
 		t.Logf("migration, %s: total %v, downtime %v", v.unit, v.total.Sorted(), v.down.Sorted())
 	}
+	s.printf("\nLoad average (1, 5, 15 min) before this section: %s; after: %s. On a loaded machine the spread\n"+
+		"(min to max) of one variant is wider than the gap between the variants' medians: read the ratio with it.\n", loadBefore, loadavg())
 	s.printf("\nThe shim is not on the migration's path: QEMU talks vhost-user to virtiofsd on the socket systemd\n" +
 		"passed, on both hosts, and the state goes through QEMU's stream. What the shim adds is the sandboxed\n" +
 		"unit's start on the destination, which happens when its QEMU starts, before the migration begins.\n")
