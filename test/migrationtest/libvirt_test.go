@@ -110,7 +110,8 @@ func TestVirshMigrateBetweenTwoLibvirtds(t *testing.T) {
 
 // twoHosts gives the box a hostname and a libvirt host UUID of its own:
 // libvirt refuses to migrate to a host with its own name or UUID ("Attempt
-// to migrate guest to the same host"), and both boxes run on this machine.
+// to migrate guest to the same host", libvirt's qemu_migration_cookie.c), and
+// both boxes run on this machine.
 func twoHosts(ctx context.Context, b *shimbox.Box) error {
 	name := "host-" + strings.ToLower(rand.Text()[:8])
 	if out, err := b.Run(ctx, "hostname", name); err != nil {
