@@ -60,10 +60,12 @@ func boot(t *testing.T, p *shimbox.Pair, share string, deleted bool) *VM {
 	vm, err := Boot(context.Background(), p, image(t), Script(deleted))
 	require.NoError(t, err)
 	t.Cleanup(vm.Close)
-	require.EventuallyWithT(t, func(c *assert.CollectT) {
+	if !assert.EventuallyWithT(t, func(c *assert.CollectT) {
 		_, err := os.Stat(filepath.Join(share, UpFile))
-		assert.NoError(c, err, "the guest has not opened its files yet; console:\n%s", vm.Src.Serial())
-	}, 3*time.Minute, 200*time.Millisecond)
+		assert.NoError(c, err)
+	}, 3*time.Minute, 200*time.Millisecond) {
+		t.Fatalf("the guest has not opened its files; console:\n%s\nthe source host's %s:\n%s", vm.Src.Serial(), unit, journalText(t, p.Src))
+	}
 	return vm
 }
 
