@@ -62,8 +62,7 @@ func TestGuestKeepsItsOpenFileAcrossMigration(t *testing.T) {
 // (its journal says which inode and why), its QEMU gives up, and the
 // destination's session ends failed; with QEMU's return-path capability the
 // source learns of it and resumes the guest, which runs on as if nothing
-// happened. The failed state needs the shim to treat virtiofsd's
-// "Migration failed" as a failure (i19-keys).
+// happened.
 func TestDeletedOpenFileFailsMigrationByDefault(t *testing.T) {
 	p, share := hosts(t)
 	vm := boot(t, p, share, true)
@@ -86,9 +85,9 @@ func TestDeletedOpenFileFailsMigrationByDefault(t *testing.T) {
 	msgs := journalText(t, p.Dst)
 	assert.Contains(t, msgs, "Migration failed")
 	assert.Contains(t, msgs, "Migration source has lost inode")
-	assert.Equal(t, "failed", st["ActiveState"], "a failed migration fails the destination's session (i19-keys): %v\n%s", st, msgs)
-	assert.NotEqual(t, "success", st["Result"], "%v", st)
-	assert.NotEqual(t, "0", st["ExecMainStatus"], "%v", st)
+	assert.Equal(t, "failed", st["ActiveState"], "a failed migration fails the destination's session: %v\n%s", st, msgs)
+	assert.Equal(t, "exit-code", st["Result"], "%v", st)
+	assert.Equal(t, "76", st["ExecMainStatus"], "exit status 76: a live migration failed (%v)", st)
 
 	// The source runs on: the guest finishes its script there.
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
