@@ -127,6 +127,29 @@ func TestGuestErrorFailsOnlyTheDeletedFile(t *testing.T) {
 	requireEndedCleanly(t, p.Dst, "destination")
 }
 
+// TestFileHandlesMigrateADeletedOpenFile: what find-paths cannot migrate,
+// file-handles does (the destination opens the file by its handle, with
+// the CAP_DAC_READ_SEARCH the generator grants): the migration completes
+// and the guest goes on writing to the file it deleted.
+func TestFileHandlesMigrateADeletedOpenFile(t *testing.T) {
+	p, share := hosts(t, "MIGRATION_MODE=file-handles")
+	vm := boot(t, p, share, true)
+	ctx := context.Background()
+
+	info, err := vm.Migrate(ctx, Options{ReturnPath: true})
+	require.NoError(t, err)
+	require.Equal(t, "completed", info.Status, "%+v\ndestination:\n%s", info, journalText(t, p.Dst))
+	require.NoError(t, vm.QuitSource(ctx))
+	requireEndedCleanly(t, p.Src, "source")
+	require.NoError(t, vm.Signal(share, MigratedFile))
+	res, err := vm.Wait(true)
+	require.NoError(t, err)
+	require.Equal(t, 0, res.ExitStatus, res.Serial)
+	assert.Equal(t, "ok", res.Values["gone"], "the deleted file still works on the destination")
+	requireWritesKept(t, share, res)
+	requireEndedCleanly(t, p.Dst, "destination")
+}
+
 // TestStandbyDestination: with STANDBY=yes a virtiofsd already waits on the
 // destination before its QEMU connects; the destination's QEMU gets that
 // virtiofsd, the migration completes, and once the guest powers off the
