@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ func init() { register(75, "migration", reportMigration) }
 
 // migrationRounds is how many migrations each variant gets (each is a guest
 // boot, a migration and a power-off under TCG: about half a minute).
-const migrationRounds = 7
+const migrationRounds = 11
 
 // migrationVariant is one way both hosts serve the guest's share.
 type migrationVariant struct {
@@ -98,14 +99,38 @@ func reportMigration(t *testing.T, s *section) {
 		s.printf("| %s | %d | %s | %s | %s | %s | %s | %s | %.2f | %.2f | %s |\n", v.name, len(v.total),
 			msInt(v.total.Median()), msInt(v.total.Min()), msInt(v.total.Max()),
 			msInt(v.down.Median()), msInt(v.down.Min()), msInt(v.down.Max()), rt, rd, g)
-		t.Logf("migration, %s: total %v, downtime %v", v.unit, v.total.Sorted(), v.down.Sorted())
+		t.Logf("migration, %s: total %v, downtime %v", v.unit, v.total, v.down)
 	}
+	// Paired: each round migrates once per variant, back to back, so the
+	// load is about the same for both; the median of the rounds' ratios
+	// is less moved by the load's drift over the run.
+	shim := vs[1]
+	s.printf("\nPaired by round (the two migrations of a round run back to back): median of the rounds' shim / bare\n"+
+		"ratios, total-time %.2f, downtime %.2f.\n", medianRatio(shim.total, bare.total), medianRatio(shim.down, bare.down))
 	s.printf("\nLoad average (1, 5, 15 min) before this section: %s; after: %s. On a loaded machine the spread\n"+
 		"(min to max) of one variant is wider than the gap between the variants' medians: read the ratio with it.\n", loadBefore, loadavg())
 	s.printf("\nThe shim is not on the migration's path: QEMU talks vhost-user to virtiofsd on the socket systemd\n" +
 		"passed, on both hosts, and the state goes through QEMU's stream. What the shim adds is the sandboxed\n" +
 		"unit's start on the destination, which happens when its QEMU starts, before the migration begins.\n")
 	s.measuredBy("migration", "migration_test.go")
+}
+
+// medianRatio is the median of a[i]/b[i].
+func medianRatio(a, b Sample) float64 {
+	var r []float64
+	for i := range min(len(a), len(b)) {
+		if b[i] > 0 {
+			r = append(r, float64(a[i])/float64(b[i]))
+		}
+	}
+	if len(r) == 0 {
+		return 0
+	}
+	sort.Float64s(r)
+	if len(r)%2 == 1 {
+		return r[len(r)/2]
+	}
+	return (r[len(r)/2-1] + r[len(r)/2]) / 2
 }
 
 // msInt formats a duration in whole milliseconds, QMP's unit.

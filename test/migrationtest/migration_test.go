@@ -104,6 +104,34 @@ func TestDeletedOpenFileFailsMigrationByDefault(t *testing.T) {
 	requireEndedCleanly(t, p.Src, "source")
 }
 
+// TestWithoutReturnPathTheSourceStaysPaused: the same failed migration
+// without QEMU's return-path capability. The destination fails as before,
+// but the source never hears of it: it says "completed" and keeps the guest
+// paused (postmigrate) until someone resumes it (QMP cont), after which the
+// guest runs on.
+func TestWithoutReturnPathTheSourceStaysPaused(t *testing.T) {
+	p, share := hosts(t)
+	vm := boot(t, p, share, true)
+	ctx := context.Background()
+
+	info, err := vm.Migrate(ctx, Options{})
+	require.NoError(t, err)
+	assert.Equal(t, "completed", info.Status, "the source cannot tell: %+v", info)
+	st := ended(t, p.Dst)
+	assert.Equal(t, "76", st["ExecMainStatus"], "the destination's session failed: %v\n%s", st, journalText(t, p.Dst))
+	status, err := vm.Src.QMP().Status(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, "postmigrate", status, "the guest stays paused on the source")
+
+	require.NoError(t, vm.Src.QMP().Execute(ctx, "cont", nil, nil))
+	require.NoError(t, vm.Signal(share, MigratedFile))
+	res, err := vm.Wait(false)
+	require.NoError(t, err)
+	require.Equal(t, 0, res.ExitStatus, res.Serial)
+	requireWritesKept(t, share, res)
+	requireEndedCleanly(t, p.Src, "source")
+}
+
 // TestGuestErrorFailsOnlyTheDeletedFile: with MIGRATION_ON_ERROR=guest-error
 // the same migration completes; only the file that could not be migrated
 // fails in the guest, the held one goes on working, and both sessions end
