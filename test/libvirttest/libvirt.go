@@ -209,10 +209,24 @@ type Guest struct {
 	XML string
 }
 
-// Define writes the domain's kernel, initramfs (the script) and an empty
-// console file under ImagesDir/NAME in the box, and defines it with
-// `virsh define --validate`, which checks the XML against libvirt's schema.
+// Define writes the domain's files (Place) and defines it with `virsh
+// define --validate`, which checks the XML against libvirt's schema.
 func Define(ctx context.Context, b Box, img *guest.Image, d Domain) (*Guest, error) {
+	g, err := Place(b, img, d)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := Virsh(ctx, b, "define", "--validate", filepath.Join(g.Dir, "domain.xml")); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// Place writes the domain's kernel, initramfs (the script), XML
+// (domain.xml) and an empty console file under ImagesDir/NAME in the box,
+// without defining it: what the destination host of a migration needs
+// there, at the same paths as on the source.
+func Place(b Box, img *guest.Image, d Domain) (*Guest, error) {
 	dir := filepath.Join(ImagesDir, d.Name)
 	g := &Guest{b: b, Name: d.Name, Dir: dir}
 	if err := os.MkdirAll(b.Path(dir), 0o755); err != nil {
@@ -238,12 +252,8 @@ func Define(ctx context.Context, b Box, img *guest.Image, d Domain) (*Guest, err
 		return nil, fmt.Errorf("domain %s: marshal its XML: %w", d.Name, err)
 	}
 	g.XML = x
-	file := filepath.Join(dir, "domain.xml")
-	if err := os.WriteFile(b.Path(file), []byte(x), 0o644); err != nil {
+	if err := os.WriteFile(b.Path(filepath.Join(dir, "domain.xml")), []byte(x), 0o644); err != nil {
 		return nil, fmt.Errorf("domain %s: %w", d.Name, err)
-	}
-	if _, err := Virsh(ctx, b, "define", "--validate", file); err != nil {
-		return nil, err
 	}
 	return g, nil
 }

@@ -24,4 +24,8 @@
 // The guest powers off when the script ends, after a sync bounded to 5 s (a
 // share whose virtiofsd died never answers, and the guest's requests to it
 // wait uninterruptibly); Result.ExitStatus is the script's exit status.
+//
+// Start is Run without the wait: it returns the running Machine, with a QMP
+// client (Spec.QMP) for tests that drive QEMU, and Spec.Incoming makes a
+// live migration's destination (test/migrationtest).
 package guest

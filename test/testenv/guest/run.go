@@ -79,6 +79,16 @@ type Spec struct {
 	// (relative, such as "bin/guestload"; folders are made as needed), each
 	// written executable (0755): a static program for the script to run.
 	Files map[string][]byte
+	// QMP, when set, is a unix socket path (on this host) where QEMU serves
+	// its QMP monitor; Start connects to it (Machine.QMP).
+	QMP string
+	// Incoming, when set, is QEMU's -incoming argument: "defer" makes a
+	// migration destination that waits for QMP migrate-incoming. The
+	// destination of a migration gets the same Spec as its source (the
+	// same devices, kernel and initramfs) and prints nothing on its console
+	// before the migration: its Result is ParseSerial of the source's
+	// console followed by its own.
+	Incoming string
 	// WorkDir is where the run's initramfs is written; "" is os.TempDir().
 	// With Command, the run's folder is made readable by all, so that a
 	// QEMU of another user can read it.
@@ -95,7 +105,7 @@ type Result struct {
 
 // Run boots img under QEMU (TCG, -cpu max, 512 MiB of memfd memory, one
 // vhost-user-fs-pci device per share), runs spec.Script inside and waits for
-// the guest to power off.
+// the guest to power off: Start, then Machine.Wait, then the script's checks.
 //
 // The error is nil when the script ran to its end, whatever its exit status
 // (see Result.ExitStatus). It is not nil when the guest could not boot, load
@@ -105,95 +115,214 @@ type Result struct {
 // serial console and QEMU's stderr. The Result is returned along with such an
 // error whenever QEMU ran.
 func Run(ctx context.Context, img *Image, spec Spec) (*Result, error) {
+	m, err := Start(ctx, img, spec)
+	if err != nil {
+		return nil, err
+	}
+	res, err := m.Wait()
+	if err != nil {
+		return res, err
+	}
+	return res, res.scriptError(m.tail)
+}
+
+// Machine is a running QEMU started by Start. Wait must be called once,
+// whatever happens, to reap QEMU and remove its run directory.
+type Machine struct {
+	cmd     *exec.Cmd
+	qemu    string
+	work    string
+	timeout time.Duration
+	ctx     context.Context
+	cancel  context.CancelFunc
+	serial  *syncBuffer
+	stderr  *syncBuffer
+	start   time.Time
+	done    chan struct{} // closed once QEMU is reaped
+	waitErr error         // valid after done
+	qmp     *QMP
+
+	waitOnce sync.Once
+	res      *Result
+	resErr   error
+}
+
+// Start boots img under QEMU as Run does and returns once QEMU runs (and,
+// with Spec.QMP, once its QMP monitor answered); ctx and Spec.Timeout bound
+// QEMU's life, as in Run. On error nothing is left running.
+func Start(ctx context.Context, img *Image, spec Spec) (_ *Machine, err error) {
 	if err := spec.validate(); err != nil {
 		return nil, err
 	}
 	qemu := spec.QEMU
 	if qemu == "" {
-		var err error
 		if qemu, err = exec.LookPath("qemu-system-x86_64"); err != nil {
 			return nil, fmt.Errorf("find qemu: %w (apt-get install qemu-system-x86)", err)
 		}
 	}
-	timeout := spec.Timeout
-	if timeout <= 0 {
-		timeout = DefaultTimeout
+	m := &Machine{qemu: qemu, timeout: spec.Timeout, serial: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	if m.timeout <= 0 {
+		m.timeout = DefaultTimeout
 	}
-
-	work, err := os.MkdirTemp(spec.WorkDir, "guest-run-")
-	if err != nil {
+	if m.work, err = os.MkdirTemp(spec.WorkDir, "guest-run-"); err != nil {
 		return nil, fmt.Errorf("create guest run directory: %w", err)
 	}
-	defer os.RemoveAll(work)
+	defer func() {
+		if err != nil && m.cmd == nil {
+			os.RemoveAll(m.work)
+		}
+	}()
 	if spec.Command != nil {
-		if err := os.Chmod(work, 0o755); err != nil {
+		if err := os.Chmod(m.work, 0o755); err != nil {
 			return nil, fmt.Errorf("open guest run directory to QEMU's user: %w", err)
 		}
 	}
-	initrd := filepath.Join(work, "initramfs.cpio")
+	initrd := filepath.Join(m.work, "initramfs.cpio")
 	if err := writeRunInitramfs(initrd, img.Initramfs, spec); err != nil {
 		return nil, err
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	serial := &syncBuffer{}
-	var stderr syncBuffer
+	m.ctx, m.cancel = context.WithTimeout(ctx, m.timeout)
 	command := spec.Command
 	if command == nil {
 		command = exec.CommandContext
 	}
-	cmd := command(ctx, qemu, qemuArgs(img.Kernel, initrd, spec.Shares)...)
-	cmd.Stdout = io.Writer(serial)
-	if spec.Console != nil {
-		cmd.Stdout = io.MultiWriter(serial, spec.Console)
+	args := qemuArgs(img.Kernel, initrd, spec.Shares)
+	if spec.QMP != "" {
+		args = append(args, "-qmp", "unix:"+qemuEscape(spec.QMP)+",server=on,wait=off")
 	}
-	cmd.Stderr = &stderr
+	if spec.Incoming != "" {
+		args = append(args, "-incoming", spec.Incoming)
+	}
+	cmd := command(m.ctx, qemu, args...)
+	cmd.Stdout = io.Writer(m.serial)
+	if spec.Console != nil {
+		cmd.Stdout = io.MultiWriter(m.serial, spec.Console)
+	}
+	cmd.Stderr = m.stderr
 	cmd.Cancel = func() error { return cmd.Process.Kill() }
 	cmd.WaitDelay = 5 * time.Second
 	// QEMU dies with us: Pdeathsig fires when the thread that forked it ends,
 	// so that thread stays locked until Wait returns (golang/go#27505).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 
-	start := time.Now()
-	done := make(chan error, 1)
+	m.start = time.Now()
+	started := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
+		defer close(m.done)
 		if err := cmd.Start(); err != nil {
-			done <- fmt.Errorf("start %s: %w", qemu, err)
+			started <- fmt.Errorf("start %s: %w", qemu, err)
 			return
 		}
-		done <- cmd.Wait()
+		started <- nil
+		m.waitErr = cmd.Wait()
 	}()
-	waitErr := <-done
-	res := parseSerial(serial.String())
-	res.Duration = time.Since(start)
-
-	tail := func() string {
-		s := fmt.Sprintf("serial console (last lines):\n%s", lastLines(res.Serial, 30))
-		if e := strings.TrimSpace(stderr.String()); e != "" {
-			s += "\nqemu stderr:\n" + lastLines(e, 10)
+	if err := <-started; err != nil {
+		m.cancel()
+		return nil, err
+	}
+	m.cmd = cmd
+	if spec.QMP != "" {
+		if m.qmp, err = m.dialQMP(spec.QMP); err != nil {
+			m.cancel()
+			_, werr := m.Wait()
+			return nil, errors.Join(err, werr)
 		}
-		return s
 	}
+	return m, nil
+}
+
+// qmpTimeout bounds the wait for QEMU's QMP monitor to answer after its start.
+const qmpTimeout = 60 * time.Second
+
+// dialQMP connects to QEMU's QMP socket once QEMU has created it.
+func (m *Machine) dialQMP(path string) (*QMP, error) {
+	deadline := time.Now().Add(qmpTimeout)
+	for {
+		q, err := DialQMP(path)
+		if err == nil {
+			return q, nil
+		}
+		select {
+		case <-m.done:
+			return nil, fmt.Errorf("qemu exited before its QMP monitor answered (%v)\n%s", m.waitErr, m.tail())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("qemu's QMP monitor at %s: no answer within %v: %w\n%s", path, qmpTimeout, err, m.tail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// QMP is the machine's QMP monitor (Spec.QMP), or nil.
+func (m *Machine) QMP() *QMP { return m.qmp }
+
+// Serial is the serial console output so far.
+func (m *Machine) Serial() string { return m.serial.String() }
+
+// Done is closed once QEMU has exited and been reaped.
+func (m *Machine) Done() <-chan struct{} { return m.done }
+
+// Kill kills QEMU (SIGKILL); Wait then returns a "canceled" error.
+func (m *Machine) Kill() { m.cancel() }
+
+// Wait waits for QEMU to exit, removes the run directory and returns what
+// the console showed. The error is not nil when QEMU failed, was killed
+// (Kill, ctx, or the timeout), then with the tail of the serial console and
+// QEMU's stderr; whether the script ran to its end is for the caller
+// (Run, ParseSerial) to judge. Calling it again returns the same.
+func (m *Machine) Wait() (*Result, error) {
+	m.waitOnce.Do(func() { m.res, m.resErr = m.wait() })
+	return m.res, m.resErr
+}
+
+func (m *Machine) wait() (*Result, error) {
+	<-m.done
+	if m.qmp != nil {
+		m.qmp.Close()
+	}
+	defer m.cancel()
+	os.RemoveAll(m.work)
+	res := parseSerial(m.serial.String())
+	res.Duration = time.Since(m.start)
 	switch {
-	case cmd.Process == nil:
-		return nil, waitErr
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return res, fmt.Errorf("guest did not power off within %s, qemu killed\n%s", timeout, tail())
-	case ctx.Err() != nil:
-		return res, fmt.Errorf("guest run canceled, qemu killed: %w\n%s", context.Cause(ctx), tail())
-	case waitErr != nil:
-		return res, fmt.Errorf("qemu failed: %w\n%s", waitErr, tail())
-	}
-	if msg, ok := res.initError(); ok {
-		return res, fmt.Errorf("guest init failed: %s\n%s", msg, tail())
-	}
-	if res.ExitStatus < 0 {
-		return res, fmt.Errorf("guest powered off before the script finished (no %s line)\n%s", markerExit, tail())
+	case m.waitErr == nil:
+		// QEMU exited by itself, whatever happened to ctx afterwards.
+	case errors.Is(m.ctx.Err(), context.DeadlineExceeded):
+		return res, fmt.Errorf("guest did not power off within %s, qemu killed\n%s", m.timeout, m.tail())
+	case m.ctx.Err() != nil:
+		return res, fmt.Errorf("guest run canceled, qemu killed: %w\n%s", context.Cause(m.ctx), m.tail())
+	default:
+		return res, fmt.Errorf("qemu failed: %w\n%s", m.waitErr, m.tail())
 	}
 	return res, nil
+}
+
+// tail is the end of the serial console and QEMU's stderr, for errors.
+func (m *Machine) tail() string {
+	s := fmt.Sprintf("serial console (last lines):\n%s", lastLines(m.serial.String(), 30))
+	if e := strings.TrimSpace(m.stderr.String()); e != "" {
+		s += "\nqemu stderr:\n" + lastLines(e, 10)
+	}
+	return s
+}
+
+// Stderr is what QEMU wrote on its stderr so far.
+func (m *Machine) Stderr() string { return m.stderr.String() }
+
+// scriptError says whether the init failed or the script did not finish;
+// tail describes the run for the message.
+func (r *Result) scriptError(tail func() string) error {
+	if msg, ok := r.initError(); ok {
+		return fmt.Errorf("guest init failed: %s\n%s", msg, tail())
+	}
+	if r.ExitStatus < 0 {
+		return fmt.Errorf("guest powered off before the script finished (no %s line)\n%s", markerExit, tail())
+	}
+	return nil
 }
 
 func (s Spec) validate() error {
@@ -226,8 +355,11 @@ func (s Spec) validateGuest() error {
 	return nil
 }
 
-// validateSockets checks the sockets QEMU will connect to.
+// validateSockets checks the sockets QEMU will connect to or serve.
 func (s Spec) validateSockets() error {
+	if len(s.QMP) >= maxSocketPath {
+		return fmt.Errorf("guest spec: QMP socket path %s is %d bytes, unix sockets allow %d: use a shorter directory", s.QMP, len(s.QMP), maxSocketPath-1)
+	}
 	for _, sh := range s.Shares {
 		if len(sh.Socket) >= maxSocketPath {
 			return fmt.Errorf("guest spec: share %s: socket path %s is %d bytes, unix sockets allow %d: use a shorter directory", sh.Tag, sh.Socket, len(sh.Socket), maxSocketPath-1)
@@ -281,13 +413,7 @@ func WriteInitramfs(path string, img *Image, spec Spec) error {
 // when the guest's init failed or the script did not finish.
 func ParseSerial(serial string) (*Result, error) {
 	res := parseSerial(serial)
-	if msg, ok := res.initError(); ok {
-		return res, fmt.Errorf("guest init failed: %s\n%s", msg, lastLines(serial, 30))
-	}
-	if res.ExitStatus < 0 {
-		return res, fmt.Errorf("guest powered off before the script finished (no %s line)\n%s", markerExit, lastLines(serial, 30))
-	}
-	return res, nil
+	return res, res.scriptError(func() string { return lastLines(serial, 30) })
 }
 
 // qemuEscape doubles commas, QEMU's escape inside option values.
