@@ -23,10 +23,16 @@ const servedWithin = 2 * time.Second
 // waitHangUp waits until the other end closes c.
 func waitHangUp(t *testing.T, c net.Conn) {
 	t.Helper()
-	require.NoError(t, c.SetReadDeadline(time.Now().Add(waitFor)))
+	waitHangUpWithin(t, c, waitFor)
+}
+
+// waitHangUpWithin waits at most d until the other end closes c.
+func waitHangUpWithin(t *testing.T, c net.Conn, d time.Duration) {
+	t.Helper()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(d)))
 	_, err := io.Copy(io.Discard, c)
 	var ne net.Error
-	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the session was not closed within %s", waitFor)
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the session was not closed within %s", d)
 }
 
 func TestStoppingTheServiceDuringASessionEndsItCleanly(t *testing.T) {
