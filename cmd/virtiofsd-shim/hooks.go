@@ -98,8 +98,11 @@ func (f *hookFlags) connect(ctx context.Context) (hooks.Manager, func(), error) 
 	return m, func() { _ = m.Close() }, nil
 }
 
-func releaseCmd(ctx context.Context, args []string, stderr io.Writer) error {
-	f, err := parseHookFlags("release", releaseUsage, args, stderr)
+// runHook parses a hook's flags and runs fn with its manager, all within
+// the hook's --timeout.
+func runHook(ctx context.Context, name, usage string, args []string, stderr io.Writer,
+	fn func(ctx context.Context, f *hookFlags, m hooks.Manager) error) error {
+	f, err := parseHookFlags(name, usage, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -110,25 +113,22 @@ func releaseCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer done()
-	if err := hooks.Release(ctx, f.hook(), m, stderr); err != nil {
-		return fmt.Errorf("release (--timeout=%s): %w", f.timeout, err)
-	}
-	return nil
+	return fn(ctx, f, m)
+}
+
+func releaseCmd(ctx context.Context, args []string, stderr io.Writer) error {
+	return runHook(ctx, "release", releaseUsage, args, stderr, func(ctx context.Context, f *hookFlags, m hooks.Manager) error {
+		if err := hooks.Release(ctx, f.hook(), m, stderr); err != nil {
+			return fmt.Errorf("release (--timeout=%s): %w", f.timeout, err)
+		}
+		return nil
+	})
 }
 
 func standbyCmd(ctx context.Context, args []string, stderr io.Writer) error {
-	f, err := parseHookFlags("standby", standbyUsage, args, stderr)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	m, done, err := f.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	return hooks.Standby(ctx, f.hook(), m)
+	return runHook(ctx, "standby", standbyUsage, args, stderr, func(ctx context.Context, f *hookFlags, m hooks.Manager) error {
+		return hooks.Standby(ctx, f.hook(), m)
+	})
 }
 
 func resumeCmd(ctx context.Context, args []string, stderr io.Writer) error {

@@ -2,12 +2,17 @@ package migrationtest
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
 // TestGuestKeepsItsOpenFileAcrossMigration migrates a guest that holds a
@@ -132,50 +137,39 @@ func TestWithoutReturnPathTheSourceStaysPaused(t *testing.T) {
 	requireEndedCleanly(t, p.Src, "source")
 }
 
-// TestGuestErrorFailsOnlyTheDeletedFile: with MIGRATION_ON_ERROR=guest-error
-// the same migration completes; only the file that could not be migrated
-// fails in the guest, the held one goes on working, and both sessions end
-// cleanly.
-func TestGuestErrorFailsOnlyTheDeletedFile(t *testing.T) {
-	p, share := hosts(t, "MIGRATION_ON_ERROR=guest-error")
-	vm := boot(t, p, share, true)
-	ctx := context.Background()
+// TestDeletedOpenFileMigratesAsConfigured: the migration that fails by
+// default (TestDeletedOpenFileFailsMigrationByDefault) completes with either
+// key. With MIGRATION_ON_ERROR=guest-error only the file that could not be
+// migrated fails in the guest; with MIGRATION_MODE=file-handles the
+// destination opens it by its handle (with the CAP_DAC_READ_SEARCH the
+// generator grants), and the guest goes on writing to the file it deleted.
+// Either way the held file goes on working, and both sessions end cleanly.
+func TestDeletedOpenFileMigratesAsConfigured(t *testing.T) {
+	for _, tc := range []struct {
+		name, conf, gone string
+	}{
+		{"guest-error", "MIGRATION_ON_ERROR=guest-error", "failed"},
+		{"file-handles", "MIGRATION_MODE=file-handles", "ok"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, share := hosts(t, tc.conf)
+			vm := boot(t, p, share, true)
+			ctx := context.Background()
 
-	info, err := vm.Migrate(ctx, Options{ReturnPath: true})
-	require.NoError(t, err)
-	require.Equal(t, "completed", info.Status, "%+v\ndestination:\n%s", info, journalText(t, p.Dst))
-	require.NoError(t, vm.QuitSource(ctx))
-	requireEndedCleanly(t, p.Src, "source")
-	require.NoError(t, vm.Signal(share, MigratedFile))
-	res, err := vm.Wait(true)
-	require.NoError(t, err)
-	require.Equal(t, 0, res.ExitStatus, res.Serial)
-	assert.Equal(t, "failed", res.Values["gone"], "the deleted file fails in the guest")
-	requireWritesKept(t, share, res)
-	requireEndedCleanly(t, p.Dst, "destination")
-}
-
-// TestFileHandlesMigrateADeletedOpenFile: what find-paths cannot migrate,
-// file-handles does (the destination opens the file by its handle, with
-// the CAP_DAC_READ_SEARCH the generator grants): the migration completes
-// and the guest goes on writing to the file it deleted.
-func TestFileHandlesMigrateADeletedOpenFile(t *testing.T) {
-	p, share := hosts(t, "MIGRATION_MODE=file-handles")
-	vm := boot(t, p, share, true)
-	ctx := context.Background()
-
-	info, err := vm.Migrate(ctx, Options{ReturnPath: true})
-	require.NoError(t, err)
-	require.Equal(t, "completed", info.Status, "%+v\ndestination:\n%s", info, journalText(t, p.Dst))
-	require.NoError(t, vm.QuitSource(ctx))
-	requireEndedCleanly(t, p.Src, "source")
-	require.NoError(t, vm.Signal(share, MigratedFile))
-	res, err := vm.Wait(true)
-	require.NoError(t, err)
-	require.Equal(t, 0, res.ExitStatus, res.Serial)
-	assert.Equal(t, "ok", res.Values["gone"], "the deleted file still works on the destination")
-	requireWritesKept(t, share, res)
-	requireEndedCleanly(t, p.Dst, "destination")
+			info, err := vm.Migrate(ctx, Options{ReturnPath: true})
+			require.NoError(t, err)
+			require.Equal(t, "completed", info.Status, "%+v\ndestination:\n%s", info, journalText(t, p.Dst))
+			require.NoError(t, vm.QuitSource(ctx))
+			requireEndedCleanly(t, p.Src, "source")
+			require.NoError(t, vm.Signal(share, MigratedFile))
+			res, err := vm.Wait(true)
+			require.NoError(t, err)
+			require.Equal(t, 0, res.ExitStatus, res.Serial)
+			assert.Equal(t, tc.gone, res.Values["gone"], "the deleted file in the guest")
+			requireWritesKept(t, share, res)
+			requireEndedCleanly(t, p.Dst, "destination")
+		})
+	}
 }
 
 // TestStandbyDestination: with STANDBY=yes a virtiofsd already waits on the
@@ -184,15 +178,9 @@ func TestFileHandlesMigrateADeletedOpenFile(t *testing.T) {
 // instance is back to a standby for the next session.
 func TestStandbyDestination(t *testing.T) {
 	p, share := hosts(t, "STANDBY=yes")
-	var standby string
-	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		out, err := p.Dst.Systemctl(context.Background(), "show", "-p", "StatusText", "--value", unit)
-		assert.NoError(c, err)
-		standby = strings.TrimSpace(out)
-		assert.Contains(c, standby, "standby for session 1", "the destination waits before any VM")
-	}, endTimeout, 200*time.Millisecond)
-	pid := statusPID(standby)
-	require.NotEmpty(t, pid, standby)
+	// The destination waits before any VM: its shim publishes a standby
+	// waiting for its first session.
+	pid := strconv.Itoa(standbyWaiting(t, p.Dst, 1).VirtiofsdPID)
 
 	vm := boot(t, p, share, false)
 	ctx := context.Background()
@@ -213,26 +201,24 @@ func TestStandbyDestination(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 0, res.ExitStatus, res.Serial)
 	requireWritesKept(t, share, res)
-	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		st := map[string]string{}
-		out, err := p.Dst.Systemctl(ctx, "show", "-p", "ActiveState,StatusText", unit)
-		assert.NoError(c, err)
-		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-			k, v, _ := strings.Cut(line, "=")
-			st[k] = v
-		}
-		assert.Equal(c, "active", st["ActiveState"])
-		assert.Contains(c, st["StatusText"], "standby for session 2", "the next standby waits")
-	}, endTimeout, 200*time.Millisecond)
+	standbyWaiting(t, p.Dst, 2) // the next standby waits
 	assert.NotContains(t, journalText(t, p.Dst), "Migration failed")
 }
 
-// statusPID is the virtiofsd pid a status line names: "(virtiofsd pid 812, ...".
-func statusPID(status string) string {
-	_, rest, ok := strings.Cut(status, "virtiofsd pid ")
-	if !ok {
-		return ""
-	}
-	pid, _, _ := strings.Cut(rest, ",")
-	return strings.TrimSuffix(pid, ")")
+// standbyWaiting waits until the host's running shim publishes a standby
+// virtiofsd waiting for its session-th session, and returns that state.
+func standbyWaiting(t *testing.T, host *shimbox.Box, session int) *state.State {
+	t.Helper()
+	var st *state.State
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		got, err := host.LiveState(context.Background(), Instance)
+		if assert.NoError(c, err) && assert.NotNil(c, got, "no shim runs") {
+			assert.Equal(c, state.Waiting, got.Phase)
+			assert.True(c, got.Standby)
+			assert.Equal(c, session, got.SessionNumber)
+			assert.NotZero(c, got.VirtiofsdPID)
+			st = got
+		}
+	}, endTimeout, 200*time.Millisecond, "no standby waits for session %d", session)
+	return st
 }
