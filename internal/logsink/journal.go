@@ -13,7 +13,7 @@ import (
 	sdjournal "github.com/coreos/go-systemd/v22/journal"
 )
 
-// Journal fields of the interface contract (DESIGN.md).
+// Journal fields of the interface contract (README, "Logs").
 const (
 	FieldIdentifier = "SYSLOG_IDENTIFIER"
 	FieldInstance   = "VIRTIOFSD_INSTANCE"

@@ -154,7 +154,7 @@ func DetectVersion(ctx context.Context, path string) (Version, error) {
 	if v.Flavor == Rust {
 		v.Features = detectFeatures(ctx, path)
 	} else {
-		v.Features = []string{} // {"type": "fs"} (DESIGN.md): the C one has no migration
+		v.Features = []string{} // {"type": "fs"}: the C one has no migration
 	}
 	return v, nil
 }

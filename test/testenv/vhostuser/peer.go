@@ -94,7 +94,7 @@ func Probe(path string, timeout time.Duration) (net.Conn, error) {
 // GetFeatures sends VHOST_USER_GET_FEATURES (12 bytes: request 1, flags
 // 0x1 for version 1, size 0) on an open connection and checks that the
 // reply is a 12-byte header with flags 0x5 (version 1 | reply) and size 8,
-// followed by the u64 feature bits (DESIGN.md).
+// followed by the u64 feature bits (vhost-user protocol: GET_FEATURES).
 func GetFeatures(c net.Conn, timeout time.Duration) error {
 	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
 		return err
