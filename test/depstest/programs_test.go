@@ -25,7 +25,7 @@ var packageOf = map[string]string{
 	"cp": "coreutils", "date": "coreutils", "dirname": "coreutils", "env": "coreutils",
 	"head": "coreutils", "id": "coreutils", "install": "coreutils", "ln": "coreutils",
 	"ls": "coreutils", "mkdir": "coreutils", "mktemp": "coreutils", "rm": "coreutils",
-	"sort": "coreutils", "stat": "coreutils", "test": "coreutils", "timeout": "coreutils",
+	"sleep": "coreutils", "sort": "coreutils", "stat": "coreutils", "test": "coreutils", "timeout": "coreutils",
 	"tr":   "coreutils",
 	"grep": "grep", "sed": "sed", "gzip": "gzip", "getent": "libc-bin", "logger": "bsdutils",
 	"apt-get": "apt", "apt-cache": "apt", "dpkg": "dpkg", "dpkg-deb": "dpkg", "dpkg-query": "dpkg",
