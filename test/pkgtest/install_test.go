@@ -182,7 +182,8 @@ func installUpgradeRemovePurge(t *testing.T, leg shimbox.Platform) {
 	if !leg.Rust() {
 		// The example's VIRTIOFSD= and EXTRA_ARGS= name the C virtiofsd:
 		// on the Rust leg the instance keeps the defaults.
-		conf = enableEveryKey(conf, share)
+		// The keys only the Rust virtiofsd has stay commented out.
+		conf, _ = withoutRustOnlyKeys(t, old.Bin, t.TempDir(), enableEveryKey(conf, share))
 	}
 	require.NoError(t, m.WriteFile("/etc/virtiofsd/vm1.conf", []byte(conf+"\n"), 0o644))
 	m.sh(ctx, "systemctl enable --now virtiofsd@vm1.socket")

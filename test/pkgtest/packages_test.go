@@ -394,27 +394,7 @@ func TestExampleConfigIsValidWithEveryKeyEnabled(t *testing.T) {
 	}
 	dir, share := t.TempDir(), t.TempDir()
 	conf := enableEveryKey(readRepoFile(t, "packaging/example.conf.sample"), share)
-	path := filepath.Join(dir, "example.conf")
-	// The host's virtiofsd is the C one: each key only the Rust one has is
-	// refused at its line, naming the package to install; with those lines
-	// taken out one by one, the rest is valid.
-	lineOf := regexp.MustCompile(`example\.conf:(\d+): ([A-Z_]+)= needs the Rust virtiofsd: .*apt install virtiofsd`)
-	var refused []string
-	for range 40 {
-		require.NoError(t, os.WriteFile(path, []byte(conf), 0o644))
-		out, err := exec.Command(b.Bin, "check", "--config-dir="+dir, "example").CombinedOutput()
-		if err == nil {
-			break
-		}
-		m := lineOf.FindStringSubmatch(string(out))
-		require.NotNil(t, m, "virtiofsd-shim check of the example with every key set:\n%s\n%s", out, conf)
-		n, _ := strconv.Atoi(m[1])
-		lines := strings.SplitAfter(conf, "\n")
-		require.True(t, strings.HasPrefix(lines[n-1], m[2]+"="), "line %d is %q", n, lines[n-1])
-		lines[n-1] = "#" + lines[n-1]
-		conf = strings.Join(lines, "")
-		refused = append(refused, m[2])
-	}
+	conf, refused := withoutRustOnlyKeys(t, b.Bin, dir, conf)
 	out, err := exec.Command(b.Bin, "check", "--config-dir="+dir, "example").CombinedOutput()
 	assert.NoError(t, err, "the example without the Rust-only keys %v:\n%s\n%s", refused, out, conf)
 	assert.Contains(t, refused, "MIGRATION_MODE", "the C virtiofsd has no migration")
@@ -423,6 +403,32 @@ func TestExampleConfigIsValidWithEveryKeyEnabled(t *testing.T) {
 // enableEveryKey turns the example config into one that sets every key a
 // system instance may set (the user-only ones stay commented out), sharing
 // share.
+// withoutRustOnlyKeys takes out of conf, written as DIR/example.conf, each
+// key that bin's check refuses for the host's C virtiofsd because only the
+// Rust one has it (at its line, naming the package to install), one by one,
+// and returns the rest with the keys taken out.
+func withoutRustOnlyKeys(t *testing.T, bin, dir, conf string) (string, []string) {
+	t.Helper()
+	path := filepath.Join(dir, "example.conf")
+	lineOf := regexp.MustCompile(`example\.conf:(\d+): ([A-Z_]+)= needs the Rust virtiofsd: .*apt install virtiofsd`)
+	var refused []string
+	for range 40 {
+		require.NoError(t, os.WriteFile(path, []byte(conf), 0o644))
+		out, err := exec.Command(bin, "check", "--config-dir="+dir, "example").CombinedOutput()
+		m := lineOf.FindStringSubmatch(string(out))
+		if err == nil || m == nil {
+			break
+		}
+		n, _ := strconv.Atoi(m[1])
+		lines := strings.SplitAfter(conf, "\n")
+		require.True(t, strings.HasPrefix(lines[n-1], m[2]+"="), "line %d is %q", n, lines[n-1])
+		lines[n-1] = "#" + lines[n-1]
+		conf = strings.Join(lines, "")
+		refused = append(refused, m[2])
+	}
+	return conf, refused
+}
+
 func enableEveryKey(sample, share string) string {
 	var conf strings.Builder
 	for _, line := range strings.SplitAfter(sample, "\n") {
