@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -64,37 +63,17 @@ type stormResult struct {
 	firstFail error
 }
 
-// pidCPU is a process's utime+stime from /proc/PID/stat (clock ticks of
-// 10 ms).
+// pidCPU is a process's utime+stime (processCPU), 0 when it cannot be read.
 func pidCPU(pid int) time.Duration {
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(u+s) * 10 * time.Millisecond
+	_, d, _ := processCPU(pid)
+	return d
 }
 
 // boxCPU is the CPU time of every process of the box: usage_usec of its
 // cgroup in the unified hierarchy (0 without one).
 func boxCPU(b *shimbox.Box) time.Duration {
-	c := newCPUSource(b)
-	st, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/unified", c.boxRoot(), "cpu.stat"))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(st), "\n") {
-		if v, ok := strings.CutPrefix(l, "usage_usec "); ok {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			return time.Duration(n) * time.Microsecond
-		}
-	}
-	return 0
+	d, _ := cgroupCPU(filepath.Join("/sys/fs/cgroup/unified", newCPUSource(b).boxRoot()))
+	return d
 }
 
 // storm connects one client to each socket at the same moment (the
