@@ -29,6 +29,9 @@ var reportPath = flag.String("report", "", "run the system measurements and writ
 //	readystamp: after 20 ms, stamp the wall clock (ns), write virtiofsd's readiness line,
 //	            then write the stamp to BENCH_RESULT (atomically, by rename);
 //	            then wait for SIGTERM.
+//	fsops:      the system calls virtiofsd makes for a guest's create, lookup,
+//	            open and unlink, on BENCH_FSOPS_FILES files in BENCH_FSOPS_DIR;
+//	            each phase's CPU time goes to BENCH_RESULT (syscalls_test.go).
 const (
 	envHelper = "BENCH_HELPER"
 	envLines  = "BENCH_LINES"
@@ -52,6 +55,8 @@ func TestMain(m *testing.M) {
 		os.Exit(helperReadyStamp())
 	case "drain":
 		os.Exit(helperDrain())
+	case "fsops":
+		os.Exit(helperFSOps())
 	default:
 		fmt.Fprintf(os.Stderr, "unknown %s=%s\n", envHelper, os.Getenv(envHelper))
 		os.Exit(2)
