@@ -804,11 +804,7 @@ func pairedTable(s *section, variants []dpVariant, runs map[string][]dpRun) {
 					continue
 				}
 				sort.Float64s(x)
-				med := x[len(x)/2]
-				if len(x)%2 == 0 {
-					med = (x[len(x)/2-1] + x[len(x)/2]) / 2
-				}
-				s.printf(" %.2f (%.2f to %.2f) |", med, x[0], x[len(x)-1])
+				s.printf(" %.2f (%.2f to %.2f) |", medianOf(x), x[0], x[len(x)-1])
 			}
 		}
 		s.printf("\n")
