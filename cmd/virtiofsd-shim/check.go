@@ -188,6 +188,9 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if scope == config.System {
 		warnings = append(warnings, modcapsWarnings(cfg, p.Args)...)
 	}
+	if w := threadPoolWarning(cfg, p.Version); w != "" {
+		warnings = append(warnings, w)
+	}
 	for _, w := range warnings {
 		fmt.Fprintln(stdout, "warning: "+w)
 	}
@@ -293,6 +296,24 @@ func modcapsWarnings(c *config.Config, args []string) []string {
 			capName, c.Instance, c.Path, c.Line("EXTRA_ARGS"), c.Instance, capName))
 	}
 	return w
+}
+
+// threadPoolWarning warns of a thread pool for the C virtiofsd. Its pool is
+// glib's, whose pool thread calls sched_getaffinity(2) when it spawns a
+// worker (glib 2.74, Debian 12); the C virtiofsd's own seccomp allow-list
+// lacks that call, so the kernel kills virtiofsd (SIGSYS) at the guest's
+// first request, and its namespace parent exits with status 1 and no
+// message (QEMU 7.2.22 here: the audit record names syscall 204). QEMU
+// dropped the C virtiofsd after 7.2, so no fix is coming.
+func threadPoolWarning(c *config.Config, v virtiofsd.Version) string {
+	if v.Flavor != virtiofsd.C || c.ThreadPoolSize == nil || *c.ThreadPoolSize == 0 {
+		return ""
+	}
+	return fmt.Sprintf("THREAD_POOL_SIZE=%d with the %s (%s:%d): its glib thread pool calls sched_getaffinity, which its own "+
+		"seccomp filter does not allow; with glib 2.74 (Debian 12) the kernel kills it at the guest's first request, "+
+		"and it exits with status 1 and no message (the kernel's audit log shows sig=31 syscall=204). "+
+		"Remove THREAD_POOL_SIZE (no pool, the default) or install the Rust virtiofsd",
+		*c.ThreadPoolSize, v, c.Path, c.Line("THREAD_POOL_SIZE"))
 }
 
 // instanceState reads the instance's typed state and its deferred-restart

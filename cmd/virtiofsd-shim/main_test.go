@@ -98,6 +98,30 @@ func TestCheckPrintsTheCommandRunWouldStart(t *testing.T) {
 	assert.Contains(t, stderr, "vm2.conf: no such file")
 }
 
+// QEMU 7.2's C virtiofsd is killed by its own seccomp filter as soon as its
+// thread pool takes a request (Debian 12, 2026-12-03): check says so, with
+// the line, and the Rust virtiofsd gets no such warning.
+func TestCheckWarnsOfAThreadPoolForTheCVirtiofsd(t *testing.T) {
+	share := t.TempDir()
+	for _, flavor := range []string{"c", "rust"} {
+		t.Run(flavor, func(t *testing.T) {
+			dir := instance(t, "vm1", "SHARED_DIR="+share+"\nVIRTIOFSD="+fakeBinary(t, flavor)+"\nTHREAD_POOL_SIZE=4\n")
+			code, out, stderr := shim(t, "check", "--config-dir="+dir, "vm1")
+			require.Equal(t, 0, code, stderr)
+			assert.Contains(t, out, "--thread-pool-size=4")
+			if flavor == "c" {
+				assert.Contains(t, out, "warning: THREAD_POOL_SIZE=4 with the C virtiofsd 7.2")
+				assert.Contains(t, out, "vm1.conf:3): its glib thread pool calls sched_getaffinity")
+			} else {
+				assert.NotContains(t, out, "THREAD_POOL_SIZE=4 with")
+			}
+		})
+	}
+	dir := instance(t, "vm1", "SHARED_DIR="+share+"\nVIRTIOFSD="+fakeBinary(t, "c")+"\nTHREAD_POOL_SIZE=0\n")
+	_, out, _ := shim(t, "check", "--config-dir="+dir, "vm1")
+	assert.NotContains(t, out, "sched_getaffinity", "no pool, no warning")
+}
+
 func TestHelpShowsExamplesAndTheExitTable(t *testing.T) {
 	code, out, _ := shim(t, "--help")
 	assert.Equal(t, 0, code)
