@@ -46,7 +46,7 @@ lint:
 
 # Measures the shim against the bare virtiofsd, side by side in one run, and
 # writes docs/benchmarks.md (root). Most of it takes minutes; the data-path
-# section boots about 40 guests under TCG at full size (40 minutes on a 2-core
+# section boots about 50 guests under TCG at full size (about an hour on a 2-core
 # machine without KVM; smaller: -datapath-size FILES,TREE,MIB, see
 # docs/benchmarks.md). In-process Go benchmarks:
 # go test -run '^$$' -bench . -count 6 ./test/bench/ (benchstat-friendly).

@@ -268,20 +268,21 @@ func dataPathLeg(t *testing.T, s *section, leg shimbox.Platform, img *guest.Imag
 	// The box's root (b.Root) is not known before the boot: the bare units
 	// share folders under a folder of the bench's.
 	dir := benchDir(t)
+	// The lines that confine virtiofsd: ExecStopPost= (resume) runs the
+	// service instead.
+	var confine []string
+	for _, l := range shipped {
+		if !strings.HasPrefix(l, "ExecStopPost=") {
+			confine = append(confine, l)
+		}
+	}
 	units := map[string]string{}
 	for _, v := range variants {
 		if v.plain {
 			// A unit file named for the instance takes the template's
-			// place for that instance alone. ExecStopPost= (resume) runs
-			// the service, it does not confine it.
-			var drop []string
-			for _, l := range shipped {
-				if !strings.HasPrefix(l, "ExecStopPost=") {
-					drop = append(drop, l)
-				}
-			}
+			// place for that instance alone.
 			for _, c := range dpCaches {
-				units["virtiofsd@"+v.key+"-"+c+".service"] = withoutLines(shippedText, drop)
+				units["virtiofsd@"+v.key+"-"+c+".service"] = withoutLines(shippedText, confine)
 			}
 		}
 		if !v.bare {
@@ -305,12 +306,7 @@ func dataPathLeg(t *testing.T, s *section, leg shimbox.Platform, img *guest.Imag
 			// walk, one O_PATH descriptor per inode the guest looked up.
 			units[v.key+"-"+c+"@.service.d/nofile.conf"] = "[Service]\nLimitNOFILE=1000000\n"
 			if v.sandbox {
-				dropIn := "[Service]\n"
-				for _, l := range shipped {
-					if !strings.HasPrefix(l, "ExecStopPost=") {
-						dropIn += l + "\n"
-					}
-				}
+				dropIn := "[Service]\n" + strings.Join(confine, "\n") + "\n"
 				units[v.key+"-"+c+"@.service.d/sandbox.conf"] = dropIn
 			}
 		}
