@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -51,40 +52,67 @@ var (
 )
 
 // Binary builds virtiofsd-shim once per test process into
-// /var/tmp/virtiofsd-shim-test/<tree> (outside the box's private /tmp; one
-// folder per source tree, so that checkouts tested side by side never run
-// each other's build) and returns its path. Test processes of one tree
-// running side by side build the same file and rename it into place, so a
-// box that has the old one bind-mounted keeps it and nothing piles up. VIRTIOFSD_SHIM_BINARY overrides it with a prebuilt
-// binary (an installed package's, say).
+// /var/tmp/virtiofsd-shim-test/<tree>/bin/<content>/virtiofsd-shim (outside the
+// box's private /tmp; one folder per source tree, so that checkouts tested
+// side by side never run each other's build) and returns its path.
+// VIRTIOFSD_SHIM_BINARY overrides it with a prebuilt binary (an installed
+// package's, say).
+//
+// The path is named by the binary's content and never replaced: test
+// processes of one tree run side by side (go test runs packages in
+// parallel), and one that renamed its build over a path another's box was
+// bind-mounting mid-boot could fail that boot ("mount: ... No such file or
+// directory", seen once in CI on 2026-12-03). Builds of other content older
+// than a day are removed.
 func Binary() (string, error) {
 	buildOnce.Do(func() {
 		if p := os.Getenv("VIRTIOFSD_SHIM_BINARY"); p != "" {
 			builtBin = p
 			return
 		}
-		dir, err := buildDir()
-		if err != nil {
-			buildErr = err
-			return
-		}
-		tmp, err := os.CreateTemp(dir, ".build-*")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		tmp.Close()
-		defer os.Remove(tmp.Name())
-		// As make build and the packages build it.
-		cmd := exec.Command(filepath.Join(RepoRoot(), "scripts", "build-binary.sh"), tmp.Name(), "test")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-			return
-		}
-		builtBin = filepath.Join(dir, "virtiofsd-shim")
-		buildErr = os.Rename(tmp.Name(), builtBin)
+		builtBin, buildErr = build()
 	})
 	return builtBin, buildErr
+}
+
+func build() (string, error) {
+	dir, err := buildDir()
+	if err != nil {
+		return "", err
+	}
+	tmp, err := os.CreateTemp(dir, ".build-*")
+	if err != nil {
+		return "", err
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	// As make build and the packages build it.
+	cmd := exec.Command(filepath.Join(RepoRoot(), "scripts", "build-binary.sh"), tmp.Name(), "test")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	content, err := os.ReadFile(tmp.Name())
+	if err != nil {
+		return "", err
+	}
+	sum := fmt.Sprintf("%x", sha256.Sum256(content))[:12]
+	bins := filepath.Join(dir, "bin")
+	if err := os.MkdirAll(filepath.Join(bins, sum), 0o755); err != nil {
+		return "", err
+	}
+	bin := filepath.Join(bins, sum, "virtiofsd-shim")
+	// A link, unlike a rename, never replaces a path that exists: the same
+	// content built by another process is already there.
+	if err := os.Link(tmp.Name(), bin); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", err
+	}
+	entries, _ := os.ReadDir(bins)
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && e.Name() != sum && time.Since(info.ModTime()) > 24*time.Hour {
+			os.RemoveAll(filepath.Join(bins, e.Name()))
+		}
+	}
+	return bin, nil
 }
 
 // buildDir is where this source tree's test builds go:
