@@ -3,16 +3,12 @@ package shimbox
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
-	"time"
 )
 
 // Build is one run of packaging/build.sh.
@@ -92,19 +88,8 @@ func buildShared(ctx context.Context) (Build, error) {
 	if err != nil {
 		return Build{}, fmt.Errorf("build the packages: %w", err)
 	}
-	dists := filepath.Join(dir, "dist")
-	dst := filepath.Join(dists, fmt.Sprintf("%x", sha256.Sum256(deb))[:12])
-	old, _ := os.ReadDir(dists)
-	for _, e := range old {
-		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > 24*time.Hour {
-			_ = os.RemoveAll(filepath.Join(dists, e.Name()))
-		}
-	}
-	if err := os.MkdirAll(dists, 0o755); err != nil {
-		return Build{}, fmt.Errorf("build the packages: %w", err)
-	}
-	// The same .deb built by another process is already in place: use it.
-	if err := os.Rename(tmp, dst); err != nil && !errors.Is(err, os.ErrExist) && !errors.Is(err, syscall.ENOTEMPTY) {
+	dst, err := storeByContent(filepath.Join(dir, "dist"), deb, func(dst string) error { return os.Rename(tmp, dst) })
+	if err != nil {
 		return Build{}, fmt.Errorf("build the packages: %w", err)
 	}
 	for _, p := range []*string{&b.Deb, &b.RPM, &b.Bin} {
@@ -114,6 +99,5 @@ func buildShared(ctx context.Context) (Build, error) {
 		}
 		*p = filepath.Join(dst, rel)
 	}
-	_ = os.Chtimes(dst, time.Now(), time.Now()) // in use: not old
 	return b, nil
 }

@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,12 +59,10 @@ var (
 // VIRTIOFSD_SHIM_BINARY overrides it with a prebuilt binary (an installed
 // package's, say).
 //
-// The path is named by the binary's content and never replaced: test
-// processes of one tree run side by side (go test runs packages in
-// parallel), and one that renamed its build over a path another's box was
-// bind-mounting mid-boot could fail that boot ("mount: ... No such file or
-// directory", seen once in CI on 2026-12-03). Builds of other content older
-// than a day are removed.
+// The path is named by the binary's content and never replaced
+// (storeByContent): a build renamed over the path another process's box was
+// bind-mounting mid-boot failed that boot ("mount: ... No such file or
+// directory", CI, 2026-12-03).
 func Binary() (string, error) {
 	buildOnce.Do(func() {
 		if p := os.Getenv("VIRTIOFSD_SHIM_BINARY"); p != "" {
@@ -95,24 +94,41 @@ func build() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	sum := fmt.Sprintf("%x", sha256.Sum256(content))[:12]
-	bins := filepath.Join(dir, "bin")
-	if err := os.MkdirAll(filepath.Join(bins, sum), 0o755); err != nil {
+	d, err := storeByContent(filepath.Join(dir, "bin"), content, func(dst string) error {
+		if err := os.MkdirAll(dst, 0o755); err != nil {
+			return err
+		}
+		// A link, unlike a rename, never replaces a path that exists.
+		return os.Link(tmp.Name(), filepath.Join(dst, "virtiofsd-shim"))
+	})
+	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(bins, sum, "virtiofsd-shim")
-	// A link, unlike a rename, never replaces a path that exists: the same
-	// content built by another process is already there.
-	if err := os.Link(tmp.Name(), bin); err != nil && !errors.Is(err, fs.ErrExist) {
-		return "", err
-	}
-	entries, _ := os.ReadDir(bins)
-	for _, e := range entries {
-		if info, err := e.Info(); err == nil && e.Name() != sum && time.Since(info.ModTime()) > 24*time.Hour {
-			os.RemoveAll(filepath.Join(bins, e.Name()))
+	return filepath.Join(d, "virtiofsd-shim"), nil
+}
+
+// storeByContent keeps a build in parent/<hash of content>: place puts it
+// at that path, which it must never replace (an error of fs.ErrExist or
+// ENOTEMPTY there means the same content built by another process is in
+// place, and is used). Test processes of one tree run side by side, and a
+// box of one may be bind-mounting or installing what another built. Builds
+// not used for a day are removed.
+func storeByContent(parent string, content []byte, place func(dst string) error) (string, error) {
+	dst := filepath.Join(parent, fmt.Sprintf("%x", sha256.Sum256(content))[:12])
+	old, _ := os.ReadDir(parent)
+	for _, e := range old {
+		if fi, err := e.Info(); err == nil && filepath.Join(parent, e.Name()) != dst && time.Since(fi.ModTime()) > 24*time.Hour {
+			_ = os.RemoveAll(filepath.Join(parent, e.Name()))
 		}
 	}
-	return bin, nil
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return "", err
+	}
+	if err := place(dst); err != nil && !errors.Is(err, fs.ErrExist) && !errors.Is(err, syscall.ENOTEMPTY) {
+		return "", err
+	}
+	_ = os.Chtimes(dst, time.Now(), time.Now()) // in use: not old
+	return dst, nil
 }
 
 // buildDir is where this source tree's test builds go:
