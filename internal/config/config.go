@@ -142,11 +142,7 @@ func lookupKey(name string) (key, bool) {
 }
 
 func knownKeys() string {
-	names := make([]string, len(keys))
-	for i, k := range keys {
-		names[i] = k.name
-	}
-	return strings.Join(names, ", ")
+	return strings.Join(Keys(), ", ")
 }
 
 // Parse reads a configuration in systemd EnvironmentFile syntax from r and
