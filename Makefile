@@ -20,7 +20,7 @@ deps:
 
 # Everything: root-only levels (integration, system, guest, packages) run as
 # root and say why they skip otherwise. The fuzz targets run on their seeds.
-# Each root level runs once per platform leg (Debian 12, Debian 13; README,
+# Each root level runs once per platform leg (Debian 12, Debian 13; docs/development.md,
 # Tested platforms). The package tests run alone, after the others: they
 # build the packages and install them into boxes' overlays.
 test: deps lint
@@ -76,7 +76,7 @@ install: build
 	install -D -m 0644 units/user/virtiofsd@.service $(DESTDIR)$(PREFIX)/lib/systemd/user/virtiofsd@.service
 	install -d -m 0755 $(DESTDIR)/etc/virtiofsd
 	[ -e $(DESTDIR)/etc/virtiofsd/example.conf.sample ] || install -m 0644 packaging/example.conf.sample $(DESTDIR)/etc/virtiofsd/example.conf.sample
-	# AppArmor (Debian, Ubuntu; README "libvirt"): configuration files, kept when present and by uninstall.
+	# AppArmor (Debian, Ubuntu; docs/libvirt.md): configuration files, kept when present and by uninstall.
 	install -d -m 0755 $(DESTDIR)/etc/apparmor.d/abstractions/libvirt-qemu.d
 	[ -e $(DESTDIR)/etc/apparmor.d/abstractions/virtiofsd-shim ] || install -m 0644 packaging/apparmor/virtiofsd-shim $(DESTDIR)/etc/apparmor.d/abstractions/virtiofsd-shim
 	[ -e $(DESTDIR)/etc/apparmor.d/abstractions/libvirt-qemu.d/virtiofsd-shim ] || install -m 0644 packaging/apparmor/libvirt-qemu.d-virtiofsd-shim $(DESTDIR)/etc/apparmor.d/abstractions/libvirt-qemu.d/virtiofsd-shim

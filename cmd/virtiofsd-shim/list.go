@@ -32,7 +32,7 @@ With NAMEs, only those instances; a NAME that systemd does not know and that
 has no config file is an error (exit status 64), after the others are shown.
 Exit status 69: systemd (with --user, your user manager) cannot be reached.
 
---json prints {"schema_version": 1, "instances": [...]}: see the README.
+--json prints {"schema_version": 1, "instances": [...]}: see docs/operations.md.
 
 Examples:
   virtiofsd-shim list

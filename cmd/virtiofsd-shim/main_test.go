@@ -141,9 +141,9 @@ func TestVersion(t *testing.T) {
 	assert.Equal(t, "virtiofsd-shim "+version+"\n", out)
 }
 
-// The README documents the same exit table that --help prints.
-func TestREADMEHasTheExitTable(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+// docs/operations.md documents the same exit table that --help prints.
+func TestDocsHaveTheExitTable(t *testing.T) {
+	readme, err := os.ReadFile("../../docs/operations.md")
 	require.NoError(t, err)
 	for _, r := range exitcode.Table {
 		assert.Contains(t, string(readme), "| "+r.Code+" | "+r.Meaning+" |")

@@ -31,7 +31,7 @@ type Row struct {
 	lo, hi  int // the statuses the row covers
 }
 
-// Table is the exit status table printed by --help and in the README.
+// Table is the exit status table printed by --help and in docs/operations.md.
 var Table = []Row{
 	{"0", "clean end: the VM disconnected, or the service was stopped and virtiofsd stopped within the grace period", OK, OK},
 	{"1-63", "virtiofsd failed with this exit status of its own (it is passed through)", 1, 63},

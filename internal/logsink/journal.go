@@ -13,7 +13,7 @@ import (
 	sdjournal "github.com/coreos/go-systemd/v22/journal"
 )
 
-// Journal fields of the interface contract (README, "Logs").
+// Journal fields of the interface contract (docs/operations.md, "The journal").
 const (
 	FieldIdentifier = "SYSLOG_IDENTIFIER"
 	FieldInstance   = "VIRTIOFSD_INSTANCE"

@@ -161,8 +161,8 @@ func CheckIDMapPrivileges(cfg *config.Config, status string) error {
 			}
 			return &config.Error{File: cfg.Path, Line: cfg.Line(key), Key: key, Msg: fmt.Sprintf(
 				"%s= needs newuidmap/newgidmap, which are set-user-ID, but this service runs with no_new_privs "+
-					"(NoNewPrivileges= and the sandbox of the user unit virtiofsd@.service): add the drop-in of the README's "+
-					"\"Rootless\" section (systemctl --user edit virtiofsd@%s.service), or remove %s=", key, cfg.Instance, key)}
+					"(NoNewPrivileges= and the sandbox of the user unit virtiofsd@.service): add the drop-in that docs/rootless.md gives "+
+					"(\"More than your own id\"; systemctl --user edit virtiofsd@%s.service), or remove %s=", key, cfg.Instance, key)}
 		}
 	}
 	return nil

@@ -99,7 +99,7 @@ func leadingNumber(s string) int {
 
 // Requirement is what a config value needs of the Rust virtiofsd: a
 // --print-capabilities feature where one shows it, else a minimum version
-// (read from virtiofsd's history; README, "The two virtiofsd flavors").
+// (read from virtiofsd's history; docs/virtiofsd.md).
 type Requirement struct {
 	Key     string // the config key, for the error's line
 	What    string // the value asked for, as the error shows it

@@ -36,7 +36,7 @@ type Line struct {
 	Event    Event
 }
 
-// The texts that mark events, for both flavors (README, "The two virtiofsd flavors").
+// The texts that mark events, for both flavors (docs/virtiofsd.md).
 const (
 	ReadyText        = "Waiting for vhost-user socket connection..."
 	connectedTextC   = "Received vhost-user socket connection"

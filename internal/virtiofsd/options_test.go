@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// What the real binaries report (README, "The two virtiofsd flavors", and virtiofsd's main.rs for 1.14).
+// What the real binaries report (docs/virtiofsd.md, and virtiofsd's main.rs for 1.14).
 var (
 	rust1132 = Version{Flavor: Rust, Number: "1.13.2", Features: []string{"migrate-precopy", "separate-options"}}
 	rust114  = Version{Flavor: Rust, Number: "1.14.0", Features: []string{"migrate-precopy", "posix-acl-negotiation-mode",

@@ -489,7 +489,7 @@ func reportSandbox(t *testing.T, s *section) {
 		noMntScore, scoreShipped)
 
 	s.printf("The shipped sandbox lines:\n\n```\n%s\n```\n", strings.Join(shipped, "\n"))
-	s.printf("\nThe drop-in for hosts with many mounts (README.md, Hardening; exposure %s):\n\n```\n%s```\n", noMntScore, noMountSandbox)
+	s.printf("\nThe drop-in for hosts with many mounts (docs/hardening.md; exposure %s):\n\n```\n%s```\n", noMntScore, noMountSandbox)
 
 	// 2. The mount-count curve.
 	s.printf("\nHow the cost grows with the mounts of the host: extra tmpfs mounts made in the box's mount namespace\n" +

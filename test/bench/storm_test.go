@@ -209,7 +209,7 @@ func reportStorm(t *testing.T, s *section) {
 	variants := []stormVariant{
 		{name: "bare virtiofsd units, no sandbox", prefix: "stb", bare: true},
 		{name: "shipped units", prefix: "st"},
-		{name: "shipped units + the no-mount-namespace drop-in (README, Hardening)", prefix: "stn"},
+		{name: "shipped units + the no-mount-namespace drop-in (docs/hardening.md)", prefix: "stn"},
 		{name: "shipped units, STANDBY=yes", prefix: "ss", standby: true},
 	}
 	units := bareTemplate("stb", "bare virtiofsd", virtiofsd.CVirtiofsd+" --fd=3 -o source="+share+" -o cache=auto")

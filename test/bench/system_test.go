@@ -96,7 +96,7 @@ const backToBackSamples = 25
 
 // noMountSandbox turns off the lines of virtiofsd@.service that make systemd
 // build a mount namespace at every start (exposure 3.5 -> 4.2): the drop-in
-// README.md's Hardening section offers to hosts with many mounts.
+// docs/hardening.md offers to hosts with many mounts.
 const noMountSandbox = `[Service]
 PrivateMounts=no
 ProtectControlGroups=no

@@ -15,7 +15,7 @@ import (
 )
 
 // AppArmorIncludeLine is the line a Debian 12 admin adds to
-// /etc/apparmor.d/local/abstractions/libvirt-qemu (README, man page).
+// /etc/apparmor.d/local/abstractions/libvirt-qemu (docs/libvirt.md, man page).
 const AppArmorIncludeLine = "include if exists <abstractions/virtiofsd-shim>"
 
 // AppArmorRule is the rule the project's abstraction gives QEMU.

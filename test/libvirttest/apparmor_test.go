@@ -32,9 +32,9 @@ func TestAppArmorCompilesDebian13(t *testing.T) {
 	assert.False(t, AppArmorCompiles(t, tree.Root), "libvirt 11 includes the package's libvirt-qemu.d file")
 }
 
-// The README and the man page give the admin the exact line and rule.
+// docs/libvirt.md and the man page give the admin the exact line and rule.
 func TestDocsGiveTheAppArmorLine(t *testing.T) {
-	for _, doc := range []string{"README.md", "packaging/virtiofsd-shim.8"} {
+	for _, doc := range []string{"docs/libvirt.md", "packaging/virtiofsd-shim.8"} {
 		b, err := os.ReadFile(filepath.Join(shimbox.RepoRoot(), doc))
 		require.NoError(t, err)
 		text := strings.ReplaceAll(string(b), `\-`, "-") // roff's hyphen

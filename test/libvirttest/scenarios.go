@@ -40,7 +40,7 @@ const guestTimeout = 90 * time.Second
 
 // addInstance configures an instance whose socket QEMU's group reaches
 // (SOCKET_GROUP and SOCKET_MODE=0660 in its config, applied by the generator
-// on daemon-reload, as the README says), enables its socket and returns its
+// on daemon-reload, as docs/configuration.md says), enables its socket and returns its
 // share, inside the box.
 func addInstance(t *testing.T, b Box, leg *Leg, name string, extra ...string) string {
 	t.Helper()

@@ -121,7 +121,7 @@ func testHangingUpEndsTheSessionAndTheSocketListensAgain(t *testing.T, leg shimb
 	}
 }
 
-// TestSocketGroupKeyLetsQEMUsGroupConnect follows the README: SOCKET_GROUP=
+// TestSocketGroupKeyLetsQEMUsGroupConnect follows docs/install.md: SOCKET_GROUP=
 // in the config, applied by the generator on daemon-reload, gives the socket
 // to QEMU's group.
 func TestSocketGroupKeyLetsQEMUsGroupConnect(t *testing.T) {

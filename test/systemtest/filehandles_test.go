@@ -23,7 +23,7 @@ func virtiofsdArgv(t *testing.T, b *shimbox.Box, unit string) string {
 // File handles need CAP_DAC_READ_SEARCH, which the shipped unit's bounding
 // set lacks: without the generator's drop-in, the real Rust virtiofsd
 // (1.13.2) given --inode-file-handles=prefer dies before its readiness line
-// (README, "The two virtiofsd flavors"). With INODE_FILE_HANDLES=prefer, or MIGRATION_MODE=file-handles,
+// (docs/configuration.md, INODE_FILE_HANDLES). With INODE_FILE_HANDLES=prefer, or MIGRATION_MODE=file-handles,
 // the generator grants it and the session is served, under the unit as
 // shipped, with no hand-written drop-in. An instance without either key
 // gets --inode-file-handles=never explicitly and no more capabilities.

@@ -47,7 +47,7 @@ func testSocketGroupAppliesAcrossARestartWithoutCuttingTheSession(t *testing.T, 
 	require.NoError(t, vhostuser.GetFeatures(vm, dialTimeout), "the session no longer answers after daemon-reload")
 	assert.Equal(t, "kvm", show(t, b, "virtiofsd@vm1.socket", "SocketGroup")["SocketGroup"])
 	// systemd refuses to start a socket while its service runs: the
-	// restart succeeds, its start deferred until the VM leaves (README).
+	// restart succeeds, its start deferred until the VM leaves (docs/sessions.md).
 	systemctl(t, b, "restart", "virtiofsd@vm1.socket")
 	assert.Equal(t, "inactive/dead", state(t, b, "virtiofsd@vm1.socket"), "the start waits for the session's end")
 	assert.Contains(t, show(t, b, "virtiofsd@vm1.socket", "ConditionResult")["ConditionResult"], "no")

@@ -15,17 +15,20 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
+// platformsDoc holds the "Tested platforms" table.
+const platformsDoc = "docs/development.md"
+
 var versionPattern = regexp.MustCompile(`[0-9]+(\.[0-9]+)*`)
 
-// testedPlatforms reads the README's "Tested platforms" table: for each
+// testedPlatforms reads the "Tested platforms" table of docs/development.md: for each
 // distribution ("Debian 13"), the systemd, QEMU and virtiofsd versions it
 // names.
 func testedPlatforms(t *testing.T) map[string][3]string {
 	t.Helper()
-	readme, err := os.ReadFile(filepath.Join(shimbox.RepoRoot(), "README.md"))
+	doc, err := os.ReadFile(filepath.Join(shimbox.RepoRoot(), platformsDoc))
 	require.NoError(t, err)
-	_, section, ok := strings.Cut(string(readme), "\n## Tested platforms\n")
-	require.True(t, ok, "README.md has no Tested platforms section")
+	_, section, ok := strings.Cut(string(doc), "\n## Tested platforms\n")
+	require.True(t, ok, "%s has no Tested platforms section", platformsDoc)
 	section, _, _ = strings.Cut(section, "\n## ")
 	rows := map[string][3]string{}
 	for _, line := range strings.Split(section, "\n") {
@@ -49,13 +52,13 @@ func sameVersion(table, real string) bool {
 	return table != "" && (real == table || strings.HasPrefix(real, table+"."))
 }
 
-// TestTestedPlatformsTableIsTrue keeps the README's table true: each leg's
+// TestTestedPlatformsTableIsTrue keeps the docs' table true: each leg's
 // real systemd, QEMU and virtiofsd say the versions it names.
 func TestTestedPlatformsTableIsTrue(t *testing.T) {
 	rows := testedPlatforms(t)
 	shimbox.Legs(t, func(t *testing.T, leg shimbox.Platform) {
 		want, ok := rows[leg.Distribution()]
-		require.True(t, ok, "README.md's Tested platforms table has no row for %s", leg.Distribution())
+		require.True(t, ok, "%s's Tested platforms table has no row for %s", platformsDoc, leg.Distribution())
 		b := box(t, leg)
 		ctx := context.Background()
 
@@ -72,7 +75,7 @@ func TestTestedPlatformsTableIsTrue(t *testing.T) {
 
 		for i, got := range []string{systemd, qemu, virtiofsd} {
 			what := []string{"systemd", "QEMU", "virtiofsd"}[i]
-			assert.True(t, sameVersion(want[i], got), "%s: README.md says %s %s, the leg runs %s", leg.Distribution(), what, want[i], got)
+			assert.True(t, sameVersion(want[i], got), "%s: %s says %s %s, the leg runs %s", leg.Distribution(), platformsDoc, what, want[i], got)
 		}
 		t.Logf("%s: systemd %s, QEMU %s, virtiofsd %s", leg.Distribution(), systemd, qemu, virtiofsd)
 	})

@@ -48,7 +48,7 @@ func canRaiseLimits(t *testing.T, b *shimbox.Box, pid string) bool {
 // that limit. Where systemd cannot (a manager without CAP_SYS_RESOURCE,
 // as on these container machines), systemd clamps it to its own hard
 // limit, the unit still starts, and the Rust virtiofsd warns, once per
-// session, that it uses that hard limit: the README explains it.
+// session, that it uses that hard limit: docs/virtiofsd.md explains it.
 //
 // The Rust virtiofsd is Debian 13's, on its own leg (the C one of Debian
 // 12 asks for no more descriptors than it has).
@@ -85,7 +85,7 @@ func TestRustVirtiofsdGetsTheDescriptorsItAsksFor(t *testing.T) {
 	if want == 1000000 {
 		assert.Empty(t, warned, "with LimitNOFILE=1000000 in effect the Rust virtiofsd has nothing to warn about")
 	} else {
-		t.Logf("this manager cannot raise RLIMIT_NOFILE past %d (no CAP_SYS_RESOURCE): the warning stays, as the README explains", want)
+		t.Logf("this manager cannot raise RLIMIT_NOFILE past %d (no CAP_SYS_RESOURCE): the warning stays, as docs/virtiofsd.md explains", want)
 		assert.Equal(t, []string{fmt.Sprintf("%s1000000, the hard limit (%d) of open file descriptors is used instead.", rlimitWarning, want)},
 			warned, "the warning names the hard limit the unit got")
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
 )
 
-// TestRootlessLibvirtSessionGuest follows the README's libvirt session mode:
+// TestRootlessLibvirtSessionGuest follows docs/rootless.md's libvirt session mode:
 // the user's own libvirt (qemu:///session, started by virsh as the user)
 // boots a domain whose <filesystem> names the user instance's socket with
 // <source socket=...>, and the guest reads and writes the share.
@@ -56,7 +56,7 @@ sync
 echo "RESULT done=yes"
 `,
 			}))
-			// The README's session-mode domain: the user instance's socket
+			// docs/rootless.md's session-mode domain: the user instance's socket
 			// as an externally launched virtiofsd, in the test guest that
 			// libvirttest defines for the system instances.
 			xml, err := libvirttest.Domain{

@@ -337,9 +337,9 @@ func userStatus(u *shimbox.User, unit string) string {
 	return out
 }
 
-// TestRootlessUIDMapFromSubuid follows the README's "More than your own id":
+// TestRootlessUIDMapFromSubuid follows docs/rootless.md's "More than your own id":
 // a user's instance with UID_MAP/GID_MAP from their /etc/subuid and
-// /etc/subgid ranges and the README's drop-in; the guest's root writes as the
+// /etc/subgid ranges and that page's drop-in; the guest's root writes as the
 // range's first id on the host, through newuidmap/newgidmap.
 func TestRootlessUIDMapFromSubuid(t *testing.T) {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil && os.Geteuid() == 0 {
@@ -354,7 +354,7 @@ func testRootlessUIDMap(t *testing.T, leg rootlessLeg) {
 	if _, err := exec.LookPath("newuidmap"); err != nil && os.Geteuid() == 0 {
 		t.Fatalf("newuidmap not installed (apt-get install uidmap): %v", err)
 	}
-	dropIn := readmeUIDMapDropIn(t)
+	dropIn := docsUIDMapDropIn(t)
 	b, rust := leg.boot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -374,7 +374,7 @@ func testRootlessUIDMap(t *testing.T, leg rootlessLeg) {
 	share, err := u.Share("mapped")
 	require.NoError(t, err)
 	// The range's ids must reach the share: Debian 13's useradd makes the
-	// home 0700 (HOME_MODE); the README says to open it for search. Group
+	// home 0700 (HOME_MODE); docs/rootless.md says to open it for search. Group
 	// too: virtiofsd keeps the user's own group as a supplementary one, and
 	// the group's bits then apply instead of others'.
 	_, err = u.Run(ctx, "chmod", "go+x", u.Home)
@@ -429,14 +429,14 @@ echo "RESULT done=yes"
 	assert.Equal(t, "success", userShow(t, u, "virtiofsd@mapped.service", "Result")["Result"])
 }
 
-// readmeUIDMapDropIn is the drop-in the README gives for UID_MAP/GID_MAP.
-func readmeUIDMapDropIn(t *testing.T) string {
+// docsUIDMapDropIn is the drop-in docs/rootless.md gives for UID_MAP/GID_MAP.
+func docsUIDMapDropIn(t *testing.T) string {
 	t.Helper()
-	readme, err := os.ReadFile(filepath.Join(shimbox.RepoRoot(), "README.md"))
+	doc, err := os.ReadFile(filepath.Join(shimbox.RepoRoot(), "docs", "rootless.md"))
 	require.NoError(t, err)
 	const start = "```ini\n# ~/.config/systemd/user/virtiofsd@vm1.service.d/override.conf: UID_MAP/GID_MAP\n"
-	_, rest, ok := strings.Cut(string(readme), start)
-	require.True(t, ok, "README.md has the UID_MAP drop-in block")
+	_, rest, ok := strings.Cut(string(doc), start)
+	require.True(t, ok, "docs/rootless.md has the UID_MAP drop-in block")
 	block, _, ok := strings.Cut(rest, "```")
 	require.True(t, ok)
 	return block

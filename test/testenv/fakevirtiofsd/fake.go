@@ -32,7 +32,7 @@ const (
 	// MigrationLoadFails serves a client as a migration destination whose
 	// incoming state cannot be loaded (--migration-on-error=abort, an open
 	// deleted file on the source): the Rust one's error line, then the
-	// client (QEMU) hangs up and virtiofsd exits 0 (README, "The two virtiofsd flavors").
+	// client (QEMU) hangs up and virtiofsd exits 0 (docs/virtiofsd.md).
 	MigrationLoadFails = "migration-load-fails"
 	// MigrationSaveFails serves a client as a source whose state cannot be
 	// saved.
