@@ -65,8 +65,9 @@ func run(ctx context.Context) error {
 	}()
 	fmt.Printf("    systemd pid %d on the host; binary at %s; units in /run/systemd/system\n", b.PID(), shimbox.BinaryPath)
 
+	qs := theQuickStart()
 	step("Making a share with a file in it, and /etc/virtiofsd/demo.conf")
-	share, err := b.AddInstance("demo", "CACHE=auto")
+	share, err := b.AddInstance(qs.instance, qs.config...)
 	if err != nil {
 		return err
 	}
@@ -76,15 +77,9 @@ func run(ctx context.Context) error {
 	if _, err := show(ctx, b, "cat", "/etc/virtiofsd/demo.conf"); err != nil {
 		return err
 	}
-	if _, err := show(ctx, b, "/usr/libexec/virtiofsd-shim", "check", "demo"); err != nil {
+	if err := runAll(ctx, b, qs.beforeVM); err != nil {
 		return err
 	}
-
-	step("Enabling the instance: systemd now owns /run/virtiofsd/demo.sock; nothing runs until a VM connects")
-	if _, err := show(ctx, b, "systemctl", "enable", "--now", "virtiofsd@demo.socket"); err != nil {
-		return err
-	}
-	show(ctx, b, "systemctl", "status", "--no-pager", "virtiofsd@demo.socket", "virtiofsd@demo.service")
 
 	if err := connect(ctx, b); err != nil {
 		return err
@@ -93,16 +88,14 @@ func run(ctx context.Context) error {
 		return err
 	}
 
-	step("The journal: virtiofsd's own lines, with fields (journalctl -u virtiofsd@demo)")
 	b.Run(ctx, "journalctl", "--sync")
-	show(ctx, b, "journalctl", "--no-pager", "-u", "virtiofsd@demo", "-o", "short-precise")
+	if err := runAll(ctx, b, qs.afterVM[:1]); err != nil {
+		return err
+	}
 	step("One line in full: SYSLOG_IDENTIFIER, VIRTIOFSD_INSTANCE, VIRTIOFSD_PID, PRIORITY")
 	show(ctx, b, "journalctl", "--no-pager", "-n", "1", "-o", "verbose", "VIRTIOFSD_INSTANCE=demo", "SYSLOG_IDENTIFIER=virtiofsd",
 		"--output-fields=MESSAGE,PRIORITY,SYSLOG_IDENTIFIER,VIRTIOFSD_INSTANCE,VIRTIOFSD_PID,_SYSTEMD_UNIT")
-
-	step("Every instance at a glance: virtiofsd-shim list")
-	show(ctx, b, "/usr/libexec/virtiofsd-shim", "list")
-	return nil
+	return runAll(ctx, b, qs.afterVM[1:])
 }
 
 // bootGuest boots a real VM (QEMU, Debian's cloud kernel, busybox) whose
