@@ -327,10 +327,11 @@ func instanceState(scope config.Scope, instance, systemctl string) (line string,
 	case st != nil:
 		line = describeState(st)
 	}
-	marker, err := state.MarkerPath(scope, os.Getenv, instance)
+	rt, err := scope.RuntimeDir(os.Getenv)
 	if err != nil {
 		return line, warnings
 	}
+	marker := state.MarkerPath(rt, instance)
 	d, err := state.ReadMarker(marker)
 	socket := "virtiofsd@" + instance + ".socket"
 	running := st != nil && !st.Phase.Over() && processExists(st.ShimPID)

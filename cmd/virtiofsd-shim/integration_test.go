@@ -93,11 +93,12 @@ func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify
 
 	if len(args) > 0 && args[0] == "run" {
 		// An instance, so that the shim publishes its typed state in
-		// RUNTIME_DIRECTORY (as under systemd): dir/vm1.json.
+		// RUNTIME_DIRECTORY (as under systemd, with dir as %t):
+		// state.Path(dir, "vm1").
 		args = append([]string{"run", "--instance=vm1", "--config-dir=" + dir}, args[1:]...)
 	}
 	cmd = vhostuser.Activated(lf, bin, args...)
-	cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+ns.Path, "RUNTIME_DIRECTORY="+dir)
+	cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+ns.Path, "RUNTIME_DIRECTORY="+state.Dir(dir))
 	stderr = &lockedBuffer{}
 	cmd.Stderr = stderr
 	require.NoError(t, cmd.Start())
@@ -203,7 +204,7 @@ func startingPid(t *testing.T, notify <-chan vhostuser.Datagram, sock string) in
 	t.Helper()
 	dg := nextState(t, notify)
 	require.True(t, strings.HasPrefix(dg, "STATUS=Starting "), dg)
-	st, err := state.Read(filepath.Join(filepath.Dir(sock), "vm1.json"))
+	st, err := state.Read(state.Path(filepath.Dir(sock), "vm1"))
 	require.NoError(t, err)
 	require.NotNil(t, st, "the shim published its state")
 	require.NotZero(t, st.VirtiofsdPID, "the state names virtiofsd's pid: %+v", st)

@@ -106,9 +106,10 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger, u
 	// The typed state (internal/state), in the service's RuntimeDirectory=
 	// (%t/virtiofsd-shim): list, check, release and resume read it. A shim
 	// run by hand, outside systemd, keeps it in memory.
+	// systemd names that folder, state.Dir(%t), in RUNTIME_DIRECTORY.
 	var stPath string
 	if dir := os.Getenv("RUNTIME_DIRECTORY"); dir != "" && inst.instance != "" {
-		stPath = state.Path(strings.Split(dir, ":")[0], inst.instance)
+		stPath = state.Path(filepath.Dir(strings.Split(dir, ":")[0]), inst.instance)
 	}
 	st := state.NewWriter(stPath, inst.instance, os.Getpid())
 	st.OnError = func(err error) { log.WithError(err).Warn("cannot publish the instance's state") }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -27,11 +26,11 @@ func TestCheckReportsTheStateAndADeferredRestart(t *testing.T) {
 	assert.Empty(t, line, "no state yet")
 	assert.Empty(t, warnings)
 
-	w := state.NewWriter(state.Path(filepath.Join(rt, "virtiofsd-shim"), "vm1"), "vm1", os.Getpid())
+	w := state.NewWriter(state.Path(rt, "vm1"), "vm1", os.Getpid())
 	w.Update(func(s *state.State) {
 		s.Phase, s.VirtiofsdPID, s.Session, s.SessionNumber, s.Release = state.Serving, 815, "4f0c", 1, state.KeepsServing
 	})
-	marker := filepath.Join(rt, "virtiofsd", "vm1.restart")
+	marker := state.MarkerPath(rt, "vm1")
 	require.NoError(t, state.WriteMarker(marker, state.Deferral{Since: time.Now(), UnitFileState: "enabled"}))
 	line, warnings = report()
 	assert.Contains(t, line, "serving, virtiofsd pid 815, session 1 (4f0c), socket released: serves its VM until it disconnects")
@@ -56,7 +55,7 @@ func TestCheckReportsTheStateAndADeferredRestart(t *testing.T) {
 
 func TestCheckSaysWhenTheShimThatWroteTheStateIsGone(t *testing.T) {
 	rt, report := checkState(t)
-	w := state.NewWriter(state.Path(filepath.Join(rt, "virtiofsd-shim"), "vm1"), "vm1", 1<<22+1) // no such pid
+	w := state.NewWriter(state.Path(rt, "vm1"), "vm1", 1<<22+1) // no such pid
 	w.Update(func(s *state.State) { s.Phase = state.Waiting })
 	line, _ := report()
 	assert.Contains(t, line, "which no longer runs")

@@ -58,14 +58,14 @@ func newFake(t *testing.T) *fakeSystemd {
 
 // startShim is a service run: the shim (pid 812) publishes phase.
 func (f *fakeSystemd) startShim(phase state.Phase) {
-	dir, err := state.Dir(f.hook.Scope, f.hook.Env)
+	rt, err := f.hook.Scope.RuntimeDir(f.hook.Env)
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	f.mu.Lock()
 	f.active[f.hook.service()] = "active"
 	f.mainPID = 812
-	f.shim = state.NewWriter(state.Path(dir, inst), inst, 812)
+	f.shim = state.NewWriter(state.Path(rt, inst), inst, 812)
 	f.mu.Unlock()
 	f.shim.Update(func(s *state.State) { s.Phase, s.VirtiofsdPID = phase, 815 })
 }
@@ -102,7 +102,7 @@ func (f *fakeSystemd) sessionEnds() {
 func (f *fakeSystemd) connect(context.Context) (Manager, func(), error) { return f, func() {}, nil }
 
 func (f *fakeSystemd) marker() string {
-	m, err := state.MarkerPath(f.hook.Scope, f.hook.Env, inst)
+	m, err := f.hook.marker()
 	if err != nil {
 		f.t.Fatal(err)
 	}

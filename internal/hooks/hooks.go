@@ -61,7 +61,7 @@ func Release(ctx context.Context, h Hook, m Manager, stderr io.Writer) error {
 	// socket's start a skipped condition instead (the restart succeeds),
 	// and the service's ExecStopPost= (resume) starts the socket once the
 	// VM has left.
-	marker, err := state.MarkerPath(h.Scope, h.env(), h.Instance)
+	marker, err := h.marker()
 	if err != nil {
 		return err
 	}
@@ -190,7 +190,7 @@ func Standby(ctx context.Context, h Hook, m Manager) error {
 // Deferred reads the instance's deferred-restart marker: nil when no
 // restart of the socket waits.
 func Deferred(h Hook) (*state.Deferral, error) {
-	marker, err := state.MarkerPath(h.Scope, h.env(), h.Instance)
+	marker, err := h.marker()
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +219,7 @@ func (e *ResumeError) Unwrap() error { return e.Err }
 // *ResumeError. connect reaches the manager, only when there is something
 // to do.
 func Resume(ctx context.Context, h Hook, connect func(context.Context) (Manager, func(), error), stderr io.Writer) error {
-	marker, err := state.MarkerPath(h.Scope, h.env(), h.Instance)
+	marker, err := h.marker()
 	if err != nil {
 		return err
 	}
@@ -298,6 +298,15 @@ func (h Hook) env() func(string) string {
 		return h.Env
 	}
 	return os.Getenv
+}
+
+// marker is the instance's deferred-restart marker (state.MarkerPath).
+func (h Hook) marker() (string, error) {
+	rt, err := h.Scope.RuntimeDir(h.env())
+	if err != nil {
+		return "", err
+	}
+	return state.MarkerPath(rt, h.Instance), nil
 }
 
 func (h Hook) afterMarker() {

@@ -158,8 +158,8 @@ func TestReleaseSignalsOnlyAShimThatHasPublishedItsState(t *testing.T) {
 	published := false
 	f.onMainPID = func(n int) {
 		if n == 5 { // the shim starts and publishes
-			dir, _ := state.Dir(f.hook.Scope, f.hook.Env)
-			f.shim = state.NewWriter(state.Path(dir, inst), inst, 900)
+			rt, _ := f.hook.Scope.RuntimeDir(f.hook.Env)
+			f.shim = state.NewWriter(state.Path(rt, inst), inst, 900)
 			f.shim.Update(func(*state.State) {})
 			published = true
 		}

@@ -308,7 +308,7 @@ func (s *Service) fill(p map[string]godbus.Variant) {
 // readState reads the instance's typed state and deferred-restart marker.
 func (l *Lister) readState(in *Instance) {
 	if s := in.Service; s != nil {
-		st, err := state.Read(state.Path(filepath.Join(l.RuntimeDir, "virtiofsd-shim"), in.Name))
+		st, err := state.Read(state.Path(l.RuntimeDir, in.Name))
 		if err != nil {
 			msg := err.Error()
 			s.StateError = &msg
@@ -320,7 +320,7 @@ func (l *Lister) readState(in *Instance) {
 			}
 		}
 	}
-	d, err := state.ReadMarker(filepath.Join(l.RuntimeDir, "virtiofsd", in.Name+".restart"))
+	d, err := state.ReadMarker(state.MarkerPath(l.RuntimeDir, in.Name))
 	if err == nil {
 		in.DeferredRestart = d
 	}

@@ -33,7 +33,7 @@ func newWorld(t *testing.T) *world {
 // publish writes the state a shim publishes.
 func (w *world) publish(t *testing.T, st state.State) {
 	t.Helper()
-	wr := state.NewWriter(state.Path(filepath.Join(w.run, "virtiofsd-shim"), st.Instance), st.Instance, st.ShimPID)
+	wr := state.NewWriter(state.Path(w.run, st.Instance), st.Instance, st.ShimPID)
 	var failed error
 	wr.OnError = func(err error) { failed = err }
 	wr.Update(func(s *state.State) { *s = st })
@@ -441,7 +441,7 @@ func TestListShowsADeferredRestart(t *testing.T) {
 	w.bus.add("virtiofsd@vm1.socket", "inactive", "dead", nil)
 	w.bus.add("virtiofsd@vm1.service", "active", "running", map[string]any{"MainPID": uint32(812)})
 	w.publish(t, state.State{Instance: "vm1", ShimPID: 812, Phase: state.Serving, VirtiofsdPID: 815, Release: state.KeepsServing})
-	marker := filepath.Join(w.run, "virtiofsd", "vm1.restart")
+	marker := state.MarkerPath(w.run, "vm1")
 	require.NoError(t, state.WriteMarker(marker, state.Deferral{UnitFileState: "enabled"}))
 	list, err := w.list(t)
 	require.NoError(t, err)

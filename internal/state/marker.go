@@ -8,9 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 )
+
+// MarkerVersion is the version of the marker's format, apart from the state
+// file's (Version): a marker outlives the shim that wrote it (release writes
+// it, resume reads it after the session, perhaps from an upgraded package),
+// and one read as a zero Deferral loses the enablement that resume checks.
+const MarkerVersion = 1
 
 // Deferral is the content of the deferred-restart marker,
 // %t/virtiofsd/NAME.restart. While it exists, the socket's start is a
@@ -18,7 +22,7 @@ import (
 // writes it when the shim keeps serving a VM and the socket restarts, and
 // resume removes it once it has queued the socket's start again.
 type Deferral struct {
-	Version int `json:"version"`
+	Version int `json:"version"` // MarkerVersion
 	// Since is when release deferred the restart.
 	Since time.Time `json:"since"`
 	// UnitFileState is the socket's enablement (systemd's UnitFileState:
@@ -31,18 +35,13 @@ type Deferral struct {
 	ResumeError string `json:"resume_error,omitempty"`
 }
 
-// MarkerPath is the deferred-restart marker of an instance of scope.
-func MarkerPath(scope config.Scope, env config.Env, instance string) (string, error) {
-	rt, err := scope.RuntimeDir(env)
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(rt, "virtiofsd", instance+".restart"), nil
-}
-
 // WriteMarker writes the marker atomically.
 func WriteMarker(path string, d Deferral) error {
-	d.Version = Version
+	return writeMarker(path, d, MarkerVersion)
+}
+
+func writeMarker(path string, d Deferral, version int) error {
+	d.Version = version
 	b, err := json.MarshalIndent(&d, "", "  ")
 	if err != nil {
 		return err
@@ -60,6 +59,11 @@ func WriteMarker(path string, d Deferral) error {
 // that is not a Deferral (written by hand: `touch`) still defers, and
 // reads as a zero Deferral.
 func ReadMarker(path string) (*Deferral, error) {
+	return readMarker(path, MarkerVersion)
+}
+
+// readMarker is ReadMarker for a reader of the given format version.
+func readMarker(path string, version int) (*Deferral, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -68,7 +72,7 @@ func ReadMarker(path string) (*Deferral, error) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	var d Deferral
-	if json.Unmarshal(b, &d) != nil || d.Version != Version {
+	if json.Unmarshal(b, &d) != nil || d.Version != version {
 		return &Deferral{}, nil
 	}
 	return &d, nil

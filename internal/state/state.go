@@ -10,7 +10,8 @@
 //
 // Beside it, %t/virtiofsd/NAME.restart is the deferred-restart marker
 // (virtiofsd@.socket: ConditionPathExists=!%t/virtiofsd/%i.restart), which
-// only the hooks write (see Deferral).
+// only the hooks write (see Deferral), with a format version of its own
+// (MarkerVersion). Path and MarkerPath are the only spelling of both paths.
 package state
 
 import (
@@ -133,23 +134,12 @@ func (s *State) Client() string {
 	return ""
 }
 
-// Dir is the folder of the scope's state files: %t/virtiofsd-shim, the
-// service's RuntimeDirectory=.
-func Dir(scope config.Scope, env config.Env) (string, error) {
-	rt, err := scope.RuntimeDir(env)
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(rt, "virtiofsd-shim"), nil
-}
-
-// Path is the state file of an instance in dir.
-func Path(dir, instance string) string { return filepath.Join(dir, instance+".json") }
-
 // Marshal encodes s in the file's format.
-func Marshal(s *State) ([]byte, error) {
+func Marshal(s *State) ([]byte, error) { return marshal(s, Version) }
+
+func marshal(s *State, version int) ([]byte, error) {
 	c := *s
-	c.Version = Version
+	c.Version = version
 	b, err := json.MarshalIndent(&c, "", "  ")
 	if err != nil {
 		return nil, err
@@ -158,15 +148,18 @@ func Marshal(s *State) ([]byte, error) {
 }
 
 // Parse decodes a state file; another version is an error.
-func Parse(b []byte) (*State, error) {
+func Parse(b []byte) (*State, error) { return parse(b, Version) }
+
+// parse is Parse for a reader of the given format version.
+func parse(b []byte, version int) (*State, error) {
 	var v struct {
 		Version int `json:"version"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
 		return nil, fmt.Errorf("parse state: %w", err)
 	}
-	if v.Version != Version {
-		return nil, fmt.Errorf("parse state: version %d, this virtiofsd-shim reads version %d", v.Version, Version)
+	if v.Version != version {
+		return nil, fmt.Errorf("parse state: version %d, this virtiofsd-shim reads version %d", v.Version, version)
 	}
 	var s State
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -195,11 +188,11 @@ func Read(path string) (*State, error) {
 // Load reads the state file of an instance of scope: (nil, nil) when there
 // is none.
 func Load(scope config.Scope, env config.Env, instance string) (*State, error) {
-	dir, err := Dir(scope, env)
+	rt, err := scope.RuntimeDir(env)
 	if err != nil {
 		return nil, err
 	}
-	return Read(Path(dir, instance))
+	return Read(Path(rt, instance))
 }
 
 // WriteFile writes b to path atomically: a temporary file in the same

@@ -66,7 +66,7 @@ func TestMarkerRoundTrip(t *testing.T) {
 	require.NoError(t, WriteMarker(path, d))
 	got, err := ReadMarker(path)
 	require.NoError(t, err)
-	d.Version = Version
+	d.Version = MarkerVersion
 	assert.Equal(t, &d, got)
 
 	require.NoError(t, os.WriteFile(path, nil, 0o644)) // touch

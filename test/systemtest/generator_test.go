@@ -64,7 +64,7 @@ func testSocketGroupAppliesAcrossARestartWithoutCuttingTheSession(t *testing.T, 
 	waitState(t, b, "virtiofsd@vm1.socket", "active/listening")
 	waitState(t, b, "virtiofsd@vm1.service", "inactive/dead")
 	assert.Equal(t, "success", show(t, b, "virtiofsd@vm1.service", "Result")["Result"])
-	_, err = os.Stat(b.Path("/run/virtiofsd/vm1.restart"))
+	_, err = os.Stat(b.Path(shimstate.MarkerPath("/run", "vm1")))
 	assert.ErrorIs(t, err, os.ErrNotExist, "the marker of the deferred start is gone")
 	fi, err := os.Stat(b.Socket("vm1"))
 	require.NoError(t, err)

@@ -100,7 +100,7 @@ func testSocketRestartsRacingClients(t *testing.T, leg shimbox.Platform, standby
 			out, err := b.Systemctl(context.Background(), "show", "-p", "ActiveState", "--value", socket)
 			assert.NoError(c, err)
 			assert.Equal(c, "active", strings.TrimSpace(out), "the socket listens again")
-			_, err = os.Stat(b.Path("/run/virtiofsd/" + inst + ".restart"))
+			_, err = os.Stat(b.Path(shimstate.MarkerPath("/run", inst)))
 			assert.ErrorIs(c, err, os.ErrNotExist, "no deferred-restart marker is left")
 		}, waitFor, 50*time.Millisecond, "round %d (client %s, connect at %v for %v, restart at %v)", round, outcome, connectAt, stay, restartAt)
 		if ok {

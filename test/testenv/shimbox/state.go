@@ -3,21 +3,16 @@ package shimbox
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 )
 
-// StateDir is where the shims of the box's system instances publish their
-// typed state (internal/state): the service's RuntimeDirectory=.
-const StateDir = "/run/virtiofsd-shim"
-
 // State reads the typed state an instance's shim last published, through
 // the product's own parser: nil when there is none.
 func (b *Box) State(instance string) (*state.State, error) {
-	return state.Read(b.Path(state.Path(StateDir, instance)))
+	return state.Read(b.Path(state.Path("/run", instance)))
 }
 
 // LiveState is the state of the instance's running shim (the service's
@@ -29,13 +24,13 @@ func (b *Box) LiveState(ctx context.Context, instance string) (*state.State, err
 // Deferred reads an instance's deferred-restart marker: nil when no
 // restart of its socket waits.
 func (b *Box) Deferred(instance string) (*state.Deferral, error) {
-	return state.ReadMarker(b.Path(filepath.Join(SocketDir, instance+".restart")))
+	return state.ReadMarker(b.Path(state.MarkerPath("/run", instance)))
 }
 
 // State reads the typed state of one of the user's instances: nil when
 // there is none.
 func (u *User) State(instance string) (*state.State, error) {
-	return state.Read(u.Box.Path(state.Path(filepath.Join(u.RuntimeDir(), "virtiofsd-shim"), instance)))
+	return state.Read(u.Box.Path(state.Path(u.RuntimeDir(), instance)))
 }
 
 // LiveState is the state of the user instance's running shim: nil when no

@@ -1,0 +1,93 @@
+package state
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/unit"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// unitValues reads a unit file of the repository's units/ folder: each
+// "Section.Name" with its values, in order.
+func unitValues(t *testing.T, name string) map[string][]string {
+	t.Helper()
+	f, err := os.Open(filepath.Join("..", "..", "units", name))
+	require.NoError(t, err)
+	defer f.Close()
+	opts, err := unit.DeserializeOptions(f)
+	require.NoError(t, err, name)
+	v := map[string][]string{}
+	for _, o := range opts {
+		v[o.Section+"."+o.Name] = append(v[o.Section+"."+o.Name], o.Value)
+	}
+	return v
+}
+
+// TestUnitsSpellThePathsOfThisPackage: the units name the marker and the
+// state folder with %t and %i; they must be the paths the shim and its
+// hooks use, in both scopes, or a deferred restart would never be skipped
+// (or never end) and the state would be written where nobody reads it.
+func TestUnitsSpellThePathsOfThisPackage(t *testing.T) {
+	for _, tc := range []struct {
+		dir string
+		rt  string // %t as the socket's ListenStream= spells it
+	}{
+		{"", "/run"},
+		{"user", "%t"},
+	} {
+		socket := unitValues(t, filepath.Join(tc.dir, "virtiofsd@.socket"))
+		assert.Equal(t, []string{"!" + MarkerPath("%t", "%i")}, socket["Unit.ConditionPathExists"], "%s socket", tc.dir)
+		require.Len(t, socket["Socket.ListenStream"], 1)
+		assert.Equal(t, filepath.Dir(MarkerPath(tc.rt, "%i")), filepath.Dir(socket["Socket.ListenStream"][0]),
+			"%s: the marker lives beside the socket", tc.dir)
+
+		service := unitValues(t, filepath.Join(tc.dir, "virtiofsd@.service"))
+		require.Len(t, service["Service.RuntimeDirectory"], 1, "%s service", tc.dir)
+		assert.Equal(t, Dir("%t"), filepath.Join("%t", service["Service.RuntimeDirectory"][0]), "%s service", tc.dir)
+		assert.Equal(t, filepath.Join(Dir("%t"), "%i.json"), Path("%t", "%i"))
+	}
+}
+
+// TestBumpingOneFormatVersionLeavesTheOtherReadable: the state file and the
+// marker carry versions of their own. A shim whose state format moved on
+// still reads the marker an older release wrote (and its enablement, which
+// resume respects), and the other way round.
+func TestBumpingOneFormatVersionLeavesTheOtherReadable(t *testing.T) {
+	rt := t.TempDir()
+	st := &State{Instance: "vm1", ShimPID: 812, Phase: Serving}
+	d := Deferral{Since: time.Date(2026, 12, 2, 17, 0, 0, 0, time.UTC), UnitFileState: "enabled-runtime"}
+
+	t.Run("state bumped", func(t *testing.T) {
+		b, err := marshal(st, Version+1)
+		require.NoError(t, err)
+		_, err = Parse(b)
+		assert.Error(t, err, "an older reader refuses the newer state")
+		got, err := parse(b, Version+1)
+		require.NoError(t, err)
+		assert.Equal(t, Serving, got.Phase)
+
+		require.NoError(t, WriteMarker(MarkerPath(rt, "vm1"), d))
+		m, err := ReadMarker(MarkerPath(rt, "vm1"))
+		require.NoError(t, err)
+		assert.Equal(t, "enabled-runtime", m.UnitFileState, "the marker reads as it was written")
+	})
+	t.Run("marker bumped", func(t *testing.T) {
+		require.NoError(t, writeMarker(MarkerPath(rt, "vm1"), d, MarkerVersion+1))
+		m, err := ReadMarker(MarkerPath(rt, "vm1"))
+		require.NoError(t, err)
+		assert.Equal(t, &Deferral{}, m, "an older reader still defers, knowing nothing more")
+		m, err = readMarker(MarkerPath(rt, "vm1"), MarkerVersion+1)
+		require.NoError(t, err)
+		assert.Equal(t, "enabled-runtime", m.UnitFileState)
+
+		b, err := Marshal(st)
+		require.NoError(t, err)
+		got, err := Parse(b)
+		require.NoError(t, err, "the state reads as it was written")
+		assert.Equal(t, Serving, got.Phase)
+	})
+}
