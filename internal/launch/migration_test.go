@@ -64,9 +64,9 @@ func TestMigrationFailureIsOnlyVirtiofsdsOwnLine(t *testing.T) {
 		{"[2026-12-02T10:00:00Z WARN  virtiofsd::vhost_user] " + fakevirtiofsd.MigrationLoadFailure, virtiofsd.NoEvent},
 		{"[2026-12-02T10:00:00Z ERROR virtiofsd::passthrough] " + fakevirtiofsd.MigrationLoadFailure, virtiofsd.NoEvent},
 		{"[2026-12-02T10:00:00Z INFO  virtiofsd] file Migration failed: Failed to load state: x", virtiofsd.NoEvent},
-		{fakevirtiofsd.MigrationLoadFailure, virtiofsd.NoEvent}, // a bare line is the C one's: it has no migration
+		{fakevirtiofsd.MigrationLoadFailure, virtiofsd.NoEvent}, // a bare line is no event
 	} {
-		assert.Equal(t, tc.want, virtiofsd.Classify(tc.line).Event, tc.line)
+		assert.Equal(t, tc.want, virtiofsd.Classify(virtiofsd.Rust, tc.line).Event, tc.line)
 	}
 }
 

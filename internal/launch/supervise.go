@@ -496,7 +496,7 @@ func (ss *session) read(r io.Reader) {
 }
 
 func (ss *session) line(raw string) {
-	l := virtiofsd.Classify(raw)
+	l := virtiofsd.Classify(ss.s.Flavor, raw)
 	ss.mu.Lock()
 	ss.tail[ss.tailNext] = append(ss.tail[ss.tailNext][:0], l.Message...)
 	ss.tailNext = (ss.tailNext + 1) % tailLines

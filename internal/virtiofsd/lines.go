@@ -62,14 +62,19 @@ const (
 	rustEventTarget = "virtiofsd"
 )
 
-// Classify reads one line in either flavor's format:
+// Classify reads one line of a virtiofsd of flavor f, in that flavor's
+// format alone:
 //
 //	Rust:        [2024-07-08T03:39:41Z INFO  virtiofsd] Waiting for ...
 //	C, default:  virtio_session_mount: Waiting for ...
 //	C, debug:    [2024-07-08 03:39:41.123456+0000] [ID: 00000042] virtio_session_mount: ...
 //
 // Rust levels map to syslog priorities; bare C lines are info unless they
-// read as an error or warning; C's debug-prefixed lines are debug.
+// read as an error or warning; C's debug-prefixed lines are debug. A line
+// without its flavor's prefix (the Rust one's panics, say) is read as a
+// bare line, and is never an event: the other flavor's event text read
+// from this binary is just text. Auto, a flavor not yet known, reads every
+// line so.
 //
 // An event is only ever the whole line exactly as virtiofsd prints it:
 // for Rust, its own "virtiofsd" target (not virtiofsd::passthrough and the
@@ -83,23 +88,30 @@ const (
 // therefore takes each event only in the phase where no guest can write
 // yet (ready while starting, connected while waiting) and acts on no
 // disconnect line at all (see launch).
-func Classify(raw string) Line {
+func Classify(f Flavor, raw string) Line {
 	raw = strings.TrimRight(raw, "\r\n")
 	l := Line{Message: raw, Priority: sdjournal.PriInfo}
-	if rest, level, _, ok := cutRustPrefix(raw); ok {
-		l.Message, l.Priority = rest, rustPriority(level)
-		l.Event = rustEvent(raw)
-		if l.Event == MigrationLoadFailed || l.Event == MigrationSaveFailed {
+	switch f {
+	case Rust:
+		msg, level, target, ok := cutRustLine(raw)
+		if !ok {
+			l.Priority = barePriority(raw)
 			return l
 		}
-	} else if rest, ok := cutCDebugPrefix(raw); ok {
-		l.Message, l.Priority = rest, sdjournal.PriDebug
-		if isCDebugPrefix(raw[:len(raw)-len(rest)]) {
-			l.Event = cEvent(rest)
+		l.Message, l.Priority = msg, rustPriority(level)
+		l.Event = rustEvent(msg, level, target)
+	case C:
+		if rest, ok := cutCDebugPrefix(raw); ok {
+			l.Message, l.Priority = rest, sdjournal.PriDebug
+			if isCDebugPrefix(raw[:len(raw)-len(rest)]) {
+				l.Event = cEvent(rest)
+			}
+		} else {
+			l.Priority = barePriority(raw)
+			l.Event = cEvent(raw)
 		}
-	} else {
-		l.Priority = bareCPriority(raw)
-		l.Event = cEvent(raw)
+	default:
+		l.Priority = barePriority(raw)
 	}
 	if l.Event == Disconnected {
 		l.Priority = sdjournal.PriInfo // C's hang-up is logged as an error; it ends every session
@@ -107,14 +119,11 @@ func Classify(raw string) Line {
 	return l
 }
 
-// rustEvent reads an event from a whole Rust line: the exact prefix (a
-// timestamp to the second, the level padded to 5, the target) and the
-// exact message: INFO from the target "virtiofsd" for the session's
-// events, ERROR from "virtiofsd::vhost_user" for a failed migration.
-func rustEvent(raw string) Event {
-	msg, level, target, ok := cutRustExact(raw)
+// rustEvent reads an event from a Rust line (cutRustLine): INFO from the
+// target "virtiofsd" with the exact message for the session's events,
+// ERROR from "virtiofsd::vhost_user" for a failed migration.
+func rustEvent(msg, level, target string) Event {
 	switch {
-	case !ok:
 	case level == "INFO" && target == rustEventTarget:
 		switch msg {
 		case ReadyText:
@@ -135,9 +144,11 @@ func rustEvent(raw string) Event {
 	return NoEvent
 }
 
-// cutRustExact splits a line with exactly env_logger's prefix, as the
-// Rust one prints it: "[2024-07-08T03:39:41Z INFO  target] message".
-func cutRustExact(raw string) (msg, level, target string, ok bool) {
+// cutRustLine splits a line with exactly env_logger's prefix, as the Rust
+// one prints it at every level: "[2024-07-08T03:39:41Z INFO  target]
+// message" (the timestamp to the second, the level padded to 5). It reads
+// without allocating: a flood calls it per line.
+func cutRustLine(raw string) (msg, level, target string, ok bool) {
 	const stampLen = len("2024-07-08T03:39:41Z")
 	const head = 1 + stampLen + 1 + 5 + 1 // "[", stamp, " ", level padded to 5, " "
 	if len(raw) < head || raw[0] != '[' || !isRustStamp(raw[1:1+stampLen]) || raw[1+stampLen] != ' ' || raw[head-1] != ' ' {
@@ -238,32 +249,6 @@ func matchShape(s, shape string) bool {
 	return true
 }
 
-// cutRustPrefix splits "[TIMESTAMP LEVEL target] message".
-func cutRustPrefix(s string) (rest, level, target string, ok bool) {
-	if !strings.HasPrefix(s, "[") {
-		return "", "", "", false
-	}
-	head, rest, found := strings.Cut(s[1:], "] ")
-	if !found {
-		head, found = strings.CutSuffix(s[1:], "]")
-		if !found {
-			return "", "", "", false
-		}
-	}
-	// "TIMESTAMP LEVEL target", fields split by spaces (the level is
-	// padded to 5), read without allocating: a flood calls this per line.
-	stamp, after, _ := strings.Cut(strings.TrimLeft(head, " "), " ")
-	lvl, target, _ := strings.Cut(strings.TrimLeft(after, " "), " ")
-	if lvl == "" || !strings.HasSuffix(stamp, "Z") || !strings.Contains(stamp, "T") {
-		return "", "", "", false
-	}
-	switch lvl {
-	case "ERROR", "WARN", "INFO", "DEBUG", "TRACE":
-		return rest, lvl, strings.TrimLeft(target, " "), true
-	}
-	return "", "", "", false
-}
-
 func rustPriority(level string) sdjournal.Priority {
 	switch level {
 	case "ERROR":
@@ -292,11 +277,12 @@ func cutCDebugPrefix(s string) (string, bool) {
 	return rest, true
 }
 
-// bareCPriority guesses the level of a C virtiofsd line printed without
-// prefix: at the default level it prints errors and information alike. It
+// barePriority guesses the level of a line printed without its flavor's
+// prefix: the C one, at the default level, prints errors and information
+// alike so. It
 // lower-cases the line once, into a buffer on the stack: no allocation for
 // the lines virtiofsd prints.
-func bareCPriority(s string) sdjournal.Priority {
+func barePriority(s string) sdjournal.Priority {
 	var buf [512]byte
 	l := s
 	if len(s) <= len(buf) {

@@ -13,60 +13,61 @@ import (
 
 func TestClassify(t *testing.T) {
 	for _, tc := range []struct {
+		f    Flavor
 		raw  string
 		want Line
 	}{
-		{"virtio_session_mount: Waiting for vhost-user socket connection...\n",
+		{C, "virtio_session_mount: Waiting for vhost-user socket connection...\n",
 			Line{"virtio_session_mount: Waiting for vhost-user socket connection...", sdjournal.PriInfo, Ready}},
-		{"virtio_session_mount: Received vhost-user socket connection",
+		{C, "virtio_session_mount: Received vhost-user socket connection",
 			Line{"virtio_session_mount: Received vhost-user socket connection", sdjournal.PriInfo, Connected}},
-		{"virtio_loop: Exit", Line{"virtio_loop: Exit", sdjournal.PriInfo, NoEvent}},
+		{C, "virtio_loop: Exit", Line{"virtio_loop: Exit", sdjournal.PriInfo, NoEvent}},
 		// POLLIN|POLLHUP, or with POLLERR when a reply was left unread: the
 		// VM hung up, which ends every C session.
-		{"virtio_loop: Unexpected poll revents 11", Line{"virtio_loop: Unexpected poll revents 11", sdjournal.PriInfo, Disconnected}},
-		{"virtio_loop: Unexpected poll revents 19", Line{"virtio_loop: Unexpected poll revents 19", sdjournal.PriInfo, Disconnected}},
+		{C, "virtio_loop: Unexpected poll revents 11", Line{"virtio_loop: Unexpected poll revents 11", sdjournal.PriInfo, Disconnected}},
+		{C, "virtio_loop: Unexpected poll revents 19", Line{"virtio_loop: Unexpected poll revents 19", sdjournal.PriInfo, Disconnected}},
 		// POLLERR alone is not a hang-up.
-		{"virtio_loop: Unexpected poll revents 8", Line{"virtio_loop: Unexpected poll revents 8", sdjournal.PriWarning, NoEvent}},
-		{"vhost socket accept: Interrupted system call", Line{"vhost socket accept: Interrupted system call", sdjournal.PriInfo, NoEvent}},
-		{"[2026-11-30T10:49:46Z WARN  virtiofsd::limits] Failure when trying to set the limit to 1000000, the hard limit (20000) of open file descriptors is used instead.",
+		{C, "virtio_loop: Unexpected poll revents 8", Line{"virtio_loop: Unexpected poll revents 8", sdjournal.PriWarning, NoEvent}},
+		{C, "vhost socket accept: Interrupted system call", Line{"vhost socket accept: Interrupted system call", sdjournal.PriInfo, NoEvent}},
+		{Rust, "[2026-11-30T10:49:46Z WARN  virtiofsd::limits] Failure when trying to set the limit to 1000000, the hard limit (20000) of open file descriptors is used instead.",
 			Line{"Failure when trying to set the limit to 1000000, the hard limit (20000) of open file descriptors is used instead.", sdjournal.PriWarning, NoEvent}},
-		{"[2026-11-30T10:50:51Z ERROR virtiofsd::util] Child process terminated by signal 9",
+		{Rust, "[2026-11-30T10:50:51Z ERROR virtiofsd::util] Child process terminated by signal 9",
 			Line{"Child process terminated by signal 9", sdjournal.PriErr, NoEvent}},
-		{`fuse: failed to stat source ("/nonexist"): No such file or directory`,
+		{C, `fuse: failed to stat source ("/nonexist"): No such file or directory`,
 			Line{`fuse: failed to stat source ("/nonexist"): No such file or directory`, sdjournal.PriErr, NoEvent}},
-		{"[2024-07-08 03:39:41.123456+0000] [ID: 00000042] virtio_session_mount: Waiting for vhost-user socket connection...",
+		{C, "[2024-07-08 03:39:41.123456+0000] [ID: 00000042] virtio_session_mount: Waiting for vhost-user socket connection...",
 			Line{"virtio_session_mount: Waiting for vhost-user socket connection...", sdjournal.PriDebug, Ready}},
-		{"[2024-07-08 03:39:41.123456+0000] [ID: 00000001] lo_lookup(parent=1, name=x)",
+		{C, "[2024-07-08 03:39:41.123456+0000] [ID: 00000001] lo_lookup(parent=1, name=x)",
 			Line{"lo_lookup(parent=1, name=x)", sdjournal.PriDebug, NoEvent}},
-		{"[2024-07-08T03:39:41Z INFO  virtiofsd] Waiting for vhost-user socket connection...",
+		{Rust, "[2024-07-08T03:39:41Z INFO  virtiofsd] Waiting for vhost-user socket connection...",
 			Line{"Waiting for vhost-user socket connection...", sdjournal.PriInfo, Ready}},
-		{"[2024-07-08T03:39:42Z INFO  virtiofsd] Client connected, servicing requests",
+		{Rust, "[2024-07-08T03:39:42Z INFO  virtiofsd] Client connected, servicing requests",
 			Line{"Client connected, servicing requests", sdjournal.PriInfo, Connected}},
-		{"[2024-07-08T03:39:43Z INFO  virtiofsd] Client disconnected, shutting down",
+		{Rust, "[2024-07-08T03:39:43Z INFO  virtiofsd] Client disconnected, shutting down",
 			Line{"Client disconnected, shutting down", sdjournal.PriInfo, Disconnected}},
-		{"[2024-07-08T03:39:43Z ERROR virtiofsd] Error entering sandbox: X",
+		{Rust, "[2024-07-08T03:39:43Z ERROR virtiofsd] Error entering sandbox: X",
 			Line{"Error entering sandbox: X", sdjournal.PriErr, NoEvent}},
-		{"[2024-07-08T03:39:43Z WARN  virtiofsd::passthrough] slow", Line{"slow", sdjournal.PriWarning, NoEvent}},
-		{"[2024-07-08T03:39:43Z DEBUG virtiofsd] x", Line{"x", sdjournal.PriDebug, NoEvent}},
-		{"[2024-07-08T03:39:43Z TRACE virtiofsd] y", Line{"y", sdjournal.PriDebug, NoEvent}},
-		{"[not a prefix] hello", Line{"[not a prefix] hello", sdjournal.PriInfo, NoEvent}},
+		{Rust, "[2024-07-08T03:39:43Z WARN  virtiofsd::passthrough] slow", Line{"slow", sdjournal.PriWarning, NoEvent}},
+		{Rust, "[2024-07-08T03:39:43Z DEBUG virtiofsd] x", Line{"x", sdjournal.PriDebug, NoEvent}},
+		{Rust, "[2024-07-08T03:39:43Z TRACE virtiofsd] y", Line{"y", sdjournal.PriDebug, NoEvent}},
+		{C, "[not a prefix] hello", Line{"[not a prefix] hello", sdjournal.PriInfo, NoEvent}},
 		// The C one's debug prefix, with a zone west of UTC and a thread id
 		// beyond 8 digits (%08ld pads, never cuts).
-		{"[2024-07-08 03:39:41.123456-0500] [ID: 123456789] virtio_session_mount: Received vhost-user socket connection",
+		{C, "[2024-07-08 03:39:41.123456-0500] [ID: 123456789] virtio_session_mount: Received vhost-user socket connection",
 			Line{"virtio_session_mount: Received vhost-user socket connection", sdjournal.PriDebug, Connected}},
-		{"[2024-07-08 03:39:41.123456+0000] [ID: 00000001] virtio_loop: Unexpected poll revents 11",
+		{C, "[2024-07-08 03:39:41.123456+0000] [ID: 00000001] virtio_loop: Unexpected poll revents 11",
 			Line{"virtio_loop: Unexpected poll revents 11", sdjournal.PriInfo, Disconnected}},
 		// Revents as %x prints them, nothing else.
-		{"virtio_loop: Unexpected poll revents 0x11", Line{"virtio_loop: Unexpected poll revents 0x11", sdjournal.PriWarning, NoEvent}},
-		{"virtio_loop: Unexpected poll revents 011", Line{"virtio_loop: Unexpected poll revents 011", sdjournal.PriWarning, NoEvent}},
-		{"virtio_loop: Unexpected poll revents 11 ", Line{"virtio_loop: Unexpected poll revents 11 ", sdjournal.PriWarning, NoEvent}},
-		{"", Line{"", sdjournal.PriInfo, NoEvent}},
-		{"[2024-07-08T03:39:43Z ERROR virtiofsd::vhost_user] Migration failed: Failed to load state: Inode 5: Migration source has lost inode 5",
+		{C, "virtio_loop: Unexpected poll revents 0x11", Line{"virtio_loop: Unexpected poll revents 0x11", sdjournal.PriWarning, NoEvent}},
+		{C, "virtio_loop: Unexpected poll revents 011", Line{"virtio_loop: Unexpected poll revents 011", sdjournal.PriWarning, NoEvent}},
+		{C, "virtio_loop: Unexpected poll revents 11 ", Line{"virtio_loop: Unexpected poll revents 11 ", sdjournal.PriWarning, NoEvent}},
+		{C, "", Line{"", sdjournal.PriInfo, NoEvent}},
+		{Rust, "[2024-07-08T03:39:43Z ERROR virtiofsd::vhost_user] Migration failed: Failed to load state: Inode 5: Migration source has lost inode 5",
 			Line{"Migration failed: Failed to load state: Inode 5: Migration source has lost inode 5", sdjournal.PriErr, MigrationLoadFailed}},
-		{"[2024-07-08T03:39:43Z ERROR virtiofsd::vhost_user] Migration failed: Failed to save state: Failed to serialize inode 5",
+		{Rust, "[2024-07-08T03:39:43Z ERROR virtiofsd::vhost_user] Migration failed: Failed to save state: Failed to serialize inode 5",
 			Line{"Migration failed: Failed to save state: Failed to serialize inode 5", sdjournal.PriErr, MigrationSaveFailed}},
 	} {
-		assert.Equal(t, tc.want, Classify(tc.raw), tc.raw)
+		assert.Equal(t, tc.want, Classify(tc.f, tc.raw), tc.raw)
 	}
 }
 
@@ -113,8 +114,43 @@ func TestClassifyIgnoresEventTextsThatAreNotVirtiofsdsOwnLine(t *testing.T) {
 		"[x] [ID: 00000042] virtio_loop: Unexpected poll revents 11",
 		"[2024-07-08 03:39:41.123456+0000] [ID: 0000004x] virtio_loop: Unexpected poll revents 11",
 	} {
-		assert.Equal(t, NoEvent, Classify(raw).Event, raw)
+		for _, f := range []Flavor{C, Rust} {
+			assert.Equal(t, NoEvent, Classify(f, raw).Event, "%s: %s", f, raw)
+		}
 	}
+}
+
+// TestClassifyReadsOnlyItsFlavorsFormat: the supervisor knows which
+// virtiofsd it runs, so an event line in the other flavor's format (a
+// guest's file name, a line of something else the binary runs) is no
+// event, only text at the priority its words suggest.
+func TestClassifyReadsOnlyItsFlavorsFormat(t *testing.T) {
+	cLines := []string{
+		"virtio_session_mount: Waiting for vhost-user socket connection...",
+		"virtio_session_mount: Received vhost-user socket connection",
+		"virtio_loop: Unexpected poll revents 11",
+		"[2024-07-08 03:39:41.123456+0000] [ID: 00000042] virtio_session_mount: Waiting for vhost-user socket connection...",
+	}
+	rustLines := []string{
+		"[2024-07-08T03:39:41Z INFO  virtiofsd] Waiting for vhost-user socket connection...",
+		"[2024-07-08T03:39:42Z INFO  virtiofsd] Client connected, servicing requests",
+		"[2024-07-08T03:39:43Z INFO  virtiofsd] Client disconnected, shutting down",
+		"[2024-07-08T03:39:43Z ERROR virtiofsd::vhost_user] Migration failed: Failed to load state: x",
+	}
+	for _, raw := range cLines {
+		assert.NotEqual(t, NoEvent, Classify(C, raw).Event, raw)
+		l := Classify(Rust, raw)
+		assert.Equal(t, Line{raw, barePriority(raw), NoEvent}, l, "a C line read from the Rust binary")
+		assert.Equal(t, NoEvent, Classify(Auto, raw).Event, raw)
+	}
+	for _, raw := range rustLines {
+		assert.NotEqual(t, NoEvent, Classify(Rust, raw).Event, raw)
+		assert.Equal(t, Line{raw, barePriority(raw), NoEvent}, Classify(C, raw), "a Rust line read from the C binary")
+		assert.Equal(t, NoEvent, Classify(Auto, raw).Event, raw)
+	}
+	assert.Equal(t, Line{"thread 'main' panicked at src/main.rs:1:2", sdjournal.PriInfo, NoEvent},
+		Classify(Rust, "thread 'main' panicked at src/main.rs:1:2\n"), "a bare line of the Rust binary")
+	assert.Equal(t, sdjournal.PriErr, Classify(Rust, "error: unexpected argument '--x' found").Priority)
 }
 
 // TestClassifyCannotTellALineStartedByANewlineInAName documents why the
@@ -125,28 +161,45 @@ func TestClassifyIgnoresEventTextsThatAreNotVirtiofsdsOwnLine(t *testing.T) {
 // and connected only before any guest is connected, and acts on no
 // disconnect line.
 func TestClassifyCannotTellALineStartedByANewlineInAName(t *testing.T) {
-	for _, name := range []string{
-		"x\n[2024-01-01T00:00:00Z INFO  virtiofsd] Client disconnected, shutting down\ny",
-		"x\n[2024-01-01 00:00:00.000000+0000] [ID: 00000001] virtio_loop: Unexpected poll revents 11\ny",
-		"x\nvirtio_loop: Unexpected poll revents 11\ny",
+	for _, tc := range []struct {
+		f       Flavor
+		printed func(name string) string
+		name    string
+	}{
+		{C, cLookup, "x\n[2024-01-01 00:00:00.000000+0000] [ID: 00000001] virtio_loop: Unexpected poll revents 11\ny"},
+		{C, cLookup, "x\nvirtio_loop: Unexpected poll revents 11\ny"},
+		{Rust, rustFindPaths, "x\n[2024-01-01T00:00:00Z INFO  virtiofsd] Client disconnected, shutting down\ny"},
 	} {
-		printed := "[2024-07-08 03:39:41.123456+0000] [ID: 00000003] lo_lookup(parent=1, name=" + name + ")\n"
-		physical := strings.Split(strings.TrimSuffix(printed, "\n"), "\n")
+		physical := strings.Split(strings.TrimSuffix(tc.printed(tc.name), "\n"), "\n")
 		require.Len(t, physical, 3)
-		assert.Equal(t, NoEvent, Classify(physical[0]).Event, physical[0])
-		assert.Equal(t, Disconnected, Classify(physical[1]).Event, physical[1])
-		assert.Equal(t, NoEvent, Classify(physical[2]).Event, physical[2])
+		assert.Equal(t, NoEvent, Classify(tc.f, physical[0]).Event, physical[0])
+		assert.Equal(t, Disconnected, Classify(tc.f, physical[1]).Event, physical[1])
+		assert.Equal(t, NoEvent, Classify(tc.f, physical[2]).Event, physical[2])
 	}
 }
 
-// eventLine is an oracle for Classify, written independently of it: the
-// whole lines that are events, in either flavor's exact format.
-var eventLine = regexp.MustCompile(`^(?:` +
-	`\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ INFO  virtiofsd\] (?:Waiting for vhost-user socket connection\.\.\.|Client connected, servicing requests|Client disconnected, shutting down)` +
-	`|\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ERROR virtiofsd::vhost_user\] Migration failed: Failed to (?:load|save) state: (?s:.*)` +
-	`|(?:\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}[+-]\d{4}\] \[ID: \d{8,}\] )?` +
-	`(?:virtio_session_mount: Waiting for vhost-user socket connection\.\.\.|virtio_session_mount: Received vhost-user socket connection|virtio_loop: Unexpected poll revents ([1-9a-f][0-9a-f]{0,3}))` +
-	`)[\r\n]*$`)
+// cLookup and rustFindPaths print a name as the C one does at debug level,
+// and as the Rust one does in its migration warnings.
+func cLookup(name string) string {
+	return "[2024-07-08 03:39:41.123456+0000] [ID: 00000003] lo_lookup(parent=1, name=" + name + ")\n"
+}
+
+func rustFindPaths(name string) string {
+	return "[2024-07-08T03:39:43Z WARN  virtiofsd::passthrough::device_state::preserialization::find_paths] Failed to discover entry " + name + " of 1: x\n"
+}
+
+// rustEventLine and cEventLine are an oracle for Classify, written
+// independently of it: the whole lines that are events, in each flavor's
+// exact format.
+var (
+	rustEventLine = regexp.MustCompile(`^(?:` +
+		`\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ INFO  virtiofsd\] (?:Waiting for vhost-user socket connection\.\.\.|Client connected, servicing requests|Client disconnected, shutting down)` +
+		`|\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ERROR virtiofsd::vhost_user\] Migration failed: Failed to (?:load|save) state: (?s:.*)` +
+		`)[\r\n]*$`)
+	cEventLine = regexp.MustCompile(`^(?:\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}[+-]\d{4}\] \[ID: \d{8,}\] )?` +
+		`(?:virtio_session_mount: Waiting for vhost-user socket connection\.\.\.|virtio_session_mount: Received vhost-user socket connection|virtio_loop: Unexpected poll revents ([1-9a-f][0-9a-f]{0,3}))` +
+		`[\r\n]*$`)
+)
 
 func FuzzClassify(f *testing.F) {
 	for _, s := range []string{
@@ -163,30 +216,42 @@ func FuzzClassify(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		l := Classify(raw)
-		if l.Priority < sdjournal.PriEmerg || l.Priority > sdjournal.PriDebug {
-			t.Fatalf("priority %d out of range for %q", l.Priority, raw)
-		}
-		if len(l.Message) > len(raw) {
-			t.Fatalf("message %q longer than the line %q", l.Message, raw)
-		}
-		m := eventLine.FindStringSubmatch(raw)
-		if l.Event != NoEvent && m == nil {
-			t.Fatalf("%s from %q, which is not an event line virtiofsd prints", l.Event, raw)
-		}
-		if m == nil {
-			return
-		}
-		if hex := m[1]; hex != "" {
-			if v, _ := strconv.ParseUint(hex, 16, 16); v&0x10 == 0 {
-				if l.Event != NoEvent {
-					t.Fatalf("%s from %q: revents without POLLHUP", l.Event, raw)
-				}
-				return
-			}
-		}
-		if l.Event == NoEvent {
-			t.Fatalf("no event from %q, an event line virtiofsd prints", raw)
+		for _, fl := range []Flavor{Auto, C, Rust} {
+			classifyAgainstOracle(t, fl, raw)
 		}
 	})
+}
+
+func classifyAgainstOracle(t *testing.T, fl Flavor, raw string) {
+	l := Classify(fl, raw)
+	if l.Priority < sdjournal.PriEmerg || l.Priority > sdjournal.PriDebug {
+		t.Fatalf("%s: priority %d out of range for %q", fl, l.Priority, raw)
+	}
+	if len(l.Message) > len(raw) {
+		t.Fatalf("%s: message %q longer than the line %q", fl, l.Message, raw)
+	}
+	var m []string
+	switch fl {
+	case C:
+		m = cEventLine.FindStringSubmatch(raw)
+	case Rust:
+		m = rustEventLine.FindStringSubmatch(raw)
+	}
+	if l.Event != NoEvent && m == nil {
+		t.Fatalf("%s from %q, which is not an event line the %s virtiofsd prints", l.Event, raw, fl)
+	}
+	if m == nil {
+		return
+	}
+	if len(m) > 1 && m[1] != "" {
+		if v, _ := strconv.ParseUint(m[1], 16, 16); v&0x10 == 0 {
+			if l.Event != NoEvent {
+				t.Fatalf("%s from %q: revents without POLLHUP", l.Event, raw)
+			}
+			return
+		}
+	}
+	if l.Event == NoEvent {
+		t.Fatalf("no event from %q, an event line the %s virtiofsd prints", raw, fl)
+	}
 }

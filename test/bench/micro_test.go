@@ -21,11 +21,15 @@ import (
 )
 
 // classifyLines are one line of each shape virtiofsd.Classify reads.
-var classifyLines = []struct{ name, line string }{
-	{"c-ready", "virtio_session_mount: Waiting for vhost-user socket connection...\n"},
-	{"c-plain", "virtio_loop: Unexpected poll revents 19\n"},
-	{"c-debug", "[2024-07-08 03:39:41.123456+0000] [ID: 00000042] lo_lookup(parent=1, name=somefile)\n"},
-	{"rust", "[2024-07-08T03:39:41Z INFO  virtiofsd] Client connected, servicing requests\n"},
+var classifyLines = []struct {
+	name string
+	fl   virtiofsd.Flavor
+	line string
+}{
+	{"c-ready", virtiofsd.C, "virtio_session_mount: Waiting for vhost-user socket connection...\n"},
+	{"c-plain", virtiofsd.C, "virtio_loop: Unexpected poll revents 19\n"},
+	{"c-debug", virtiofsd.C, "[2024-07-08 03:39:41.123456+0000] [ID: 00000042] lo_lookup(parent=1, name=somefile)\n"},
+	{"rust", virtiofsd.Rust, "[2024-07-08T03:39:41Z INFO  virtiofsd] Client connected, servicing requests\n"},
 }
 
 func BenchmarkClassify(b *testing.B) {
@@ -33,7 +37,7 @@ func BenchmarkClassify(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				virtiofsd.Classify(c.line)
+				virtiofsd.Classify(c.fl, c.line)
 			}
 		})
 	}
@@ -245,4 +249,6 @@ func BenchmarkReadiness(b *testing.B) {
 	b.ReportMetric(float64(s.read.Quantile(0.99).Nanoseconds())/1e3, "p99-read-µs")
 }
 
-func classifyOne(line string) virtiofsd.Line { return virtiofsd.Classify(line) }
+func classifyOne(fl virtiofsd.Flavor, line string) virtiofsd.Line {
+	return virtiofsd.Classify(fl, line)
+}

@@ -208,7 +208,7 @@ func reportMicro(t *testing.T, s *section) {
 		row("Classify/"+c.name, "classify one line: `"+strings.TrimSpace(c.line)+"`", func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				_ = classifyOne(c.line)
+				_ = classifyOne(c.fl, c.line)
 			}
 		})
 	}

@@ -229,7 +229,7 @@ umount /mnt/vm1
 			assert.Equal(c, "active/listening", v.Socket)
 		}
 	}, 30*time.Second, 50*time.Millisecond, "the restarted socket listens once the guest is gone")
-	forged := forgedEvents(t, b)
+	forged := forgedEvents(t, b, leg)
 	t.Logf("%s: %d lines of virtiofsd's that read exactly as events came from the guest's names", leg, forged)
 	if !leg.Rust() {
 		// The C one prints every name it looks up at debug level; the Rust
@@ -280,15 +280,17 @@ echo "RESULT rounds=$last"
 // forgedEvents counts virtiofsd's lines in the instance's journal that read
 // exactly as event lines beyond the three a session prints: the lines the
 // guest's names started.
-func forgedEvents(t *testing.T, b *shimbox.Box) int {
+func forgedEvents(t *testing.T, b *shimbox.Box, leg shimbox.Platform) int {
 	t.Helper()
+	fl, err := virtiofsd.ParseFlavor(leg.Flavor())
+	require.NoError(t, err)
 	sessions, err := Sessions(context.Background(), b, "vm1")
 	require.NoError(t, err)
 	n := 0
 	for _, s := range sessions {
 		events := 0
 		for _, e := range s.Entries {
-			if e.Identifier == "virtiofsd" && virtiofsd.Classify(e.Message).Event != virtiofsd.NoEvent {
+			if e.Identifier == "virtiofsd" && virtiofsd.Classify(fl, e.Message).Event != virtiofsd.NoEvent {
 				events++
 			}
 		}

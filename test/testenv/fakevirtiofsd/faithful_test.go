@@ -44,6 +44,7 @@ func TestMain(m *testing.M) {
 // stderr read line by line.
 type session struct {
 	t     *testing.T
+	fl    virtiofsd.Flavor // whose lines these are
 	cmd   *exec.Cmd
 	sock  string
 	lines chan string
@@ -51,7 +52,7 @@ type session struct {
 	hold  net.Conn // a client connection kept open until virtiofsd exits
 }
 
-func startSession(t *testing.T, bin string, env, args []string) *session {
+func startSession(t *testing.T, fl virtiofsd.Flavor, bin string, env, args []string) *session {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "faith") // short: unix socket paths are limited to 108 bytes
 	require.NoError(t, err)
@@ -67,7 +68,7 @@ func startSession(t *testing.T, bin string, env, args []string) *session {
 	r, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	s := &session{t: t, cmd: cmd, sock: sock, lines: make(chan string, 64)}
+	s := &session{t: t, fl: fl, cmd: cmd, sock: sock, lines: make(chan string, 64)}
 	go func() {
 		defer close(s.lines)
 		sc := bufio.NewScanner(r)
@@ -86,7 +87,7 @@ func startSession(t *testing.T, bin string, env, args []string) *session {
 
 // record adds one line to the transcript: what the shim makes of it.
 func (s *session) record(raw string) virtiofsd.Line {
-	l := virtiofsd.Classify(raw)
+	l := virtiofsd.Classify(s.fl, raw)
 	s.seen = append(s.seen, fmt.Sprintf("%s/%d: %s", l.Event, l.Priority, l.Message))
 	return l
 }
@@ -271,13 +272,13 @@ func TestFakeBehavesAsTheRealVirtiofsd(t *testing.T) {
 
 					transcript := func(bin string, env []string) []string {
 						if sc.noDACReadSearch {
-							s := startSession(t, withoutDACReadSearch[0], env, append(append(slices.Clone(withoutDACReadSearch[1:]), bin), args...))
+							s := startSession(t, fl, withoutDACReadSearch[0], env, append(append(slices.Clone(withoutDACReadSearch[1:]), bin), args...))
 							if sc.drive != nil {
 								sc.drive(s)
 							}
 							return s.end()
 						}
-						s := startSession(t, bin, env, args)
+						s := startSession(t, fl, bin, env, args)
 						if sc.drive != nil {
 							sc.drive(s)
 						}
@@ -303,7 +304,7 @@ func TestFakeOfANewerVirtiofsdDefaultsToPrefer(t *testing.T) {
 	base := []string{"--fd=3", "--shared-dir=" + share, "--cache=auto", "--log-level=info"}
 	env := virtiofsd.ChildEnv(os.Environ(), virtiofsd.Rust)
 	run := func(bin string, env []string, args []string) []string {
-		s := startSession(t, withoutDACReadSearch[0], env, append(append(slices.Clone(withoutDACReadSearch[1:]), bin), args...))
+		s := startSession(t, virtiofsd.Rust, withoutDACReadSearch[0], env, append(append(slices.Clone(withoutDACReadSearch[1:]), bin), args...))
 		return s.end()
 	}
 	want := run(real, env, append(slices.Clone(base), "--inode-file-handles=prefer"))
@@ -313,7 +314,7 @@ func TestFakeOfANewerVirtiofsdDefaultsToPrefer(t *testing.T) {
 
 	args, err := virtiofsd.Args(virtiofsd.Rust, virtiofsd.Options{SharedDir: share})
 	require.NoError(t, err)
-	s := startSession(t, withoutDACReadSearch[0], newer, append(append(slices.Clone(withoutDACReadSearch[1:]), os.Args[0]), args...))
+	s := startSession(t, virtiofsd.Rust, withoutDACReadSearch[0], newer, append(append(slices.Clone(withoutDACReadSearch[1:]), os.Args[0]), args...))
 	s.until(virtiofsd.Ready) // the shim's --inode-file-handles=never
 	require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
 	s.end()
@@ -354,7 +355,7 @@ func TestRealVirtiofsdEventLinesAtEveryLevel(t *testing.T) {
 				real := realBinary(t, fl)
 				args, err := virtiofsd.Args(fl, virtiofsd.Options{SharedDir: t.TempDir(), LogLevel: level})
 				require.NoError(t, err)
-				s := startSession(t, real, virtiofsd.ChildEnv(os.Environ(), fl), args)
+				s := startSession(t, fl, real, virtiofsd.ChildEnv(os.Environ(), fl), args)
 				s.until(virtiofsd.Ready)
 				c, err := vhostuser.Probe(s.sock, 10*time.Second)
 				require.NoError(t, err)
