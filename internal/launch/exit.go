@@ -22,18 +22,9 @@ type ExitError struct {
 	Tail        []string // its last lines
 }
 
-// Signal returns the signal that ended virtiofsd, if one did. The Rust
-// virtiofsd reports a sandboxed child killed by signal N as exit(-N), that
-// is status 256-N; that counts as the signal too.
-func (e *ExitError) Signal() (syscall.Signal, bool) {
-	if e.Status.Signaled() {
-		return e.Status.Signal(), true
-	}
-	if c := e.Status.ExitStatus(); e.Flavor == virtiofsd.Rust && c > 256-65 {
-		return syscall.Signal(256 - c), true
-	}
-	return 0, false
-}
+// Signal returns the signal that ended virtiofsd, if one did, as its
+// flavor reports it (virtiofsd.Flavor.ExitSignal).
+func (e *ExitError) Signal() (syscall.Signal, bool) { return e.Flavor.ExitSignal(e.Status) }
 
 // Code is the exit status the shim passes on: virtiofsd's own code, or
 // 128+signal when a signal ended it.

@@ -350,8 +350,8 @@ loop:
 		return &NotReadyError{Timeout: readyTimeout, Tail: tail}
 	case stopping && killedHard:
 		return &StopTimeoutError{Grace: stopTimeout, Tail: tail}
-	case stopping && cleanStop(s.Flavor, stopPhase, ss.currentPhase(), status),
-		!stopping && status.Exited() && status.ExitStatus() == 0:
+	case stopping && s.Flavor.CleanStop(status, virtiofsd.Stop{Serving: stopPhase == Serving, Ready: ss.currentPhase() != Starting}),
+		!stopping && s.Flavor.CleanExit(status):
 		// virtiofsd ends well after a failed migration too (QEMU hangs
 		// up): its own line is what tells.
 		if m, incoming := ss.migrationFailure(); m != "" {
@@ -442,39 +442,6 @@ func heldClient(pid int, listener *os.File) bool {
 				return true
 			}
 		}
-	}
-	return false
-}
-
-// cleanStop tells whether virtiofsd ended the way it does when stopped
-// with SIGTERM, given where it was when the stop began (atStop) and the
-// last phase its lines showed (atEnd). Verified with the real binaries
-// (C 7.2, Rust 1.13.2):
-//
-//   - Both, before they set up their handlers: killed by SIGTERM.
-//   - Rust: its handler does _exit(1), in every phase (its sandbox child
-//     may then print "Parent process died unexpectedly"). It exits 0 only
-//     when the client hung up first.
-//   - C, waiting: accept() is interrupted, it prints "vhost socket accept:
-//     Interrupted system call" and exits 1. That needs its readiness line
-//     printed (it comes right before accept), so a C virtiofsd that exits 1
-//     without it failed on its own (a missing SHARED_DIR, say).
-//   - C, serving: the sandbox parent exits 0, its child ends the session.
-//
-// Anything else (another status, another signal, C's 1 while serving) is
-// a failure the stop did not cause.
-func cleanStop(f virtiofsd.Flavor, atStop, atEnd Phase, st syscall.WaitStatus) bool {
-	switch {
-	case st.Signaled():
-		return st.Signal() == syscall.SIGTERM
-	case st.ExitStatus() == 0:
-		return true
-	case st.ExitStatus() != 1:
-		return false
-	case f == virtiofsd.Rust:
-		return true
-	case f == virtiofsd.C:
-		return atStop < Serving && atEnd >= Waiting
 	}
 	return false
 }

@@ -343,38 +343,6 @@ func TestStopSendsSIGTERMAgainWhenTheFirstIsLost(t *testing.T) {
 	assert.Contains(t, s.lines.messages(), "vhost socket accept: Interrupted system call")
 }
 
-func TestCleanStopIsExactPerFlavorAndPhase(t *testing.T) {
-	exit := func(code int) syscall.WaitStatus { return syscall.WaitStatus(code << 8) }
-	killed := func(sig syscall.Signal) syscall.WaitStatus { return syscall.WaitStatus(sig) }
-	for _, tc := range []struct {
-		name          string
-		f             virtiofsd.Flavor
-		atStop, atEnd Phase
-		st            syscall.WaitStatus
-		clean         bool
-	}{
-		{"C killed by SIGTERM before its handlers", virtiofsd.C, Starting, Starting, killed(syscall.SIGTERM), true},
-		{"C accept() interrupted, line read late", virtiofsd.C, Starting, Waiting, exit(1), true},
-		{"C accept() interrupted", virtiofsd.C, Waiting, Waiting, exit(1), true},
-		{"C connected as the stop began", virtiofsd.C, Waiting, Serving, exit(0), true},
-		{"C sandbox parent after SIGTERM while serving", virtiofsd.C, Serving, Serving, exit(0), true},
-		{"C exits 1 while serving: its child failed", virtiofsd.C, Serving, Serving, exit(1), false},
-		{"C exits 1 without its readiness line: a startup error", virtiofsd.C, Starting, Starting, exit(1), false},
-		{"C killed by SIGKILL", virtiofsd.C, Waiting, Waiting, killed(syscall.SIGKILL), false},
-		{"C other status", virtiofsd.C, Waiting, Waiting, exit(2), false},
-		{"Rust killed by SIGTERM before its handlers", virtiofsd.Rust, Starting, Starting, killed(syscall.SIGTERM), true},
-		{"Rust _exit(1) before readiness", virtiofsd.Rust, Starting, Starting, exit(1), true},
-		{"Rust _exit(1) waiting", virtiofsd.Rust, Waiting, Waiting, exit(1), true},
-		{"Rust _exit(1) serving", virtiofsd.Rust, Serving, Serving, exit(1), true},
-		{"Rust client hung up first", virtiofsd.Rust, Serving, Serving, exit(0), true},
-		{"Rust argument error", virtiofsd.Rust, Starting, Starting, exit(2), false},
-		{"Rust sandboxed child killed by SIGKILL", virtiofsd.Rust, Serving, Serving, exit(256 - 9), false},
-		{"Rust killed by SIGSEGV", virtiofsd.Rust, Serving, Serving, killed(syscall.SIGSEGV), false},
-	} {
-		assert.Equal(t, tc.clean, cleanStop(tc.f, tc.atStop, tc.atEnd, tc.st), tc.name)
-	}
-}
-
 func TestStopKillsVirtiofsdThatIgnoresSIGTERM(t *testing.T) {
 	s := start(t, virtiofsd.C, fakevirtiofsd.IgnoreSIGTERM)
 	s.sv.StopTimeout = 200 * time.Millisecond
