@@ -9,6 +9,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/instances"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/sdbus"
 )
 
 const listUsage = `Usage: virtiofsd-shim list [flags] [NAME...]
@@ -68,7 +69,7 @@ func listCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 
-	bus, err := instances.ConnectScope(ctx, scope, os.Getenv)
+	bus, err := sdbus.Connect(ctx, scope, os.Getenv)
 	if err != nil {
 		return &exitcode.UnavailableError{Err: err}
 	}

@@ -14,7 +14,7 @@ import (
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/instances"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/sdbus"
 )
 
 // Manager is what the hooks ask of the service manager: a seam, so that the
@@ -52,9 +52,9 @@ func (h Hook) service() string { return "virtiofsd@" + h.Instance + ".service" }
 func (h Hook) socket() string  { return "virtiofsd@" + h.Instance + ".socket" }
 
 // Connect reaches the scope's service manager over its private socket, else
-// its bus, as list does (instances.ConnectScope).
+// its bus, as list does (sdbus.Connect).
 func Connect(ctx context.Context, scope config.Scope) (*DBus, error) {
-	b, err := instances.ConnectScope(ctx, scope, os.Getenv)
+	b, err := sdbus.Connect(ctx, scope, os.Getenv)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +62,7 @@ func Connect(ctx context.Context, scope config.Scope) (*DBus, error) {
 }
 
 // DBus is Manager over systemd's D-Bus API.
-type DBus struct{ bus *instances.SystemdBus }
+type DBus struct{ bus *sdbus.Conn }
 
 // Close closes the connection.
 func (d *DBus) Close() error { return d.bus.Close() }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/sdbus"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
@@ -44,7 +45,7 @@ func BenchmarkList200(b *testing.B) {
 	}
 
 	b.Run("lister", func(b *testing.B) {
-		bus, err := Dial(box.SystemdBus)
+		bus, err := sdbus.Dial(box.SystemdBus)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/sdbus"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
@@ -269,7 +270,7 @@ func TestListShowsEveryInstanceOfARealSystemd(t *testing.T) {
 	b := s.box
 	ctx := t.Context()
 
-	bus, err := Dial(b.SystemdBus)
+	bus, err := sdbus.Dial(b.SystemdBus)
 	require.NoError(t, err)
 	defer bus.Close()
 	counter := &countingBus{Bus: bus}

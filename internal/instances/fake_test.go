@@ -8,6 +8,8 @@ import (
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/sdbus"
 )
 
 // fakeBus pretends to be systemd: a fixed set of loaded units and their
@@ -49,8 +51,8 @@ func (f *fakeBus) ListUnitsByPatterns(ctx context.Context, states, patterns []st
 	return out, nil
 }
 
-func (f *fakeBus) GetAll(ctx context.Context, reqs []PropertiesRequest) []PropertiesReply {
-	out := make([]PropertiesReply, len(reqs))
+func (f *fakeBus) GetAll(ctx context.Context, reqs []sdbus.PropertiesRequest) []sdbus.PropertiesReply {
+	out := make([]sdbus.PropertiesReply, len(reqs))
 	for i, r := range reqs {
 		p, ok := f.props[r.Path]
 		if !ok {
@@ -71,7 +73,7 @@ type countingBus struct {
 	mu         sync.Mutex
 	roundTrips int
 	messages   int
-	getAlls    []PropertiesRequest
+	getAlls    []sdbus.PropertiesRequest
 }
 
 func (c *countingBus) ListUnitsByPatterns(ctx context.Context, states, patterns []string) ([]sddbus.UnitStatus, error) {
@@ -82,7 +84,7 @@ func (c *countingBus) ListUnitsByPatterns(ctx context.Context, states, patterns 
 	return c.Bus.ListUnitsByPatterns(ctx, states, patterns)
 }
 
-func (c *countingBus) GetAll(ctx context.Context, reqs []PropertiesRequest) []PropertiesReply {
+func (c *countingBus) GetAll(ctx context.Context, reqs []sdbus.PropertiesRequest) []sdbus.PropertiesReply {
 	c.mu.Lock()
 	if len(reqs) > 0 {
 		c.roundTrips++

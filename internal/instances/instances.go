@@ -14,6 +14,7 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/sdbus"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 )
 
@@ -191,7 +192,7 @@ func (l *Lister) List(ctx context.Context, names []string) ([]Instance, error) {
 		return in
 	}
 	var (
-		reqs    []PropertiesRequest
+		reqs    []sdbus.PropertiesRequest
 		targets []func(map[string]godbus.Variant)
 	)
 	for _, u := range units {
@@ -206,7 +207,7 @@ func (l *Lister) List(ctx context.Context, names []string) ([]Instance, error) {
 			s := &Socket{Unit: unit}
 			in.Socket = s
 			if u.ActiveState == "failed" {
-				reqs = append(reqs, PropertiesRequest{Path: u.Path, Interface: "org.freedesktop.systemd1.Socket"})
+				reqs = append(reqs, sdbus.PropertiesRequest{Path: u.Path, Interface: "org.freedesktop.systemd1.Socket"})
 				targets = append(targets, func(p map[string]godbus.Variant) { s.Result = str(p, "Result") })
 			}
 		case serviceSuffix:
@@ -214,7 +215,7 @@ func (l *Lister) List(ctx context.Context, names []string) ([]Instance, error) {
 			in.Service = s
 			// Unit (timestamps) and Service (pid, status, result)
 			// properties in one call.
-			reqs = append(reqs, PropertiesRequest{Path: u.Path})
+			reqs = append(reqs, sdbus.PropertiesRequest{Path: u.Path})
 			targets = append(targets, func(p map[string]godbus.Variant) { s.fill(p) })
 		}
 	}
