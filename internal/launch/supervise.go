@@ -18,20 +18,16 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
-
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
-
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/proctree"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
-// Defaults for Supervisor's timeouts.
 const (
-	DefaultReadyTimeout = 10 * time.Second
-	DefaultStopTimeout  = 5 * time.Second
-	tailLines           = 12
-	maxLine             = 16 << 10
-	readerDrainTimeout  = 2 * time.Second
+	tailLines          = 12
+	maxLine            = 16 << 10
+	readerDrainTimeout = 2 * time.Second
 	// stderrPipeSize is the capacity asked for virtiofsd's stderr pipe
 	// (F_SETPIPE_SZ; 64 KiB by default, fs.pipe-max-size allows 1 MiB): a
 	// burst of lines waits in the pipe while the shim's one thread is busy,
@@ -73,8 +69,8 @@ type Supervisor struct {
 	Lines    Lines              // nil: lines are only kept for error messages
 	Log      logrus.FieldLogger // nil: the standard logger
 
-	ReadyTimeout time.Duration // 0: DefaultReadyTimeout
-	StopTimeout  time.Duration // grace between SIGTERM and SIGKILL; 0: DefaultStopTimeout
+	ReadyTimeout time.Duration // 0: config.DefaultReadyTimeout
+	StopTimeout  time.Duration // grace between SIGTERM and SIGKILL; 0: config.DefaultStopTimeout
 	Watchdog     time.Duration // WATCHDOG=1 period; 0: none
 
 	// Session names the session in the journal (VIRTIOFSD_SESSION) and
@@ -212,8 +208,8 @@ func (s *Supervisor) run(ctx context.Context, out *Outcome) error {
 		log = log.WithField("session", s.Session)
 	}
 	log.WithFields(logrus.Fields{"argv": strings.Join(cmd.Args, " "), "flavor": s.Flavor.String()}).Info("started virtiofsd")
-	readyTimeout := orDefault(s.ReadyTimeout, DefaultReadyTimeout)
-	stopTimeout := orDefault(s.StopTimeout, DefaultStopTimeout)
+	readyTimeout := orDefault(s.ReadyTimeout, config.DefaultReadyTimeout)
+	stopTimeout := orDefault(s.StopTimeout, config.DefaultStopTimeout)
 	// EXTEND_TIMEOUT_USEC: systemd's TimeoutStartSec=/TimeoutStopSec= then
 	// never cut short a READY_TIMEOUT or STOP_TIMEOUT longer than they are
 	// (it only ever extends them).

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
@@ -109,8 +108,8 @@ func Make(ctx context.Context, cfg *config.Config, scope config.Scope, versions 
 	}
 	return &Plan{
 		Config: cfg, Binary: bin, Version: v, Args: args,
-		ReadyTimeout: orDefault(cfg.ReadyTimeout, launch.DefaultReadyTimeout),
-		StopTimeout:  orDefault(cfg.StopTimeout, launch.DefaultStopTimeout),
+		ReadyTimeout: orDefault(cfg.ReadyTimeout, config.DefaultReadyTimeout),
+		StopTimeout:  orDefault(cfg.StopTimeout, config.DefaultStopTimeout),
 		Rootless:     opts.Unprivileged, UID: os.Geteuid(), GID: os.Getegid(),
 	}, nil
 }
