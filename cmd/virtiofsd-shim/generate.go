@@ -8,7 +8,7 @@ import (
 	"os"
 	"strings"
 
-	sdjournal "github.com/coreos/go-systemd/v22/journal"
+	"github.com/coreos/go-systemd/v22/journal"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/generator"
@@ -129,7 +129,7 @@ type generatorLog struct {
 }
 
 func newGeneratorLog(stderr io.Writer) *generatorLog {
-	l := &generatorLog{stderr: stderr, journal: sdjournal.Enabled()}
+	l := &generatorLog{stderr: stderr, journal: journal.Enabled()}
 	if !l.journal {
 		if f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
 			l.kmsg = f // left open: the generator exits soon
@@ -144,7 +144,7 @@ func (l *generatorLog) Write(p []byte) (int, error) {
 		msg := strings.TrimPrefix(string(line), GeneratorName+": ")
 		switch {
 		case l.journal:
-			_ = sdjournal.Send(msg, sdjournal.PriWarning, map[string]string{"SYSLOG_IDENTIFIER": GeneratorName})
+			_ = journal.Send(msg, journal.PriWarning, map[string]string{"SYSLOG_IDENTIFIER": GeneratorName})
 		case l.kmsg != nil:
 			_, _ = fmt.Fprintf(l.kmsg, "<4>%s[%d]: %s\n", GeneratorName, os.Getpid(), msg)
 		}

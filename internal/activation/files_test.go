@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/coreos/go-systemd/v22/activation"
+	sdactivation "github.com/coreos/go-systemd/v22/activation"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -59,7 +59,7 @@ func compareFiles() int {
 	for fd := 3; fd < 6; fd++ {
 		_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0)
 	}
-	theirs := filesResult(activation.Files(unset))
+	theirs := filesResult(sdactivation.Files(unset))
 	fmt.Printf("ours:   %s\ntheirs: %s\n", ours, theirs)
 	return 0
 }

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	sdjournal "github.com/coreos/go-systemd/v22/journal"
+	"github.com/coreos/go-systemd/v22/journal"
 	"github.com/sirupsen/logrus"
 )
 
@@ -29,7 +29,7 @@ func (h Hook) Fire(e *logrus.Entry) error {
 	if err, ok := e.Data[logrus.ErrorKey]; ok {
 		msg += ": " + fmt.Sprint(err)
 	}
-	return sdjournal.Send(msg, priority(e.Level), vars)
+	return journal.Send(msg, priority(e.Level), vars)
 }
 
 // fieldName turns a logrus key into a valid journal field name.
@@ -46,18 +46,18 @@ func fieldName(k string) string {
 	return b.String()
 }
 
-func priority(l logrus.Level) sdjournal.Priority {
+func priority(l logrus.Level) journal.Priority {
 	switch l {
 	case logrus.PanicLevel:
-		return sdjournal.PriCrit
+		return journal.PriCrit
 	case logrus.FatalLevel:
-		return sdjournal.PriCrit
+		return journal.PriCrit
 	case logrus.ErrorLevel:
-		return sdjournal.PriErr
+		return journal.PriErr
 	case logrus.WarnLevel:
-		return sdjournal.PriWarning
+		return journal.PriWarning
 	case logrus.InfoLevel:
-		return sdjournal.PriInfo
+		return journal.PriInfo
 	}
-	return sdjournal.PriDebug
+	return journal.PriDebug
 }

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	sdjournal "github.com/coreos/go-systemd/v22/journal"
+	"github.com/coreos/go-systemd/v22/journal"
 )
 
 // Journal fields of the interface contract (docs/operations.md, "The journal").
@@ -27,7 +27,7 @@ const (
 // Record is one line to store.
 type Record struct {
 	Message  string
-	Priority sdjournal.Priority
+	Priority journal.Priority
 	PID      int    // virtiofsd's pid
 	Session  string // VIRTIOFSD_SESSION, "" for none
 	fields   map[string]string
@@ -82,7 +82,7 @@ func (s JournalSink) Write(r Record, extra map[string]string) error {
 	for k, v := range extra {
 		vars[k] = v
 	}
-	return sdjournal.Send(r.Message, r.Priority, vars)
+	return journal.Send(r.Message, r.Priority, vars)
 }
 
 // TextSink writes "virtiofsd[PID]: message" lines, for running off systemd.
@@ -244,7 +244,7 @@ func (f *Forwarder) noteSuppressedLocked() {
 	f.suppressed = 0
 	f.q = append(f.q, Record{
 		Message:  fmt.Sprintf("Suppressed %d messages from virtiofsd (the journal's rate limit, applied by virtiofsd-shim)", n),
-		Priority: sdjournal.PriWarning, PID: f.lastPID,
+		Priority: journal.PriWarning, PID: f.lastPID,
 		fields: map[string]string{FieldSuppressed: strconv.FormatUint(n, 10)},
 	})
 }
@@ -327,7 +327,7 @@ func (f *Forwarder) reportDrops() {
 		return
 	}
 	msg := fmt.Sprintf("virtiofsd-shim dropped %d line(s) of virtiofsd output: the journal did not keep up", n)
-	_ = f.sink.Write(Record{Message: msg, Priority: sdjournal.PriWarning, PID: pid},
+	_ = f.sink.Write(Record{Message: msg, Priority: journal.PriWarning, PID: pid},
 		map[string]string{FieldDropped: strconv.FormatUint(n, 10)})
 }
 

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"testing"
 
-	sdjournal "github.com/coreos/go-systemd/v22/journal"
+	"github.com/coreos/go-systemd/v22/journal"
 	"github.com/sirupsen/logrus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -51,7 +51,7 @@ func TestForwarderDropsWhenFullAndSaysHowMany(t *testing.T) {
 	for i, r := range g.got {
 		if n := g.fields[i][FieldDropped]; n != "" {
 			warned = true
-			assert.Equal(t, sdjournal.PriWarning, r.Priority)
+			assert.Equal(t, journal.PriWarning, r.Priority)
 			assert.Contains(t, r.Message, "dropped "+n+" line(s) of virtiofsd output")
 			assert.Equal(t, 42, r.PID)
 		}
@@ -82,8 +82,8 @@ func TestTextSinkWritesLikeSyslog(t *testing.T) {
 func TestHookMapsLogrusToJournal(t *testing.T) {
 	assert.Equal(t, "SHIM_VIRTIOFSD_PID", fieldName("virtiofsd_pid"))
 	assert.Equal(t, "SHIM_READY_AFTER", fieldName("ready-after"))
-	assert.Equal(t, sdjournal.PriErr, priority(logrus.ErrorLevel))
-	assert.Equal(t, sdjournal.PriWarning, priority(logrus.WarnLevel))
-	assert.Equal(t, sdjournal.PriInfo, priority(logrus.InfoLevel))
-	assert.Equal(t, sdjournal.PriDebug, priority(logrus.TraceLevel))
+	assert.Equal(t, journal.PriErr, priority(logrus.ErrorLevel))
+	assert.Equal(t, journal.PriWarning, priority(logrus.WarnLevel))
+	assert.Equal(t, journal.PriInfo, priority(logrus.InfoLevel))
+	assert.Equal(t, journal.PriDebug, priority(logrus.TraceLevel))
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	sdjournal "github.com/coreos/go-systemd/v22/journal"
+	"github.com/coreos/go-systemd/v22/journal"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -47,7 +47,7 @@ func TestFloodDropsAreCountedExactlyAndSaidOnce(t *testing.T) {
 	f := NewForwarder(g, Limits{Queue: 100}, nil)
 	refused := 0
 	for i := 0; i < 10000; i++ {
-		if !f.Offer(Record{Message: "flood line " + strconv.Itoa(i), Priority: sdjournal.PriInfo, PID: 42}) {
+		if !f.Offer(Record{Message: "flood line " + strconv.Itoa(i), Priority: journal.PriInfo, PID: 42}) {
 			refused++
 		}
 	}
@@ -59,7 +59,7 @@ func TestFloodDropsAreCountedExactlyAndSaidOnce(t *testing.T) {
 	recs, values := withField(g, FieldDropped)
 	require.Len(t, recs, 1, "one warning for one flood")
 	assert.Equal(t, strconv.Itoa(refused), values[0])
-	assert.Equal(t, sdjournal.PriWarning, recs[0].Priority)
+	assert.Equal(t, journal.PriWarning, recs[0].Priority)
 	assert.Contains(t, recs[0].Message, "dropped "+values[0]+" line(s)")
 }
 
@@ -74,15 +74,15 @@ func TestLinesJournaldWouldDiscardAreNotSentButCounted(t *testing.T) {
 	f := NewForwarder(g, Limits{Interval: 30 * time.Second, Burst: burst, Now: c.now}, nil)
 	accepted := 0
 	for i := 0; i < burst+burstMargin+50; i++ {
-		if f.Offer(Record{Message: "info line", Priority: sdjournal.PriInfo, PID: 7}) {
+		if f.Offer(Record{Message: "info line", Priority: journal.PriInfo, PID: 7}) {
 			accepted++
 		}
 	}
 	assert.Equal(t, burst+burstMargin, accepted)
 	// Another pool (warnings) has a budget of its own, as in journald.
-	assert.True(t, f.Offer(Record{Message: "a warning", Priority: sdjournal.PriWarning, PID: 7}))
+	assert.True(t, f.Offer(Record{Message: "a warning", Priority: journal.PriWarning, PID: 7}))
 	c.add(31 * time.Second)
-	assert.True(t, f.Offer(Record{Message: "next interval", Priority: sdjournal.PriInfo, PID: 7}))
+	assert.True(t, f.Offer(Record{Message: "next interval", Priority: journal.PriInfo, PID: 7}))
 	forwarded, dropped, suppressed := f.Close()
 	assert.Equal(t, uint64(50), suppressed)
 	assert.Zero(t, dropped)

@@ -3,7 +3,7 @@ package service
 import (
 	"strings"
 
-	sdjournal "github.com/coreos/go-systemd/v22/journal"
+	"github.com/coreos/go-systemd/v22/journal"
 	"github.com/sirupsen/logrus"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
@@ -39,10 +39,10 @@ var rootlessWarnings = []string{
 type RootlessSink struct{ logsink.Sink }
 
 func (s RootlessSink) Write(r logsink.Record, fields map[string]string) error {
-	if r.Priority == sdjournal.PriWarning {
+	if r.Priority == journal.PriWarning {
 		for _, w := range rootlessWarnings {
 			if strings.HasPrefix(r.Message, w) {
-				r.Priority = sdjournal.PriNotice
+				r.Priority = journal.PriNotice
 				break
 			}
 		}

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"unsafe"
 
-	sdjournal "github.com/coreos/go-systemd/v22/journal"
+	"github.com/coreos/go-systemd/v22/journal"
 )
 
 // Event is what a virtiofsd line says about the session, if anything.
@@ -31,8 +31,8 @@ func (e Event) String() string {
 
 // Line is one line of virtiofsd's stderr, classified.
 type Line struct {
-	Message  string             // the text, without virtiofsd's own timestamp/level prefix
-	Priority sdjournal.Priority // syslog priority from the line's level
+	Message  string           // the text, without virtiofsd's own timestamp/level prefix
+	Priority journal.Priority // syslog priority from the line's level
 	Event    Event
 }
 
@@ -90,7 +90,7 @@ const (
 // disconnect line at all (see launch).
 func Classify(f Flavor, raw string) Line {
 	raw = strings.TrimRight(raw, "\r\n")
-	l := Line{Message: raw, Priority: sdjournal.PriInfo}
+	l := Line{Message: raw, Priority: journal.PriInfo}
 	switch f {
 	case Rust:
 		msg, level, target, ok := cutRustLine(raw)
@@ -102,7 +102,7 @@ func Classify(f Flavor, raw string) Line {
 		l.Event = rustEvent(msg, level, target)
 	case C:
 		if rest, ok := cutCDebugPrefix(raw); ok {
-			l.Message, l.Priority = rest, sdjournal.PriDebug
+			l.Message, l.Priority = rest, journal.PriDebug
 			if isCDebugPrefix(raw[:len(raw)-len(rest)]) {
 				l.Event = cEvent(rest)
 			}
@@ -114,7 +114,7 @@ func Classify(f Flavor, raw string) Line {
 		l.Priority = barePriority(raw)
 	}
 	if l.Event == Disconnected {
-		l.Priority = sdjournal.PriInfo // C's hang-up is logged as an error; it ends every session
+		l.Priority = journal.PriInfo // C's hang-up is logged as an error; it ends every session
 	}
 	return l
 }
@@ -249,16 +249,16 @@ func matchShape(s, shape string) bool {
 	return true
 }
 
-func rustPriority(level string) sdjournal.Priority {
+func rustPriority(level string) journal.Priority {
 	switch level {
 	case "ERROR":
-		return sdjournal.PriErr
+		return journal.PriErr
 	case "WARN":
-		return sdjournal.PriWarning
+		return journal.PriWarning
 	case "INFO":
-		return sdjournal.PriInfo
+		return journal.PriInfo
 	}
-	return sdjournal.PriDebug
+	return journal.PriDebug
 }
 
 // cutCDebugPrefix splits "[YYYY-MM-DD HH:MM:SS.uuuuuu+0000] [ID: 00000042] message".
@@ -282,7 +282,7 @@ func cutCDebugPrefix(s string) (string, bool) {
 // alike so. It
 // lower-cases the line once, into a buffer on the stack: no allocation for
 // the lines virtiofsd prints.
-func barePriority(s string) sdjournal.Priority {
+func barePriority(s string) journal.Priority {
 	var buf [512]byte
 	l := s
 	if len(s) <= len(buf) {
@@ -300,9 +300,9 @@ func barePriority(s string) sdjournal.Priority {
 	switch {
 	case strings.Contains(l, "error"), strings.Contains(l, "failed"), strings.Contains(l, "fail to"),
 		strings.Contains(l, "cannot"), strings.Contains(l, "unable to"):
-		return sdjournal.PriErr
+		return journal.PriErr
 	case strings.Contains(l, "warn"), strings.Contains(l, "unexpected"):
-		return sdjournal.PriWarning
+		return journal.PriWarning
 	}
-	return sdjournal.PriInfo
+	return journal.PriInfo
 }

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	sdjournal "github.com/coreos/go-systemd/v22/journal"
+	"github.com/coreos/go-systemd/v22/journal"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -18,54 +18,54 @@ func TestClassify(t *testing.T) {
 		want Line
 	}{
 		{C, "virtio_session_mount: Waiting for vhost-user socket connection...\n",
-			Line{"virtio_session_mount: Waiting for vhost-user socket connection...", sdjournal.PriInfo, Ready}},
+			Line{"virtio_session_mount: Waiting for vhost-user socket connection...", journal.PriInfo, Ready}},
 		{C, "virtio_session_mount: Received vhost-user socket connection",
-			Line{"virtio_session_mount: Received vhost-user socket connection", sdjournal.PriInfo, Connected}},
-		{C, "virtio_loop: Exit", Line{"virtio_loop: Exit", sdjournal.PriInfo, NoEvent}},
+			Line{"virtio_session_mount: Received vhost-user socket connection", journal.PriInfo, Connected}},
+		{C, "virtio_loop: Exit", Line{"virtio_loop: Exit", journal.PriInfo, NoEvent}},
 		// POLLIN|POLLHUP, or with POLLERR when a reply was left unread: the
 		// VM hung up, which ends every C session.
-		{C, "virtio_loop: Unexpected poll revents 11", Line{"virtio_loop: Unexpected poll revents 11", sdjournal.PriInfo, Disconnected}},
-		{C, "virtio_loop: Unexpected poll revents 19", Line{"virtio_loop: Unexpected poll revents 19", sdjournal.PriInfo, Disconnected}},
+		{C, "virtio_loop: Unexpected poll revents 11", Line{"virtio_loop: Unexpected poll revents 11", journal.PriInfo, Disconnected}},
+		{C, "virtio_loop: Unexpected poll revents 19", Line{"virtio_loop: Unexpected poll revents 19", journal.PriInfo, Disconnected}},
 		// POLLERR alone is not a hang-up.
-		{C, "virtio_loop: Unexpected poll revents 8", Line{"virtio_loop: Unexpected poll revents 8", sdjournal.PriWarning, NoEvent}},
-		{C, "vhost socket accept: Interrupted system call", Line{"vhost socket accept: Interrupted system call", sdjournal.PriInfo, NoEvent}},
+		{C, "virtio_loop: Unexpected poll revents 8", Line{"virtio_loop: Unexpected poll revents 8", journal.PriWarning, NoEvent}},
+		{C, "vhost socket accept: Interrupted system call", Line{"vhost socket accept: Interrupted system call", journal.PriInfo, NoEvent}},
 		{Rust, "[2026-11-30T10:49:46Z WARN  virtiofsd::limits] Failure when trying to set the limit to 1000000, the hard limit (20000) of open file descriptors is used instead.",
-			Line{"Failure when trying to set the limit to 1000000, the hard limit (20000) of open file descriptors is used instead.", sdjournal.PriWarning, NoEvent}},
+			Line{"Failure when trying to set the limit to 1000000, the hard limit (20000) of open file descriptors is used instead.", journal.PriWarning, NoEvent}},
 		{Rust, "[2026-11-30T10:50:51Z ERROR virtiofsd::util] Child process terminated by signal 9",
-			Line{"Child process terminated by signal 9", sdjournal.PriErr, NoEvent}},
+			Line{"Child process terminated by signal 9", journal.PriErr, NoEvent}},
 		{C, `fuse: failed to stat source ("/nonexist"): No such file or directory`,
-			Line{`fuse: failed to stat source ("/nonexist"): No such file or directory`, sdjournal.PriErr, NoEvent}},
+			Line{`fuse: failed to stat source ("/nonexist"): No such file or directory`, journal.PriErr, NoEvent}},
 		{C, "[2024-07-08 03:39:41.123456+0000] [ID: 00000042] virtio_session_mount: Waiting for vhost-user socket connection...",
-			Line{"virtio_session_mount: Waiting for vhost-user socket connection...", sdjournal.PriDebug, Ready}},
+			Line{"virtio_session_mount: Waiting for vhost-user socket connection...", journal.PriDebug, Ready}},
 		{C, "[2024-07-08 03:39:41.123456+0000] [ID: 00000001] lo_lookup(parent=1, name=x)",
-			Line{"lo_lookup(parent=1, name=x)", sdjournal.PriDebug, NoEvent}},
+			Line{"lo_lookup(parent=1, name=x)", journal.PriDebug, NoEvent}},
 		{Rust, "[2024-07-08T03:39:41Z INFO  virtiofsd] Waiting for vhost-user socket connection...",
-			Line{"Waiting for vhost-user socket connection...", sdjournal.PriInfo, Ready}},
+			Line{"Waiting for vhost-user socket connection...", journal.PriInfo, Ready}},
 		{Rust, "[2024-07-08T03:39:42Z INFO  virtiofsd] Client connected, servicing requests",
-			Line{"Client connected, servicing requests", sdjournal.PriInfo, Connected}},
+			Line{"Client connected, servicing requests", journal.PriInfo, Connected}},
 		{Rust, "[2024-07-08T03:39:43Z INFO  virtiofsd] Client disconnected, shutting down",
-			Line{"Client disconnected, shutting down", sdjournal.PriInfo, Disconnected}},
+			Line{"Client disconnected, shutting down", journal.PriInfo, Disconnected}},
 		{Rust, "[2024-07-08T03:39:43Z ERROR virtiofsd] Error entering sandbox: X",
-			Line{"Error entering sandbox: X", sdjournal.PriErr, NoEvent}},
-		{Rust, "[2024-07-08T03:39:43Z WARN  virtiofsd::passthrough] slow", Line{"slow", sdjournal.PriWarning, NoEvent}},
-		{Rust, "[2024-07-08T03:39:43Z DEBUG virtiofsd] x", Line{"x", sdjournal.PriDebug, NoEvent}},
-		{Rust, "[2024-07-08T03:39:43Z TRACE virtiofsd] y", Line{"y", sdjournal.PriDebug, NoEvent}},
-		{C, "[not a prefix] hello", Line{"[not a prefix] hello", sdjournal.PriInfo, NoEvent}},
+			Line{"Error entering sandbox: X", journal.PriErr, NoEvent}},
+		{Rust, "[2024-07-08T03:39:43Z WARN  virtiofsd::passthrough] slow", Line{"slow", journal.PriWarning, NoEvent}},
+		{Rust, "[2024-07-08T03:39:43Z DEBUG virtiofsd] x", Line{"x", journal.PriDebug, NoEvent}},
+		{Rust, "[2024-07-08T03:39:43Z TRACE virtiofsd] y", Line{"y", journal.PriDebug, NoEvent}},
+		{C, "[not a prefix] hello", Line{"[not a prefix] hello", journal.PriInfo, NoEvent}},
 		// The C one's debug prefix, with a zone west of UTC and a thread id
 		// beyond 8 digits (%08ld pads, never cuts).
 		{C, "[2024-07-08 03:39:41.123456-0500] [ID: 123456789] virtio_session_mount: Received vhost-user socket connection",
-			Line{"virtio_session_mount: Received vhost-user socket connection", sdjournal.PriDebug, Connected}},
+			Line{"virtio_session_mount: Received vhost-user socket connection", journal.PriDebug, Connected}},
 		{C, "[2024-07-08 03:39:41.123456+0000] [ID: 00000001] virtio_loop: Unexpected poll revents 11",
-			Line{"virtio_loop: Unexpected poll revents 11", sdjournal.PriInfo, Disconnected}},
+			Line{"virtio_loop: Unexpected poll revents 11", journal.PriInfo, Disconnected}},
 		// Revents as %x prints them, nothing else.
-		{C, "virtio_loop: Unexpected poll revents 0x11", Line{"virtio_loop: Unexpected poll revents 0x11", sdjournal.PriWarning, NoEvent}},
-		{C, "virtio_loop: Unexpected poll revents 011", Line{"virtio_loop: Unexpected poll revents 011", sdjournal.PriWarning, NoEvent}},
-		{C, "virtio_loop: Unexpected poll revents 11 ", Line{"virtio_loop: Unexpected poll revents 11 ", sdjournal.PriWarning, NoEvent}},
-		{C, "", Line{"", sdjournal.PriInfo, NoEvent}},
+		{C, "virtio_loop: Unexpected poll revents 0x11", Line{"virtio_loop: Unexpected poll revents 0x11", journal.PriWarning, NoEvent}},
+		{C, "virtio_loop: Unexpected poll revents 011", Line{"virtio_loop: Unexpected poll revents 011", journal.PriWarning, NoEvent}},
+		{C, "virtio_loop: Unexpected poll revents 11 ", Line{"virtio_loop: Unexpected poll revents 11 ", journal.PriWarning, NoEvent}},
+		{C, "", Line{"", journal.PriInfo, NoEvent}},
 		{Rust, "[2024-07-08T03:39:43Z ERROR virtiofsd::vhost_user] Migration failed: Failed to load state: Inode 5: Migration source has lost inode 5",
-			Line{"Migration failed: Failed to load state: Inode 5: Migration source has lost inode 5", sdjournal.PriErr, MigrationLoadFailed}},
+			Line{"Migration failed: Failed to load state: Inode 5: Migration source has lost inode 5", journal.PriErr, MigrationLoadFailed}},
 		{Rust, "[2024-07-08T03:39:43Z ERROR virtiofsd::vhost_user] Migration failed: Failed to save state: Failed to serialize inode 5",
-			Line{"Migration failed: Failed to save state: Failed to serialize inode 5", sdjournal.PriErr, MigrationSaveFailed}},
+			Line{"Migration failed: Failed to save state: Failed to serialize inode 5", journal.PriErr, MigrationSaveFailed}},
 	} {
 		assert.Equal(t, tc.want, Classify(tc.f, tc.raw), tc.raw)
 	}
@@ -148,9 +148,9 @@ func TestClassifyReadsOnlyItsFlavorsFormat(t *testing.T) {
 		assert.Equal(t, Line{raw, barePriority(raw), NoEvent}, Classify(C, raw), "a Rust line read from the C binary")
 		assert.Equal(t, NoEvent, Classify(Auto, raw).Event, raw)
 	}
-	assert.Equal(t, Line{"thread 'main' panicked at src/main.rs:1:2", sdjournal.PriInfo, NoEvent},
+	assert.Equal(t, Line{"thread 'main' panicked at src/main.rs:1:2", journal.PriInfo, NoEvent},
 		Classify(Rust, "thread 'main' panicked at src/main.rs:1:2\n"), "a bare line of the Rust binary")
-	assert.Equal(t, sdjournal.PriErr, Classify(Rust, "error: unexpected argument '--x' found").Priority)
+	assert.Equal(t, journal.PriErr, Classify(Rust, "error: unexpected argument '--x' found").Priority)
 }
 
 // TestClassifyCannotTellALineStartedByANewlineInAName documents why the
@@ -224,7 +224,7 @@ func FuzzClassify(f *testing.F) {
 
 func classifyAgainstOracle(t *testing.T, fl Flavor, raw string) {
 	l := Classify(fl, raw)
-	if l.Priority < sdjournal.PriEmerg || l.Priority > sdjournal.PriDebug {
+	if l.Priority < journal.PriEmerg || l.Priority > journal.PriDebug {
 		t.Fatalf("%s: priority %d out of range for %q", fl, l.Priority, raw)
 	}
 	if len(l.Message) > len(raw) {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	sdjournal "github.com/coreos/go-systemd/v22/journal"
+	"github.com/coreos/go-systemd/v22/journal"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
@@ -56,7 +56,7 @@ func (s *discardSink) Write(logsink.Record, map[string]string) error {
 func BenchmarkForwarderOffer(b *testing.B) {
 	sink := &discardSink{}
 	f := logsink.NewForwarder(sink, logsink.Limits{}, nil)
-	r := logsink.Record{Message: "virtio_loop: Exit", Priority: sdjournal.PriInfo, PID: 42}
+	r := logsink.Record{Message: "virtio_loop: Exit", Priority: journal.PriInfo, PID: 42}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
