@@ -18,7 +18,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
@@ -242,13 +241,13 @@ func stopBeforeReadiness(t *testing.T, cmd *exec.Cmd, notify <-chan vhostuser.Da
 // clean stop, exit 0, whatever the real virtiofsd was doing: starting,
 // waiting for the VM in accept(), or serving it.
 func TestRealVirtiofsdStopIsCleanInEveryPhase(t *testing.T) {
-	for _, phase := range []launch.Phase{launch.Starting, launch.Waiting, launch.Serving} {
-		t.Run(phase.String(), func(t *testing.T) {
+	for _, phase := range []state.Phase{state.Starting, state.Waiting, state.Serving} {
+		t.Run(string(phase), func(t *testing.T) {
 			eachRealFlavor(t, func(t *testing.T, fl virtiofsd.Flavor, bin string) {
 				for attempt := 1; ; attempt++ {
 					share := t.TempDir()
 					cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+bin)
-					if phase == launch.Starting {
+					if phase == state.Starting {
 						if !stopBeforeReadiness(t, cmd, notify, sock, stderr) {
 							require.Less(t, attempt, 5, "virtiofsd was ready before it could be frozen, 5 times")
 							cmd.Process.Kill()
@@ -258,7 +257,7 @@ func TestRealVirtiofsdStopIsCleanInEveryPhase(t *testing.T) {
 					} else {
 						startingPid(t, notify, sock)
 						require.True(t, strings.HasPrefix(nextState(t, notify), "READY=1"), stderr.String())
-						if phase == launch.Serving {
+						if phase == state.Serving {
 							c, err := vhostuser.Probe(sock, 10*time.Second)
 							require.NoError(t, err, "a GET_FEATURES reply from the real virtiofsd")
 							defer c.Close()

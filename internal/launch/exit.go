@@ -6,9 +6,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
-
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
 // ExitError is virtiofsd ending in failure: a non-zero exit status or death
@@ -16,10 +16,10 @@ import (
 type ExitError struct {
 	Status      syscall.WaitStatus
 	Flavor      virtiofsd.Flavor
-	BeforeReady bool     // it never printed its readiness line
-	Stopped     bool     // the shim had sent SIGTERM (a stop), in StopPhase
-	StopPhase   Phase    // where virtiofsd was when the stop began
-	Tail        []string // its last lines
+	BeforeReady bool        // it never printed its readiness line
+	Stopped     bool        // the shim had sent SIGTERM (a stop), in StopPhase
+	StopPhase   state.Phase // where virtiofsd was when the stop began: starting, waiting or serving
+	Tail        []string    // its last lines
 }
 
 // Signal returns the signal that ended virtiofsd, if one did, as its

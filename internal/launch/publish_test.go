@@ -13,6 +13,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/fakevirtiofsd"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
@@ -52,7 +53,7 @@ func TestPublishFollowsTheSession(t *testing.T) {
 		s.notify.next(t) // READY=1
 		c := probe(t, s.sock)
 		assert.EventuallyWithT(t, func(c *assert.CollectT) {
-			assert.Equal(c, Serving, got.last().Phase)
+			assert.Equal(c, state.Serving, got.last().Phase)
 		}, 10*time.Second, 10*time.Millisecond)
 		c.Close()
 		require.NoError(t, s.wait(t))
@@ -60,7 +61,7 @@ func TestPublishFollowsTheSession(t *testing.T) {
 		require.Len(t, l, 3)
 		pid := l[0].PID
 		assert.NotZero(t, pid)
-		assert.Equal(t, []Change{{PID: pid}, {PID: pid, Phase: Waiting}, {PID: pid, Phase: Serving}}, l)
+		assert.Equal(t, []Change{{PID: pid, Phase: state.Starting}, {PID: pid, Phase: state.Waiting}, {PID: pid, Phase: state.Serving}}, l)
 	})
 }
 

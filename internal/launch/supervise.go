@@ -21,6 +21,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/proctree"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
 
@@ -91,8 +92,12 @@ type Supervisor struct {
 
 // Change is where a session is, as the supervisor has decided it.
 type Change struct {
-	PID   int   // virtiofsd's pid
-	Phase Phase // how far virtiofsd's lines went
+	PID int // virtiofsd's pid
+	// Phase is how far virtiofsd's lines went: state.Starting (no
+	// readiness line yet), state.Waiting (the readiness line: waiting for
+	// the VM in accept()) or state.Serving (a client connected), in that
+	// order.
+	Phase state.Phase
 	// Stopping: a stop began (systemd's, or a release's of a virtiofsd
 	// with no client).
 	Stopping bool
@@ -116,7 +121,7 @@ type session struct {
 	mu        sync.Mutex
 	ready     bool // READY=1 was sent
 	readyOver bool // timed out or stopping: no READY=1 from now on
-	phase     Phase
+	phase     state.Phase
 	change    Change            // the last one published
 	tail      [tailLines][]byte // the last lines, a ring; buffers reused
 	tailNext  int               // where the next line goes
@@ -125,20 +130,6 @@ type session struct {
 	// whether it was an incoming one; "" when none did.
 	migration         string
 	migrationIncoming bool
-}
-
-// Phase is where a virtiofsd session is, as its lines tell.
-type Phase int
-
-// The phases of a session, in order.
-const (
-	Starting Phase = iota // no readiness line yet
-	Waiting               // the readiness line: waiting for the VM in accept()
-	Serving               // a client connected
-)
-
-func (p Phase) String() string {
-	return [...]string{"starting", "waiting for a client", "serving"}[p]
 }
 
 // Run starts virtiofsd and returns when it has ended and been reaped.
@@ -201,7 +192,7 @@ func (s *Supervisor) run(ctx context.Context, out *Outcome) error {
 		return virtiofsd.BinaryErrorf("start %s: %v", s.Path, err)
 	}
 
-	ss := &session{s: s, pid: cmd.Process.Pid, readyCh: make(chan struct{})}
+	ss := newSession(s, cmd.Process.Pid)
 	ss.publish(func(c *Change) { c.PID = ss.pid })
 	log = log.WithField("virtiofsd_pid", ss.pid)
 	if s.Session != "" {
@@ -243,7 +234,7 @@ func (s *Supervisor) run(ctx context.Context, out *Outcome) error {
 		grace      <-chan time.Time
 		resend     <-chan time.Time
 		stopping   bool
-		stopPhase  Phase // where virtiofsd was when the stop began
+		stopPhase  state.Phase // where virtiofsd was when the stop began
 		timedOut   bool
 		killedHard bool
 	)
@@ -263,7 +254,7 @@ loop:
 		case <-release:
 			release = nil
 			out.Released = true
-			if ss.currentPhase() == Serving || pendingClient(s.Socket) || heldClient(ss.pid, s.Socket) {
+			if ss.currentPhase() == state.Serving || pendingClient(s.Socket) || heldClient(ss.pid, s.Socket) {
 				// A client already queued on the socket is as good as
 				// served: virtiofsd accepts it next. One it has accepted
 				// is served, though its line saying so may still wait in
@@ -338,7 +329,7 @@ loop:
 	}
 	log.WithField("status", cmd.ProcessState.String()).Info("virtiofsd ended")
 	tail := ss.lastLines()
-	out.Served = ss.currentPhase() == Serving
+	out.Served = ss.currentPhase() == state.Serving
 	switch {
 	case stopping && !killedHard && out.Released && !out.Served:
 		return nil // no client: whatever it exits with, nothing was lost
@@ -346,7 +337,7 @@ loop:
 		return &NotReadyError{Timeout: readyTimeout, Tail: tail}
 	case stopping && killedHard:
 		return &StopTimeoutError{Grace: stopTimeout, Tail: tail}
-	case stopping && s.Flavor.CleanStop(status, virtiofsd.Stop{Serving: stopPhase == Serving, Ready: ss.currentPhase() != Starting}),
+	case stopping && s.Flavor.CleanStop(status, virtiofsd.Stop{Serving: stopPhase == state.Serving, Ready: ss.currentPhase() != state.Starting}),
 		!stopping && s.Flavor.CleanExit(status):
 		// virtiofsd ends well after a failed migration too (QEMU hangs
 		// up): its own line is what tells.
@@ -355,7 +346,7 @@ loop:
 		}
 		return nil
 	}
-	return &ExitError{Status: status, Flavor: s.Flavor, BeforeReady: ss.currentPhase() == Starting,
+	return &ExitError{Status: status, Flavor: s.Flavor, BeforeReady: ss.currentPhase() == state.Starting,
 		Stopped: stopping, StopPhase: stopPhase, Tail: tail}
 }
 
@@ -479,11 +470,11 @@ func (ss *session) line(raw string) {
 	// nothing.
 	switch l.Event {
 	case virtiofsd.Ready:
-		if ss.enter(Starting, Waiting) {
+		if ss.enter(state.Starting, state.Waiting) {
 			ss.markReady()
 		}
 	case virtiofsd.Connected:
-		if ss.enter(Waiting, Serving) {
+		if ss.enter(state.Waiting, state.Serving) {
 			ss.notify(fmt.Sprintf("STATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
 				ss.s.SocketPath, ss.s.SharedDir, ss.pid))
 		}
@@ -494,7 +485,7 @@ func (ss *session) line(raw string) {
 		// file names as they are (find_paths: "Failed to discover entry
 		// NAME ..."), and a name with a newline starts a line of the
 		// guest's, during a migration, while serving.
-		if ss.currentPhase() != Serving {
+		if ss.currentPhase() != state.Serving {
 			break
 		}
 		incoming := l.Event == virtiofsd.MigrationLoadFailed
@@ -523,12 +514,12 @@ func (ss *session) markReady() {
 	}
 	ss.ready = true
 	if ss.s.Standby > 0 {
-		state := fmt.Sprintf("STATUS=Waiting for a vhost-user client on %s, sharing %s (virtiofsd pid %d, standby for session %d)",
+		msg := fmt.Sprintf("STATUS=Waiting for a vhost-user client on %s, sharing %s (virtiofsd pid %d, standby for session %d)",
 			ss.s.SocketPath, ss.s.SharedDir, ss.pid, ss.s.Standby)
 		if ss.s.Standby == 1 {
-			state = "READY=1\n" + state
+			msg = "READY=1\n" + msg
 		}
-		ss.notifyLocked(state)
+		ss.notifyLocked(msg)
 	} else {
 		ss.notifyLocked(fmt.Sprintf("READY=1\nSTATUS=Waiting for a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
 			ss.s.SocketPath, ss.s.SharedDir, ss.pid))
@@ -545,9 +536,14 @@ func (ss *session) endReadiness() (ready bool) {
 	return ss.ready
 }
 
+// newSession is the session of virtiofsd pid, starting.
+func newSession(s *Supervisor, pid int) *session {
+	return &session{s: s, pid: pid, readyCh: make(chan struct{}), phase: state.Starting, change: Change{Phase: state.Starting}}
+}
+
 // enter moves the session from phase from to phase to, and reports
 // whether it was in from.
-func (ss *session) enter(from, to Phase) bool {
+func (ss *session) enter(from, to state.Phase) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.phase != from {
@@ -580,7 +576,7 @@ func (ss *session) migrationFailure() (line string, incoming bool) {
 	return ss.migration, ss.migrationIncoming
 }
 
-func (ss *session) currentPhase() Phase {
+func (ss *session) currentPhase() state.Phase {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	return ss.phase
@@ -598,17 +594,17 @@ func (ss *session) lastLines() []string {
 
 // notify sends a state, serialised with the others so that READY=1,
 // STATUS=, STOPPING=1 and WATCHDOG=1 reach systemd in the order they happen.
-func (ss *session) notify(state string) {
+func (ss *session) notify(msg string) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	ss.notifyLocked(state)
+	ss.notifyLocked(msg)
 }
 
-func (ss *session) notifyLocked(state string) {
+func (ss *session) notifyLocked(msg string) {
 	if ss.s.Notifier == nil {
 		return
 	}
-	if err := ss.s.Notifier.Notify(state); err != nil && ss.s.Log != nil {
+	if err := ss.s.Notifier.Notify(msg); err != nil && ss.s.Log != nil {
 		ss.s.Log.WithError(err).Warn("sd_notify failed")
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/fakevirtiofsd"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 
@@ -238,18 +239,18 @@ func TestGuestFileNamesThatReadLikeEventsChangeNothing(t *testing.T) {
 // line, and a second readiness line, are not taken (virtiofsd prints them
 // once, in that order).
 func TestEventsCountOnlyInTheirPhase(t *testing.T) {
-	ss := &session{s: &Supervisor{Flavor: virtiofsd.C}, readyCh: make(chan struct{})}
+	ss := newSession(&Supervisor{Flavor: virtiofsd.C}, 0)
 	ss.line("virtio_session_mount: Received vhost-user socket connection\n")
-	assert.Equal(t, Starting, ss.currentPhase(), "connected before ready")
+	assert.Equal(t, state.Starting, ss.currentPhase(), "connected before ready")
 	ss.line("virtio_loop: Unexpected poll revents 11\n")
-	assert.Equal(t, Starting, ss.currentPhase(), "disconnected before ready")
+	assert.Equal(t, state.Starting, ss.currentPhase(), "disconnected before ready")
 	ss.line("virtio_session_mount: Waiting for vhost-user socket connection...\n")
-	assert.Equal(t, Waiting, ss.currentPhase())
+	assert.Equal(t, state.Waiting, ss.currentPhase())
 	ss.line("virtio_session_mount: Received vhost-user socket connection\n")
-	assert.Equal(t, Serving, ss.currentPhase())
+	assert.Equal(t, state.Serving, ss.currentPhase())
 	ss.line("virtio_session_mount: Waiting for vhost-user socket connection...\n")
 	ss.line("virtio_loop: Unexpected poll revents 11\n")
-	assert.Equal(t, Serving, ss.currentPhase(), "only virtiofsd's exit ends a session")
+	assert.Equal(t, state.Serving, ss.currentPhase(), "only virtiofsd's exit ends a session")
 }
 
 func TestExitsWhenVirtiofsdNeverReady(t *testing.T) {
@@ -296,11 +297,11 @@ func TestExitsWith128PlusSignalWhenVirtiofsdCrashesAfterReady(t *testing.T) {
 }
 
 func TestStopSendsStoppingAndEndsCleanlyInEveryPhase(t *testing.T) {
-	for _, phase := range []Phase{Starting, Waiting, Serving} {
-		t.Run(phase.String(), func(t *testing.T) {
+	for _, phase := range []state.Phase{state.Starting, state.Waiting, state.Serving} {
+		t.Run(string(phase), func(t *testing.T) {
 			eachFlavor(t, func(t *testing.T, fl virtiofsd.Flavor) {
 				mode := fakevirtiofsd.Ready
-				if phase == Starting {
+				if phase == state.Starting {
 					mode = fakevirtiofsd.SlowStart
 				}
 				s := start(t, fl, mode)
@@ -310,10 +311,10 @@ func TestStopSendsStoppingAndEndsCleanlyInEveryPhase(t *testing.T) {
 				starting := s.notify.next(t)
 				require.True(t, strings.HasPrefix(starting, "STATUS=Starting "), starting)
 				pid := published.list()[0].PID // published before the status
-				if phase >= Waiting {
+				if phase != state.Starting {
 					assert.True(t, strings.HasPrefix(s.notify.next(t), "READY=1"))
 				}
-				if phase == Serving {
+				if phase == state.Serving {
 					c := probe(t, s.sock)
 					defer c.Close()
 					s.notify.next(t) // Serving
@@ -544,7 +545,7 @@ func TestReaderPausesOnlyDuringAFlood(t *testing.T) {
 }
 
 func TestExitErrorSaysWhenAStopDoesNotExplainIt(t *testing.T) {
-	err := &ExitError{Status: syscall.WaitStatus(1 << 8), Flavor: virtiofsd.C, Stopped: true, StopPhase: Serving,
+	err := &ExitError{Status: syscall.WaitStatus(1 << 8), Flavor: virtiofsd.C, Stopped: true, StopPhase: state.Serving,
 		Tail: []string{"virtio_loop: Exit"}}
 	assert.Equal(t, "virtiofsd exited with status 1, which a SIGTERM while serving does not explain; its last lines:\n  virtio_loop: Exit",
 		err.Error())

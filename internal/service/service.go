@@ -76,12 +76,8 @@ func publish(w *state.Writer, c launch.Change) {
 			s.Phase = state.Released
 		case c.Stopping:
 			s.Phase = state.Stopping
-		case c.Phase == launch.Serving:
-			s.Phase = state.Serving
-		case c.Phase == launch.Waiting:
-			s.Phase = state.Waiting
 		default:
-			s.Phase = state.Starting
+			s.Phase = c.Phase
 		}
 		switch {
 		case c.KeepsServing:

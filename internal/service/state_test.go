@@ -17,13 +17,13 @@ func TestTheSupervisorsChangesMakeTheState(t *testing.T) {
 		phase   state.Phase
 		release state.Release
 	}{
-		{"started", launch.Change{PID: 7}, state.Starting, state.NotAsked},
-		{"ready", launch.Change{PID: 7, Phase: launch.Waiting}, state.Waiting, state.NotAsked},
-		{"connected", launch.Change{PID: 7, Phase: launch.Serving}, state.Serving, state.NotAsked},
-		{"released while serving", launch.Change{PID: 7, Phase: launch.Serving, Released: true, KeepsServing: true}, state.Serving, state.KeepsServing},
-		{"released with a client queued", launch.Change{PID: 7, Phase: launch.Waiting, Released: true, KeepsServing: true}, state.Waiting, state.KeepsServing},
-		{"released with no client", launch.Change{PID: 7, Phase: launch.Waiting, Released: true, Stopping: true}, state.Released, state.LetGo},
-		{"stopped by systemd", launch.Change{PID: 7, Phase: launch.Serving, Stopping: true}, state.Stopping, state.NotAsked},
+		{"started", launch.Change{PID: 7, Phase: state.Starting}, state.Starting, state.NotAsked},
+		{"ready", launch.Change{PID: 7, Phase: state.Waiting}, state.Waiting, state.NotAsked},
+		{"connected", launch.Change{PID: 7, Phase: state.Serving}, state.Serving, state.NotAsked},
+		{"released while serving", launch.Change{PID: 7, Phase: state.Serving, Released: true, KeepsServing: true}, state.Serving, state.KeepsServing},
+		{"released with a client queued", launch.Change{PID: 7, Phase: state.Waiting, Released: true, KeepsServing: true}, state.Waiting, state.KeepsServing},
+		{"released with no client", launch.Change{PID: 7, Phase: state.Waiting, Released: true, Stopping: true}, state.Released, state.LetGo},
+		{"stopped by systemd", launch.Change{PID: 7, Phase: state.Serving, Stopping: true}, state.Stopping, state.NotAsked},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := state.NewWriter("", "vm1", 1)
@@ -38,7 +38,7 @@ func TestTheSupervisorsChangesMakeTheState(t *testing.T) {
 
 func TestFinishRecordsHowTheRunEnded(t *testing.T) {
 	w := state.NewWriter("", "vm1", 1)
-	publish(w, launch.Change{PID: 7, Phase: launch.Serving})
+	publish(w, launch.Change{PID: 7, Phase: state.Serving})
 	Finish(w, nil, 0)
 	got := w.Current()
 	assert.Equal(t, state.Ended, got.Phase)

@@ -31,7 +31,9 @@ import (
 // Version is the version of the state file's format.
 const Version = 1
 
-// Phase is where the service is.
+// Phase is where the service is: the one phase type of the shim. A
+// virtiofsd session (launch) goes through the first three, as its lines
+// tell; the service adds the others.
 type Phase string
 
 // The phases, in the order a run goes through them. A STANDBY=yes run goes
