@@ -3,12 +3,15 @@ package state
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/unit"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 )
 
 // unitValues reads a unit file of the repository's units/ folder: each
@@ -27,23 +30,33 @@ func unitValues(t *testing.T, name string) map[string][]string {
 	return v
 }
 
-// TestUnitsSpellThePathsOfThisPackage: the units name the marker and the
-// state folder with %t and %i; they must be the paths the shim and its
-// hooks use, in both scopes, or a deferred restart would never be skipped
-// (or never end) and the state would be written where nobody reads it.
+// TestUnitsSpellThePathsOfThisPackage: the units name the marker, the
+// state folder and the socket with %t and %i; they must be the paths the
+// shim and its hooks use (state, config.Scope.SocketPath), in both scopes,
+// or a deferred restart would never be skipped (or never end), the state
+// would be written where nobody reads it, and check would name another
+// socket.
 func TestUnitsSpellThePathsOfThisPackage(t *testing.T) {
+	// A user's %t, as an absolute path that config.Scope takes.
+	const userRT = "/run/user/%U"
+	env := func(string) string { return userRT }
 	for _, tc := range []struct {
-		dir string
-		rt  string // %t as the socket's ListenStream= spells it
+		dir   string
+		scope config.Scope
 	}{
-		{"", "/run"},
-		{"user", "%t"},
+		{"", config.System},
+		{"user", config.User},
 	} {
+		rt, err := tc.scope.RuntimeDir(env)
+		require.NoError(t, err)
+		percentT := func(p string) string { return strings.Replace(p, userRT, "%t", 1) }
+
 		socket := unitValues(t, filepath.Join(tc.dir, "virtiofsd@.socket"))
 		assert.Equal(t, []string{"!" + MarkerPath("%t", "%i")}, socket["Unit.ConditionPathExists"], "%s socket", tc.dir)
-		require.Len(t, socket["Socket.ListenStream"], 1)
-		assert.Equal(t, filepath.Dir(MarkerPath(tc.rt, "%i")), filepath.Dir(socket["Socket.ListenStream"][0]),
-			"%s: the marker lives beside the socket", tc.dir)
+		sock, err := tc.scope.SocketPath(env, "%i")
+		require.NoError(t, err)
+		assert.Equal(t, []string{percentT(sock)}, socket["Socket.ListenStream"], "%s socket", tc.dir)
+		assert.Equal(t, filepath.Dir(sock), filepath.Dir(MarkerPath(rt, "%i")), "%s: the marker lives beside the socket", tc.dir)
 
 		service := unitValues(t, filepath.Join(tc.dir, "virtiofsd@.service"))
 		require.Len(t, service["Service.RuntimeDirectory"], 1, "%s service", tc.dir)
