@@ -171,14 +171,20 @@ func parse(r io.Reader, name string) (*Config, map[string]int, error) {
 
 	c := &Config{Path: name, Flavor: "auto"}
 	lines := make(map[string]int) // key -> line
+	var errs []*Error             // every line's problem, in order
+	sharedDirRefused := false     // a line meant SHARED_DIR and was refused: no need to ask for one
 	for _, a := range assignments {
 		k, ok := lookupKey(a.key)
 		if !ok {
-			return nil, nil, &Error{File: name, Line: a.line, Key: a.key, Msg: unknownKey(a.key)}
+			msg, near := unknownKey(a.key)
+			sharedDirRefused = sharedDirRefused || near == "SHARED_DIR" || strings.Contains(strings.ToUpper(a.key), "SHARED_DIR")
+			errs = append(errs, &Error{File: name, Line: a.line, Key: a.key, Code: CodeUnknownKey, Msg: msg})
+			continue
 		}
 		if first, dup := lines[a.key]; dup {
-			return nil, nil, &Error{File: name, Line: a.line, Key: a.key,
-				Msg: fmt.Sprintf("duplicate key %s, already set at %s:%d: keep one of the two lines", a.key, name, first)}
+			errs = append(errs, &Error{File: name, Line: a.line, Key: a.key, Code: CodeDuplicateKey,
+				Msg: fmt.Sprintf("duplicate key %s, already set at %s:%d: keep one of the two lines", a.key, name, first)})
+			continue
 		}
 		lines[a.key] = a.line
 		if err := k.set(c, a.value); err != nil {
@@ -186,17 +192,24 @@ func parse(r io.Reader, name string) (*Config, map[string]int, error) {
 			if strings.Contains(a.value, "#") {
 				msg += ` ("#" after a value is part of it, not a comment: put comments on lines of their own)`
 			}
-			return nil, nil, &Error{File: name, Line: a.line, Key: a.key, Msg: msg}
+			errs = append(errs, &Error{File: name, Line: a.line, Key: a.key, Code: CodeBadValue, Msg: msg})
+			sharedDirRefused = sharedDirRefused || a.key == "SHARED_DIR"
 		}
 	}
-	c.lines = lines
-	if err := c.checkCombinations(); err != nil {
-		return nil, nil, err
+	if len(errs) == 0 {
+		// Combinations are judged on values that are all valid.
+		c.lines = lines
+		if err := c.checkCombinations(); err != nil {
+			return nil, nil, err
+		}
+		c.lines = nil // set below, once valid
 	}
-	c.lines = nil // set below, once valid
-	if c.SharedDir == "" {
-		return nil, nil, &Error{File: name, Key: "SHARED_DIR", Line: lines["SHARED_DIR"],
-			Msg: "SHARED_DIR is required: add a line such as SHARED_DIR=/srv/vm1 naming the directory to share"}
+	if c.SharedDir == "" && !sharedDirRefused {
+		errs = append(errs, &Error{File: name, Key: "SHARED_DIR", Line: lines["SHARED_DIR"], Code: CodeMissingShared,
+			Msg: "SHARED_DIR is required: add a line such as SHARED_DIR=/srv/vm1 naming the directory to share"})
+	}
+	if err := joinErrors(errs); err != nil {
+		return nil, nil, err
 	}
 	c.lines = lines
 	return c, lines, nil
@@ -210,14 +223,15 @@ func parse(r io.Reader, name string) (*Config, map[string]int, error) {
 func (c *Config) Set(name, value string) error {
 	k, ok := lookupKey(name)
 	if !ok {
-		return &Error{Key: name, Msg: unknownKey(name)}
+		msg, _ := unknownKey(name)
+		return &Error{Key: name, Code: CodeUnknownKey, Msg: msg}
 	}
 	if name == "SHARED_DIR" && value == "" {
 		return &Error{Key: name, Msg: "SHARED_DIR cannot be empty: give the directory to share"}
 	}
 	next := *c // a refused value changes nothing
 	if err := k.set(&next, value); err != nil {
-		return &Error{Key: name, Msg: fmt.Sprintf("%s=%s: %v", name, quoteValue(value), err)}
+		return &Error{Key: name, Code: CodeBadValue, Msg: fmt.Sprintf("%s=%s: %v", name, quoteValue(value), err)}
 	}
 	if name == "SHARED_DIR" {
 		if err := checkSharedDir(next.SharedDir); err != nil {
@@ -243,7 +257,7 @@ func LoadIn(s Scope, dir, instance string) (*Config, error) {
 		return nil, err
 	}
 	if err := checkSharedDir(c.SharedDir); err != nil {
-		return nil, &Error{File: c.Path, Line: c.Line("SHARED_DIR"), Key: "SHARED_DIR", Msg: err.Error(), Err: errors.Unwrap(err)}
+		return nil, &Error{File: c.Path, Line: c.Line("SHARED_DIR"), Key: "SHARED_DIR", Code: CodeMissingShared, Msg: err.Error(), Err: errors.Unwrap(err)}
 	}
 	return c, nil
 }
@@ -383,19 +397,59 @@ func checkSharedDir(dir string) error {
 	return nil
 }
 
-func unknownKey(name string) string {
-	msg := "unknown key " + quoteKey(name)
+// unknownKey is the message for an unknown key, and the known key it
+// suggests instead ("" when none is close: the message then lists them all).
+func unknownKey(name string) (msg, near string) {
+	msg = "unknown key " + quoteKey(name)
 	switch {
 	case strings.HasPrefix(name, "\ufeff"):
 		msg += " (the file starts with a byte order mark: save it as UTF-8 without BOM)"
 	case strings.HasPrefix(name, "export "):
 		msg += " (drop \"export\": this is a systemd environment file, not a shell script)"
 	default:
-		if k, ok := lookupKey(strings.ToUpper(name)); ok {
-			msg += ": did you mean " + k.name + "?"
+		if near = nearestKey(name); near != "" {
+			return msg + ": did you mean " + near + "?", near
 		}
 	}
-	return msg + " (known: " + knownKeys() + ")"
+	return msg + " (known: " + knownKeys() + ")", ""
+}
+
+// nearestKey is the known key closest to name, ignoring case, when it is
+// within two edits and those are fewer than a third of name: SHARD_DIR gives
+// SHARED_DIR, cache gives CACHE, NO_SUCH_KEY gives "".
+func nearestKey(name string) string {
+	upper := strings.ToUpper(name)
+	best, bestDist := "", math.MaxInt
+	for _, k := range keys {
+		if d := editDistance(upper, k.name); d < bestDist {
+			best, bestDist = k.name, d
+		}
+	}
+	if bestDist > 2 || bestDist*3 >= len(name) && bestDist > 0 {
+		return ""
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			sub := prev[j-1]
+			if a[i-1] != b[j-1] {
+				sub++
+			}
+			cur[j] = min(sub, prev[j]+1, cur[j-1]+1)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // quoteKey returns name as is when it looks like a key, else quoted.

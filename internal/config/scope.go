@@ -29,6 +29,14 @@ func (s Scope) String() string {
 	return "system"
 }
 
+// ScopeOf is the scope a --user flag selects: User when given, else System.
+func ScopeOf(user bool) Scope {
+	if user {
+		return User
+	}
+	return System
+}
+
 // Flag is the command-line flag that selects the scope ("--user"), or ""
 // for System; systemctl and journalctl take the same one.
 func (s Scope) Flag() string {
