@@ -198,7 +198,7 @@ func Write(dir string, results []Result, log io.Writer) error {
 	var failed []string
 	for _, r := range results {
 		if r.Err != nil {
-			fmt.Fprintf(log, "virtiofsd-shim-generator: skipping virtiofsd@%s: %v\n", r.Instance, r.Err)
+			fmt.Fprintf(log, "%s: skipping virtiofsd@%s: %v\n", Name, r.Instance, r.Err)
 			continue
 		}
 		for _, f := range r.Files {
@@ -224,7 +224,7 @@ func Print(dir string, results []Result, out, log io.Writer) {
 	var b bytes.Buffer
 	for _, r := range results {
 		if r.Err != nil {
-			fmt.Fprintf(log, "virtiofsd-shim-generator: skipping virtiofsd@%s: %v\n", r.Instance, r.Err)
+			fmt.Fprintf(log, "%s: skipping virtiofsd@%s: %v\n", Name, r.Instance, r.Err)
 			continue
 		}
 		for _, f := range r.Files {
