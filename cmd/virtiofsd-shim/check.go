@@ -168,7 +168,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 			warnings = append(warnings, fmt.Sprintf("%s does not exist: systemd has not applied this config yet; run %s daemon-reload "+
-				"(and check that %s is installed)", path, systemctl, generatorPath(scope)))
+				"(and check that %s is installed)", path, systemctl, generator.Path(scope)))
 		case err != nil:
 			warnings = append(warnings, fmt.Sprintf("cannot compare with %s: %v", path, err))
 		case !bytes.Equal(loaded, f.Content):
@@ -200,10 +200,6 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 func isNumber(s string) bool { return strings.Trim(s, "0123456789") == "" }
 
-// generatorPath is the scope's generator as installed.
-func generatorPath(s config.Scope) string {
-	return "/usr/lib/systemd/" + s.String() + "-generators/" + GeneratorName
-}
 
 // userFlag is " --user" for User, for the commands a message names.
 func userFlag(s config.Scope) string {

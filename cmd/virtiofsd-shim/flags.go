@@ -1,11 +1,8 @@
 package main
 
 import (
-	"errors"
 	"flag"
-	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 )
@@ -47,9 +44,8 @@ func (f *instanceFlags) register(fs *flag.FlagSet, withOverrides bool) {
 	}
 }
 
-// load reads the instance's config, if any, and applies the flags that were
-// given. Without an instance, or with a missing config file when the flags
-// name the shared directory, the flags alone make the config.
+// load reads the instance's config, if any, with the flags that were given
+// over it (config.Resolve).
 func (f *instanceFlags) load(fs *flag.FlagSet) (*config.Config, error) {
 	if f.configDir == "" {
 		dir, err := f.scope().ConfigDir(os.Getenv)
@@ -60,39 +56,14 @@ func (f *instanceFlags) load(fs *flag.FlagSet) (*config.Config, error) {
 	}
 	given := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
-	cfg := &config.Config{Flavor: "auto"}
-	if f.instance != "" {
-		path := filepath.Join(f.configDir, f.instance+".conf")
-		_, statErr := os.Stat(path)
-		if !(errors.Is(statErr, os.ErrNotExist) && given["shared-dir"]) {
-			c, err := config.LoadIn(f.scope(), f.configDir, f.instance)
-			if err != nil {
-				return nil, err
-			}
-			cfg = c
-		} else if err := config.ValidInstance(f.instance); err != nil {
-			return nil, err
-		}
-		cfg.Instance = f.instance
-	}
+	var overrides []config.Override
 	for _, o := range overridable {
 		if given[o.flag] {
-			if err := cfg.Set(o.key, *f.overrides[o.key]); err != nil {
-				return nil, fmt.Errorf("--%s: %w", o.flag, err)
-			}
+			overrides = append(overrides, config.Override{Flag: o.flag, Key: o.key, Value: *f.overrides[o.key]})
 		}
 	}
-	if cfg.SharedDir == "" {
-		return nil, &config.Error{Key: "SHARED_DIR", Msg: "no shared directory: pass --instance=NAME with SHARED_DIR= in " +
-			filepath.Join(f.configDir, "NAME.conf") + ", or --shared-dir=DIR"}
-	}
-	return cfg, nil
+	return config.Resolve(f.scope(), f.configDir, f.instance, overrides)
 }
 
 // scope is the service manager the instance belongs to.
-func (f *instanceFlags) scope() config.Scope {
-	if f.user {
-		return config.User
-	}
-	return config.System
-}
+func (f *instanceFlags) scope() config.Scope { return config.ScopeOf(f.user) }

@@ -80,12 +80,7 @@ func parseHookFlags(name, usage string, args []string, stderr io.Writer) (*hookF
 }
 
 // scope is the service manager of the hook's instance.
-func (f *hookFlags) scope() config.Scope {
-	if f.user {
-		return config.User
-	}
-	return config.System
-}
+func (f *hookFlags) scope() config.Scope { return config.ScopeOf(f.user) }
 
 func (f *hookFlags) hook() hooks.Hook { return hooks.Hook{Instance: f.instance, Scope: f.scope()} }
 

@@ -51,10 +51,7 @@ func listCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	scope := config.System
-	if *user {
-		scope = config.User
-	}
+	scope := config.ScopeOf(*user)
 	if *dir == "" {
 		d, err := scope.ConfigDir(os.Getenv)
 		if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/generator"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
 )
 
@@ -32,7 +33,7 @@ func main() {
 	// it (the channel holds one).
 	releases := make(chan os.Signal, 1)
 	signal.Notify(releases, syscall.SIGUSR1)
-	if filepath.Base(os.Args[0]) == GeneratorName {
+	if filepath.Base(os.Args[0]) == generator.Name {
 		os.Exit(generatorMain(os.Args[1:], os.Stderr))
 	}
 	os.Exit(mainWith(context.Background(), os.Args[1:], os.Stdout, os.Stderr, releases))
