@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -259,4 +260,55 @@ func TestCheckShowsAndChecksTheNewKeys(t *testing.T) {
 	code, _, stderr = shim(t, "check", "--config-dir="+dir, "vm1")
 	assert.Equal(t, exitcode.Config, code)
 	assert.Contains(t, stderr, "vm1.conf:3: MIGRATION_ON_ERROR= needs the Rust virtiofsd: the C one (QEMU <= 7.2) has no live migration; install the Rust virtiofsd")
+}
+
+// The issue's new user: a bad value on line 2 and a typo on line 3 both
+// show in one check, each at its line, and the typo names the key meant.
+func TestCheckShowsEveryProblemOfAConfigAtItsLine(t *testing.T) {
+	dir := instance(t, "vm1", "# vm1\nCACHE=sometimes\nSHARD_DIR=/srv/vm1\n")
+	code, out, stderr := shim(t, "check", "--config-dir="+dir, "vm1")
+	assert.Equal(t, exitcode.Config, code)
+	assert.Empty(t, out)
+	conf := filepath.Join(dir, "vm1.conf")
+	assert.Contains(t, stderr, conf+":2: CACHE=sometimes: not allowed")
+	assert.Contains(t, stderr, "\n"+conf+":3: unknown key SHARD_DIR: did you mean SHARED_DIR?\n")
+	assert.NotContains(t, stderr, "known:")
+}
+
+func TestCheckJSONGivesEachFindingWithItsKindCodeAndLine(t *testing.T) {
+	dir := instance(t, "vm1", "# vm1\nCACHE=sometimes\nSHARD_DIR=/srv/vm1\n")
+	code, out, _ := shim(t, "check", "--json", "--config-dir="+dir, "vm1")
+	assert.Equal(t, exitcode.Config, code, "the same exit status as the text")
+	var r struct {
+		Instance string `json:"instance"`
+		OK       bool   `json:"ok"`
+		Findings []struct {
+			Kind, Code, Message, File string
+			Line                      int
+		} `json:"findings"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &r), out)
+	assert.Equal(t, "vm1", r.Instance)
+	assert.False(t, r.OK)
+	require.Len(t, r.Findings, 2)
+	assert.Equal(t, "error", r.Findings[0].Kind)
+	assert.Equal(t, "bad-value", r.Findings[0].Code)
+	assert.Equal(t, 2, r.Findings[0].Line)
+	assert.Equal(t, "unknown-key", r.Findings[1].Code)
+	assert.Equal(t, 3, r.Findings[1].Line)
+	assert.Equal(t, filepath.Join(dir, "vm1.conf"), r.Findings[1].File)
+
+	share := t.TempDir()
+	dir = instance(t, "vm1", "SHARED_DIR="+share+"\nVIRTIOFSD="+fakeBinary(t, "rust")+"\nSOCKET_MODE=0666\n")
+	code, out, stderr := shim(t, "check", "--json", "--config-dir="+dir, "--generator-dir="+t.TempDir(), "vm1")
+	require.Equal(t, 0, code, stderr)
+	require.NoError(t, json.Unmarshal([]byte(out), &r), out)
+	assert.True(t, r.OK)
+	var kinds []string
+	for _, f := range r.Findings {
+		kinds = append(kinds, f.Kind+" "+f.Code)
+	}
+	assert.Contains(t, kinds, "fact shared-dir")
+	assert.Contains(t, kinds, "warning socket-mode-wide")
+	assert.Equal(t, "fact ready", kinds[len(kinds)-1])
 }

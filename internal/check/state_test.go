@@ -1,4 +1,4 @@
-package main
+package check
 
 import (
 	"os"
@@ -13,11 +13,27 @@ import (
 )
 
 // checkState is check's report of an instance's state, for a user scope
-// whose runtime folder is a temporary one.
-func checkState(t *testing.T) (rt string, report func() (string, []string)) {
+// whose runtime folder is a temporary one: the state fact ("" when none),
+// and the warnings.
+func checkState(t *testing.T) (rt string, report func() (string, []Finding)) {
 	rt = t.TempDir()
-	t.Setenv("XDG_RUNTIME_DIR", rt)
-	return rt, func() (string, []string) { return instanceState(config.User, "vm1", "systemctl --user") }
+	env := func(k string) string {
+		if k == "XDG_RUNTIME_DIR" {
+			return rt
+		}
+		return ""
+	}
+	return rt, func() (string, []Finding) {
+		r := &Report{Config: &config.Config{Instance: "vm1"}, Systemctl: "systemctl --user"}
+		r.state(Options{Scope: config.User, Env: env, ProcessExists: processExists})
+		line := ""
+		for _, f := range r.Findings {
+			if f.Code == CodeState {
+				line = f.Message
+			}
+		}
+		return line, r.Warnings()
+	}
 }
 
 func TestCheckReportsTheStateAndADeferredRestart(t *testing.T) {
@@ -35,22 +51,28 @@ func TestCheckReportsTheStateAndADeferredRestart(t *testing.T) {
 	line, warnings = report()
 	assert.Contains(t, line, "serving, virtiofsd pid 815, session 1 (4f0c), socket released: serves its VM until it disconnects")
 	require.Len(t, warnings, 1)
-	assert.Contains(t, warnings[0], "deferred restart: virtiofsd@vm1.socket was restarted while a VM was served: it listens again once that VM disconnects")
+	assert.Equal(t, CodeDeferredRestartPending, warnings[0].Code)
+	assert.Equal(t, marker, warnings[0].File)
+	assert.Contains(t, warnings[0].Message, "deferred restart: virtiofsd@vm1.socket was restarted while a VM was served: it listens again once that VM disconnects")
 
 	// The session ended, and resume could not start the socket.
 	w.Update(func(s *state.State) { s.Phase, s.VirtiofsdPID = state.Ended, 0 })
 	require.NoError(t, state.WriteMarker(marker, state.Deferral{UnitFileState: "enabled", ResumeError: "start virtiofsd@vm1.socket: NoReply"}))
 	_, warnings = report()
 	require.Len(t, warnings, 1)
-	assert.Contains(t, warnings[0], "deferred restart failed")
-	assert.Contains(t, warnings[0], "NoReply")
-	assert.Contains(t, warnings[0], "rm "+marker+"; systemctl --user start virtiofsd@vm1.socket")
+	assert.Equal(t, CodeDeferredRestartFailed, warnings[0].Code)
+	assert.Contains(t, warnings[0].Message, "deferred restart failed")
+	assert.Contains(t, warnings[0].Message, "NoReply")
+	assert.Contains(t, warnings[0].Message, "rm "+marker+"; systemctl --user start virtiofsd@vm1.socket")
+	assert.Equal(t, "rm "+marker+"; systemctl --user start virtiofsd@vm1.socket", warnings[0].Fix)
 
 	// Left behind, with no error: the fix is the same.
 	require.NoError(t, state.WriteMarker(marker, state.Deferral{UnitFileState: "enabled"}))
 	_, warnings = report()
 	require.Len(t, warnings, 1)
-	assert.Contains(t, warnings[0], "deferred restart left behind")
+	assert.Equal(t, CodeDeferredRestartStale, warnings[0].Code)
+	assert.Contains(t, warnings[0].Message, "deferred restart left behind")
+	assert.Equal(t, "rm "+marker+"; systemctl --user start virtiofsd@vm1.socket", warnings[0].Fix)
 }
 
 func TestCheckSaysWhenTheShimThatWroteTheStateIsGone(t *testing.T) {

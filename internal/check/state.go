@@ -1,0 +1,86 @@
+package check
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
+)
+
+// state reads the instance's typed state and its deferred-restart marker,
+// offline: a fact that says where the service is (none when no state was
+// ever written), and warnings about a deferred restart.
+func (r *Report) state(o Options) {
+	instance := r.Config.Instance
+	st, err := state.Load(o.Scope, o.Env, instance)
+	switch {
+	case err != nil:
+		r.warn(CodeStateUnreadable, fmt.Sprintf("cannot read the instance's state: %v", err), "", 0, "")
+	case st != nil:
+		r.fact(CodeState, "state", describeState(st, o.ProcessExists))
+	}
+	rt, err := o.Scope.RuntimeDir(o.Env)
+	if err != nil {
+		return
+	}
+	marker := state.MarkerPath(rt, instance)
+	d, err := state.ReadMarker(marker)
+	socket := "virtiofsd@" + instance + ".socket"
+	start := fmt.Sprintf("rm %s; %s start %s", marker, r.Systemctl, socket)
+	running := st != nil && !st.Phase.Over() && o.ProcessExists(st.ShimPID)
+	switch {
+	case err != nil:
+		r.warn(CodeMarkerUnreadable, err.Error(), marker, 0, "")
+	case d == nil:
+	case d.ResumeError != "":
+		r.warn(CodeDeferredRestartFailed, fmt.Sprintf("deferred restart failed: %s was restarted while a VM was served, and starting it again "+
+			"when the session ended failed: %s. It stays down: run %s", socket, d.ResumeError, start), marker, 0, start)
+	case running:
+		r.warn(CodeDeferredRestartPending, fmt.Sprintf("deferred restart: %s was restarted while a VM was served: it listens again once that VM disconnects (%s; rm it to cancel)",
+			socket, marker), marker, 0, "")
+	default:
+		r.warn(CodeDeferredRestartStale, fmt.Sprintf("deferred restart left behind: %s exists but no session runs, so the socket's start is skipped: "+
+			"run %s", marker, start), marker, 0, start)
+	}
+}
+
+// describeState is the state fact.
+func describeState(st *state.State, exists func(pid int) bool) string {
+	var b strings.Builder
+	b.WriteString(string(st.Phase))
+	if st.VirtiofsdPID != 0 {
+		fmt.Fprintf(&b, ", virtiofsd pid %d", st.VirtiofsdPID)
+	}
+	if st.Session != "" {
+		fmt.Fprintf(&b, ", session %d (%s)", st.SessionNumber, st.Session)
+	}
+	if st.Standby {
+		b.WriteString(", standby")
+	}
+	switch st.Release {
+	case state.KeepsServing:
+		b.WriteString(", socket released: serves its VM until it disconnects")
+	case state.LetGo:
+		b.WriteString(", socket released")
+	}
+	if f := st.Failure; f != nil {
+		fmt.Fprintf(&b, ", failed with exit status %d: %s", f.ExitCode, f.Reason)
+	}
+	if !st.Phase.Over() && !exists(st.ShimPID) {
+		fmt.Fprintf(&b, " (written by shim pid %d, which no longer runs)", st.ShimPID)
+	}
+	fmt.Fprintf(&b, "; at %s", st.Updated.Format(time.RFC3339))
+	return b.String()
+}
+
+// processExists tells whether pid names a process (signal 0).
+func processExists(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
