@@ -98,6 +98,21 @@ const (
 	CodeCannotStart          = "cannot-start"          // another reason
 )
 
+// Codes lists every code a finding can have besides the config's own, for
+// the documentation's test.
+func Codes() []string {
+	return []string{
+		CodeInstance, CodeConfig, CodeSharedDir, CodeSocket, CodeVirtiofsd, CodeCapabilities, CodeMigration,
+		CodeFileHandles, CodeOptions, CodeRootless, CodeTimeouts, CodeCommand, CodeDropIn, CodeState, CodeReady,
+		CodeSocketModeWide, CodeSocketOwnerIgnored, CodeSocketUserUnknown, CodeSocketGroupUnknown,
+		CodeDropInNotApplied, CodeDropInUnreadable, CodeDropInOutdated, CodeDropInLeftBehind,
+		CodeStateUnreadable, CodeMarkerUnreadable, CodeDeferredRestartFailed, CodeDeferredRestartPending,
+		CodeDeferredRestartStale, CodeModcapsUnbounded, CodeThreadPoolC,
+		CodeConfigInvalid, CodeVirtiofsdUnavailable, CodeOptionRefused, CodeCannotStart,
+		config.CodeUnknownKey, config.CodeDuplicateKey, config.CodeBadValue, config.CodeMissingShared,
+	}
+}
+
 // Options says which instance to check, and how to look at the machine.
 type Options struct {
 	Scope     config.Scope

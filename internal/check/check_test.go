@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -130,4 +131,15 @@ func TestCheckReportIsJSONWithKindCodeAndLine(t *testing.T) {
 	assert.Equal(t, "unknown-key", got.Findings[0]["code"])
 	assert.EqualValues(t, 2, got.Findings[0]["line"])
 	assert.NotContains(t, got.Findings[0], "fix", "empty fields are left out")
+}
+
+// Scripts read check --json by code: the man page lists every one.
+func TestManPageListsEveryFindingCode(t *testing.T) {
+	b, err := os.ReadFile("../../packaging/virtiofsd-shim.8")
+	require.NoError(t, err)
+	page := strings.ReplaceAll(string(b), `\-`, "-")
+	for _, c := range Codes() {
+		listed := regexp.MustCompile(`(?m)^\.BR? ` + regexp.QuoteMeta(c) + `( |$)`).MatchString(page)
+		assert.True(t, listed, "virtiofsd-shim(8) does not list the code %s", c)
+	}
 }
