@@ -34,9 +34,8 @@ func shim(t *testing.T, args ...string) (int, string, string) {
 // VIRTIOFSD= must be a path, and the flavor comes from the environment.
 func fakeBinary(t *testing.T, flavor string) string {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "virtiofsd")
-	env := strings.Join(fakevirtiofsd.Env(flavor, fakevirtiofsd.Ready), " ")
-	require.NoError(t, os.WriteFile(p, []byte("#!/bin/sh\nexec env "+env+" "+os.Args[0]+" \"$@\"\n"), 0o755))
+	p, err := fakevirtiofsd.Script(t.TempDir(), flavor)
+	require.NoError(t, err)
 	return p
 }
 

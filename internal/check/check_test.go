@@ -26,9 +26,8 @@ func TestMain(m *testing.M) {
 // fakeBinary is a script that execs the test binary as a fake virtiofsd.
 func fakeBinary(t *testing.T, flavor string) string {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "virtiofsd")
-	env := strings.Join(fakevirtiofsd.Env(flavor, fakevirtiofsd.Ready), " ")
-	require.NoError(t, os.WriteFile(p, []byte("#!/bin/sh\nexec env "+env+" "+os.Args[0]+" \"$@\"\n"), 0o755))
+	p, err := fakevirtiofsd.Script(t.TempDir(), flavor)
+	require.NoError(t, err)
 	return p
 }
 
