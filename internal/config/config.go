@@ -148,8 +148,9 @@ func knownKeys() string {
 // Parse reads a configuration in systemd EnvironmentFile syntax from r and
 // validates every value, without looking at the file system: SHARED_DIR must
 // be absolute but need not exist (Load checks that). name is the file name
-// used in errors and stored in Config.Path. Errors are *Error values naming
-// name, line and key.
+// used in errors and stored in Config.Path. Every problem of the file is
+// reported, each an *Error naming name, line and key: one alone, or all of
+// them in line order as Errors (see Problems).
 func Parse(r io.Reader, name string) (*Config, error) {
 	c, _, err := parse(r, name)
 	return c, err
