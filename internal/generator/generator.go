@@ -198,7 +198,7 @@ func Write(dir string, results []Result, log io.Writer) error {
 	var failed []string
 	for _, r := range results {
 		if r.Err != nil {
-			fmt.Fprintf(log, "%s: skipping virtiofsd@%s: %v\n", Name, r.Instance, r.Err)
+			reportSkipped(log, r)
 			continue
 		}
 		for _, f := range r.Files {
@@ -218,13 +218,30 @@ func Write(dir string, results []Result, log io.Writer) error {
 	return nil
 }
 
+// reportSkipped says on log why r's instance is skipped: one line a
+// problem, so that each reaches the journal whole.
+func reportSkipped(log io.Writer, r Result) {
+	problems := config.Problems(r.Err)
+	if len(problems) < 2 {
+		fmt.Fprintf(log, "%s: skipping virtiofsd@%s: %v\n", Name, r.Instance, r.Err)
+		return
+	}
+	for i, p := range problems {
+		verb := "skipping"
+		if i > 0 {
+			verb = "also"
+		}
+		fmt.Fprintf(log, "%s: %s virtiofsd@%s: %v\n", Name, verb, r.Instance, p)
+	}
+}
+
 // Print writes what Write would write into dir, each file after a
 // "# PATH" line, and the skipped configs, for a person to read (dry run).
 func Print(dir string, results []Result, out, log io.Writer) {
 	var b bytes.Buffer
 	for _, r := range results {
 		if r.Err != nil {
-			fmt.Fprintf(log, "%s: skipping virtiofsd@%s: %v\n", Name, r.Instance, r.Err)
+			reportSkipped(log, r)
 			continue
 		}
 		for _, f := range r.Files {

@@ -20,14 +20,16 @@ func TestGeneratorRunBySystemdWritesTheScopesDropIns(t *testing.T) {
 	conf := filepath.Join(home, "virtiofsd")
 	require.NoError(t, os.Mkdir(conf, 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(conf, "vm1.conf"), []byte("SHARED_DIR=/srv/vm1\nSOCKET_MODE=0600\n"), 0o644))
-	require.NoError(t, os.WriteFile(filepath.Join(conf, "bad.conf"), []byte("SHARED_DIR=/srv/bad\nSHARD_DIR=x\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(conf, "bad.conf"), []byte("SHARED_DIR=/srv/bad\nSHARD_DIR=x\nCACHE=sometimes\n"), 0o644))
 	var log bytes.Buffer
 	err := Run([]string{out, out, out}, envOf(map[string]string{"SYSTEMD_SCOPE": "user", "XDG_CONFIG_HOME": home}), &log)
 	require.NoError(t, err)
 	b, err := os.ReadFile(filepath.Join(out, "virtiofsd@vm1.socket.d", DropInName))
 	require.NoError(t, err)
 	assert.Contains(t, string(b), "SocketMode=0600")
-	assert.Contains(t, log.String(), Name+": skipping virtiofsd@bad: "+filepath.Join(conf, "bad.conf")+":2: unknown key SHARD_DIR: did you mean SHARED_DIR?")
+	bad := filepath.Join(conf, "bad.conf")
+	assert.Contains(t, log.String(), Name+": skipping virtiofsd@bad: "+bad+":2: unknown key SHARD_DIR: did you mean SHARED_DIR?\n"+
+		Name+": also virtiofsd@bad: "+bad+":3: CACHE=sometimes: not allowed", "each problem a line of its own, for the journal")
 }
 
 func TestGeneratorRefusesWhatSystemdWouldNotPassWithTheUsageStatus(t *testing.T) {
