@@ -7,7 +7,7 @@ import (
 	"os"
 	"strings"
 
-	sdjournal "github.com/coreos/go-systemd/v22/journal"
+	"github.com/coreos/go-systemd/v22/journal"
 )
 
 // ConsoleLog copies each line a program that systemd runs with stderr on the
@@ -31,9 +31,9 @@ type ConsoleLog struct {
 func NewConsoleLog(stderr io.Writer, identifier string) *ConsoleLog {
 	l := &ConsoleLog{Stderr: stderr, Identifier: identifier, PID: os.Getpid()}
 	switch {
-	case sdjournal.Enabled():
+	case journal.Enabled():
 		l.Journal = func(msg string, fields map[string]string) error {
-			return sdjournal.Send(msg, sdjournal.PriWarning, fields)
+			return journal.Send(msg, journal.PriWarning, fields)
 		}
 	default:
 		if f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
@@ -53,7 +53,7 @@ func (l *ConsoleLog) Write(p []byte) (int, error) {
 		case l.Journal != nil:
 			_ = l.Journal(msg, map[string]string{FieldIdentifier: l.Identifier})
 		case l.Kmsg != nil:
-			_, _ = fmt.Fprintf(l.Kmsg, "<%d>%s[%d]: %s\n", sdjournal.PriWarning, l.Identifier, l.PID, msg)
+			_, _ = fmt.Fprintf(l.Kmsg, "<%d>%s[%d]: %s\n", journal.PriWarning, l.Identifier, l.PID, msg)
 		}
 	}
 	return n, err
