@@ -1,0 +1,73 @@
+package vhostuser
+
+import (
+	"net"
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// socketPair returns two connected vhost-user stream ends, closed at cleanup.
+func socketPair(t testing.TB) (*net.UnixConn, *net.UnixConn) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make([]*net.UnixConn, 2)
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c.(*net.UnixConn)
+		t.Cleanup(func() { c.Close() })
+	}
+	return conns[0], conns[1]
+}
+
+// eventfd returns a fresh eventfd, closed at cleanup.
+func eventfd(t testing.TB) *os.File {
+	t.Helper()
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "eventfd")
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// sendRaw writes b on c with n copies of f's descriptor as SCM_RIGHTS.
+func sendRaw(t testing.TB, c *net.UnixConn, b []byte, f *os.File, n int) {
+	t.Helper()
+	var oob []byte
+	if n > 0 {
+		fds := make([]int, n)
+		for i := range fds {
+			fds[i] = int(f.Fd())
+		}
+		oob = unix.UnixRights(fds...)
+	}
+	if _, _, err := c.WriteMsgUnix(b, oob, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// raw builds the wire bytes of a message whose header says size.
+func raw(req Request, flags, size uint32, payload []byte) []byte {
+	return append(Header{Request: req, Flags: flags, Size: size}.append(nil), payload...)
+}
+
+// openFDs counts this process's open descriptors.
+func openFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
