@@ -145,4 +145,3 @@ func TestEveryKnownReplyIsCheckedAgainstItsReplyRules(t *testing.T) {
 		})
 	}
 }
-
