@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/activation"
 )
 
 // MaxNameLen is the longest name systemd accepts (FDNAME_MAX).
@@ -19,7 +21,7 @@ const MaxNameLen = 255
 // SocketName is the FileDescriptorName= of the vhost-user socket unit; the
 // store's names must differ from it, so that the socket is never taken for a
 // stored descriptor nor the reverse.
-const SocketName = "vhost-user"
+const SocketName = activation.SocketName
 
 // maxFiles is the kernel's limit of descriptors in one message (SCM_MAX_FD).
 const maxFiles = 253
@@ -137,10 +139,12 @@ func ValidName(name string) error {
 	return nil
 }
 
-// ByName groups the descriptors systemd passed at start (LISTEN_FDS, named
-// by LISTEN_FDNAMES as activation.Files names them) by name, each name's in
-// the order passed: several descriptors stored under one name come back
-// together. The socket (SocketName) is left out.
+// ByName groups the descriptors systemd passed back from its store at start
+// (activation.Socket.Stored, named by LISTEN_FDNAMES) by name, each name's
+// in the order passed: several descriptors stored under one name come back
+// together. The socket (SocketName) is left out. It reads what go-systemd's
+// activation.FilesWithNames would, without linking go-systemd's activation
+// package (see activation.Files).
 func ByName(files []*os.File) map[string][]*os.File {
 	m := make(map[string][]*os.File)
 	for _, f := range files {
