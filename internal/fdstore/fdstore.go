@@ -4,7 +4,6 @@
 package fdstore
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -13,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/activation"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/scm"
 )
 
 // MaxNameLen is the longest name systemd accepts (FDNAME_MAX).
@@ -71,17 +71,9 @@ func (n Notifier) send(state string, files []*os.File) (bool, error) {
 	if n.Socket == "" {
 		return false, nil
 	}
-	fds := make([]int, 0, len(files))
-	for _, f := range files {
-		fd, err := rawFD(f)
-		if err != nil {
-			return false, fmt.Errorf("store: %w", err)
-		}
-		fds = append(fds, fd)
-	}
-	var oob []byte
-	if len(fds) > 0 {
-		oob = unix.UnixRights(fds...)
+	oob, err := scm.Rights(files)
+	if err != nil {
+		return false, fmt.Errorf("store: %w", err)
 	}
 	sock, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -99,22 +91,6 @@ func (n Notifier) send(state string, files []*os.File) (bool, error) {
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
-}
-
-// rawFD is f's descriptor, without f.Fd's switch to blocking mode.
-func rawFD(f *os.File) (int, error) {
-	if f == nil {
-		return -1, errors.New("nil file")
-	}
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return -1, fmt.Errorf("descriptor of %s: %w", f.Name(), err)
-	}
-	fd := -1
-	if err := rc.Control(func(u uintptr) { fd = int(u) }); err != nil {
-		return -1, fmt.Errorf("descriptor of %s: %w", f.Name(), err)
-	}
-	return fd, nil
 }
 
 // ValidName checks name against systemd's rules for FDNAME= (at most 255

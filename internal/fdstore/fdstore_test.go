@@ -11,6 +11,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/scm"
 )
 
 // fakeSystemd pretends to be systemd's notification socket at addr and
@@ -27,20 +29,11 @@ func fakeSystemd(t *testing.T, addr string) func() (string, []*os.File) {
 		n, oobn, flags, _, err := conn.ReadMsgUnix(buf, oob)
 		require.NoError(t, err)
 		require.Zero(t, flags&unix.MSG_CTRUNC)
-		var files []*os.File
-		if oobn > 0 {
-			msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-			require.NoError(t, err)
-			for i := range msgs {
-				fds, err := unix.ParseUnixRights(&msgs[i])
-				require.NoError(t, err)
-				for _, fd := range fds {
-					f := os.NewFile(uintptr(fd), "received")
-					t.Cleanup(func() { f.Close() })
-					files = append(files, f)
-				}
-			}
+		files, err := scm.Files(oob[:oobn], "received")
+		for _, f := range files {
+			t.Cleanup(func() { f.Close() })
 		}
+		require.NoError(t, err)
 		return string(buf[:n]), files
 	}
 }

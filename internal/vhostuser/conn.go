@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/scm"
 )
 
 // Header starts every message: 12 bytes, little-endian on the wire.
@@ -221,18 +223,10 @@ func requestOf(b []byte, got int) Request {
 
 // parseRights adds the descriptors of SCM_RIGHTS control messages to files.
 func parseRights(oob []byte, files *[]*os.File) error {
-	msgs, err := unix.ParseSocketControlMessage(oob)
+	got, err := scm.Files(oob, "vhost-user fd")
+	*files = append(*files, got...)
 	if err != nil {
-		return fmt.Errorf("parse vhost-user control data: %w", err)
-	}
-	for i := range msgs {
-		fds, err := unix.ParseUnixRights(&msgs[i])
-		if err != nil {
-			return fmt.Errorf("parse vhost-user control data: %w", err)
-		}
-		for _, fd := range fds {
-			*files = append(*files, os.NewFile(uintptr(fd), "vhost-user fd"))
-		}
+		return fmt.Errorf("read vhost-user message: %w", err)
 	}
 	return nil
 }
@@ -286,17 +280,9 @@ func (c *Conn) WriteMessage(m *Message) error {
 	h := m.Header
 	h.Size = uint32(len(m.Payload))
 	b := append(h.append(make([]byte, 0, HeaderSize+len(m.Payload))), m.Payload...)
-	fds := make([]int, 0, len(m.Files))
-	for _, f := range m.Files {
-		fd, err := rawFD(f)
-		if err != nil {
-			return fmt.Errorf("send %s: %w", m.Request, err)
-		}
-		fds = append(fds, fd)
-	}
-	var oob []byte
-	if len(fds) > 0 {
-		oob = unix.UnixRights(fds...)
+	oob, err := scm.Rights(m.Files)
+	if err != nil {
+		return fmt.Errorf("send %s: %w", m.Request, err)
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -311,22 +297,6 @@ func (c *Conn) WriteMessage(m *Message) error {
 		return fmt.Errorf("send %s: %w", m.Request, err)
 	}
 	return nil
-}
-
-// rawFD is f's descriptor, without f.Fd's switch to blocking mode.
-func rawFD(f *os.File) (int, error) {
-	if f == nil {
-		return -1, errors.New("nil file")
-	}
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return -1, fmt.Errorf("fd of %s: %w", f.Name(), err)
-	}
-	fd := -1
-	if err := rc.Control(func(u uintptr) { fd = int(u) }); err != nil {
-		return -1, fmt.Errorf("fd of %s: %w", f.Name(), err)
-	}
-	return fd, nil
 }
 
 // Call sends a request and, if the back end answers it (Spec.ReplyExpected

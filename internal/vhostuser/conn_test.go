@@ -34,12 +34,7 @@ func validPayload(r Request, size, nfds int) []byte {
 // send: none once a refused message has been dealt with.
 func readOne(t *testing.T, b []byte, n int) (*Message, int, error) {
 	t.Helper()
-	a, z := socketPair(t)
-	ev := eventfd(t)
-	c := NewConn(z)
-	before := openFDs(t)
-	sendRaw(t, a, b, ev, n)
-	a.CloseWrite()
+	c, before := fed(t, b, n)
 	m, err := c.ReadMessage()
 	leaked := openFDs(t) - before
 	if m != nil {

@@ -33,12 +33,7 @@ func FuzzReadMessage(f *testing.F) {
 		if len(data) == 0 {
 			n = 0
 		}
-		a, z := socketPair(t)
-		ev := eventfd(t)
-		c := NewConn(z)
-		before := openFDs(t)
-		sendRaw(t, a, data, ev, n)
-		a.CloseWrite()
+		c, before := fed(t, data, n)
 		var read []byte
 		var got []*Message
 		for {

@@ -71,3 +71,19 @@ func openFDs(t testing.TB) int {
 	}
 	return len(ents)
 }
+
+// fed returns a Conn that reads b, sent with n copies of an eventfd by a
+// peer that then hung up, and how many descriptors the process held just
+// before the send.
+func fed(t testing.TB, b []byte, n int) (*Conn, int) {
+	t.Helper()
+	a, z := socketPair(t)
+	ev := eventfd(t)
+	c := NewConn(z)
+	before := openFDs(t)
+	if len(b) > 0 {
+		sendRaw(t, a, b, ev, n)
+	}
+	a.CloseWrite()
+	return c, before
+}

@@ -86,7 +86,7 @@ func TestWriteMessageRefusesWhatNoPeerMayRead(t *testing.T) {
 	assert.ErrorContains(t, c.WriteMessage(&Message{Header: Header{Request: SetLogFD}, Files: []*os.File{nil}}), "send SET_LOG_FD: nil file")
 	closed := eventfd(t)
 	closed.Close()
-	assert.ErrorContains(t, c.WriteMessage(&Message{Header: Header{Request: SetLogFD}, Files: []*os.File{closed}}), "send SET_LOG_FD: fd of eventfd")
+	assert.ErrorContains(t, c.WriteMessage(&Message{Header: Header{Request: SetLogFD}, Files: []*os.File{closed}}), "send SET_LOG_FD: descriptor of eventfd")
 }
 
 func TestWriteMessageAtTheLimitsIsRead(t *testing.T) {

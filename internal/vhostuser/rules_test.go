@@ -134,14 +134,7 @@ func TestHangUpBetweenMessagesIsEOFAndWithinOneIsUnexpected(t *testing.T) {
 		{"a payload short of one byte", whole[:len(whole)-1], io.ErrUnexpectedEOF},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, z := socketPair(t)
-			ev := eventfd(t)
-			c := NewConn(z)
-			before := openFDs(t)
-			if len(tc.sent) > 0 {
-				sendRaw(t, a, tc.sent, ev, 1)
-			}
-			a.CloseWrite()
+			c, before := fed(t, tc.sent, 1)
 			m, err := c.ReadMessage()
 			assert.Nil(t, m)
 			require.ErrorIs(t, err, tc.want)
