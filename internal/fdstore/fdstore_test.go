@@ -25,7 +25,7 @@ func fakeSystemd(t *testing.T, addr string) func() (string, []*os.File) {
 	return func() (string, []*os.File) {
 		t.Helper()
 		buf := make([]byte, 4096)
-		oob := make([]byte, unix.CmsgSpace(8*4))
+		oob := make([]byte, unix.CmsgSpace(maxFiles*4))
 		n, oobn, flags, _, err := conn.ReadMsgUnix(buf, oob)
 		require.NoError(t, err)
 		require.Zero(t, flags&unix.MSG_CTRUNC)
@@ -200,4 +200,20 @@ func TestByNameGroupsTheStoredDescriptorsAndLeavesTheSocketOut(t *testing.T) {
 	got := ByName([]*os.File{sock, a1, b, nil, a2})
 	assert.Equal(t, map[string][]*os.File{"a": {a1, a2}, "b": {b}}, got)
 	assert.Empty(t, ByName(nil))
+}
+
+func TestStoreSendsAsManyDescriptorsAsOneMessageCarries(t *testing.T) {
+	path := filepath.Join(shortDir(t), "notify")
+	read := fakeSystemd(t, path)
+	one := memfd(t, "")
+	files := make([]*os.File, maxFiles)
+	for i := range files {
+		files[i] = one
+	}
+	sent, err := Notifier{Socket: path}.Store("many", files...)
+	require.NoError(t, err)
+	assert.True(t, sent)
+	msg, got := read()
+	assert.Equal(t, "FDSTORE=1\nFDNAME=many", msg)
+	assert.Len(t, got, maxFiles)
 }

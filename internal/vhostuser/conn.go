@@ -152,7 +152,7 @@ func (c *Conn) ReadMessage() (*Message, error) {
 
 func (c *Conn) readMessage(files *[]*os.File) (*Message, error) {
 	var hb [HeaderSize]byte
-	if err := c.readFull(hb[:], files); err != nil {
+	if err := c.readFull(hb[:], files, 0); err != nil {
 		return nil, err
 	}
 	h := parseHeader(hb[:])
@@ -160,7 +160,7 @@ func (c *Conn) readMessage(files *[]*os.File) (*Message, error) {
 		return nil, err
 	}
 	payload := make([]byte, h.Size)
-	if err := c.readFull(payload, files); err != nil {
+	if err := c.readFull(payload, files, h.Request); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
@@ -175,8 +175,9 @@ func (c *Conn) readMessage(files *[]*os.File) (*Message, error) {
 
 // readFull fills b, collecting the descriptors that arrive on the way. It
 // returns io.EOF if the peer hung up before the first byte, and
-// io.ErrUnexpectedEOF if after it.
-func (c *Conn) readFull(b []byte, files *[]*os.File) error {
+// io.ErrUnexpectedEOF if after it. req names the message in errors; 0 means
+// b is the header, which names it once its first four bytes are in.
+func (c *Conn) readFull(b []byte, files *[]*os.File, req Request) error {
 	oob := make([]byte, oobSize)
 	for got := 0; got < len(b); {
 		n, oobn, flags, _, err := c.c.ReadMsgUnix(b[got:], oob)
@@ -187,10 +188,10 @@ func (c *Conn) readFull(b []byte, files *[]*os.File) error {
 			}
 		}
 		if flags&unix.MSG_CTRUNC != 0 {
-			return &ProtocolError{Request: requestOf(b, got), Rule: fmt.Sprintf("carries more than %d fds (control data truncated)", MaxFDs)}
+			return &ProtocolError{Request: requestOf(req, b, got), Rule: fmt.Sprintf("carries more than %d fds (control data truncated)", MaxFDs)}
 		}
 		if len(*files) > MaxFDs {
-			return &ProtocolError{Request: requestOf(b, got), Rule: fmt.Sprintf("carries %d fds, at most %d allowed", len(*files), MaxFDs)}
+			return &ProtocolError{Request: requestOf(req, b, got), Rule: fmt.Sprintf("carries %d fds, at most %d allowed", len(*files), MaxFDs)}
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -212,13 +213,13 @@ func eof(got int) error {
 	return io.ErrUnexpectedEOF
 }
 
-// requestOf names the request of a header being read, if its first four
-// bytes have arrived.
-func requestOf(b []byte, got int) Request {
-	if len(b) == HeaderSize && got >= 4 {
+// requestOf is req, or while the header b is read (req 0), its request
+// once its first four bytes have arrived.
+func requestOf(req Request, b []byte, got int) Request {
+	if req == 0 && got >= 4 {
 		return Request(le.Uint32(b))
 	}
-	return 0
+	return req
 }
 
 // parseRights adds the descriptors of SCM_RIGHTS control messages to files.

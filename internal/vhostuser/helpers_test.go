@@ -87,3 +87,66 @@ func fed(t testing.TB, b []byte, n int) (*Conn, int) {
 	a.CloseWrite()
 	return c, before
 }
+
+// chunk is what one recvmsg returns to a scripted connection.
+type chunk struct {
+	data  []byte
+	oob   []byte
+	flags int
+	err   error
+}
+
+// scripted is a connection whose reads return its chunks in turn (each
+// must fit the reader's buffer), then a hang-up, and whose first
+// WriteMsgUnix writes at most first bytes.
+type scripted struct {
+	reads   []chunk
+	first   int
+	werr    error
+	written []byte
+	oob     []byte
+}
+
+func (s *scripted) ReadMsgUnix(b, oob []byte) (n, oobn, flags int, addr *net.UnixAddr, err error) {
+	if len(s.reads) == 0 {
+		return 0, 0, 0, nil, nil
+	}
+	c := s.reads[0]
+	s.reads = s.reads[1:]
+	if len(c.data) > len(b) || len(c.oob) > len(oob) {
+		panic("scripted chunk does not fit the read")
+	}
+	return copy(b, c.data), copy(oob, c.oob), c.flags, nil, c.err
+}
+
+func (s *scripted) WriteMsgUnix(b, oob []byte, _ *net.UnixAddr) (int, int, error) {
+	n := min(len(b), s.first)
+	s.written = append(s.written, b[:n]...)
+	s.oob = oob
+	return n, len(oob), nil
+}
+
+func (s *scripted) Write(b []byte) (int, error) {
+	if s.werr != nil {
+		return 0, s.werr
+	}
+	s.written = append(s.written, b...)
+	return len(b), nil
+}
+
+func (s *scripted) Close() error { return nil }
+
+// dupRights is control data carrying n new descriptors (dups of f's),
+// which the reader then owns.
+func dupRights(t testing.TB, f *os.File, n int) []byte {
+	t.Helper()
+	fds := make([]int, n)
+	for i := range fds {
+		fd, err := unix.Dup(int(f.Fd()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fds[i] = fd
+	}
+	return unix.UnixRights(fds...)
+}

@@ -156,10 +156,10 @@ func (s Spec) ReplyExpected(h Header, protocolFeatures uint64) bool {
 // checkRequest applies s's rules to a request's payload and fd count.
 func (s Spec) checkRequest(payload []byte, nfds int) *ProtocolError {
 	if !s.Size.contains(len(payload)) {
-		return &ProtocolError{Request: s.Request, Rule: fmt.Sprintf("has a %d-byte payload, %s", len(payload), s.Size.want("bytes"))}
+		return &ProtocolError{Request: s.Request, Rule: fmt.Sprintf("has a %d-byte payload, %s", len(payload), s.Size.want())}
 	}
 	if !s.FDs.contains(nfds) {
-		return &ProtocolError{Request: s.Request, Rule: fmt.Sprintf("carries %d fds, %s", nfds, s.FDs.want("fds"))}
+		return &ProtocolError{Request: s.Request, Rule: fmt.Sprintf("carries %d fds, %s", nfds, s.FDs.want())}
 	}
 	if s.check != nil {
 		if rule := s.check(payload, nfds); rule != "" {
@@ -172,20 +172,20 @@ func (s Spec) checkRequest(payload []byte, nfds int) *ProtocolError {
 // checkReply applies s's rules to a reply's payload and fd count.
 func (s Spec) checkReply(payload []byte, nfds int) *ProtocolError {
 	if !s.ReplySize.contains(len(payload)) {
-		return &ProtocolError{Request: s.Request, Rule: fmt.Sprintf("reply has a %d-byte payload, %s", len(payload), s.ReplySize.want("bytes"))}
+		return &ProtocolError{Request: s.Request, Rule: fmt.Sprintf("reply has a %d-byte payload, %s", len(payload), s.ReplySize.want())}
 	}
 	if !s.ReplyFDs.contains(nfds) {
-		return &ProtocolError{Request: s.Request, Rule: fmt.Sprintf("reply carries %d fds, %s", nfds, s.ReplyFDs.want("fds"))}
+		return &ProtocolError{Request: s.Request, Rule: fmt.Sprintf("reply carries %d fds, %s", nfds, s.ReplyFDs.want())}
 	}
 	return nil
 }
 
-func (r Range) want(unit string) string {
+func (r Range) want() string {
 	switch {
 	case r.Min == r.Max:
 		return fmt.Sprintf("want exactly %d", r.Min)
 	case r.Min == 0:
-		return fmt.Sprintf("at most %d %s allowed", r.Max, unit)
+		return fmt.Sprintf("at most %d allowed", r.Max)
 	}
 	return fmt.Sprintf("want %d to %d", r.Min, r.Max)
 }
