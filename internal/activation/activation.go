@@ -46,7 +46,15 @@ type Socket struct {
 	File *os.File // the descriptor, close-on-exec
 	Name string   // its LISTEN_FDNAMES entry (FileDescriptorName=), or LISTEN_FD_3
 	Path string   // the address it listens on, e.g. /run/virtiofsd/vm1.sock
+	// Stored are the descriptors passed beside the socket: systemd's file
+	// descriptor store, named by their FDNAME= (fdstore.ByName groups
+	// them). They are neither checked nor closed.
+	Stored []*os.File
 }
+
+// SocketName is the socket unit's FileDescriptorName=, which tells the
+// socket apart from the descriptors of systemd's store passed beside it.
+const SocketName = "vhost-user"
 
 // Environment is what Listen reads from the process environment.
 type Environment struct {
@@ -99,8 +107,10 @@ func Files(unsetEnv bool) []*os.File {
 	return files
 }
 
-// Listen takes exactly one socket from LISTEN_FDS, removes LISTEN_* from the
-// environment so no child inherits them, and checks it with Check.
+// Listen takes the one socket from LISTEN_FDS (the one named SocketName
+// when systemd's file descriptor store passed more, which it returns in
+// Socket.Stored), removes LISTEN_* from the environment so no child
+// inherits them, and checks the socket with Check.
 func Listen(env Environment) (*Socket, error) {
 	pidStr := env.Getenv("LISTEN_PID")
 	nStr := env.Getenv("LISTEN_FDS")
@@ -117,21 +127,53 @@ func Listen(env Environment) (*Socket, error) {
 	if err != nil || n < 0 {
 		return nil, &Error{Reason: fmt.Sprintf("LISTEN_FDS=%q is not a number of descriptors", nStr), Fix: howToRun}
 	}
+	names := env.Getenv("LISTEN_FDNAMES")
 	switch {
 	case n == 0:
 		return nil, &Error{Reason: "no socket was passed (LISTEN_FDS=0)", Fix: howToRun}
-	case n > 1:
-		names := env.Getenv("LISTEN_FDNAMES")
+	case n > 1 && countName(names, SocketName) != 1:
 		return nil, &Error{
-			Reason: fmt.Sprintf("%d sockets were passed (LISTEN_FDNAMES=%q), want exactly one", n, names),
-			Fix:    "give the .socket unit a single ListenStream= and no Sockets= on the service",
+			Reason: fmt.Sprintf("%d sockets were passed (LISTEN_FDNAMES=%q), want exactly one, or one named %s beside the fd store's", n, names, SocketName),
+			Fix:    "give the .socket unit a single ListenStream=, FileDescriptorName=" + SocketName + " and no Sockets= on the service",
 		}
 	}
 	files := env.Files(true)
-	if len(files) != 1 {
+	if len(files) != n {
+		closeFiles(files)
 		return nil, &Error{Reason: "no socket was passed", Fix: howToRun}
 	}
-	return Check(files[0])
+	var sock *os.File
+	var stored []*os.File
+	for _, f := range files {
+		if sock == nil && (n == 1 || f.Name() == SocketName) {
+			sock = f
+		} else {
+			stored = append(stored, f)
+		}
+	}
+	s, err := Check(sock)
+	if err != nil {
+		closeFiles(stored) // the shim exits; systemd keeps its own copies
+		return nil, err
+	}
+	s.Stored = stored
+	return s, nil
+}
+
+func countName(names, name string) int {
+	c := 0
+	for _, n := range strings.Split(names, ":") {
+		if n == name {
+			c++
+		}
+	}
+	return c
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }
 
 // Check verifies that f is an AF_UNIX SOCK_STREAM socket in listening state,

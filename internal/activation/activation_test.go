@@ -68,7 +68,11 @@ func TestListenRefusesWhatSystemdDidNotPassRight(t *testing.T) {
 		{"none passed", map[string]string{}, "no socket was passed (LISTEN_FDS is not set): run it from a .socket unit"},
 		{"zero passed", map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "0"}, "no socket was passed (LISTEN_FDS=0)"},
 		{"more than one", map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "a:b"},
-			`2 sockets were passed (LISTEN_FDNAMES="a:b"), want exactly one`},
+			`2 sockets were passed (LISTEN_FDNAMES="a:b"), want exactly one, or one named vhost-user beside the fd store's`},
+		{"two named vhost-user", map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "3", "LISTEN_FDNAMES": "vhost-user:state:vhost-user"},
+			`3 sockets were passed (LISTEN_FDNAMES="vhost-user:state:vhost-user")`},
+		{"a store without the socket", map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "state:vhost-user-2"},
+			"FileDescriptorName=vhost-user"},
 		{"another process", map[string]string{"LISTEN_PID": "1", "LISTEN_FDS": "1"},
 			`LISTEN_PID="1" is not this process (pid 4242)`},
 		{"garbage count", map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "x"}, `LISTEN_FDS="x" is not a number`},
@@ -80,6 +84,60 @@ func TestListenRefusesWhatSystemdDidNotPassRight(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+// named gives f's descriptor to a new File named as LISTEN_FDNAMES names it.
+func named(t *testing.T, f *os.File, name string) *os.File {
+	t.Helper()
+	fd, err := unix.Dup(int(f.Fd()))
+	require.NoError(t, err)
+	g := os.NewFile(uintptr(fd), name)
+	t.Cleanup(func() { g.Close() })
+	return g
+}
+
+func isOpen(f *os.File) bool {
+	var st syscall.Stat_t
+	return syscall.Fstat(int(f.Fd()), &st) == nil
+}
+
+func TestListenLeavesTheFDStoresDescriptorsBesideTheSocket(t *testing.T) {
+	pr, pw, err := os.Pipe()
+	require.NoError(t, err)
+	defer pw.Close()
+	state := named(t, pr, "state")
+	sock := named(t, socketFile(t, unix.AF_UNIX, unix.SOCK_STREAM, true), "vhost-user")
+	conn := named(t, socketFile(t, unix.AF_UNIX, unix.SOCK_STREAM, false), "vm-connection")
+	s, err := Listen(fakeEnv(map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "3", "LISTEN_FDNAMES": "state:vhost-user:vm-connection"}, state, sock, conn))
+	require.NoError(t, err)
+	assert.Same(t, sock, s.File)
+	assert.Equal(t, []*os.File{state, conn}, s.Stored)
+	assert.True(t, isOpen(state) && isOpen(conn), "the store's descriptors are left open")
+}
+
+func TestListenClosesTheStoreWhenTheSocketIsUnusable(t *testing.T) {
+	pr, pw, err := os.Pipe()
+	require.NoError(t, err)
+	defer pw.Close()
+	state := named(t, pr, "state")
+	sock := named(t, socketFile(t, unix.AF_UNIX, unix.SOCK_STREAM, false), "vhost-user")
+	stateFD, sockFD := int(state.Fd()), int(sock.Fd())
+	_, err = Listen(fakeEnv(map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "vhost-user:state"}, sock, state))
+	require.ErrorIs(t, err, ErrActivation)
+	assert.Contains(t, err.Error(), "is not listening")
+	var st syscall.Stat_t
+	assert.Error(t, syscall.Fstat(stateFD, &st))
+	assert.Error(t, syscall.Fstat(sockFD, &st))
+}
+
+func TestListenRefusesFewerDescriptorsThanAnnounced(t *testing.T) {
+	sock := named(t, socketFile(t, unix.AF_UNIX, unix.SOCK_STREAM, true), "vhost-user")
+	fd := int(sock.Fd())
+	_, err := Listen(fakeEnv(map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "vhost-user:state"}, sock))
+	require.ErrorIs(t, err, ErrActivation)
+	assert.Contains(t, err.Error(), "no socket was passed")
+	var st syscall.Stat_t
+	assert.Error(t, syscall.Fstat(fd, &st), "what did arrive is closed")
 }
 
 func TestCheckRefusesDescriptorsVirtiofsdCannotServe(t *testing.T) {

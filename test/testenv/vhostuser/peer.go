@@ -5,13 +5,13 @@
 package vhostuser
 
 import (
-	"encoding/binary"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"time"
+
+	protocol "github.com/virtiofsd-shim/virtiofsd-shim/internal/vhostuser"
 )
 
 // Listen creates a listening unix socket at path and returns its
@@ -91,25 +91,21 @@ func Probe(path string, timeout time.Duration) (net.Conn, error) {
 	return c, nil
 }
 
-// GetFeatures sends VHOST_USER_GET_FEATURES (12 bytes: request 1, flags
-// 0x1 for version 1, size 0) on an open connection and checks that the
-// reply is a 12-byte header with flags 0x5 (version 1 | reply) and size 8,
-// followed by the u64 feature bits (vhost-user protocol: GET_FEATURES).
+// GetFeatures sends VHOST_USER_GET_FEATURES on an open connection and
+// checks that the reply is a well-formed GET_FEATURES reply (version 1,
+// the reply flag, the u64 feature bits), as internal/vhostuser reads it.
 func GetFeatures(c net.Conn, timeout time.Duration) error {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return fmt.Errorf("send GET_FEATURES: %T is not a unix socket connection", c)
+	}
 	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
 		return err
 	}
 	defer c.SetDeadline(time.Time{})
-	if _, err := c.Write([]byte{1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0}); err != nil {
-		return fmt.Errorf("send GET_FEATURES: %w", err)
+	reply, err := protocol.NewConn(uc).Call(protocol.GetFeatures, nil, nil, false)
+	if err != nil {
+		return fmt.Errorf("GET_FEATURES: %w", err)
 	}
-	var reply [20]byte
-	if _, err := io.ReadFull(c, reply[:]); err != nil {
-		return fmt.Errorf("read GET_FEATURES reply: %w", err)
-	}
-	req, flags, size := binary.LittleEndian.Uint32(reply[0:]), binary.LittleEndian.Uint32(reply[4:]), binary.LittleEndian.Uint32(reply[8:])
-	if req != 1 || flags != 5 || size != 8 {
-		return fmt.Errorf("unexpected GET_FEATURES reply header: request %d flags %#x size %d", req, flags, size)
-	}
-	return nil
+	return reply.Close()
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	protocol "github.com/virtiofsd-shim/virtiofsd-shim/internal/vhostuser"
 )
 
 func shortDir(t *testing.T) string {
@@ -86,8 +88,9 @@ func TestProbeWantsAVhostUserReply(t *testing.T) {
 	require.NoError(t, err, "a live backend")
 	c.Close()
 
-	go serve(0x1)
+	go serve(0x1) // a request where the reply was due
 	_, err = Probe(path, 5*time.Second)
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "flags 0x1")
+	var perr *protocol.ProtocolError
+	require.ErrorAs(t, err, &perr)
+	assert.Equal(t, protocol.GetFeatures, perr.Request)
 }
