@@ -1,0 +1,237 @@
+// Package front answers how the shim stands between the VM and virtiofsd on
+// the vhost-user socket: it relays every message, records the setup the VM
+// made, and swaps the session onto a fresh virtiofsd (DESIGN.md, "vhost-user
+// front").
+package front
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/vhostuser"
+)
+
+// Config tunes a Front; the zero value is what the shim uses.
+type Config struct {
+	// Settle is how long the swap waits after disabling the old back end's
+	// rings before it asks where they stopped, as QEMU does; 0 means
+	// DefaultSettle.
+	Settle time.Duration
+	// Now reads the clock for the swap's durations; nil means time.Now.
+	Now func() time.Time
+}
+
+// DefaultSettle is the wait between disabling a back end's rings and
+// GET_VRING_BASE.
+const DefaultSettle = 5 * time.Millisecond
+
+// Front is the VM's end of a vhost-user session, relaying it to one
+// back end at a time. Run relays; Swap, Status may be called from other
+// goroutines while it does.
+type Front struct {
+	cfg   Config
+	vm    *peer
+	be    *peer // owned by Run's loop
+	swaps chan swapRequest
+	ended chan struct{} // closed when Run returns
+
+	mu    sync.Mutex // guards setup and swaps
+	setup *setup
+	count int // completed swaps
+
+	// outstanding are the VM's requests whose replies are due, in order.
+	// Owned by Run's loop.
+	outstanding []*vhostuser.Message
+}
+
+// New returns a Front for the VM's connection and the back end's. It
+// owns both from now on: Run closes them when it returns.
+func New(vm, backend *net.UnixConn, cfg Config) *Front {
+	if cfg.Settle == 0 {
+		cfg.Settle = DefaultSettle
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Front{
+		cfg:   cfg,
+		vm:    newPeer(vm),
+		be:    newPeer(backend),
+		swaps: make(chan swapRequest),
+		ended: make(chan struct{}),
+		setup: newSetup(),
+	}
+}
+
+// ErrBackendGone is wrapped by Run's error when the back end hangs up or
+// breaks while the VM is still connected: virtiofsd died.
+var ErrBackendGone = errors.New("virtiofsd's connection ended")
+
+// Run relays the session until the VM hangs up (nil), the back end
+// breaks (an error wrapping ErrBackendGone), the VM sends what cannot be
+// parsed (a *vhostuser.ProtocolError), or ctx ends. It then closes both
+// connections and the recorded fds.
+func (f *Front) Run(ctx context.Context) error {
+	defer close(f.ended)
+	defer f.close()
+	var pending *swapRequest
+	for {
+		// While a swap waits, the VM's next requests wait too: once the
+		// replies it waits for are in, nothing changes under the swap.
+		vmMsgs := f.vm.msgs
+		if pending != nil {
+			vmMsgs = nil
+		}
+		select {
+		case r := <-vmMsgs:
+			if r.err != nil {
+				if errors.Is(r.err, io.EOF) {
+					return nil
+				}
+				return fmt.Errorf("read the VM's request: %w", r.err)
+			}
+			if err := f.relayRequest(r.m); err != nil {
+				return err
+			}
+		case r := <-f.be.msgs:
+			if r.err != nil {
+				return fmt.Errorf("%w: %w", ErrBackendGone, r.err)
+			}
+			if err := f.relayReply(r.m); err != nil {
+				return err
+			}
+		case req := <-f.swaps:
+			if pending != nil {
+				req.done <- swapResponse{err: errors.New("swap virtiofsd: another swap is under way; retry when it ends")}
+				continue
+			}
+			pending = &req
+		case <-ctx.Done():
+			if pending != nil {
+				pending.done <- swapResponse{err: fmt.Errorf("swap virtiofsd: the session ended: %w", ctx.Err())}
+			}
+			return ctx.Err()
+		}
+		if pending != nil && len(f.outstanding) == 0 {
+			res, err := f.swap(pending.ctx, pending.backend)
+			pending.done <- swapResponse{res, err}
+			pending = nil
+		}
+	}
+}
+
+func (f *Front) close() {
+	f.vm.close()
+	f.be.close()
+	for _, m := range f.outstanding {
+		m.Close()
+	}
+	f.outstanding = nil
+	f.mu.Lock()
+	f.setup.close()
+	f.mu.Unlock()
+}
+
+// relayRequest records a request of the VM's and passes it on with its
+// fds; a request that will be answered is kept until its reply.
+func (f *Front) relayRequest(m *vhostuser.Message) error {
+	spec, known := vhostuser.Lookup(m.Request)
+	f.mu.Lock()
+	f.setup.recordRequest(m, known)
+	proto := f.setup.protocolFeatures
+	f.mu.Unlock()
+	expect := m.NeedsReply() && proto&vhostuser.ProtoReplyAck != 0
+	if known {
+		expect = spec.ReplyExpected(m.Header, proto)
+	}
+	err := f.be.conn.WriteMessage(m)
+	m.Close() // the back end has its own copies of the fds now
+	if err != nil {
+		return fmt.Errorf("%w: pass on %s: %w", ErrBackendGone, m.Request, err)
+	}
+	if expect {
+		m.Files = nil
+		f.outstanding = append(f.outstanding, m)
+	}
+	return nil
+}
+
+// relayReply records a back end's reply and passes it on to the VM.
+func (f *Front) relayReply(m *vhostuser.Message) error {
+	defer m.Close()
+	if len(f.outstanding) > 0 {
+		req := f.outstanding[0]
+		f.outstanding = f.outstanding[1:]
+		if req.Request == m.Request {
+			f.mu.Lock()
+			f.setup.recordReply(req, m)
+			f.mu.Unlock()
+		}
+	}
+	if err := f.vm.conn.WriteMessage(m); err != nil {
+		return fmt.Errorf("pass %s's reply on to the VM: %w", m.Request, err)
+	}
+	return nil
+}
+
+// Status is a read-only view of the session, for the state file.
+type Status struct {
+	// Swaps is how many swaps completed in this session.
+	Swaps int
+	// UnknownRequests counts the requests the front passed on without
+	// knowing them.
+	UnknownRequests int
+	// Swappable says whether Swap may be tried; Reason says why not.
+	Swappable bool
+	Reason    string
+	// Setup is what the VM set up, as recorded.
+	Setup SetupView
+}
+
+// SetupView is the recorded setup, without its fds.
+type SetupView struct {
+	Features, ProtocolFeatures uint64
+	Owner                      bool
+	Regions                    []vhostuser.MemRegion
+	Rings                      []RingView
+	BackendChannel             bool // SET_BACKEND_REQ_FD was recorded
+	Log                        bool // SET_LOG_BASE was recorded (dirty logging)
+}
+
+// RingView is one ring's recorded setup.
+type RingView struct {
+	Index, Num, Base uint32
+	Addr             vhostuser.VringAddr
+	Kick, Call, Err  bool // an fd (or "no fd") was recorded
+	Started, Enabled bool
+}
+
+// Status returns the session's counters and recorded setup.
+func (f *Front) Status() Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.setup
+	reason := s.swapRefusal()
+	v := Status{Swaps: f.count, UnknownRequests: s.unknown, Swappable: reason == "", Reason: reason}
+	v.Setup = SetupView{
+		Features: s.features, ProtocolFeatures: s.protocolFeatures, Owner: s.owner,
+		BackendChannel: s.backendReq != nil, Log: s.logBase != nil,
+	}
+	for _, r := range s.regions {
+		v.Setup.Regions = append(v.Setup.Regions, r.MemRegion)
+	}
+	for _, i := range s.ringIndexes() {
+		r := s.rings[i]
+		v.Setup.Rings = append(v.Setup.Rings, RingView{
+			Index: i, Num: r.num, Base: r.base, Addr: r.addr,
+			Kick: r.kick != nil, Call: r.call != nil, Err: r.err != nil,
+			Started: r.started, Enabled: r.enabled,
+		})
+	}
+	return v
+}
