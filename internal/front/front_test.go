@@ -1,0 +1,422 @@
+package front
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/vhostuser"
+)
+
+// testTimeout bounds each exchange, so that a broken front fails the test
+// instead of hanging it; no assertion depends on it.
+const testTimeout = 30 * time.Second
+
+// qemu is the VM's end: a vhostuser.Conn that sends what QEMU 10 sends for
+// vhost-user-fs, with its eventfds and guest memory.
+type qemu struct {
+	t                *testing.T
+	conn             *vhostuser.Conn
+	mem, backendChan *os.File
+	kick, call, err  [2]*os.File
+}
+
+// session starts a Front between a fake QEMU and a fake virtiofsd, and
+// runs it until the test ends.
+func session(t *testing.T, old *fakeBackend, oldConn *net.UnixConn) (*qemu, *Front, <-chan error) {
+	t.Helper()
+	vmEnd, frontEnd := socketPair(t)
+	f := New(frontEnd, oldConn, Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	ran, ended := make(chan error, 1), make(chan struct{})
+	go func() {
+		ran <- f.Run(ctx)
+		close(ended)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-ended
+	})
+	old.start()
+	q := &qemu{t: t, conn: vhostuser.NewConn(vmEnd), mem: memFD(t), backendChan: newEventFD(t)}
+	for i := range 2 {
+		q.kick[i], q.call[i], q.err[i] = newEventFD(t), newEventFD(t), newEventFD(t)
+	}
+	t.Cleanup(func() { q.conn.Close() })
+	return q, f, ran
+}
+
+// send sends one request as QEMU does and returns the reply's payload, or
+// nil when none is due.
+func (q *qemu) send(req vhostuser.Request, payload []byte, needReply bool, files ...*os.File) []byte {
+	q.t.Helper()
+	r, err := q.conn.Call(req, payload, files, needReply)
+	require.NoError(q.t, err, "QEMU's %s", req)
+	if req == vhostuser.SetProtocolFeatures {
+		v, _ := vhostuser.ParseU64(payload)
+		q.conn.SetProtocolFeatures(uint64(v))
+	}
+	if r == nil {
+		return nil
+	}
+	defer r.Close()
+	return r.Payload
+}
+
+func (q *qemu) vringFD(req vhostuser.Request, i int, f *os.File) {
+	q.send(req, vhostuser.VringFD{Index: uint8(i)}.Bytes(), false, f)
+}
+
+func state(i, n uint32) []byte { return vhostuser.VringState{Index: i, Num: n}.Bytes() }
+
+// region is the guest's one memory region.
+var guestRAM = vhostuser.MemRegion{GuestAddr: 0, Size: 1 << 20, UserAddr: 0x7f0000000000, MmapOffset: 0}
+
+// realize sends what QEMU 10 sends when it creates the device.
+func (q *qemu) realize() {
+	q.send(vhostuser.GetFeatures, nil, false)
+	q.send(vhostuser.GetProtocolFeatures, nil, false)
+	q.send(vhostuser.SetProtocolFeatures, vhostuser.U64(qemuProtocol).Bytes(), false)
+	q.send(vhostuser.GetQueueNum, nil, false)
+	q.send(vhostuser.GetMaxMemSlots, nil, false)
+	q.send(vhostuser.SetBackendReqFD, nil, true, q.backendChan)
+	q.send(vhostuser.SetOwner, nil, false)
+	q.send(vhostuser.GetFeatures, nil, false)
+	for i := range 2 {
+		q.vringFD(vhostuser.SetVringCall, i, q.call[i])
+		q.vringFD(vhostuser.SetVringErr, i, q.err[i])
+	}
+	q.send(vhostuser.ResetDevice, nil, false)
+}
+
+// startDriver sends what QEMU 10 sends when the guest's driver starts;
+// with memory, the ADD_MEM_REG it sends only the first time.
+func (q *qemu) startDriver(memory bool) {
+	q.send(vhostuser.ResetDevice, nil, false)
+	for i := range 2 {
+		q.vringFD(vhostuser.SetVringCall, i, q.call[i])
+	}
+	q.send(vhostuser.SetFeatures, vhostuser.U64(qemuFeatures).Bytes(), false)
+	if memory {
+		q.send(vhostuser.AddMemReg, vhostuser.SingleMemRegion{MemRegion: guestRAM}.Bytes(), true, q.mem)
+	}
+	for i := range uint32(2) {
+		q.send(vhostuser.SetVringNum, state(i, 1024), false)
+		q.send(vhostuser.SetVringBase, state(i, 0), false)
+		q.send(vhostuser.SetVringAddr, vhostuser.VringAddr{Index: i, Desc: 0x1000 * uint64(i+1), Used: 0x2000, Avail: 0x3000}.Bytes(), false)
+		q.vringFD(vhostuser.SetVringKick, int(i), q.kick[i])
+	}
+	for i := range uint32(2) {
+		q.send(vhostuser.SetVringEnable, state(i, 1), true)
+	}
+	for i := range 2 {
+		q.vringFD(vhostuser.SetVringCall, i, q.call[i])
+	}
+	q.roundTrip()
+}
+
+// roundTrip asks virtiofsd something: once the answer is in, it has got
+// every request sent before (the test's sync point, not QEMU's).
+func (q *qemu) roundTrip() { q.send(vhostuser.GetFeatures, nil, false) }
+
+// resetGuest sends what QEMU 10 sends when the guest resets.
+func (q *qemu) resetGuest() {
+	for i := range uint32(2) {
+		q.send(vhostuser.SetVringEnable, state(i, 0), true)
+	}
+	for i := range uint32(2) {
+		q.send(vhostuser.GetVringBase, state(i, 0), false)
+	}
+	for i := range 2 {
+		q.vringFD(vhostuser.SetVringCall, i, q.call[i])
+	}
+	q.send(vhostuser.ResetDevice, nil, false)
+}
+
+func swapTo(t *testing.T, f *Front, conn *net.UnixConn) (SwapResult, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	return f.Swap(ctx, conn)
+}
+
+func TestRelaysRequestsRepliesAndTheirFdsBothWays(t *testing.T) {
+	old, oldConn := newFakeBackend(t)
+	q, _, _ := session(t, old, oldConn)
+
+	got := q.send(vhostuser.GetFeatures, nil, false)
+	v, err := vhostuser.ParseU64(got)
+	require.NoError(t, err)
+	assert.Equal(t, vhostuser.U64(virtiofsdFeatures), v, "QEMU gets virtiofsd's answer")
+
+	q.send(vhostuser.SetProtocolFeatures, vhostuser.U64(qemuProtocol).Bytes(), false)
+	q.send(vhostuser.AddMemReg, vhostuser.SingleMemRegion{MemRegion: guestRAM}.Bytes(), true, q.mem)
+	q.vringFD(vhostuser.SetVringKick, 0, q.kick[0])
+
+	mem := old.Files(vhostuser.AddMemReg)
+	require.Len(t, mem, 1)
+	assert.Equal(t, inode(t, q.mem), inode(t, mem[0]), "virtiofsd maps QEMU's own memfd")
+	require.Eventually(t, func() bool { return len(old.Files(vhostuser.SetVringKick)) == 1 }, testTimeout, time.Millisecond)
+	assert.Equal(t, inode(t, q.kick[0]), inode(t, old.Files(vhostuser.SetVringKick)[0]), "virtiofsd gets QEMU's kick eventfd")
+	assert.Equal(t, []string{"GET_FEATURES", "SET_PROTOCOL_FEATURES", "ADD_MEM_REG", "SET_VRING_KICK 0"}, old.Log())
+}
+
+func TestRecordsTheSetupAndKeepsTheMemoryAcrossAGuestReset(t *testing.T) {
+	old, oldConn := newFakeBackend(t)
+	q, f, _ := session(t, old, oldConn)
+	q.realize()
+	q.startDriver(true)
+	q.resetGuest()
+	q.startDriver(false) // QEMU does not send ADD_MEM_REG again
+
+	st := f.Status()
+	assert.True(t, st.Swappable, st.Reason)
+	assert.Equal(t, uint64(qemuFeatures), st.Setup.Features)
+	assert.Equal(t, uint64(qemuProtocol), st.Setup.ProtocolFeatures)
+	assert.True(t, st.Setup.Owner)
+	assert.True(t, st.Setup.BackendChannel)
+	assert.Equal(t, []vhostuser.MemRegion{guestRAM}, st.Setup.Regions, "the region survives the reset")
+	require.Len(t, st.Setup.Rings, 2)
+	for i, r := range st.Setup.Rings {
+		assert.Equal(t, uint32(i), r.Index)
+		assert.Equal(t, uint32(1024), r.Num)
+		assert.Equal(t, uint64(0x1000*(i+1)), r.Addr.Desc)
+		assert.True(t, r.Kick && r.Call && r.Err && r.Started && r.Enabled, "ring %d: %+v", i, r)
+	}
+
+	// The new virtiofsd gets the memory although QEMU sent it only once.
+	fresh, freshConn := newFakeBackend(t)
+	fresh.start()
+	_, err := swapTo(t, f, freshConn)
+	require.NoError(t, err)
+	assert.Contains(t, fresh.Log(), "ADD_MEM_REG")
+	mem := fresh.Files(vhostuser.AddMemReg)
+	require.Len(t, mem, 1)
+	assert.Equal(t, inode(t, q.mem), inode(t, mem[0]))
+}
+
+func TestSwapMovesTheSessionInTheOrderThatDoesNotHangVirtiofsd(t *testing.T) {
+	old, oldConn := newFakeBackend(t)
+	old.state = []byte("inodes and handles")
+	q, f, _ := session(t, old, oldConn)
+	q.realize()
+	q.startDriver(true)
+	before := len(old.Log())
+
+	fresh, freshConn := newFakeBackend(t)
+	fresh.start()
+	res, err := swapTo(t, f, freshConn)
+	require.NoError(t, err)
+
+	assert.Equal(t, []string{
+		"SET_VRING_ENABLE 0 0", "SET_VRING_ENABLE 1 0",
+		"GET_VRING_BASE 0", "GET_VRING_BASE 1",
+		"SET_DEVICE_STATE_FD save", "CHECK_DEVICE_STATE",
+	}, old.Log()[before:], "the old virtiofsd is stopped, then saved")
+	assert.Equal(t, []string{
+		"GET_FEATURES", "GET_PROTOCOL_FEATURES", "SET_PROTOCOL_FEATURES", "SET_OWNER",
+		"SET_BACKEND_REQ_FD", "SET_FEATURES", "ADD_MEM_REG",
+		"SET_DEVICE_STATE_FD load", "CHECK_DEVICE_STATE",
+		"SET_VRING_ENABLE 0 0", "SET_VRING_NUM 0 1024", "SET_VRING_ADDR 0", "SET_VRING_BASE 0 17", "SET_VRING_CALL 0", "SET_VRING_ERR 0",
+		"SET_VRING_ENABLE 1 0", "SET_VRING_NUM 1 1024", "SET_VRING_ADDR 1", "SET_VRING_BASE 1 42", "SET_VRING_CALL 1", "SET_VRING_ERR 1",
+		"SET_VRING_KICK 0", "SET_VRING_KICK 1",
+		"SET_VRING_ENABLE 0 1", "SET_VRING_ENABLE 1 1",
+	}, fresh.Log(), "the new virtiofsd is set up, loaded, and its rings start where the old ones stopped")
+	assert.Equal(t, "inodes and handles", string(fresh.Loaded()), "the state moved")
+	assert.Equal(t, len("inodes and handles"), res.StateSize)
+	assert.Positive(t, res.Pause)
+	for i := range 2 {
+		assert.Equal(t, uint64(1), eventCount(t, q.kick[i]), "ring %d is kicked once after the swap", i)
+	}
+	assert.Equal(t, inode(t, q.backendChan), inode(t, fresh.Files(vhostuser.SetBackendReqFD)[0]), "the new virtiofsd gets QEMU's back-end channel")
+
+	// The session goes on with the new virtiofsd.
+	q.send(vhostuser.GetStatus, nil, false)
+	assert.Equal(t, "GET_STATUS", fresh.Log()[len(fresh.Log())-1])
+	assert.NotContains(t, old.Log(), "GET_STATUS")
+	assert.Equal(t, 1, f.Status().Swaps)
+}
+
+func TestSwapGivesTheRingsBackWhenTheNewVirtiofsdRefusesTheState(t *testing.T) {
+	old, oldConn := newFakeBackend(t)
+	q, f, _ := session(t, old, oldConn)
+	q.realize()
+	q.startDriver(true)
+	before := len(old.Log())
+
+	fresh, freshConn := newFakeBackend(t)
+	fresh.failLoad = true
+	fresh.start()
+	_, err := swapTo(t, f, freshConn)
+	var se *SwapError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, StepLoad, se.Step)
+	assert.True(t, se.Kept, "the old virtiofsd keeps the session: %v", err)
+
+	assert.Equal(t, []string{
+		"SET_VRING_ENABLE 0 0", "SET_VRING_ENABLE 1 0", "GET_VRING_BASE 0", "GET_VRING_BASE 1",
+		"SET_DEVICE_STATE_FD save", "CHECK_DEVICE_STATE",
+		"SET_VRING_ENABLE 0 0", "SET_VRING_NUM 0 1024", "SET_VRING_ADDR 0", "SET_VRING_BASE 0 17", "SET_VRING_CALL 0", "SET_VRING_ERR 0",
+		"SET_VRING_ENABLE 1 0", "SET_VRING_NUM 1 1024", "SET_VRING_ADDR 1", "SET_VRING_BASE 1 42", "SET_VRING_CALL 1", "SET_VRING_ERR 1",
+		"SET_VRING_KICK 0", "SET_VRING_KICK 1", "SET_VRING_ENABLE 0 1", "SET_VRING_ENABLE 1 1",
+	}, old.Log()[before:], "the old virtiofsd gets its rings back where they stopped, kick fds while disabled")
+	for i := range 2 {
+		assert.Equal(t, uint64(1), eventCount(t, q.kick[i]), "ring %d is kicked again", i)
+	}
+	q.send(vhostuser.GetStatus, nil, false)
+	assert.Equal(t, "GET_STATUS", old.Log()[len(old.Log())-1], "the session goes on with the old virtiofsd")
+	assert.Equal(t, 0, f.Status().Swaps)
+}
+
+func TestSwapRefusesAVirtiofsdThatLacksANegotiatedFeature(t *testing.T) {
+	old, oldConn := newFakeBackend(t)
+	q, f, _ := session(t, old, oldConn)
+	q.realize()
+	q.startDriver(true)
+	before := len(old.Log())
+
+	for name, lack := range map[string]func(b *fakeBackend){
+		"EVENT_IDX":    func(b *fakeBackend) { b.features &^= vhostuser.FeatureEventIdx },
+		"DEVICE_STATE": func(b *fakeBackend) { b.protocol &^= vhostuser.ProtoDeviceState },
+	} {
+		t.Run(name, func(t *testing.T) {
+			fresh, freshConn := newFakeBackend(t)
+			lack(fresh)
+			fresh.start()
+			_, err := swapTo(t, f, freshConn)
+			var se *SwapError
+			require.ErrorAs(t, err, &se)
+			assert.Equal(t, StepPrepare, se.Step)
+			assert.True(t, se.Kept)
+			assert.ErrorContains(t, err, "lacks")
+		})
+	}
+	assert.Empty(t, old.Log()[before:], "the old virtiofsd was never stopped")
+	q.send(vhostuser.GetStatus, nil, false)
+	assert.Equal(t, "GET_STATUS", old.Log()[len(old.Log())-1])
+}
+
+func TestSwapWaitsForTheRepliesQEMUWaitsFor(t *testing.T) {
+	old, oldConn := newFakeBackend(t)
+	old.hold = vhostuser.GetStatus
+	q, f, _ := session(t, old, oldConn)
+	q.realize()
+	q.startDriver(true)
+
+	// QEMU asks; virtiofsd has not answered when the swap is asked for.
+	require.NoError(t, q.conn.WriteMessage(&vhostuser.Message{Header: vhostuser.Header{Request: vhostuser.GetStatus, Flags: vhostuser.FlagVersion}}))
+	waitFor(t, old.received, "GET_STATUS")
+	fresh, freshConn := newFakeBackend(t)
+	fresh.start()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	req := swapRequest{ctx: ctx, backend: freshConn, done: make(chan swapResponse, 1)}
+	f.swaps <- req // what Swap does; it returns once Run holds the request
+	swapped := make(chan error, 1)
+	go func() { swapped <- (<-req.done).err }()
+	// A request QEMU sends meanwhile is held, not lost.
+	q.send(vhostuser.SetVringCall, vhostuser.VringFD{Index: 0}.Bytes(), false, q.call[0])
+	select {
+	case err := <-swapped:
+		t.Fatalf("the swap ran while QEMU waited for a reply: %v", err)
+	case <-time.After(100 * time.Millisecond): // a window for a wrong swap to show
+	}
+	assert.NotContains(t, old.Log(), "SET_VRING_ENABLE 0 0", "the old virtiofsd is not stopped while a reply is due")
+
+	close(old.release)
+	r, err := q.conn.ReadMessage()
+	require.NoError(t, err)
+	assert.Equal(t, vhostuser.GetStatus, r.Request, "QEMU gets its reply")
+	r.Close()
+	require.NoError(t, <-swapped)
+	calls := count(old.Log(), "SET_VRING_CALL 0")
+	require.Eventually(t, func() bool { return count(fresh.Log(), "SET_VRING_CALL 0") == 2 }, testTimeout, time.Millisecond,
+		"the held request goes to the new virtiofsd, after the swap's own")
+	assert.Equal(t, calls, count(old.Log(), "SET_VRING_CALL 0"), "and not to the old one")
+}
+
+func count(log []string, entry string) int {
+	n := 0
+	for _, e := range log {
+		if e == entry {
+			n++
+		}
+	}
+	return n
+}
+
+func waitFor(t *testing.T, c <-chan string, want string) {
+	t.Helper()
+	timeout := time.After(testTimeout)
+	for {
+		select {
+		case got := <-c:
+			if got == want {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("the back end never got %s", want)
+		}
+	}
+}
+
+func TestAnUnknownRequestIsPassedOnAndMakesTheSessionUnswappable(t *testing.T) {
+	old, oldConn := newFakeBackend(t)
+	q, f, _ := session(t, old, oldConn)
+	q.realize()
+	q.startDriver(true)
+
+	unknown := vhostuser.Request(99)
+	q.send(unknown, []byte{1, 2, 3, 4}, false)
+	waitFor(t, old.received, "REQUEST(99)")
+
+	st := f.Status()
+	assert.Equal(t, 1, st.UnknownRequests)
+	assert.False(t, st.Swappable)
+	assert.Contains(t, st.Reason, "REQUEST(99)")
+
+	fresh, freshConn := newFakeBackend(t)
+	fresh.start()
+	_, err := swapTo(t, f, freshConn)
+	var se *SwapError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, StepCheck, se.Step)
+	assert.True(t, se.Kept)
+	assert.ErrorContains(t, err, "REQUEST(99)")
+	assert.Empty(t, fresh.Log(), "the new virtiofsd was not touched")
+}
+
+func TestAPackedRingMakesTheSessionUnswappable(t *testing.T) {
+	old, oldConn := newFakeBackend(t)
+	q, f, _ := session(t, old, oldConn)
+	q.realize()
+	q.send(vhostuser.SetFeatures, vhostuser.U64(qemuFeatures|vhostuser.FeatureRingPacked).Bytes(), false)
+	q.send(vhostuser.GetFeatures, nil, false) // a round trip: the front has seen SET_FEATURES
+
+	st := f.Status()
+	assert.False(t, st.Swappable)
+	assert.Contains(t, st.Reason, "packed ring")
+}
+
+func TestRunEndsCleanlyWhenQEMUHangsUpAndReportsADeadVirtiofsd(t *testing.T) {
+	t.Run("QEMU hangs up", func(t *testing.T) {
+		old, oldConn := newFakeBackend(t)
+		q, _, ran := session(t, old, oldConn)
+		q.realize()
+		q.conn.Close()
+		assert.NoError(t, <-ran)
+	})
+	t.Run("virtiofsd dies", func(t *testing.T) {
+		old, oldConn := newFakeBackend(t)
+		q, _, ran := session(t, old, oldConn)
+		q.realize()
+		old.stop()
+		assert.True(t, errors.Is(<-ran, ErrBackendGone))
+	})
+}
