@@ -217,6 +217,9 @@ func (b *fakeBackend) serve() {
 		case vhostuser.SetDeviceStateFD:
 			d, _ := vhostuser.ParseDeviceStateFD(m.Payload)
 			f := m.Files[0]
+			if fl, err := unix.FcntlInt(uintptr(fdOf(b.t, f)), unix.F_GETFL, 0); err != nil || fl&unix.O_NONBLOCK != 0 {
+				b.t.Errorf("fake virtiofsd: the state fd is non-blocking (flags %#x, %v): the real one fails with EAGAIN", fl, err)
+			}
 			if d.Direction == vhostuser.DirectionSave {
 				go func() { f.Write(b.state); f.Close() }()
 			} else {
@@ -251,6 +254,18 @@ func (b *fakeBackend) serve() {
 			}
 		}
 	}
+}
+
+// fdOf is f's descriptor, read without changing its blocking mode.
+func fdOf(t *testing.T, f *os.File) int {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Errorf("fd of %s: %v", f.Name(), err)
+		return -1
+	}
+	fd := -1
+	_ = rc.Control(func(u uintptr) { fd = int(u) })
+	return fd
 }
 
 // describe is a request as the fake's log shows it: its name and its

@@ -9,6 +9,8 @@ import (
 	"os"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/vhostuser"
 )
 
@@ -373,9 +375,9 @@ func (f *Front) giveBack(ctx context.Context, stopped map[uint32]uint32) error {
 // saveState has a stopped back end write its state into a pipe and
 // returns it once the back end says it is complete.
 func saveState(ctx context.Context, p *peer) ([]byte, error) {
-	r, w, err := os.Pipe()
+	r, w, err := statePipe(true)
 	if err != nil {
-		return nil, fmt.Errorf("make a pipe for the state: %w", err)
+		return nil, err
 	}
 	defer r.Close()
 	type result struct {
@@ -407,12 +409,35 @@ func saveState(ctx context.Context, p *peer) ([]byte, error) {
 	return res.b, nil
 }
 
+// statePipe makes the pipe the state goes through. The end virtiofsd gets
+// stays blocking: os.Pipe makes both ends non-blocking, and virtiofsd
+// then fails on EAGAIN ("Failed to load state: Resource temporarily
+// unavailable", seen with the real 1.13.2) whenever the front has not
+// written yet. The front's own end (the read end with ourRead) is
+// non-blocking, for Go's poller.
+func statePipe(ourRead bool) (r, w *os.File, err error) {
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		return nil, nil, fmt.Errorf("make a pipe for the state: %w", err)
+	}
+	ours := fds[1]
+	if ourRead {
+		ours = fds[0]
+	}
+	if err := unix.SetNonblock(ours, true); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, nil, fmt.Errorf("make a pipe for the state: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "state pipe (read)"), os.NewFile(uintptr(fds[1]), "state pipe (write)"), nil
+}
+
 // loadState has a new back end read the state from a pipe and checks
 // that it took it.
 func loadState(ctx context.Context, p *peer, state []byte) error {
-	r, w, err := os.Pipe()
+	r, w, err := statePipe(false)
 	if err != nil {
-		return fmt.Errorf("make a pipe for the state: %w", err)
+		return err
 	}
 	wrote := make(chan error, 1)
 	go func() {
