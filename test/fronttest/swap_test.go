@@ -1,0 +1,232 @@
+package fronttest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/front"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
+	vhostpeer "github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
+)
+
+// tag is the guest's mount tag.
+const tag = "fs"
+
+// Files the guest and the host exchange in the share.
+const (
+	upFile     = "up"     // the guest holds its files open: the host may swap
+	stopFile   = "stop"   // the host is done swapping: the guest checks and reports
+	heldFile   = "held"   // opened for reading before the first swap, read after the last
+	appendFile = "append" // held open for appending throughout
+)
+
+const heldContent = "written by the host before the guest opened it"
+
+// workload is the guest's script: it holds heldFile open for reading and
+// appendFile for appending, then until stopFile appears creates a file
+// with random content (fsync'd), renames it, reads it back past the page
+// cache and compares its checksum, appends a line, lists the folder and
+// removes old files. Each failure is printed and counted; at the end it
+// reads heldFile through the descriptor it opened first and reports:
+//
+//	RESULT errors=N       failures seen by the guest (want 0)
+//	RESULT rounds=N       how many rounds ran
+//	RESULT held=ok|...    heldFile read through the old descriptor
+func workload() string {
+	return fmt.Sprintf(`mount -t virtiofs %[1]s /mnt/%[1]s || exit 1
+cd /mnt/%[1]s
+exec 3>>%[3]s 4<%[2]s
+echo up >%[4]s
+errors=0
+i=0
+fail() { errors=$((errors+1)); echo "GUEST ERROR round $i: $*"; }
+while [ ! -e %[5]s ]; do
+	i=$((i+1))
+	dd if=/dev/urandom of=/tmp/src bs=4096 count=1 2>/dev/null
+	want=$(md5sum </tmp/src)
+	dd if=/tmp/src of=tmp.$i bs=4096 conv=fsync 2>/dev/null || fail "write tmp.$i"
+	mv tmp.$i data.$i || fail "rename tmp.$i"
+	echo 3 >/proc/sys/vm/drop_caches
+	[ "$(md5sum <data.$i)" = "$want" ] || fail "checksum of data.$i"
+	echo "round $i" >&3 || fail "append"
+	ls >/dev/null || fail "readdir"
+	[ "$(ls data.* | wc -l)" -le 5 ] || fail "too many data files"
+	if [ $i -gt 4 ]; then rm data.$((i-4)) || fail "unlink data.$((i-4))"; fi
+	sleep 0.1
+done
+held=$(cat <&4) || fail "read the held file"
+[ "$held" = %[6]q ] && echo "RESULT held=ok" || { fail "held file reads '$held'"; echo "RESULT held=bad"; }
+[ "$(wc -l <%[3]s)" = "$i" ] || fail "append has $(wc -l <%[3]s) lines, want $i"
+echo "RESULT rounds=$i"
+echo "RESULT errors=$errors"
+`, tag, heldFile, appendFile, upFile, stopFile, heldContent)
+}
+
+// swaps is how many times the test moves the guest onto a new virtiofsd.
+const swaps = 10
+
+// TestGuestKeepsItsDataWhileVirtiofsdIsSwappedTenTimes is the judge of the
+// swap order: a real guest, the real QEMU 10 and the real Rust virtiofsd.
+func TestGuestKeepsItsDataWhileVirtiofsdIsSwappedTenTimes(t *testing.T) {
+	sdbox.RequireRoot(t) // the tree's build, virtiofsd's namespace sandbox
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	tree, err := distro.Debian13(ctx)
+	require.NoError(t, err, "the Debian 13 tree with QEMU 10 and the Rust virtiofsd")
+	bin, err := tree.RustVirtiofsd()
+	require.NoError(t, err)
+	qemu, err := tree.QEMU()
+	require.NoError(t, err)
+	img, err := guest.Prepare(ctx, "")
+	require.NoError(t, err, "prepare the guest image")
+
+	dir, err := os.MkdirTemp("/var/tmp", "front") // short: unix socket paths
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	share := filepath.Join(dir, "share")
+	require.NoError(t, os.Mkdir(share, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(share, heldFile), []byte(heldContent+"\n"), 0o644))
+
+	// The VM's socket, which systemd owns in the product.
+	vmSock := filepath.Join(dir, "vm.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: vmSock, Net: "unix"})
+	require.NoError(t, err)
+	defer ln.Close()
+
+	first := startVirtiofsd(t, bin, dir, share, 0)
+	m, err := guest.Start(ctx, img, guest.Spec{
+		QEMU: qemu, Script: workload(), Timeout: 8 * time.Minute, WorkDir: dir,
+		Shares: []guest.Share{{Tag: tag, Socket: vmSock}},
+	})
+	require.NoError(t, err)
+	defer func() {
+		m.Kill()
+		_, _ = m.Wait()
+	}()
+	vm, err := ln.AcceptUnix()
+	require.NoError(t, err, "QEMU connects")
+	f := front.New(vm, first.conn, front.Config{})
+	ran := make(chan error, 1)
+	go func() { ran <- f.Run(ctx) }()
+
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		_, err := os.Stat(filepath.Join(share, upFile))
+		assert.NoError(c, err)
+	}, 4*time.Minute, 200*time.Millisecond, "the guest mounts the share and holds its files; console:\n%s", m.Serial())
+
+	old := first
+	pids := map[int]bool{old.cmd.Process.Pid: true}
+	for i := 1; i <= swaps; i++ {
+		time.Sleep(time.Second) // the guest works between swaps
+		next := startVirtiofsd(t, bin, dir, share, i)
+		require.False(t, pids[next.cmd.Process.Pid], "swap %d: a new virtiofsd", i)
+		pids[next.cmd.Process.Pid] = true
+		res, err := f.Swap(ctx, next.conn)
+		require.NoError(t, err, "swap %d\nconsole:\n%s\nold virtiofsd:\n%s\nnew virtiofsd:\n%s", i, m.Serial(), old.stderr(), next.stderr())
+		t.Logf("swap %d: pause %v (save %v, load %v), state %d bytes, pid %d -> %d",
+			i, res.Pause, res.Save, res.Load, res.StateSize, old.cmd.Process.Pid, next.cmd.Process.Pid)
+		assert.NoError(t, old.wait(), "swap %d: the old virtiofsd exits by itself once its connection is closed\n%s", i, old.stderr())
+		select {
+		case err := <-ran:
+			t.Fatalf("swap %d: the front ended: %v", i, err)
+		default:
+		}
+		old = next
+	}
+	st := f.Status()
+	assert.Equal(t, swaps, st.Swaps)
+	assert.Zero(t, st.UnknownRequests)
+
+	require.NoError(t, os.WriteFile(filepath.Join(share, stopFile), nil, 0o644))
+	res, err := m.Wait()
+	require.NoError(t, err, "the guest finishes; virtiofsd:\n%s", old.stderr())
+	assert.Equal(t, 0, res.ExitStatus, res.Serial)
+	assert.Equal(t, "0", res.Values["errors"], "the guest saw no error:\n%s", res.Serial)
+	assert.Equal(t, "ok", res.Values["held"], "the file held open across the swaps reads back")
+	rounds, _ := strconv.Atoi(res.Values["rounds"])
+	assert.Greater(t, rounds, swaps, "the guest worked throughout")
+	lines, err := os.ReadFile(filepath.Join(share, appendFile))
+	require.NoError(t, err)
+	assert.Equal(t, rounds, bytes.Count(lines, []byte("\n")), "every append landed, as the host sees it")
+	assert.NotContains(t, m.Stderr(), "vhost", "QEMU saw no vhost-user error (no disconnect)")
+	assert.NoError(t, <-ran, "the front ends cleanly when QEMU quits")
+	assert.NoError(t, old.wait(), "the last virtiofsd exits once QEMU has gone\n%s", old.stderr())
+}
+
+// proc is one virtiofsd started for the test, and the connection to it.
+type proc struct {
+	cmd  *exec.Cmd
+	conn *net.UnixConn
+	log  string // its stderr
+	done chan error
+}
+
+// stderr is what virtiofsd wrote so far.
+func (p *proc) stderr() string {
+	b, _ := os.ReadFile(p.log)
+	return string(b)
+}
+
+// startVirtiofsd starts a virtiofsd with the shim's argv on a private
+// listening socket (fd 3) and connects to it; it is killed, if still
+// running, when the test ends.
+func startVirtiofsd(t *testing.T, bin, dir, share string, n int) *proc {
+	t.Helper()
+	sock := filepath.Join(dir, "virtiofsd"+strconv.Itoa(n)+".sock")
+	lf, err := vhostpeer.Listen(sock)
+	require.NoError(t, err)
+	defer lf.Close()
+	args, err := virtiofsd.Args(virtiofsd.Rust, virtiofsd.Options{SharedDir: share})
+	require.NoError(t, err)
+	p := &proc{cmd: exec.Command(bin, args...), log: filepath.Join(dir, "virtiofsd"+strconv.Itoa(n)+".log"), done: make(chan error, 1)}
+	logf, err := os.Create(p.log)
+	require.NoError(t, err)
+	defer logf.Close()
+	p.cmd.Env = virtiofsd.ChildEnv(os.Environ(), virtiofsd.Rust)
+	p.cmd.ExtraFiles = []*os.File{lf}
+	p.cmd.Stderr = logf
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	require.NoError(t, p.cmd.Start())
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		p.done <- nil
+	})
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: sock, Net: "unix"})
+	require.NoError(t, err, "connect to virtiofsd's private socket")
+	p.conn = c
+	require.NoError(t, os.Remove(sock))
+	return p
+}
+
+// wait waits for virtiofsd to exit and says how it ended: nil for exit 0.
+func (p *proc) wait() error {
+	select {
+	case err := <-p.done:
+		p.done <- err
+		if err != nil {
+			return fmt.Errorf("virtiofsd: %w", err)
+		}
+		return nil
+	case <-time.After(time.Minute):
+		return errors.New("virtiofsd still runs a minute after its connection was closed")
+	}
+}
+
