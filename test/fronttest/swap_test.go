@@ -229,4 +229,3 @@ func (p *proc) wait() error {
 		return errors.New("virtiofsd still runs a minute after its connection was closed")
 	}
 }
-
