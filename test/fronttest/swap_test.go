@@ -134,6 +134,9 @@ func TestGuestKeepsItsDataWhileVirtiofsdIsSwappedTenTimes(t *testing.T) {
 	pids := map[int]bool{old.cmd.Process.Pid: true}
 	for i := 1; i <= swaps; i++ {
 		time.Sleep(time.Second) // the guest works between swaps
+		if i == swaps/2 {
+			refusedLoad(ctx, t, f, bin, dir, i)
+		}
 		next := startVirtiofsd(t, bin, dir, share, i)
 		require.False(t, pids[next.cmd.Process.Pid], "swap %d: a new virtiofsd", i)
 		pids[next.cmd.Process.Pid] = true
@@ -167,6 +170,25 @@ func TestGuestKeepsItsDataWhileVirtiofsdIsSwappedTenTimes(t *testing.T) {
 	assert.NotContains(t, m.Stderr(), "vhost", "QEMU saw no vhost-user error (no disconnect)")
 	assert.NoError(t, <-ran, "the front ends cleanly when QEMU quits")
 	assert.NoError(t, old.wait(), "the last virtiofsd exits once QEMU has gone\n%s", old.stderr())
+}
+
+// refusedLoad tries a swap onto a virtiofsd that cannot load the state
+// (its shared folder lacks the guest's files, which find-paths looks up
+// by path): the swap fails at LOAD, the old virtiofsd gets its rings back,
+// and the guest, checking its data throughout, must see nothing.
+func refusedLoad(ctx context.Context, t *testing.T, f *front.Front, bin, dir string, i int) {
+	t.Helper()
+	elsewhere := filepath.Join(dir, "elsewhere")
+	require.NoError(t, os.MkdirAll(elsewhere, 0o755))
+	bad := startVirtiofsd(t, bin, dir, elsewhere, 100+i)
+	_, err := f.Swap(ctx, bad.conn)
+	var se *front.SwapError
+	require.ErrorAs(t, err, &se, "a virtiofsd whose folder lacks the guest's files loads its state\n%s", bad.stderr())
+	assert.Equal(t, front.StepLoad, se.Step, "%v", err)
+	assert.True(t, se.Kept, "the old virtiofsd keeps the session: %v", err)
+	t.Logf("refused swap: %v", err)
+	assert.NoError(t, bad.wait(), "the refused virtiofsd exits once its connection is closed\n%s", bad.stderr())
+	assert.Contains(t, bad.stderr(), "Failed to load state", "virtiofsd says why")
 }
 
 // proc is one virtiofsd started for the test, and the connection to it.
