@@ -139,6 +139,17 @@ func (q *qemu) resetGuest() {
 	q.send(vhostuser.ResetDevice, nil, false)
 }
 
+// running is a session whose guest driver has started, and how many
+// requests its virtiofsd got so far.
+func running(t *testing.T) (*qemu, *Front, *fakeBackend, int) {
+	t.Helper()
+	old, oldConn := newFakeBackend(t)
+	q, f, _ := session(t, old, oldConn)
+	q.realize()
+	q.startDriver(true)
+	return q, f, old, len(old.Log())
+}
+
 func swapTo(t *testing.T, f *Front, conn *net.UnixConn) (SwapResult, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
@@ -244,11 +255,7 @@ func TestSwapMovesTheSessionInTheOrderThatDoesNotHangVirtiofsd(t *testing.T) {
 }
 
 func TestSwapGivesTheRingsBackWhenTheNewVirtiofsdRefusesTheState(t *testing.T) {
-	old, oldConn := newFakeBackend(t)
-	q, f, _ := session(t, old, oldConn)
-	q.realize()
-	q.startDriver(true)
-	before := len(old.Log())
+	q, f, old, before := running(t)
 
 	fresh, freshConn := newFakeBackend(t)
 	fresh.failLoad = true
@@ -275,11 +282,7 @@ func TestSwapGivesTheRingsBackWhenTheNewVirtiofsdRefusesTheState(t *testing.T) {
 }
 
 func TestSwapRefusesAVirtiofsdThatLacksANegotiatedFeature(t *testing.T) {
-	old, oldConn := newFakeBackend(t)
-	q, f, _ := session(t, old, oldConn)
-	q.realize()
-	q.startDriver(true)
-	before := len(old.Log())
+	q, f, old, before := running(t)
 
 	for name, lack := range map[string]func(b *fakeBackend){
 		"EVENT_IDX":    func(b *fakeBackend) { b.features &^= vhostuser.FeatureEventIdx },

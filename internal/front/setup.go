@@ -177,28 +177,13 @@ func (s *setup) record(m *vhostuser.Message) error {
 		}
 	case vhostuser.SetLogBase:
 		if len(m.Files) > 0 {
-			f, err := dup(m.Files[0])
-			if err != nil {
+			if err := keep(&s.logFile, m.Files); err != nil {
 				return err
 			}
-			if s.logFile != nil {
-				s.logFile.Close()
-			}
-			s.logFile = f
 		}
 		s.logBase = append([]byte(nil), m.Payload...)
 	case vhostuser.SetBackendReqFD:
-		if len(m.Files) != 1 {
-			return fmt.Errorf("%d fds", len(m.Files))
-		}
-		f, err := dup(m.Files[0])
-		if err != nil {
-			return err
-		}
-		if s.backendReq != nil {
-			s.backendReq.Close()
-		}
-		s.backendReq = f
+		return keep(&s.backendReq, m.Files)
 	case vhostuser.SetVringNum, vhostuser.SetVringBase, vhostuser.SetVringEnable:
 		v, err := vhostuser.ParseVringState(m.Payload)
 		if err != nil {
@@ -292,6 +277,22 @@ func (s *setup) close() {
 		}
 	}
 	s.backendReq, s.logFile = nil, nil
+}
+
+// keep replaces *held with a dup of a message's one fd.
+func keep(held **os.File, files []*os.File) error {
+	if len(files) != 1 {
+		return fmt.Errorf("%d fds, want 1", len(files))
+	}
+	f, err := dup(files[0])
+	if err != nil {
+		return err
+	}
+	if *held != nil {
+		(*held).Close()
+	}
+	*held = f
+	return nil
 }
 
 func closeRegions(rs []region) {
