@@ -139,6 +139,16 @@ func (q *qemu) resetGuest() {
 	q.send(vhostuser.ResetDevice, nil, false)
 }
 
+// requireKept requires a swap that failed at step and left the session
+// with the old virtiofsd.
+func requireKept(t *testing.T, err error, step Step) {
+	t.Helper()
+	var se *SwapError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, step, se.Step, "%v", err)
+	assert.True(t, se.Kept, "the old virtiofsd keeps the session: %v", err)
+}
+
 // running is a session whose guest driver has started, and how many
 // requests its virtiofsd got so far.
 func running(t *testing.T) (*qemu, *Front, *fakeBackend, int) {
@@ -261,10 +271,7 @@ func TestSwapGivesTheRingsBackWhenTheNewVirtiofsdRefusesTheState(t *testing.T) {
 	fresh.failLoad = true
 	fresh.start()
 	_, err := swapTo(t, f, freshConn)
-	var se *SwapError
-	require.ErrorAs(t, err, &se)
-	assert.Equal(t, StepLoad, se.Step)
-	assert.True(t, se.Kept, "the old virtiofsd keeps the session: %v", err)
+	requireKept(t, err, StepLoad)
 
 	assert.Equal(t, []string{
 		"SET_VRING_ENABLE 0 0", "SET_VRING_ENABLE 1 0", "GET_VRING_BASE 0", "GET_VRING_BASE 1",
@@ -293,10 +300,7 @@ func TestSwapRefusesAVirtiofsdThatLacksANegotiatedFeature(t *testing.T) {
 			lack(fresh)
 			fresh.start()
 			_, err := swapTo(t, f, freshConn)
-			var se *SwapError
-			require.ErrorAs(t, err, &se)
-			assert.Equal(t, StepPrepare, se.Step)
-			assert.True(t, se.Kept)
+			requireKept(t, err, StepPrepare)
 			assert.ErrorContains(t, err, "lacks")
 		})
 	}
@@ -387,10 +391,7 @@ func TestAnUnknownRequestIsPassedOnAndMakesTheSessionUnswappable(t *testing.T) {
 	fresh, freshConn := newFakeBackend(t)
 	fresh.start()
 	_, err := swapTo(t, f, freshConn)
-	var se *SwapError
-	require.ErrorAs(t, err, &se)
-	assert.Equal(t, StepCheck, se.Step)
-	assert.True(t, se.Kept)
+	requireKept(t, err, StepCheck)
 	assert.ErrorContains(t, err, "REQUEST(99)")
 	assert.Empty(t, fresh.Log(), "the new virtiofsd was not touched")
 }
