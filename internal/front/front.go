@@ -80,6 +80,11 @@ func (f *Front) Run(ctx context.Context) error {
 	defer close(f.ended)
 	defer f.close()
 	var pending *swapRequest
+	defer func() {
+		if pending != nil {
+			pending.refuse(errors.New("the session ended before the swap could start"), false)
+		}
+	}()
 	for {
 		// While a swap waits, the VM's next requests wait too: once the
 		// replies it waits for are in, nothing changes under the swap.
@@ -107,14 +112,11 @@ func (f *Front) Run(ctx context.Context) error {
 			}
 		case req := <-f.swaps:
 			if pending != nil {
-				req.done <- swapResponse{err: errors.New("swap virtiofsd: another swap is under way; retry when it ends")}
+				req.refuse(errors.New("another swap is under way; retry when it ends"), true)
 				continue
 			}
 			pending = &req
 		case <-ctx.Done():
-			if pending != nil {
-				pending.done <- swapResponse{err: fmt.Errorf("swap virtiofsd: the session ended: %w", ctx.Err())}
-			}
 			return ctx.Err()
 		}
 		if pending != nil && len(f.outstanding) == 0 {

@@ -424,3 +424,26 @@ func TestRunEndsCleanlyWhenQEMUHangsUpAndReportsADeadVirtiofsd(t *testing.T) {
 		assert.True(t, errors.Is(<-ran, ErrBackendGone))
 	})
 }
+
+func TestASwapWaitingOnAVirtiofsdThatDiesFailsInsteadOfHanging(t *testing.T) {
+	old, oldConn := newFakeBackend(t)
+	old.hold = vhostuser.GetStatus
+	q, f, _ := session(t, old, oldConn)
+	q.realize()
+	require.NoError(t, q.conn.WriteMessage(&vhostuser.Message{Header: vhostuser.Header{Request: vhostuser.GetStatus, Flags: vhostuser.FlagVersion}}))
+	waitFor(t, old.received, "GET_STATUS")
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	fresh, freshConn := newFakeBackend(t)
+	fresh.start()
+	req := swapRequest{ctx: ctx, backend: freshConn, done: make(chan swapResponse, 1)}
+	f.swaps <- req // held: a reply is due
+
+	old.conn.Close() // virtiofsd dies before it answers
+	close(old.release)
+	err := (<-req.done).err
+	var se *SwapError
+	require.ErrorAs(t, err, &se)
+	assert.False(t, se.Kept, "nothing serves the session any more: %v", err)
+	assert.Empty(t, fresh.Log(), "the new virtiofsd was not touched")
+}

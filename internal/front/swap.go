@@ -69,6 +69,13 @@ type swapRequest struct {
 	done    chan swapResponse
 }
 
+// refuse answers a swap request that never started, closing the new
+// virtiofsd's connection; kept says whether the old one goes on.
+func (r *swapRequest) refuse(err error, kept bool) {
+	r.backend.Close()
+	r.done <- swapResponse{err: &SwapError{Step: StepCheck, Err: err, Kept: kept}}
+}
+
 type swapResponse struct {
 	res SwapResult
 	err error
@@ -337,6 +344,10 @@ func (e *eventFD) message(req vhostuser.Request, index uint32) ringMessage {
 // step, and says what became of the session.
 func (f *Front) rollback(ctx context.Context, step Step, err error, stopped map[uint32]uint32) error {
 	e := &SwapError{Step: step, Err: err}
+	// The swap's own deadline may be what failed it: the rollback gets
+	// its own.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+	defer cancel()
 	if rerr := f.giveBack(ctx, stopped); rerr != nil {
 		e.RollbackErr = rerr
 	} else {
@@ -344,6 +355,9 @@ func (f *Front) rollback(ctx context.Context, step Step, err error, stopped map[
 	}
 	return e
 }
+
+// rollbackTimeout bounds giving the rings back to the old virtiofsd.
+const rollbackTimeout = 10 * time.Second
 
 // giveBack restarts on the old back end the rings freeze stopped or
 // disabled: GET_VRING_BASE dropped their kick and call fds.
