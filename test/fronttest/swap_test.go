@@ -38,7 +38,7 @@ const (
 
 const heldContent = "written by the host before the guest opened it"
 
-// workload is the guest's script: it holds heldFile open for reading and
+// workload is the guest's script: it mounts the share, runs prelude, holds heldFile open for reading and
 // appendFile for appending, then until stopFile appears creates a file
 // with random content (fsync'd), renames it, reads it back past the page
 // cache and compares its checksum, appends a line, lists the folder and
@@ -48,9 +48,10 @@ const heldContent = "written by the host before the guest opened it"
 //	RESULT errors=N       failures seen by the guest (want 0)
 //	RESULT rounds=N       how many rounds ran
 //	RESULT held=ok|...    heldFile read through the old descriptor
-func workload() string {
+func workload(prelude string) string {
 	return fmt.Sprintf(`mount -t virtiofs %[1]s /mnt/%[1]s || exit 1
 cd /mnt/%[1]s
+%[7]s
 exec 3>>%[3]s 4<%[2]s
 echo up >%[4]s
 errors=0
@@ -75,113 +76,172 @@ held=$(cat <&4) || fail "read the held file"
 [ "$(wc -l <%[3]s)" = "$i" ] || fail "append has $(wc -l <%[3]s) lines, want $i"
 echo "RESULT rounds=$i"
 echo "RESULT errors=$errors"
-`, tag, heldFile, appendFile, upFile, stopFile, heldContent)
+`, tag, heldFile, appendFile, upFile, stopFile, heldContent, prelude)
 }
 
-// swaps is how many times the test moves the guest onto a new virtiofsd.
-const swaps = 10
+// rebind is a prelude for workload: the guest unmounts the share, unbinds
+// its virtio device from the virtiofs driver, binds it again and mounts
+// anew. QEMU then stops the rings and resets the device, and starts them
+// again without sending the memory again (DESIGN.md): the front must
+// give a new virtiofsd the regions it recorded before.
+const rebind = `cd /
+umount /mnt/fs || exit 1
+dev=$(ls /sys/bus/virtio/drivers/virtiofs | grep '^virtio')
+echo $dev >/sys/bus/virtio/drivers/virtiofs/unbind || exit 1
+echo $dev >/sys/bus/virtio/drivers/virtiofs/bind || exit 1
+mount -t virtiofs fs /mnt/fs || exit 1
+cd /mnt/fs
+echo "RESULT rebound=$dev"
+`
 
 // TestGuestKeepsItsDataWhileVirtiofsdIsSwappedTenTimes is the judge of the
 // swap order: a real guest, the real QEMU 10 and the real Rust virtiofsd.
+// Halfway, a swap onto a virtiofsd that cannot load the state is refused
+// and rolled back under the same guest.
 func TestGuestKeepsItsDataWhileVirtiofsdIsSwappedTenTimes(t *testing.T) {
+	r := boot(t, "")
+	for i := 1; i <= 10; i++ {
+		if i == 5 {
+			r.refusedLoad(t, i)
+		}
+		r.swap(t, i)
+	}
+	r.finish(t, 10)
+}
+
+// TestGuestKeepsItsDataWhenSwappedAfterItsDriverRestarted: the memory QEMU
+// sent once, before the device's reset, reaches each new virtiofsd.
+func TestGuestKeepsItsDataWhenSwappedAfterItsDriverRestarted(t *testing.T) {
+	r := boot(t, rebind)
+	for i := 1; i <= 3; i++ {
+		r.swap(t, i)
+	}
+	st := r.front.Status()
+	assert.Len(t, st.Setup.Regions, 1, "the guest's memory is still recorded")
+	res := r.finish(t, 3)
+	assert.NotEmpty(t, res.Values["rebound"], "the guest restarted its driver:\n%s", res.Serial)
+}
+
+// rig is a guest running workload on a share served through a Front.
+type rig struct {
+	ctx             context.Context
+	bin, dir, share string
+	m               *guest.Machine
+	front           *front.Front
+	ran             chan error
+	current         *proc
+	pids            map[int]bool
+}
+
+// boot starts a virtiofsd, boots the guest with workload(prelude) on it
+// through a Front, and waits until the guest holds its files open.
+// Everything it starts ends with the test.
+func boot(t *testing.T, prelude string) *rig {
 	sdbox.RequireRoot(t) // the tree's build, virtiofsd's namespace sandbox
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	tree, err := distro.Debian13(ctx)
 	require.NoError(t, err, "the Debian 13 tree with QEMU 10 and the Rust virtiofsd")
-	bin, err := tree.RustVirtiofsd()
+	r := &rig{ctx: ctx, ran: make(chan error, 1), pids: map[int]bool{}}
+	r.bin, err = tree.RustVirtiofsd()
 	require.NoError(t, err)
 	qemu, err := tree.QEMU()
 	require.NoError(t, err)
 	img, err := guest.Prepare(ctx, "")
 	require.NoError(t, err, "prepare the guest image")
 
-	dir, err := os.MkdirTemp("/var/tmp", "front") // short: unix socket paths
+	r.dir, err = os.MkdirTemp("/var/tmp", "front") // short: unix socket paths
 	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	share := filepath.Join(dir, "share")
-	require.NoError(t, os.Mkdir(share, 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(share, heldFile), []byte(heldContent+"\n"), 0o644))
+	t.Cleanup(func() { os.RemoveAll(r.dir) })
+	r.share = filepath.Join(r.dir, "share")
+	require.NoError(t, os.Mkdir(r.share, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(r.share, heldFile), []byte(heldContent+"\n"), 0o644))
 
 	// The VM's socket, which systemd owns in the product.
-	vmSock := filepath.Join(dir, "vm.sock")
+	vmSock := filepath.Join(r.dir, "vm.sock")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: vmSock, Net: "unix"})
 	require.NoError(t, err)
 	defer ln.Close()
 
-	first := startVirtiofsd(t, bin, dir, share, 0)
-	m, err := guest.Start(ctx, img, guest.Spec{
-		QEMU: qemu, Script: workload(), Timeout: 8 * time.Minute, WorkDir: dir,
+	r.current = startVirtiofsd(t, r.bin, r.dir, r.share, 0)
+	r.pids[r.current.cmd.Process.Pid] = true
+	r.m, err = guest.Start(ctx, img, guest.Spec{
+		QEMU: qemu, Script: workload(prelude), Timeout: 8 * time.Minute, WorkDir: r.dir,
 		Shares: []guest.Share{{Tag: tag, Socket: vmSock}},
 	})
 	require.NoError(t, err)
-	defer func() {
-		m.Kill()
-		_, _ = m.Wait()
-	}()
+	t.Cleanup(func() {
+		r.m.Kill()
+		_, _ = r.m.Wait()
+	})
 	vm, err := ln.AcceptUnix()
 	require.NoError(t, err, "QEMU connects")
-	f := front.New(vm, first.conn, front.Config{})
-	ran := make(chan error, 1)
-	go func() { ran <- f.Run(ctx) }()
+	r.front = front.New(vm, r.current.conn, front.Config{})
+	go func() { r.ran <- r.front.Run(ctx) }()
 
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		_, err := os.Stat(filepath.Join(share, upFile))
+		_, err := os.Stat(filepath.Join(r.share, upFile))
 		assert.NoError(c, err)
-	}, 4*time.Minute, 200*time.Millisecond, "the guest mounts the share and holds its files; console:\n%s", m.Serial())
+	}, 4*time.Minute, 200*time.Millisecond, "the guest mounts the share and holds its files; console:\n%s", r.m.Serial())
+	return r
+}
 
-	old := first
-	pids := map[int]bool{old.cmd.Process.Pid: true}
-	for i := 1; i <= swaps; i++ {
-		time.Sleep(time.Second) // the guest works between swaps
-		if i == swaps/2 {
-			refusedLoad(ctx, t, f, bin, dir, i)
-		}
-		next := startVirtiofsd(t, bin, dir, share, i)
-		require.False(t, pids[next.cmd.Process.Pid], "swap %d: a new virtiofsd", i)
-		pids[next.cmd.Process.Pid] = true
-		res, err := f.Swap(ctx, next.conn)
-		require.NoError(t, err, "swap %d\nconsole:\n%s\nold virtiofsd:\n%s\nnew virtiofsd:\n%s", i, m.Serial(), old.stderr(), next.stderr())
-		t.Logf("swap %d: pause %v (save %v, load %v), state %d bytes, pid %d -> %d",
-			i, res.Pause, res.Save, res.Load, res.StateSize, old.cmd.Process.Pid, next.cmd.Process.Pid)
-		assert.NoError(t, old.wait(), "swap %d: the old virtiofsd exits by itself once its connection is closed\n%s", i, old.stderr())
-		select {
-		case err := <-ran:
-			t.Fatalf("swap %d: the front ended: %v", i, err)
-		default:
-		}
-		old = next
+// swap moves the guest onto a new virtiofsd, after a second of the
+// guest's work.
+func (r *rig) swap(t *testing.T, i int) {
+	t.Helper()
+	time.Sleep(time.Second) // the guest works between swaps
+	next := startVirtiofsd(t, r.bin, r.dir, r.share, i)
+	require.False(t, r.pids[next.cmd.Process.Pid], "swap %d: a new virtiofsd", i)
+	r.pids[next.cmd.Process.Pid] = true
+	old := r.current
+	res, err := r.front.Swap(r.ctx, next.conn)
+	require.NoError(t, err, "swap %d\nconsole:\n%s\nold virtiofsd:\n%s\nnew virtiofsd:\n%s", i, r.m.Serial(), old.stderr(), next.stderr())
+	t.Logf("swap %d: pause %v (save %v, load %v), state %d bytes, pid %d -> %d",
+		i, res.Pause, res.Save, res.Load, res.StateSize, old.cmd.Process.Pid, next.cmd.Process.Pid)
+	assert.NoError(t, old.wait(), "swap %d: the old virtiofsd exits by itself once its connection is closed\n%s", i, old.stderr())
+	select {
+	case err := <-r.ran:
+		t.Fatalf("swap %d: the front ended: %v", i, err)
+	default:
 	}
-	st := f.Status()
+	r.current = next
+}
+
+// finish tells the guest to stop, and checks what it and the host saw.
+func (r *rig) finish(t *testing.T, swaps int) *guest.Result {
+	t.Helper()
+	st := r.front.Status()
 	assert.Equal(t, swaps, st.Swaps)
 	assert.Zero(t, st.UnknownRequests)
 
-	require.NoError(t, os.WriteFile(filepath.Join(share, stopFile), nil, 0o644))
-	res, err := m.Wait()
-	require.NoError(t, err, "the guest finishes; virtiofsd:\n%s", old.stderr())
+	require.NoError(t, os.WriteFile(filepath.Join(r.share, stopFile), nil, 0o644))
+	res, err := r.m.Wait()
+	require.NoError(t, err, "the guest finishes; virtiofsd:\n%s", r.current.stderr())
 	assert.Equal(t, 0, res.ExitStatus, res.Serial)
 	assert.Equal(t, "0", res.Values["errors"], "the guest saw no error:\n%s", res.Serial)
 	assert.Equal(t, "ok", res.Values["held"], "the file held open across the swaps reads back")
 	rounds, _ := strconv.Atoi(res.Values["rounds"])
 	assert.Greater(t, rounds, swaps, "the guest worked throughout")
-	lines, err := os.ReadFile(filepath.Join(share, appendFile))
+	lines, err := os.ReadFile(filepath.Join(r.share, appendFile))
 	require.NoError(t, err)
 	assert.Equal(t, rounds, bytes.Count(lines, []byte("\n")), "every append landed, as the host sees it")
-	assert.NotContains(t, m.Stderr(), "vhost", "QEMU saw no vhost-user error (no disconnect)")
-	assert.NoError(t, <-ran, "the front ends cleanly when QEMU quits")
-	assert.NoError(t, old.wait(), "the last virtiofsd exits once QEMU has gone\n%s", old.stderr())
+	assert.NotContains(t, r.m.Stderr(), "vhost", "QEMU saw no vhost-user error (no disconnect)")
+	assert.NoError(t, <-r.ran, "the front ends cleanly when QEMU quits")
+	assert.NoError(t, r.current.wait(), "the last virtiofsd exits once QEMU has gone\n%s", r.current.stderr())
+	return res
 }
 
 // refusedLoad tries a swap onto a virtiofsd that cannot load the state
 // (its shared folder lacks the guest's files, which find-paths looks up
 // by path): the swap fails at LOAD, the old virtiofsd gets its rings back,
 // and the guest, checking its data throughout, must see nothing.
-func refusedLoad(ctx context.Context, t *testing.T, f *front.Front, bin, dir string, i int) {
+func (r *rig) refusedLoad(t *testing.T, i int) {
 	t.Helper()
-	elsewhere := filepath.Join(dir, "elsewhere")
+	elsewhere := filepath.Join(r.dir, "elsewhere")
 	require.NoError(t, os.MkdirAll(elsewhere, 0o755))
-	bad := startVirtiofsd(t, bin, dir, elsewhere, 100+i)
-	_, err := f.Swap(ctx, bad.conn)
+	bad := startVirtiofsd(t, r.bin, r.dir, elsewhere, 100+i)
+	_, err := r.front.Swap(r.ctx, bad.conn)
 	var se *front.SwapError
 	require.ErrorAs(t, err, &se, "a virtiofsd whose folder lacks the guest's files loads its state\n%s", bad.stderr())
 	assert.Equal(t, front.StepLoad, se.Step, "%v", err)
