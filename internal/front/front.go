@@ -89,8 +89,10 @@ func (f *Front) Run(ctx context.Context) error {
 		// While a swap waits, the VM's next requests wait too: once the
 		// replies it waits for are in, nothing changes under the swap.
 		vmMsgs := f.vm.msgs
+		var gaveUp <-chan struct{}
 		if pending != nil {
 			vmMsgs = nil
+			gaveUp = pending.ctx.Done()
 		}
 		select {
 		case r := <-vmMsgs:
@@ -116,6 +118,10 @@ func (f *Front) Run(ctx context.Context) error {
 				continue
 			}
 			pending = &req
+		case <-gaveUp:
+			pending.refuse(fmt.Errorf("the replies QEMU waits for did not come: %w", pending.ctx.Err()), true)
+			pending = nil
+			continue
 		case <-ctx.Done():
 			return ctx.Err()
 		}

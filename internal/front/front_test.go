@@ -425,6 +425,30 @@ func TestRunEndsCleanlyWhenQEMUHangsUpAndReportsADeadVirtiofsd(t *testing.T) {
 	})
 }
 
+func TestASwapGivesUpWhenTheRepliesQEMUWaitsForNeverCome(t *testing.T) {
+	old, oldConn := newFakeBackend(t)
+	old.hold = vhostuser.GetStatus
+	q, f, _ := session(t, old, oldConn)
+	q.realize()
+	require.NoError(t, q.conn.WriteMessage(&vhostuser.Message{Header: vhostuser.Header{Request: vhostuser.GetStatus, Flags: vhostuser.FlagVersion}}))
+	waitFor(t, old.received, "GET_STATUS")
+	fresh, freshConn := newFakeBackend(t)
+	fresh.start()
+	ctx, cancel := context.WithCancel(context.Background())
+	req := swapRequest{ctx: ctx, backend: freshConn, done: make(chan swapResponse, 1)}
+	f.swaps <- req // held: a reply is due
+	cancel()       // the caller gives up
+	requireKept(t, (<-req.done).err, StepCheck)
+
+	close(old.release)
+	r, err := q.conn.ReadMessage()
+	require.NoError(t, err)
+	assert.Equal(t, vhostuser.GetStatus, r.Request, "the session goes on: QEMU gets its reply")
+	r.Close()
+	q.roundTrip()
+	assert.Empty(t, fresh.Log(), "the new virtiofsd was not touched")
+}
+
 func TestASwapWaitingOnAVirtiofsdThatDiesFailsInsteadOfHanging(t *testing.T) {
 	old, oldConn := newFakeBackend(t)
 	old.hold = vhostuser.GetStatus
