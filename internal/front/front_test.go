@@ -426,18 +426,9 @@ func TestRunEndsCleanlyWhenQEMUHangsUpAndReportsADeadVirtiofsd(t *testing.T) {
 }
 
 func TestASwapGivesUpWhenTheRepliesQEMUWaitsForNeverCome(t *testing.T) {
-	old, oldConn := newFakeBackend(t)
-	old.hold = vhostuser.GetStatus
-	q, f, _ := session(t, old, oldConn)
-	q.realize()
-	require.NoError(t, q.conn.WriteMessage(&vhostuser.Message{Header: vhostuser.Header{Request: vhostuser.GetStatus, Flags: vhostuser.FlagVersion}}))
-	waitFor(t, old.received, "GET_STATUS")
-	fresh, freshConn := newFakeBackend(t)
-	fresh.start()
 	ctx, cancel := context.WithCancel(context.Background())
-	req := swapRequest{ctx: ctx, backend: freshConn, done: make(chan swapResponse, 1)}
-	f.swaps <- req // held: a reply is due
-	cancel()       // the caller gives up
+	q, old, fresh, req := swapWhileAReplyIsDue(t, ctx)
+	cancel() // the caller gives up
 	requireKept(t, (<-req.done).err, StepCheck)
 
 	close(old.release)
@@ -449,19 +440,28 @@ func TestASwapGivesUpWhenTheRepliesQEMUWaitsForNeverCome(t *testing.T) {
 	assert.Empty(t, fresh.Log(), "the new virtiofsd was not touched")
 }
 
-func TestASwapWaitingOnAVirtiofsdThatDiesFailsInsteadOfHanging(t *testing.T) {
+// swapWhileAReplyIsDue asks for a swap (as Swap does, returning once
+// Run holds the request) while QEMU waits for virtiofsd's answer to
+// GET_STATUS, which the fake holds until old.release is closed.
+func swapWhileAReplyIsDue(t *testing.T, ctx context.Context) (*qemu, *fakeBackend, *fakeBackend, swapRequest) {
+	t.Helper()
 	old, oldConn := newFakeBackend(t)
 	old.hold = vhostuser.GetStatus
 	q, f, _ := session(t, old, oldConn)
 	q.realize()
 	require.NoError(t, q.conn.WriteMessage(&vhostuser.Message{Header: vhostuser.Header{Request: vhostuser.GetStatus, Flags: vhostuser.FlagVersion}}))
 	waitFor(t, old.received, "GET_STATUS")
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
 	fresh, freshConn := newFakeBackend(t)
 	fresh.start()
 	req := swapRequest{ctx: ctx, backend: freshConn, done: make(chan swapResponse, 1)}
-	f.swaps <- req // held: a reply is due
+	f.swaps <- req
+	return q, old, fresh, req
+}
+
+func TestASwapWaitingOnAVirtiofsdThatDiesFailsInsteadOfHanging(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	_, old, fresh, req := swapWhileAReplyIsDue(t, ctx)
 
 	old.conn.Close() // virtiofsd dies before it answers
 	close(old.release)
