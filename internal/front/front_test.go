@@ -471,3 +471,47 @@ func TestASwapWaitingOnAVirtiofsdThatDiesFailsInsteadOfHanging(t *testing.T) {
 	assert.False(t, se.Kept, "nothing serves the session any more: %v", err)
 	assert.Empty(t, fresh.Log(), "the new virtiofsd was not touched")
 }
+
+func TestAMalformedRequestFromTheVMEndsTheSessionWithAProtocolError(t *testing.T) {
+	old, oldConn := newFakeBackend(t)
+	q, _, ran := session(t, old, oldConn)
+	q.realize()
+	// SET_VRING_KICK with two fds: the table allows at most one.
+	require.NoError(t, q.conn.WriteMessage(&vhostuser.Message{
+		Header:  vhostuser.Header{Request: vhostuser.SetVringKick, Flags: vhostuser.FlagVersion},
+		Payload: vhostuser.VringFD{Index: 0}.Bytes(), Files: []*os.File{q.kick[0], q.kick[1]},
+	}))
+	var pe *vhostuser.ProtocolError
+	require.ErrorAs(t, <-ran, &pe)
+	assert.Equal(t, vhostuser.SetVringKick, pe.Request)
+	assert.NotContains(t, old.Log(), "SET_VRING_KICK 0", "it is not passed on")
+}
+
+func TestASessionWithASwapLeavesNoFdOpen(t *testing.T) {
+	before := openFDs(t)
+	old, oldConn := newFakeBackend(t)
+	q, f, ran := session(t, old, oldConn)
+	q.realize()
+	q.startDriver(true)
+	fresh, freshConn := newFakeBackend(t)
+	fresh.start()
+	_, err := swapTo(t, f, freshConn)
+	require.NoError(t, err)
+	q.conn.Close()
+	require.NoError(t, <-ran)
+	old.stop()
+	fresh.stop()
+	for _, files := range [][]*os.File{{q.mem, q.backendChan}, q.kick[:], q.call[:], q.err[:]} {
+		for _, file := range files {
+			file.Close()
+		}
+	}
+	assert.Equal(t, before, openFDs(t), "every fd the front duplicated or received is closed")
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	return len(entries)
+}
