@@ -114,7 +114,10 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger, u
 	st := state.NewWriter(stPath, inst.instance, os.Getpid())
 	st.OnError = func(err error) { log.WithError(err).Warn("cannot publish the instance's state") }
 	st.Update(func(*state.State) {})
-	defer func() { service.Finish(st, err, exitcode.For(err)) }()
+	defer func() {
+		service.Finish(st, err, exitcode.For(err))
+		service.NotifyFailure(launch.SystemdNotifier{}, err)
+	}()
 
 	in := &service.Instance{
 		State: st,
