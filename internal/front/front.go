@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"sync"
 	"time"
@@ -24,6 +25,21 @@ type Config struct {
 	Settle time.Duration
 	// Now reads the clock for the swap's durations; nil means time.Now.
 	Now func() time.Time
+	// Respawn, when set, gives Run a fresh virtiofsd when the one serving
+	// the session dies while the VM is connected (killed, panicked, OOM
+	// killed): the connection to it, as for Swap. cause says how the last
+	// one ended (it wraps ErrBackendGone). Run replays the setup onto it
+	// and goes on, degraded (DESIGN.md, "Crash without state"). Respawn
+	// bounds the crashes: once it fails, Run ends with a *RecoveryError.
+	// nil: Run ends when the back end dies.
+	Respawn func(ctx context.Context, cause error) (*net.UnixConn, error)
+	// ThreadPool says the session's virtiofsd runs a thread pool
+	// (--thread-pool-size): it may complete requests out of order, so a
+	// crash is not recovered (restarting a ring at its used index could
+	// run a request twice or lose one).
+	ThreadPool bool
+	// Recovered, when set, is told of each recovery, from Run's goroutine.
+	Recovered func(Recovery)
 }
 
 // DefaultSettle is the wait between disabling a back end's rings and
@@ -43,6 +59,9 @@ type Front struct {
 	mu    sync.Mutex // guards setup and swaps
 	setup *setup
 	count int // completed swaps
+	// recoveries counts the crashes recovered; lastRecovery is the last.
+	recoveries   int
+	lastRecovery Recovery
 
 	// outstanding are the VM's requests whose replies are due, in order.
 	// Owned by Run's loop.
@@ -73,9 +92,10 @@ func New(vm, backend *net.UnixConn, cfg Config) *Front {
 var ErrBackendGone = errors.New("virtiofsd's connection ended")
 
 // Run relays the session until the VM hangs up (nil), the back end
-// breaks (an error wrapping ErrBackendGone), the VM sends what cannot be
-// parsed (a *vhostuser.ProtocolError), or ctx ends. It then closes both
-// connections and the recorded fds.
+// breaks (an error wrapping ErrBackendGone; with Config.Respawn, only once
+// the session cannot be recovered, a *RecoveryError), the VM sends what
+// cannot be parsed (a *vhostuser.ProtocolError), or ctx ends. It then
+// closes both connections and the recorded fds.
 func (f *Front) Run(ctx context.Context) error {
 	defer close(f.ended)
 	defer f.close()
@@ -103,11 +123,19 @@ func (f *Front) Run(ctx context.Context) error {
 				return fmt.Errorf("read the VM's request: %w", r.err)
 			}
 			if err := f.relayRequest(r.m); err != nil {
-				return err
+				if !errors.Is(err, ErrBackendGone) {
+					return err
+				}
+				if err := f.backendGone(ctx, err, &pending); err != nil {
+					return err
+				}
 			}
 		case r := <-f.be.msgs:
 			if r.err != nil {
-				return fmt.Errorf("%w: %w", ErrBackendGone, r.err)
+				if err := f.backendGone(ctx, fmt.Errorf("%w: %w", ErrBackendGone, r.err), &pending); err != nil {
+					return err
+				}
+				continue
 			}
 			if err := f.relayReply(r.m); err != nil {
 				return err
@@ -129,8 +157,31 @@ func (f *Front) Run(ctx context.Context) error {
 			res, err := f.swap(pending.ctx, pending.backend)
 			pending.done <- swapResponse{res, err}
 			pending = nil
+			// A swap that could not give the rings back has lost the old
+			// virtiofsd, which may have died under it.
+			var se *SwapError
+			if errors.As(err, &se) && !se.Kept {
+				cause := fmt.Errorf("%w: the failed swap could not give its rings back: %w", ErrBackendGone, se)
+				if err := f.backendGone(ctx, cause, &pending); err != nil {
+					return err
+				}
+			}
 		}
 	}
+}
+
+// backendGone handles the back end's death (cause wraps ErrBackendGone):
+// a swap waiting to start is refused, and the session is recovered onto a
+// fresh virtiofsd, or Run must end with the error returned.
+func (f *Front) backendGone(ctx context.Context, cause error, pending **swapRequest) error {
+	if *pending != nil {
+		(*pending).refuse(fmt.Errorf("virtiofsd died before the swap could start: %w", cause), false)
+		*pending = nil
+	}
+	if f.cfg.Respawn == nil {
+		return cause
+	}
+	return f.recoverFrom(ctx, cause)
 }
 
 func (f *Front) close() {
@@ -159,12 +210,14 @@ func (f *Front) relayRequest(m *vhostuser.Message) error {
 	}
 	err := f.be.conn.WriteMessage(m)
 	m.Close() // the back end has its own copies of the fds now
-	if err != nil {
-		return fmt.Errorf("%w: pass on %s: %w", ErrBackendGone, m.Request, err)
-	}
 	if expect {
+		// Even when it could not be passed on: the VM waits for its
+		// reply all the same, and a recovery answers it.
 		m.Files = nil
 		f.outstanding = append(f.outstanding, m)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: pass on %s: %w", ErrBackendGone, m.Request, err)
 	}
 	return nil
 }
@@ -197,6 +250,17 @@ type Status struct {
 	// Swappable says whether Swap may be tried; Reason says why not.
 	Swappable bool
 	Reason    string
+	// Recoverable says whether the session would go on after a crash of
+	// virtiofsd; RecoveryReason says why not.
+	Recoverable    bool
+	RecoveryReason string
+	// Degraded: virtiofsd crashed at least once and the session went on
+	// without its FUSE state; the guest's requests fail (EBADF) until it
+	// mounts the share again with nothing held open on it. Recoveries
+	// counts the crashes recovered, LastRecovery is the last one.
+	Degraded     bool
+	Recoveries   int
+	LastRecovery Recovery
 	// Setup is what the VM set up, as recorded.
 	Setup SetupView
 }
@@ -225,7 +289,13 @@ func (f *Front) Status() Status {
 	defer f.mu.Unlock()
 	s := f.setup
 	reason := s.swapRefusal()
-	v := Status{Swaps: f.count, UnknownRequests: s.unknown, Swappable: reason == "", Reason: reason}
+	recovery := f.recoveryRefusal()
+	v := Status{
+		Swaps: f.count, UnknownRequests: s.unknown, Swappable: reason == "", Reason: reason,
+		Recoverable: recovery == "", RecoveryReason: recovery,
+		Degraded: f.recoveries > 0, Recoveries: f.recoveries, LastRecovery: f.lastRecovery,
+	}
+	v.LastRecovery.Bases = maps.Clone(v.LastRecovery.Bases)
 	v.Setup = SetupView{
 		Features: s.features, ProtocolFeatures: s.protocolFeatures, Owner: s.owner,
 		BackendChannel: s.backendReq != nil, Log: s.logBase != nil,

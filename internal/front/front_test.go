@@ -31,8 +31,14 @@ type qemu struct {
 // runs it until the test ends.
 func session(t *testing.T, old *fakeBackend, oldConn *net.UnixConn) (*qemu, *Front, <-chan error) {
 	t.Helper()
+	return sessionWith(t, old, oldConn, Config{})
+}
+
+// sessionWith is session with the Front's config.
+func sessionWith(t *testing.T, old *fakeBackend, oldConn *net.UnixConn, cfg Config) (*qemu, *Front, <-chan error) {
+	t.Helper()
 	vmEnd, frontEnd := socketPair(t)
-	f := New(frontEnd, oldConn, Config{})
+	f := New(frontEnd, oldConn, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	ran, ended := make(chan error, 1), make(chan struct{})
 	go func() {
@@ -95,6 +101,10 @@ func (q *qemu) realize() {
 	q.send(vhostuser.ResetDevice, nil, false)
 }
 
+// usedAddr is where ring i's used ring is, in QEMU's address space (in
+// guestRAM).
+func usedAddr(i uint32) uint64 { return guestRAM.UserAddr + 0x10000*uint64(i+1) }
+
 // startDriver sends what QEMU 10 sends when the guest's driver starts;
 // with memory, the ADD_MEM_REG it sends only the first time.
 func (q *qemu) startDriver(memory bool) {
@@ -109,7 +119,7 @@ func (q *qemu) startDriver(memory bool) {
 	for i := range uint32(2) {
 		q.send(vhostuser.SetVringNum, state(i, 1024), false)
 		q.send(vhostuser.SetVringBase, state(i, 0), false)
-		q.send(vhostuser.SetVringAddr, vhostuser.VringAddr{Index: i, Desc: 0x1000 * uint64(i+1), Used: 0x2000, Avail: 0x3000}.Bytes(), false)
+		q.send(vhostuser.SetVringAddr, vhostuser.VringAddr{Index: i, Desc: 0x1000 * uint64(i+1), Used: usedAddr(i), Avail: 0x3000}.Bytes(), false)
 		q.vringFD(vhostuser.SetVringKick, int(i), q.kick[i])
 	}
 	for i := range uint32(2) {

@@ -122,7 +122,7 @@ func (f *Front) swap(ctx context.Context, newBackend *net.UnixConn) (SwapResult,
 	if refusal != "" {
 		return SwapResult{}, &SwapError{Step: StepCheck, Err: errors.New(refusal), Kept: true}
 	}
-	if err := f.prepare(ctx, np); err != nil {
+	if err := f.prepare(ctx, np, true); err != nil {
 		return SwapResult{}, &SwapError{Step: StepPrepare, Err: err, Kept: true}
 	}
 
@@ -163,8 +163,8 @@ func (f *Front) swap(ctx context.Context, newBackend *net.UnixConn) (SwapResult,
 
 // prepare gives the new back end, before the freeze, what the VM set up
 // apart from the rings; it refuses one that lacks a feature the VM has
-// negotiated, or DEVICE_STATE.
-func (f *Front) prepare(ctx context.Context, np *peer) error {
+// negotiated, or DEVICE_STATE when the state is to be handed over.
+func (f *Front) prepare(ctx context.Context, np *peer, state bool) error {
 	s := f.setup
 	features, err := np.u64(ctx, vhostuser.GetFeatures, nil)
 	if err != nil {
@@ -177,9 +177,12 @@ func (f *Front) prepare(ctx context.Context, np *peer) error {
 	if err != nil {
 		return err
 	}
-	want := s.protocolFeatures | vhostuser.ProtoDeviceState
+	want := s.protocolFeatures
+	if state {
+		want |= vhostuser.ProtoDeviceState
+	}
 	if missing := want &^ proto; missing != 0 {
-		return fmt.Errorf("the new virtiofsd lacks protocol feature bits %#x that the swap needs; install a virtiofsd at least as new as the running one", missing)
+		return fmt.Errorf("the new virtiofsd lacks protocol feature bits %#x that the session needs; install a virtiofsd at least as new as the running one", missing)
 	}
 	// Not acked: REPLY_ACK is only negotiated by this very message. The
 	// acked SET_OWNER after it confirms that it was taken.
