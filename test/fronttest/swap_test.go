@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -137,6 +138,12 @@ type rig struct {
 // through a Front, and waits until the guest holds its files open.
 // Everything it starts ends with the test.
 func boot(t *testing.T, prelude string) *rig {
+	return bootWith(t, workload(prelude), nil, func(*rig) front.Config { return front.Config{} })
+}
+
+// bootWith is boot with the guest's whole script, a live copy of its
+// console, and the Front's config made for the rig.
+func bootWith(t *testing.T, script string, console io.Writer, cfg func(*rig) front.Config) *rig {
 	sdbox.RequireRoot(t) // the tree's build, virtiofsd's namespace sandbox
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	t.Cleanup(cancel)
@@ -166,7 +173,7 @@ func boot(t *testing.T, prelude string) *rig {
 	r.current = startVirtiofsd(t, r.bin, r.dir, r.share, 0)
 	r.pids[r.current.cmd.Process.Pid] = true
 	r.m, err = guest.Start(ctx, img, guest.Spec{
-		QEMU: qemu, Script: workload(prelude), Timeout: 8 * time.Minute, WorkDir: r.dir,
+		QEMU: qemu, Script: script, Timeout: 8 * time.Minute, WorkDir: r.dir, Console: console,
 		Shares: []guest.Share{{Tag: tag, Socket: vmSock}},
 	})
 	require.NoError(t, err)
@@ -176,7 +183,7 @@ func boot(t *testing.T, prelude string) *rig {
 	})
 	vm, err := ln.AcceptUnix()
 	require.NoError(t, err, "QEMU connects")
-	r.front = front.New(vm, r.current.conn, front.Config{})
+	r.front = front.New(vm, r.current.conn, cfg(r))
 	go func() { r.ran <- r.front.Run(ctx) }()
 
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
@@ -270,21 +277,37 @@ func (p *proc) stderr() string {
 // running, when the test ends.
 func startVirtiofsd(t *testing.T, bin, dir, share string, n int) *proc {
 	t.Helper()
+	p, err := spawnVirtiofsd(t, bin, dir, share, n)
+	require.NoError(t, err)
+	return p
+}
+
+// spawnVirtiofsd is startVirtiofsd for any goroutine: it fails with an
+// error rather than the test.
+func spawnVirtiofsd(t *testing.T, bin, dir, share string, n int) (*proc, error) {
 	sock := filepath.Join(dir, "virtiofsd"+strconv.Itoa(n)+".sock")
 	lf, err := vhostpeer.Listen(sock)
-	require.NoError(t, err)
+	if err != nil {
+		return nil, err
+	}
 	defer lf.Close()
 	args, err := virtiofsd.Args(virtiofsd.Rust, virtiofsd.Options{SharedDir: share})
-	require.NoError(t, err)
+	if err != nil {
+		return nil, err
+	}
 	p := &proc{cmd: exec.Command(bin, args...), log: filepath.Join(dir, "virtiofsd"+strconv.Itoa(n)+".log"), done: make(chan error, 1)}
 	logf, err := os.Create(p.log)
-	require.NoError(t, err)
+	if err != nil {
+		return nil, err
+	}
 	defer logf.Close()
 	p.cmd.Env = virtiofsd.ChildEnv(os.Environ(), virtiofsd.Rust)
 	p.cmd.ExtraFiles = []*os.File{lf}
 	p.cmd.Stderr = logf
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	require.NoError(t, p.cmd.Start())
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
+	}
 	go func() { p.done <- p.cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = p.cmd.Process.Kill()
@@ -292,10 +315,11 @@ func startVirtiofsd(t *testing.T, bin, dir, share string, n int) *proc {
 		p.done <- nil
 	})
 	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: sock, Net: "unix"})
-	require.NoError(t, err, "connect to virtiofsd's private socket")
+	if err != nil {
+		return nil, fmt.Errorf("connect to virtiofsd's private socket: %w", err)
+	}
 	p.conn = c
-	require.NoError(t, os.Remove(sock))
-	return p
+	return p, os.Remove(sock)
 }
 
 // wait waits for virtiofsd to exit and says how it ended: nil for exit 0.
