@@ -135,23 +135,8 @@ func TestAGuestHoldingNothingOpenSurvivesVirtiofsdKilledUnderLoad(t *testing.T) 
 	}
 	seen := newMarks("CRASHSEEN ")
 	defer seen.close()
-	var mu sync.Mutex
-	spawned := 0
 	r := bootWith(t, crashWorkload(crashRounds), seen, func(r *rig) front.Config {
-		return front.Config{Respawn: func(ctx context.Context, cause error) (*net.UnixConn, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			spawned++
-			if spawned > crashRounds {
-				return nil, fmt.Errorf("more crashes than the test made (%d): %w", spawned, cause)
-			}
-			p, err := spawnVirtiofsd(t, r.bin, r.dir, r.share, 200+spawned)
-			if err != nil {
-				return nil, err
-			}
-			r.current = p
-			return p.conn, nil
-		}}
+		return front.Config{Respawn: r.respawner(t, crashRounds, 200)}
 	})
 
 	var took []time.Duration
@@ -161,9 +146,7 @@ func TestAGuestHoldingNothingOpenSurvivesVirtiofsdKilledUnderLoad(t *testing.T) 
 			assert.NoError(c, err)
 		}, 2*time.Minute, 50*time.Millisecond, "round %d: the guest mounts the share again; console:\n%s", i, r.m.Serial())
 		time.Sleep(time.Second) // under load
-		mu.Lock()
-		victim := r.current
-		mu.Unlock()
+		victim := r.live()
 		killed := time.Now()
 		killTree(t, victim.cmd.Process.Pid)
 		select {
@@ -191,10 +174,36 @@ func TestAGuestHoldingNothingOpenSurvivesVirtiofsdKilledUnderLoad(t *testing.T) 
 	t.Logf("last recovery: %v in the front (%v starting virtiofsd), bases %v, %d unanswered requests answered",
 		st.LastRecovery.Took, st.LastRecovery.Respawn, st.LastRecovery.Bases, st.LastRecovery.Answered)
 	assert.NoError(t, <-r.ran, "the front ends cleanly when QEMU quits")
-	mu.Lock()
-	last := r.current
-	mu.Unlock()
+	last := r.live()
 	assert.NoError(t, last.wait(), "the last virtiofsd exits once QEMU has gone\n%s", last.stderr())
+}
+
+// respawner is a Front's Respawn for the rig: it starts up to limit fresh
+// virtiofsds (numbered from first), each the rig's current one, and then
+// gives up.
+func (r *rig) respawner(t *testing.T, limit, first int) func(context.Context, error) (*net.UnixConn, error) {
+	spawned := 0
+	return func(_ context.Context, cause error) (*net.UnixConn, error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if spawned == limit {
+			return nil, fmt.Errorf("more crashes than the test made (%d): %w", limit, cause)
+		}
+		spawned++
+		p, err := spawnVirtiofsd(t, r.bin, r.dir, r.share, first+spawned)
+		if err != nil {
+			return nil, err
+		}
+		r.current = p
+		return p.conn, nil
+	}
+}
+
+// live is the virtiofsd that serves the session now.
+func (r *rig) live() *proc {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.current
 }
 
 // killTree sends SIGKILL to a process and every process below it (the

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -130,8 +131,10 @@ type rig struct {
 	m               *guest.Machine
 	front           *front.Front
 	ran             chan error
-	current         *proc
 	pids            map[int]bool
+
+	mu      sync.Mutex // guards current once a Respawn may change it
+	current *proc
 }
 
 // boot starts a virtiofsd, boots the guest with workload(prelude) on it
