@@ -200,3 +200,42 @@ func TestAUsedRingOutsideTheGuestsMemoryIsNotRead(t *testing.T) {
 	_, err = usedIndex(regions, 0x2000)
 	assert.ErrorContains(t, err, "none of the 1 memory regions")
 }
+
+func TestACheckpointIsLoadedIntoTheFreshVirtiofsdOnlyWhenAskedFor(t *testing.T) {
+	for _, restore := range []bool{false, true} {
+		t.Run(map[bool]string{false: "off (the default)", true: "on"}[restore], func(t *testing.T) {
+			old, oldConn := newFakeBackend(t)
+			old.state = []byte("inodes at the checkpoint")
+			r := newRespawner(t)
+			q, f, _ := sessionWith(t, old, oldConn, Config{Respawn: r.respawn, RestoreCheckpoint: restore})
+			q.realize()
+			q.startDriver(true)
+			before := len(old.Log())
+
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			res, err := f.Checkpoint(ctx)
+			require.NoError(t, err)
+			assert.Equal(t, len("inodes at the checkpoint"), res.StateSize)
+			log := old.Log()[before:]
+			assert.Equal(t, []string{"SET_VRING_ENABLE 0 0", "SET_VRING_ENABLE 1 0", "GET_VRING_BASE 0", "GET_VRING_BASE 1",
+				"SET_DEVICE_STATE_FD save", "CHECK_DEVICE_STATE"}, log[:6], "the rings are stopped, then the state saved")
+			assert.Equal(t, []string{"SET_VRING_KICK 0", "SET_VRING_KICK 1", "SET_VRING_ENABLE 0 1", "SET_VRING_ENABLE 1 1"}, log[len(log)-4:],
+				"and the same virtiofsd gets its rings back")
+			q.roundTrip()
+			assert.Equal(t, "GET_FEATURES", old.Log()[len(old.Log())-1], "the session goes on with it")
+			assert.Equal(t, 1, f.Status().Checkpoints)
+
+			fresh := r.add()
+			old.kill()
+			q.roundTrip()
+			if restore {
+				assert.Equal(t, "inodes at the checkpoint", string(fresh.Loaded()))
+				assert.Equal(t, len("inodes at the checkpoint"), f.Status().LastRecovery.Restored)
+			} else {
+				assert.NotContains(t, fresh.Log(), "SET_DEVICE_STATE_FD load")
+				assert.Zero(t, f.Status().LastRecovery.Restored)
+			}
+		})
+	}
+}

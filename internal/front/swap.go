@@ -72,7 +72,9 @@ type swapRequest struct {
 // refuse answers a swap request that never started, closing the new
 // virtiofsd's connection; kept says whether the old one goes on.
 func (r *swapRequest) refuse(err error, kept bool) {
-	r.backend.Close()
+	if r.backend != nil {
+		r.backend.Close()
+	}
 	r.done <- swapResponse{err: &SwapError{Step: StepCheck, Err: err, Kept: kept}}
 }
 
@@ -115,30 +117,19 @@ func (f *Front) swap(ctx context.Context, newBackend *net.UnixConn) (SwapResult,
 			np.close()
 		}
 	}()
-	s := f.setup // only this loop writes it; Status reads under f.mu
-	f.mu.Lock()
-	refusal := s.swapRefusal()
-	f.mu.Unlock()
-	if refusal != "" {
-		return SwapResult{}, &SwapError{Step: StepCheck, Err: errors.New(refusal), Kept: true}
+	if err := f.checkSwappable(); err != nil {
+		return SwapResult{}, err
 	}
 	if err := f.prepare(ctx, np, true); err != nil {
 		return SwapResult{}, &SwapError{Step: StepPrepare, Err: err, Kept: true}
 	}
 
-	var res SwapResult
 	start := f.cfg.Now()
-	stopped, err := f.freeze(ctx)
+	res, stopped, state, err := f.freezeAndSave(ctx)
 	if err != nil {
-		return res, f.rollback(ctx, StepFreeze, err, stopped)
+		return res, err
 	}
 	t := f.cfg.Now()
-	state, err := saveState(ctx, f.be)
-	res.Save, res.StateSize = f.cfg.Now().Sub(t), len(state)
-	if err != nil {
-		return res, f.rollback(ctx, StepSave, err, stopped)
-	}
-	t = f.cfg.Now()
 	err = loadState(ctx, np, state)
 	res.Load = f.cfg.Now().Sub(t)
 	if err != nil {
@@ -159,6 +150,33 @@ func (f *Front) swap(ctx context.Context, newBackend *net.UnixConn) (SwapResult,
 	f.count++
 	f.mu.Unlock()
 	return res, nil
+}
+
+// checkSwappable refuses a swap or checkpoint the session does not allow.
+func (f *Front) checkSwappable() error {
+	f.mu.Lock()
+	refusal := f.setup.swapRefusal() // only Run's loop writes it; Status reads under f.mu
+	f.mu.Unlock()
+	if refusal != "" {
+		return &SwapError{Step: StepCheck, Err: errors.New(refusal), Kept: true}
+	}
+	return nil
+}
+
+// freezeAndSave stops the serving back end's rings and saves its state;
+// on failure it gives the rings back, and says so in its *SwapError.
+func (f *Front) freezeAndSave(ctx context.Context) (res SwapResult, stopped map[uint32]uint32, state []byte, err error) {
+	stopped, err = f.freeze(ctx)
+	if err != nil {
+		return res, stopped, nil, f.rollback(ctx, StepFreeze, err, stopped)
+	}
+	t := f.cfg.Now()
+	state, err = saveState(ctx, f.be)
+	res.Save, res.StateSize = f.cfg.Now().Sub(t), len(state)
+	if err != nil {
+		return res, stopped, nil, f.rollback(ctx, StepSave, err, stopped)
+	}
+	return res, stopped, state, nil
 }
 
 // prepare gives the new back end, before the freeze, what the VM set up
