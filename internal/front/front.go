@@ -175,9 +175,10 @@ func (f *Front) Run(ctx context.Context) error {
 			pending.done <- swapResponse{res, err}
 			pending = nil
 			// A swap that could not give the rings back has lost the old
-			// virtiofsd, which may have died under it.
+			// virtiofsd, which may have died under it: with Respawn, a
+			// fresh one takes the session.
 			var se *SwapError
-			if errors.As(err, &se) && !se.Kept {
+			if errors.As(err, &se) && !se.Kept && f.cfg.Respawn != nil {
 				cause := fmt.Errorf("%w: the failed swap could not give its rings back: %w", ErrBackendGone, se)
 				if err := f.backendGone(ctx, cause, &pending); err != nil {
 					return err

@@ -239,3 +239,30 @@ func TestACheckpointIsLoadedIntoTheFreshVirtiofsdOnlyWhenAskedFor(t *testing.T) 
 		})
 	}
 }
+
+func TestAVirtiofsdThatDiesDuringASwapIsReplacedByAFreshOne(t *testing.T) {
+	old, oldConn := newFakeBackend(t)
+	old.hold = vhostuser.GetVringBase
+	r := newRespawner(t)
+	q, f, _ := sessionWith(t, old, oldConn, Config{Respawn: r.respawn})
+	q.realize()
+	q.startDriver(true)
+	swapFresh, swapConn := newFakeBackend(t)
+	swapFresh.start()
+	swapped := make(chan error, 1)
+	go func() {
+		_, err := swapTo(t, f, swapConn)
+		swapped <- err
+	}()
+	waitFor(t, old.received, "GET_VRING_BASE 0")
+	fresh := r.add()
+	old.kill()
+
+	var se *SwapError
+	require.ErrorAs(t, <-swapped, &se)
+	assert.False(t, se.Kept, "the old virtiofsd is gone: %v", se)
+	q.roundTrip()
+	assert.Equal(t, "GET_FEATURES", fresh.Log()[len(fresh.Log())-1], "a fresh virtiofsd serves the session")
+	assert.Contains(t, fresh.Log(), "SET_VRING_BASE 0 0", "its rings restart at the used index")
+	assert.Equal(t, 1, f.Status().Recoveries)
+}
