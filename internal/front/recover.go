@@ -85,6 +85,12 @@ func (f *Front) recoverFrom(ctx context.Context, cause error) error {
 	if refusal != "" {
 		return &RecoveryError{Cause: cause, Err: errors.New(refusal)}
 	}
+	// No back end moves the rings now: where they stand does not change
+	// until the fresh one runs.
+	bases, err := f.usedIndexes()
+	if err != nil {
+		return &RecoveryError{Cause: cause, Err: err}
+	}
 	last := cause
 	for {
 		t := f.cfg.Now()
@@ -93,7 +99,7 @@ func (f *Front) recoverFrom(ctx context.Context, cause error) error {
 		if err != nil {
 			return &RecoveryError{Cause: cause, Err: fmt.Errorf("start a fresh virtiofsd: %w", err)}
 		}
-		rec, err := f.replay(ctx, conn)
+		rec, err := f.replay(ctx, conn, bases)
 		if err != nil {
 			last = fmt.Errorf("%w: the fresh virtiofsd did not take the session: %w", ErrBackendGone, err)
 			continue
@@ -114,7 +120,7 @@ func (f *Front) recoverFrom(ctx context.Context, cause error) error {
 // replay gives a fresh back end the recorded setup and the rings, and then
 // answers the VM's outstanding requests. On failure conn is closed and the
 // session still has no back end.
-func (f *Front) replay(ctx context.Context, conn *net.UnixConn) (Recovery, error) {
+func (f *Front) replay(ctx context.Context, conn *net.UnixConn, bases map[uint32]uint32) (Recovery, error) {
 	ctx, cancel := context.WithTimeout(ctx, recoveryTimeout)
 	defer cancel()
 	np := newPeer(conn)
@@ -137,11 +143,6 @@ func (f *Front) replay(ctx context.Context, conn *net.UnixConn) (Recovery, error
 			return rec, fmt.Errorf("%s (the last checkpoint): %w", StepLoad, err)
 		}
 		rec.Restored = len(state)
-	}
-	bases, err := f.usedIndexes()
-	if err != nil {
-		np.close()
-		return rec, err
 	}
 	if err := f.startRings(ctx, np, bases, true); err != nil {
 		np.close()

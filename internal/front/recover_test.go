@@ -266,3 +266,17 @@ func TestAVirtiofsdThatDiesDuringASwapIsReplacedByAFreshOne(t *testing.T) {
 	assert.Contains(t, fresh.Log(), "SET_VRING_BASE 0 0", "its rings restart at the used index")
 	assert.Equal(t, 1, f.Status().Recoveries)
 }
+
+func TestACrashIsNotRecoveredWhenTheRingsCannotBeFoundInTheGuestsMemory(t *testing.T) {
+	old, oldConn := newFakeBackend(t)
+	r := newRespawner(t)
+	q, _, ran := sessionWith(t, old, oldConn, Config{Respawn: r.respawn})
+	q.realize()
+	q.startDriver(false) // rings without memory: their used index cannot be read
+	old.kill()
+	err := <-ran
+	var re *RecoveryError
+	require.ErrorAs(t, err, &re)
+	assert.Contains(t, err.Error(), "none of the 0 memory regions")
+	assert.Empty(t, r.causes, "no fresh virtiofsd is started for a session that cannot go on")
+}
