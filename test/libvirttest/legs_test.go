@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/libvirt"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
@@ -33,7 +34,7 @@ func testLibvirt(t *testing.T, p shimbox.Platform) {
 	img, err := guest.Prepare(ctx, "")
 	require.NoError(t, err, "prepare the guest image")
 
-	b := shimbox.New(t, shimbox.Options{Name: "libvirt", Overlay: Overlays(), Platform: p})
+	b := shimbox.New(t, shimbox.Options{Name: "libvirt", Overlay: libvirt.Overlays(), Platform: p})
 	if p != shimbox.Debian12 {
 		// The tree's recipe (distro.Debian13Recipe) brings them.
 		for _, bin := range []string{"virsh", "/usr/sbin/libvirtd", "qemu-system-x86_64", p.Virtiofsd(), "logger", "setpriv"} {
@@ -42,10 +43,10 @@ func testLibvirt(t *testing.T, p shimbox.Platform) {
 		}
 	}
 	start := time.Now()
-	version, err := StartLibvirt(ctx, b)
+	version, err := libvirt.StartLibvirt(ctx, b)
 	require.NoError(t, err)
 	t.Logf("libvirt %s answered in %s", version, time.Since(start).Round(time.Millisecond))
-	leg := &Leg{Name: p.String(), QEMUUser: "libvirt-qemu", SocketGroup: "libvirt-qemu", Image: img, LibvirtVersion: version}
+	leg := &libvirt.Leg{Name: p.String(), QEMUUser: "libvirt-qemu", SocketGroup: "libvirt-qemu", Image: img, LibvirtVersion: version}
 	for _, s := range Scenarios() {
 		t.Run(s.Name, func(t *testing.T) { s.Run(t, b, leg) })
 	}

@@ -15,8 +15,8 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/domainxml"
-	"github.com/virtiofsd-shim/virtiofsd-shim/test/libvirttest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/libvirt"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
@@ -28,7 +28,7 @@ import (
 // (the source's session ends cleanly), and the guest finishes its script on
 // the destination.
 func TestVirshMigrateBetweenTwoLibvirtds(t *testing.T) {
-	p := shimbox.NewPair(t, shimbox.Options{Name: "lvmig", Platform: shimbox.Debian13, Overlay: libvirttest.Overlays()})
+	p := shimbox.NewPair(t, shimbox.Options{Name: "lvmig", Platform: shimbox.Debian13, Overlay: libvirt.Overlays()})
 	share, err := p.Share("share")
 	require.NoError(t, err)
 	// QEMU runs as libvirt-qemu: the share and the migration socket's folder
@@ -46,7 +46,7 @@ func TestVirshMigrateBetweenTwoLibvirtds(t *testing.T) {
 		out, err = b.Systemctl(ctx, "enable", "--now", "virtiofsd@"+Instance+".socket")
 		require.NoError(t, err, out)
 		require.NoError(t, twoHosts(ctx, b))
-		_, err = libvirttest.StartLibvirt(ctx, b)
+		_, err = libvirt.StartLibvirt(ctx, b)
 		require.NoError(t, err)
 	}
 	destSock := exposeLibvirt(t, p)
@@ -55,21 +55,21 @@ func TestVirshMigrateBetweenTwoLibvirtds(t *testing.T) {
 	require.NoError(t, err, out)
 	snippet, err := domainxml.ParseSnippet(out)
 	require.NoError(t, err, out)
-	d := libvirttest.Domain{
+	d := libvirt.Domain{
 		Name:          "mig1",
 		Script:        Script(false),
 		Filesystems:   []libvirtxml.DomainFilesystem{snippet.Filesystem},
 		MemoryBacking: snippet.MemoryBacking,
 	}
 	img := image(t)
-	src, err := libvirttest.Define(ctx, p.Src, img, d)
+	src, err := libvirt.Define(ctx, p.Src, img, d)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		if err := src.Remove(context.Background()); err != nil {
 			t.Errorf("remove the source's domain: %v", err)
 		}
 	})
-	dst, err := libvirttest.Place(p.Dst, img, d) // the same files at the same paths
+	dst, err := libvirt.Place(p.Dst, img, d) // the same files at the same paths
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		if st, err := dst.State(context.Background()); err == nil && st != "shut off" {
@@ -83,7 +83,7 @@ func TestVirshMigrateBetweenTwoLibvirtds(t *testing.T) {
 		assert.NoError(c, err, "the guest has not opened its files yet; console:\n%s", src.Console())
 	}, 3*time.Minute, 200*time.Millisecond)
 
-	_, err = libvirttest.Virsh(ctx, p.Src, "migrate", "--live", d.Name,
+	_, err = libvirt.Virsh(ctx, p.Src, "migrate", "--live", d.Name,
 		"qemu+unix:///system?socket="+destSock, "--migrateuri", "unix://"+filepath.Join(migDir, "migrate.sock"))
 	require.NoError(t, err, "destination:\n%s", journalText(t, p.Dst))
 	st, err := dst.State(ctx)

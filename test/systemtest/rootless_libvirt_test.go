@@ -15,8 +15,8 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/domainxml"
-	"github.com/virtiofsd-shim/virtiofsd-shim/test/libvirttest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/libvirt"
 )
 
 // TestRootlessLibvirtSessionGuest follows docs/rootless.md's libvirt session mode:
@@ -59,7 +59,7 @@ echo "RESULT done=yes"
 			// docs/rootless.md's session-mode domain: the user instance's socket
 			// as an externally launched virtiofsd, in the test guest that
 			// libvirttest defines for the system instances.
-			xml, err := libvirttest.Domain{
+			xml, err := libvirt.Domain{
 				Name:          "vm1",
 				Filesystems:   []libvirtxml.DomainFilesystem{domainxml.Filesystem(u.Socket("vm1"), "vm1")},
 				MemoryBacking: domainxml.MemoryBacking(),
@@ -75,7 +75,7 @@ echo "RESULT done=yes"
 			}
 			// libvirt probes QEMU's capabilities at the first call that needs
 			// them. Once (QEMU 7.2) the probe's QEMU blocked in accept() on
-			// its QMP socket for good (see libvirttest.probeQEMU): probe first,
+			// its QMP socket for good (see libvirt.probeQEMU): probe first,
 			// bounded, and after a hang kill the user's session daemon and its
 			// probe and try once more.
 			if _, err := u.Run(ctx, "timeout", "--kill-after=5", "90", "virsh", "-c", "qemu:///session", "domcapabilities", "--virttype", "qemu"); err != nil {

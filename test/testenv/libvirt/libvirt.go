@@ -1,11 +1,9 @@
-// Package libvirttest boots test guests through libvirt (virsh define,
-// start, destroy), their shares served by virtiofsd-shim instances'
-// sockets, inside a platform leg's private systemd.
-//
-// The tests are scenarios, functions of the booted box and the leg's facts
-// (Scenarios), so that every platform leg runs the same ones (TestLibvirt):
-// Debian 12's libvirt 9.0 and Debian 13's libvirt 11.
-package libvirttest
+// Package libvirt boots test guests through libvirt (virsh define, start,
+// destroy), their shares served by virtiofsd-shim instances' sockets, inside
+// a platform leg's private systemd. The suites test/libvirttest (the
+// scenarios every leg runs), test/migrationtest (virsh migrate) and
+// test/systemtest (libvirt's session mode) share it.
+package libvirt
 
 import (
 	"context"

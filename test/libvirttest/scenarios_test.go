@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/domainxml"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/libvirt"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
@@ -22,7 +23,7 @@ import (
 // of their own, and leave no domain defined.
 type Scenario struct {
 	Name string
-	Run  func(t *testing.T, b Box, leg *Leg)
+	Run  func(t *testing.T, b libvirt.Box, leg *libvirt.Leg)
 }
 
 // Scenarios are the libvirt tests every leg runs.
@@ -42,7 +43,7 @@ const guestTimeout = 90 * time.Second
 // (SOCKET_GROUP and SOCKET_MODE=0660 in its config, applied by the generator
 // on daemon-reload, as docs/configuration.md says), enables its socket and returns its
 // share, inside the box.
-func addInstance(t *testing.T, b Box, leg *Leg, name string, extra ...string) string {
+func addInstance(t *testing.T, b libvirt.Box, leg *libvirt.Leg, name string, extra ...string) string {
 	t.Helper()
 	ctx := context.Background()
 	extra = append(extra, "SOCKET_GROUP="+leg.SocketGroup, "SOCKET_MODE=0660")
@@ -57,7 +58,7 @@ func addInstance(t *testing.T, b Box, leg *Leg, name string, extra ...string) st
 
 // checkLibvirt runs `virtiofsd-shim check --libvirt NAME` in the box and
 // parses what it printed: the test domains use exactly that.
-func checkLibvirt(t *testing.T, b Box, instance string) *domainxml.Parsed {
+func checkLibvirt(t *testing.T, b libvirt.Box, instance string) *domainxml.Parsed {
 	t.Helper()
 	out, err := b.Run(context.Background(), shimbox.BinaryPath, "check", "--libvirt", instance)
 	require.NoError(t, err, out)
@@ -69,15 +70,15 @@ func checkLibvirt(t *testing.T, b Box, instance string) *domainxml.Parsed {
 // define defines a domain sharing the instances (mount tags = instance
 // names), with the XML check --libvirt printed, and undefines it when the
 // test ends.
-func define(t *testing.T, b Box, leg *Leg, name, script string, instances ...string) *Guest {
+func define(t *testing.T, b libvirt.Box, leg *libvirt.Leg, name, script string, instances ...string) *libvirt.Guest {
 	t.Helper()
-	d := Domain{Name: name, Script: script}
+	d := libvirt.Domain{Name: name, Script: script}
 	for _, inst := range instances {
 		p := checkLibvirt(t, b, inst)
 		d.Filesystems = append(d.Filesystems, p.Filesystem)
 		d.MemoryBacking = p.MemoryBacking
 	}
-	g, err := Define(context.Background(), b, leg.Image, d)
+	g, err := libvirt.Define(context.Background(), b, leg.Image, d)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		if err := g.Remove(context.Background()); err != nil {
@@ -89,7 +90,7 @@ func define(t *testing.T, b Box, leg *Leg, name, script string, instances ...str
 
 // run starts the domain and waits for its guest to power off, requiring
 // that its script ran to the end with status 0.
-func run(t *testing.T, g *Guest) map[string]string {
+func run(t *testing.T, g *libvirt.Guest) map[string]string {
 	t.Helper()
 	ctx := context.Background()
 	start := time.Now()
@@ -103,7 +104,7 @@ func run(t *testing.T, g *Guest) map[string]string {
 }
 
 // unitState returns properties of a unit in the box.
-func unitState(t *testing.T, b Box, unit string, props ...string) map[string]string {
+func unitState(t *testing.T, b libvirt.Box, unit string, props ...string) map[string]string {
 	t.Helper()
 	out, err := b.Systemctl(context.Background(), "show", "-p", strings.Join(props, ","), unit)
 	require.NoError(t, err, out)
@@ -118,7 +119,7 @@ func unitState(t *testing.T, b Box, unit string, props ...string) map[string]str
 // waitSessionEnded waits for the instance's service to leave active and
 // requires that it ended cleanly (inactive, Result=success) with the socket
 // listening again.
-func waitSessionEnded(t *testing.T, b Box, instance string) {
+func waitSessionEnded(t *testing.T, b libvirt.Box, instance string) {
 	t.Helper()
 	unit := "virtiofsd@" + instance + ".service"
 	var last map[string]string
@@ -142,7 +143,7 @@ func waitSessionEnded(t *testing.T, b Box, instance string) {
 
 // invocations are the invocation ids of the instance's sessions, oldest
 // first, from the journal.
-func invocations(t *testing.T, b Box, instance string) []string {
+func invocations(t *testing.T, b libvirt.Box, instance string) []string {
 	t.Helper()
 	entries, err := b.Journal(context.Background(), "-u", "virtiofsd@"+instance+".service", "SYSLOG_IDENTIFIER=virtiofsd")
 	require.NoError(t, err)
@@ -161,7 +162,7 @@ func invocations(t *testing.T, b Box, instance string) []string {
 // on the host with its content and owner. Its power-off ends the session
 // cleanly; the next virsh start is a new session, and virsh destroy of that
 // running guest ends it cleanly too.
-func StartReadWriteAndSessions(t *testing.T, b Box, leg *Leg) {
+func StartReadWriteAndSessions(t *testing.T, b libvirt.Box, leg *libvirt.Leg) {
 	ctx := context.Background()
 	share := addInstance(t, b, leg, "lv1", "CACHE=auto")
 	host := b.Path(share)
@@ -216,7 +217,7 @@ umount /mnt/lv1
 // SocketOnlyForQEMUsGroup: the socket belongs to QEMU's group, mode 0660;
 // QEMU's user reaches it (a domain starts) and a user outside the group is
 // refused at connect.
-func SocketOnlyForQEMUsGroup(t *testing.T, b Box, leg *Leg) {
+func SocketOnlyForQEMUsGroup(t *testing.T, b libvirt.Box, leg *libvirt.Leg) {
 	ctx := context.Background()
 	addInstance(t, b, leg, "lvperm")
 	sock := "/run/virtiofsd/lvperm.sock"
@@ -251,7 +252,7 @@ umount /mnt/lvperm
 
 // TwoDomainsSeeOnlyTheirOwnShares: two domains, each with two instances,
 // run at once; each guest sees and writes only its own directories.
-func TwoDomainsSeeOnlyTheirOwnShares(t *testing.T, b Box, leg *Leg) {
+func TwoDomainsSeeOnlyTheirOwnShares(t *testing.T, b libvirt.Box, leg *libvirt.Leg) {
 	ctx := context.Background()
 	doms := map[string][]string{"lv-a": {"lva1", "lva2"}, "lv-b": {"lvb1", "lvb2"}}
 	shares := map[string]string{}
@@ -261,7 +262,7 @@ func TwoDomainsSeeOnlyTheirOwnShares(t *testing.T, b Box, leg *Leg) {
 			require.NoError(t, writeHostFile(shares[inst], "only-in-"+inst, ""))
 		}
 	}
-	guests := map[string]*Guest{}
+	guests := map[string]*libvirt.Guest{}
 	for name, insts := range doms {
 		script := "set -e\n"
 		for _, inst := range insts {
@@ -306,7 +307,7 @@ umount /mnt/%[1]s
 // broken does not start; virsh's error names the socket and QEMU's
 // complaint, the instance's journal names the key and the fix. Fixed, the
 // next virsh start works.
-func BrokenConfigFailsTheStartAndSaysWhy(t *testing.T, b Box, leg *Leg) {
+func BrokenConfigFailsTheStartAndSaysWhy(t *testing.T, b libvirt.Box, leg *libvirt.Leg) {
 	ctx := context.Background()
 	addInstance(t, b, leg, "lvbad")
 	g := define(t, b, leg, "lv-bad", `set -e

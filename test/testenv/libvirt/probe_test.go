@@ -1,4 +1,4 @@
-package libvirttest
+package libvirt
 
 import (
 	"context"
