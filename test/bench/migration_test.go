@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/test/migrationtest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/migration"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
@@ -43,7 +43,7 @@ func reportMigration(t *testing.T, s *section) {
 		t.Fatal(err)
 	}
 	p := shimbox.NewPair(t, shimbox.Options{Name: "bench-mig", Platform: shimbox.Debian13, ExtraUnits: bareRustUnits(t, share)})
-	if err := p.Configure(migrationtest.Instance, "SHARED_DIR="+share+"\n"); err != nil {
+	if err := p.Configure(migration.Instance, "SHARED_DIR="+share+"\n"); err != nil {
 		t.Fatal(err)
 	}
 	for _, b := range p.Boxes() {
@@ -138,21 +138,21 @@ func msInt(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds(
 
 // migrateOnce runs one migration of a fresh guest through variant v's
 // socket on both hosts, and waits for both hosts' sessions to end.
-func migrateOnce(ctx context.Context, p *shimbox.Pair, img *guest.Image, share string, v *migrationVariant) (migrationtest.Info, error) {
-	for _, f := range []string{migrationtest.UpFile, migrationtest.MigratedFile, migrationtest.HeldFile, migrationtest.NewFile} {
+func migrateOnce(ctx context.Context, p *shimbox.Pair, img *guest.Image, share string, v *migrationVariant) (migration.Info, error) {
+	for _, f := range []string{migration.UpFile, migration.MigratedFile, migration.HeldFile, migration.NewFile} {
 		if err := os.Remove(filepath.Join(share, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return migrationtest.Info{}, err
+			return migration.Info{}, err
 		}
 	}
-	vm, err := migrationtest.BootOn(ctx, p, img, migrationtest.Script(false), v.socket)
+	vm, err := migration.BootOn(ctx, p, img, migration.Script(false), v.socket)
 	if err != nil {
-		return migrationtest.Info{}, err
+		return migration.Info{}, err
 	}
 	defer vm.Close()
-	if err := waitFile(filepath.Join(share, migrationtest.UpFile), 3*time.Minute); err != nil {
-		return migrationtest.Info{}, fmt.Errorf("%w; console:\n%s", err, vm.Src.Serial())
+	if err := waitFile(filepath.Join(share, migration.UpFile), 3*time.Minute); err != nil {
+		return migration.Info{}, fmt.Errorf("%w; console:\n%s", err, vm.Src.Serial())
 	}
-	info, err := vm.Migrate(ctx, migrationtest.Options{})
+	info, err := vm.Migrate(ctx, migration.Options{})
 	if err == nil && info.Status != "completed" {
 		err = fmt.Errorf("migration %s: %+v", info.Status, info)
 	}
@@ -162,7 +162,7 @@ func migrateOnce(ctx context.Context, p *shimbox.Pair, img *guest.Image, share s
 	if err := vm.QuitSource(ctx); err != nil {
 		return info, err
 	}
-	if err := vm.Signal(share, migrationtest.MigratedFile); err != nil {
+	if err := vm.Signal(share, migration.MigratedFile); err != nil {
 		return info, err
 	}
 	res, err := vm.Wait(true)

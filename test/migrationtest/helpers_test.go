@@ -13,11 +13,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/migration"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
 // unit is the instance's service on both hosts.
-const unit = "virtiofsd@" + Instance + ".service"
+const unit = "virtiofsd@" + migration.Instance + ".service"
 
 // endTimeout bounds how long a session takes to end once its QEMU is gone.
 const endTimeout = 60 * time.Second
@@ -31,12 +32,12 @@ func hosts(t *testing.T, extra ...string) (*shimbox.Pair, string) {
 	share, err := p.Share("share")
 	require.NoError(t, err)
 	conf := "SHARED_DIR=" + share + "\n" + strings.Join(extra, "\n") + "\n"
-	require.NoError(t, p.Configure(Instance, conf))
+	require.NoError(t, p.Configure(migration.Instance, conf))
 	ctx := context.Background()
 	for _, b := range p.Boxes() {
 		out, err := b.Systemctl(ctx, "daemon-reload")
 		require.NoError(t, err, out)
-		out, err = b.Systemctl(ctx, "enable", "--now", "virtiofsd@"+Instance+".socket")
+		out, err = b.Systemctl(ctx, "enable", "--now", "virtiofsd@"+migration.Instance+".socket")
 		require.NoError(t, err, out)
 	}
 	return p, share
@@ -55,13 +56,13 @@ func image(t *testing.T) *guest.Image {
 // boot boots the guest on the source host and waits until its script holds
 // its files open (UpFile); the guest is killed, if still running, when the
 // test ends.
-func boot(t *testing.T, p *shimbox.Pair, share string, deleted bool) *VM {
+func boot(t *testing.T, p *shimbox.Pair, share string, deleted bool) *migration.VM {
 	t.Helper()
-	vm, err := Boot(context.Background(), p, image(t), Script(deleted))
+	vm, err := migration.Boot(context.Background(), p, image(t), migration.Script(deleted))
 	require.NoError(t, err)
 	t.Cleanup(vm.Close)
 	if !assert.EventuallyWithT(t, func(c *assert.CollectT) {
-		_, err := os.Stat(filepath.Join(share, UpFile))
+		_, err := os.Stat(filepath.Join(share, migration.UpFile))
 		assert.NoError(c, err)
 	}, 3*time.Minute, 200*time.Millisecond) {
 		t.Fatalf("the guest has not opened its files; console:\n%s\nthe source host's %s:\n%s", vm.Src.Serial(), unit, journalText(t, p.Src))
@@ -117,7 +118,7 @@ func journalText(t *testing.T, b *shimbox.Box) string {
 // heldLines reads the file the guest held open, as the host sees it.
 func heldLines(t *testing.T, share string) []string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(share, HeldFile))
+	b, err := os.ReadFile(filepath.Join(share, migration.HeldFile))
 	require.NoError(t, err)
 	return strings.Split(strings.TrimSpace(string(b)), "\n")
 }
@@ -130,13 +131,13 @@ func requireWritesKept(t *testing.T, share string, res *guest.Result) {
 	lines := heldLines(t, share)
 	require.GreaterOrEqual(t, len(lines), 2, lines)
 	for i, l := range lines[:len(lines)-1] {
-		require.Equal(t, "before "+strconv.Itoa(i+1), l, "line %d of %s", i+1, HeldFile)
+		require.Equal(t, "before "+strconv.Itoa(i+1), l, "line %d of %s", i+1, migration.HeldFile)
 	}
 	assert.Equal(t, "after", lines[len(lines)-1])
 	assert.Equal(t, strconv.Itoa(len(lines)), strings.TrimSpace(res.Values["lines"]), "the guest read back what the host sees")
 	assert.Equal(t, "before 1", res.Values["first"])
 	assert.Equal(t, "after", res.Values["last"], "read through the descriptor opened before the migration")
-	got, err := os.ReadFile(filepath.Join(share, NewFile))
+	got, err := os.ReadFile(filepath.Join(share, migration.NewFile))
 	require.NoError(t, err)
 	assert.Equal(t, "written after the migration\n", string(got))
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/domainxml"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/libvirt"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/migration"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
@@ -37,13 +38,13 @@ func TestVirshMigrateBetweenTwoLibvirtds(t *testing.T) {
 	migDir, err := p.Share("migrate")
 	require.NoError(t, err)
 	require.NoError(t, os.Chmod(migDir, 0o777))
-	require.NoError(t, p.Configure(Instance, "SHARED_DIR="+share+"\nSOCKET_GROUP=libvirt-qemu\nSOCKET_MODE=0660\n"))
+	require.NoError(t, p.Configure(migration.Instance, "SHARED_DIR="+share+"\nSOCKET_GROUP=libvirt-qemu\nSOCKET_MODE=0660\n"))
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	for _, b := range p.Boxes() {
 		out, err := b.Systemctl(ctx, "daemon-reload")
 		require.NoError(t, err, out)
-		out, err = b.Systemctl(ctx, "enable", "--now", "virtiofsd@"+Instance+".socket")
+		out, err = b.Systemctl(ctx, "enable", "--now", "virtiofsd@"+migration.Instance+".socket")
 		require.NoError(t, err, out)
 		require.NoError(t, twoHosts(ctx, b))
 		_, err = libvirt.StartLibvirt(ctx, b)
@@ -51,13 +52,13 @@ func TestVirshMigrateBetweenTwoLibvirtds(t *testing.T) {
 	}
 	destSock := exposeLibvirt(t, p)
 
-	out, err := p.Src.Run(ctx, shimbox.BinaryPath, "check", "--libvirt", Instance)
+	out, err := p.Src.Run(ctx, shimbox.BinaryPath, "check", "--libvirt", migration.Instance)
 	require.NoError(t, err, out)
 	snippet, err := domainxml.ParseSnippet(out)
 	require.NoError(t, err, out)
 	d := libvirt.Domain{
 		Name:          "mig1",
-		Script:        Script(false),
+		Script:        migration.Script(false),
 		Filesystems:   []libvirtxml.DomainFilesystem{snippet.Filesystem},
 		MemoryBacking: snippet.MemoryBacking,
 	}
@@ -79,7 +80,7 @@ func TestVirshMigrateBetweenTwoLibvirtds(t *testing.T) {
 
 	require.NoError(t, src.Start(ctx))
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		_, err := os.Stat(filepath.Join(share, UpFile))
+		_, err := os.Stat(filepath.Join(share, migration.UpFile))
 		assert.NoError(c, err, "the guest has not opened its files yet; console:\n%s", src.Console())
 	}, 3*time.Minute, 200*time.Millisecond)
 
@@ -94,13 +95,13 @@ func TestVirshMigrateBetweenTwoLibvirtds(t *testing.T) {
 	assert.Equal(t, "shut off", st, "libvirt ends the source's QEMU")
 	requireEndedCleanly(t, p.Src, "source")
 
-	require.NoError(t, os.WriteFile(filepath.Join(share, MigratedFile), []byte("host\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(share, migration.MigratedFile), []byte("host\n"), 0o644))
 	// The domain is transient on the destination: it goes away when it
 	// powers off.
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		st, err := dst.State(ctx)
 		assert.True(c, err != nil || st == "shut off", "the guest still runs on the destination (%s); console:\n%s", st, dst.Console())
-	}, GuestTimeout, time.Second)
+	}, migration.GuestTimeout, time.Second)
 	res, err := guest.ParseSerial(src.Console() + "\n" + dst.Console())
 	require.NoError(t, err)
 	require.Equal(t, 0, res.ExitStatus, res.Serial)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/migration"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
@@ -36,7 +37,7 @@ func TestGuestKeepsItsOpenFileAcrossMigration(t *testing.T) {
 			vm := boot(t, p, share, false)
 			ctx := context.Background()
 
-			info, err := vm.Migrate(ctx, Options{})
+			info, err := vm.Migrate(ctx, migration.Options{})
 			require.NoError(t, err)
 			require.Equal(t, "completed", info.Status, "%+v\ndestination:\n%s", info, journalText(t, p.Dst))
 			t.Logf("%s: migration took %d ms, downtime %d ms", tc.name, info.TotalTime, info.Downtime)
@@ -49,7 +50,7 @@ func TestGuestKeepsItsOpenFileAcrossMigration(t *testing.T) {
 
 			require.NoError(t, vm.QuitSource(ctx))
 			requireEndedCleanly(t, p.Src, "source")
-			require.NoError(t, vm.Signal(share, MigratedFile))
+			require.NoError(t, vm.Signal(share, migration.MigratedFile))
 			res, err := vm.Wait(true)
 			require.NoError(t, err)
 			require.Equal(t, 0, res.ExitStatus, res.Serial)
@@ -73,7 +74,7 @@ func TestDeletedOpenFileFailsMigrationByDefault(t *testing.T) {
 	vm := boot(t, p, share, true)
 	ctx := context.Background()
 
-	info, err := vm.Migrate(ctx, Options{ReturnPath: true})
+	info, err := vm.Migrate(ctx, migration.Options{ReturnPath: true})
 	require.NoError(t, err)
 	assert.Equal(t, "failed", info.Status, "%+v", info)
 
@@ -100,7 +101,7 @@ func TestDeletedOpenFileFailsMigrationByDefault(t *testing.T) {
 		assert.NoError(c, err)
 		assert.Equal(c, "running", st, "return-path: the source resumes")
 	}, 30*time.Second, 200*time.Millisecond)
-	require.NoError(t, vm.Signal(share, MigratedFile))
+	require.NoError(t, vm.Signal(share, migration.MigratedFile))
 	res, err := vm.Wait(false)
 	require.NoError(t, err)
 	require.Equal(t, 0, res.ExitStatus, res.Serial)
@@ -119,7 +120,7 @@ func TestWithoutReturnPathTheSourceStaysPaused(t *testing.T) {
 	vm := boot(t, p, share, true)
 	ctx := context.Background()
 
-	info, err := vm.Migrate(ctx, Options{})
+	info, err := vm.Migrate(ctx, migration.Options{})
 	require.NoError(t, err)
 	assert.Equal(t, "completed", info.Status, "the source cannot tell: %+v", info)
 	st := ended(t, p.Dst)
@@ -129,7 +130,7 @@ func TestWithoutReturnPathTheSourceStaysPaused(t *testing.T) {
 	assert.Equal(t, "postmigrate", status, "the guest stays paused on the source")
 
 	require.NoError(t, vm.Src.QMP().Execute(ctx, "cont", nil, nil))
-	require.NoError(t, vm.Signal(share, MigratedFile))
+	require.NoError(t, vm.Signal(share, migration.MigratedFile))
 	res, err := vm.Wait(false)
 	require.NoError(t, err)
 	require.Equal(t, 0, res.ExitStatus, res.Serial)
@@ -156,12 +157,12 @@ func TestDeletedOpenFileMigratesAsConfigured(t *testing.T) {
 			vm := boot(t, p, share, true)
 			ctx := context.Background()
 
-			info, err := vm.Migrate(ctx, Options{ReturnPath: true})
+			info, err := vm.Migrate(ctx, migration.Options{ReturnPath: true})
 			require.NoError(t, err)
 			require.Equal(t, "completed", info.Status, "%+v\ndestination:\n%s", info, journalText(t, p.Dst))
 			require.NoError(t, vm.QuitSource(ctx))
 			requireEndedCleanly(t, p.Src, "source")
-			require.NoError(t, vm.Signal(share, MigratedFile))
+			require.NoError(t, vm.Signal(share, migration.MigratedFile))
 			res, err := vm.Wait(true)
 			require.NoError(t, err)
 			require.Equal(t, 0, res.ExitStatus, res.Serial)
@@ -184,7 +185,7 @@ func TestStandbyDestination(t *testing.T) {
 
 	vm := boot(t, p, share, false)
 	ctx := context.Background()
-	info, err := vm.Migrate(ctx, Options{})
+	info, err := vm.Migrate(ctx, migration.Options{})
 	require.NoError(t, err)
 	require.Equal(t, "completed", info.Status, "%+v\ndestination:\n%s", info, journalText(t, p.Dst))
 	entries, err := p.Dst.Journal(ctx, "-u", unit, "VIRTIOFSD_PID="+pid)
@@ -196,7 +197,7 @@ func TestStandbyDestination(t *testing.T) {
 	assert.True(t, connected, "the standby virtiofsd (pid %s) serves the destination's QEMU", pid)
 
 	require.NoError(t, vm.QuitSource(ctx))
-	require.NoError(t, vm.Signal(share, MigratedFile))
+	require.NoError(t, vm.Signal(share, migration.MigratedFile))
 	res, err := vm.Wait(true)
 	require.NoError(t, err)
 	require.Equal(t, 0, res.ExitStatus, res.Serial)
@@ -211,7 +212,7 @@ func standbyWaiting(t *testing.T, host *shimbox.Box, session int) *state.State {
 	t.Helper()
 	var st *state.State
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		got, err := host.LiveState(context.Background(), Instance)
+		got, err := host.LiveState(context.Background(), migration.Instance)
 		if assert.NoError(c, err) && assert.NotNil(c, got, "no shim runs") {
 			assert.Equal(c, state.Waiting, got.Phase)
 			assert.True(c, got.Standby)

@@ -1,4 +1,4 @@
-// Package migrationtest live-migrates a real guest between two hosts, each a
+// Package migration live-migrates a real guest between two hosts, each a
 // private systemd with virtiofsd-shim installed (shimbox.Pair), while the
 // guest keeps a file on its virtiofs share open and keeps writing to it.
 //
@@ -12,10 +12,9 @@
 // starts the destination's session before any state arrives. The source's
 // QMP migrate sends the guest to a unix socket in Pair.Dir.
 //
-// The scenarios (migration_test.go) and libvirt's virsh migrate
-// (libvirt_test.go) are tests; the bench (test/bench) reuses VM and Migrate
-// for its figures.
-package migrationtest
+// The suite test/migrationtest (its scenarios and libvirt's virsh migrate)
+// and the bench (test/bench, for its figures) share VM and Migrate.
+package migration
 
 import (
 	"context"
