@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
 // fakeEnv is systemd's side of the protocol: variables and descriptors.
@@ -23,13 +25,6 @@ func fakeEnv(vars map[string]string, files ...*os.File) Environment {
 	}
 }
 
-func shortDir(t *testing.T) string {
-	d, err := os.MkdirTemp("", "act") // unix socket paths are limited to 108 bytes
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
 // socketFile makes a real socket of the given kind; listen says whether to
 // call listen(2) on it.
 func socketFile(t *testing.T, domain, typ int, listen bool) *os.File {
@@ -38,7 +33,7 @@ func socketFile(t *testing.T, domain, typ int, listen bool) *os.File {
 	require.NoError(t, err)
 	switch domain {
 	case unix.AF_UNIX:
-		require.NoError(t, unix.Bind(fd, &unix.SockaddrUnix{Name: filepath.Join(shortDir(t), "s.sock")}))
+		require.NoError(t, unix.Bind(fd, &unix.SockaddrUnix{Name: filepath.Join(testdir.Short(t), "s.sock")}))
 	case unix.AF_INET:
 		require.NoError(t, unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
 	}
@@ -169,7 +164,7 @@ func TestCheckRefusesDescriptorsVirtiofsdCannotServe(t *testing.T) {
 }
 
 func TestCheckAcceptsAGoListener(t *testing.T) {
-	ln, err := net.Listen("unix", filepath.Join(shortDir(t), "vm.sock"))
+	ln, err := net.Listen("unix", filepath.Join(testdir.Short(t), "vm.sock"))
 	require.NoError(t, err)
 	defer ln.Close()
 	f, err := ln.(*net.UnixListener).File()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
 func init() { register(50, "flood", reportFlood) }
@@ -296,7 +297,7 @@ func floodProfile(t *testing.T, ctx context.Context, b *shimbox.Box, syms, data 
 		return out.String()
 	}
 	build := exec.Command("go", "build", "-trimpath", "-buildmode=pie", "-o", syms, "./cmd/virtiofsd-shim")
-	build.Dir = shimbox.RepoRoot()
+	build.Dir = testdir.RepoRoot()
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if o, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build %s: %v\n%s", syms, err, o)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/proctree"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
@@ -323,7 +324,7 @@ func reportMemory(t *testing.T, s *section) {
 	}
 	// The shipped flags of scripts/build-binary.sh, without -buildmode=pie.
 	build := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w", "-o", nonPIE, "./cmd/virtiofsd-shim")
-	build.Dir = shimbox.RepoRoot()
+	build.Dir = testdir.RepoRoot()
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build %s: %v\n%s", nonPIE, err, out)
@@ -388,7 +389,7 @@ func floorMemory(t *testing.T, dir string) memory {
 	bin := filepath.Join(benchDir(t), "floor-"+dir)
 	build := exec.Command("go", "build", "-trimpath", "-buildmode=pie", "-buildvcs=false", "-ldflags", "-s -w", "-o", bin,
 		"./test/bench/testdata/floor/"+dir)
-	build.Dir = shimbox.RepoRoot()
+	build.Dir = testdir.RepoRoot()
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build %s: %v\n%s", bin, err, out)

@@ -9,20 +9,19 @@ import (
 	"go/token"
 	"io/fs"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
 // goFiles parses the repository's Go files whose names match keep.
 func goFiles(t *testing.T, keep func(path string) bool) (*token.FileSet, map[string]*ast.File) {
 	t.Helper()
-	_, self, _, ok := runtime.Caller(0)
-	require.True(t, ok)
-	root := filepath.Join(filepath.Dir(self), "..", "..")
+	root := testdir.RepoRoot()
 	fset := token.NewFileSet()
 	files := map[string]*ast.File{}
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
 // inspects is a call that takes a string apart or matches it.
@@ -74,7 +76,7 @@ func TestTheMatcherCatchesWhatOldCodeDid(t *testing.T) {
 // only source of what an instance is doing. STATUS= is for people, and no
 // Go file of the repository, product or test, reads it back.
 func TestNothingParsesStatusText(t *testing.T) {
-	root := repoRoot(t)
+	root := testdir.RepoRoot()
 	self, err := filepath.Abs("status_test.go")
 	require.NoError(t, err)
 	var found []string
@@ -108,20 +110,6 @@ func TestNothingParsesStatusText(t *testing.T) {
 	})
 	require.NoError(t, err)
 	assert.Empty(t, found, "these lines read STATUS= text back: read the typed state (internal/state) instead")
-}
-
-// repoRoot is the folder of go.mod above this package.
-func repoRoot(t *testing.T) string {
-	dir, err := os.Getwd()
-	require.NoError(t, err)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		require.NotEqual(t, dir, parent, "no go.mod above the test")
-		dir = parent
-	}
 }
 
 func itoa(n int) string {

@@ -7,13 +7,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
 // packageOf names the Debian 12 package of each program the sources run.
@@ -61,7 +62,7 @@ func TestEveryProgramComesFromDebiansMinimalSystemOrDepsSh(t *testing.T) {
 	if _, err := exec.LookPath("dpkg-query"); err != nil {
 		t.Skip("not a Debian system (no dpkg-query): the programs' packages cannot be checked here")
 	}
-	root := repoRoot(t)
+	root := testdir.RepoRoot()
 	uses, err := Programs(root)
 	require.NoError(t, err)
 	require.NotEmpty(t, uses)
@@ -109,12 +110,6 @@ func TestEveryProgramComesFromDebiansMinimalSystemOrDepsSh(t *testing.T) {
 			t.Errorf("notFromDebian12 names %s, which nothing runs any more: remove it", p)
 		}
 	}
-}
-
-func repoRoot(t *testing.T) string {
-	_, file, _, ok := runtime.Caller(0)
-	require.True(t, ok)
-	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
 // depsPackages reads the package names of deps.sh's packages=( ... ) list.

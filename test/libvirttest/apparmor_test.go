@@ -13,7 +13,7 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
-	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
 // Debian 12's libvirt 9.0 has no libvirt-qemu.d folder: the admin's line.
@@ -35,7 +35,7 @@ func TestAppArmorCompilesDebian13(t *testing.T) {
 // docs/libvirt.md and the man page give the admin the exact line and rule.
 func TestDocsGiveTheAppArmorLine(t *testing.T) {
 	for _, doc := range []string{"docs/libvirt.md", "packaging/virtiofsd-shim.8"} {
-		b, err := os.ReadFile(filepath.Join(shimbox.RepoRoot(), doc))
+		b, err := os.ReadFile(filepath.Join(testdir.RepoRoot(), doc))
 		require.NoError(t, err)
 		text := strings.ReplaceAll(string(b), `\-`, "-") // roff's hyphen
 		assert.Contains(t, text, AppArmorIncludeLine, doc)

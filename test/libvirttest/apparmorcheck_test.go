@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
 // AppArmorIncludeLine is the line a Debian 12 admin adds to
@@ -52,7 +52,7 @@ func AppArmorCompiles(t *testing.T, root string) (adminLine bool) {
 	out, err := exec.Command("cp", "-a", etc+"/.", dir+"/").CombinedOutput()
 	require.NoError(t, err, "copy %s: %s", etc, out)
 	for dst, src := range AppArmorFiles() {
-		b, err := os.ReadFile(filepath.Join(shimbox.RepoRoot(), "packaging", "apparmor", src))
+		b, err := os.ReadFile(filepath.Join(testdir.RepoRoot(), "packaging", "apparmor", src))
 		require.NoError(t, err)
 		require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(dir, dst)), 0o755))
 		require.NoError(t, os.WriteFile(filepath.Join(dir, dst), b, 0o644))

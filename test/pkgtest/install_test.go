@@ -16,6 +16,7 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 )
 
@@ -152,7 +153,7 @@ func installUpgradeRemovePurge(t *testing.T, leg shimbox.Platform) {
 			t.Skipf("%s: the system tests' %s leg runs against this very .deb, installed by apt in its box", leg, leg)
 		}
 		pkgs := []string{"./test/testenv/shimbox/"}
-		if _, err := os.Stat(filepath.Join(shimbox.RepoRoot(), "internal", "systemtest")); err == nil {
+		if _, err := os.Stat(filepath.Join(testdir.RepoRoot(), "internal", "systemtest")); err == nil {
 			pkgs = append(pkgs, "./test/systemtest/")
 		}
 		// The files the package installed, copied out of the box (its
@@ -165,7 +166,7 @@ func installUpgradeRemovePurge(t *testing.T, leg shimbox.Platform) {
 			require.NoError(t, os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o755))
 		}
 		cmd := exec.Command("go", append([]string{"test", "-count=1", "-run", "/" + string(shimbox.Debian12)}, pkgs...)...)
-		cmd.Dir = shimbox.RepoRoot()
+		cmd.Dir = testdir.RepoRoot()
 		cmd.Env = append(os.Environ(), "VIRTIOFSD_SHIM_BINARY="+filepath.Join(dir, "virtiofsd-shim"),
 			"VIRTIOFSD_SHIM_UNITS="+dir)
 		out, err := cmd.CombinedOutput()

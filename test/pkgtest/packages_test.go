@@ -23,6 +23,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
 // What the packages install, besides directories.
@@ -93,7 +94,7 @@ func nextBuild(t *testing.T) shimbox.Build {
 	nextOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		nextBuilt, nextErr = shimbox.BuildPackages(ctx, shimbox.RepoRoot(), filepath.Join(workDir, "next"), b.Version+".1")
+		nextBuilt, nextErr = shimbox.BuildPackages(ctx, testdir.RepoRoot(), filepath.Join(workDir, "next"), b.Version+".1")
 	})
 	require.NoError(t, nextErr)
 	require.NoError(t, exec.Command("dpkg", "--compare-versions", nextBuilt.Version, "gt", b.Version).Run(),
@@ -130,7 +131,7 @@ func run(t *testing.T, name string, args ...string) string {
 
 func readRepoFile(t *testing.T, rel string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(shimbox.RepoRoot(), rel))
+	b, err := os.ReadFile(filepath.Join(testdir.RepoRoot(), rel))
 	require.NoError(t, err)
 	return string(b)
 }
@@ -147,7 +148,7 @@ func sorted(lists ...[]string) []string {
 func TestVersionSortsUpwardAcrossCommitsTagsAndEdits(t *testing.T) {
 	needTools(t, "git", "dpkg", "rpm")
 	repo := t.TempDir()
-	versionSh := filepath.Join(shimbox.RepoRoot(), "packaging", "version.sh")
+	versionSh := filepath.Join(testdir.RepoRoot(), "packaging", "version.sh")
 	git := func(args ...string) string {
 		t.Helper()
 		cmd := exec.Command("git", append([]string{"-c", "user.name=t", "-c", "user.email=t@example.org",
@@ -216,8 +217,8 @@ func TestVersionSortsUpwardAcrossCommitsTagsAndEdits(t *testing.T) {
 func TestBuildStampsTheGitVersionIntoTheBinary(t *testing.T) {
 	needTools(t, "dpkg-deb")
 	b := packages(t)
-	cmd := exec.Command(filepath.Join(shimbox.RepoRoot(), "packaging", "version.sh"))
-	cmd.Dir = shimbox.RepoRoot()
+	cmd := exec.Command(filepath.Join(testdir.RepoRoot(), "packaging", "version.sh"))
+	cmd.Dir = testdir.RepoRoot()
 	want, err := cmd.Output()
 	require.NoError(t, err)
 	assert.Equal(t, strings.TrimSpace(string(want)), b.Version)
@@ -302,7 +303,7 @@ func TestDebHoldsTheFilesDependenciesAndScripts(t *testing.T) {
 		"the man page carries the commit's date and the version")
 	copyright, err := os.ReadFile(filepath.Join(root, "usr/share/doc/virtiofsd-shim/copyright"))
 	require.NoError(t, err)
-	deps := run(t, "go", "list", "-C", shimbox.RepoRoot(), "-deps", "-f", "{{with .Module}}{{if not .Main}}{{.Path}}{{end}}{{end}}", "./cmd/virtiofsd-shim")
+	deps := run(t, "go", "list", "-C", testdir.RepoRoot(), "-deps", "-f", "{{with .Module}}{{if not .Main}}{{.Path}}{{end}}{{end}}", "./cmd/virtiofsd-shim")
 	for _, mod := range strings.Fields(deps) {
 		assert.Contains(t, string(copyright), "Files: vendor/"+mod+"/*", "the copyright file names each module linked in")
 	}
@@ -345,7 +346,7 @@ func TestRPMHoldsTheFilesDependenciesAndScripts(t *testing.T) {
 
 func TestManPageRendersCleanlyAndCoversExitStatusAndTheExampleEveryKey(t *testing.T) {
 	needTools(t, "man")
-	page := filepath.Join(shimbox.RepoRoot(), "packaging", "virtiofsd-shim.8")
+	page := filepath.Join(testdir.RepoRoot(), "packaging", "virtiofsd-shim.8")
 	cmd := exec.Command("man", "--warnings", "-E", "UTF-8", "-l", page)
 	cmd.Env = append(os.Environ(), "MANWIDTH=80", "LC_ALL=C.UTF-8")
 	var stderr strings.Builder
@@ -433,9 +434,9 @@ func enableEveryKey(sample, share string) string {
 
 func TestShellScriptsPassShellcheck(t *testing.T) {
 	needTools(t, "shellcheck")
-	scripts, err := filepath.Glob(filepath.Join(shimbox.RepoRoot(), "packaging", "*.sh"))
+	scripts, err := filepath.Glob(filepath.Join(testdir.RepoRoot(), "packaging", "*.sh"))
 	require.NoError(t, err)
-	more, err := filepath.Glob(filepath.Join(shimbox.RepoRoot(), "packaging", "scripts", "*.sh"))
+	more, err := filepath.Glob(filepath.Join(testdir.RepoRoot(), "packaging", "scripts", "*.sh"))
 	require.NoError(t, err)
 	require.NotEmpty(t, more)
 	out, err := exec.Command("shellcheck", append([]string{"--shell=sh"}, append(scripts, more...)...)...).CombinedOutput()

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
-	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
 // The maintainer scripts serve deb (words) and rpm (counts): each argument
@@ -83,7 +83,7 @@ func runScript(t *testing.T, script, arg string, systemd, fail bool) (calls []st
 		setup += " && mkdir -p /run/systemd/system"
 	}
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
-		setup+` && exec sh "$0" "$1"`, filepath.Join(shimbox.RepoRoot(), "packaging", "scripts", script), arg)
+		setup+` && exec sh "$0" "$1"`, filepath.Join(testdir.RepoRoot(), "packaging", "scripts", script), arg)
 	cmd.Env = append(os.Environ(), "PATH="+dir+":"+os.Getenv("PATH"))
 	b, err := cmd.CombinedOutput()
 	logged, rerr := os.ReadFile(log)

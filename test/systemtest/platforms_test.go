@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
 // platformsDoc holds the "Tested platforms" table.
@@ -25,7 +26,7 @@ var versionPattern = regexp.MustCompile(`[0-9]+(\.[0-9]+)*`)
 // names.
 func testedPlatforms(t *testing.T) map[string][3]string {
 	t.Helper()
-	doc, err := os.ReadFile(filepath.Join(shimbox.RepoRoot(), platformsDoc))
+	doc, err := os.ReadFile(filepath.Join(testdir.RepoRoot(), platformsDoc))
 	require.NoError(t, err)
 	_, section, ok := strings.Cut(string(doc), "\n## Tested platforms\n")
 	require.True(t, ok, "%s has no Tested platforms section", platformsDoc)

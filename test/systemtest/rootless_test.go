@@ -20,6 +20,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
@@ -432,7 +433,7 @@ echo "RESULT done=yes"
 // docsUIDMapDropIn is the drop-in docs/rootless.md gives for UID_MAP/GID_MAP.
 func docsUIDMapDropIn(t *testing.T) string {
 	t.Helper()
-	doc, err := os.ReadFile(filepath.Join(shimbox.RepoRoot(), "docs", "rootless.md"))
+	doc, err := os.ReadFile(filepath.Join(testdir.RepoRoot(), "docs", "rootless.md"))
 	require.NoError(t, err)
 	const start = "```ini\n# ~/.config/systemd/user/virtiofsd@vm1.service.d/override.conf: UID_MAP/GID_MAP\n"
 	_, rest, ok := strings.Cut(string(doc), start)

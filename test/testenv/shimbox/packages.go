@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
 // Build is one run of packaging/build.sh.
@@ -80,7 +82,7 @@ func buildShared(ctx context.Context) (Build, error) {
 		return Build{}, fmt.Errorf("build the packages: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	b, err := BuildPackages(ctx, RepoRoot(), tmp, "")
+	b, err := BuildPackages(ctx, testdir.RepoRoot(), tmp, "")
 	if err != nil {
 		return Build{}, err
 	}

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 )
 
@@ -39,12 +39,6 @@ const (
 	// UserUnitDir is where the user units go, for user managers in the box.
 	UserUnitDir = "/usr/lib/systemd/user"
 )
-
-// RepoRoot is the source tree this package was built from.
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "../../.."))
-}
 
 var (
 	buildOnce sync.Once
@@ -86,7 +80,7 @@ func build() (string, error) {
 	tmp.Close()
 	defer os.Remove(tmp.Name())
 	// As make build and the packages build it.
-	cmd := exec.Command(filepath.Join(RepoRoot(), "scripts", "build-binary.sh"), tmp.Name(), "test")
+	cmd := exec.Command(filepath.Join(testdir.RepoRoot(), "scripts", "build-binary.sh"), tmp.Name(), "test")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}
@@ -134,7 +128,7 @@ func storeByContent(parent string, content []byte, place func(dst string) error)
 // buildDir is where this source tree's test builds go:
 // /var/tmp/virtiofsd-shim-test/<tree>, outside the boxes' private /tmp.
 func buildDir() (string, error) {
-	dir := filepath.Join("/var/tmp/virtiofsd-shim-test", fmt.Sprintf("%x", sha256.Sum256([]byte(RepoRoot())))[:12])
+	dir := filepath.Join("/var/tmp/virtiofsd-shim-test", fmt.Sprintf("%x", sha256.Sum256([]byte(testdir.RepoRoot())))[:12])
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("create the test build folder: %w", err)
 	}
@@ -147,7 +141,7 @@ func buildDir() (string, error) {
 func Units() (map[string]string, error) {
 	dir := os.Getenv("VIRTIOFSD_SHIM_UNITS")
 	if dir == "" {
-		dir = filepath.Join(RepoRoot(), "units")
+		dir = filepath.Join(testdir.RepoRoot(), "units")
 	}
 	units := map[string]string{}
 	for _, name := range []string{"virtiofsd@.socket", "virtiofsd@.service"} {
@@ -166,7 +160,7 @@ func Units() (map[string]string, error) {
 func UserUnits() (map[string]string, error) {
 	dir := os.Getenv("VIRTIOFSD_SHIM_USER_UNITS")
 	if dir == "" {
-		dir = filepath.Join(RepoRoot(), "units", "user")
+		dir = filepath.Join(testdir.RepoRoot(), "units", "user")
 	}
 	units := map[string]string{}
 	for _, name := range []string{"virtiofsd@.socket", "virtiofsd@.service"} {

@@ -14,17 +14,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	protocol "github.com/virtiofsd-shim/virtiofsd-shim/internal/vhostuser"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
-func shortDir(t *testing.T) string {
-	dir, err := os.MkdirTemp("", "peer") // unix socket paths are limited to 108 bytes
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
 func TestActivatedCommandGetsTheSocketAsSystemdPassesIt(t *testing.T) {
-	dir := shortDir(t)
+	dir := testdir.Short(t)
 	sock, err := Listen(filepath.Join(dir, "vm.sock"))
 	require.NoError(t, err)
 	defer sock.Close()
@@ -42,7 +36,7 @@ func TestActivatedCommandGetsTheSocketAsSystemdPassesIt(t *testing.T) {
 }
 
 func TestNotifySocketHandsOverEachDatagramInOrder(t *testing.T) {
-	n, err := ListenNotify(filepath.Join(shortDir(t), "notify"))
+	n, err := ListenNotify(filepath.Join(testdir.Short(t), "notify"))
 	require.NoError(t, err)
 	c, err := net.Dial("unixgram", n.Path)
 	require.NoError(t, err)
@@ -61,7 +55,7 @@ func TestNotifySocketHandsOverEachDatagramInOrder(t *testing.T) {
 }
 
 func TestProbeWantsAVhostUserReply(t *testing.T) {
-	path := filepath.Join(shortDir(t), "vm.sock")
+	path := filepath.Join(testdir.Short(t), "vm.sock")
 	ln, err := net.Listen("unix", path)
 	require.NoError(t, err)
 	defer ln.Close()
