@@ -2,7 +2,6 @@ package fakevirtiofsd_test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -18,7 +17,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/fakevirtiofsd"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
@@ -216,23 +214,6 @@ var scenarios = []scenario{
 	}},
 }
 
-// realBinary is the real virtiofsd of a flavor: the C one of this Debian 12
-// host, the Rust one of the Debian 13 tree through that tree's loader.
-func realBinary(t *testing.T, fl virtiofsd.Flavor) string {
-	t.Helper()
-	if fl == virtiofsd.C {
-		if _, err := os.Stat(virtiofsd.CVirtiofsd); err != nil {
-			t.Fatalf("the real C virtiofsd is missing (%v): apt-get install qemu-system-common (make test does)", err)
-		}
-		return virtiofsd.CVirtiofsd
-	}
-	tree, err := distro.Debian13(context.Background())
-	require.NoError(t, err, "the Debian 13 tree that brings the Rust virtiofsd")
-	bin, err := tree.RustVirtiofsd()
-	require.NoError(t, err)
-	return bin
-}
-
 // TestFakeBehavesAsTheRealVirtiofsd runs the fake and the real binary of
 // each flavor side by side on the same scenarios, and compares what the
 // shim sees: each line as virtiofsd.Classify reads it (event, priority,
@@ -242,7 +223,7 @@ func TestFakeBehavesAsTheRealVirtiofsd(t *testing.T) {
 	sdbox.RequireRoot(t) // the real ones' namespace sandboxes need root
 	for _, fl := range []virtiofsd.Flavor{virtiofsd.C, virtiofsd.Rust} {
 		t.Run(fl.String(), func(t *testing.T) {
-			real := realBinary(t, fl)
+			real := fakevirtiofsd.Real(t, fl)
 			for _, sc := range scenarios {
 				if (sc.extra != nil && sc.extra[fl] == nil) || (sc.rustOnly && fl != virtiofsd.Rust) {
 					continue
@@ -299,7 +280,7 @@ func TestFakeBehavesAsTheRealVirtiofsd(t *testing.T) {
 // prefer; and the shim's explicit never keeps it serving.
 func TestFakeOfANewerVirtiofsdDefaultsToPrefer(t *testing.T) {
 	sdbox.RequireRoot(t)
-	real := realBinary(t, virtiofsd.Rust)
+	real := fakevirtiofsd.Real(t, virtiofsd.Rust)
 	share := t.TempDir()
 	base := []string{"--fd=3", "--shared-dir=" + share, "--cache=auto", "--log-level=info"}
 	env := virtiofsd.ChildEnv(os.Environ(), virtiofsd.Rust)
@@ -324,7 +305,7 @@ func TestFakeOfANewerVirtiofsdDefaultsToPrefer(t *testing.T) {
 func TestFakePrintsTheRealCapabilities(t *testing.T) {
 	sdbox.RequireRoot(t)
 	for _, fl := range []virtiofsd.Flavor{virtiofsd.C, virtiofsd.Rust} {
-		real := realBinary(t, fl)
+		real := fakevirtiofsd.Real(t, fl)
 		want, err := exec.Command(real, "--print-capabilities").Output()
 		require.NoError(t, err)
 		cmd := exec.Command(os.Args[0], "--print-capabilities")
@@ -352,7 +333,7 @@ func TestRealVirtiofsdEventLinesAtEveryLevel(t *testing.T) {
 		}
 		for _, level := range levels {
 			t.Run(fl.String()+"/"+level, func(t *testing.T) {
-				real := realBinary(t, fl)
+				real := fakevirtiofsd.Real(t, fl)
 				args, err := virtiofsd.Args(fl, virtiofsd.Options{SharedDir: t.TempDir(), LogLevel: level})
 				require.NoError(t, err)
 				s := startSession(t, fl, real, virtiofsd.ChildEnv(os.Environ(), fl), args)

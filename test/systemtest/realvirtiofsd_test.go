@@ -1,8 +1,7 @@
-package main
+package systemtest
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -18,10 +17,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
-	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
+	shimstate "github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/fakevirtiofsd"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
@@ -45,29 +45,15 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-// realVirtiofsd returns the real virtiofsd of a flavor: the C one of this
-// Debian 12 host, or the Rust one of the Debian 13 tree, run through that
-// tree's loader.
-func realVirtiofsd(t *testing.T, fl virtiofsd.Flavor) string {
-	t.Helper()
-	sdbox.RequireRoot(t) // the namespace sandboxes need root; so does building the tree
-	if fl == virtiofsd.C {
-		if _, err := os.Stat(virtiofsd.CVirtiofsd); err != nil {
-			t.Fatalf("the real C virtiofsd is missing (%v): apt-get install qemu-system-common (make test does)", err)
-		}
-		return virtiofsd.CVirtiofsd
-	}
-	tree, err := distro.Debian13(context.Background())
-	require.NoError(t, err, "the Debian 13 tree that brings the Rust virtiofsd")
-	bin, err := tree.RustVirtiofsd()
-	require.NoError(t, err)
-	return bin
-}
-
-// eachRealFlavor runs f for the real C and the real Rust virtiofsd.
+// eachRealFlavor runs f for the real C and the real Rust virtiofsd, as
+// root: their namespace sandboxes need it, and so does building the tree
+// that brings the Rust one.
 func eachRealFlavor(t *testing.T, f func(t *testing.T, fl virtiofsd.Flavor, bin string)) {
 	for _, fl := range []virtiofsd.Flavor{virtiofsd.C, virtiofsd.Rust} {
-		t.Run(fl.String(), func(t *testing.T) { f(t, fl, realVirtiofsd(t, fl)) })
+		t.Run(fl.String(), func(t *testing.T) {
+			sdbox.RequireRoot(t)
+			f(t, fl, fakevirtiofsd.Real(t, fl))
+		})
 	}
 }
 
@@ -78,9 +64,7 @@ func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify
 	sdbox.RequireRoot(t) // the virtiofsds' namespace sandboxes need root
 	bin, err := shimbox.Binary()
 	require.NoError(t, err)
-	dir, err := os.MkdirTemp("", "shimit") // short: unix socket paths are limited to 108 bytes
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testdir.Short(t)
 
 	sock = filepath.Join(dir, "vm1.sock")
 	lf, err := vhostuser.Listen(sock)
@@ -93,11 +77,11 @@ func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify
 	if len(args) > 0 && args[0] == "run" {
 		// An instance, so that the shim publishes its typed state in
 		// RUNTIME_DIRECTORY (as under systemd, with dir as %t):
-		// state.Path(dir, "vm1").
+		// shimstate.Path(dir, "vm1").
 		args = append([]string{"run", "--instance=vm1", "--config-dir=" + dir}, args[1:]...)
 	}
 	cmd = vhostuser.Activated(lf, bin, args...)
-	cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+ns.Path, "RUNTIME_DIRECTORY="+state.Dir(dir))
+	cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+ns.Path, "RUNTIME_DIRECTORY="+shimstate.Dir(dir))
 	stderr = &lockedBuffer{}
 	cmd.Stderr = stderr
 	require.NoError(t, cmd.Start())
@@ -203,7 +187,7 @@ func startingPid(t *testing.T, notify <-chan vhostuser.Datagram, sock string) in
 	t.Helper()
 	dg := nextState(t, notify)
 	require.True(t, strings.HasPrefix(dg, "STATUS=Starting "), dg)
-	st, err := state.Read(state.Path(filepath.Dir(sock), "vm1"))
+	st, err := shimstate.Read(shimstate.Path(filepath.Dir(sock), "vm1"))
 	require.NoError(t, err)
 	require.NotNil(t, st, "the shim published its state")
 	require.NotZero(t, st.VirtiofsdPID, "the state names virtiofsd's pid: %+v", st)
@@ -241,13 +225,13 @@ func stopBeforeReadiness(t *testing.T, cmd *exec.Cmd, notify <-chan vhostuser.Da
 // clean stop, exit 0, whatever the real virtiofsd was doing: starting,
 // waiting for the VM in accept(), or serving it.
 func TestRealVirtiofsdStopIsCleanInEveryPhase(t *testing.T) {
-	for _, phase := range []state.Phase{state.Starting, state.Waiting, state.Serving} {
+	for _, phase := range []shimstate.Phase{shimstate.Starting, shimstate.Waiting, shimstate.Serving} {
 		t.Run(string(phase), func(t *testing.T) {
 			eachRealFlavor(t, func(t *testing.T, fl virtiofsd.Flavor, bin string) {
 				for attempt := 1; ; attempt++ {
 					share := t.TempDir()
 					cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+bin)
-					if phase == state.Starting {
+					if phase == shimstate.Starting {
 						if !stopBeforeReadiness(t, cmd, notify, sock, stderr) {
 							require.Less(t, attempt, 5, "virtiofsd was ready before it could be frozen, 5 times")
 							cmd.Process.Kill()
@@ -257,7 +241,7 @@ func TestRealVirtiofsdStopIsCleanInEveryPhase(t *testing.T) {
 					} else {
 						startingPid(t, notify, sock)
 						require.True(t, strings.HasPrefix(nextState(t, notify), "READY=1"), stderr.String())
-						if phase == state.Serving {
+						if phase == shimstate.Serving {
 							c, err := vhostuser.Probe(sock, 10*time.Second)
 							require.NoError(t, err, "a GET_FEATURES reply from the real virtiofsd")
 							defer c.Close()
