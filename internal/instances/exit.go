@@ -6,6 +6,12 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
 )
 
+// ExitOf is the Exit that systemd's ExecMainCode (a waitid(2) si_code) and
+// ExecMainStatus of a service describe.
+func ExitOf(code int64, status int) Exit {
+	return Exit{Code: exitCodeName(code), Status: status, Meaning: exitMeaning(code, status)}
+}
+
 // exitCodeName names systemd's ExecMainCode, a waitid(2) si_code.
 func exitCodeName(code int64) string {
 	switch code {

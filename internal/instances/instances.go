@@ -302,7 +302,8 @@ func (s *Service) fill(p map[string]godbus.Variant) {
 	s.StatusText = str(p, "StatusText")
 	if code := i64(p, "ExecMainCode"); code != 0 {
 		status := int(i64(p, "ExecMainStatus"))
-		s.Exit = &Exit{Code: exitCodeName(code), Status: status, Meaning: exitMeaning(code, status)}
+		exit := ExitOf(code, status)
+		s.Exit = &exit
 	}
 }
 

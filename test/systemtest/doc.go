@@ -11,6 +11,9 @@
 // and run everything as that user, QEMU and libvirt's session mode included,
 // with the real Rust virtiofsd: Debian 13's run through its tree's loader in
 // a Debian 12 box, and the one the .deb brings in a Debian 13 box; the user
-// generator's keys (SOCKET_MODE, STANDBY) included. The
-// package has no non-test code.
+// generator's keys (SOCKET_MODE, STANDBY) included. Two tests of whole
+// systems came from product packages: list of 30 instances in every state
+// of a real systemd (list_test.go), and the built shim handed a socket the
+// way systemd does, with the real C and Rust virtiofsd and no box
+// (realvirtiofsd_test.go). The package has no non-test code.
 package systemtest

@@ -1,4 +1,4 @@
-package instances
+package systemtest
 
 import (
 	"bytes"
@@ -11,14 +11,18 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/instances"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/sdbus"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
+	shimstate "github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
@@ -149,12 +153,12 @@ func (s *scenario) children(t *testing.T, pid int) []int {
 
 // check compares a row with what systemctl, pgrep and the files say.
 // configDir is the config folder as the lister saw it.
-func (s *scenario) check(t *testing.T, in Instance, configDir string) {
+func (s *scenario) check(t *testing.T, in instances.Instance, configDir string) {
 	t.Helper()
 	name, kind := in.Name, s.kinds[in.Name]
 	require.NotEmpty(t, kind, "unexpected instance %s", name)
 
-	conf := Config{Path: filepath.Join(configDir, name+".conf"), Exists: kind != "noconf"}
+	conf := instances.Config{Path: filepath.Join(configDir, name+".conf"), Exists: kind != "noconf"}
 	switch kind {
 	case "fail":
 		conf.SharedDir = ptr(filepath.Join(s.box.Root, "missing-"+name))
@@ -187,7 +191,7 @@ func (s *scenario) check(t *testing.T, in Instance, configDir string) {
 
 	sock := s.show(t, "virtiofsd@"+name+".socket")
 	require.NotNil(t, in.Socket, name)
-	assert.Equal(t, Unit{"virtiofsd@" + name + ".socket", "loaded", sock["ActiveState"], sock["SubState"]}, in.Socket.Unit, name)
+	assert.Equal(t, instances.Unit{Unit: "virtiofsd@" + name + ".socket", LoadState: "loaded", ActiveState: sock["ActiveState"], SubState: sock["SubState"]}, in.Socket.Unit, name)
 	wantSocket := map[string]string{"listen": "listening", "wait": "running", "broken": "listening", "noconf": "listening", "serve": "running", "fail": "failed"}[kind]
 	assert.Equal(t, wantSocket, in.Socket.SubState, name)
 	if kind == "fail" {
@@ -200,7 +204,7 @@ func (s *scenario) check(t *testing.T, in Instance, configDir string) {
 	svc := s.show(t, "virtiofsd@"+name+".service")
 	require.NotNil(t, in.Service, name)
 	se := in.Service
-	assert.Equal(t, Unit{"virtiofsd@" + name + ".service", svc["LoadState"], svc["ActiveState"], svc["SubState"]}, se.Unit, name)
+	assert.Equal(t, instances.Unit{Unit: "virtiofsd@" + name + ".service", LoadState: svc["LoadState"], ActiveState: svc["ActiveState"], SubState: svc["SubState"]}, se.Unit, name)
 	assert.Equal(t, svc["Result"], se.Result, name)
 	assert.Equal(t, svc["StatusText"], se.StatusText, name)
 	if svc["StateChangeTimestamp"] == "" {
@@ -216,7 +220,7 @@ func (s *scenario) check(t *testing.T, in Instance, configDir string) {
 	if code == 0 {
 		assert.Nil(t, se.Exit, name)
 	} else if assert.NotNil(t, se.Exit, name) {
-		assert.Equal(t, Exit{Code: exitCodeName(int64(code)), Status: status, Meaning: exitMeaning(int64(code), status)}, *se.Exit, name)
+		assert.Equal(t, instances.ExitOf(int64(code), status), *se.Exit, name)
 	}
 
 	switch kind {
@@ -229,17 +233,17 @@ func (s *scenario) check(t *testing.T, in Instance, configDir string) {
 		assert.Equal(t, "/run/virtiofsd/"+name+".sock", se.State.Socket, name)
 		if kind == "serve" {
 			assert.Equal(t, ptr("connected"), se.Client, name)
-			assert.Equal(t, state.Serving, se.State.Phase, name)
+			assert.Equal(t, shimstate.Serving, se.State.Phase, name)
 		} else {
 			assert.Equal(t, ptr("waiting"), se.Client, name)
-			assert.Equal(t, state.Waiting, se.State.Phase, name)
+			assert.Equal(t, shimstate.Waiting, se.State.Phase, name)
 		}
 		require.NotNil(t, se.VirtiofsdPID, name)
 		assert.Equal(t, s.children(t, mainPID), []int{*se.VirtiofsdPID}, "%s: virtiofsd is the shim's child", name)
 		assert.Empty(t, in.Failure, name)
 	case "fail":
 		if assert.NotNil(t, se.State, name) {
-			assert.Equal(t, state.Failed, se.State.Phase, name)
+			assert.Equal(t, shimstate.Failed, se.State.Phase, name)
 			require.NotNil(t, se.State.Failure, name)
 			assert.Equal(t, 78, se.State.Failure.ExitCode, name)
 		}
@@ -251,8 +255,8 @@ func (s *scenario) check(t *testing.T, in Instance, configDir string) {
 		// the start limit refuses the next one; the socket tells.
 		assert.Equal(t, "exit-code", se.Result, name)
 		require.NotNil(t, se.Exit, name)
-		assert.Equal(t, Exit{Code: "exited", Status: 78, Meaning: exitMeaning(1, 78)}, *se.Exit, name)
-		assert.Equal(t, "socket: service-start-limit-hit; service: exit-code, last exit exited 78 ("+exitMeaning(1, 78)+")", in.Failure, name)
+		assert.Equal(t, instances.Exit{Code: "exited", Status: 78, Meaning: exitcode.Explain(78)}, *se.Exit, name)
+		assert.Equal(t, "socket: service-start-limit-hit; service: exit-code, last exit exited 78 ("+exitcode.Explain(78)+")", in.Failure, name)
 	default:
 		assert.Equal(t, "inactive", se.ActiveState, name)
 		assert.Nil(t, se.MainPID, name)
@@ -273,21 +277,22 @@ func TestListShowsEveryInstanceOfARealSystemd(t *testing.T) {
 	bus, err := sdbus.Dial(b.SystemdBus)
 	require.NoError(t, err)
 	defer bus.Close()
-	counter := &countingBus{Bus: bus}
-	l := Lister{Bus: counter, ConfigDir: b.Path(shimbox.ConfigDir), ProcRoot: b.Path("/proc"), RuntimeDir: b.Path("/run")}
+	counter := &recordingBus{Bus: bus}
+	l := instances.Lister{Bus: counter, ConfigDir: b.Path(shimbox.ConfigDir), ProcRoot: b.Path("/proc"), RuntimeDir: b.Path("/run")}
 	list, err := l.List(ctx, nil)
 	require.NoError(t, err)
 	require.Len(t, list, 30)
 	for _, in := range list {
 		s.check(t, in, b.Path(shimbox.ConfigDir))
 	}
-	assert.Equal(t, 2, counter.roundTrips)
-	assert.Equal(t, 1+25+4, counter.messages, "ListUnitsByPatterns, a GetAll per service and per failed socket")
+	roundTrips, messages := counter.counts()
+	assert.Equal(t, 2, roundTrips)
+	assert.Equal(t, 1+25+4, messages, "ListUnitsByPatterns, a GetAll per service and per failed socket")
 
 	t.Run("binary --json", func(t *testing.T) {
 		out, err := b.Run(ctx, shimbox.BinaryPath, "list", "--json")
 		require.NoError(t, err, out)
-		var doc Document
+		var doc instances.Document
 		require.NoError(t, json.Unmarshal([]byte(out), &doc), out)
 		assert.Equal(t, 1, doc.SchemaVersion)
 		require.Len(t, doc.Instances, 30)
@@ -309,14 +314,14 @@ func TestListShowsEveryInstanceOfARealSystemd(t *testing.T) {
 		for i, in := range list {
 			in.Config = fixConfigPath(in.Config, b.Path(shimbox.ConfigDir), shimbox.ConfigDir)
 			fields := splitColumns(lines[0], lines[i+1])
-			assert.Equal(t, Row(in), fields, in.Name)
+			assert.Equal(t, instances.Row(in), fields, in.Name)
 		}
 	})
 
 	t.Run("by name", func(t *testing.T) {
 		out, err := b.Run(ctx, shimbox.BinaryPath, "list", "--json", "serve01", "conf02", "fail00")
 		require.NoError(t, err, out)
-		var doc Document
+		var doc instances.Document
 		require.NoError(t, json.Unmarshal([]byte(out), &doc), out)
 		require.Len(t, doc.Instances, 3)
 		assert.Equal(t, []string{"conf02", "fail00", "serve01"}, []string{doc.Instances[0].Name, doc.Instances[1].Name, doc.Instances[2].Name})
@@ -340,9 +345,48 @@ func TestListShowsEveryInstanceOfARealSystemd(t *testing.T) {
 	})
 }
 
+// recordingBus records what a Lister asks of systemd: the number of D-Bus
+// messages of each round trip (a ListUnitsByPatterns, a batch of GetAll).
+type recordingBus struct {
+	instances.Bus
+	mu     sync.Mutex
+	rounds []int
+}
+
+func (r *recordingBus) ListUnitsByPatterns(ctx context.Context, states, patterns []string) ([]sddbus.UnitStatus, error) {
+	r.record(1)
+	return r.Bus.ListUnitsByPatterns(ctx, states, patterns)
+}
+
+func (r *recordingBus) GetAll(ctx context.Context, reqs []sdbus.PropertiesRequest) []sdbus.PropertiesReply {
+	if len(reqs) > 0 {
+		r.record(len(reqs))
+	}
+	return r.Bus.GetAll(ctx, reqs)
+}
+
+func (r *recordingBus) record(messages int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rounds = append(r.rounds, messages)
+}
+
+// counts returns the round trips and the messages recorded.
+func (r *recordingBus) counts() (roundTrips, messages int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, n := range r.rounds {
+		messages += n
+	}
+	return len(r.rounds), messages
+}
+
+// ptr points at a copy of v.
+func ptr[T any](v T) *T { return &v }
+
 // fixConfigPath shows a config read through the host path from as if read
 // at to.
-func fixConfigPath(c Config, from, to string) Config {
+func fixConfigPath(c instances.Config, from, to string) instances.Config {
 	c.Path = strings.Replace(c.Path, from, to, 1)
 	if c.Error != nil {
 		e := strings.ReplaceAll(*c.Error, from, to)
