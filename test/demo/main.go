@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/virtiofsd-shim/virtiofsd-shim/test/e2etest"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/demoguest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
@@ -71,7 +71,7 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(share, e2etest.HostFile), []byte("Hello from the host\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(share, demoguest.HostFile), []byte("Hello from the host\n"), 0o644); err != nil {
 		return err
 	}
 	if _, err := show(ctx, b, "cat", "/etc/virtiofsd/demo.conf"); err != nil {
@@ -103,18 +103,18 @@ func run(ctx context.Context) error {
 func bootGuest(ctx context.Context, b *shimbox.Box, share string) error {
 	step("Booting a real guest (QEMU under TCG) whose vhost-user-fs device uses /run/virtiofsd/demo.sock")
 	fmt.Println("    each VM start is one session: socket activation starts virtiofsd@demo.service again")
-	res, err := e2etest.DemoGuest(ctx, b, "demo", nil)
+	res, err := demoguest.Boot(ctx, b, "demo", nil)
 	if err != nil {
 		return fmt.Errorf("boot the demo guest: %w", err)
 	}
 	fmt.Printf("    the guest (kernel %s) mounted the share with: mount -t virtiofs demo /mnt/demo\n", res.Values["kernel"])
-	fmt.Printf("    it read %s: %q\n", e2etest.HostFile, res.Values["read"])
+	fmt.Printf("    it read %s: %q\n", demoguest.HostFile, res.Values["read"])
 	fmt.Printf("    it wrote %s and listed: %s\n", res.Values["wrote"], res.Values["listing"])
-	got, err := os.ReadFile(filepath.Join(share, e2etest.GuestFile))
+	got, err := os.ReadFile(filepath.Join(share, demoguest.GuestFile))
 	if err != nil {
 		return fmt.Errorf("the host does not see the guest's file: %w", err)
 	}
-	fmt.Printf("    on the host, %s says: %s", filepath.Join(share, e2etest.GuestFile), got)
+	fmt.Printf("    on the host, %s says: %s", filepath.Join(share, demoguest.GuestFile), got)
 	fmt.Printf("    boot to power-off took %v\n", res.Duration.Round(100*time.Millisecond))
 	return nil
 }

@@ -7,6 +7,7 @@
 // starts the service by socket activation, the guest's power-off ends the
 // session, and the next boot starts a new one.
 //
-// DemoGuest is the same boot for the demo; Sessions groups an instance's
-// journal by service invocation, one group per session.
+// The demo's guest (test/testenv/demoguest) is the boot most tests make;
+// Sessions groups an instance's journal by service invocation, one group
+// per session. The package has no non-test code.
 package e2etest

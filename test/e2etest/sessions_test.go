@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/demoguest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
@@ -24,26 +25,26 @@ func testGuestBootedTwiceGetsTwoSessions(t *testing.T, leg shimbox.Platform) {
 	requireGuest(t, leg)
 	b, shares := newBox(t, leg, "vm1")
 	share := shares["vm1"]
-	require.NoError(t, os.WriteFile(filepath.Join(share, HostFile), []byte("hello from the host\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(share, demoguest.HostFile), []byte("hello from the host\n"), 0o644))
 	ctx := context.Background()
 
 	// Two boots back to back: the second QEMU connects while the first
 	// session may still be ending; socket activation serves it anyway.
 	var console bytes.Buffer
-	first, err := DemoGuest(ctx, b, "vm1", &console)
+	first, err := demoguest.Boot(ctx, b, "vm1", &console)
 	require.NoError(t, err)
 	assert.Equal(t, first.Serial, console.String(), "the console gets the serial output")
-	second, err := DemoGuest(ctx, b, "vm1", nil)
+	second, err := demoguest.Boot(ctx, b, "vm1", nil)
 	require.NoError(t, err)
 
 	t.Logf("guests ran in %s and %s", first.Duration.Round(time.Millisecond), second.Duration.Round(time.Millisecond))
 	for _, res := range []*guest.Result{first, second} {
 		assert.Equal(t, "hello from the host", res.Values["read"])
-		assert.Equal(t, GuestFile, res.Values["wrote"])
-		assert.Equal(t, GuestFile+" "+HostFile+" ", res.Values["listing"])
+		assert.Equal(t, demoguest.GuestFile, res.Values["wrote"])
+		assert.Equal(t, demoguest.GuestFile+" "+demoguest.HostFile+" ", res.Values["listing"])
 	}
 	waitInactive(t, b, "vm1")
-	got := readFile(t, filepath.Join(share, GuestFile))
+	got := readFile(t, filepath.Join(share, demoguest.GuestFile))
 	assert.True(t, strings.HasPrefix(got, "hello from the guest, kernel "+first.Values["kernel"]), got)
 
 	sessions, err := Sessions(ctx, b, "vm1")

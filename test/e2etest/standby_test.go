@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/demoguest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
@@ -28,7 +29,7 @@ func testStandbyGuestBootedTwiceGetsTwoVirtiofsds(t *testing.T, leg shimbox.Plat
 	b := shimbox.New(t, shimbox.Options{Name: "e2e", Platform: leg})
 	share, err := b.AddInstance("vm1", "CACHE=auto", "STANDBY=yes")
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(share, HostFile), []byte("hello from the host\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(share, demoguest.HostFile), []byte("hello from the host\n"), 0o644))
 	ctx := context.Background()
 	for _, args := range [][]string{{"daemon-reload"}, {"enable", "--now", "virtiofsd@vm1.socket"}} {
 		out, err := b.Systemctl(ctx, args...)
@@ -52,10 +53,10 @@ func testStandbyGuestBootedTwiceGetsTwoVirtiofsds(t *testing.T, leg shimbox.Plat
 	waitStandby(1) // before any guest
 
 	for boot := 1; boot <= 2; boot++ {
-		res, err := DemoGuest(ctx, b, "vm1", nil)
+		res, err := demoguest.Boot(ctx, b, "vm1", nil)
 		require.NoError(t, err, "boot %d", boot)
 		assert.Equal(t, "hello from the host", res.Values["read"], "boot %d", boot)
-		assert.Equal(t, GuestFile, res.Values["wrote"], "boot %d", boot)
+		assert.Equal(t, demoguest.GuestFile, res.Values["wrote"], "boot %d", boot)
 		waitStandby(boot + 1)
 	}
 

@@ -1,4 +1,8 @@
-package e2etest
+// Package demoguest boots the demo's guest: it mounts an instance's share
+// through the systemd-owned socket, reads a file the host wrote and writes
+// one back. make demo (test/demo) shows it; test/e2etest boots it in its
+// tests.
+package demoguest
 
 import (
 	"context"
@@ -10,14 +14,14 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
-// Files DemoGuest reads and writes at the top of the share.
+// Files Boot reads and writes at the top of the share.
 const (
 	HostFile  = "hello-from-host.txt"  // the caller writes it; the guest reads it
 	GuestFile = "hello-from-guest.txt" // the guest writes it
 )
 
-// DemoTimeout bounds one DemoGuest boot; a boot takes about 2-3 s under TCG.
-const DemoTimeout = 60 * time.Second
+// Timeout bounds one Boot; a boot takes about 2-3 s under TCG.
+const Timeout = 60 * time.Second
 
 // demoScript mounts the share, reads HostFile, writes GuestFile and lists the
 // share. Its RESULT lines: read (HostFile's first line), kernel, wrote,
@@ -34,7 +38,7 @@ cd /
 umount "/mnt/$TAG"
 `
 
-// DemoGuest boots a guest whose one virtiofs device (tag = instance) connects
+// Boot boots a guest whose one virtiofs device (tag = instance) connects
 // to the socket of virtiofsd@<instance>.socket in b, which must be enabled;
 // the connection starts the service by socket activation. The guest mounts
 // the share, reads HostFile from it (the caller writes that file into the
@@ -45,7 +49,7 @@ umount "/mnt/$TAG"
 // The error is nil only when the script ran to its end with status 0; the
 // Result is returned whenever the guest ran, with Values "read", "kernel",
 // "wrote" and "listing".
-func DemoGuest(ctx context.Context, b *shimbox.Box, instance string, console io.Writer) (*guest.Result, error) {
+func Boot(ctx context.Context, b *shimbox.Box, instance string, console io.Writer) (*guest.Result, error) {
 	img, err := guest.Prepare(ctx, "")
 	if err != nil {
 		return nil, fmt.Errorf("prepare the guest image: %w", err)
@@ -58,7 +62,7 @@ func DemoGuest(ctx context.Context, b *shimbox.Box, instance string, console io.
 		QEMU:    qemu,
 		Shares:  []guest.Share{{Tag: instance, Socket: b.Socket(instance)}},
 		Script:  "TAG=" + instance + "\n" + demoScript,
-		Timeout: DemoTimeout,
+		Timeout: Timeout,
 		Console: console,
 	})
 	if err != nil {
