@@ -14,6 +14,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/proctree"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/unitprop"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
@@ -65,28 +66,20 @@ ExecStart=` + virtiofsd.CVirtiofsd + ` --fd=3 -o source=` + share + ` -o cache=a
 	}
 }
 
-// show reads one property of a unit in the box.
+// show reads one property of a unit in the box, for a report: empty when
+// systemctl fails.
 func show(ctx context.Context, b *shimbox.Box, unit, prop string) string {
-	out, _ := b.Systemctl(ctx, "show", "-p", prop, "--value", unit)
-	return strings.TrimSpace(out)
+	v, _ := unitprop.Property(ctx, b, unit, prop)
+	return v
 }
 
-// waitInactive polls until unit is inactive (or failed, an error).
+// waitInactive waits until unit is inactive (failed is an error).
 func waitInactive(ctx context.Context, b *shimbox.Box, unit string, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for {
-		switch st := show(ctx, b, unit, "ActiveState"); st {
-		case "inactive":
-			return nil
-		case "failed":
-			return fmt.Errorf("%s failed", unit)
-		default:
-			if time.Now().After(deadline) {
-				return fmt.Errorf("%s still %s after %v", unit, st, d)
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
+	st, err := unitprop.WaitInactive(ctx, b, unit, d)
+	if err == nil && st == "failed" {
+		return fmt.Errorf("%s failed", unit)
 	}
+	return err
 }
 
 // activationSamples per variant.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/unitprop"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
@@ -79,17 +79,11 @@ func boot(t *testing.T, b *shimbox.Box, img *guest.Image, spec guest.Spec) *gues
 	return res
 }
 
-// property returns one property of a unit in the box.
-func property(b *shimbox.Box, unit, prop string) (string, error) {
-	out, err := b.Systemctl(context.Background(), "show", "-p", prop, "--value", unit)
-	return strings.TrimSpace(out), err
-}
-
 // show returns one property of a unit in the box, failing the test when
 // systemctl does.
 func show(t *testing.T, b *shimbox.Box, unit, prop string) string {
 	t.Helper()
-	v, err := property(b, unit, prop)
+	v, err := unitprop.Property(context.Background(), b, unit, prop)
 	require.NoError(t, err)
 	return v
 }
@@ -99,10 +93,8 @@ func show(t *testing.T, b *shimbox.Box, unit, prop string) string {
 func waitInactive(t *testing.T, b *shimbox.Box, instance string) {
 	t.Helper()
 	unit := "virtiofsd@" + instance + ".service"
-	require.Eventually(t, func() bool {
-		s, err := property(b, unit, "ActiveState")
-		return err == nil && (s == "inactive" || s == "failed")
-	}, 20*time.Second, 50*time.Millisecond, "%s still active after its guest powered off", unit)
+	_, err := unitprop.WaitInactive(context.Background(), b, unit, 20*time.Second)
+	require.NoError(t, err, "after its guest powered off")
 }
 
 // readFile reads a file on the host.

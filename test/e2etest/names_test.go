@@ -17,6 +17,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/fakevirtiofsd"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/unitprop"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
@@ -50,7 +51,7 @@ func readView(b *shimbox.Box, instance string) (sessionView, error) {
 		{unit + ".service", "ActiveState"}, {unit + ".service", "SubState"},
 		{unit + ".socket", "ActiveState"}, {unit + ".socket", "SubState"},
 	} {
-		val, err := property(b, p.unit, p.prop)
+		val, err := unitprop.Property(context.Background(), b, p.unit, p.prop)
 		if err != nil {
 			return v, err
 		}
@@ -107,7 +108,7 @@ func servingPID(t *testing.T, b *shimbox.Box, instance string) int {
 		if !assert.NoError(c, err) || !assert.Equal(c, "serving", v.Phase) {
 			return
 		}
-		shim, err := property(b, unit, "MainPID")
+		shim, err := unitprop.Property(context.Background(), b, unit, "MainPID")
 		if !assert.NoError(c, err) {
 			return
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/unitprop"
 )
 
 // ioAcrossRestartScript mounts vm1, says so, and waits (bounded) for the
@@ -76,7 +77,7 @@ func testGuestKeepsItsShareAcrossASocketRestart(t *testing.T, leg shimbox.Platfo
 	waitInactive(t, b, "vm1")
 	assert.Equal(t, "success", show(t, b, "virtiofsd@vm1.service", "Result"))
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		s, err := property(b, "virtiofsd@vm1.socket", "SubState")
+		s, err := unitprop.Property(context.Background(), b, "virtiofsd@vm1.socket", "SubState")
 		if assert.NoError(c, err) {
 			assert.Equal(c, "listening", s)
 		}

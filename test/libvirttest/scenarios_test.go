@@ -16,6 +16,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/domainxml"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/libvirt"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/unitprop"
 )
 
 // Scenario is one libvirt test, run on a leg's booted box in which
@@ -106,14 +107,9 @@ func run(t *testing.T, g *libvirt.Guest) map[string]string {
 // unitState returns properties of a unit in the box.
 func unitState(t *testing.T, b libvirt.Box, unit string, props ...string) map[string]string {
 	t.Helper()
-	out, err := b.Systemctl(context.Background(), "show", "-p", strings.Join(props, ","), unit)
-	require.NoError(t, err, out)
-	m := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		k, v, _ := strings.Cut(line, "=")
-		m[k] = v
-	}
-	return m
+	p, err := unitprop.Show(context.Background(), b, unit, props...)
+	require.NoError(t, err)
+	return p
 }
 
 // waitSessionEnded waits for the instance's service to leave active and

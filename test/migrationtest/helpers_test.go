@@ -104,11 +104,7 @@ func journal(t *testing.T, b *shimbox.Box) []string {
 	t.Helper()
 	entries, err := b.Journal(context.Background(), "-u", unit)
 	require.NoError(t, err)
-	var msgs []string
-	for _, e := range entries {
-		msgs = append(msgs, e["MESSAGE"])
-	}
-	return msgs
+	return shimbox.Messages(entries)
 }
 
 func journalText(t *testing.T, b *shimbox.Box) string {

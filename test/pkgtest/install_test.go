@@ -17,6 +17,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/unitprop"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 )
 
@@ -77,18 +78,26 @@ func (m machine) sh(ctx context.Context, script string) string {
 	return strings.TrimSpace(out)
 }
 
+// Systemctl runs systemctl in the box, which makes the machine a
+// unitprop.Manager.
+func (m machine) Systemctl(ctx context.Context, args ...string) (string, error) {
+	return m.Run(ctx, "systemctl", args...)
+}
+
 // show returns one property of a unit in the box.
 func (m machine) show(ctx context.Context, unit, prop string) string {
 	m.t.Helper()
-	return m.sh(ctx, "systemctl show --value -p "+prop+" "+unit)
+	v, err := unitprop.Property(ctx, m, unit, prop)
+	require.NoError(m.t, err)
+	return v
 }
 
 // waitFor polls a unit property until it has the value.
 func (m machine) waitFor(ctx context.Context, unit, prop, value string) {
 	m.t.Helper()
 	require.Eventually(m.t, func() bool {
-		out, _ := m.Run(ctx, "systemctl", "show", "--value", "-p", prop, unit)
-		return strings.TrimSpace(out) == value
+		v, err := unitprop.Property(ctx, m, unit, prop)
+		return err == nil && v == value
 	}, 15*time.Second, 50*time.Millisecond, "%s %s=%s", unit, prop, value)
 }
 

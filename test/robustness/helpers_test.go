@@ -11,6 +11,7 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/proctree"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/unitprop"
 )
 
 // virtiofsds lists the virtiofsd processes serving a share under root.
@@ -35,10 +36,11 @@ func shims(b *shimbox.Box) []proctree.Proc {
 	return out
 }
 
-// show reads one property of a unit in the box.
+// show reads one property of a unit in the box; empty when systemctl
+// fails.
 func show(ctx context.Context, b *shimbox.Box, unit, prop string) string {
-	out, _ := b.Systemctl(ctx, "show", "-p", prop, "--value", unit)
-	return strings.TrimSpace(out)
+	v, _ := unitprop.Property(ctx, b, unit, prop)
+	return v
 }
 
 // waitFor polls cond every 50 ms until it holds or d passes; it fails the
@@ -51,20 +53,21 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() (bool, stri
 	}, d, 50*time.Millisecond, what)
 }
 
-// waitEnded waits until unit is no longer active or activating.
+// waitEnded waits until unit is no longer active or activating, and
+// returns its ActiveState then: inactive or failed.
 func waitEnded(t *testing.T, ctx context.Context, b *shimbox.Box, unit string, d time.Duration) string {
 	t.Helper()
-	var state string
-	waitFor(t, d, unit+" ends", func() (bool, string) {
-		state = show(ctx, b, unit, "ActiveState")
-		return state == "inactive" || state == "failed", state
-	})
+	state, err := unitprop.WaitInactive(ctx, b, unit, d)
+	require.NoError(t, err)
 	return state
 }
 
 // journal returns the box's journal for the given journalctl match
-// arguments, as message text.
+// arguments, as message text, or why journalctl could not tell.
 func journal(ctx context.Context, b *shimbox.Box, args ...string) string {
-	out, _ := b.Run(ctx, "journalctl", append([]string{"--no-pager", "-o", "cat"}, args...)...)
-	return out
+	entries, err := b.Journal(ctx, args...)
+	if err != nil {
+		return err.Error()
+	}
+	return strings.Join(shimbox.Messages(entries), "\n")
 }

@@ -60,7 +60,7 @@ func testBadConfigFailsTheServiceWithStatus78(t *testing.T, leg shimbox.Platform
 			assert.Equal(t, "failed", p["ActiveState"])
 			assert.Equal(t, "exit-code", p["Result"])
 			assert.Equal(t, "78", p["ExecMainStatus"])
-			msgs := messages(journal(t, b, "-u", unit))
+			msgs := shimbox.Messages(journal(t, b, "-u", unit))
 			found := false
 			for _, m := range msgs {
 				found = found || containsAll(m, tc.want)

@@ -54,7 +54,7 @@ func TestFileHandlesAreServedUnderTheShippedUnit(t *testing.T) {
 				assert.Contains(t, argv, " "+a, "virtiofsd's argv")
 			}
 			waitJournal(t, b, "Client connected, servicing requests", "-u", unit)
-			for _, m := range messages(journal(t, b, "-u", unit, "SYSLOG_IDENTIFIER=virtiofsd")) {
+			for _, m := range shimbox.Messages(journal(t, b, "-u", unit, "SYSLOG_IDENTIFIER=virtiofsd")) {
 				assert.NotContains(t, m, "can't apply the child capabilities")
 			}
 		})

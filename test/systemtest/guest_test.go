@@ -99,7 +99,7 @@ echo "RESULT done=yes"
 		assert.Equal(t, "success", show(t, b, "virtiofsd@"+inst+".service", "Result")["Result"])
 		assert.Equal(t, "active/listening", state(t, b, "virtiofsd@"+inst+".socket"))
 		// No hardening error was logged on the way.
-		for _, m := range messages(journal(t, b, "-u", "virtiofsd@"+inst+".service", "-p", "err")) {
+		for _, m := range shimbox.Messages(journal(t, b, "-u", "virtiofsd@"+inst+".service", "-p", "err")) {
 			assert.False(t, strings.Contains(m, "failed"), "error in the journal: %s", m)
 		}
 	}

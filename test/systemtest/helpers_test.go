@@ -2,7 +2,6 @@ package systemtest
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 
 	shimstate "github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/unitprop"
 )
 
 // waitFor bounds every wait for a state systemd reaches by itself.
@@ -55,27 +55,19 @@ func systemctl(t *testing.T, b *shimbox.Box, args ...string) string {
 	return run(t, b, "systemctl", args...)
 }
 
-// show returns properties of a unit, as systemctl show prints them.
-func show(t *testing.T, b *shimbox.Box, unit string, props ...string) map[string]string {
+// show returns properties of a unit of the box's manager or a user's, as
+// systemctl show prints them; it fails the test on error.
+func show(t *testing.T, m unitprop.Manager, unit string, props ...string) map[string]string {
 	t.Helper()
-	return properties(systemctl(t, b, "show", "-p", strings.Join(props, ","), unit))
-}
-
-// properties reads systemctl show's KEY=value lines, of either manager.
-func properties(out string) map[string]string {
-	m := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		if k, v, ok := strings.Cut(line, "="); ok {
-			m[k] = v
-		}
-	}
-	return m
+	p, err := unitprop.Show(context.Background(), m, unit, props...)
+	require.NoError(t, err)
+	return p
 }
 
 // state is a unit's ActiveState/SubState.
-func state(t *testing.T, b *shimbox.Box, unit string) string {
+func state(t *testing.T, m unitprop.Manager, unit string) string {
 	t.Helper()
-	p := show(t, b, unit, "ActiveState", "SubState")
+	p := show(t, m, unit, "ActiveState", "SubState")
 	return p["ActiveState"] + "/" + p["SubState"]
 }
 
@@ -89,27 +81,17 @@ func servedAndActive(t *testing.T, b *shimbox.Box, instance string, timeout time
 	return c
 }
 
-// showProps is show for polling conditions: it returns its error rather
-// than failing the test from the condition's goroutine.
-func showProps(b *shimbox.Box, unit string, props ...string) (map[string]string, error) {
-	out, err := b.Systemctl(context.Background(), "show", "-p", strings.Join(props, ","), unit)
-	if err != nil {
-		return nil, fmt.Errorf("systemctl show %s: %w: %s", unit, err, out)
-	}
-	return properties(out), nil
-}
-
 // waitState waits until the unit is in state want (ActiveState/SubState),
 // or in one of the states want lists, separated by "|".
-func waitState(t *testing.T, b *shimbox.Box, unit, want string) {
+func waitState(t *testing.T, m unitprop.Manager, unit, want string) {
 	t.Helper()
 	if !assert.EventuallyWithT(t, func(c *assert.CollectT) {
-		p, err := showProps(b, unit, "ActiveState", "SubState")
+		p, err := unitprop.Show(context.Background(), m, unit, "ActiveState", "SubState")
 		if assert.NoError(c, err) {
 			assert.Contains(c, strings.Split(want, "|"), p["ActiveState"]+"/"+p["SubState"])
 		}
 	}, waitFor, 20*time.Millisecond, "%s: want %s", unit, want) {
-		t.Fatalf("%s", status(b, unit))
+		t.Fatalf("%s", status(m, unit))
 	}
 }
 
@@ -139,9 +121,10 @@ func waitPhase(t *testing.T, b *shimbox.Box, instance string, phase shimstate.Ph
 	return got
 }
 
-// status is systemctl status and the unit's journal, for failure messages.
-func status(b *shimbox.Box, unit string) string {
-	out, _ := b.Run(context.Background(), "systemctl", "status", "--no-pager", "-l", "-n", "50", unit)
+// status is systemctl status and the unit's journal, of the box's manager
+// or a user's, for failure messages.
+func status(m unitprop.Manager, unit string) string {
+	out, _ := m.Systemctl(context.Background(), "status", "--no-pager", "-l", "-n", "50", unit)
 	return out
 }
 
@@ -166,15 +149,6 @@ func journal(t *testing.T, b *shimbox.Box, args ...string) []entry {
 	return entries
 }
 
-// messages returns the MESSAGE of entries.
-func messages(entries []entry) []string {
-	var m []string
-	for _, e := range entries {
-		m = append(m, e["MESSAGE"])
-	}
-	return m
-}
-
 // waitJournal waits until an entry matching args has a MESSAGE containing
 // text, and returns it.
 func waitJournal(t *testing.T, b *shimbox.Box, text string, args ...string) entry {
@@ -193,7 +167,7 @@ func waitJournal(t *testing.T, b *shimbox.Box, text string, args ...string) entr
 		}
 		c.Errorf("no entry says %q", text)
 	}, waitFor, 50*time.Millisecond, "journal entries (%s)", strings.Join(args, " ")) {
-		t.Fatalf("entries:\n%s", strings.Join(messages(journal(t, b, args...)), "\n"))
+		t.Fatalf("entries:\n%s", strings.Join(shimbox.Messages(journal(t, b, args...)), "\n"))
 	}
 	return found
 }

@@ -110,7 +110,7 @@ func testTenQuickSessionsAreAllServed(t *testing.T, leg shimbox.Platform) {
 	waitState(t, b, "virtiofsd@x.socket", "active/listening")
 	assert.Equal(t, "success", show(t, b, "virtiofsd@x.socket", "Result")["Result"])
 	var served int
-	for _, m := range messages(journal(t, b, "VIRTIOFSD_INSTANCE=x", "SYSLOG_IDENTIFIER=virtiofsd")) {
+	for _, m := range shimbox.Messages(journal(t, b, "VIRTIOFSD_INSTANCE=x", "SYSLOG_IDENTIFIER=virtiofsd")) {
 		if m == leg.ConnectedLine() {
 			served++
 		}

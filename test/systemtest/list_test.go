@@ -24,6 +24,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/sdbus"
 	shimstate "github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/unitprop"
 )
 
 // scenario is a box with instances in every state list knows.
@@ -131,12 +132,7 @@ func (s *scenario) show(t *testing.T, unit string) map[string]string {
 	out, err := s.box.Systemctl(context.Background(), "show", "--timestamp=us+utc",
 		"-p", "LoadState,ActiveState,SubState,Result,MainPID,StatusText,ExecMainCode,ExecMainStatus,StateChangeTimestamp", unit)
 	require.NoError(t, err, out)
-	m := map[string]string{}
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		k, v, _ := strings.Cut(l, "=")
-		m[k] = v
-	}
-	return m
+	return unitprop.Parse(out)
 }
 
 // children lists a process's children inside the box, with pgrep.

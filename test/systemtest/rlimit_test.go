@@ -77,7 +77,7 @@ func TestRustVirtiofsdGetsTheDescriptorsItAsksFor(t *testing.T) {
 
 	waitJournal(t, b, "Client connected, servicing requests", "-u", unit)
 	var warned []string
-	for _, m := range messages(journal(t, b, "-u", unit, "SYSLOG_IDENTIFIER=virtiofsd")) {
+	for _, m := range shimbox.Messages(journal(t, b, "-u", unit, "SYSLOG_IDENTIFIER=virtiofsd")) {
 		if strings.HasPrefix(m, rlimitWarning) {
 			warned = append(warned, m)
 		}

@@ -107,7 +107,7 @@ func testRootless(t *testing.T, leg rootlessLeg) {
 	require.NoError(t, os.Chown(filepath.Join(share, "hello"), u.UID, u.GID))
 	configureRootless(t, u, "vm1", share, rust)
 	userctl(t, u, "enable", "--now", "virtiofsd@vm1.socket")
-	require.Equal(t, "active/listening", userState(t, u, "virtiofsd@vm1.socket"))
+	require.Equal(t, "active/listening", state(t, u, "virtiofsd@vm1.socket"))
 
 	// The user units verify, and their sandbox keeps its measured exposure.
 	verify := filepath.Join(u.Home, "verify")
@@ -159,7 +159,7 @@ echo "RESULT done=yes"
 			WorkDir: b.Root,
 		})
 		if err != nil {
-			t.Log(userStatus(u, "virtiofsd@vm1.service"))
+			t.Log(status(u, "virtiofsd@vm1.service"))
 		}
 		require.NoError(t, err, "session %d", i+1)
 		require.Equal(t, 0, res.ExitStatus, res.Serial)
@@ -172,9 +172,9 @@ echo "RESULT done=yes"
 		}
 		// The guest powered off: the session ended cleanly, the socket
 		// listens again for the next one.
-		waitUserState(t, u, "virtiofsd@vm1.service", "inactive/dead")
-		assert.Equal(t, "success", userShow(t, u, "virtiofsd@vm1.service", "Result")["Result"])
-		assert.Equal(t, "active/listening", userState(t, u, "virtiofsd@vm1.socket"))
+		waitState(t, u, "virtiofsd@vm1.service", "inactive/dead")
+		assert.Equal(t, "success", show(t, u, "virtiofsd@vm1.service", "Result")["Result"])
+		assert.Equal(t, "active/listening", state(t, u, "virtiofsd@vm1.socket"))
 	}
 	got, err := os.ReadFile(filepath.Join(share, "dir", "two"))
 	require.NoError(t, err)
@@ -245,7 +245,7 @@ echo "RESULT done=yes"
 	if leg.cVirtiofsd {
 		require.NoError(t, u.Configure("cflavor", "SHARED_DIR="+share+"\nVIRTIOFSD="+virtiofsd.CVirtiofsd+"\n"))
 		checkUserStartFails(t, u, "cflavor", "69", "the C one cannot run without root")
-		assert.Contains(t, userStatus(u, "virtiofsd@cflavor.service"), "Debian 13, Ubuntu 24.04: apt install virtiofsd; Fedora: dnf install virtiofsd")
+		assert.Contains(t, status(u, "virtiofsd@cflavor.service"), "Debian 13, Ubuntu 24.04: apt install virtiofsd; Fedora: dnf install virtiofsd")
 		// check --user says the same, offline.
 		out, err = u.Run(ctx, shimbox.BinaryPath, "check", "--user", "cflavor")
 		assert.Error(t, err)
@@ -260,19 +260,19 @@ echo "RESULT done=yes"
 // checkUserStartFails starts a user instance's service and checks that it
 // fails with the exit status and that the message reaches both systemctl
 // --user status and the journal.
-func checkUserStartFails(t *testing.T, u *shimbox.User, instance, status, message string) {
+func checkUserStartFails(t *testing.T, u *shimbox.User, instance, exitStatus, message string) {
 	t.Helper()
 	unit := "virtiofsd@" + instance + ".service"
 	_, err := u.Systemctl(context.Background(), "start", unit)
 	require.Error(t, err, "%s must fail", unit)
-	waitUserState(t, u, unit, "failed/failed")
-	assert.Equal(t, status, userShow(t, u, unit, "ExecMainStatus")["ExecMainStatus"])
-	st := userStatus(u, unit)
+	waitState(t, u, unit, "failed/failed")
+	assert.Equal(t, exitStatus, show(t, u, unit, "ExecMainStatus")["ExecMainStatus"])
+	st := status(u, unit)
 	assert.Contains(t, st, message, "systemctl --user status %s", unit)
 	var found bool
 	entries, err := u.Journal(context.Background(), "-u", unit, "-p", "err")
 	require.NoError(t, err)
-	for _, m := range messages(entries) {
+	for _, m := range shimbox.Messages(entries) {
 		found = found || strings.Contains(m, message)
 	}
 	assert.True(t, found, "journalctl --user -u %s has %q at priority err", unit, message)
@@ -297,44 +297,6 @@ func userctl(t *testing.T, u *shimbox.User, args ...string) string {
 	t.Helper()
 	out, err := u.Systemctl(context.Background(), args...)
 	require.NoError(t, err)
-	return out
-}
-
-func userShow(t *testing.T, u *shimbox.User, unit string, props ...string) map[string]string {
-	t.Helper()
-	return properties(userctl(t, u, "show", "-p", strings.Join(props, ","), unit))
-}
-
-func userState(t *testing.T, u *shimbox.User, unit string) string {
-	t.Helper()
-	p := userShow(t, u, unit, "ActiveState", "SubState")
-	return p["ActiveState"] + "/" + p["SubState"]
-}
-
-// userShowProps is userShow for polling conditions: it returns its error
-// rather than failing the test from the condition's goroutine.
-func userShowProps(u *shimbox.User, unit string, props ...string) (map[string]string, error) {
-	out, err := u.Systemctl(context.Background(), "show", "-p", strings.Join(props, ","), unit)
-	if err != nil {
-		return nil, err
-	}
-	return properties(out), nil
-}
-
-func waitUserState(t *testing.T, u *shimbox.User, unit, want string) {
-	t.Helper()
-	if !assert.EventuallyWithT(t, func(c *assert.CollectT) {
-		p, err := userShowProps(u, unit, "ActiveState", "SubState")
-		if assert.NoError(c, err) {
-			assert.Equal(c, want, p["ActiveState"]+"/"+p["SubState"])
-		}
-	}, waitFor, 20*time.Millisecond, "%s: want %s", unit, want) {
-		t.Fatalf("%s", userStatus(u, unit))
-	}
-}
-
-func userStatus(u *shimbox.User, unit string) string {
-	out, _ := u.Systemctl(context.Background(), "status", "--no-pager", "-l", "-n", "50", unit)
 	return out
 }
 
@@ -413,7 +375,7 @@ echo "RESULT done=yes"
 		WorkDir: b.Root,
 	})
 	if err != nil {
-		t.Log(userStatus(u, "virtiofsd@mapped.service"))
+		t.Log(status(u, "virtiofsd@mapped.service"))
 	}
 	require.NoError(t, err)
 	require.Equal(t, 0, res.ExitStatus, res.Serial)
@@ -426,8 +388,8 @@ echo "RESULT done=yes"
 			assert.Equal(t, want, [2]int{int(st.Uid), int(st.Gid)}, "%s on the host: the range's ids", file)
 		}
 	}
-	waitUserState(t, u, "virtiofsd@mapped.service", "inactive/dead")
-	assert.Equal(t, "success", userShow(t, u, "virtiofsd@mapped.service", "Result")["Result"])
+	waitState(t, u, "virtiofsd@mapped.service", "inactive/dead")
+	assert.Equal(t, "success", show(t, u, "virtiofsd@mapped.service", "Result")["Result"])
 }
 
 // docsUIDMapDropIn is the drop-in docs/rootless.md gives for UID_MAP/GID_MAP.
@@ -474,7 +436,7 @@ func testRootlessUserGenerator(t *testing.T, leg rootlessLeg) {
 	userctl(t, u, "enable", "--now", "virtiofsd@sb.socket")
 	const unit = "virtiofsd@sb.service"
 
-	p := userShow(t, u, "virtiofsd@sb.socket", "SocketMode", "SocketGroup", "DropInPaths")
+	p := show(t, u, "virtiofsd@sb.socket", "SocketMode", "SocketGroup", "DropInPaths")
 	assert.Equal(t, "0660", p["SocketMode"], "the user unit's own is 0600")
 	assert.Empty(t, p["SocketGroup"])
 	assert.Contains(t, p["DropInPaths"], filepath.Join(u.RuntimeDir(), "systemd", "generator", "virtiofsd@sb.socket.d", "50-virtiofsd-shim.conf"))
@@ -497,11 +459,11 @@ func testRootlessUserGenerator(t *testing.T, leg rootlessLeg) {
 			assert.Equal(c, session, st.SessionNumber)
 		}, waitFor, 20*time.Millisecond)
 		if !ok {
-			t.Fatalf("%s: never %s in session %d\n%s", unit, phase, session, userStatus(u, unit))
+			t.Fatalf("%s: never %s in session %d\n%s", unit, phase, session, status(u, unit))
 		}
 	}
 	waitUserPhase(shimstate.Waiting, 1)
-	mainPID := userShow(t, u, unit, "MainPID")["MainPID"]
+	mainPID := show(t, u, unit, "MainPID")["MainPID"]
 	for session := 1; session <= 2; session++ {
 		// As root from the host: SOCKET_MODE is what is tested, not who.
 		vm, err := vhostuser.Probe(b.Path(u.Socket("sb")), dialTimeout)
@@ -510,7 +472,7 @@ func testRootlessUserGenerator(t *testing.T, leg rootlessLeg) {
 		require.NoError(t, vm.Close())
 		waitUserPhase(shimstate.Waiting, session+1)
 	}
-	assert.Equal(t, mainPID, userShow(t, u, unit, "MainPID")["MainPID"], "one service run served both sessions")
+	assert.Equal(t, mainPID, show(t, u, unit, "MainPID")["MainPID"], "one service run served both sessions")
 
 	// check --user shows the user generator's drop-ins, applied.
 	out, err := u.Run(ctx, shimbox.BinaryPath, "check", "--user", "sb")
@@ -523,6 +485,6 @@ func testRootlessUserGenerator(t *testing.T, leg rootlessLeg) {
 	// Stopping the socket (its ExecStopPre=, release --user) ends the
 	// waiting virtiofsd, cleanly.
 	userctl(t, u, "stop", "virtiofsd@sb.socket")
-	waitUserState(t, u, unit, "inactive/dead")
-	assert.Equal(t, "success", userShow(t, u, unit, "Result")["Result"])
+	waitState(t, u, unit, "inactive/dead")
+	assert.Equal(t, "success", show(t, u, unit, "Result")["Result"])
 }

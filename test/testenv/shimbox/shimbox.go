@@ -412,6 +412,15 @@ func (b *Box) Journal(ctx context.Context, args ...string) ([]JournalEntry, erro
 	return b.journal(ctx, b.Command, args...)
 }
 
+// Messages returns the MESSAGE of each entry, in order.
+func Messages(entries []JournalEntry) []string {
+	var m []string
+	for _, e := range entries {
+		m = append(m, e["MESSAGE"])
+	}
+	return m
+}
+
 // journal runs journalctl through command, after journalctl --sync as root.
 func (b *Box) journal(ctx context.Context, command func(context.Context, string, ...string) *exec.Cmd, args ...string) ([]JournalEntry, error) {
 	if out, err := b.Run(ctx, "journalctl", "--sync"); err != nil {
