@@ -1,5 +1,6 @@
 // Package conventiontest checks conventions of the test code that go vet
-// and staticcheck do not: how tests wait for a condition.
+// and staticcheck do not: how tests wait for a condition, and that test
+// suites share the harness (test/testenv) rather than import each other.
 package conventiontest
 
 import (
@@ -18,8 +19,9 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
-// goFiles parses the repository's Go files whose names match keep.
-func goFiles(t *testing.T, keep func(path string) bool) (*token.FileSet, map[string]*ast.File) {
+// goFiles parses the repository's Go files whose names match keep, as far
+// as mode says (0: whole files), by their paths relative to the root.
+func goFiles(t *testing.T, mode parser.Mode, keep func(path string) bool) (*token.FileSet, map[string]*ast.File) {
 	t.Helper()
 	root := testdir.RepoRoot()
 	fset := token.NewFileSet()
@@ -34,7 +36,7 @@ func goFiles(t *testing.T, keep func(path string) bool) (*token.FileSet, map[str
 		if d.IsDir() || !strings.HasSuffix(path, ".go") || !keep(path) {
 			return nil
 		}
-		f, err := parser.ParseFile(fset, path, nil, 0)
+		f, err := parser.ParseFile(fset, path, nil, mode)
 		if err != nil {
 			return err
 		}
@@ -53,7 +55,7 @@ func goFiles(t *testing.T, keep func(path string) bool) (*token.FileSet, map[str
 // *assert.CollectT (or its result), so it never calls require, nor passes
 // the test's t to a helper (which may call require).
 func TestConditionsNeverRequire(t *testing.T) {
-	fset, files := goFiles(t, func(string) bool { return true })
+	fset, files := goFiles(t, 0, func(string) bool { return true })
 	var found []string
 	for rel, f := range files {
 		ast.Inspect(f, func(n ast.Node) bool {
@@ -102,7 +104,7 @@ func TestConditionsNeverRequire(t *testing.T) {
 // result.
 func TestTestsPollWithEventually(t *testing.T) {
 	bench := string(filepath.Separator) + filepath.Join("test", "bench") + string(filepath.Separator)
-	fset, files := goFiles(t, func(path string) bool {
+	fset, files := goFiles(t, 0, func(path string) bool {
 		return strings.HasSuffix(path, "_test.go") && !strings.Contains(path, bench)
 	})
 	var found []string
