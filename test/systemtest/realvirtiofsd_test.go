@@ -283,6 +283,20 @@ func TestRealVirtiofsdStopThatNeedsSIGKILLIsAFailure(t *testing.T) {
 	})
 }
 
+// firstChild is the first child of a process that /proc/PID/task/*/children
+// lists, or 0 while it has none.
+func firstChild(pid int) int {
+	kids, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, k := range kids {
+		b, _ := os.ReadFile(k)
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			child, _ := strconv.Atoi(f[0])
+			return child
+		}
+	}
+	return 0
+}
+
 // A stop that comes before virtiofsd runs (here: while the shim asks a slow
 // binary for its --version to tell its flavor) ends the shim with 0 too,
 // and leaves nothing behind.
@@ -294,15 +308,8 @@ func TestStopBeforeVirtiofsdStartsIsClean(t *testing.T) {
 
 	var child int // the slow --version
 	require.Eventually(t, func() bool {
-		kids, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", cmd.Process.Pid))
-		for _, k := range kids {
-			b, _ := os.ReadFile(k)
-			if f := strings.Fields(string(b)); len(f) > 0 {
-				child, _ = strconv.Atoi(f[0])
-				return true
-			}
-		}
-		return false
+		child = firstChild(cmd.Process.Pid)
+		return child != 0
 	}, 10*time.Second, 10*time.Millisecond, "the shim runs %s --version", slow)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	assert.Equal(t, 0, exitOf(t, cmd, stderr), stderr.String())
@@ -332,15 +339,8 @@ func TestRealVirtiofsdSandboxChildKilledIsAFailure(t *testing.T) {
 
 		var child int // the sandboxed child serving the connection
 		require.Eventually(t, func() bool {
-			kids, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-			for _, k := range kids {
-				b, _ := os.ReadFile(k)
-				if f := strings.Fields(string(b)); len(f) > 0 {
-					child, _ = strconv.Atoi(f[0])
-					return true
-				}
-			}
-			return false
+			child = firstChild(pid)
+			return child != 0
 		}, 10*time.Second, 10*time.Millisecond, "virtiofsd (pid %d) has its sandboxed child", pid)
 		require.NoError(t, syscall.Kill(child, syscall.SIGKILL))
 
