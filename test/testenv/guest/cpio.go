@@ -1,8 +1,10 @@
 package guest
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 )
 
@@ -28,6 +30,33 @@ type cpioWriter struct {
 
 func newCPIOWriter(w io.Writer) *cpioWriter {
 	return &cpioWriter{w: w, ino: 1}
+}
+
+// writeArchive creates the file path and writes into it what prefix holds
+// (nil: nothing), then a cpio archive of the entries fill adds. It returns
+// the first error of fill, the writes, the flush or the close.
+func writeArchive(path string, prefix io.Reader, fill func(w *cpioWriter) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriter(f)
+	if prefix != nil {
+		_, err = io.Copy(bw, prefix)
+	}
+	if err == nil {
+		w := newCPIOWriter(bw)
+		if err = fill(w); err == nil {
+			err = w.Close()
+		}
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Dir adds a directory with the given permission bits.

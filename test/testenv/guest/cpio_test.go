@@ -93,3 +93,25 @@ func TestRunInitramfsCarriesSpecFiles(t *testing.T) {
 	}
 	assert.DirExists(t, filepath.Join(dir, "mnt", "x"))
 }
+
+// An archive file holds its prefix, then the archive; a failing fill is
+// the error, and no archive is finished.
+func TestArchiveFileFollowsItsPrefixAndReportsAFailedFill(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "a.cpio")
+	require.NoError(t, writeArchive(path, bytes.NewReader([]byte("BASE")), func(w *cpioWriter) error {
+		w.File("script", 0o755, []byte("echo hi\n"))
+		return nil
+	}))
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.True(t, bytes.HasPrefix(b, []byte("BASE070701")), "the prefix, then a newc header")
+	assert.Contains(t, string(b), "TRAILER!!!")
+
+	boom := os.ErrPermission
+	err = writeArchive(path, nil, func(*cpioWriter) error { return boom })
+	assert.ErrorIs(t, err, boom)
+	b, err = os.ReadFile(path)
+	require.NoError(t, err)
+	assert.NotContains(t, string(b), "TRAILER!!!")
+}

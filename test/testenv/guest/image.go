@@ -455,12 +455,18 @@ func (in *inputs) writeInitramfs(path, init string) error {
 	if err != nil {
 		return fmt.Errorf("build initramfs: %w", err)
 	}
-	f, err := os.Create(path)
+	err = writeArchive(path, nil, func(w *cpioWriter) error {
+		return in.fillInitramfs(w, busybox, init)
+	})
 	if err != nil {
-		return fmt.Errorf("build initramfs: %w", err)
+		return fmt.Errorf("build initramfs %s: %w", path, err)
 	}
-	bw := bufio.NewWriter(f)
-	w := newCPIOWriter(bw)
+	return nil
+}
+
+// fillInitramfs adds the base image's entries: folders, the console,
+// busybox, init and the kernel modules.
+func (in *inputs) fillInitramfs(w *cpioWriter, busybox []byte, init string) error {
 	for _, d := range []string{"bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "mnt", "tmp", "run", "root", "etc", "lib", "lib/modules"} {
 		w.Dir(d, 0o755)
 	}
@@ -471,20 +477,9 @@ func (in *inputs) writeInitramfs(path, init string) error {
 	for _, m := range in.modules {
 		data, err := readModule(m.path)
 		if err != nil {
-			f.Close()
-			return fmt.Errorf("build initramfs: %w", err)
+			return err
 		}
 		w.File("lib/modules/"+m.name+".ko", 0o644, data)
-	}
-	err = w.Close()
-	if err == nil {
-		err = bw.Flush()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("build initramfs %s: %w", path, err)
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package guest
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -428,14 +427,7 @@ func writeRunInitramfs(path, base string, spec Spec) error {
 		return fmt.Errorf("read guest image (run Prepare again): %w", err)
 	}
 	defer src.Close()
-	f, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("write guest initramfs: %w", err)
-	}
-	bw := bufio.NewWriter(f)
-	_, err = io.Copy(bw, src)
-	if err == nil {
-		w := newCPIOWriter(bw)
+	err = writeArchive(path, src, func(w *cpioWriter) error {
 		w.File("script", 0o755, []byte(spec.Script))
 		for _, name := range sortedKeys(spec.Files) {
 			for _, d := range parents(name) {
@@ -446,14 +438,8 @@ func writeRunInitramfs(path, base string, spec Spec) error {
 		for _, sh := range spec.Shares {
 			w.Dir("mnt/"+sh.Tag, 0o755)
 		}
-		err = w.Close()
-	}
-	if err == nil {
-		err = bw.Flush()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("write guest initramfs %s: %w", path, err)
 	}
