@@ -1,7 +1,6 @@
 package systemtest
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,29 +19,12 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/fakevirtiofsd"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/syncbuf"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
-
-// lockedBuffer collects the shim's stderr while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // eachRealFlavor runs f for the real C and the real Rust virtiofsd, as
 // root: their namespace sandboxes need it, and so does building the tree
@@ -59,7 +40,7 @@ func eachRealFlavor(t *testing.T, f func(t *testing.T, fl virtiofsd.Flavor, bin 
 
 // activated starts the built shim the way systemd does (vhostuser.Activated),
 // with NOTIFY_SOCKET a datagram socket the test reads.
-func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify <-chan vhostuser.Datagram, stderr *lockedBuffer) {
+func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify <-chan vhostuser.Datagram, stderr *syncbuf.Buffer) {
 	t.Helper()
 	sdbox.RequireRoot(t) // the virtiofsds' namespace sandboxes need root
 	bin, err := shimbox.Binary()
@@ -82,7 +63,7 @@ func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify
 	}
 	cmd = vhostuser.Activated(lf, bin, args...)
 	cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+ns.Path, "RUNTIME_DIRECTORY="+shimstate.Dir(dir))
-	stderr = &lockedBuffer{}
+	stderr = &syncbuf.Buffer{}
 	cmd.Stderr = stderr
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {
@@ -164,7 +145,7 @@ func TestRealVirtiofsdFailureIsPassedOn(t *testing.T) {
 }
 
 // exitOf waits for the shim and returns its exit status (-1: killed).
-func exitOf(t *testing.T, cmd *exec.Cmd, stderr *lockedBuffer) int {
+func exitOf(t *testing.T, cmd *exec.Cmd, stderr *syncbuf.Buffer) int {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -199,7 +180,7 @@ func startingPid(t *testing.T, notify <-chan vhostuser.Datagram, sock string) in
 // virtiofsd go on with the SIGTERM pending. It reports false when
 // virtiofsd printed its readiness line before it was frozen (the test then
 // tries again): the stop must begin in the starting phase.
-func stopBeforeReadiness(t *testing.T, cmd *exec.Cmd, notify <-chan vhostuser.Datagram, sock string, stderr *lockedBuffer) bool {
+func stopBeforeReadiness(t *testing.T, cmd *exec.Cmd, notify <-chan vhostuser.Datagram, sock string, stderr *syncbuf.Buffer) bool {
 	t.Helper()
 	pid := startingPid(t, notify, sock)
 	shell, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid))

@@ -1,7 +1,6 @@
 package guest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/syncbuf"
 )
 
 // Markers the init prints on the serial console, and the one scripts use.
@@ -134,8 +135,8 @@ type Machine struct {
 	timeout time.Duration
 	ctx     context.Context
 	cancel  context.CancelFunc
-	serial  *syncBuffer
-	stderr  *syncBuffer
+	serial  *syncbuf.Buffer
+	stderr  *syncbuf.Buffer
 	start   time.Time
 	done    chan struct{} // closed once QEMU is reaped
 	waitErr error         // valid after done
@@ -159,7 +160,7 @@ func Start(ctx context.Context, img *Image, spec Spec) (_ *Machine, err error) {
 			return nil, fmt.Errorf("find qemu: %w (apt-get install qemu-system-x86)", err)
 		}
 	}
-	m := &Machine{qemu: qemu, timeout: spec.Timeout, serial: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	m := &Machine{qemu: qemu, timeout: spec.Timeout, serial: &syncbuf.Buffer{}, stderr: &syncbuf.Buffer{}, done: make(chan struct{})}
 	if m.timeout <= 0 {
 		m.timeout = DefaultTimeout
 	}
@@ -510,23 +511,4 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// syncBuffer is a bytes.Buffer safe for the writer goroutine of exec.Cmd and
-// a reader.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
