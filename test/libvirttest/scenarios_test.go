@@ -120,14 +120,9 @@ func waitSessionEnded(t *testing.T, b libvirt.Box, instance string) {
 	unit := "virtiofsd@" + instance + ".service"
 	var last map[string]string
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		out, err := b.Systemctl(context.Background(), "show", "-p", "ActiveState,Result", unit)
-		if !assert.NoError(c, err, out) {
+		m, err := unitprop.Show(context.Background(), b, unit, "ActiveState", "Result")
+		if !assert.NoError(c, err) {
 			return
-		}
-		m := map[string]string{}
-		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-			k, v, _ := strings.Cut(line, "=")
-			m[k] = v
 		}
 		if assert.Contains(c, []string{"inactive", "failed"}, m["ActiveState"]) {
 			last = m

@@ -15,6 +15,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/migration"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/unitprop"
 )
 
 // unit is the instance's service on both hosts.
@@ -76,14 +77,10 @@ func ended(t *testing.T, b *shimbox.Box) map[string]string {
 	t.Helper()
 	var last map[string]string
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		out, err := b.Systemctl(context.Background(), "show", "-p", "ActiveState,Result,ExecMainStatus,StatusText", unit)
-		if !assert.NoError(c, err, out) {
+		var err error
+		last, err = unitprop.Show(context.Background(), b, unit, "ActiveState", "Result", "ExecMainStatus", "StatusText")
+		if !assert.NoError(c, err) {
 			return
-		}
-		last = map[string]string{}
-		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-			k, v, _ := strings.Cut(line, "=")
-			last[k] = v
 		}
 		assert.Contains(c, []string{"inactive", "failed"}, last["ActiveState"], "%s still running: %v", unit, last)
 	}, endTimeout, 200*time.Millisecond)

@@ -111,9 +111,9 @@ func newScenario(t *testing.T) *scenario {
 			if kind != "fail" {
 				continue
 			}
-			out, err := b.Systemctl(ctx, "show", "-p", "ActiveState", "--value", "virtiofsd@"+name+".service")
-			if assert.NoError(c, err, out) {
-				assert.Equal(c, "failed", strings.TrimSpace(out), name)
+			active, err := unitprop.Property(ctx, b, "virtiofsd@"+name+".service", "ActiveState")
+			if assert.NoError(c, err) {
+				assert.Equal(c, "failed", active, name)
 			}
 		}
 	}, 3*time.Minute, 100*time.Millisecond, "failing instances never reached failed")

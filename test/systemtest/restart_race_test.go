@@ -17,6 +17,7 @@ import (
 
 	shimstate "github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/unitprop"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 )
 
@@ -97,9 +98,9 @@ func testSocketRestartsRacingClients(t *testing.T, leg shimbox.Platform, standby
 		// Once the client has left: the socket listens again, with no
 		// marker left, and serves the next client.
 		ok = ok && assert.EventuallyWithT(t, func(c *assert.CollectT) {
-			out, err := b.Systemctl(context.Background(), "show", "-p", "ActiveState", "--value", socket)
+			active, err := unitprop.Property(context.Background(), b, socket, "ActiveState")
 			assert.NoError(c, err)
-			assert.Equal(c, "active", strings.TrimSpace(out), "the socket listens again")
+			assert.Equal(c, "active", active, "the socket listens again")
 			_, err = os.Stat(b.Path(shimstate.MarkerPath("/run", inst)))
 			assert.ErrorIs(c, err, os.ErrNotExist, "no deferred-restart marker is left")
 		}, waitFor, 50*time.Millisecond, "round %d (client %s, connect at %v for %v, restart at %v)", round, outcome, connectAt, stay, restartAt)
@@ -186,9 +187,8 @@ func settle(t *testing.T, b *shimbox.Box, inst string, standby bool) bool {
 	t.Helper()
 	service := "virtiofsd@" + inst + ".service"
 	return assert.EventuallyWithT(t, func(c *assert.CollectT) {
-		out, err := b.Systemctl(context.Background(), "show", "-p", "ActiveState", "--value", service)
+		active, err := unitprop.Property(context.Background(), b, service, "ActiveState")
 		assert.NoError(c, err)
-		active := strings.TrimSpace(out)
 		if !standby {
 			assert.Contains(c, []string{"inactive", "failed"}, active)
 			assert.NotEqual(c, "failed", active, "the session failed")
