@@ -9,15 +9,15 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
 // TestAcceptedClientIsSeenBeforeItsLineIsRead: a process holding only the
 // listening socket has no client; one that also holds an accepted
 // connection has, whatever its lines say (release decides on this).
 func TestAcceptedClientIsSeenBeforeItsLineIsRead(t *testing.T) {
-	dir, err := os.MkdirTemp("", "held")
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testdir.Short(t)
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "s"), Net: "unix"})
 	require.NoError(t, err)
 	defer l.Close()

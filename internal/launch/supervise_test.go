@@ -22,6 +22,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/fakevirtiofsd"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
@@ -117,9 +118,7 @@ type scenario struct {
 
 func start(t *testing.T, flavor virtiofsd.Flavor, mode string, extraEnv ...string) *scenario {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "shim") // short: unix socket paths are limited to 108 bytes
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testdir.Short(t)
 	n := newNotifySocket(t, dir)
 	sockPath := filepath.Join(dir, "vm.sock")
 	f, err := vhostuser.Listen(sockPath)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
@@ -70,11 +71,7 @@ func BenchmarkForwarderOffer(b *testing.B) {
 // listener is a unix listening socket to pass as virtiofsd's fd 3.
 func listener(tb testing.TB) *os.File {
 	tb.Helper()
-	dir, err := os.MkdirTemp("", "bench-")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testdir.Short(tb)
 	f, err := vhostuser.Listen(filepath.Join(dir, "s.sock"))
 	if err != nil {
 		tb.Fatal(err)
@@ -121,11 +118,7 @@ type notifyReceiver struct {
 
 func newNotifyReceiver(tb testing.TB) *notifyReceiver {
 	tb.Helper()
-	dir, err := os.MkdirTemp("", "bench-")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testdir.Short(tb)
 	ns, err := vhostuser.ListenNotify(filepath.Join(dir, "notify"))
 	if err != nil {
 		tb.Fatal(err)

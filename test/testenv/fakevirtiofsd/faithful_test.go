@@ -19,6 +19,7 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/fakevirtiofsd"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
@@ -52,9 +53,7 @@ type session struct {
 
 func startSession(t *testing.T, fl virtiofsd.Flavor, bin string, env, args []string) *session {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "faith") // short: unix socket paths are limited to 108 bytes
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testdir.Short(t)
 	sock := filepath.Join(dir, "vm.sock")
 	lf, err := vhostuser.Listen(sock)
 	require.NoError(t, err)
