@@ -50,10 +50,11 @@ lint:
 # section boots about 50 guests under TCG at full size (about an hour on a 2-core
 # machine without KVM; smaller: -datapath-size FILES,TREE,MIB, see
 # docs/benchmarks.md). In-process Go benchmarks:
-# go test -run '^$$' -bench . -count 6 ./test/bench/ (benchstat-friendly).
+# go test -run '^$$' -bench . -count 6 ./test/bench/ (benchstat-friendly; as
+# root it includes BenchmarkList200, which boots a private systemd).
 bench: deps
 	cd test/bench && $(GO) test -count=1 -run '^TestReport$$' -timeout 600m . -args -report ../../docs/benchmarks.md
-	$(GO) test -count=1 -run '^$$' -bench BenchmarkList200 -benchtime 20x ./internal/instances
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkList200 -benchtime 20x ./test/bench
 
 demo: deps build
 	$(GO) run ./test/demo

@@ -1,4 +1,4 @@
-package instances
+package bench
 
 import (
 	"fmt"
@@ -6,11 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/instances"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/sdbus"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
-// BenchmarkList200 lists 200 instances (enabled sockets, 10 of them serving
+// BenchmarkList200 lists 200 instances with internal/instances (enabled sockets, 10 of them serving
 // a client) in a private systemd: "lister" is one List call on an open
 // connection (through the box's systemd-stdio-bridge); "command" is the whole
 // `virtiofsd-shim list --json` run inside the box as root, over
@@ -50,7 +51,7 @@ func BenchmarkList200(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer bus.Close()
-		l := Lister{Bus: bus, ConfigDir: box.Path(shimbox.ConfigDir), ProcRoot: box.Path("/proc")}
+		l := instances.Lister{Bus: bus, ConfigDir: box.Path(shimbox.ConfigDir), ProcRoot: box.Path("/proc")}
 		b.ResetTimer()
 		for b.Loop() {
 			list, err := l.List(ctx, nil)
