@@ -18,11 +18,6 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
-// shared are the folders under test/ whose packages others may import: the
-// harness (test/testenv/...) and the guest's workload (test/guestload, a
-// program the guest runs, which the bench and systemtest build).
-var shared = []string{"test/testenv", "test/guestload"}
-
 // suiteImports lists, as "FILE imports PACKAGE", every import of a package
 // under test/ that is not shared, by a file outside that package's folder.
 // files are by path relative to the root, module is go.mod's module path.
@@ -46,9 +41,12 @@ func suiteImports(module string, files map[string]*ast.File) []string {
 	return found
 }
 
-// isShared tells whether pkg is in one of the shared folders.
+// isShared tells whether pkg is in a folder under test/ whose packages
+// others may import: the harness (test/testenv/...) or the guest's workload
+// (test/guestload, a program the guest runs, which the bench and systemtest
+// build).
 func isShared(pkg string) bool {
-	for _, s := range shared {
+	for _, s := range []string{"test/testenv", "test/guestload"} {
 		if pkg == s || strings.HasPrefix(pkg, s+"/") {
 			return true
 		}
