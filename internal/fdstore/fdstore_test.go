@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/scm"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
 // fakeSystemd pretends to be systemd's notification socket at addr and
@@ -38,13 +39,6 @@ func fakeSystemd(t *testing.T, addr string) func() (string, []*os.File) {
 	}
 }
 
-func shortDir(t *testing.T) string {
-	dir, err := os.MkdirTemp("", "fdstore") // unix socket paths are limited to 108 bytes
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
 func memfd(t *testing.T, content string) *os.File {
 	t.Helper()
 	fd, err := unix.MemfdCreate("fdstore-test", unix.MFD_CLOEXEC)
@@ -57,7 +51,7 @@ func memfd(t *testing.T, content string) *os.File {
 }
 
 func TestStoreSendsTheNameAndTheDescriptorsToSystemd(t *testing.T) {
-	path := filepath.Join(shortDir(t), "notify")
+	path := filepath.Join(testdir.Short(t), "notify")
 	read := fakeSystemd(t, path)
 	state := memfd(t, "saved state")
 	pr, pw, err := os.Pipe()
@@ -102,7 +96,7 @@ func TestStoreReachesAnAbstractNotifySocket(t *testing.T) {
 }
 
 func TestRemoveAsksSystemdToDropTheName(t *testing.T) {
-	path := filepath.Join(shortDir(t), "notify")
+	path := filepath.Join(testdir.Short(t), "notify")
 	read := fakeSystemd(t, path)
 	sent, err := Notifier{Socket: path}.Remove("session-state")
 	require.NoError(t, err)
@@ -123,7 +117,7 @@ func TestOffSystemdStoreAndRemoveDoNothing(t *testing.T) {
 }
 
 func TestStoreFailsWhenSystemdIsNotListening(t *testing.T) {
-	path := filepath.Join(shortDir(t), "gone")
+	path := filepath.Join(testdir.Short(t), "gone")
 	sent, err := Notifier{Socket: path}.Store("mem", memfd(t, "m"))
 	assert.False(t, sent)
 	assert.ErrorContains(t, err, "send FDSTORE=1 to systemd")
@@ -133,7 +127,7 @@ func TestStoreFailsWhenSystemdIsNotListening(t *testing.T) {
 }
 
 func TestStoreRefusesWhatSystemdCouldNotKeep(t *testing.T) {
-	path := filepath.Join(shortDir(t), "notify")
+	path := filepath.Join(testdir.Short(t), "notify")
 	fakeSystemd(t, path)
 	n := Notifier{Socket: path}
 	closed := memfd(t, "")
@@ -203,7 +197,7 @@ func TestByNameGroupsTheStoredDescriptorsAndLeavesTheSocketOut(t *testing.T) {
 }
 
 func TestStoreSendsAsManyDescriptorsAsOneMessageCarries(t *testing.T) {
-	path := filepath.Join(shortDir(t), "notify")
+	path := filepath.Join(testdir.Short(t), "notify")
 	read := fakeSystemd(t, path)
 	one := memfd(t, "")
 	files := make([]*os.File, maxFiles)
