@@ -140,12 +140,14 @@ func TestAGuestHoldingNothingOpenSurvivesVirtiofsdKilledUnderLoad(t *testing.T) 
 	})
 
 	var took []time.Duration
+	// Each kill comes a second after the guest's round began, under its
+	// load: a pace (a timer), not a wait for a condition.
 	for i := 1; i <= crashRounds; i++ {
 		require.EventuallyWithT(t, func(c *assert.CollectT) {
 			_, err := os.Stat(filepath.Join(r.share, "ready."+strconv.Itoa(i)))
 			assert.NoError(c, err)
 		}, 2*time.Minute, 50*time.Millisecond, "round %d: the guest mounts the share again; console:\n%s", i, r.m.Serial())
-		time.Sleep(time.Second) // under load
+		<-time.After(time.Second)
 		victim := r.live()
 		killed := time.Now()
 		killTree(t, victim.cmd.Process.Pid)
