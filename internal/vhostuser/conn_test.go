@@ -106,7 +106,7 @@ func TestEveryKnownReplyIsCheckedAgainstItsReplyRules(t *testing.T) {
 		s, _ := Lookup(r)
 		t.Run(r.String(), func(t *testing.T) {
 			for _, c := range []struct{ size, fds int }{{s.ReplySize.Min, s.ReplyFDs.Min}, {s.ReplySize.Max, s.ReplyFDs.Max}} {
-				m, _, err := readOne(t, raw(r, FlagVersion|FlagReply, uint32(c.size), make([]byte, c.size)), c.fds)
+				m, _, err := readOne(t, raw(r, FlagVersion|FlagReply, uint32(c.size), validPayload(r, c.size, c.fds)), c.fds)
 				require.NoError(t, err, "%d bytes %d fds", c.size, c.fds)
 				assert.True(t, m.IsReply())
 				assert.False(t, m.NeedsReply())

@@ -46,6 +46,18 @@ func TestContentRulesRefuseWhatTheSizeAloneWouldAllow(t *testing.T) {
 	}
 }
 
+func TestAConfigReplyMustCarryTheDataItAnnounces(t *testing.T) {
+	p := append(Config{Data: []byte{1}}.Bytes(), 2)
+	m, leaked, err := readOne(t, raw(GetConfig, FlagVersion|FlagReply, uint32(len(p)), p), 0)
+	assert.Nil(t, m)
+	requireRefused(t, err, GetConfig, "reply announces 1 bytes of data and carries 2")
+	assert.Zero(t, leaked)
+	p = Config{Data: []byte{1, 2}}.Bytes()
+	m, _, err = readOne(t, raw(GetConfig, FlagVersion|FlagReply, uint32(len(p)), p), 0)
+	require.NoError(t, err)
+	assert.Equal(t, p, m.Payload)
+}
+
 func TestContentRulesAcceptWhatQEMUSends(t *testing.T) {
 	for _, tc := range []struct {
 		name    string

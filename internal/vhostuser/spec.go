@@ -62,6 +62,8 @@ type Spec struct {
 	// check is a rule across fields (payload content against fd count);
 	// it returns "" or the broken rule. The size is already checked.
 	check func(payload []byte, nfds int) string
+	// replyCheck is check for the reply.
+	replyCheck func(payload []byte, nfds int) string
 }
 
 var (
@@ -98,7 +100,7 @@ var table = [...]Spec{
 	SetBackendReqFD:     {Size: none, FDs: oneFD},
 	IOTLBMsg:            {Size: exactly(iotlbSize), FDs: none},
 	SetVringEndian:      {Size: exactly(vringStateSize), FDs: none},
-	GetConfig:           {Size: Range{configHeader + 1, MaxPayload}, FDs: none, Reply: ReplyAlways, ReplySize: Range{configHeader + 1, MaxPayload}, ReplyFDs: none, check: checkConfig},
+	GetConfig:           {Size: Range{configHeader + 1, MaxPayload}, FDs: none, Reply: ReplyAlways, ReplySize: Range{configHeader + 1, MaxPayload}, ReplyFDs: none, check: checkConfig, replyCheck: checkConfig},
 	SetConfig:           {Size: Range{configHeader + 1, MaxPayload}, FDs: none, check: checkConfig},
 	CreateCryptoSession: {Size: Range{8, MaxPayload}, FDs: none, Reply: ReplyAlways, ReplySize: Range{8, MaxPayload}, ReplyFDs: none},
 	CloseCryptoSession:  {Size: u64, FDs: none},
@@ -176,6 +178,11 @@ func (s Spec) checkReply(payload []byte, nfds int) *ProtocolError {
 	}
 	if !s.ReplyFDs.contains(nfds) {
 		return &ProtocolError{Request: s.Request, Rule: fmt.Sprintf("reply carries %d fds, %s", nfds, s.ReplyFDs.want())}
+	}
+	if s.replyCheck != nil {
+		if rule := s.replyCheck(payload, nfds); rule != "" {
+			return &ProtocolError{Request: s.Request, Rule: "reply " + rule}
+		}
 	}
 	return nil
 }
