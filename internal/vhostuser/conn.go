@@ -182,10 +182,8 @@ func (c *Conn) readFull(b []byte, files *[]*os.File, req Request) error {
 	for got := 0; got < len(b); {
 		n, oobn, flags, _, err := c.c.ReadMsgUnix(b[got:], oob)
 		got += n
-		if oobn > 0 {
-			if perr := parseRights(oob[:oobn], files); perr != nil {
-				return perr
-			}
+		if perr := parseRights(oob[:oobn], files); perr != nil {
+			return perr
 		}
 		if flags&unix.MSG_CTRUNC != 0 {
 			return &ProtocolError{Request: requestOf(req, b, got), Rule: fmt.Sprintf("carries more than %d fds (control data truncated)", MaxFDs)}
