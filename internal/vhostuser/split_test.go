@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 func TestAMessageReadInPiecesGathersTheFDsOfEveryPiece(t *testing.T) {
@@ -109,10 +110,12 @@ func TestAPartialWriteIsCompleted(t *testing.T) {
 }
 
 func TestClosingAMessageReportsTheFirstFailure(t *testing.T) {
-	closed, open := eventfd(t), eventfd(t)
-	closed.Close()
-	m := &Message{Files: []*os.File{closed, open}}
-	assert.Error(t, m.Close())
+	open := eventfd(t)
+	first, second := os.NewFile(uintptr(mustDup(t, open)), "first"), os.NewFile(uintptr(mustDup(t, open)), "second")
+	first.Close()
+	second.Close()
+	m := &Message{Files: []*os.File{open, first, second}}
+	assert.EqualError(t, m.Close(), "close first: file already closed")
 	assert.Empty(t, m.Files)
 	assert.ErrorIs(t, open.Close(), os.ErrClosed, "the others are closed all the same")
 	assert.NoError(t, (&Message{}).Close())
@@ -134,4 +137,11 @@ func TestRefusalsSayWhatWasWanted(t *testing.T) {
 		_, _, err := readOne(t, raw(tc.req, FlagVersion, uint32(len(tc.payload)), tc.payload), tc.fds)
 		assert.EqualError(t, err, tc.want)
 	}
+}
+
+func mustDup(t *testing.T, f *os.File) int {
+	t.Helper()
+	fd, err := unix.Dup(int(f.Fd()))
+	require.NoError(t, err)
+	return fd
 }
