@@ -70,8 +70,17 @@ type Config struct {
 	Readdirplus     *bool    // READDIRPLUS, or nil (no gives --no-readdirplus)
 	PreserveNoatime *bool    // PRESERVE_NOATIME, or nil
 
-	lines map[string]int // the line of each key in Path
+	// Front is FRONT: auto (the default: the shim is the VM's end of the
+	// socket where virtiofsd can save its state) or no; always set.
+	Front string
+
+	lines  map[string]int    // the line of each key in Path
+	values map[string]string // the value each key has in Path, as written
 }
+
+// Value returns the value key has in Path, as written, or "" when Path
+// does not set it.
+func (c *Config) Value(key string) string { return c.values[key] }
 
 // Line returns the line of Path that set key, or 0.
 func (c *Config) Line(key string) int { return c.lines[key] }
@@ -94,6 +103,12 @@ var keys = []key{
 			v = "auto"
 		}
 		return setEnum(&c.Flavor, v, "auto", "c", "rust")
+	}},
+	{"FRONT", func(c *Config, v string) error {
+		if v == "" {
+			v = "auto"
+		}
+		return setEnum(&c.Front, v, "auto", "no")
 	}},
 	{"GID_MAP", func(c *Config, v string) error { return setIDMap(&c.GIDMap, v) }},
 	{"INODE_FILE_HANDLES", func(c *Config, v string) error {
@@ -170,10 +185,11 @@ func parse(r io.Reader, name string) (*Config, map[string]int, error) {
 		return nil, nil, err
 	}
 
-	c := &Config{Path: name, Flavor: "auto"}
+	c := &Config{Path: name, Flavor: "auto", Front: "auto"}
 	lines := make(map[string]int) // key -> line
-	var errs []*Error             // every line's problem, in order
-	sharedDirRefused := false     // a line meant SHARED_DIR and was refused: no need to ask for one
+	values := make(map[string]string)
+	var errs []*Error         // every line's problem, in order
+	sharedDirRefused := false // a line meant SHARED_DIR and was refused: no need to ask for one
 	for _, a := range assignments {
 		k, ok := lookupKey(a.key)
 		if !ok {
@@ -188,6 +204,7 @@ func parse(r io.Reader, name string) (*Config, map[string]int, error) {
 			continue
 		}
 		lines[a.key] = a.line
+		values[a.key] = a.value
 		if err := k.set(c, a.value); err != nil {
 			msg := fmt.Sprintf("%s=%s: %v", a.key, quoteValue(a.value), err)
 			if strings.Contains(a.value, "#") {
@@ -212,7 +229,7 @@ func parse(r io.Reader, name string) (*Config, map[string]int, error) {
 	if err := joinErrors(errs); err != nil {
 		return nil, nil, err
 	}
-	c.lines = lines
+	c.lines, c.values = lines, values
 	return c, lines, nil
 }
 

@@ -34,11 +34,13 @@ READY_TIMEOUT=1m30s
 STOP_TIMEOUT=10
 EXTRA_ARGS="--modcaps=-mknod -o 'a=b c'"
 LOG_LEVEL=debug
+FRONT=no
 `
 	c, err := Parse(strings.NewReader(in), file)
 	require.NoError(t, err)
 	assert.Equal(t, 14, c.Line("LOG_LEVEL"))
-	c.lines = nil
+	assert.Equal(t, "--modcaps=-mknod -o 'a=b c'", c.Value("EXTRA_ARGS"), "a reload compares values as written")
+	c.lines, c.values = nil, nil
 	assert.Equal(t, &Config{
 		Path:              file,
 		SharedDir:         "/srv/vm1",
@@ -54,14 +56,15 @@ LOG_LEVEL=debug
 		StopTimeout:       10 * time.Second,
 		ExtraArgs:         []string{"--modcaps=-mknod", "-o", "a=b c"},
 		LogLevel:          "debug",
+		Front:             "no",
 	}, c)
 }
 
 func TestParseLeavesUnsetKeysUnset(t *testing.T) {
-	c, err := Parse(strings.NewReader("SHARED_DIR=/srv/vm1\nCACHE=\nXATTR=\nFLAVOR=\n"), file)
+	c, err := Parse(strings.NewReader("SHARED_DIR=/srv/vm1\nCACHE=\nXATTR=\nFLAVOR=\nFRONT=\n"), file)
 	require.NoError(t, err)
-	c.lines = nil
-	assert.Equal(t, &Config{Path: file, SharedDir: "/srv/vm1", Flavor: "auto"}, c)
+	c.lines, c.values = nil, nil
+	assert.Equal(t, &Config{Path: file, SharedDir: "/srv/vm1", Flavor: "auto", Front: "auto"}, c)
 }
 
 // TestParseValues walks the accepted spellings of each value.
@@ -117,7 +120,7 @@ const allowedDuration = "(allowed: a positive Go duration such as 10s, 1m30s, 50
 // TestParseRefuses gives the exact message for each refused file: it names
 // the file, the line, the key, the value and the fix.
 func TestParseRefuses(t *testing.T) {
-	const known = "(known: ALLOW_MMAP, ANNOUNCE_SUBMOUNTS, CACHE, EXTRA_ARGS, FLAVOR, GID_MAP, INODE_FILE_HANDLES, LOG_LEVEL, MIGRATION_CONFIRM_PATHS, MIGRATION_MODE, MIGRATION_ON_ERROR, MIGRATION_VERIFY_HANDLES, POSIX_ACL, PRESERVE_NOATIME, READDIRPLUS, READONLY, READY_TIMEOUT, SANDBOX, SECURITY_LABEL, SHARED_DIR, SOCKET_GROUP, SOCKET_MODE, SOCKET_USER, STANDBY, STOP_TIMEOUT, THREAD_POOL_SIZE, TRANSLATE_GID, TRANSLATE_UID, UID_MAP, VIRTIOFSD, WRITEBACK, XATTR)"
+	const known = "(known: ALLOW_MMAP, ANNOUNCE_SUBMOUNTS, CACHE, EXTRA_ARGS, FLAVOR, FRONT, GID_MAP, INODE_FILE_HANDLES, LOG_LEVEL, MIGRATION_CONFIRM_PATHS, MIGRATION_MODE, MIGRATION_ON_ERROR, MIGRATION_VERIFY_HANDLES, POSIX_ACL, PRESERVE_NOATIME, READDIRPLUS, READONLY, READY_TIMEOUT, SANDBOX, SECURITY_LABEL, SHARED_DIR, SOCKET_GROUP, SOCKET_MODE, SOCKET_USER, STANDBY, STOP_TIMEOUT, THREAD_POOL_SIZE, TRANSLATE_GID, TRANSLATE_UID, UID_MAP, VIRTIOFSD, WRITEBACK, XATTR)"
 	tests := []struct {
 		name, in, want string
 	}{
@@ -233,8 +236,9 @@ func TestLoadReadsTheInstanceFile(t *testing.T) {
 
 	c, err := Load(dir, "vm1")
 	require.NoError(t, err)
-	assert.Equal(t, &Config{Instance: "vm1", Path: path, SharedDir: share, Cache: "never", Flavor: "auto",
-		lines: map[string]int{"SHARED_DIR": 1, "CACHE": 2}}, c)
+	assert.Equal(t, &Config{Instance: "vm1", Path: path, SharedDir: share, Cache: "never", Flavor: "auto", Front: "auto",
+		lines:  map[string]int{"SHARED_DIR": 1, "CACHE": 2},
+		values: map[string]string{"SHARED_DIR": share, "CACHE": "none"}}, c)
 	assert.Equal(t, 2, c.Line("CACHE"))
 	assert.Equal(t, 0, c.Line("XATTR"))
 }

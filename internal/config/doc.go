@@ -62,6 +62,9 @@
 //	                    at most 0777
 //	STANDBY             boolean: a virtiofsd waits on the socket no
 //	                    before the VM connects
+//	FRONT               auto, no: with auto the shim is the VM's auto
+//	                    end of the socket where virtiofsd can
+//	                    save its state (systemctl reload swaps it)
 //	MIGRATION_MODE      find-paths, file-handles (Rust 1.12+;   virtiofsd's default
 //	                    the destination gets CAP_DAC_READ_SEARCH) (find-paths)
 //	MIGRATION_ON_ERROR  abort, guest-error                      virtiofsd's default (abort)

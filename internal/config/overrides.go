@@ -26,7 +26,7 @@ func Resolve(s Scope, dir, instance string, overrides []Override) (*Config, erro
 	for _, o := range overrides {
 		sharedDirGiven = sharedDirGiven || o.Key == "SHARED_DIR"
 	}
-	cfg := &Config{Flavor: "auto"}
+	cfg := &Config{Flavor: "auto", Front: "auto"}
 	if instance != "" {
 		_, statErr := os.Stat(filepath.Join(dir, instance+".conf"))
 		if errors.Is(statErr, os.ErrNotExist) && sharedDirGiven {
