@@ -16,6 +16,7 @@ import (
 const (
 	OK          = 0  // clean end: the VM disconnected, or the shim was stopped
 	Usage       = 64 // EX_USAGE: bad command line
+	VMProtocol  = 65 // EX_DATAERR: the VM sent a malformed vhost-user message (the front ended its session)
 	Activation  = 66 // EX_NOINPUT: no usable socket from systemd
 	Unavailable = 69 // EX_UNAVAILABLE: virtiofsd (or systemd, for list) missing or unusable
 	Software    = 70 // EX_SOFTWARE: an internal error of the shim
@@ -36,6 +37,7 @@ var Table = []Row{
 	{"0", "clean end: the VM disconnected, or the service was stopped and virtiofsd stopped within the grace period", OK, OK},
 	{"1-63", "virtiofsd failed with this exit status of its own (it is passed through)", 1, 63},
 	{"64", "usage: unknown subcommand, flag or argument", Usage, Usage},
+	{"65", "the VM sent a malformed vhost-user message (with the front, FRONT=auto): its session was ended, and virtiofsd with it", VMProtocol, VMProtocol},
 	{"66", "activation: no socket from systemd, more than one, or not a listening AF_UNIX stream socket", Activation, Activation},
 	{"69", "unavailable: the virtiofsd binary is missing, not executable or of unknown flavor, or the C one for a rootless (--user) instance; for list, systemd is unreachable", Unavailable, Unavailable},
 	{"70", "internal error of the shim", Software, Software},
