@@ -83,6 +83,41 @@ type Failure struct {
 	ExitCode int    `json:"exit_code"` // the shim's exit status (see exitcode)
 }
 
+// ReloadResult is how a reload request ended.
+type ReloadResult string
+
+// The results.
+const (
+	// ReloadOK: the session runs on a new virtiofsd (or, with no VM yet,
+	// a new virtiofsd waits for it).
+	ReloadOK ReloadResult = "ok"
+	// ReloadRefused: nothing was tried, the session goes on as it was.
+	ReloadRefused ReloadResult = "refused"
+	// ReloadFailed: the swap was tried and failed (Kept says whether the
+	// old virtiofsd kept the session).
+	ReloadFailed ReloadResult = "failed"
+)
+
+// ReloadAnswer is the shim's answer to one reload request.
+type ReloadAnswer struct {
+	// Seq numbers the requests of the run, from 1; a client waits for a
+	// Seq above the one it saw before it asked.
+	Seq    int          `json:"seq"`
+	Result ReloadResult `json:"result"`
+	// Reason says why it was refused or failed, "" when ok.
+	Reason string `json:"reason,omitempty"`
+	// Kept: the running session goes on (always, unless Result is failed
+	// and the old virtiofsd could not get its rings back).
+	Kept bool `json:"kept"`
+	// The handover's figures, when ok with a VM connected.
+	OldPID      int     `json:"old_pid,omitempty"`
+	NewPID      int     `json:"new_pid,omitempty"`
+	PauseMillis float64 `json:"pause_ms,omitempty"`
+	SaveMillis  float64 `json:"save_ms,omitempty"`
+	LoadMillis  float64 `json:"load_ms,omitempty"`
+	StateBytes  int     `json:"state_bytes,omitempty"`
+}
+
 // State is one instance's record.
 type State struct {
 	Version  int    `json:"version"`
@@ -108,6 +143,15 @@ type State struct {
 	Release Release `json:"release"`
 	// Failure is why the run failed (phase Failed), nil otherwise.
 	Failure *Failure `json:"failure"`
+	// Front tells whether the shim is the VM's end of the socket (FRONT=,
+	// the installed virtiofsd able to save its state): reload swaps
+	// virtiofsd under the VM then.
+	Front bool `json:"front"`
+	// Handovers counts the swaps onto a new virtiofsd in this session.
+	Handovers int `json:"handovers"`
+	// Reload is the answer to the last reload request (SIGHUP, from
+	// virtiofsd-shim reload), nil before the first.
+	Reload *ReloadAnswer `json:"reload,omitempty"`
 	// Updated is when the record was written.
 	Updated time.Time `json:"updated"`
 }
