@@ -72,12 +72,12 @@ func TestPendingClientSeesAConnectionNotYetAccepted(t *testing.T) {
 	f, err := vhostuser.Listen(filepath.Join(dir, "s"))
 	require.NoError(t, err)
 	defer f.Close()
-	assert.False(t, pendingClient(f))
+	assert.False(t, PendingClient(f))
 	c, err := net.Dial("unix", filepath.Join(dir, "s"))
 	require.NoError(t, err)
 	defer c.Close()
-	assert.True(t, pendingClient(f))
-	assert.False(t, pendingClient(nil))
+	assert.True(t, PendingClient(f))
+	assert.False(t, PendingClient(nil))
 }
 
 func TestStandbySessionsSayReadyOnceAndNameTheSession(t *testing.T) {

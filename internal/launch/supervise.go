@@ -254,7 +254,7 @@ loop:
 		case <-release:
 			release = nil
 			out.Released = true
-			if ss.currentPhase() == state.Serving || pendingClient(s.Socket) || heldClient(ss.pid, s.Socket) {
+			if ss.currentPhase() == state.Serving || PendingClient(s.Socket) || heldClient(ss.pid, s.Socket) {
 				// A client already queued on the socket is as good as
 				// served: virtiofsd accepts it next. One it has accepted
 				// is served, though its line saying so may still wait in
@@ -389,10 +389,10 @@ func (p *pacedReader) Read(b []byte) (int, error) {
 	return p.r.Read(b)
 }
 
-// pendingClient tells whether a client waits to be accepted on the
+// PendingClient tells whether a client waits to be accepted on the
 // listening socket (it polls readable), so that releasing the socket never
 // drops a VM that connected a moment before.
-func pendingClient(sock *os.File) bool {
+func PendingClient(sock *os.File) bool {
 	if sock == nil {
 		return false
 	}
@@ -405,7 +405,7 @@ func pendingClient(sock *os.File) bool {
 // socket other than listener: a client it has accepted. Both flavors hold
 // only the listening socket while they wait (the C one closes it once it
 // has accepted). It answers false when it cannot look (no /proc, a process
-// whose descriptors are not ours to read); pendingClient, asked first,
+// whose descriptors are not ours to read); PendingClient, asked first,
 // covers the client until accept(2) takes it off the queue.
 func heldClient(pid int, listener *os.File) bool {
 	var st unix.Stat_t
