@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"sync"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/sirupsen/logrus"
@@ -47,6 +48,37 @@ type Instance struct {
 	// State publishes the instance's typed state; nil publishes nothing.
 	// Run sets every field but the run's end (see Finish).
 	State *state.Writer
+	// Reloads are reload requests (SIGHUP, from virtiofsd-shim reload):
+	// each gets an answer in State (state.ReloadAnswer). nil: none come.
+	Reloads <-chan struct{}
+
+	reloadMu  sync.Mutex
+	reloadSeq int
+}
+
+// answerReload numbers a reload request's answer and publishes it.
+func (in *Instance) answerReload(a state.ReloadAnswer) {
+	in.reloadMu.Lock()
+	defer in.reloadMu.Unlock()
+	in.reloadSeq++
+	a.Seq = in.reloadSeq
+	if in.State != nil {
+		in.State.Update(func(s *state.State) { s.Reload = &a })
+	}
+}
+
+// refuseReloads answers every reload request with reason until done is
+// closed: a session without the front cannot be swapped.
+func (in *Instance) refuseReloads(reason string, done <-chan struct{}) {
+	for {
+		select {
+		case <-in.Reloads:
+			in.Log.WithField("reason", reason).Warn("reload refused: the session goes on as it was")
+			in.answerReload(state.ReloadAnswer{Result: state.ReloadRefused, Reason: reason, Kept: true})
+		case <-done:
+			return
+		}
+	}
 }
 
 // Finish publishes how the run ended: phase Ended, or Failed with err and
@@ -175,7 +207,21 @@ func (in *Instance) Run(ctx context.Context, cfg *config.Config, p *plan.Plan, s
 		if d, err := daemon.SdWatchdogEnabled(false); err == nil && d > 0 {
 			sv.Watchdog = d / 2
 		}
-		out, err := sv.RunSession(ctx)
+		var out launch.Outcome
+		var err error
+		if ok, why := FrontWanted(p); ok {
+			fs := &Session{ID: session, Number: n, Standby: cfg.Standby, Sock: sock, Plan: p, Instance: in,
+				Lines: fwd, Release: in.Release, Reloads: in.Reloads, Log: entry.WithField("session", session), Watchdog: sv.Watchdog}
+			out, err = fs.Run(ctx)
+		} else {
+			if in.State != nil {
+				in.State.Update(func(s *state.State) { s.Front, s.Handovers = false, 0 })
+			}
+			done := make(chan struct{})
+			go in.refuseReloads(why+": the session goes on with its virtiofsd", done)
+			out, err = sv.RunSession(ctx)
+			close(done)
+		}
 		if err != nil || out.Released || ctx.Err() != nil || !out.Served || !cfg.Standby {
 			return err
 		}

@@ -1,0 +1,160 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/front"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
+)
+
+// ReloadableKeys are the config keys whose change a reload applies: the
+// guest cannot see them (logging, the shim's own timeouts, which binary
+// runs, and what systemd applies to the socket). A change of any other
+// key is refused, since the new virtiofsd would serve the running guest
+// differently from the one whose state it loads.
+func ReloadableKeys() []string {
+	return []string{"FLAVOR", "FRONT", "LOG_LEVEL", "READY_TIMEOUT", "SOCKET_GROUP", "SOCKET_MODE",
+		"SOCKET_USER", "STANDBY", "STOP_TIMEOUT", "VIRTIOFSD"}
+}
+
+// ReloadRefusal says why a reload cannot apply cfg, the config as it is
+// now, to a session started with old: a changed key a reload does not
+// apply (see ReloadableKeys; EXTRA_ARGS only when just its --log-level
+// differs), named with file:line; or a thread pool. nil: it may.
+func ReloadRefusal(old, cfg *config.Config) error {
+	var errs []error
+	reloadable := ReloadableKeys()
+	for _, k := range config.Keys() {
+		if slices.Contains(reloadable, k) || old.Value(k) == cfg.Value(k) {
+			continue
+		}
+		if k == "EXTRA_ARGS" && slices.Equal(withoutLogLevel(old.ExtraArgs), withoutLogLevel(cfg.ExtraArgs)) {
+			continue
+		}
+		line := cfg.Line(k)
+		if line == 0 {
+			line = old.Line(k)
+		}
+		errs = append(errs, fmt.Errorf("%s:%d: %s changed from %q to %q, which the guest would see: a reload applies only %s; restart the VM's session to apply it, or put the line back",
+			cfg.Path, line, k, old.Value(k), cfg.Value(k), strings.Join(reloadable, ", ")))
+	}
+	if n := cfg.ThreadPoolSize; n != nil && *n > 0 {
+		errs = append(errs, fmt.Errorf("%s:%d: THREAD_POOL_SIZE=%d: a live swap is not known to be safe with a thread pool; set it to 0 or remove it",
+			cfg.Path, cfg.Line("THREAD_POOL_SIZE"), *n))
+	}
+	return errors.Join(errs...)
+}
+
+// withoutLogLevel drops virtiofsd's log level arguments from args.
+func withoutLogLevel(args []string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--log-level" || a == "-o" && i+1 < len(args) && strings.HasPrefix(args[i+1], "log_level="):
+			i++
+		case strings.HasPrefix(a, "--log-level="), strings.HasPrefix(a, "-o=log_level="):
+		default:
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// swapTimeout bounds a swap once the new virtiofsd is ready.
+const swapTimeout = 30 * time.Second
+
+// reload swaps a new virtiofsd, of the installed binary and the config as
+// it is now, under the session; it runs in Run's loop.
+func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
+	refuse := func(reason string) state.ReloadAnswer {
+		s.Log.WithField("reason", reason).Warn("reload refused: the session goes on as it was")
+		return state.ReloadAnswer{Result: state.ReloadRefused, Reason: reason, Kept: true}
+	}
+	cfg, p, err := s.Instance.Prepare(ctx)
+	if err != nil {
+		return refuse(err.Error())
+	}
+	if ok, why := FrontWanted(p); !ok && cfg.Front != "no" {
+		return refuse(why + ": the session goes on with its virtiofsd")
+	}
+	if err := ReloadRefusal(s.Plan.Config, cfg); err != nil {
+		return refuse(err.Error())
+	}
+	if s.front != nil {
+		if st := s.front.Status(); !st.Swappable {
+			return refuse(st.Reason)
+		}
+	}
+	fail := func(err error, kept bool) state.ReloadAnswer {
+		s.Log.WithError(err).WithField("kept", kept).Error("reload failed")
+		return state.ReloadAnswer{Result: state.ReloadFailed, Reason: err.Error(), Kept: kept}
+	}
+	nb, err := s.start(ctx, p, true)
+	if err != nil {
+		return fail(err, true)
+	}
+	rctx, cancel := context.WithTimeout(ctx, p.ReadyTimeout+time.Second)
+	defer cancel()
+	if err := nb.waitReady(rctx); err != nil {
+		_ = nb.stop()
+		return fail(fmt.Errorf("the new virtiofsd did not become ready: %w", err), true)
+	}
+	old := s.cur
+	oldPID, newPID := int(old.pid.Load()), int(nb.pid.Load())
+	if s.front == nil {
+		// No VM yet: the new virtiofsd waits for it instead.
+		s.cur, s.Plan = nb, p
+		nb.quiet.Store(false)
+		_ = old.stop()
+		s.publishPID(newPID)
+		s.Log.WithFields(logrus.Fields{"old_pid": oldPID, "new_pid": newPID, "new_version": nb.version}).Info(
+			"reload: no VM is connected, so the new virtiofsd waits for it instead of the old one")
+		return state.ReloadAnswer{Result: state.ReloadOK, Kept: true, OldPID: oldPID, NewPID: newPID}
+	}
+	sctx, scancel := context.WithTimeout(ctx, swapTimeout)
+	defer scancel()
+	res, err := s.front.Swap(sctx, nb.conn)
+	if err != nil {
+		_ = nb.stop()
+		kept := true
+		var se *front.SwapError
+		if errors.As(err, &se) {
+			kept = se.Kept
+		}
+		return fail(err, kept)
+	}
+	s.cur, s.Plan = nb, p
+	nb.quiet.Store(false)
+	s.retire(old)
+	s.handover++
+	n := s.handover
+	if w := s.Instance.State; w != nil {
+		w.Update(func(st *state.State) { st.Handovers, st.VirtiofsdPID = n, newPID })
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	s.Log.WithFields(logrus.Fields{
+		"pause": res.Pause.String(), "save": res.Save.String(), "load": res.Load.String(),
+		"state_bytes": res.StateSize, "old_pid": oldPID, "new_pid": newPID,
+		"old_version": old.version, "new_version": nb.version, "handovers": n,
+	}).Info("reload: virtiofsd swapped under the running VM")
+	return state.ReloadAnswer{Result: state.ReloadOK, Kept: true, OldPID: oldPID, NewPID: newPID,
+		PauseMillis: ms(res.Pause), SaveMillis: ms(res.Save), LoadMillis: ms(res.Load), StateBytes: res.StateSize}
+}
+
+func (s *Session) publishPID(pid int) {
+	if w := s.Instance.State; w != nil {
+		w.Update(func(st *state.State) { st.VirtiofsdPID = pid })
+	}
+}
+
+// answer publishes a reload request's answer, numbered.
+func (s *Session) answer(a state.ReloadAnswer) { s.Instance.answerReload(a) }

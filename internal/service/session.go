@@ -1,0 +1,395 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/activation"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/front"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/plan"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/vhostuser"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
+)
+
+// VMProtocolError is a session ended because the VM sent a vhost-user
+// message the front could not parse or that broke a rule.
+type VMProtocolError struct{ Err error }
+
+func (e *VMProtocolError) Error() string {
+	return fmt.Sprintf("the VM sent a malformed vhost-user message, so its session was ended: %v", e.Err)
+}
+
+func (e *VMProtocolError) Unwrap() error { return e.Err }
+
+// ExitCode is the shim's exit status for a malformed message from the VM.
+func (e *VMProtocolError) ExitCode() int { return exitcode.VMProtocol }
+
+// FrontWanted tells whether the shim stands between the VM and virtiofsd
+// for plan p: FRONT=auto (the default) and a virtiofsd that can save its
+// state (the Rust one, listing migrate-precopy in --print-capabilities);
+// "" then, else why not.
+func FrontWanted(p *plan.Plan) (bool, string) {
+	switch {
+	case p.Config != nil && p.Config.Front == "no":
+		return false, "FRONT=no in " + p.Config.Path
+	case p.Version.Flavor != virtiofsd.Rust:
+		return false, "a live swap needs the Rust virtiofsd; " + p.Binary + " is the " + p.Version.Flavor.String() + " one"
+	case !p.Version.Has(virtiofsd.FeatureMigratePrecopy):
+		return false, p.Binary + " does not list " + virtiofsd.FeatureMigratePrecopy + " in --print-capabilities, so it cannot save its state"
+	}
+	return true, ""
+}
+
+// Session is one VM's session with the shim as the VM's end of the
+// socket (the front): it owns the VM's connection, the front.Front that
+// relays it, and the virtiofsd processes (each under its own
+// launch.Supervisor) that serve it one after another. Run drives it;
+// Reload swaps virtiofsd under it, from Run's own loop.
+type Session struct {
+	// ID names the session (VIRTIOFSD_SESSION); Number counts the run's
+	// sessions (the standby number when Standby).
+	ID      string
+	Number  int
+	Standby bool
+	// Sock is systemd's listening socket, where the VM connects.
+	Sock *activation.Socket
+	// Plan is how the current virtiofsd was started; Reload replaces it.
+	Plan *plan.Plan
+	// Instance provides the sinks, notifier, state and config loader.
+	Instance *Instance
+	// Lines receives every virtiofsd's lines.
+	Lines launch.Lines
+	// Release is the socket's release (see launch.Supervisor.Release).
+	Release <-chan struct{}
+	// Reloads are reload requests; each is answered in the state.
+	Reloads <-chan struct{}
+	// Log is the shim's log.
+	Log *logrus.Entry
+	// Watchdog is the WATCHDOG=1 period of the current virtiofsd's
+	// supervisor; 0: none.
+	Watchdog time.Duration
+
+	front     *front.Front
+	connected atomic.Bool // the VM is accepted (read by supervisors' Publish)
+	cur       *backend
+	retired   []*backend
+	handover  int
+}
+
+// backend is one virtiofsd serving (or about to serve) the session: the
+// shim's end of its private socket, and its supervisor.
+type backend struct {
+	conn    *net.UnixConn
+	sock    *os.File // the listening socket it got as fd 3
+	cancel  context.CancelFunc
+	done    chan error // its supervisor's error, once
+	outcome launch.Outcome
+	ready   chan struct{} // closed at its readiness line
+	pid     atomic.Int64
+	version string
+	// quiet: its supervisor tells systemd and the state nothing (a
+	// candidate before the swap, or one swapped out).
+	quiet atomic.Bool
+}
+
+// quietNotifier passes a supervisor's notifications on unless its
+// backend is quiet.
+type quietNotifier struct {
+	n launch.Notifier
+	b *backend
+}
+
+func (q quietNotifier) Notify(s string) error {
+	if q.n == nil || q.b.quiet.Load() {
+		return nil
+	}
+	return q.n.Notify(s)
+}
+
+// privateListener is a listening unix socket only the shim can ever
+// connect to: bound in a fresh 0700 folder, connected to once, then
+// unlinked with its folder. It returns the listener's file (for virtiofsd's
+// --fd) and the shim's queued connection.
+func privateListener() (*os.File, *net.UnixConn, error) {
+	dir, err := os.MkdirTemp(os.Getenv("RUNTIME_DIRECTORY"), "front-")
+	if err != nil {
+		dir, err = os.MkdirTemp("", "virtiofsd-front-")
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("create the folder of virtiofsd's private socket: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	addr := &net.UnixAddr{Name: filepath.Join(dir, "s"), Net: "unix"}
+	l, err := net.ListenUnix("unix", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen on virtiofsd's private socket: %w", err)
+	}
+	l.SetUnlinkOnClose(false)
+	defer l.Close()
+	conn, err := net.DialUnix("unix", nil, addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to virtiofsd's private socket: %w", err)
+	}
+	f, err := l.File()
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("pass virtiofsd's private socket: %w", err)
+	}
+	return f, conn, nil
+}
+
+// start starts a virtiofsd of plan p on a private socket; quiet says
+// whether its supervisor stays silent to systemd and the state.
+func (s *Session) start(ctx context.Context, p *plan.Plan, quiet bool) (*backend, error) {
+	f, conn, err := privateListener()
+	if err != nil {
+		return nil, err
+	}
+	b := &backend{conn: conn, sock: f, done: make(chan error, 1), ready: make(chan struct{}), version: p.Version.Number}
+	b.quiet.Store(quiet)
+	in := s.Instance
+	sv := &launch.Supervisor{
+		Path:         p.Binary,
+		Args:         p.Args,
+		Env:          virtiofsd.ChildEnv(os.Environ(), p.Version.Flavor),
+		Flavor:       p.Version.Flavor,
+		Socket:       f,
+		SocketPath:   s.Sock.String(),
+		SharedDir:    p.Config.SharedDir,
+		Notifier:     quietNotifier{in.Notifier, b},
+		Lines:        s.Lines,
+		Log:          s.Log,
+		ReadyTimeout: p.ReadyTimeout,
+		StopTimeout:  p.StopTimeout,
+		Session:      s.ID,
+		Watchdog:     s.Watchdog,
+	}
+	if s.Standby {
+		sv.Standby = s.Number
+	}
+	var readyOnce sync.Once
+	sv.Publish = func(c launch.Change) {
+		b.pid.Store(int64(c.PID))
+		if c.Phase == state.Waiting || c.Phase == state.Serving {
+			readyOnce.Do(func() { close(b.ready) })
+		}
+		if b.quiet.Load() || in.State == nil {
+			return
+		}
+		// virtiofsd's own client is the shim: the VM is served when the
+		// shim has accepted it.
+		connected := s.connected.Load()
+		if c.Phase == state.Serving && !connected {
+			c.Phase = state.Waiting
+		}
+		if c.Phase == state.Waiting && connected {
+			c.Phase = state.Serving
+		}
+		publish(in.State, c)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	b.cancel = cancel
+	go func() {
+		out, err := sv.RunSession(sctx)
+		b.outcome = out
+		f.Close()
+		b.done <- err
+	}()
+	return b, nil
+}
+
+// wait waits for b's readiness line: nil, or the error it ended with.
+func (b *backend) waitReady(ctx context.Context) error {
+	select {
+	case <-b.ready:
+		return nil
+	case err := <-b.done:
+		b.done <- err
+		if err == nil {
+			err = errors.New("virtiofsd ended before it was ready")
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// stop stops b and waits for its end.
+func (b *backend) stop() error {
+	b.quiet.Store(true)
+	b.cancel()
+	b.conn.Close()
+	err := <-b.done
+	b.done <- err
+	return err
+}
+
+// Run serves the session: it starts virtiofsd, accepts the VM on the
+// socket once virtiofsd is ready, relays until the VM hangs up, and
+// answers reload requests meanwhile. Its outcome and error are those
+// launch.Supervisor.RunSession gives for a session without the front.
+func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
+	var out launch.Outcome
+	in := s.Instance
+	if in.State != nil {
+		in.State.Update(func(st *state.State) { st.Front, st.Handovers = true, 0 })
+	}
+	b, err := s.start(ctx, s.Plan, false)
+	if err != nil {
+		return out, err
+	}
+	s.cur = b
+	defer s.reapRetired()
+
+	var (
+		accepted  = make(chan *net.UnixConn, 1)
+		acceptErr = make(chan error, 1)
+		frontDone = make(chan error, 1)
+		listener  net.Listener
+		ready     = b.ready
+		release   = s.Release
+	)
+	// The front's context: cancelled when the session returns.
+	fctx, fcancel := context.WithCancel(ctx)
+	defer func() {
+		fcancel()
+		if listener != nil {
+			listener.Close()
+		}
+	}()
+	for {
+		select {
+		case <-ready:
+			ready = nil
+			l, err := net.FileListener(s.Sock.File)
+			if err != nil {
+				_ = s.cur.stop()
+				return out, fmt.Errorf("accept on %s: %w", s.Sock, err)
+			}
+			listener = l
+			go func() {
+				c, err := l.Accept()
+				if err != nil {
+					acceptErr <- err
+					return
+				}
+				accepted <- c.(*net.UnixConn)
+			}()
+		case c := <-accepted:
+			out.Served = true
+			s.connected.Store(true)
+			s.front = front.New(c, s.cur.conn, front.Config{})
+			if in.State != nil {
+				in.State.Update(func(st *state.State) { st.Phase = state.Serving })
+			}
+			s.Log.Info("the VM connected: the shim relays its vhost-user session to virtiofsd")
+			f := s.front
+			go func() { frontDone <- f.Run(fctx) }()
+		case err := <-acceptErr:
+			if ctx.Err() == nil && !out.Released {
+				_ = s.cur.stop()
+				return out, fmt.Errorf("accept the VM's connection on %s: %w", s.Sock, err)
+			}
+		case err := <-frontDone:
+			return out, s.ended(ctx, err)
+		case err := <-s.cur.done:
+			// virtiofsd ended: without a VM, that is the session's end
+			// as before; with one, the front sees its connection end too.
+			if s.front != nil {
+				fcancel()
+				<-frontDone
+			}
+			if bo := s.cur.outcome; bo.Released {
+				out.Released = true
+			}
+			return out, err
+		case <-release:
+			release = nil
+			out.Released = true
+			if s.front != nil || launch.PendingClient(s.Sock.File) {
+				if in.State != nil {
+					in.State.Update(func(st *state.State) { st.Release = state.KeepsServing })
+				}
+				s.Log.Info("the socket was stopped: this session goes on until the VM disconnects, and no session follows it")
+				continue
+			}
+			if in.State != nil {
+				in.State.Update(func(st *state.State) { st.Phase, st.Release = state.Released, state.LetGo })
+			}
+			s.Log.Info("the socket was stopped: stopping the virtiofsd that waits on it, which has no client")
+			s.cur.quiet.Store(true)
+			_ = s.cur.stop()
+			return out, nil
+		case <-s.Reloads:
+			s.answer(s.reload(ctx))
+		case <-ctx.Done():
+			// The service stops: the current supervisor stops virtiofsd
+			// (STOPPING=1), the front closes the VM's connection.
+			fcancel()
+			err := <-s.cur.done
+			if s.front != nil {
+				<-frontDone
+			}
+			return out, err
+		}
+	}
+}
+
+// ended is the session's end once the front returned: the VM hung up
+// (virtiofsd then exits by itself), sent a malformed message, or
+// virtiofsd's connection broke.
+func (s *Session) ended(ctx context.Context, ferr error) error {
+	err := <-s.cur.done // its connection is closed: it ends by itself
+	var perr *vhostuser.ProtocolError
+	switch {
+	case errors.As(ferr, &perr):
+		s.Log.WithField("rule", perr.Rule).WithField("request", perr.Request.String()).Error(
+			"the VM sent a malformed vhost-user message: its session is ended")
+		return &VMProtocolError{Err: ferr}
+	case err != nil:
+		return err
+	case ferr != nil && ctx.Err() == nil && !errors.Is(ferr, front.ErrBackendGone):
+		return fmt.Errorf("relay the VM's session: %w", ferr)
+	}
+	return nil
+}
+
+// reapRetired waits for the virtiofsd processes swapped out, stopping
+// any that does not end by itself within its stop timeout.
+func (s *Session) reapRetired() {
+	for _, b := range s.retired {
+		select {
+		case err := <-b.done:
+			b.done <- err
+		case <-time.After(config.DefaultStopTimeout):
+			_ = b.stop()
+		}
+	}
+	s.retired = nil
+}
+
+// retire leaves b, swapped out, to end by itself.
+func (s *Session) retire(b *backend) {
+	b.quiet.Store(true)
+	s.retired = append(s.retired, b)
+	go func() {
+		err := <-b.done
+		b.done <- err
+		if err != nil {
+			s.Log.WithError(err).WithField("virtiofsd_pid", b.pid.Load()).Warn("the virtiofsd swapped out ended in failure; the session goes on")
+		}
+	}()
+}
