@@ -32,6 +32,7 @@ type fakeSystemd struct {
 	stopped    []string
 	startErr   error
 	onKill     func(n int) // the n-th SIGUSR1 (1, 2, ...) reached the shim
+	onHUP      func()      // a SIGHUP (a reload request) reached the shim
 	onEnabled  func()      // UnitFileState is being read
 	onMainPID  func(n int) // MainPID is read for the n-th time
 	mainPIDs   int
@@ -154,11 +155,17 @@ func (f *fakeSystemd) KillMain(_ context.Context, unit string, sig syscall.Signa
 	f.kills++
 	n := f.kills
 	f.mu.Unlock()
-	if sig != syscall.SIGUSR1 || unit != f.hook.service() {
+	if sig != syscall.SIGUSR1 && sig != syscall.SIGHUP || unit != f.hook.service() {
 		return fmt.Errorf("unexpected signal %v to %s", sig, unit)
 	}
 	if pid == 0 {
 		return errors.New("No main process to kill")
+	}
+	if sig == syscall.SIGHUP {
+		if f.onHUP != nil {
+			f.onHUP()
+		}
+		return nil
 	}
 	if f.onKill != nil {
 		f.onKill(n)

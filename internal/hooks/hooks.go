@@ -314,3 +314,67 @@ func (h Hook) afterMarker() {
 		h.AfterMarker()
 	}
 }
+
+// ReloadError is a reload the shim refused, or that failed: its answer.
+type ReloadError struct {
+	Unit   string
+	Answer state.ReloadAnswer
+}
+
+func (e *ReloadError) Error() string {
+	kept := "; the VM's session goes on with its virtiofsd"
+	if !e.Answer.Kept {
+		kept = "; the VM's session was lost"
+	}
+	return fmt.Sprintf("reload of %s %s: %s%s", e.Unit, e.Answer.Result, e.Answer.Reason, kept)
+}
+
+// Reload is what the service's reload runs (ExecReload=): it asks the shim
+// to swap virtiofsd under the running VM (SIGHUP to the service's main
+// process, once) and waits for the shim's answer in its state: a reload
+// answer numbered above the one it saw before it asked. It returns the
+// answer, or a *ReloadError when the shim refused or failed, or an error
+// when the service does not run or ctx ends first.
+func Reload(ctx context.Context, h Hook, m Manager) (*state.ReloadAnswer, error) {
+	st, published, err := h.live(ctx, m)
+	for err == nil && st != nil && !published && !st.Phase.Over() {
+		// A shim still starting catches SIGHUP only once it has published.
+		if err := h.sleep(ctx, fmt.Sprintf("%s did not publish its state", h.service())); err != nil {
+			return nil, err
+		}
+		st, published, err = h.live(ctx, m)
+	}
+	switch {
+	case err != nil:
+		return nil, err
+	case st == nil || st.Phase.Over():
+		return nil, fmt.Errorf("%s does not run, so there is nothing to reload: the next session starts the installed virtiofsd with the config as it is", h.service())
+	}
+	seen := 0
+	if st.Reload != nil {
+		seen = st.Reload.Seq
+	}
+	if err := m.KillMain(ctx, h.service(), syscall.SIGHUP); err != nil {
+		return nil, fmt.Errorf("ask %s to reload: %w", h.service(), err)
+	}
+	for {
+		st, _, err := h.live(ctx, m)
+		switch {
+		case err != nil:
+			return nil, err
+		case st == nil || st.Phase.Over():
+			return nil, fmt.Errorf("%s ended before it answered the reload", h.service())
+		case st.Reload != nil && st.Reload.Seq > seen:
+			a := *st.Reload
+			if a.Result != state.ReloadOK {
+				return &a, &ReloadError{Unit: h.service(), Answer: a}
+			}
+			return &a, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s did not answer the reload in time (a swap waits for the new virtiofsd's readiness, READY_TIMEOUT): see journalctl -u %s", h.service(), h.service())
+		case <-time.After(poll):
+		}
+	}
+}
