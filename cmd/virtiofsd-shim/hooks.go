@@ -53,6 +53,13 @@ Examples:
   virtiofsd-shim standby --instance=vm1
 `
 
+// defaultHookTimeout bounds a hook; reloadTimeout a reload, which waits
+// for a new virtiofsd's readiness (under the unit's TimeoutStartSec=30s).
+const (
+	defaultHookTimeout = 10 * time.Second
+	reloadTimeout      = 25 * time.Second
+)
+
 // hookFlags are the flags of the commands units run about an instance.
 type hookFlags struct {
 	instance string
@@ -65,7 +72,7 @@ func parseHookFlags(name, usage string, args []string, stderr io.Writer) (*hookF
 	var f hookFlags
 	fs.StringVar(&f.instance, "instance", "", "instance `name` (the %i of the unit)")
 	fs.BoolVar(&f.user, "user", false, "a user manager's instance (systemctl --user)")
-	fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for the service")
+	fs.DurationVar(&f.timeout, "timeout", defaultHookTimeout, "how long to wait for the service (reload: 25s)")
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
@@ -134,4 +141,50 @@ func resumeCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	return hooks.Resume(ctx, f.hook(), f.connect, stderr)
+}
+
+const reloadUsage = `Usage: virtiofsd-shim reload [--user] --instance=NAME
+
+What systemctl reload virtiofsd@NAME.service runs (ExecReload=): asks the
+running shim (SIGHUP) to swap virtiofsd under the running VM, and waits
+for its answer in the state file (/run/virtiofsd-shim/NAME.json). The shim
+starts the installed virtiofsd with the config as it is now, waits for it
+to be ready, hands the old one's state over (the VM pauses for
+milliseconds), and the old one exits. With no VM connected yet, the new
+virtiofsd waits for it instead of the old one. Exits non-zero with the
+cause when the shim refuses (the C virtiofsd, FRONT=no, a changed key a
+reload does not apply, a live migration under way, ...) or the swap fails;
+the session then goes on as it was. At most --timeout.
+
+Examples:
+  systemctl reload virtiofsd@vm1.service
+  virtiofsd-shim reload --instance=vm1
+`
+
+func reloadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := parseHookFlags("reload", reloadUsage, args, stderr)
+	if err != nil {
+		return err
+	}
+	if f.timeout == defaultHookTimeout {
+		f.timeout = reloadTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	m, done, err := f.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	a, err := hooks.Reload(ctx, f.hook(), m)
+	if err != nil {
+		return err
+	}
+	if a.NewPID != 0 && a.PauseMillis > 0 {
+		fmt.Fprintf(stdout, "virtiofsd@%s.service: virtiofsd swapped under the VM: pid %d -> %d, pause %.1f ms, state %d bytes\n",
+			f.instance, a.OldPID, a.NewPID, a.PauseMillis, a.StateBytes)
+	} else {
+		fmt.Fprintf(stdout, "virtiofsd@%s.service: no VM connected: virtiofsd pid %d -> %d waits for it\n", f.instance, a.OldPID, a.NewPID)
+	}
+	return nil
 }

@@ -111,6 +111,7 @@ Usage:
   virtiofsd-shim release --instance=NAME                what the socket's stop runs: end a waiting virtiofsd
   virtiofsd-shim standby --instance=NAME                what a STANDBY=yes socket's start runs
   virtiofsd-shim resume --instance=NAME                 what the service's stop runs: a deferred socket restart
+  virtiofsd-shim reload --instance=NAME                 what systemctl reload runs: swap virtiofsd under the VM
   virtiofsd-shim version                                print the version
 
 Run "virtiofsd-shim COMMAND --help" for a command's flags and examples.
@@ -147,6 +148,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		return standbyCmd(ctx, rest, stderr)
 	case "resume":
 		return resumeCmd(ctx, rest, stderr)
+	case "reload":
+		return reloadCmd(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "virtiofsd-shim %s\n", version)
 		return nil

@@ -71,8 +71,30 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger, u
 	// A stop (SIGTERM from systemctl stop) can come at any moment, even
 	// before virtiofsd runs: caught from here on, it ends the shim with 0
 	// instead of killing it.
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGHUP is a reload request (virtiofsd-shim reload, the service's
+	// ExecReload=), answered in the typed state; it no longer stops the
+	// shim. The reload client signals only a shim that has published its
+	// state, which happens below, after this.
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
+	defer signal.Stop(hups)
+	reloads := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hups:
+				select {
+				case reloads <- struct{}{}:
+				case <-runDone:
+					return
+				}
+			case <-runDone:
+				return
+			}
+		}
+	}()
 	fs := newFlagSet("run", runUsage, stderr)
 	var inst instanceFlags
 	inst.register(fs, true)
@@ -165,7 +187,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger, u
 	}
 	entry := log.WithField("instance", instance)
 	in.Sink, in.Limits, in.Log = sink, limits, entry
-	in.Release = release
+	in.Release, in.Reloads = release, reloads
 	if toJournal {
 		in.OnSession = func(id string) {
 			origin.Session = id
