@@ -88,6 +88,10 @@ type Supervisor struct {
 	// Publish is told each change the supervisor decides, in order: the
 	// typed state is made of these, never of STATUS= text. nil: nobody.
 	Publish func(Change)
+	// ClientIsShim: virtiofsd's client is the shim's own connection (the
+	// front, on a private socket), so its connection says nothing of the
+	// VM, and the STATUS= that says a VM is served is the caller's to send.
+	ClientIsShim bool
 }
 
 // Change is where a session is, as the supervisor has decided it.
@@ -474,7 +478,7 @@ func (ss *session) line(raw string) {
 			ss.markReady()
 		}
 	case virtiofsd.Connected:
-		if ss.enter(state.Waiting, state.Serving) {
+		if ss.enter(state.Waiting, state.Serving) && !ss.s.ClientIsShim {
 			ss.notify(fmt.Sprintf("STATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
 				ss.s.SocketPath, ss.s.SharedDir, ss.pid))
 		}

@@ -176,6 +176,7 @@ func (s *Session) start(ctx context.Context, p *plan.Plan, quiet bool) (*backend
 		StopTimeout:  p.StopTimeout,
 		Session:      s.ID,
 		Watchdog:     s.Watchdog,
+		ClientIsShim: true,
 	}
 	if s.Standby {
 		sv.Standby = s.Number
@@ -296,6 +297,10 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 				in.State.Update(func(st *state.State) { st.Phase = state.Serving })
 			}
 			s.Log.Info("the VM connected: the shim relays its vhost-user session to virtiofsd")
+			if n := in.Notifier; n != nil {
+				_ = n.Notify(fmt.Sprintf("STATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
+					s.Sock, s.Plan.Config.SharedDir, s.cur.pid.Load()))
+			}
 			f := s.front
 			go func() { frontDone <- f.Run(fctx) }()
 		case err := <-acceptErr:
