@@ -1,0 +1,91 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
+)
+
+// stateOf waits until the shim's state file satisfies ok, and returns it.
+func stateOf(t *testing.T, sock string, ok func(*state.State) bool) *state.State {
+	t.Helper()
+	path := state.Path(filepath.Dir(sock), "vm1")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := state.Read(path)
+		require.NoError(t, err)
+		if st != nil && ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the state never got there; last: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// reloadAnswer sends the shim a reload request (SIGHUP) and waits for its
+// answer numbered seq.
+func reloadAnswer(t *testing.T, pid, seq int, sock string) *state.ReloadAnswer {
+	t.Helper()
+	require.NoError(t, syscall.Kill(pid, syscall.SIGHUP))
+	return stateOf(t, sock, func(s *state.State) bool { return s.Reload != nil && s.Reload.Seq == seq }).Reload
+}
+
+func TestReloadReplacesTheWaitingRustVirtiofsdAndRefusesASessionThatCannotBeSwapped(t *testing.T) {
+	bin := realVirtiofsd(t, virtiofsd.Rust)
+	share := t.TempDir()
+	cmd, sock, notify, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+bin)
+	_ = notify
+	waiting := stateOf(t, sock, func(s *state.State) bool { return s.Phase == state.Waiting && s.VirtiofsdPID != 0 })
+	assert.True(t, waiting.Front, "the Rust virtiofsd can save its state: the shim is the VM's end of the socket")
+
+	// No VM yet: the new virtiofsd waits for it instead of the old one.
+	a := reloadAnswer(t, cmd.Process.Pid, 1, sock)
+	require.Equal(t, state.ReloadOK, a.Result, "%+v\n%s", a, stderr)
+	assert.Equal(t, waiting.VirtiofsdPID, a.OldPID)
+	assert.NotEqual(t, a.OldPID, a.NewPID)
+	st := stateOf(t, sock, func(s *state.State) bool { return s.VirtiofsdPID == a.NewPID })
+	assert.Equal(t, state.Waiting, st.Phase)
+
+	// A client that negotiated nothing (no REPLY_ACK, no DEVICE_STATE):
+	// refused with the reason, and the session goes on.
+	c, err := vhostuser.Probe(sock, 10*time.Second)
+	require.NoError(t, err, "a GET_FEATURES reply through the front, from the new virtiofsd\n%s", stderr)
+	stateOf(t, sock, func(s *state.State) bool { return s.Phase == state.Serving })
+	a = reloadAnswer(t, cmd.Process.Pid, 2, sock)
+	assert.Equal(t, state.ReloadRefused, a.Result)
+	assert.Contains(t, a.Reason, "REPLY_ACK")
+	assert.True(t, a.Kept)
+	require.NoError(t, vhostuser.GetFeatures(c, 5*time.Second), "the session goes on after the refusal")
+
+	c.Close() // the VM hangs up: the session ends, virtiofsd exits by itself
+	assert.Equal(t, 0, exitOf(t, cmd, stderr), "the shim exits 0 when the VM disconnects\n%s", stderr)
+	assert.Empty(t, virtiofsdFor(share), "no virtiofsd left")
+}
+
+func TestReloadWithTheCVirtiofsdSaysALiveSwapNeedsTheRustOne(t *testing.T) {
+	bin := realVirtiofsd(t, virtiofsd.C)
+	share := t.TempDir()
+	cmd, sock, _, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+bin)
+	waiting := stateOf(t, sock, func(s *state.State) bool { return s.Phase == state.Waiting && s.VirtiofsdPID != 0 })
+	assert.False(t, waiting.Front)
+
+	a := reloadAnswer(t, cmd.Process.Pid, 1, sock)
+	assert.Equal(t, state.ReloadRefused, a.Result)
+	assert.Contains(t, a.Reason, "a live swap needs the Rust virtiofsd")
+	assert.Equal(t, waiting.VirtiofsdPID, stateOf(t, sock, func(*state.State) bool { return true }).VirtiofsdPID,
+		"the same virtiofsd goes on")
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	assert.Equal(t, 0, exitOf(t, cmd, stderr), "%s", stderr)
+	_ = os.Remove(sock)
+}
