@@ -105,14 +105,16 @@ type fakeBackend struct {
 	hold               vhostuser.Request // its reply waits for release
 	release            chan struct{}
 
-	mu       sync.Mutex
-	log      []string
-	files    map[string][]*os.File // fds received, by request name
-	loaded   []byte
-	enabled  map[uint32]bool
-	acked    uint64 // negotiated protocol features
-	received chan string
-	done     chan struct{}
+	mu      sync.Mutex
+	log     []string
+	files   map[string][]*os.File // fds received, by request name
+	loaded  []byte
+	enabled map[uint32]bool
+	acked   uint64 // negotiated protocol features
+	// ackedFeatures are the features SET_FEATURES set.
+	ackedFeatures uint64
+	received      chan string
+	done          chan struct{}
 }
 
 func newFakeBackend(t *testing.T) (*fakeBackend, *net.UnixConn) {
@@ -198,9 +200,22 @@ func (b *fakeBackend) serve() {
 			b.mu.Lock()
 			b.acked = uint64(v)
 			b.mu.Unlock()
+		case vhostuser.SetFeatures:
+			v, _ := vhostuser.ParseU64(m.Payload)
+			b.mu.Lock()
+			b.ackedFeatures = uint64(v)
+			b.mu.Unlock()
 		case vhostuser.SetVringEnable:
 			v, _ := vhostuser.ParseVringState(m.Payload)
 			b.mu.Lock()
+			if b.ackedFeatures&vhostuser.FeatureProtocolFeatures == 0 {
+				b.mu.Unlock()
+				// The real one: "Waiting for daemon failed:
+				// HandleRequest(InactiveFeature(...PROTOCOL_FEATURES))", exit.
+				b.t.Errorf("fake virtiofsd: SET_VRING_ENABLE before SET_FEATURES acked PROTOCOL_FEATURES: the real one ends")
+				b.conn.Close()
+				return
+			}
 			b.enabled[v.Index] = v.Num == 1
 			b.mu.Unlock()
 		case vhostuser.SetVringKick:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -271,6 +272,23 @@ func TestSwapMovesTheSessionInTheOrderThatDoesNotHangVirtiofsd(t *testing.T) {
 	q.send(vhostuser.GetStatus, nil, false)
 	assert.Equal(t, "GET_STATUS", fresh.Log()[len(fresh.Log())-1])
 	assert.NotContains(t, old.Log(), "GET_STATUS")
+	assert.Equal(t, 1, f.Status().Swaps)
+}
+
+func TestSwapBeforeTheGuestsDriverStartsSetsUpNoRingItCannotEnable(t *testing.T) {
+	old, oldConn := newFakeBackend(t)
+	q, f, _ := session(t, old, oldConn)
+	q.realize() // QEMU connected at boot; the guest has not mounted yet
+
+	fresh, freshConn := newFakeBackend(t)
+	fresh.start()
+	_, err := swapTo(t, f, freshConn)
+	require.NoError(t, err)
+	assert.NotContains(t, strings.Join(fresh.Log(), ","), "SET_VRING_ENABLE", "no ring is enabled or disabled before SET_FEATURES")
+
+	// The guest's driver then starts on the new virtiofsd.
+	q.startDriver(true)
+	assert.Contains(t, fresh.Log(), "SET_VRING_ENABLE 0 1")
 	assert.Equal(t, 1, f.Status().Swaps)
 }
 

@@ -288,6 +288,11 @@ func (f *Front) freeze(ctx context.Context) (map[uint32]uint32, error) {
 // ones (the old back end getting its rings back).
 func (f *Front) startRings(ctx context.Context, p *peer, stopped map[uint32]uint32, all bool) error {
 	s := f.setup
+	// SET_VRING_ENABLE needs VHOST_USER_F_PROTOCOL_FEATURES acked by
+	// SET_FEATURES: before the guest's driver starts (QEMU has only
+	// realized the device) the real virtiofsd refuses it and ends
+	// (InactiveFeature(PROTOCOL_FEATURES)).
+	canEnable := s.hasFeatures && s.features&vhostuser.FeatureProtocolFeatures != 0
 	var kicked []uint32
 	for _, i := range s.ringIndexes() {
 		r := s.rings[i]
@@ -299,7 +304,9 @@ func (f *Front) startRings(ctx context.Context, p *peer, stopped map[uint32]uint
 			base = r.base
 		}
 		var msgs []ringMessage
-		msgs = append(msgs, ringMessage{vhostuser.SetVringEnable, vhostuser.VringState{Index: i, Num: 0}.Bytes(), nil})
+		if canEnable {
+			msgs = append(msgs, ringMessage{vhostuser.SetVringEnable, vhostuser.VringState{Index: i, Num: 0}.Bytes(), nil})
+		}
 		if r.hasNum {
 			msgs = append(msgs, ringMessage{vhostuser.SetVringNum, vhostuser.VringState{Index: i, Num: r.num}.Bytes(), nil})
 		}
