@@ -44,6 +44,10 @@ func Row(in Instance) []string {
 		cells[5] = pidCell(s.VirtiofsdPID)
 		if s.Client != nil {
 			cells[6] = *s.Client
+			// With the front, the handovers of the session (reload).
+			if st := s.State; st != nil && st.Front {
+				cells[6] += fmt.Sprintf(" (front, %d handovers)", st.Handovers)
+			}
 		}
 	}
 	switch c := in.Config; {

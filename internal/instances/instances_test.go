@@ -449,3 +449,17 @@ func TestListShowsADeferredRestart(t *testing.T) {
 	assert.Contains(t, list[0].Failure, "its deferred restart failed (start virtiofsd@vm1.socket: NoReply)")
 	assert.Contains(t, Row(list[0])[8], "failed: socket: its deferred restart failed")
 }
+
+func TestListShowsTheFrontAndItsHandovers(t *testing.T) {
+	w := newWorld(t)
+	w.configure(t, "vm1")
+	w.bus.add("virtiofsd@vm1.socket", "active", "running", nil)
+	w.bus.add("virtiofsd@vm1.service", "active", "running", map[string]any{"MainPID": uint32(812)})
+	w.publish(t, state.State{Instance: "vm1", ShimPID: 812, Phase: state.Serving, VirtiofsdPID: 815, Front: true, Handovers: 3})
+	list, err := w.list(t)
+	require.NoError(t, err)
+	assert.Equal(t, "connected (front, 3 handovers)", Row(list[0])[6])
+	b, err := json.Marshal(list[0])
+	require.NoError(t, err)
+	assert.Contains(t, string(b), `"front":true,"handovers":3`, "list --json has them in service.state")
+}
