@@ -50,13 +50,13 @@ func TestReloadFailsWithTheShimsReasonWhenItRefuses(t *testing.T) {
 	f.startShim(state.Serving)
 	f.answersReload(func(seq int) state.ReloadAnswer {
 		return state.ReloadAnswer{Seq: seq, Result: state.ReloadRefused, Kept: true,
-			Reason: "a live swap needs the Rust virtiofsd: the session goes on with its virtiofsd"}
+			Reason: "a live swap needs the Rust virtiofsd; the session goes on with its virtiofsd"}
 	})
 
 	_, err := Reload(context.Background(), f.hook, f)
 	var re *ReloadError
 	require.ErrorAs(t, err, &re)
-	assert.EqualError(t, err, "reload of virtiofsd@vm1.service refused: a live swap needs the Rust virtiofsd: "+
+	assert.EqualError(t, err, "reload of virtiofsd@vm1.service refused: a live swap needs the Rust virtiofsd; "+
 		"the session goes on with its virtiofsd; the VM's session goes on with its virtiofsd")
 }
 

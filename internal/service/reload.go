@@ -12,6 +12,7 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/front"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/plan"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 )
 
@@ -28,7 +29,7 @@ func ReloadableKeys() []string {
 // ReloadRefusal says why a reload cannot apply cfg, the config as it is
 // now, to a session started with old: a changed key a reload does not
 // apply (see ReloadableKeys; EXTRA_ARGS only when just its --log-level
-// differs), named with file:line; or a thread pool. nil: it may.
+// differs), named with file:line. nil: it may.
 func ReloadRefusal(old, cfg *config.Config) error {
 	var errs []error
 	reloadable := ReloadableKeys()
@@ -45,10 +46,6 @@ func ReloadRefusal(old, cfg *config.Config) error {
 		}
 		errs = append(errs, fmt.Errorf("%s:%d: %s changed from %q to %q, which the guest would see: a reload applies only %s; restart the VM's session to apply it, or put the line back",
 			cfg.Path, line, k, old.Value(k), cfg.Value(k), strings.Join(reloadable, ", ")))
-	}
-	if n := cfg.ThreadPoolSize; n != nil && *n > 0 {
-		errs = append(errs, fmt.Errorf("%s:%d: THREAD_POOL_SIZE=%d: a live swap is not known to be safe with a thread pool; set it to 0 or remove it",
-			cfg.Path, cfg.Line("THREAD_POOL_SIZE"), *n))
 	}
 	return errors.Join(errs...)
 }
@@ -83,8 +80,8 @@ func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
 	if err != nil {
 		return refuse(err.Error())
 	}
-	if ok, why := FrontWanted(p); !ok && cfg.Front != "no" {
-		return refuse(why + ": the session goes on with its virtiofsd")
+	if ok, why := plan.LiveSwap(p); !ok {
+		return refuse(why + "; the session goes on with its virtiofsd")
 	}
 	if err := ReloadRefusal(s.Plan.Config, cfg); err != nil {
 		return refuse(err.Error())

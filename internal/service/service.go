@@ -209,7 +209,7 @@ func (in *Instance) Run(ctx context.Context, cfg *config.Config, p *plan.Plan, s
 		}
 		var out launch.Outcome
 		var err error
-		if ok, why := FrontWanted(p); ok {
+		if ok, why := plan.Front(p); ok {
 			fs := &Session{ID: session, Number: n, Standby: cfg.Standby, Sock: sock, Plan: p, Instance: in,
 				Lines: fwd, Release: in.Release, Reloads: in.Reloads, Log: entry.WithField("session", session), Watchdog: sv.Watchdog}
 			out, err = fs.Run(ctx)
@@ -218,7 +218,7 @@ func (in *Instance) Run(ctx context.Context, cfg *config.Config, p *plan.Plan, s
 				in.State.Update(func(s *state.State) { s.Front, s.Handovers = false, 0 })
 			}
 			done := make(chan struct{})
-			go in.refuseReloads(why+": the session goes on with its virtiofsd", done)
+			go in.refuseReloads(why+"; the session goes on with its virtiofsd", done)
 			out, err = sv.RunSession(ctx)
 			close(done)
 		}

@@ -37,22 +37,6 @@ func (e *VMProtocolError) Unwrap() error { return e.Err }
 // ExitCode is the shim's exit status for a malformed message from the VM.
 func (e *VMProtocolError) ExitCode() int { return exitcode.VMProtocol }
 
-// FrontWanted tells whether the shim stands between the VM and virtiofsd
-// for plan p: FRONT=auto (the default) and a virtiofsd that can save its
-// state (the Rust one, listing migrate-precopy in --print-capabilities);
-// "" then, else why not.
-func FrontWanted(p *plan.Plan) (bool, string) {
-	switch {
-	case p.Config != nil && p.Config.Front == "no":
-		return false, "FRONT=no in " + p.Config.Path
-	case p.Version.Flavor != virtiofsd.Rust:
-		return false, "a live swap needs the Rust virtiofsd; " + p.Binary + " is the " + p.Version.Flavor.String() + " one"
-	case !p.Version.Has(virtiofsd.FeatureMigratePrecopy):
-		return false, p.Binary + " does not list " + virtiofsd.FeatureMigratePrecopy + " in --print-capabilities, so it cannot save its state"
-	}
-	return true, ""
-}
-
 // Session is one VM's session with the shim as the VM's end of the
 // socket (the front): it owns the VM's connection, the front.Front that
 // relays it, and the virtiofsd processes (each under its own

@@ -1,0 +1,36 @@
+package plan
+
+import (
+	"fmt"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
+)
+
+// Front tells whether the shim stands between the VM and virtiofsd for p
+// (FRONT=auto, the default, and a virtiofsd that can save its state: it
+// lists migrate-precopy in --print-capabilities), and if not, why.
+func Front(p *Plan) (bool, string) {
+	switch {
+	case p.Config != nil && p.Config.Front == "no":
+		return false, "FRONT=no in " + p.Config.Path
+	case p.Version.Flavor != virtiofsd.Rust:
+		return false, fmt.Sprintf("a live swap needs the Rust virtiofsd; %s is the %s one", p.Binary, p.Version.Flavor)
+	case !p.Version.Has(virtiofsd.FeatureMigratePrecopy):
+		return false, fmt.Sprintf("%s does not list %s in --print-capabilities, so it cannot save its state", p.Binary, virtiofsd.FeatureMigratePrecopy)
+	}
+	return true, ""
+}
+
+// LiveSwap tells whether systemctl reload can swap virtiofsd under a
+// running VM of p's instance, and if not, why: the front must run, and
+// no thread pool (a swap is not known to be safe with one). What the VM
+// negotiates (DEVICE_STATE, a packed ring) is only known per session.
+func LiveSwap(p *Plan) (bool, string) {
+	if ok, why := Front(p); !ok {
+		return false, why
+	}
+	if n := p.Config.ThreadPoolSize; n != nil && *n > 0 {
+		return false, fmt.Sprintf("%s:%d: THREAD_POOL_SIZE=%d: a live swap is not known to be safe with a thread pool", p.Config.Path, p.Config.Line("THREAD_POOL_SIZE"), *n)
+	}
+	return true, ""
+}
