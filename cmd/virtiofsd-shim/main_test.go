@@ -243,6 +243,7 @@ func TestCheckShowsAndChecksTheNewKeys(t *testing.T) {
 	assert.Contains(t, out, "migration     mode file-handles, on error abort (default); CAP_DAC_READ_SEARCH granted by the generator")
 	assert.Contains(t, out, "file handles  never (the shim's default, passed explicitly")
 	assert.Contains(t, out, "options       POSIX_ACL=always")
+	assert.Contains(t, out, "live swap     yes: systemctl reload swaps virtiofsd under a running VM")
 	assert.Contains(t, out, "--inode-file-handles=never --migration-mode=file-handles --posix-acl --modcaps=+dac_read_search:+sys_nice")
 	assert.Contains(t, out, "CapabilityBoundingSet=CAP_DAC_READ_SEARCH")
 	assert.Contains(t, out, "warning: EXTRA_ARGS asks virtiofsd to keep CAP_SYS_NICE (--modcaps), which virtiofsd@vm1.service's bounding set lacks")

@@ -60,6 +60,7 @@ const (
 	CodeVirtiofsd    = "virtiofsd"
 	CodeCapabilities = "capabilities"
 	CodeMigration    = "migration"
+	CodeLiveSwap     = "live-swap" // whether systemctl reload can swap virtiofsd under a running VM, and why not
 	CodeFileHandles  = "file-handles"
 	CodeOptions      = "options"
 	CodeRootless     = "rootless"
@@ -103,7 +104,7 @@ const (
 func Codes() []string {
 	return []string{
 		CodeInstance, CodeConfig, CodeSharedDir, CodeSocket, CodeVirtiofsd, CodeCapabilities, CodeMigration,
-		CodeFileHandles, CodeOptions, CodeRootless, CodeTimeouts, CodeCommand, CodeDropIn, CodeState, CodeReady,
+		CodeFileHandles, CodeLiveSwap, CodeOptions, CodeRootless, CodeTimeouts, CodeCommand, CodeDropIn, CodeState, CodeReady,
 		CodeSocketModeWide, CodeSocketOwnerIgnored, CodeSocketUserUnknown, CodeSocketGroupUnknown,
 		CodeDropInNotApplied, CodeDropInUnreadable, CodeDropInOutdated, CodeDropInLeftBehind,
 		CodeStateUnreadable, CodeMarkerUnreadable, CodeDeferredRestartFailed, CodeDeferredRestartPending,
@@ -266,6 +267,11 @@ func (r *Report) plan(s config.Scope, cfg *config.Config, p *plan.Plan) {
 	if p.Version.Flavor == virtiofsd.Rust {
 		r.fact(CodeMigration, "migration", migrationSummary(cfg))
 		r.fact(CodeFileHandles, "file handles", fileHandlesSummary(cfg))
+	}
+	if ok, why := plan.LiveSwap(p); ok {
+		r.fact(CodeLiveSwap, "live swap", "yes: systemctl reload swaps virtiofsd under a running VM (the shim is its end of the socket)")
+	} else {
+		r.fact(CodeLiveSwap, "live swap", "no: "+why)
 	}
 	if keys := optionKeys(cfg); keys != "" {
 		r.fact(CodeOptions, "options", keys)
