@@ -68,11 +68,16 @@ type hookFlags struct {
 }
 
 func parseHookFlags(name, usage string, args []string, stderr io.Writer) (*hookFlags, error) {
+	return parseHookFlagsWithin(name, usage, args, stderr, defaultHookTimeout)
+}
+
+// parseHookFlagsWithin is parseHookFlags with another default --timeout.
+func parseHookFlagsWithin(name, usage string, args []string, stderr io.Writer, timeout time.Duration) (*hookFlags, error) {
 	fs := newFlagSet(name, usage, stderr)
 	var f hookFlags
 	fs.StringVar(&f.instance, "instance", "", "instance `name` (the %i of the unit)")
 	fs.BoolVar(&f.user, "user", false, "a user manager's instance (systemctl --user)")
-	fs.DurationVar(&f.timeout, "timeout", defaultHookTimeout, "how long to wait for the service (reload: 25s)")
+	fs.DurationVar(&f.timeout, "timeout", timeout, "how long to wait for the service")
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
@@ -104,7 +109,13 @@ func (f *hookFlags) connect(ctx context.Context) (hooks.Manager, func(), error) 
 // the hook's --timeout.
 func runHook(ctx context.Context, name, usage string, args []string, stderr io.Writer,
 	fn func(ctx context.Context, f *hookFlags, m hooks.Manager) error) error {
-	f, err := parseHookFlags(name, usage, args, stderr)
+	return runHookWithin(ctx, name, usage, args, stderr, defaultHookTimeout, fn)
+}
+
+// runHookWithin is runHook with another default --timeout.
+func runHookWithin(ctx context.Context, name, usage string, args []string, stderr io.Writer, timeout time.Duration,
+	fn func(ctx context.Context, f *hookFlags, m hooks.Manager) error) error {
+	f, err := parseHookFlagsWithin(name, usage, args, stderr, timeout)
 	if err != nil {
 		return err
 	}
@@ -162,29 +173,17 @@ Examples:
 `
 
 func reloadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, err := parseHookFlags("reload", reloadUsage, args, stderr)
-	if err != nil {
-		return err
-	}
-	if f.timeout == defaultHookTimeout {
-		f.timeout = reloadTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	m, done, err := f.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	a, err := hooks.Reload(ctx, f.hook(), m)
-	if err != nil {
-		return err
-	}
-	if a.NewPID != 0 && a.PauseMillis > 0 {
-		fmt.Fprintf(stdout, "virtiofsd@%s.service: virtiofsd swapped under the VM: pid %d -> %d, pause %.1f ms, state %d bytes\n",
-			f.instance, a.OldPID, a.NewPID, a.PauseMillis, a.StateBytes)
-	} else {
-		fmt.Fprintf(stdout, "virtiofsd@%s.service: no VM connected: virtiofsd pid %d -> %d waits for it\n", f.instance, a.OldPID, a.NewPID)
-	}
-	return nil
+	return runHookWithin(ctx, "reload", reloadUsage, args, stderr, reloadTimeout, func(ctx context.Context, f *hookFlags, m hooks.Manager) error {
+		a, err := hooks.Reload(ctx, f.hook(), m)
+		if err != nil {
+			return err
+		}
+		if a.PauseMillis > 0 {
+			fmt.Fprintf(stdout, "virtiofsd@%s.service: virtiofsd swapped under the VM: pid %d -> %d, pause %.1f ms, state %d bytes\n",
+				f.instance, a.OldPID, a.NewPID, a.PauseMillis, a.StateBytes)
+		} else {
+			fmt.Fprintf(stdout, "virtiofsd@%s.service: no VM connected: virtiofsd pid %d -> %d waits for it\n", f.instance, a.OldPID, a.NewPID)
+		}
+		return nil
+	})
 }
