@@ -308,7 +308,9 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 		case <-release:
 			release = nil
 			out.Released = true
-			if s.front != nil || launch.PendingClient(s.Sock.File) {
+			// A VM accepted but not yet handled, or queued on the
+			// socket, is as good as served.
+			if s.front != nil || len(accepted) > 0 || launch.PendingClient(s.Sock.File) {
 				if in.State != nil {
 					in.State.Update(func(st *state.State) { st.Release = state.KeepsServing })
 				}
