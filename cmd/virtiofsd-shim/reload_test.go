@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/binary"
+	"net"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -10,7 +12,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
+	protocol "github.com/virtiofsd-shim/virtiofsd-shim/internal/vhostuser"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 )
@@ -88,4 +92,25 @@ func TestReloadWithTheCVirtiofsdSaysALiveSwapNeedsTheRustOne(t *testing.T) {
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	assert.Equal(t, 0, exitOf(t, cmd, stderr), "%s", stderr)
 	_ = os.Remove(sock)
+}
+
+func TestAMalformedMessageFromTheVMEndsTheSessionWithItsOwnExitStatus(t *testing.T) {
+	share := t.TempDir()
+	cmd, sock, _, stderr := activated(t, "run", "--shared-dir="+share, "--virtiofsd="+fakeBinary(t, "rust"))
+	st := stateOf(t, sock, func(s *state.State) bool { return s.Phase == state.Waiting && s.VirtiofsdPID != 0 })
+	require.True(t, st.Front)
+	c, err := net.Dial("unix", sock)
+	require.NoError(t, err)
+	defer c.Close()
+	// GET_FEATURES announcing a payload far above the protocol's limit.
+	hdr := make([]byte, 12)
+	binary.LittleEndian.PutUint32(hdr[0:], uint32(protocol.GetFeatures))
+	binary.LittleEndian.PutUint32(hdr[4:], 1)
+	binary.LittleEndian.PutUint32(hdr[8:], 1<<24)
+	_, err = c.Write(hdr)
+	require.NoError(t, err)
+
+	assert.Equal(t, exitcode.VMProtocol, exitOf(t, cmd, stderr), "%s", stderr)
+	assert.Contains(t, stderr.String(), "the VM sent a malformed vhost-user message")
+	assert.Eventually(t, func() bool { return len(virtiofsdFor(share)) == 0 }, 10*time.Second, 20*time.Millisecond, "virtiofsd ends with the session")
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/activation"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/service"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/vhostuser"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
@@ -36,6 +38,7 @@ func TestEveryCauseHasItsExitStatus(t *testing.T) {
 		{"binary missing", wrap(virtiofsd.BinaryErrorf("x")), exitcode.Unavailable},
 		{"systemd unreachable", &exitcode.UnavailableError{Err: errors.New("no bus")}, exitcode.Unavailable},
 		{"never ready", &launch.NotReadyError{}, exitcode.NotReady},
+		{"malformed message from the VM", wrap(&service.VMProtocolError{Err: &vhostuser.ProtocolError{Request: vhostuser.SetVringKick, Rule: "carries 2 fds, at most 1 allowed"}}), exitcode.VMProtocol},
 		{"virtiofsd exit 1", &launch.ExitError{Status: exited(1), Flavor: virtiofsd.C}, 1},
 		{"virtiofsd killed", &launch.ExitError{Status: killed(syscall.SIGKILL), Flavor: virtiofsd.C}, 128 + 9},
 		{"Rust sandbox child killed: exit(-9)", &launch.ExitError{Status: exited(256 - 9), Flavor: virtiofsd.Rust}, 128 + 9},
