@@ -95,7 +95,7 @@ func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
 		s.Log.WithError(err).WithField("kept", kept).Error("reload failed")
 		return state.ReloadAnswer{Result: state.ReloadFailed, Reason: err.Error(), Kept: kept}
 	}
-	nb, err := s.start(ctx, p, true)
+	nb, err := s.start(ctx, p, true, s.front != nil)
 	if err != nil {
 		return fail(err, true)
 	}

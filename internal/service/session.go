@@ -76,8 +76,9 @@ type Session struct {
 // backend is one virtiofsd serving (or about to serve) the session: the
 // shim's end of its private socket, and its supervisor.
 type backend struct {
-	conn    *net.UnixConn
-	sock    *os.File // the listening socket it got as fd 3
+	private *privateSocket
+	conn    *net.UnixConn // nil until connected
+	sock    *os.File      // the listening socket it got as fd 3
 	cancel  context.CancelFunc
 	done    chan error // its supervisor's error, once
 	outcome launch.Outcome
@@ -103,46 +104,71 @@ func (q quietNotifier) Notify(s string) error {
 	return q.n.Notify(s)
 }
 
-// privateListener is a listening unix socket only the shim can ever
-// connect to: bound in a fresh 0700 folder, connected to once, then
-// unlinked with its folder. It returns the listener's file (for virtiofsd's
-// --fd) and the shim's queued connection.
-func privateListener() (*os.File, *net.UnixConn, error) {
+// privateSocket is a listening unix socket only the shim connects to:
+// bound in a fresh 0700 folder, which connect removes once the shim is
+// connected (nobody can connect after that). Until then only the folder's
+// owner can reach it.
+type privateSocket struct {
+	file *os.File // the listener, for virtiofsd's --fd
+	dir  string
+	addr *net.UnixAddr
+}
+
+func newPrivateSocket() (*privateSocket, error) {
 	dir, err := os.MkdirTemp(os.Getenv("RUNTIME_DIRECTORY"), "front-")
 	if err != nil {
 		dir, err = os.MkdirTemp("", "virtiofsd-front-")
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("create the folder of virtiofsd's private socket: %w", err)
+		return nil, fmt.Errorf("create the folder of virtiofsd's private socket: %w", err)
 	}
-	defer os.RemoveAll(dir)
 	addr := &net.UnixAddr{Name: filepath.Join(dir, "s"), Net: "unix"}
 	l, err := net.ListenUnix("unix", addr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("listen on virtiofsd's private socket: %w", err)
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("listen on virtiofsd's private socket: %w", err)
 	}
 	l.SetUnlinkOnClose(false)
 	defer l.Close()
-	conn, err := net.DialUnix("unix", nil, addr)
-	if err != nil {
-		return nil, nil, fmt.Errorf("connect to virtiofsd's private socket: %w", err)
-	}
 	f, err := l.File()
 	if err != nil {
-		conn.Close()
-		return nil, nil, fmt.Errorf("pass virtiofsd's private socket: %w", err)
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("pass virtiofsd's private socket: %w", err)
 	}
-	return f, conn, nil
+	return &privateSocket{file: f, dir: dir, addr: addr}, nil
 }
 
+// connect connects the shim to the socket (queued until virtiofsd
+// accepts) and removes it, so that nobody else ever can.
+func (p *privateSocket) connect() (*net.UnixConn, error) {
+	defer p.remove()
+	c, err := net.DialUnix("unix", nil, p.addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect to virtiofsd's private socket: %w", err)
+	}
+	return c, nil
+}
+
+func (p *privateSocket) remove() { _ = os.RemoveAll(p.dir) }
+
 // start starts a virtiofsd of plan p on a private socket; quiet says
-// whether its supervisor stays silent to systemd and the state.
-func (s *Session) start(ctx context.Context, p *plan.Plan, quiet bool) (*backend, error) {
-	f, conn, err := privateListener()
+// whether its supervisor stays silent to systemd and the state; connect,
+// whether the shim connects to it now, before it starts (a reload's
+// candidate for a connected VM). Otherwise Run connects once the VM has,
+// so that virtiofsd's "Client connected" line still means the VM.
+func (s *Session) start(ctx context.Context, p *plan.Plan, quiet, connect bool) (*backend, error) {
+	ps, err := newPrivateSocket()
 	if err != nil {
 		return nil, err
 	}
-	b := &backend{conn: conn, sock: f, done: make(chan error, 1), ready: make(chan struct{}), version: p.Version.Number}
+	f := ps.file
+	b := &backend{private: ps, sock: f, done: make(chan error, 1), ready: make(chan struct{}), version: p.Version.Number}
+	if connect {
+		if b.conn, err = ps.connect(); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
 	b.quiet.Store(quiet)
 	in := s.Instance
 	sv := &launch.Supervisor{
@@ -191,6 +217,7 @@ func (s *Session) start(ctx context.Context, p *plan.Plan, quiet bool) (*backend
 		out, err := sv.RunSession(sctx)
 		b.outcome = out
 		f.Close()
+		ps.remove()
 		b.done <- err
 	}()
 	return b, nil
@@ -216,7 +243,9 @@ func (b *backend) waitReady(ctx context.Context) error {
 func (b *backend) stop() error {
 	b.quiet.Store(true)
 	b.cancel()
-	b.conn.Close()
+	if b.conn != nil {
+		b.conn.Close()
+	}
 	err := <-b.done
 	b.done <- err
 	return err
@@ -232,7 +261,7 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 	if in.State != nil {
 		in.State.Update(func(st *state.State) { st.Front, st.Handovers = true, 0 })
 	}
-	b, err := s.start(ctx, s.Plan, false)
+	b, err := s.start(ctx, s.Plan, false, false)
 	if err != nil {
 		return out, err
 	}
@@ -276,6 +305,15 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 		case c := <-accepted:
 			out.Served = true
 			s.connected.Store(true)
+			if s.cur.conn == nil {
+				conn, err := s.cur.private.connect()
+				if err != nil {
+					c.Close()
+					_ = s.cur.stop()
+					return out, err
+				}
+				s.cur.conn = conn
+			}
 			s.front = front.New(c, s.cur.conn, front.Config{})
 			if in.State != nil {
 				in.State.Update(func(st *state.State) { st.Phase = state.Serving })
