@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/fakevirtiofsd"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 )
 
@@ -17,6 +18,7 @@ import (
 const clientEnv = "SYSTEMTEST_CLIENT"
 
 func TestMain(m *testing.M) {
+	fakevirtiofsd.Main() // the test binary doubles as a fake virtiofsd (fakevirtiofsd.Script)
 	if sock := os.Getenv(clientEnv); sock != "" {
 		fmt.Println(client(sock))
 		os.Exit(0)

@@ -25,18 +25,14 @@ import (
 func stateOf(t *testing.T, sock string, ok func(*shimstate.State) bool) *shimstate.State {
 	t.Helper()
 	path := shimstate.Path(filepath.Dir(sock), "vm1")
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	var got *shimstate.State
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		st, err := shimstate.Read(path)
-		require.NoError(t, err)
-		if st != nil && ok(st) {
-			return st
+		if assert.NoError(c, err) && assert.NotNil(c, st) && assert.True(c, ok(st), "state %+v", st) {
+			got = st
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the state never got there; last: %+v", st)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	}, 20*time.Second, 20*time.Millisecond)
+	return got
 }
 
 // reloadAnswer sends the shim a reload request (SIGHUP) and waits for its

@@ -105,7 +105,6 @@ echo "RESULT done=yes"
 		assert.Equal(t, i, st.Handovers)
 		pids[st.VirtiofsdPID] = true
 		last = st
-		time.Sleep(500 * time.Millisecond)
 	}
 
 	r := <-done
