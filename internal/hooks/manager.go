@@ -1,6 +1,6 @@
 // Package hooks is what the instance's units run around the service:
-// release (the socket's stop), resume (the service's end) and standby (a
-// STANDBY=yes socket's start). They talk to systemd through Manager, and
+// release (the socket's stop), resume (the service's end), standby (a
+// STANDBY=yes socket's start) and reload (the service's ExecReload=). They talk to systemd through Manager, and
 // read the shim's answers in its typed state (package state): the shim
 // alone decides what its session does.
 package hooks
