@@ -321,6 +321,11 @@ type ReloadError struct {
 	Answer state.ReloadAnswer
 }
 
+// ExitCode is reload's exit status when the shim refused or failed: 1,
+// the conventional failure of a command (the exit status table is the
+// service's, and says nothing of a reload, whose session goes on).
+func (e *ReloadError) ExitCode() int { return 1 }
+
 func (e *ReloadError) Error() string {
 	kept := "; the VM's session goes on with its virtiofsd"
 	if !e.Answer.Kept {

@@ -2,12 +2,14 @@ package hooks
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 )
 
@@ -73,4 +75,9 @@ func TestReloadGivesUpWhenTheShimNeverAnswers(t *testing.T) {
 	defer cancel()
 	_, err := Reload(ctx, f.hook, f)
 	assert.ErrorContains(t, err, "did not answer the reload in time")
+}
+
+func TestAReloadRefusalExitsOne(t *testing.T) {
+	err := &ReloadError{Unit: "virtiofsd@vm1.service", Answer: state.ReloadAnswer{Result: state.ReloadRefused, Kept: true}}
+	assert.Equal(t, 1, exitcode.For(fmt.Errorf("reload: %w", err)))
 }
