@@ -132,6 +132,7 @@ func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
 	s.cur, s.Plan = nb, p
 	nb.quiet.Store(false)
 	s.retire(old)
+	s.statusServing()
 	s.handover++
 	n := s.handover
 	if w := s.Instance.State; w != nil {

@@ -319,10 +319,7 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 				in.State.Update(func(st *state.State) { st.Phase = state.Serving })
 			}
 			s.Log.Info("the VM connected: the shim relays its vhost-user session to virtiofsd")
-			if n := in.Notifier; n != nil {
-				_ = n.Notify(fmt.Sprintf("STATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
-					s.Sock, s.Plan.Config.SharedDir, s.cur.pid.Load()))
-			}
+			s.statusServing()
 			f := s.front
 			go func() { frontDone <- f.Run(fctx) }()
 		case err := <-acceptErr:
@@ -421,4 +418,13 @@ func (s *Session) retire(b *backend) {
 			s.Log.WithError(err).WithField("virtiofsd_pid", b.pid.Load()).Warn("the virtiofsd swapped out ended in failure; the session goes on")
 		}
 	}()
+}
+
+// statusServing tells systemd (STATUS=) that the VM is served, and by
+// which virtiofsd: when the VM connects, and after each swap.
+func (s *Session) statusServing() {
+	if n := s.Instance.Notifier; n != nil {
+		_ = n.Notify(fmt.Sprintf("STATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
+			s.Sock, s.Plan.Config.SharedDir, s.cur.pid.Load()))
+	}
 }

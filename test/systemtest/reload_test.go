@@ -2,6 +2,7 @@ package systemtest
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -103,6 +104,8 @@ echo "RESULT done=yes"
 		assert.Equal(t, last.VirtiofsdPID, st.Reload.OldPID)
 		assert.False(t, pids[st.VirtiofsdPID], "reload %d: a new virtiofsd pid (%d)", i, st.VirtiofsdPID)
 		assert.Equal(t, i, st.Handovers)
+		assert.Contains(t, show(t, b, "virtiofsd@rl.service", "StatusText")["StatusText"], fmt.Sprintf("(virtiofsd pid %d)", st.VirtiofsdPID),
+			"STATUS= names the new virtiofsd")
 		pids[st.VirtiofsdPID] = true
 		last = st
 	}
