@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -101,6 +102,8 @@ func TestAfterVirtiofsdDiesAFreshOneGetsTheSetupAndTheRingsRestartAtTheGuestsUse
 	assert.Equal(t, inode(t, q.mem), inode(t, mem[0]), "the fresh virtiofsd maps the guest's own memory")
 	assert.Equal(t, inode(t, q.backendChan), inode(t, fresh.Files(vhostuser.SetBackendReqFD)[0]))
 
+	// The fresh virtiofsd answers the VM before the recovery is counted.
+	require.Eventually(t, func() bool { return f.Status().Recoveries == 1 }, testTimeout, time.Millisecond)
 	st := f.Status()
 	assert.True(t, st.Degraded, "the session goes on degraded")
 	assert.Equal(t, 1, st.Recoveries)
@@ -114,7 +117,7 @@ func TestAfterVirtiofsdDiesAFreshOneGetsTheSetupAndTheRingsRestartAtTheGuestsUse
 	fresh.kill()
 	q.roundTrip()
 	assert.Contains(t, second.Log(), "SET_VRING_BASE 0 1000")
-	assert.Equal(t, 2, f.Status().Recoveries)
+	assert.Eventually(t, func() bool { return f.Status().Recoveries == 2 }, testTimeout, time.Millisecond)
 	second.kill()
 	err := <-ran
 	var re *RecoveryError
