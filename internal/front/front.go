@@ -105,8 +105,9 @@ var ErrBackendGone = errors.New("virtiofsd's connection ended")
 // Run relays the session until the VM hangs up (nil), the back end
 // breaks (an error wrapping ErrBackendGone; with Config.Respawn, only once
 // the session cannot be recovered, a *RecoveryError), the VM sends what
-// cannot be parsed (a *vhostuser.ProtocolError), or ctx ends. It then
-// closes both connections and the recorded fds.
+// cannot be parsed (a *vhostuser.ProtocolError), SaveForRestart takes the
+// session (ErrSavedForRestart), or ctx ends. It then closes both
+// connections and the recorded fds (a saved session holds its own).
 func (f *Front) Run(ctx context.Context) error {
 	defer close(f.ended)
 	defer f.close()
@@ -165,6 +166,18 @@ func (f *Front) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if pending != nil && len(f.outstanding) == 0 {
+			if pending.save {
+				cp, ended, err := f.saveForRestart(pending.ctx)
+				pending.done <- swapResponse{cp: cp, err: err}
+				pending = nil
+				if ended {
+					if err != nil {
+						return err
+					}
+					return ErrSavedForRestart
+				}
+				continue
+			}
 			var res SwapResult
 			var err error
 			if pending.backend == nil {
@@ -172,7 +185,7 @@ func (f *Front) Run(ctx context.Context) error {
 			} else {
 				res, err = f.swap(pending.ctx, pending.backend)
 			}
-			pending.done <- swapResponse{res, err}
+			pending.done <- swapResponse{res: res, err: err}
 			pending = nil
 			// A swap that could not give the rings back has lost the old
 			// virtiofsd, which may have died under it: with Respawn, a

@@ -3,10 +3,12 @@ package front
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/vhostuser"
 )
@@ -23,6 +25,7 @@ type read struct {
 // taken, so a peer whose msgs nobody takes is not read: that is how the
 // front holds the VM's requests during a swap.
 type peer struct {
+	raw  *net.UnixConn
 	conn *vhostuser.Conn
 	msgs chan read
 	stop chan struct{}
@@ -31,7 +34,7 @@ type peer struct {
 }
 
 func newPeer(c *net.UnixConn) *peer {
-	p := &peer{conn: vhostuser.NewConn(c), msgs: make(chan read), stop: make(chan struct{}), done: make(chan struct{})}
+	p := &peer{raw: c, conn: vhostuser.NewConn(c), msgs: make(chan read), stop: make(chan struct{}), done: make(chan struct{})}
 	go p.read()
 	return p
 }
@@ -61,6 +64,34 @@ func (p *peer) close() {
 		p.conn.Close()
 		<-p.done
 	})
+}
+
+// dupConn returns a duplicate of the connection's descriptor, which
+// stays open when the peer is closed.
+func (p *peer) dupConn() (*os.File, error) { return dupOf(p.raw, "vhost-user connection") }
+
+// hold stops the reader without closing the connection, and returns the
+// messages it had read but nobody had taken (at most one). The reader is
+// stopped by a read deadline: QEMU writes each message whole, so the
+// deadline finds the reader between messages. An error says the
+// connection ended or broke instead; the messages are returned either way,
+// for the caller to close.
+func (p *peer) hold() ([]*vhostuser.Message, error) {
+	if err := p.raw.SetReadDeadline(time.Unix(1, 0)); err != nil {
+		return nil, fmt.Errorf("set a read deadline: %w", err)
+	}
+	var held []*vhostuser.Message
+	for r := range p.msgs {
+		if r.err != nil {
+			<-p.done
+			if errors.Is(r.err, os.ErrDeadlineExceeded) {
+				return held, nil
+			}
+			return held, r.err
+		}
+		held = append(held, r.m)
+	}
+	return held, nil
 }
 
 // message builds a request of the front's own, with NEED_REPLY when asked.

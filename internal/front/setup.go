@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -305,21 +306,26 @@ func closeRegions(rs []region) {
 // f.Fd(), which would turn a non-blocking fd (QEMU's eventfds) blocking
 // for every process that shares it.
 func dup(f *os.File) (*os.File, error) {
-	rc, err := f.SyscallConn()
+	return dupOf(f, f.Name())
+}
+
+// dupOf is dup for anything with a descriptor, such as a connection.
+func dupOf(c syscall.Conn, name string) (*os.File, error) {
+	rc, err := c.SyscallConn()
 	if err != nil {
-		return nil, fmt.Errorf("duplicate %s: %w", f.Name(), err)
+		return nil, fmt.Errorf("duplicate %s: %w", name, err)
 	}
 	var nfd int
 	var dupErr error
 	if err := rc.Control(func(fd uintptr) {
 		nfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
 	}); err != nil {
-		return nil, fmt.Errorf("duplicate %s: %w", f.Name(), err)
+		return nil, fmt.Errorf("duplicate %s: %w", name, err)
 	}
 	if dupErr != nil {
-		return nil, fmt.Errorf("duplicate %s: %w (raise the shim's fd limit, LimitNOFILE=)", f.Name(), dupErr)
+		return nil, fmt.Errorf("duplicate %s: %w (raise the shim's fd limit, LimitNOFILE=)", name, dupErr)
 	}
-	return os.NewFile(uintptr(nfd), f.Name()), nil
+	return os.NewFile(uintptr(nfd), name), nil
 }
 
 // kick writes 1 to an eventfd, as a guest's notification does, without

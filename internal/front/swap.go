@@ -63,13 +63,17 @@ type SwapResult struct {
 	StateSize int
 }
 
+// swapRequest asks Run's loop for a swap onto backend; with backend nil,
+// for a checkpoint (Front.Checkpoint), or with save for a session saved
+// for a restart (SaveForRestart).
 type swapRequest struct {
 	ctx     context.Context
 	backend *net.UnixConn
+	save    bool
 	done    chan swapResponse
 }
 
-// refuse answers a swap request that never started, closing the new
+// refuse answers a request that never started, closing the new
 // virtiofsd's connection; kept says whether the old one goes on.
 func (r *swapRequest) refuse(err error, kept bool) {
 	if r.backend != nil {
@@ -80,6 +84,7 @@ func (r *swapRequest) refuse(err error, kept bool) {
 
 type swapResponse struct {
 	res SwapResult
+	cp  *Checkpoint // with save
 	err error
 }
 
