@@ -234,6 +234,24 @@ func (b *Conn) GetAll(ctx context.Context, reqs []PropertiesRequest) []Propertie
 	return replies
 }
 
+// QueuedJobType returns the type of the job systemd runs or has queued for
+// unit ("restart", "stop", "start", ...), or "" when it has none. One D-Bus
+// call (Manager.ListJobs). A `systemctl restart` or `try-restart` of an
+// active unit shows as "restart" while the unit stops; a `systemctl stop`
+// as "stop".
+func (b *Conn) QueuedJobType(ctx context.Context, unit string) (string, error) {
+	jobs, err := b.conn.ListJobsContext(ctx)
+	if err != nil {
+		return "", fmt.Errorf("list systemd's jobs: %w", err)
+	}
+	for _, j := range jobs {
+		if j.Unit == unit {
+			return j.JobType, nil
+		}
+	}
+	return "", nil
+}
+
 // Manager is the connection's go-systemd client, for the calls the units'
 // hooks make (release, standby, resume: KillUnit, StartUnit, StopUnit,
 // ListJobs).
