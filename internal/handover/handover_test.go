@@ -57,8 +57,8 @@ func TestOnlyARestartJobCountsAsARestart(t *testing.T) {
 
 // fakeStore records what the shim asks of systemd's store.
 type fakeStore struct {
-	calls  []string
-	noEnv  bool
+	calls []string
+	noEnv bool
 }
 
 func (s *fakeStore) Store(name string, files ...*os.File) (bool, error) {
