@@ -1,0 +1,215 @@
+package systemtest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/activation"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/fdstore"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/handover"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/sdbus"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+)
+
+// peerEnv, set to a folder, makes the test binary a Type=notify service
+// that keeps a connection to a peer (the test, listening on DIR/p.sock) in
+// systemd's store, as the shim keeps the VM's (see peerHelper).
+const peerEnv = "SYSTEMTEST_FDSTORE_PEER"
+
+const peerUnit = "fdstore-peer.service"
+
+// peerHelper reports to DIR/report what it found and did. At start: with
+// a connection named "peer" in the store, it writes "hello from pid N" on
+// it and reports "kept"; without, it connects to DIR/p.sock, stores the
+// connection and reports "stored". On SIGTERM it asks systemd, as the shim
+// does (handover.IsRestart), for its unit's job, and reports "sigterm
+// job=TYPE" and what the question cost.
+func peerHelper(dir string) error {
+	report := filepath.Join(dir, "report")
+	stored := fdstore.ByName(activation.Files(true))
+	n := fdstore.FromEnv(os.Getenv)
+	if peers := stored["peer"]; len(peers) > 0 {
+		for _, p := range peers {
+			if _, err := fmt.Fprintf(p, "hello from pid %d\n", os.Getpid()); err != nil {
+				return err
+			}
+			p.Close()
+		}
+		if err := appendLine(report, fmt.Sprintf("kept %d", len(peers))); err != nil {
+			return err
+		}
+	} else {
+		c, err := net.Dial("unix", filepath.Join(dir, "p.sock"))
+		if err != nil {
+			return err
+		}
+		f, err := c.(*net.UnixConn).File()
+		c.Close()
+		if err != nil {
+			return err
+		}
+		if sent, err := n.Store("peer", f); err != nil || !sent {
+			return fmt.Errorf("store: sent %v, %w", sent, err)
+		}
+		f.Close()
+		if err := appendLine(report, "stored"); err != nil {
+			return err
+		}
+	}
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	<-sig
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	line := "sigterm job="
+	conn, err := sdbus.Connect(ctx, config.System, os.Getenv)
+	if err == nil {
+		var restart bool
+		restart, err = handover.IsRestart(ctx, conn, peerUnit)
+		conn.Close()
+		typ := "stop"
+		if restart {
+			typ = "restart"
+		}
+		line += typ
+	}
+	if err != nil {
+		line += "error: " + err.Error()
+	}
+	return appendLine(report, fmt.Sprintf("%s (asked in %s)", line, time.Since(start)))
+}
+
+// TestTheStoreKeepsAConnectionAcrossRestartAndDropsItOnStopOrHangUp holds,
+// on each leg's real systemd, what live restart relies on: a restart hands
+// a stored connection back, still talking to its peer; the unit's job
+// during a restart's SIGTERM is "restart" and during a stop's "stop"; a
+// stop flushes the store (the peer sees the end); and a stored socket whose
+// peer hangs up is dropped.
+func TestTheStoreKeepsAConnectionAcrossRestartAndDropsItOnStopOrHangUp(t *testing.T) {
+	shimbox.Legs(t, func(t *testing.T, leg shimbox.Platform) {
+		sdbox.RequireRoot(t)
+		ctx := context.Background()
+		tree, err := leg.Tree(ctx)
+		require.NoError(t, err)
+
+		self, err := os.Executable()
+		require.NoError(t, err)
+		dir, err := os.MkdirTemp("/var/tmp", "st-peer-")
+		require.NoError(t, err)
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		bin, err := os.ReadFile(self)
+		require.NoError(t, err)
+		helper := filepath.Join(dir, "helper")
+		require.NoError(t, os.WriteFile(helper, bin, 0o755))
+		report := filepath.Join(dir, "report")
+		ln, err := net.Listen("unix", filepath.Join(dir, "p.sock"))
+		require.NoError(t, err)
+		defer ln.Close()
+		accepted := make(chan net.Conn, 4)
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				accepted <- c
+			}
+		}()
+		accept := func() net.Conn {
+			t.Helper()
+			select {
+			case c := <-accepted:
+				t.Cleanup(func() { c.Close() })
+				return c
+			case <-time.After(30 * time.Second):
+				t.Fatal("the helper never connected")
+				return nil
+			}
+		}
+
+		o := sdbox.Options{Name: "fdpeer", Units: map[string]string{peerUnit: fmt.Sprintf(`[Service]
+Type=notify
+Environment=%s=%s
+ExecStart=%s
+FileDescriptorStoreMax=8
+`, peerEnv, dir, helper)}}
+		if tree != nil {
+			o.Root = tree.Root
+			o.Binds = map[string]string{"/var/tmp": "/var/tmp"}
+		}
+		b := sdbox.New(t, o)
+		systemctl := func(args ...string) string {
+			t.Helper()
+			out, err := b.Run(ctx, "systemctl", args...)
+			require.NoError(t, err, "systemctl %s: %s", strings.Join(args, " "), out)
+			return strings.TrimSpace(out)
+		}
+		lines := func() []string {
+			t.Helper()
+			out, err := os.ReadFile(report)
+			require.NoError(t, err)
+			return strings.Split(strings.TrimSpace(string(out)), "\n")
+		}
+		stored := func() string {
+			return systemctl("show", "-p", "NFileDescriptorStore", peerUnit)
+		}
+		jobs := func(ls []string) []string {
+			var out []string
+			for _, l := range ls {
+				if strings.HasPrefix(l, "sigterm") {
+					t.Logf("%s: %s", leg, l)
+					l, _, _ = strings.Cut(l, " (asked")
+				}
+				out = append(out, l)
+			}
+			return out
+		}
+
+		systemctl("start", peerUnit)
+		peer := accept()
+		assert.Equal(t, []string{"stored"}, lines())
+		assert.Equal(t, "NFileDescriptorStore=1", stored())
+
+		systemctl("restart", peerUnit)
+		pid := strings.TrimPrefix(systemctl("show", "-p", "MainPID", peerUnit), "MainPID=")
+		require.NoError(t, peer.SetReadDeadline(time.Now().Add(30*time.Second)))
+		hello, err := bufio.NewReader(peer).ReadString('\n')
+		require.NoError(t, err)
+		assert.Equal(t, "hello from pid "+pid+"\n", hello, "the new process talks to the peer on the stored connection")
+		assert.Equal(t, []string{"stored", "sigterm job=restart", "kept 1"}, jobs(lines()), "a restart's SIGTERM comes with a restart job")
+
+		systemctl("stop", peerUnit)
+		assert.Equal(t, "NFileDescriptorStore=0", stored(), "stop flushes the store")
+		_, err = peer.Read(make([]byte, 1))
+		assert.ErrorIs(t, err, io.EOF, "the peer sees the end: systemd closed its copy")
+		assert.Equal(t, []string{"stored", "sigterm job=restart", "kept 1", "sigterm job=stop"}, jobs(lines()), "a stop's SIGTERM comes with a stop job")
+
+		systemctl("start", peerUnit)
+		second := accept()
+		assert.Equal(t, "NFileDescriptorStore=1", stored())
+		second.Close()
+		assert.Eventually(t, func() bool { return stored() == "NFileDescriptorStore=0" }, 30*time.Second, 50*time.Millisecond,
+			"a stored socket whose peer hung up is dropped")
+		systemctl("stop", peerUnit)
+	})
+}
