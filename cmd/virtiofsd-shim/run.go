@@ -12,8 +12,11 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/activation"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/fdstore"
+	ho "github.com/virtiofsd-shim/virtiofsd-shim/internal/handover"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/sdbus"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 
@@ -188,6 +191,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger, u
 	entry := log.WithField("instance", instance)
 	in.Sink, in.Limits, in.Log = sink, limits, entry
 	in.Release, in.Reloads = release, reloads
+	in.Handover = handover(inst.scope(), inst.user)
 	if toJournal {
 		in.OnSession = func(id string) {
 			origin.Session = id
@@ -195,4 +199,25 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger, u
 		}
 	}
 	return in.Run(ctx, cfg, p, sock)
+}
+
+// handover keeps a front session across systemctl restart through
+// systemd's store; whether a SIGTERM is a restart is asked of the manager
+// of scope, about the shim's own unit, only when a session could be kept.
+func handover(scope config.Scope, user bool) *service.Handover {
+	unit := logsink.SelfUnit()
+	if user {
+		unit = logsink.SelfUserUnit()
+	}
+	return &service.Handover{
+		Store: fdstore.FromEnv(os.Getenv),
+		IsRestart: func(ctx context.Context) (bool, error) {
+			conn, err := sdbus.Connect(ctx, scope, os.Getenv)
+			if err != nil {
+				return false, err
+			}
+			defer conn.Close()
+			return ho.IsRestart(ctx, conn, unit)
+		},
+	}
 }

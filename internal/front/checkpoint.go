@@ -484,7 +484,7 @@ func Resume(ctx context.Context, cp *Checkpoint, backend *net.UnixConn, cfg Conf
 	}
 	f.setup.close()
 	f.setup = s
-	f.count = cp.data.Swaps
+	f.count = cp.data.Swaps + 1 // the restart is a handover too
 	state, err := readAll(cp.State, "state", maxStateSize)
 	if err != nil {
 		return fail(f, err)

@@ -48,6 +48,9 @@ type Instance struct {
 	// State publishes the instance's typed state; nil publishes nothing.
 	// Run sets every field but the run's end (see Finish).
 	State *state.Writer
+	// Handover keeps a session across systemctl restart; nil: a SIGTERM
+	// always ends the session.
+	Handover *Handover
 	// Reloads are reload requests (SIGHUP, from virtiofsd-shim reload):
 	// each gets an answer in State (state.ReloadAnswer). nil: none come.
 	Reloads <-chan struct{}
@@ -172,6 +175,12 @@ func (in *Instance) Run(ctx context.Context, cfg *config.Config, p *plan.Plan, s
 	// socket, each virtiofsd started as soon as the last one's client left,
 	// with the config read again, until the socket is released or the
 	// service stopped.
+	cp := in.takeCheckpoint(sock.Stored)
+	defer func() {
+		if cp != nil {
+			cp.Close()
+		}
+	}()
 	for n := 1; ; n++ {
 		session := newSessionID()
 		if in.OnSession != nil {
@@ -211,9 +220,16 @@ func (in *Instance) Run(ctx context.Context, cfg *config.Config, p *plan.Plan, s
 		var err error
 		if ok, why := plan.Front(p); ok {
 			fs := &Session{ID: session, Number: n, Standby: cfg.Standby, Sock: sock, Plan: p, Instance: in,
-				Lines: fwd, Release: in.Release, Reloads: in.Reloads, Log: entry.WithField("session", session), Watchdog: sv.Watchdog}
+				Lines: fwd, Release: in.Release, Reloads: in.Reloads, Log: entry.WithField("session", session), Watchdog: sv.Watchdog,
+				Checkpoint: cp}
+			cp = nil
 			out, err = fs.Run(ctx)
 		} else {
+			if cp != nil {
+				entry.WithField("reason", why).Error("restart: the session the last shim kept cannot be resumed without the front; it is closed, and the VM sees its share disconnected")
+				cp.Close()
+				cp = nil
+			}
 			if in.State != nil {
 				in.State.Update(func(s *state.State) { s.Front, s.Handovers = false, 0 })
 			}

@@ -65,6 +65,9 @@ type Session struct {
 	// Watchdog is the WATCHDOG=1 period of the current virtiofsd's
 	// supervisor; 0: none.
 	Watchdog time.Duration
+	// Checkpoint is the session the last shim kept across a restart, to
+	// resume on the first virtiofsd instead of accepting a VM; Run owns it.
+	Checkpoint *front.Checkpoint
 
 	front     *front.Front
 	connected atomic.Bool // the VM is accepted (read by supervisors' Publish)
@@ -211,7 +214,9 @@ func (s *Session) start(ctx context.Context, p *plan.Plan, quiet, connect bool) 
 		}
 		publish(in.State, c)
 	}
-	sctx, cancel := context.WithCancel(ctx)
+	// Not cancelled with ctx (the shim's SIGTERM): a restart saves the
+	// session from this virtiofsd first (see keepForRestart).
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b.cancel = cancel
 	go func() {
 		out, err := sv.RunSession(sctx)
@@ -261,8 +266,15 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 	if in.State != nil {
 		in.State.Update(func(st *state.State) { st.Front, st.Handovers = true, 0 })
 	}
-	b, err := s.start(ctx, s.Plan, false, false)
+	// A resumed session's virtiofsd stays quiet until the VM is served
+	// again (READY=1 then, not at its readiness line), and the shim
+	// connects to it at once: the VM is already there.
+	resuming := s.Checkpoint != nil
+	b, err := s.start(ctx, s.Plan, resuming, resuming)
 	if err != nil {
+		if s.Checkpoint != nil {
+			s.Checkpoint.Close()
+		}
 		return out, err
 	}
 	s.cur = b
@@ -276,8 +288,9 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 		ready     = b.ready
 		release   = s.Release
 	)
-	// The front's context: cancelled when the session returns.
-	fctx, fcancel := context.WithCancel(ctx)
+	// The front's context: cancelled when the session returns, not with
+	// ctx, so that a restart can still save the session.
+	fctx, fcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer func() {
 		fcancel()
 		if listener != nil {
@@ -288,6 +301,31 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 		select {
 		case <-ready:
 			ready = nil
+			if cp := s.Checkpoint; cp != nil {
+				s.Checkpoint = nil
+				f, err := s.resume(ctx, cp)
+				if err != nil {
+					// One line; then the socket is served as usual, by a
+					// virtiofsd that did not see the failed resume.
+					s.Log.WithError(err).Error("restart: the session the last shim kept is closed, and the VM sees its share disconnected; the socket is served as usual")
+					_ = s.cur.stop()
+					if s.cur, err = s.start(ctx, s.Plan, false, false); err != nil {
+						return out, err
+					}
+					ready = s.cur.ready
+					continue
+				}
+				out.Served = true
+				s.connected.Store(true)
+				s.front = f
+				s.cur.quiet.Store(false)
+				if in.Notifier != nil {
+					_ = in.Notifier.Notify(fmt.Sprintf("READY=1\nSTATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d), resumed after a restart",
+						s.Sock, s.Plan.Config.SharedDir, s.cur.pid.Load()))
+				}
+				go func() { frontDone <- f.Run(fctx) }()
+				continue
+			}
 			l, err := net.FileListener(s.Sock.File)
 			if err != nil {
 				_ = s.cur.stop()
@@ -362,9 +400,15 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 		case <-s.Reloads:
 			s.answer(s.reload(ctx))
 		case <-ctx.Done():
+			if s.front != nil && s.keepForRestart(frontDone) {
+				// The front let go of the session, and the old virtiofsd's
+				// connection: it ends by itself.
+				return out, s.cur.stop()
+			}
 			// The service stops: the current supervisor stops virtiofsd
 			// (STOPPING=1), the front closes the VM's connection.
 			fcancel()
+			s.cur.cancel()
 			err := <-s.cur.done
 			if s.front != nil {
 				<-frontDone

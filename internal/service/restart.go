@@ -1,0 +1,140 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/front"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/handover"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
+)
+
+// Handover keeps a front session across `systemctl restart` in systemd's
+// file descriptor store (docs/live-restart.md).
+type Handover struct {
+	// Store is systemd's store (fdstore.Notifier).
+	Store handover.Store
+	// IsRestart says whether the SIGTERM just received is a restart of
+	// the shim's unit (handover.IsRestart on systemd's D-Bus API).
+	IsRestart func(ctx context.Context) (bool, error)
+}
+
+// Bounds of the restart's steps; systemd's TimeoutStopSec= (15 s) is the
+// outer one.
+const (
+	askTimeout  = 3 * time.Second
+	saveTimeout = 8 * time.Second
+)
+
+// keepForRestart runs at the shim's SIGTERM with a VM connected. When the
+// SIGTERM is a restart and the session can be saved, it saves it, keeps it
+// in systemd's store for the next shim, and returns true: the front has
+// returned (frontDone is drained) and the VM stays connected through the
+// store. Otherwise it returns false and the session ends as on a stop. A
+// stop pays only the question to systemd, asked only of a session that
+// could be saved.
+func (s *Session) keepForRestart(frontDone <-chan error) bool {
+	h := s.Instance.Handover
+	if h == nil || h.IsRestart == nil || h.Store == nil {
+		return false
+	}
+	if st := s.front.Status(); !st.Swappable {
+		s.Log.WithField("reason", st.Reason).Info("the service stops or restarts: this session cannot be saved, so it ends and the VM sees its share disconnected")
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
+	start := time.Now()
+	restart, err := h.IsRestart(ctx)
+	cancel()
+	asked := time.Since(start)
+	if err != nil {
+		s.Log.WithError(err).Warn("the service stops: whether it restarts is unknown, so the session ends as on a stop")
+		return false
+	}
+	if !restart {
+		s.Log.WithField("asked", asked.String()).Debug("the service stops (not a restart): the session ends")
+		return false
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), saveTimeout)
+	defer cancel()
+	t := time.Now()
+	cp, err := s.front.SaveForRestart(ctx)
+	if err != nil {
+		s.Log.WithError(err).Error("restart: the session could not be saved, so it ends and the VM sees its share disconnected")
+		return false
+	}
+	saved := time.Since(t)
+	if ferr := <-frontDone; !errors.Is(ferr, front.ErrSavedForRestart) {
+		s.Log.WithError(ferr).Warn("restart: the front ended oddly after the save")
+	}
+	defer cp.Close() // systemd keeps its own copies
+	if err := handover.Save(h.Store, cp); err != nil {
+		s.Log.WithError(err).Error("restart: the session could not be kept in systemd's fd store, so the VM sees its share disconnected")
+		return true
+	}
+	s.Log.WithFields(logrus.Fields{
+		"asked": asked.String(), "saved": saved.String(), "state_bytes": cp.StateSize(),
+		"virtiofsd_pid": s.cur.pid.Load(), "version": s.cur.version, "handovers": s.handover + 1,
+		"fds": len(cp.Named()),
+	}).Info("restart: the session is kept in systemd's fd store for the next shim, the VM stays connected")
+	return true
+}
+
+// takeCheckpoint finds a session kept by the last shim among the
+// descriptors systemd passed beside the socket. A broken or partial one
+// is closed (the VM sees its share disconnected, as without the front)
+// with one journal line, and the socket is served as usual.
+func (in *Instance) takeCheckpoint(stored []*os.File) *front.Checkpoint {
+	if len(stored) == 0 {
+		return nil
+	}
+	var st handover.Store = discardStore{}
+	if in.Handover != nil && in.Handover.Store != nil {
+		st = in.Handover.Store
+	}
+	cp, err := handover.Take(st, stored)
+	if err != nil {
+		if cp == nil {
+			in.Log.WithError(err).Error("restart: the session the last shim kept cannot be resumed; it is closed, and the socket is served as usual")
+			return nil
+		}
+		in.Log.WithError(err).Warn("restart: the session the last shim kept is resumed, but systemd's store still holds copies of it")
+	}
+	return cp
+}
+
+// resume continues the session the last shim kept on b, a fresh virtiofsd
+// that is ready: the VM is served again from here. It returns the front,
+// or the error that closed the checkpoint.
+func (s *Session) resume(ctx context.Context, cp *front.Checkpoint) (*front.Front, error) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), front.ResumeTimeout)
+	defer cancel()
+	t := time.Now()
+	size := cp.StateSize()
+	f, err := front.Resume(rctx, cp, s.cur.conn, front.Config{})
+	if err != nil {
+		return nil, fmt.Errorf("restart: resume the session the last shim kept: %w", err)
+	}
+	st := f.Status()
+	s.handover = st.Swaps // the restart counts as one
+	s.Log.WithFields(logrus.Fields{
+		"resumed": time.Since(t).String(), "state_bytes": size, "virtiofsd_pid": s.cur.pid.Load(),
+		"version": s.cur.version, "handovers": st.Swaps,
+	}).Info("restart: the session the last shim kept is resumed on a fresh virtiofsd")
+	if w := s.Instance.State; w != nil {
+		pid := int(s.cur.pid.Load())
+		w.Update(func(x *state.State) { x.Phase, x.VirtiofsdPID = state.Serving, pid })
+	}
+	return f, nil
+}
+
+// discardStore stands for systemd's store outside systemd: nothing to drop.
+type discardStore struct{}
+
+func (discardStore) Store(string, ...*os.File) (bool, error) { return false, nil }
+func (discardStore) Remove(string) (bool, error)             { return false, nil }
