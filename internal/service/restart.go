@@ -128,7 +128,7 @@ func (s *Session) resume(ctx context.Context, cp *front.Checkpoint) (*front.Fron
 	}).Info("restart: the session the last shim kept is resumed on a fresh virtiofsd")
 	if w := s.Instance.State; w != nil {
 		pid := int(s.cur.pid.Load())
-		w.Update(func(x *state.State) { x.Phase, x.VirtiofsdPID = state.Serving, pid })
+		w.Update(func(x *state.State) { x.Phase, x.VirtiofsdPID, x.Handovers = state.Serving, pid, st.Swaps })
 	}
 	return f, nil
 }
