@@ -24,6 +24,7 @@ func TestMaintainerScriptsCallSystemctlOnlyWhereTheyMust(t *testing.T) {
 		reload  = "daemon-reload"
 		stop    = "stop virtiofsd@*.socket virtiofsd@*.service"
 		disable = "--no-reload disable virtiofsd@.socket"
+		list    = "list-units --plain --no-legend --state=active virtiofsd@*.service"
 	)
 	cases := []struct {
 		script  string
@@ -34,6 +35,13 @@ func TestMaintainerScriptsCallSystemctlOnlyWhereTheyMust(t *testing.T) {
 		// deb postinst configure, rpm %post on install (1) and upgrade (2).
 		{"postinstall.sh", []string{"configure", "1", "2"}, []string{reload}, nil},
 		{"postinstall.sh", []string{"abort-upgrade"}, []string{reload}, nil},
+		// Upgrades move the running sessions that have the front (vm1,
+		// not vm2: runScript's systemctl runs both, vm1's state says
+		// "front": true): a deb upgrade and rpm %posttrans restart them,
+		// a dpkg trigger on virtiofsd reloads them.
+		{"postinstall.sh", []string{"configure 1.0-1"}, []string{reload, list, "try-restart virtiofsd@vm1.service"}, nil},
+		{"postinstall.sh", []string{"triggered /usr/libexec/virtiofsd"}, []string{list, "reload virtiofsd@vm1.service"}, nil},
+		{"posttrans.sh", []string{"0", "1"}, []string{list, "try-restart virtiofsd@vm1.service"}, nil},
 		// Removal: deb prerm remove, rpm %preun erase (0).
 		{"preremove.sh", []string{"remove", "0"}, []string{stop, disable}, []string{disable}},
 		// Upgrades and the rest: nothing is stopped or disabled.
@@ -76,14 +84,18 @@ func runScript(t *testing.T, script, arg string, systemd, fail bool) (calls []st
 	if fail {
 		status = "1"
 	}
+	// It lists two running instances, vm1 with the front and vm2 without.
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "systemctl"),
-		[]byte("#!/bin/sh\necho \"$*\" >>"+log+"\nexit "+status+"\n"), 0o755))
-	setup := "mount -t tmpfs tmpfs /run"
+		[]byte("#!/bin/sh\necho \"$*\" >>"+log+"\n"+
+			"[ \"$1\" = list-units ] && printf 'virtiofsd@vm1.service loaded active running x\\nvirtiofsd@vm2.service loaded active running y\\n'\n"+
+			"exit "+status+"\n"), 0o755))
+	setup := "mount -t tmpfs tmpfs /run && mkdir /run/virtiofsd-shim && " +
+		`echo '{"front": true}' >/run/virtiofsd-shim/vm1.json && echo '{"front": false}' >/run/virtiofsd-shim/vm2.json`
 	if systemd {
 		setup += " && mkdir -p /run/systemd/system"
 	}
-	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
-		setup+` && exec sh "$0" "$1"`, filepath.Join(testdir.RepoRoot(), "packaging", "scripts", script), arg)
+	args := append([]string{"-c", setup + ` && exec sh "$@"`, "sh", filepath.Join(testdir.RepoRoot(), "packaging", "scripts", script)}, strings.Fields(arg)...)
+	cmd := exec.Command("unshare", append([]string{"--mount", "--propagation", "private", "sh"}, args...)...)
 	cmd.Env = append(os.Environ(), "PATH="+dir+":"+os.Getenv("PATH"))
 	b, err := cmd.CombinedOutput()
 	logged, rerr := os.ReadFile(log)
