@@ -134,3 +134,45 @@ func testGuestKeepsItsShareAcrossFiveServiceRestarts(t *testing.T, leg shimbox.P
 		assert.Equal(t, 5, st.Handovers, "the session counts the five restarts")
 	}
 }
+
+// readUntilCutScript mounts vm1 and reads it every 0.2 s: once its
+// vhost-user connection is gone the read hangs, and the guest with it.
+const readUntilCutScript = `
+mount -t virtiofs vm1 /mnt/vm1 || exit 1
+echo before > /mnt/vm1/before
+echo E2E_MOUNTED
+while cat /mnt/vm1/before >/dev/null; do sleep 0.2; done
+`
+
+// TestStopStillEndsTheSessionWithTheFront: `systemctl stop` of a service
+// whose session could be kept does not keep it. QEMU sees its vhost-user
+// connection end, as before the front, the store stays empty, and the
+// journal has no handover. The guest's share then hangs (QEMU never
+// reconnects), so the guest is killed at its timeout.
+func TestStopStillEndsTheSessionWithTheFront(t *testing.T) {
+	shimbox.Legs(t, func(t *testing.T, leg shimbox.Platform) {
+		if !leg.Rust() {
+			t.Skip("the front needs the Rust virtiofsd and QEMU 10: the Debian 13 leg covers it")
+		}
+		img := requireGuest(t, leg)
+		ctx := context.Background()
+		b, _ := newBox(t, leg, "vm1")
+		qemu, err := leg.QEMU(ctx)
+		require.NoError(t, err)
+		done := bootMounted(t, img, guest.Spec{
+			QEMU:    qemu,
+			Shares:  []guest.Share{{Tag: "vm1", Socket: b.Socket("vm1")}},
+			Script:  readUntilCutScript,
+			Timeout: 40 * time.Second,
+		})
+		out, err := b.Systemctl(ctx, "stop", "virtiofsd@vm1.service")
+		require.NoError(t, err, out)
+		o := <-done
+		require.Error(t, o.err, "the guest's share hangs once its connection is gone")
+		assert.Contains(t, o.err.Error(), "Unexpected end-of-file", "QEMU sees its vhost-user connection end")
+		assert.Equal(t, "0", show(t, b, "virtiofsd@vm1.service", "NFileDescriptorStore"), "nothing is kept")
+		journal, err := b.Run(ctx, "journalctl", "-u", "virtiofsd@vm1.service", "--no-pager")
+		require.NoError(t, err)
+		assert.NotContains(t, journal, "kept in systemd's fd store")
+	})
+}
