@@ -226,11 +226,7 @@ func TestAResumedSessionLeavesNoFdOpen(t *testing.T) {
 	require.NoError(t, <-ran)
 	old.stop()
 	fresh.stop()
-	for _, files := range [][]*os.File{{q.mem, q.backendChan}, q.kick[:], q.call[:], q.err[:]} {
-		for _, file := range files {
-			file.Close()
-		}
-	}
+	q.closeFiles()
 	assert.Equal(t, before, openFDs(t), "every fd of the checkpoint and the resumed front is closed")
 }
 

@@ -529,12 +529,17 @@ func TestASessionWithASwapLeavesNoFdOpen(t *testing.T) {
 	require.NoError(t, <-ran)
 	old.stop()
 	fresh.stop()
+	q.closeFiles()
+	assert.Equal(t, before, openFDs(t), "every fd the front duplicated or received is closed")
+}
+
+// closeFiles closes QEMU's own memory and eventfds.
+func (q *qemu) closeFiles() {
 	for _, files := range [][]*os.File{{q.mem, q.backendChan}, q.kick[:], q.call[:], q.err[:]} {
 		for _, file := range files {
 			file.Close()
 		}
 	}
-	assert.Equal(t, before, openFDs(t), "every fd the front duplicated or received is closed")
 }
 
 func openFDs(t *testing.T) int {

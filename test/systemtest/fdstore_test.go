@@ -82,69 +82,83 @@ func appendLine(path, line string) error {
 	return f.Close()
 }
 
+// storeBox is a box on one leg whose unit runs this test binary as a
+// Type=notify service with FileDescriptorStoreMax=8, its helper chosen by
+// env=dir (a folder under /var/tmp, which the box sees at the same path on
+// every leg, holding the helper's copy and its report).
+type storeBox struct {
+	dir, unit string
+	systemctl func(args ...string) string
+}
+
+func newStoreBox(t *testing.T, leg shimbox.Platform, name, unit, env string, value func(dir string) string) *storeBox {
+	t.Helper()
+	sdbox.RequireRoot(t)
+	ctx := context.Background()
+	tree, err := leg.Tree(ctx)
+	require.NoError(t, err)
+	self, err := os.Executable()
+	require.NoError(t, err)
+	dir, err := os.MkdirTemp("/var/tmp", "st-"+name+"-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin, err := os.ReadFile(self)
+	require.NoError(t, err)
+	helper := filepath.Join(dir, "helper")
+	require.NoError(t, os.WriteFile(helper, bin, 0o755))
+
+	o := sdbox.Options{Name: name, Units: map[string]string{unit: fmt.Sprintf(`[Service]
+Type=notify
+Environment=%s=%s
+ExecStart=%s
+FileDescriptorStoreMax=8
+`, env, value(dir), helper)}}
+	if tree != nil {
+		o.Root = tree.Root
+		o.Binds = map[string]string{"/var/tmp": "/var/tmp"}
+	}
+	b := sdbox.New(t, o)
+	return &storeBox{dir: dir, unit: unit, systemctl: func(args ...string) string {
+		t.Helper()
+		out, err := b.Run(ctx, "systemctl", args...)
+		require.NoError(t, err, "systemctl %s: %s", strings.Join(args, " "), out)
+		return strings.TrimSpace(out)
+	}}
+}
+
+// lines is the helper's report, a line per entry.
+func (s *storeBox) lines(t *testing.T) []string {
+	t.Helper()
+	out, err := os.ReadFile(filepath.Join(s.dir, "report"))
+	require.NoError(t, err)
+	return strings.Split(strings.TrimSpace(string(out)), "\n")
+}
+
+// show is one property of the unit, as PROP=VALUE.
+func (s *storeBox) show(prop string) string { return s.systemctl("show", "-p", prop, s.unit) }
+
 // TestFDStoreKeepsANamedMemfdAcrossRestartButNotStop runs, on each leg, a
 // Type=notify service (this test binary) that stores a memfd with package
 // fdstore: systemctl restart hands it back by name, systemctl stop empties
 // the store.
 func TestFDStoreKeepsANamedMemfdAcrossRestartButNotStop(t *testing.T) {
 	shimbox.Legs(t, func(t *testing.T, leg shimbox.Platform) {
-		sdbox.RequireRoot(t)
-		ctx := context.Background()
-		tree, err := leg.Tree(ctx)
-		require.NoError(t, err)
+		const unit = "fdstore-helper.service"
+		b := newStoreBox(t, leg, "fdstore", unit, storeEnv, func(dir string) string { return filepath.Join(dir, "report") })
+		pid := func() string { return strings.TrimPrefix(b.show("MainPID"), "MainPID=") }
 
-		// The helper is this binary, copied to /var/tmp, which the box
-		// sees at the same path on every leg.
-		self, err := os.Executable()
-		require.NoError(t, err)
-		dir, err := os.MkdirTemp("/var/tmp", "systemtest-fdstore-")
-		require.NoError(t, err)
-		t.Cleanup(func() { os.RemoveAll(dir) })
-		bin, err := os.ReadFile(self)
-		require.NoError(t, err)
-		helper := filepath.Join(dir, "helper")
-		require.NoError(t, os.WriteFile(helper, bin, 0o755))
-		report := filepath.Join(dir, "report")
-
-		o := sdbox.Options{Name: "fdstore", Units: map[string]string{"fdstore-helper.service": fmt.Sprintf(`[Service]
-Type=notify
-Environment=%s=%s
-ExecStart=%s
-FileDescriptorStoreMax=8
-`, storeEnv, report, helper)}}
-		if tree != nil {
-			o.Root = tree.Root
-			o.Binds = map[string]string{"/var/tmp": "/var/tmp"}
-		}
-		b := sdbox.New(t, o)
-		systemctl := func(args ...string) string {
-			t.Helper()
-			out, err := b.Run(ctx, "systemctl", args...)
-			require.NoError(t, err, "systemctl %s: %s", strings.Join(args, " "), out)
-			return strings.TrimSpace(out)
-		}
-		lines := func() []string {
-			t.Helper()
-			out, err := os.ReadFile(report)
-			require.NoError(t, err)
-			return strings.Split(strings.TrimSpace(string(out)), "\n")
-		}
-		pid := func() string {
-			return strings.TrimPrefix(systemctl("show", "-p", "MainPID", "fdstore-helper.service"), "MainPID=")
-		}
-
-		systemctl("start", "fdstore-helper.service")
+		b.systemctl("start", unit)
 		first := pid()
-		assert.Equal(t, []string{"none"}, lines(), "the first start finds an empty store")
-		assert.Equal(t, "NFileDescriptorStore=1", systemctl("show", "-p", "NFileDescriptorStore", "fdstore-helper.service"))
+		assert.Equal(t, []string{"none"}, b.lines(t), "the first start finds an empty store")
+		assert.Equal(t, "NFileDescriptorStore=1", b.show("NFileDescriptorStore"))
 
-		systemctl("restart", "fdstore-helper.service")
-		assert.Equal(t, []string{"none", "generation of pid " + first}, lines(), "restart hands the memfd back by name")
-		assert.Equal(t, "NFileDescriptorStore=1", systemctl("show", "-p", "NFileDescriptorStore", "fdstore-helper.service"), "FDSTOREREMOVE dropped the old one")
+		b.systemctl("restart", unit)
+		assert.Equal(t, []string{"none", "generation of pid " + first}, b.lines(t), "restart hands the memfd back by name")
+		assert.Equal(t, "NFileDescriptorStore=1", b.show("NFileDescriptorStore"), "FDSTOREREMOVE dropped the old one")
 
-		systemctl("stop", "fdstore-helper.service")
-		systemctl("start", "fdstore-helper.service")
-		assert.Equal(t, []string{"none", "generation of pid " + first, "none"}, lines(), "stop empties the store")
-		systemctl("stop", "fdstore-helper.service")
+		b.systemctl("stop", unit)
+		b.systemctl("start", unit)
+		assert.Equal(t, []string{"none", "generation of pid " + first, "none"}, b.lines(t), "stop empties the store")
+		b.systemctl("stop", unit)
 	})
 }
