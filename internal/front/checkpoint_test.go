@@ -60,17 +60,7 @@ func resume(t *testing.T, stored map[string][]*os.File) (*Front, *fakeBackend, <
 	defer cancel()
 	f, err := Resume(ctx, cp, freshConn, Config{})
 	require.NoError(t, err)
-	runCtx, stop := context.WithCancel(context.Background())
-	ran, ended := make(chan error, 1), make(chan struct{})
-	go func() {
-		ran <- f.Run(runCtx)
-		close(ended)
-	}()
-	t.Cleanup(func() {
-		stop()
-		<-ended
-	})
-	return f, fresh, ran
+	return f, fresh, run(t, f)
 }
 
 func TestACheckpointRoundTrips(t *testing.T) {

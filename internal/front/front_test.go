@@ -40,6 +40,19 @@ func sessionWith(t *testing.T, old *fakeBackend, oldConn *net.UnixConn, cfg Conf
 	t.Helper()
 	vmEnd, frontEnd := socketPair(t)
 	f := New(frontEnd, oldConn, cfg)
+	ran := run(t, f)
+	old.start()
+	q := &qemu{t: t, conn: vhostuser.NewConn(vmEnd), mem: memFD(t), backendChan: newEventFD(t)}
+	for i := range 2 {
+		q.kick[i], q.call[i], q.err[i] = newEventFD(t), newEventFD(t), newEventFD(t)
+	}
+	t.Cleanup(func() { q.conn.Close() })
+	return q, f, ran
+}
+
+// run runs f until the test ends; its result comes on the channel.
+func run(t *testing.T, f *Front) <-chan error {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ran, ended := make(chan error, 1), make(chan struct{})
 	go func() {
@@ -50,13 +63,7 @@ func sessionWith(t *testing.T, old *fakeBackend, oldConn *net.UnixConn, cfg Conf
 		cancel()
 		<-ended
 	})
-	old.start()
-	q := &qemu{t: t, conn: vhostuser.NewConn(vmEnd), mem: memFD(t), backendChan: newEventFD(t)}
-	for i := range 2 {
-		q.kick[i], q.call[i], q.err[i] = newEventFD(t), newEventFD(t), newEventFD(t)
-	}
-	t.Cleanup(func() { q.conn.Close() })
-	return q, f, ran
+	return ran
 }
 
 // send sends one request as QEMU does and returns the reply's payload, or
