@@ -227,3 +227,49 @@ func newConnFromFile(f *os.File) (*vhostuser.Conn, error) {
 	}
 	return vhostuser.NewConn(c.(*net.UnixConn)), nil
 }
+
+func TestARequestQEMUSendsDuringTheSaveGoesToTheNewVirtiofsdWithItsFd(t *testing.T) {
+	old, oldConn := newFakeBackend(t)
+	old.hold = vhostuser.GetStatus
+	q, f, ran := session(t, old, oldConn)
+	q.realize()
+	q.startDriver(true)
+
+	// QEMU asks; virtiofsd has not answered when the save is asked for.
+	require.NoError(t, q.conn.WriteMessage(&vhostuser.Message{Header: vhostuser.Header{Request: vhostuser.GetStatus, Flags: vhostuser.FlagVersion}}))
+	waitFor(t, old.received, "GET_STATUS")
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	saved := make(chan *Checkpoint, 1)
+	go func() {
+		cp, err := f.SaveForRestart(ctx)
+		assert.NoError(t, err)
+		saved <- cp
+	}()
+	// A request with an fd QEMU sends meanwhile: the front holds it.
+	call := newEventFD(t)
+	require.NoError(t, q.conn.WriteMessage(message(vhostuser.SetVringCall, vhostuser.VringFD{Index: 1}.Bytes(), []*os.File{call}, false)))
+	close(old.release)
+	r, err := q.conn.ReadMessage()
+	require.NoError(t, err)
+	assert.Equal(t, vhostuser.GetStatus, r.Request, "QEMU gets its reply before the save")
+	r.Close()
+	cp := <-saved
+	require.NotNil(t, cp)
+	require.ErrorIs(t, <-ran, ErrSavedForRestart)
+	calls := count(old.Log(), "SET_VRING_CALL 1")
+
+	stored := map[string][]*os.File{}
+	for _, nf := range cp.Named() {
+		d, err := dup(nf.File)
+		require.NoError(t, err)
+		stored[nf.Name] = []*os.File{d}
+	}
+	cp.Close()
+	_, fresh, _ := resume(t, stored)
+	q.roundTrip()
+	assert.Equal(t, calls, count(old.Log(), "SET_VRING_CALL 1"), "the old virtiofsd never gets it")
+	got := fresh.Files(vhostuser.SetVringCall)
+	require.NotEmpty(t, got)
+	assert.Equal(t, inode(t, call), inode(t, got[len(got)-1]), "the new virtiofsd gets it last, with QEMU's fd")
+}
