@@ -31,6 +31,13 @@ func savedSession(t *testing.T) (*qemu, *fakeBackend, map[string][]*os.File) {
 	cp, err := f.SaveForRestart(ctx)
 	require.NoError(t, err)
 	require.ErrorIs(t, <-ran, ErrSavedForRestart, "the front lets go of the session")
+	return q, old, inStore(t, cp)
+}
+
+// inStore is cp as systemd's store passes it back to the next shim: a
+// descriptor per name, cp's own closed.
+func inStore(t *testing.T, cp *Checkpoint) map[string][]*os.File {
+	t.Helper()
 	stored := map[string][]*os.File{}
 	for _, nf := range cp.Named() {
 		d, err := dup(nf.File)
@@ -39,7 +46,7 @@ func savedSession(t *testing.T) (*qemu, *fakeBackend, map[string][]*os.File) {
 		stored[nf.Name] = []*os.File{d}
 	}
 	cp.Close()
-	return q, old, stored
+	return stored
 }
 
 func closeStored(stored map[string][]*os.File) {
@@ -229,15 +236,8 @@ func newConnFromFile(f *os.File) (*vhostuser.Conn, error) {
 }
 
 func TestARequestQEMUSendsDuringTheSaveGoesToTheNewVirtiofsdWithItsFd(t *testing.T) {
-	old, oldConn := newFakeBackend(t)
-	old.hold = vhostuser.GetStatus
-	q, f, ran := session(t, old, oldConn)
-	q.realize()
-	q.startDriver(true)
-
 	// QEMU asks; virtiofsd has not answered when the save is asked for.
-	require.NoError(t, q.conn.WriteMessage(&vhostuser.Message{Header: vhostuser.Header{Request: vhostuser.GetStatus, Flags: vhostuser.FlagVersion}}))
-	waitFor(t, old.received, "GET_STATUS")
+	q, f, old, ran := replyDue(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	saved := make(chan *Checkpoint, 1)
@@ -259,14 +259,7 @@ func TestARequestQEMUSendsDuringTheSaveGoesToTheNewVirtiofsdWithItsFd(t *testing
 	require.ErrorIs(t, <-ran, ErrSavedForRestart)
 	calls := count(old.Log(), "SET_VRING_CALL 1")
 
-	stored := map[string][]*os.File{}
-	for _, nf := range cp.Named() {
-		d, err := dup(nf.File)
-		require.NoError(t, err)
-		stored[nf.Name] = []*os.File{d}
-	}
-	cp.Close()
-	_, fresh, _ := resume(t, stored)
+	_, fresh, _ := resume(t, inStore(t, cp))
 	q.roundTrip()
 	assert.Equal(t, calls, count(old.Log(), "SET_VRING_CALL 1"), "the old virtiofsd never gets it")
 	got := fresh.Files(vhostuser.SetVringCall)

@@ -344,16 +344,23 @@ func TestSwapRefusesAVirtiofsdThatLacksANegotiatedFeature(t *testing.T) {
 	assert.Equal(t, "GET_STATUS", old.Log()[len(old.Log())-1])
 }
 
-func TestSwapWaitsForTheRepliesQEMUWaitsFor(t *testing.T) {
+// replyDue is a running session in which QEMU has asked GET_STATUS and
+// virtiofsd holds its answer until old.release is closed.
+func replyDue(t *testing.T) (*qemu, *Front, *fakeBackend, <-chan error) {
+	t.Helper()
 	old, oldConn := newFakeBackend(t)
 	old.hold = vhostuser.GetStatus
-	q, f, _ := session(t, old, oldConn)
+	q, f, ran := session(t, old, oldConn)
 	q.realize()
 	q.startDriver(true)
-
-	// QEMU asks; virtiofsd has not answered when the swap is asked for.
 	require.NoError(t, q.conn.WriteMessage(&vhostuser.Message{Header: vhostuser.Header{Request: vhostuser.GetStatus, Flags: vhostuser.FlagVersion}}))
 	waitFor(t, old.received, "GET_STATUS")
+	return q, f, old, ran
+}
+
+func TestSwapWaitsForTheRepliesQEMUWaitsFor(t *testing.T) {
+	// QEMU asks; virtiofsd has not answered when the swap is asked for.
+	q, f, old, _ := replyDue(t)
 	fresh, freshConn := newFakeBackend(t)
 	fresh.start()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
