@@ -112,6 +112,14 @@ type checkpointData struct {
 	Pending             []checkpointMessage `json:"pending,omitempty"`
 	StateSize           int                 `json:"state_size"`
 	Files               int                 `json:"files"` // len(Checkpoint.Files)
+
+	// BackendProtocolFeatures are those virtiofsd got; absent (0) in a
+	// checkpoint of a shim that sent it the VM's own.
+	BackendProtocolFeatures uint64 `json:"backend_protocol_features,omitempty"`
+	// OfferedProtocol is virtiofsd's GET_PROTOCOL_FEATURES answer, as the
+	// VM got it.
+	OfferedProtocol    uint64 `json:"offered_protocol_features,omitempty"`
+	HasOfferedProtocol bool   `json:"has_offered_protocol_features,omitempty"`
 }
 
 type checkpointRegion struct {
@@ -176,6 +184,7 @@ func (w *checkpointWriter) record(s *setup) (*checkpointData, error) {
 	d := &checkpointData{
 		Version: CheckpointVersion, Features: s.features, HasFeatures: s.hasFeatures,
 		ProtocolFeatures: s.protocolFeatures, HasProtocolFeatures: s.hasProtocolFeatures,
+		BackendProtocolFeatures: s.backendProtocol, OfferedProtocol: s.offeredProtocol, HasOfferedProtocol: s.hasOffered,
 		Owner: s.owner, LogBase: s.logBase, Unswappable: s.unswappable, Unknown: s.unknown,
 	}
 	var err error
@@ -341,6 +350,11 @@ func (c *Checkpoint) restore() (*setup, error) {
 	}()
 	s.features, s.hasFeatures = d.Features, d.HasFeatures
 	s.protocolFeatures, s.hasProtocolFeatures = d.ProtocolFeatures, d.HasProtocolFeatures
+	s.backendProtocol = d.BackendProtocolFeatures
+	if s.backendProtocol == 0 {
+		s.backendProtocol = d.ProtocolFeatures
+	}
+	s.offeredProtocol, s.hasOffered = d.OfferedProtocol, d.HasOfferedProtocol
 	s.owner, s.logBase, s.unswappable, s.unknown = d.Owner, d.LogBase, d.Unswappable, d.Unknown
 	dupOf := func(i int, what string) (*os.File, error) {
 		if i == -1 {

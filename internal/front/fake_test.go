@@ -157,6 +157,13 @@ func (b *fakeBackend) Files(req vhostuser.Request) []*os.File {
 	return slices.Clone(b.files[req.String()])
 }
 
+// Acked is the protocol features SET_PROTOCOL_FEATURES set.
+func (b *fakeBackend) Acked() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.acked
+}
+
 func (b *fakeBackend) Loaded() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -234,6 +234,7 @@ func (f *Front) relayRequest(m *vhostuser.Message) error {
 	f.mu.Lock()
 	f.setup.recordRequest(m, known)
 	proto := f.setup.protocolFeatures
+	f.setup.toBackend(m)
 	if m.Request == vhostuser.ResetDevice || m.Request == vhostuser.ResetOwner {
 		f.checkpointState = nil // of a FUSE session the guest has left
 	}
@@ -304,11 +305,14 @@ type Status struct {
 // SetupView is the recorded setup, without its fds.
 type SetupView struct {
 	Features, ProtocolFeatures uint64
-	Owner                      bool
-	Regions                    []vhostuser.MemRegion
-	Rings                      []RingView
-	BackendChannel             bool // SET_BACKEND_REQ_FD was recorded
-	Log                        bool // SET_LOG_BASE was recorded (dirty logging)
+	// BackendProtocolFeatures are those virtiofsd got: ProtocolFeatures
+	// plus the DEVICE_STATE and REPLY_ACK the front needs, where offered.
+	BackendProtocolFeatures uint64
+	Owner                   bool
+	Regions                 []vhostuser.MemRegion
+	Rings                   []RingView
+	BackendChannel          bool // SET_BACKEND_REQ_FD was recorded
+	Log                     bool // SET_LOG_BASE was recorded (dirty logging)
 }
 
 // RingView is one ring's recorded setup.
@@ -334,8 +338,8 @@ func (f *Front) Status() Status {
 	}
 	v.LastRecovery.Bases = maps.Clone(v.LastRecovery.Bases)
 	v.Setup = SetupView{
-		Features: s.features, ProtocolFeatures: s.protocolFeatures, Owner: s.owner,
-		BackendChannel: s.backendReq != nil, Log: s.logBase != nil,
+		Features: s.features, ProtocolFeatures: s.protocolFeatures, BackendProtocolFeatures: s.backendProtocol,
+		Owner: s.owner, BackendChannel: s.backendReq != nil, Log: s.logBase != nil,
 	}
 	for _, r := range s.regions {
 		v.Setup.Regions = append(v.Setup.Regions, r.MemRegion)

@@ -26,6 +26,8 @@ type qemu struct {
 	conn             *vhostuser.Conn
 	mem, backendChan *os.File
 	kick, call, err  [2]*os.File
+	// protocol is what realize sets: QEMU 10's unless a test says.
+	protocol uint64
 }
 
 // session starts a Front between a fake QEMU and a fake virtiofsd, and
@@ -42,7 +44,7 @@ func sessionWith(t *testing.T, old *fakeBackend, oldConn *net.UnixConn, cfg Conf
 	f := New(frontEnd, oldConn, cfg)
 	ran := run(t, f)
 	old.start()
-	q := &qemu{t: t, conn: vhostuser.NewConn(vmEnd), mem: memFD(t), backendChan: newEventFD(t)}
+	q := &qemu{t: t, conn: vhostuser.NewConn(vmEnd), mem: memFD(t), backendChan: newEventFD(t), protocol: qemuProtocol}
 	for i := range 2 {
 		q.kick[i], q.call[i], q.err[i] = newEventFD(t), newEventFD(t), newEventFD(t)
 	}
@@ -92,11 +94,12 @@ func state(i, n uint32) []byte { return vhostuser.VringState{Index: i, Num: n}.B
 // region is the guest's one memory region.
 var guestRAM = vhostuser.MemRegion{GuestAddr: 0, Size: 1 << 20, UserAddr: 0x7f0000000000, MmapOffset: 0}
 
-// realize sends what QEMU 10 sends when it creates the device.
+// realize sends what QEMU 10 sends when it creates the device, with
+// q.protocol as its protocol features.
 func (q *qemu) realize() {
 	q.send(vhostuser.GetFeatures, nil, false)
 	q.send(vhostuser.GetProtocolFeatures, nil, false)
-	q.send(vhostuser.SetProtocolFeatures, vhostuser.U64(qemuProtocol).Bytes(), false)
+	q.send(vhostuser.SetProtocolFeatures, vhostuser.U64(q.protocol).Bytes(), false)
 	q.send(vhostuser.GetQueueNum, nil, false)
 	q.send(vhostuser.GetMaxMemSlots, nil, false)
 	q.send(vhostuser.SetBackendReqFD, nil, true, q.backendChan)

@@ -63,8 +63,8 @@ func (f *Front) recoveryRefusal() string {
 			"and restarting its rings at the used index could run a request twice or lose one; run it without a thread pool to have crashes recovered"
 	case s.unswappable != "":
 		return s.unswappable
-	case !s.hasProtocolFeatures || s.protocolFeatures&vhostuser.ProtoReplyAck == 0:
-		return "the VM has not negotiated REPLY_ACK, so the front cannot check what the fresh virtiofsd takes"
+	case !s.hasProtocolFeatures || s.backendProtocol&vhostuser.ProtoReplyAck == 0:
+		return "virtiofsd has not negotiated REPLY_ACK (neither the VM nor the front could set it), so the front cannot check what the fresh virtiofsd takes"
 	case s.features&vhostuser.FeatureLogAll != 0:
 		return "dirty logging is on (a live migration is under way), and the log is not replayed"
 	}

@@ -46,14 +46,23 @@ type region struct {
 // it, so that it can be replayed onto another back end. The fds are the
 // front's own dups; close releases them.
 type setup struct {
+	// protocolFeatures are those the VM set (SET_PROTOCOL_FEATURES), what
+	// its side of the session follows.
 	features, protocolFeatures       uint64
 	hasFeatures, hasProtocolFeatures bool
-	owner                            bool
-	regions                          []region
-	rings                            map[uint32]*ring
-	backendReq                       *os.File
-	logBase                          []byte // SET_LOG_BASE payload, nil when none
-	logFile                          *os.File
+	// offeredProtocol is what the back end offered (its reply to the VM's
+	// GET_PROTOCOL_FEATURES), hasOffered once the front has seen it.
+	offeredProtocol uint64
+	hasOffered      bool
+	// backendProtocol is what the back end got: the VM's set plus those of
+	// frontProtocol it offered (see augment). Every replay sends it.
+	backendProtocol uint64
+	owner           bool
+	regions         []region
+	rings           map[uint32]*ring
+	backendReq      *os.File
+	logBase         []byte // SET_LOG_BASE payload, nil when none
+	logFile         *os.File
 	// unswappable says why the session can no longer be swapped ("" while
 	// it can): something was relayed that cannot be replayed.
 	unswappable string
@@ -61,6 +70,48 @@ type setup struct {
 }
 
 func newSetup() *setup { return &setup{rings: map[uint32]*ring{}} }
+
+// frontProtocol are the protocol features the front itself needs of the
+// back end, whatever the VM negotiated: DEVICE_STATE for the swap's state
+// transfer, REPLY_ACK for the acks of its own messages. QEMU before 8.2
+// negotiates no DEVICE_STATE.
+const frontProtocol = vhostuser.ProtoDeviceState | vhostuser.ProtoReplyAck
+
+// augment is the set of protocol features the back end gets when the VM
+// sets vm: vm plus those of frontProtocol the back end offered. They
+// change nothing in virtiofsd's behaviour towards the VM (vhost 0.13,
+// vhost-user-backend 0.17): DEVICE_STATE only enables SET_DEVICE_STATE_FD
+// and CHECK_DEVICE_STATE, which only the front sends, and REPLY_ACK only
+// makes it ack requests that carry NEED_REPLY, which the front clears on
+// the VM's requests while the VM has not negotiated REPLY_ACK (stripNeedReply).
+func (s *setup) augment(vm uint64) uint64 {
+	if !s.hasOffered {
+		return vm
+	}
+	return vm | s.offeredProtocol&frontProtocol
+}
+
+// toBackend makes a recorded request of the VM's what the back end gets:
+// SET_PROTOCOL_FEATURES carries backendProtocol, and NEED_REPLY is
+// cleared where stripNeedReply says.
+func (s *setup) toBackend(m *vhostuser.Message) {
+	if m.Request == vhostuser.SetProtocolFeatures && s.backendProtocol != s.protocolFeatures {
+		// Only a payload that was recorded: a malformed one goes as it came.
+		if v, err := vhostuser.ParseU64(m.Payload); err == nil && uint64(v) == s.protocolFeatures {
+			m.Payload = vhostuser.U64(s.backendProtocol).Bytes()
+		}
+	}
+	if s.stripNeedReply() {
+		m.Flags &^= vhostuser.FlagNeedReply
+	}
+}
+
+// stripNeedReply says whether NEED_REPLY must be cleared on the VM's
+// requests: the back end acks on REPLY_ACK the VM did not negotiate, and
+// the VM would read an ack it never asked for.
+func (s *setup) stripNeedReply() bool {
+	return s.protocolFeatures&vhostuser.ProtoReplyAck == 0 && s.backendProtocol&vhostuser.ProtoReplyAck != 0
+}
 
 func (s *setup) ring(i uint32) *ring {
 	r, ok := s.rings[i]
@@ -125,6 +176,7 @@ func (s *setup) record(m *vhostuser.Message) error {
 			return err
 		}
 		s.protocolFeatures, s.hasProtocolFeatures = uint64(v), true
+		s.backendProtocol = s.augment(uint64(v))
 	case vhostuser.SetOwner:
 		s.owner = true
 	case vhostuser.ResetOwner:
@@ -237,9 +289,17 @@ func (s *setup) record(m *vhostuser.Message) error {
 }
 
 // recordReply notes what a back end's reply to the VM's request says:
-// GET_VRING_BASE stops the ring at the index it returns.
+// GET_PROTOCOL_FEATURES what it offers, GET_VRING_BASE that the ring
+// stopped at the index it returns.
 func (s *setup) recordReply(req *vhostuser.Message, reply *vhostuser.Message) {
-	if req.Request != vhostuser.GetVringBase {
+	switch req.Request {
+	case vhostuser.GetProtocolFeatures:
+		if v, err := vhostuser.ParseU64(reply.Payload); err == nil {
+			s.offeredProtocol, s.hasOffered = uint64(v), true
+		}
+		return
+	case vhostuser.GetVringBase:
+	default:
 		return
 	}
 	v, err := vhostuser.ParseVringState(reply.Payload)
@@ -351,10 +411,10 @@ func (s *setup) swapRefusal() string {
 	switch {
 	case s.unswappable != "":
 		return s.unswappable
-	case !s.hasProtocolFeatures || s.protocolFeatures&vhostuser.ProtoReplyAck == 0:
-		return "the VM has not negotiated REPLY_ACK, so the front cannot check the back end's answers"
-	case s.protocolFeatures&vhostuser.ProtoDeviceState == 0:
-		return "the VM has not negotiated DEVICE_STATE, so virtiofsd cannot hand its state over"
+	case !s.hasProtocolFeatures || s.backendProtocol&vhostuser.ProtoReplyAck == 0:
+		return "virtiofsd has not negotiated REPLY_ACK (neither the VM nor the front could set it), so the front cannot check its answers"
+	case s.backendProtocol&vhostuser.ProtoDeviceState == 0:
+		return "virtiofsd has not negotiated DEVICE_STATE (it did not offer it), so it cannot hand its state over; install a virtiofsd that offers it"
 	case s.features&vhostuser.FeatureLogAll != 0:
 		return "dirty logging is on (a live migration is under way); retry when it has ended"
 	}

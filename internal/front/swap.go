@@ -200,16 +200,17 @@ func (f *Front) prepare(ctx context.Context, np *peer, state bool) error {
 	if err != nil {
 		return err
 	}
-	want := s.protocolFeatures
+	want := s.backendProtocol
 	if state {
 		want |= vhostuser.ProtoDeviceState
 	}
 	if missing := want &^ proto; missing != 0 {
 		return fmt.Errorf("the new virtiofsd lacks protocol feature bits %#x that the session needs; install a virtiofsd at least as new as the running one", missing)
 	}
-	// Not acked: REPLY_ACK is only negotiated by this very message. The
-	// acked SET_OWNER after it confirms that it was taken.
-	if err := np.send(vhostuser.SetProtocolFeatures, vhostuser.U64(s.protocolFeatures).Bytes(), nil); err != nil {
+	// What the old back end got, the front's own features included. Not
+	// acked: REPLY_ACK is only negotiated by this very message. The acked
+	// SET_OWNER after it confirms that it was taken.
+	if err := np.send(vhostuser.SetProtocolFeatures, vhostuser.U64(s.backendProtocol).Bytes(), nil); err != nil {
 		return err
 	}
 	if s.owner {
