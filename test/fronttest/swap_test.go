@@ -147,6 +147,12 @@ func boot(t *testing.T, prelude string) *rig {
 // bootWith is boot with the guest's whole script, a live copy of its
 // console, and the Front's config made for the rig.
 func bootWith(t *testing.T, script string, console io.Writer, cfg func(*rig) front.Config) *rig {
+	return bootOn(t, "", script, console, cfg)
+}
+
+// bootOn is bootWith under another QEMU than the tree's QEMU 10: the
+// qemu-system-x86_64 at qemuPath ("" for the tree's).
+func bootOn(t *testing.T, qemuPath, script string, console io.Writer, cfg func(*rig) front.Config) *rig {
 	sdbox.RequireRoot(t) // the tree's build, virtiofsd's namespace sandbox
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	t.Cleanup(cancel)
@@ -155,8 +161,11 @@ func bootWith(t *testing.T, script string, console io.Writer, cfg func(*rig) fro
 	r := &rig{ctx: ctx, ran: make(chan error, 1), pids: map[int]bool{}}
 	r.bin, err = tree.RustVirtiofsd()
 	require.NoError(t, err)
-	qemu, err := tree.QEMU()
-	require.NoError(t, err)
+	qemu := qemuPath
+	if qemu == "" {
+		qemu, err = tree.QEMU()
+		require.NoError(t, err)
+	}
 	img, err := guest.Prepare(ctx, "")
 	require.NoError(t, err, "prepare the guest image")
 
