@@ -103,3 +103,19 @@ func TestAVirtiofsdThatOffersNoDeviceStateLeavesAQEMUWithoutItUnswappable(t *tes
 	assert.Equal(t, uint64(qemu72Protocol|vhostuser.ProtoReplyAck), old.Acked(), "only what virtiofsd offered is added")
 	requireNoStrayAck(t, q)
 }
+
+func TestAfterVirtiofsdDiesUnderAQEMUWithoutReplyAckTheFreshOneGetsTheAugmentedSet(t *testing.T) {
+	old, oldConn := newFakeBackend(t)
+	r := newRespawner(t)
+	q, f, _ := sessionWith(t, old, oldConn, Config{Respawn: r.respawn})
+	q.protocol = qemu72Protocol
+	q.realize()
+	q.startDriver(true)
+	require.True(t, f.Status().Recoverable, f.Status().RecoveryReason)
+
+	fresh := r.add()
+	old.kill()
+	requireNoStrayAck(t, q) // answered by the fresh virtiofsd
+	assert.Equal(t, uint64(augmented), fresh.Acked(), "the replay sends virtiofsd the augmented set")
+	assert.Equal(t, 1, f.Status().Recoveries)
+}

@@ -84,6 +84,10 @@ const frontProtocol = vhostuser.ProtoDeviceState | vhostuser.ProtoReplyAck
 // and CHECK_DEVICE_STATE, which only the front sends, and REPLY_ACK only
 // makes it ack requests that carry NEED_REPLY, which the front clears on
 // the VM's requests while the VM has not negotiated REPLY_ACK (stripNeedReply).
+// One more effect of REPLY_ACK: vhost-user-backend then sets NEED_REPLY on
+// virtiofsd's own requests on the back-end channel, which QEMU acks by
+// that flag alone; the Rust virtiofsd sends none there without DAX, and
+// QEMU 7.2 and 10 negotiate REPLY_ACK anyway.
 func (s *setup) augment(vm uint64) uint64 {
 	if !s.hasOffered {
 		return vm
