@@ -110,7 +110,7 @@ func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
 	if s.front == nil {
 		// No VM yet: the new virtiofsd waits for it instead.
 		s.cur, s.Plan = nb, p
-		nb.quiet.Store(false)
+		s.speak(nb)
 		_ = old.stop()
 		s.publishPID(newPID)
 		s.Log.WithFields(logrus.Fields{"old_pid": oldPID, "new_pid": newPID, "new_version": nb.version}).Info(
@@ -130,7 +130,7 @@ func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
 		return fail(err, kept)
 	}
 	s.cur, s.Plan = nb, p
-	nb.quiet.Store(false)
+	s.speak(nb)
 	s.retire(old)
 	s.statusServing()
 	s.handover++

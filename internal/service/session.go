@@ -93,6 +93,17 @@ type backend struct {
 	quiet atomic.Bool
 }
 
+// speak makes b the backend whose supervisor tells systemd, and pets the
+// watchdog at once: b's own WATCHDOG=1 ticker began while it was quiet, so
+// reloads closer together than its period would otherwise let systemd's
+// watchdog expire (SIGABRT, found by the reload soak).
+func (s *Session) speak(b *backend) {
+	b.quiet.Store(false)
+	if s.Watchdog > 0 && s.Instance != nil && s.Instance.Notifier != nil {
+		_ = s.Instance.Notifier.Notify("WATCHDOG=1")
+	}
+}
+
 // quietNotifier passes a supervisor's notifications on unless its
 // backend is quiet.
 type quietNotifier struct {
@@ -318,7 +329,7 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 				out.Served = true
 				s.connected.Store(true)
 				s.front = f
-				s.cur.quiet.Store(false)
+				s.speak(s.cur)
 				if in.Notifier != nil {
 					_ = in.Notifier.Notify(fmt.Sprintf("READY=1\nSTATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d), resumed after a restart",
 						s.Sock, s.Plan.Config.SharedDir, s.cur.pid.Load()))
