@@ -1,0 +1,491 @@
+// Command mutate measures how much of a package's behaviour its own tests pin,
+// by mutation: each mutant is one small change to one non-test file, judged
+// by the package's `go test -short`. A mutant that does not compile is
+// excluded from the score and counted apart (it proves nothing about the
+// tests), unlike gremlins v0.6.0, which counts it as killed.
+//
+// Mutants: a flipped comparison (< <=, > >=, == !=), && for || and back, a
+// negated if condition, a returned error made nil, and a dropped expression
+// statement or assignment.
+//
+// Mutants are applied through go's -overlay flag: the real tree is never
+// edited, so this is safe beside other work in the same checkout. Packages
+// run one after another; mutants of one package run -parallel at a time.
+//
+//	go run ./test/mutate                         every default target
+//	go run ./test/mutate -pkg exitcode           targets whose path contains "exitcode"
+//	go run ./test/mutate -max 40 -pkg state      a sample of 40 mutants
+//	go run ./test/mutate ./internal/plan         any package, all its files
+//	go run ./test/mutate ./internal/virtiofsd:lines.go,args.go
+//	go run ./test/mutate -list -pkg config       the mutants, not judged
+//
+// The report gives, per package, the mutants, killed, survived, not-compiling
+// and the score (killed / compiling mutants), and lists every survivor as
+// file:line and the mutation, so that an engineer can write the test it asks for.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// defaultTargets are the packages whose scores docs/development.md records
+// (issue 26, item 7). A target is a package directory, optionally followed by
+// ":" and the comma-separated files to mutate.
+func defaultTargets() []string {
+	return []string{
+		"./internal/exitcode",
+		"./internal/config:envfile.go,config.go",
+		"./internal/hooks",
+		"./internal/state",
+		"./internal/virtiofsd:lines.go,args.go",
+	}
+}
+
+// options are the command line's settings.
+type options struct {
+	pkg      string
+	max      int
+	seed     uint64
+	parallel int
+	timeout  time.Duration
+	verbose  bool
+	list     bool
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.pkg, "pkg", "", "run only targets whose package path contains this string")
+	flag.IntVar(&o.max, "max", 0, "judge at most this many mutants per package, a random sample (0: all)")
+	flag.Uint64Var(&o.seed, "seed", 1, "seed of the -max sample")
+	flag.IntVar(&o.parallel, "parallel", 2, "mutants judged at once")
+	flag.DurationVar(&o.timeout, "timeout", 2*time.Minute, "time a mutant's tests may take before it counts as killed")
+	flag.BoolVar(&o.verbose, "v", false, "print each mutant's verdict as it comes")
+	flag.BoolVar(&o.list, "list", false, "list the mutants without judging them")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: mutate [flags] [PKGDIR[:FILE,...] ...]\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if err := run(o, flag.Args(), os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "mutate:", err)
+		os.Exit(1)
+	}
+}
+
+// mutant is one change to one file, as byte edits of its source.
+type mutant struct {
+	file  string // absolute path
+	line  int
+	desc  string
+	edits []edit
+}
+
+// edit replaces src[start:end] with text.
+type edit struct {
+	start, end int
+	text       string
+}
+
+// verdict is what a mutant's tests said.
+type verdict int
+
+const (
+	killed verdict = iota
+	survived
+	notCompiling
+)
+
+// result is one package's tally.
+type result struct {
+	pkg                                   string
+	mutants, killed, survived, notCompile int
+	survivors                             []mutant
+}
+
+func (r result) score() float64 {
+	judged := r.killed + r.survived
+	if judged == 0 {
+		return 100
+	}
+	return 100 * float64(r.killed) / float64(judged)
+}
+
+func run(o options, args []string, out io.Writer) error {
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	targets := args
+	if len(targets) == 0 {
+		targets = defaultTargets()
+	}
+	tmp, err := os.MkdirTemp("", "mutate-")
+	if err != nil {
+		return fmt.Errorf("make the mutants' temporary folder: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+
+	var results []result
+	for _, t := range targets {
+		dir, files, _ := strings.Cut(t, ":")
+		if o.pkg != "" && !strings.Contains(dir, o.pkg) {
+			continue
+		}
+		r, err := mutatePackage(o, root, tmp, dir, files, out)
+		if err != nil {
+			return err
+		}
+		results = append(results, r)
+	}
+	if len(results) == 0 {
+		return fmt.Errorf("no target matches -pkg %q: name a package path or part of one", o.pkg)
+	}
+	if !o.list {
+		report(results, out)
+	}
+	return nil
+}
+
+// moduleRoot is the folder of the go.mod that the working directory is in.
+func moduleRoot() (string, error) {
+	b, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("find the module (go env GOMOD): %w", err)
+	}
+	mod := strings.TrimSpace(string(b))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("not inside a Go module: run mutate from the repository")
+	}
+	return filepath.Dir(mod), nil
+}
+
+func mutatePackage(o options, root, tmp, dir, files string, out io.Writer) (result, error) {
+	r := result{pkg: strings.TrimPrefix(dir, "./")}
+	if files != "" {
+		r.pkg += " (" + strings.ReplaceAll(strings.TrimSuffix(strings.ReplaceAll(files, ".go", ""), ","), ",", ", ") + ")"
+	}
+	pkgDir := filepath.Join(root, dir)
+	names, err := sourceFiles(pkgDir, files)
+	if err != nil {
+		return r, err
+	}
+	var ms []mutant
+	for _, n := range names {
+		m, err := mutantsOf(filepath.Join(pkgDir, n))
+		if err != nil {
+			return r, err
+		}
+		ms = append(ms, m...)
+	}
+	if o.max > 0 && len(ms) > o.max {
+		rng := rand.New(rand.NewPCG(o.seed, 0))
+		rng.Shuffle(len(ms), func(i, j int) { ms[i], ms[j] = ms[j], ms[i] })
+		ms = ms[:o.max]
+		sort.SliceStable(ms, func(i, j int) bool {
+			if ms[i].file != ms[j].file {
+				return ms[i].file < ms[j].file
+			}
+			return ms[i].line < ms[j].line
+		})
+	}
+	fmt.Fprintf(out, "%s: %d mutants\n", r.pkg, len(ms))
+	if o.list {
+		for _, m := range ms {
+			fmt.Fprintf(out, "  %s\n", m.where(root))
+		}
+		return r, nil
+	}
+
+	// The unmutated tests must pass, or every mutant would look killed.
+	base := filepath.Join(tmp, "base")
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return r, fmt.Errorf("make %s: %w", base, err)
+	}
+	v, msg := judge(o, root, pkgDir, base, nil)
+	if v != survived {
+		return r, fmt.Errorf("the tests of %s fail without any mutant; fix them first:\n%s", dir, msg)
+	}
+
+	verdicts := make([]verdict, len(ms))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	next := 0
+	for w := 0; w < max(o.parallel, 1); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				mu.Unlock()
+				if i >= len(ms) {
+					return
+				}
+				work := filepath.Join(tmp, fmt.Sprintf("m%d", i))
+				v, _ := judge(o, root, pkgDir, work, &ms[i])
+				os.RemoveAll(work)
+				verdicts[i] = v
+				if o.verbose {
+					mu.Lock()
+					fmt.Fprintf(out, "  %s %s\n", [...]string{"killed  ", "SURVIVED", "no-build"}[v], ms[i].where(root))
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+
+	r.mutants = len(ms)
+	for i, v := range verdicts {
+		switch v {
+		case killed:
+			r.killed++
+		case survived:
+			r.survived++
+			r.survivors = append(r.survivors, ms[i])
+		case notCompiling:
+			r.notCompile++
+		}
+	}
+	for i := range r.survivors {
+		r.survivors[i].file, _ = filepath.Rel(root, r.survivors[i].file)
+	}
+	return r, nil
+}
+
+func (m mutant) where(root string) string {
+	rel, err := filepath.Rel(root, m.file)
+	if err != nil {
+		rel = m.file
+	}
+	return fmt.Sprintf("%s:%d: %s", rel, m.line, m.desc)
+}
+
+// sourceFiles lists the package's non-test Go files, or checks the named ones.
+func sourceFiles(pkgDir, files string) ([]string, error) {
+	if files != "" {
+		names := strings.Split(files, ",")
+		for _, n := range names {
+			if _, err := os.Stat(filepath.Join(pkgDir, n)); err != nil {
+				return nil, fmt.Errorf("target file %s: %w", n, err)
+			}
+		}
+		return names, nil
+	}
+	entries, err := os.ReadDir(pkgDir)
+	if err != nil {
+		return nil, fmt.Errorf("read package folder %s: %w", pkgDir, err)
+	}
+	var names []string
+	for _, e := range entries {
+		n := e.Name()
+		if strings.HasSuffix(n, ".go") && !strings.HasSuffix(n, "_test.go") {
+			names = append(names, n)
+		}
+	}
+	return names, nil
+}
+
+// judge builds the package's test binary with the mutant overlaid and runs it
+// in the package's folder, as go test would. m nil judges the package as it is.
+func judge(o options, root, pkgDir, work string, m *mutant) (verdict, string) {
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return notCompiling, err.Error()
+	}
+	bin := filepath.Join(work, "pkg.test")
+	build := []string{"test", "-c", "-o", bin}
+	if m != nil {
+		src, err := os.ReadFile(m.file)
+		if err != nil {
+			return notCompiling, err.Error()
+		}
+		mutated := filepath.Join(work, filepath.Base(m.file))
+		if err := os.WriteFile(mutated, apply(src, m.edits), 0o644); err != nil {
+			return notCompiling, err.Error()
+		}
+		ov, _ := json.Marshal(map[string]map[string]string{"Replace": {m.file: mutated}})
+		overlay := filepath.Join(work, "overlay.json")
+		if err := os.WriteFile(overlay, ov, 0o644); err != nil {
+			return notCompiling, err.Error()
+		}
+		build = append(build, "-overlay", overlay)
+	}
+	build = append(build, pkgDir)
+	cmd := exec.Command("go", build...)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return notCompiling, string(b)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		// go test -c writes nothing for a package without tests.
+		return survived, "no test binary: the package has no tests"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	t := exec.CommandContext(ctx, bin, "-test.short", "-test.count=1", "-test.timeout="+o.timeout.String())
+	t.Dir = pkgDir
+	t.WaitDelay = 5 * time.Second
+	b, err := t.CombinedOutput()
+	if err != nil {
+		return killed, string(b)
+	}
+	return survived, string(b)
+}
+
+// apply returns src with the edits made (edits in increasing order, not overlapping).
+func apply(src []byte, edits []edit) []byte {
+	var b strings.Builder
+	last := 0
+	for _, e := range edits {
+		b.Write(src[last:e.start])
+		b.WriteString(e.text)
+		last = e.end
+	}
+	b.Write(src[last:])
+	return []byte(b.String())
+}
+
+// flip is the comparison or logic operator that replaces op in a mutant.
+func flip(op token.Token) (token.Token, bool) {
+	switch op {
+	case token.LSS:
+		return token.LEQ, true
+	case token.LEQ:
+		return token.LSS, true
+	case token.GTR:
+		return token.GEQ, true
+	case token.GEQ:
+		return token.GTR, true
+	case token.EQL:
+		return token.NEQ, true
+	case token.NEQ:
+		return token.EQL, true
+	case token.LAND:
+		return token.LOR, true
+	case token.LOR:
+		return token.LAND, true
+	}
+	return op, false
+}
+
+// mutantsOf lists every mutant of one file, in source order.
+func mutantsOf(path string) ([]mutant, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, path, src, parser.SkipObjectResolution)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", path, err)
+	}
+	off := func(p token.Pos) int { return fset.Position(p).Offset }
+	var ms []mutant
+	add := func(at token.Pos, desc string, edits ...edit) {
+		ms = append(ms, mutant{file: path, line: fset.Position(at).Line, desc: desc, edits: edits})
+	}
+	text := func(n ast.Node) string {
+		s := string(src[off(n.Pos()):off(n.End())])
+		if i := strings.IndexByte(s, '\n'); i >= 0 {
+			s = s[:i] + " ..."
+		}
+		return s
+	}
+	// errorResults is a stack: whether the innermost function returns an error last.
+	var errorResults []bool
+	var visit func(n ast.Node) bool
+	visit = func(n ast.Node) bool {
+		switch n := n.(type) {
+		case *ast.FuncDecl:
+			if n.Body == nil {
+				return false
+			}
+			errorResults = append(errorResults, returnsError(n.Type))
+			ast.Inspect(n.Body, visit)
+			errorResults = errorResults[:len(errorResults)-1]
+			return false
+		case *ast.FuncLit:
+			errorResults = append(errorResults, returnsError(n.Type))
+			ast.Inspect(n.Body, visit)
+			errorResults = errorResults[:len(errorResults)-1]
+			return false
+		case *ast.BinaryExpr:
+			if to, ok := flip(n.Op); ok {
+				s := off(n.OpPos)
+				add(n.OpPos, fmt.Sprintf("%s -> %s in %s", n.Op, to, text(n)),
+					edit{s, s + len(n.Op.String()), to.String()})
+			}
+		case *ast.IfStmt:
+			add(n.Cond.Pos(), "negated condition: if "+text(n.Cond),
+				edit{off(n.Cond.Pos()), off(n.Cond.Pos()), "!("},
+				edit{off(n.Cond.End()), off(n.Cond.End()), ")"})
+		case *ast.ReturnStmt:
+			if len(errorResults) > 0 && errorResults[len(errorResults)-1] && len(n.Results) > 0 {
+				last := n.Results[len(n.Results)-1]
+				if id, ok := last.(*ast.Ident); !ok || id.Name != "nil" {
+					add(last.Pos(), "returned error made nil: "+text(last),
+						edit{off(last.Pos()), off(last.End()), "nil"})
+				}
+			}
+		case *ast.ExprStmt:
+			add(n.Pos(), "dropped statement: "+text(n), edit{off(n.Pos()), off(n.End()), ""})
+		case *ast.AssignStmt:
+			// A dropped definition never compiles; it would only cost a build.
+			if n.Tok != token.DEFINE {
+				add(n.Pos(), "dropped assignment: "+text(n), edit{off(n.Pos()), off(n.End()), ""})
+			}
+		}
+		return true
+	}
+	for _, d := range f.Decls {
+		ast.Inspect(d, visit)
+	}
+	return ms, nil
+}
+
+// returnsError says whether a function's last result is of type error.
+func returnsError(t *ast.FuncType) bool {
+	if t.Results == nil || len(t.Results.List) == 0 {
+		return false
+	}
+	id, ok := t.Results.List[len(t.Results.List)-1].Type.(*ast.Ident)
+	return ok && id.Name == "error"
+}
+
+// report prints the table and the survivors.
+func report(results []result, out io.Writer) {
+	fmt.Fprintln(out)
+	// mutants counts those that compile: the ones the tests can judge.
+	fmt.Fprintln(out, "| package | mutants | killed | survived | not compiling | score |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|")
+	for _, r := range results {
+		fmt.Fprintf(out, "| `%s` | %d | %d | %d | %d | %.0f%% |\n",
+			r.pkg, r.mutants-r.notCompile, r.killed, r.survived, r.notCompile, r.score())
+	}
+	for _, r := range results {
+		if len(r.survivors) == 0 {
+			continue
+		}
+		fmt.Fprintf(out, "\nsurvivors in %s:\n", r.pkg)
+		for _, m := range r.survivors {
+			fmt.Fprintf(out, "  %s:%d: %s\n", m.file, m.line, m.desc)
+		}
+	}
+}
