@@ -68,3 +68,26 @@ func TestExplainReadsTheTable(t *testing.T) {
 	assert.Contains(t, exitcode.Explain(128+15), "virtiofsd was killed by signal 15 (SIGTERM)")
 	assert.Equal(t, "unknown exit status", exitcode.Explain(100))
 }
+
+// claims is an error that names its own exit status, right or wrong.
+type claims int
+
+func (c claims) Error() string { return fmt.Sprintf("claims exit status %d", int(c)) }
+func (c claims) ExitCode() int { return int(c) }
+
+func TestAnErrorClaimingAStatusOutsideOneTo255ExitsAsAnInternalError(t *testing.T) {
+	// 0 would report a failure as success; a negative status or one of 256 or
+	// more is truncated by exit(2) into another code's meaning.
+	for _, code := range []int{0, -1, -9, 256, 256 + 78, 1 << 20} {
+		assert.Equal(t, exitcode.Software, exitcode.For(claims(code)), "ExitCode() = %d", code)
+	}
+	assert.Equal(t, 1, exitcode.For(claims(1)))
+	assert.Equal(t, 255, exitcode.For(claims(255)))
+}
+
+func TestUnavailableErrorKeepsItsCauseForErrorsIs(t *testing.T) {
+	cause := errors.New("dial unix /run/dbus/system_bus_socket: no such file")
+	err := fmt.Errorf("list: %w", &exitcode.UnavailableError{Err: cause})
+	assert.ErrorIs(t, err, cause)
+	assert.Equal(t, exitcode.Unavailable, exitcode.For(err))
+}
