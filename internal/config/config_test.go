@@ -414,3 +414,58 @@ func TestLoadChecksSharedDir(t *testing.T) {
 	_, err = Load(dir, "vm1")
 	assert.ErrorContains(t, err, path+":1: SHARED_DIR=relative: not an absolute path")
 }
+
+func TestStandbyNoOrEmptyKeepsNoVirtiofsdWaiting(t *testing.T) {
+	for _, line := range []string{"STANDBY=no", "STANDBY=false", "STANDBY=0", "STANDBY="} {
+		c, err := Parse(strings.NewReader("SHARED_DIR=/srv\n"+line+"\n"), file)
+		require.NoError(t, err, line)
+		assert.False(t, c.Standby, line)
+	}
+	c, err := Parse(strings.NewReader("SHARED_DIR=/srv\nSTANDBY=yes\n"), file)
+	require.NoError(t, err)
+	require.NoError(t, c.Set("STANDBY", "no"))
+	assert.False(t, c.Standby, "an override of no turns the file's yes off")
+}
+
+func TestSocketAccountsAcceptWhatUseraddAccepts(t *testing.T) {
+	longest := "a" + strings.Repeat("b", 30) // 31 characters, useradd's limit
+	for _, v := range []string{"kvm", "_kvm", "Kvm", "libvirt-qemu", "a.b_c-1", longest, "0", "65534", "4294967293"} {
+		c, err := Parse(strings.NewReader("SHARED_DIR=/srv\nSOCKET_USER="+v+"\nSOCKET_GROUP="+v+"\n"), file)
+		require.NoError(t, err, v)
+		assert.Equal(t, v, c.SocketUser, v)
+		assert.Equal(t, v, c.SocketGroup, v)
+	}
+}
+
+func TestSocketAccountsRefuseWhatUseraddRefuses(t *testing.T) {
+	for _, v := range []string{
+		"a" + strings.Repeat("b", 31), // one past the limit
+		"1kvm", ".kvm", "-kvm",        // a name starts with a letter or '_'
+		"kv m", "kvm:", "kvé",
+		"65535", "4294967294", "4294967295", // ids systemd reserves
+	} {
+		for _, key := range []string{"SOCKET_USER", "SOCKET_GROUP"} {
+			_, err := Parse(strings.NewReader("SHARED_DIR=/srv\n"+key+"="+v+"\n"), file)
+			var ce *Error
+			require.True(t, errors.As(err, &ce), "%s=%s: %v", key, v, err)
+			assert.Equal(t, 2, ce.Line, v)
+			assert.Contains(t, ce.Error(), key)
+		}
+	}
+}
+
+func TestSocketModeAcceptsEveryModeUpTo0777(t *testing.T) {
+	for v, want := range map[string]uint32{"0777": 0o777, "777": 0o777, "0000": 0, "0600": 0o600, "0": 0} {
+		c, err := Parse(strings.NewReader("SHARED_DIR=/srv\nSOCKET_MODE="+v+"\n"), file)
+		require.NoError(t, err, v)
+		assert.Equal(t, ptr(want), c.SocketMode, v)
+	}
+	c, err := Parse(strings.NewReader("SHARED_DIR=/srv\nSOCKET_MODE=0640\n"), file)
+	require.NoError(t, err)
+	require.NoError(t, c.Set("SOCKET_MODE", ""))
+	assert.Nil(t, c.SocketMode, "an empty SOCKET_MODE= goes back to the default")
+	for _, v := range []string{"01000", "1000", "0o777", "+777"} {
+		_, err := Parse(strings.NewReader("SHARED_DIR=/srv\nSOCKET_MODE="+v+"\n"), file)
+		assert.ErrorContains(t, err, "0000 to 0777", v)
+	}
+}
