@@ -27,15 +27,19 @@ type fakeSystemd struct {
 	mainPID    int
 	shim       *state.Writer
 
-	kills      int
-	started    []string
-	stopped    []string
-	startErr   error
-	onKill     func(n int) // the n-th SIGUSR1 (1, 2, ...) reached the shim
-	onHUP      func()      // a SIGHUP (a reload request) reached the shim
-	onEnabled  func()      // UnitFileState is being read
-	onMainPID  func(n int) // MainPID is read for the n-th time
-	mainPIDs   int
+	kills     int
+	started   []string
+	stopped   []string
+	startErr  error
+	onKill    func(n int) // the n-th SIGUSR1 (1, 2, ...) reached the shim
+	onHUP     func()      // a SIGHUP (a reload request) reached the shim
+	onEnabled func()      // UnitFileState is being read
+	onMainPID func(n int) // MainPID is read for the n-th time
+	mainPIDs  int
+	onActive  func(n int) // ActiveState of the service is read for the n-th time
+	actives   int
+	// errs makes a method (by name: "ActiveState", "KillMain", ...) fail.
+	errs       map[string]error
 	resumeRuns int
 }
 
@@ -53,6 +57,7 @@ func newFake(t *testing.T) *fakeSystemd {
 		active:     map[string]string{h.service(): "inactive", h.socket(): "active"},
 		jobs:       map[string]string{},
 		enablement: map[string]string{h.socket(): "enabled"},
+		errs:       map[string]error{},
 	}
 	return f
 }
@@ -110,13 +115,37 @@ func (f *fakeSystemd) marker() string {
 	return m
 }
 
+// fail is the error a test set for method, nil when none.
+func (f *fakeSystemd) fail(method string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.errs[method]
+}
+
 func (f *fakeSystemd) ActiveState(_ context.Context, unit string) (string, error) {
+	if err := f.fail("ActiveState"); err != nil {
+		return "", err
+	}
+	f.mu.Lock()
+	var n int
+	hook := f.onActive
+	if unit == f.hook.service() {
+		f.actives++
+		n = f.actives
+	}
+	f.mu.Unlock()
+	if hook != nil && n > 0 {
+		hook(n)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.active[unit], nil
 }
 
 func (f *fakeSystemd) MainPID(_ context.Context, unit string) (int, error) {
+	if err := f.fail("MainPID"); err != nil {
+		return 0, err
+	}
 	f.mu.Lock()
 	f.mainPIDs++
 	n, hook := f.mainPIDs, f.onMainPID
@@ -133,6 +162,9 @@ func (f *fakeSystemd) MainPID(_ context.Context, unit string) (int, error) {
 }
 
 func (f *fakeSystemd) UnitFileState(_ context.Context, unit string) (string, error) {
+	if err := f.fail("UnitFileState"); err != nil {
+		return "", err
+	}
 	if f.onEnabled != nil {
 		hook := f.onEnabled
 		f.onEnabled = nil
@@ -144,6 +176,9 @@ func (f *fakeSystemd) UnitFileState(_ context.Context, unit string) (string, err
 }
 
 func (f *fakeSystemd) JobType(_ context.Context, unit string) (string, error) {
+	if err := f.fail("JobType"); err != nil {
+		return "", err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.jobs[unit], nil
@@ -170,7 +205,7 @@ func (f *fakeSystemd) KillMain(_ context.Context, unit string, sig syscall.Signa
 	if f.onKill != nil {
 		f.onKill(n)
 	}
-	return nil
+	return f.fail("KillMain")
 }
 
 func (f *fakeSystemd) Start(_ context.Context, unit string) error {
@@ -184,6 +219,9 @@ func (f *fakeSystemd) Start(_ context.Context, unit string) error {
 }
 
 func (f *fakeSystemd) Stop(_ context.Context, unit string) error {
+	if err := f.fail("Stop"); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.stopped = append(f.stopped, unit)

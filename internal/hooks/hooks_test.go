@@ -257,3 +257,178 @@ func TestResumeKeepsTheMarkerWhenTheManagerIsUnreachable(t *testing.T) {
 	require.NotNil(t, got)
 	assert.Contains(t, got.ResumeError, "no such file")
 }
+
+// A shim that let go has stopped its virtiofsd, but its service may still
+// be deactivating: release returns only once it is inactive, or the
+// restart's start of the socket would be refused.
+func TestReleaseWaitsWhileTheServiceStaysActive(t *testing.T) {
+	f := newFake(t)
+	f.startShim(state.Waiting)
+	f.jobs[f.hook.socket()] = "restart"
+	answered := false
+	f.onKill = func(int) {
+		f.shimAnswers(false)
+		f.mu.Lock()
+		answered = true
+		f.mu.Unlock()
+	}
+	ended := false
+	polls := 0
+	f.onActive = func(int) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if !answered || ended {
+			return
+		}
+		if polls++; polls == 5 { // still active for four reads after the answer
+			ended = true
+			f.mainPID = 0
+			f.active[f.hook.service()] = "inactive"
+		}
+	}
+	require.NoError(t, Release(ctx(t), f.hook, f, discard{}))
+	assert.True(t, ended, "release returned while the service was still active")
+	assert.Equal(t, 5, polls)
+}
+
+// The shim gets SIGUSR1 again only every resend, not at every poll: each
+// signal interrupts it, and a flood would delay the answer it is waiting for.
+func TestReleaseResendsTheSignalAtMostTwiceASecond(t *testing.T) {
+	f := newFake(t)
+	f.startShim(state.Waiting) // published, but it never answers
+	start := time.Now()
+	c, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
+	defer cancel()
+	err := Release(c, f.hook, f, discard{})
+	elapsed := time.Since(start)
+	require.ErrorContains(t, err, "did not answer the release")
+	f.mu.Lock()
+	kills, polls := f.kills, f.mainPIDs
+	f.mu.Unlock()
+	assert.GreaterOrEqual(t, kills, 1, "the shim was asked at once")
+	assert.LessOrEqual(t, kills, int(elapsed/resend)+1, "signals sent in %v over %d polls", elapsed, polls)
+}
+
+func TestReleaseReturnsTheManagersErrors(t *testing.T) {
+	boom := errors.New("org.freedesktop.DBus.Error.NoReply")
+	for _, method := range []string{"ActiveState", "MainPID", "KillMain", "UnitFileState"} {
+		t.Run(method, func(t *testing.T) {
+			f := newFake(t)
+			f.startShim(state.Serving)
+			f.jobs[f.hook.socket()] = "restart"
+			f.onKill = func(int) { f.shimAnswers(true) }
+			f.errs[method] = boom
+			err := Release(ctx(t), f.hook, f, discard{})
+			assert.ErrorIs(t, err, boom)
+			assert.False(t, exists(f.marker()), "no restart deferred on a failure")
+		})
+	}
+}
+
+func TestReleaseNamesTheServiceWhenTheSignalFails(t *testing.T) {
+	f := newFake(t)
+	f.startShim(state.Waiting)
+	f.errs["KillMain"] = errors.New("access denied")
+	err := Release(ctx(t), f.hook, f, discard{})
+	assert.EqualError(t, err, "ask virtiofsd@vm1.service to release its socket: access denied")
+}
+
+// The shim ended between release's look and its signal: systemd refuses
+// the kill (no main process), and release has nothing left to do.
+func TestReleaseWhenTheShimEndsAsItIsSignalled(t *testing.T) {
+	f := newFake(t)
+	f.startShim(state.Waiting)
+	f.jobs[f.hook.socket()] = "restart"
+	f.errs["KillMain"] = errors.New("No main process to kill")
+	f.onKill = func(int) { f.sessionEnds() }
+	require.NoError(t, Release(ctx(t), f.hook, f, discard{}))
+	assert.Equal(t, 1, f.kills, "not signalled again")
+	assert.False(t, exists(f.marker()))
+}
+
+// A stop (not a restart) of the socket while a VM is served defers
+// nothing, and so does a job systemd could not report.
+func TestReleaseDefersOnlyForARestart(t *testing.T) {
+	for job, defers := range map[string]bool{"restart": true, "try-restart": true, "reload-or-start": true, "stop": false, "": false, "error": false} {
+		t.Run(job, func(t *testing.T) {
+			f := newFake(t)
+			f.startShim(state.Serving)
+			f.onKill = func(int) { f.shimAnswers(true) }
+			if job == "error" {
+				f.errs["JobType"] = errors.New("list jobs: timeout")
+			} else {
+				f.jobs[f.hook.socket()] = job
+			}
+			require.NoError(t, Release(ctx(t), f.hook, f, discard{}))
+			assert.Equal(t, defers, exists(f.marker()))
+		})
+	}
+}
+
+func TestResumeKeepsTheMarkerWhenTheManagerFails(t *testing.T) {
+	for _, method := range []string{"JobType", "UnitFileState", "Stop"} {
+		t.Run(method, func(t *testing.T) {
+			f := newFake(t)
+			require.NoError(t, state.WriteMarker(f.marker(), state.Deferral{UnitFileState: "enabled"}))
+			f.errs[method] = errors.New(method + " failed")
+			err := Resume(ctx(t), f.hook, f.connect, discard{})
+			var rerr *ResumeError
+			require.ErrorAs(t, err, &rerr)
+			assert.Equal(t, f.hook.socket(), rerr.Socket)
+			got, err := Deferred(f.hook)
+			require.NoError(t, err)
+			require.NotNil(t, got, "the marker stays")
+			assert.Contains(t, got.ResumeError, method+" failed")
+			assert.Empty(t, f.started)
+		})
+	}
+}
+
+func TestResumeOfAMarkerWithoutEnablementStartsTheSocket(t *testing.T) {
+	f := newFake(t)
+	require.NoError(t, state.WriteMarker(f.marker(), state.Deferral{}))
+	f.enablement[f.hook.socket()] = "static"
+	var out strings.Builder
+	require.NoError(t, Resume(ctx(t), f.hook, f.connect, &out))
+	assert.Equal(t, []string{f.hook.socket()}, f.started)
+	assert.Contains(t, out.String(), "starting virtiofsd@vm1.socket again")
+}
+
+func TestResumeLeavesARuntimeMaskedSocketStopped(t *testing.T) {
+	f := newFake(t)
+	require.NoError(t, state.WriteMarker(f.marker(), state.Deferral{UnitFileState: "enabled"}))
+	f.enablement[f.hook.socket()] = "masked-runtime"
+	var out strings.Builder
+	require.NoError(t, Resume(ctx(t), f.hook, f.connect, &out))
+	assert.Empty(t, f.started)
+	assert.Contains(t, out.String(), "it is masked")
+	assert.False(t, exists(f.marker()))
+}
+
+func TestResumeErrorSaysTheSocketStaysDown(t *testing.T) {
+	cause := errors.New("no reply")
+	err := error(&ResumeError{Socket: "virtiofsd@vm1.socket", Err: cause})
+	assert.EqualError(t, err, "start virtiofsd@vm1.socket again after its deferred restart: no reply (the socket stays down; see virtiofsd-shim check)")
+	assert.ErrorIs(t, err, cause)
+}
+
+func TestStandbyQueuesTheServicesStart(t *testing.T) {
+	f := newFake(t)
+	require.NoError(t, Standby(ctx(t), f.hook, f))
+	assert.Equal(t, []string{f.hook.service()}, f.started)
+
+	f.startErr = errors.New("unit masked")
+	assert.EqualError(t, Standby(ctx(t), f.hook, f), "start virtiofsd@vm1.service: unit masked")
+}
+
+func TestDeferredReadsTheMarker(t *testing.T) {
+	f := newFake(t)
+	d, err := Deferred(f.hook)
+	require.NoError(t, err)
+	assert.Nil(t, d, "no restart waits")
+	require.NoError(t, state.WriteMarker(f.marker(), state.Deferral{UnitFileState: "enabled-runtime"}))
+	d, err = Deferred(f.hook)
+	require.NoError(t, err)
+	require.NotNil(t, d)
+	assert.Equal(t, "enabled-runtime", d.UnitFileState)
+}
