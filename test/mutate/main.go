@@ -37,10 +37,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -82,8 +84,12 @@ func main() {
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	if err := run(o, flag.Args(), os.Stdout); err != nil {
+	// An interrupted run stops judging and still removes its temporary folder.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o, flag.Args(), os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "mutate:", err)
+		stop()
 		os.Exit(1)
 	}
 }
@@ -126,7 +132,7 @@ func (r result) score() float64 {
 	return 100 * float64(r.killed) / float64(judged)
 }
 
-func run(o options, args []string, out io.Writer) error {
+func run(ctx context.Context, o options, args []string, out io.Writer) error {
 	root, err := moduleRoot()
 	if err != nil {
 		return err
@@ -147,9 +153,12 @@ func run(o options, args []string, out io.Writer) error {
 		if o.pkg != "" && !strings.Contains(dir, o.pkg) {
 			continue
 		}
-		r, err := mutatePackage(o, root, tmp, dir, files, out)
+		r, err := mutatePackage(ctx, o, root, tmp, dir, files, out)
 		if err != nil {
 			return err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted during %s: %w", r.pkg, ctx.Err())
 		}
 		results = append(results, r)
 	}
@@ -175,7 +184,7 @@ func moduleRoot() (string, error) {
 	return filepath.Dir(mod), nil
 }
 
-func mutatePackage(o options, root, tmp, dir, files string, out io.Writer) (result, error) {
+func mutatePackage(ctx context.Context, o options, root, tmp, dir, files string, out io.Writer) (result, error) {
 	r := result{pkg: strings.TrimPrefix(dir, "./")}
 	if files != "" {
 		r.pkg += " (" + strings.ReplaceAll(strings.TrimSuffix(strings.ReplaceAll(files, ".go", ""), ","), ",", ", ") + ")"
@@ -217,7 +226,7 @@ func mutatePackage(o options, root, tmp, dir, files string, out io.Writer) (resu
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		return r, fmt.Errorf("make %s: %w", base, err)
 	}
-	v, msg := judge(o, root, pkgDir, base, nil)
+	v, msg := judge(ctx, o, root, pkgDir, base, nil)
 	if v != survived {
 		return r, fmt.Errorf("the tests of %s fail without any mutant; fix them first:\n%s", dir, msg)
 	}
@@ -235,11 +244,11 @@ func mutatePackage(o options, root, tmp, dir, files string, out io.Writer) (resu
 				i := next
 				next++
 				mu.Unlock()
-				if i >= len(ms) {
+				if i >= len(ms) || ctx.Err() != nil {
 					return
 				}
 				work := filepath.Join(tmp, fmt.Sprintf("m%d", i))
-				v, _ := judge(o, root, pkgDir, work, &ms[i])
+				v, _ := judge(ctx, o, root, pkgDir, work, &ms[i])
 				os.RemoveAll(work)
 				verdicts[i] = v
 				if o.verbose {
@@ -305,7 +314,7 @@ func sourceFiles(pkgDir, files string) ([]string, error) {
 
 // judge builds the package's test binary with the mutant overlaid and runs it
 // in the package's folder, as go test would. m nil judges the package as it is.
-func judge(o options, root, pkgDir, work string, m *mutant) (verdict, string) {
+func judge(ctx context.Context, o options, root, pkgDir, work string, m *mutant) (verdict, string) {
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		return notCompiling, err.Error()
 	}
@@ -328,7 +337,7 @@ func judge(o options, root, pkgDir, work string, m *mutant) (verdict, string) {
 		build = append(build, "-overlay", overlay)
 	}
 	build = append(build, pkgDir)
-	cmd := exec.Command("go", build...)
+	cmd := exec.CommandContext(ctx, "go", build...)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return notCompiling, string(b)
@@ -337,9 +346,9 @@ func judge(o options, root, pkgDir, work string, m *mutant) (verdict, string) {
 		// go test -c writes nothing for a package without tests.
 		return survived, "no test binary: the package has no tests"
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	tctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	t := exec.CommandContext(ctx, bin, "-test.short", "-test.count=1", "-test.timeout="+o.timeout.String())
+	t := exec.CommandContext(tctx, bin, "-test.short", "-test.count=1", "-test.timeout="+o.timeout.String())
 	t.Dir = pkgDir
 	t.WaitDelay = 5 * time.Second
 	b, err := t.CombinedOutput()
