@@ -373,25 +373,13 @@ func apply(src []byte, edits []edit) []byte {
 
 // flip is the comparison or logic operator that replaces op in a mutant.
 func flip(op token.Token) (token.Token, bool) {
-	switch op {
-	case token.LSS:
-		return token.LEQ, true
-	case token.LEQ:
-		return token.LSS, true
-	case token.GTR:
-		return token.GEQ, true
-	case token.GEQ:
-		return token.GTR, true
-	case token.EQL:
-		return token.NEQ, true
-	case token.NEQ:
-		return token.EQL, true
-	case token.LAND:
-		return token.LOR, true
-	case token.LOR:
-		return token.LAND, true
-	}
-	return op, false
+	to, ok := map[token.Token]token.Token{
+		token.LSS: token.LEQ, token.LEQ: token.LSS,
+		token.GTR: token.GEQ, token.GEQ: token.GTR,
+		token.EQL: token.NEQ, token.NEQ: token.EQL,
+		token.LAND: token.LOR, token.LOR: token.LAND,
+	}[op]
+	return to, ok
 }
 
 // mutantsOf lists every mutant of one file, in source order.
