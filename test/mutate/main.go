@@ -76,7 +76,7 @@ func main() {
 	flag.IntVar(&o.max, "max", 0, "judge at most this many mutants per package, a random sample (0: all)")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the -max sample")
 	flag.IntVar(&o.parallel, "parallel", 2, "mutants judged at once")
-	flag.DurationVar(&o.timeout, "timeout", 2*time.Minute, "time a mutant's tests may take before it counts as killed")
+	flag.DurationVar(&o.timeout, "timeout", 0, "time a mutant's tests may take before it counts as killed (0: five times the unmutated tests' time, plus 10s)")
 	flag.BoolVar(&o.verbose, "v", false, "print each mutant's verdict as it comes")
 	flag.BoolVar(&o.list, "list", false, "list the mutants without judging them")
 	flag.Usage = func() {
@@ -226,9 +226,20 @@ func mutatePackage(ctx context.Context, o options, root, tmp, dir, files string,
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		return r, fmt.Errorf("make %s: %w", base, err)
 	}
-	v, msg := judge(ctx, o, root, pkgDir, base, nil)
+	baseOpts := o
+	if baseOpts.timeout == 0 {
+		baseOpts.timeout = 10 * time.Minute
+	}
+	start := time.Now()
+	v, msg := judge(ctx, baseOpts, root, pkgDir, base, nil)
 	if v != survived {
 		return r, fmt.Errorf("the tests of %s fail without any mutant; fix them first:\n%s", dir, msg)
+	}
+	if o.timeout == 0 {
+		// A mutant that makes a test wait for its own deadline (a loop that
+		// never sees its answer) is killed once it takes far longer than
+		// the tests do; the build is part of the measured time.
+		o.timeout = 5*time.Since(start) + 10*time.Second
 	}
 
 	verdicts := make([]verdict, len(ms))
@@ -319,7 +330,7 @@ func judge(ctx context.Context, o options, root, pkgDir, work string, m *mutant)
 		return notCompiling, err.Error()
 	}
 	bin := filepath.Join(work, "pkg.test")
-	build := []string{"test", "-c", "-o", bin}
+	build := []string{"test", "-c", "-ldflags=-w", "-o", bin}
 	if m != nil {
 		src, err := os.ReadFile(m.file)
 		if err != nil {
