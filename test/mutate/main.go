@@ -230,16 +230,15 @@ func mutatePackage(ctx context.Context, o options, root, tmp, dir, files string,
 	if baseOpts.timeout == 0 {
 		baseOpts.timeout = 10 * time.Minute
 	}
-	start := time.Now()
-	v, msg := judge(ctx, baseOpts, root, pkgDir, base, nil)
+	v, msg, took := judge(ctx, baseOpts, root, pkgDir, base, nil)
 	if v != survived {
 		return r, fmt.Errorf("the tests of %s fail without any mutant; fix them first:\n%s", dir, msg)
 	}
 	if o.timeout == 0 {
 		// A mutant that makes a test wait for its own deadline (a loop that
 		// never sees its answer) is killed once it takes far longer than
-		// the tests do; the build is part of the measured time.
-		o.timeout = 5*time.Since(start) + 10*time.Second
+		// the tests do.
+		o.timeout = 5*took + 10*time.Second
 	}
 
 	verdicts := make([]verdict, len(ms))
@@ -259,7 +258,7 @@ func mutatePackage(ctx context.Context, o options, root, tmp, dir, files string,
 					return
 				}
 				work := filepath.Join(tmp, fmt.Sprintf("m%d", i))
-				v, _ := judge(ctx, o, root, pkgDir, work, &ms[i])
+				v, _, _ := judge(ctx, o, root, pkgDir, work, &ms[i])
 				os.RemoveAll(work)
 				verdicts[i] = v
 				if o.verbose {
@@ -324,26 +323,27 @@ func sourceFiles(pkgDir, files string) ([]string, error) {
 }
 
 // judge builds the package's test binary with the mutant overlaid and runs it
-// in the package's folder, as go test would. m nil judges the package as it is.
-func judge(ctx context.Context, o options, root, pkgDir, work string, m *mutant) (verdict, string) {
+// in the package's folder, as go test would. m nil judges the package as it
+// is. It returns the verdict, the output, and how long the tests ran.
+func judge(ctx context.Context, o options, root, pkgDir, work string, m *mutant) (verdict, string, time.Duration) {
 	if err := os.MkdirAll(work, 0o755); err != nil {
-		return notCompiling, err.Error()
+		return notCompiling, err.Error(), 0
 	}
 	bin := filepath.Join(work, "pkg.test")
 	build := []string{"test", "-c", "-ldflags=-w", "-o", bin}
 	if m != nil {
 		src, err := os.ReadFile(m.file)
 		if err != nil {
-			return notCompiling, err.Error()
+			return notCompiling, err.Error(), 0
 		}
 		mutated := filepath.Join(work, filepath.Base(m.file))
 		if err := os.WriteFile(mutated, apply(src, m.edits), 0o644); err != nil {
-			return notCompiling, err.Error()
+			return notCompiling, err.Error(), 0
 		}
 		ov, _ := json.Marshal(map[string]map[string]string{"Replace": {m.file: mutated}})
 		overlay := filepath.Join(work, "overlay.json")
 		if err := os.WriteFile(overlay, ov, 0o644); err != nil {
-			return notCompiling, err.Error()
+			return notCompiling, err.Error(), 0
 		}
 		build = append(build, "-overlay", overlay)
 	}
@@ -351,22 +351,24 @@ func judge(ctx context.Context, o options, root, pkgDir, work string, m *mutant)
 	cmd := exec.CommandContext(ctx, "go", build...)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return notCompiling, string(b)
+		return notCompiling, string(b), 0
 	}
 	if _, err := os.Stat(bin); err != nil {
 		// go test -c writes nothing for a package without tests.
-		return survived, "no test binary: the package has no tests"
+		return survived, "no test binary: the package has no tests", 0
 	}
 	tctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	t := exec.CommandContext(tctx, bin, "-test.short", "-test.count=1", "-test.timeout="+o.timeout.String())
 	t.Dir = pkgDir
 	t.WaitDelay = 5 * time.Second
+	start := time.Now()
 	b, err := t.CombinedOutput()
+	took := time.Since(start)
 	if err != nil {
-		return killed, string(b)
+		return killed, string(b), took
 	}
-	return survived, string(b)
+	return survived, string(b), took
 }
 
 // apply returns src with the edits made (edits in increasing order, not overlapping).
