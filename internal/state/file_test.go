@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 )
 
 // names lists a folder, so that a test sees a temporary file left behind.
@@ -194,4 +196,52 @@ func TestWriteMarkerReplacesTheFolderOfAnEarlierRun(t *testing.T) {
 	fi, err := os.Stat(path)
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o644), fi.Mode().Perm())
+}
+
+// A write cut short (here by the file size limit, as by a full /run) is an
+// error, and nothing replaces the old file: not even a part of the new one.
+func TestWriteFileCutShortKeepsTheOldFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "vm1.json")
+	require.NoError(t, os.WriteFile(path, []byte("old\n"), 0o644))
+	var old syscall.Rlimit
+	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old))
+	small := old
+	small.Cur = 1024
+	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_FSIZE, &small))
+	err := WriteFile(path, make([]byte, 4096), 0o644)
+	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old))
+	assert.ErrorIs(t, err, syscall.EFBIG)
+	b, rerr := os.ReadFile(path)
+	require.NoError(t, rerr)
+	assert.Equal(t, "old\n", string(b))
+	assert.Equal(t, []string{"vm1.json"}, names(t, dir))
+}
+
+func TestWriteMarkerThatCannotReplaceSaysWhichMarker(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vm1.restart")
+	require.NoError(t, os.MkdirAll(filepath.Join(path, "busy"), 0o755))
+	assert.ErrorContains(t, WriteMarker(path, Deferral{}), "write "+path+": ")
+}
+
+// A marker of another format still defers the socket's start; it reads as
+// a zero Deferral, so that resume does not misread its fields.
+func TestMarkerOfAnotherVersionReadsAsZero(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vm1.restart")
+	require.NoError(t, os.WriteFile(path, []byte(`{"version": 99, "unit_file_state": "enabled"}`), 0o644))
+	got, err := ReadMarker(path)
+	require.NoError(t, err)
+	assert.Equal(t, &Deferral{}, got)
+}
+
+// A user instance's paths need XDG_RUNTIME_DIR; without it, the state and
+// the marker say so instead of using a path relative to the working folder.
+func TestUserPathsWithoutXDGRuntimeDirAreAnError(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	_, err := Dir(config.User, noEnv)
+	assert.ErrorContains(t, err, "XDG_RUNTIME_DIR")
+	_, err = Load(config.User, noEnv, "vm1")
+	assert.ErrorContains(t, err, "XDG_RUNTIME_DIR")
+	_, err = MarkerPath(config.User, noEnv, "vm1")
+	assert.ErrorContains(t, err, "XDG_RUNTIME_DIR")
 }
