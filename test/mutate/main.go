@@ -330,7 +330,8 @@ func judge(ctx context.Context, o options, root, pkgDir, work string, m *mutant)
 		return notCompiling, err.Error(), 0
 	}
 	bin := filepath.Join(work, "pkg.test")
-	build := []string{"test", "-c", "-ldflags=-w", "-o", bin}
+	// -vet=off: a mutant is judged by the tests alone, not by go vet.
+	build := []string{"test", "-c", "-vet=off", "-ldflags=-w", "-o", bin}
 	if m != nil {
 		src, err := os.ReadFile(m.file)
 		if err != nil {
