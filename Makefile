@@ -43,10 +43,11 @@ fuzz:
 # Mutation scores of the packages docs/development.md lists (## Mutation
 # scores): each mutant judged by the package's go test -short, through
 # -overlay (the tree is never edited); mutants that do not compile are counted
-# apart, not as kills. MUTATE_FLAGS: -pkg state, -max 50, -v, -list.
+# apart, not as kills. A full run writes the table into docs/development.md;
+# MUTATE_FLAGS for a partial one (not written): -pkg state, -max 50, -v, -list.
 MUTATE_FLAGS ?=
 mutate:
-	$(GO) run ./test/mutate $(MUTATE_FLAGS)
+	$(GO) run ./test/mutate -write docs/development.md $(MUTATE_FLAGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt -l:"; echo "$$out"; exit 1; fi

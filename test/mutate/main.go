@@ -68,6 +68,7 @@ type options struct {
 	timeout  time.Duration
 	verbose  bool
 	list     bool
+	write    string
 }
 
 func main() {
@@ -79,6 +80,7 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 0, "time a mutant's tests may take before it counts as killed (0: five times the unmutated tests' time, plus 10s)")
 	flag.BoolVar(&o.verbose, "v", false, "print each mutant's verdict as it comes")
 	flag.BoolVar(&o.list, "list", false, "list the mutants without judging them")
+	flag.StringVar(&o.write, "write", "", "write the scores table into this Markdown file's \"## Mutation scores\" section (a full run only: not with -pkg, -max or named packages)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: mutate [flags] [PKGDIR[:FILE,...] ...]\n")
 		flag.PrintDefaults()
@@ -165,10 +167,68 @@ func run(ctx context.Context, o options, args []string, out io.Writer) error {
 	if len(results) == 0 {
 		return fmt.Errorf("no target matches -pkg %q: name a package path or part of one", o.pkg)
 	}
-	if !o.list {
-		report(results, out)
+	if o.list {
+		return nil
+	}
+	report(results, out)
+	if o.write == "" {
+		return nil
+	}
+	if o.pkg != "" || o.max > 0 || len(args) > 0 {
+		fmt.Fprintf(out, "\n%s not written: a partial run (-pkg, -max or named packages) is no score of record\n", o.write)
+		return nil
+	}
+	var table strings.Builder
+	writeTable(results, &table)
+	return writeSection(o.write, table.String())
+}
+
+// The scores go between these lines of the section; what is around them
+// (notes on equivalent mutants, earlier scores) is the engineers' own.
+const (
+	sectionHeading = "## Mutation scores"
+	tableBegin     = "<!-- make mutate writes from here -->"
+	tableEnd       = "<!-- to here -->"
+)
+
+// writeSection puts table into path's "## Mutation scores" section, between
+// tableBegin and tableEnd, adding the section or the markers where missing.
+func writeSection(path, table string) error {
+	b, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("read %s for its mutation scores: %w", path, err)
+	}
+	doc := string(b)
+	block := tableBegin + "\n" + table + tableEnd + "\n"
+	if i, j := strings.Index(doc, tableBegin), strings.Index(doc, tableEnd); i >= 0 && j > i {
+		doc = doc[:i] + block + strings.TrimPrefix(doc[j+len(tableEnd):], "\n")
+	} else if h := strings.Index(doc, sectionHeading+"\n"); h >= 0 {
+		// At the end of the section: before the next heading of its level.
+		body := h + len(sectionHeading) + 1
+		end := len(doc)
+		if k := strings.Index(doc[body:], "\n## "); k >= 0 {
+			end = body + k + 1
+		}
+		doc = strings.TrimRight(doc[:end], "\n") + "\n\n" + block + tail(doc[end:])
+	} else {
+		doc = strings.TrimRight(doc, "\n")
+		if doc != "" {
+			doc += "\n\n"
+		}
+		doc += sectionHeading + "\n\n" + block
+	}
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		return fmt.Errorf("write the mutation scores into %s: %w", path, err)
 	}
 	return nil
+}
+
+// tail is what follows the section, set apart by a blank line.
+func tail(rest string) string {
+	if rest == "" {
+		return ""
+	}
+	return "\n" + rest
 }
 
 // moduleRoot is the folder of the go.mod that the working directory is in.
@@ -483,13 +543,7 @@ func returnsError(t *ast.FuncType) bool {
 // report prints the table and the survivors.
 func report(results []result, out io.Writer) {
 	fmt.Fprintln(out)
-	// mutants counts those that compile: the ones the tests can judge.
-	fmt.Fprintln(out, "| package | mutants | killed | survived | not compiling | score |")
-	fmt.Fprintln(out, "|---|---|---|---|---|---|")
-	for _, r := range results {
-		fmt.Fprintf(out, "| `%s` | %d | %d | %d | %d | %.0f%% |\n",
-			r.pkg, r.mutants-r.notCompile, r.killed, r.survived, r.notCompile, r.score())
-	}
+	writeTable(results, out)
 	for _, r := range results {
 		if len(r.survivors) == 0 {
 			continue
@@ -498,5 +552,16 @@ func report(results []result, out io.Writer) {
 		for _, m := range r.survivors {
 			fmt.Fprintf(out, "  %s:%d: %s\n", m.file, m.line, m.desc)
 		}
+	}
+}
+
+// writeTable writes the scores as a Markdown table. Its mutants column
+// counts the mutants that compile: the ones the tests can judge.
+func writeTable(results []result, out io.Writer) {
+	fmt.Fprintln(out, "| package | mutants | killed | survived | not compiling | score |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|")
+	for _, r := range results {
+		fmt.Fprintf(out, "| `%s` | %d | %d | %d | %d | %.0f%% |\n",
+			r.pkg, r.mutants-r.notCompile, r.killed, r.survived, r.notCompile, r.score())
 	}
 }
