@@ -429,7 +429,7 @@ func TestStandbyNoOrEmptyKeepsNoVirtiofsdWaiting(t *testing.T) {
 
 func TestSocketAccountsAcceptWhatUseraddAccepts(t *testing.T) {
 	longest := "a" + strings.Repeat("b", 30) // 31 characters, useradd's limit
-	for _, v := range []string{"kvm", "_kvm", "Kvm", "libvirt-qemu", "a.b_c-1", longest, "0", "65534", "4294967293"} {
+	for _, v := range []string{"kvm", "_kvm", "Kvm", "zZ", "libvirt-qemu", "a.b_c-1", "a0", "a9", longest, "0", "65534", "4294967293"} {
 		c, err := Parse(strings.NewReader("SHARED_DIR=/srv\nSOCKET_USER="+v+"\nSOCKET_GROUP="+v+"\n"), file)
 		require.NoError(t, err, v)
 		assert.Equal(t, v, c.SocketUser, v)
@@ -467,5 +467,32 @@ func TestSocketModeAcceptsEveryModeUpTo0777(t *testing.T) {
 	for _, v := range []string{"01000", "1000", "0o777", "+777"} {
 		_, err := Parse(strings.NewReader("SHARED_DIR=/srv\nSOCKET_MODE="+v+"\n"), file)
 		assert.ErrorContains(t, err, "0000 to 0777", v)
+	}
+}
+
+// A SHARED_DIR below a file is refused with the system's reason.
+func TestLoadRefusesASharedDirBelowAFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(t.TempDir(), "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o600))
+	path := writeConf(t, dir, "SHARED_DIR="+file+"/sub\n", 0o644)
+	_, err := Load(dir, "vm1")
+	assert.EqualError(t, err, path+":1: SHARED_DIR "+file+"/sub: not a directory")
+}
+
+// An override's error quotes the value when it has spaces, quotes or
+// control characters, so that the admin sees exactly what was given.
+func TestSetQuotesAValueThatNeedsIt(t *testing.T) {
+	c, err := Parse(strings.NewReader("SHARED_DIR=/srv\n"), file)
+	require.NoError(t, err)
+	for value, shown := range map[string]string{
+		"sometimes":  "CACHE=sometimes: ",
+		"some times": `CACHE="some times": `,
+		`"sometimes`: `CACHE="\"sometimes": `,
+		`some'time`:  `CACHE="some'time": `,
+		`some\time`:  `CACHE="some\\time": `,
+		"some\x7f":   `CACHE="some\x7f": `,
+	} {
+		assert.ErrorContains(t, c.Set("CACHE", value), shown, value)
 	}
 }
