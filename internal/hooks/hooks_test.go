@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 )
 
@@ -431,4 +433,139 @@ func TestDeferredReadsTheMarker(t *testing.T) {
 	require.NoError(t, err)
 	require.NotNil(t, d)
 	assert.Equal(t, "enabled-runtime", d.UnitFileState)
+}
+
+// An admin restarting the socket while a VM is served is told why the
+// session goes on, and when the socket listens again.
+func TestReleaseOfAServingSessionSaysItGoesOn(t *testing.T) {
+	f := newFake(t)
+	f.startShim(state.Serving)
+	f.jobs[f.hook.socket()] = "restart"
+	f.onKill = func(int) { f.shimAnswers(true) }
+	var out strings.Builder
+	require.NoError(t, Release(ctx(t), f.hook, f, &out))
+	assert.Equal(t, "virtiofsd@vm1.service serves a VM: it goes on until the VM disconnects\n"+
+		"virtiofsd@vm1.socket listens again, with its new settings, as soon as that VM disconnects\n", out.String())
+}
+
+// A marker that cannot be written (here a folder is in its way) fails the
+// release, saying what it could not do: no restart is silently lost.
+func TestReleaseFailsWhenTheRestartCannotBeDeferred(t *testing.T) {
+	f := newFake(t)
+	f.startShim(state.Serving)
+	f.jobs[f.hook.socket()] = "restart"
+	f.onKill = func(int) { f.shimAnswers(true) }
+	require.NoError(t, os.MkdirAll(filepath.Join(f.marker(), "in-the-way"), 0o755))
+	err := Release(ctx(t), f.hook, f, discard{})
+	assert.ErrorContains(t, err, "defer the socket's start: ")
+}
+
+// The session ended just after the marker was written, but its service
+// never finishes ending: release gives up when its deadline comes, saying
+// what it waited for, rather than report a restart that will not happen.
+func TestReleaseGivesUpWhenTheEndedSessionsServiceNeverEnds(t *testing.T) {
+	f := newFake(t)
+	f.startShim(state.Serving)
+	f.jobs[f.hook.socket()] = "restart"
+	f.onKill = func(int) { f.shimAnswers(true) }
+	f.hook.AfterMarker = func() {
+		f.shim.Update(func(s *state.State) { s.Phase = state.Ended })
+		f.mu.Lock()
+		f.mainPID, f.active[f.hook.service()] = 0, "deactivating"
+		f.mu.Unlock()
+	}
+	c, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := Release(c, f.hook, f, discard{})
+	assert.ErrorContains(t, err, "waited for the session, which has just ended, to stop")
+	assert.True(t, exists(f.marker()), "resume, when the service ends, still finds the marker")
+}
+
+// The manager fails on a later read, while release waits for the answer or
+// for the service's end: release returns that error, not success.
+func TestReleaseReturnsAManagerErrorWhileItWaits(t *testing.T) {
+	boom := errors.New("org.freedesktop.DBus.Error.Disconnected")
+	t.Run("for the answer", func(t *testing.T) {
+		f := newFake(t)
+		f.startShim(state.Waiting)
+		f.onActive = func(n int) {
+			if n == 1 { // Release's own look succeeds; the next one fails
+				f.mu.Lock()
+				f.errs["ActiveState"] = boom
+				f.mu.Unlock()
+			}
+		}
+		assert.ErrorIs(t, Release(ctx(t), f.hook, f, discard{}), boom)
+	})
+	t.Run("for the service's end", func(t *testing.T) {
+		f := newFake(t)
+		f.startShim(state.Waiting)
+		f.onKill = func(int) { f.shimAnswers(false) }
+		f.onMainPID = func(int) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if f.kills > 0 { // the answer is read: waitDone's look fails
+				f.errs["ActiveState"] = boom
+			}
+		}
+		assert.ErrorIs(t, Release(ctx(t), f.hook, f, discard{}), boom)
+	})
+}
+
+func TestReleaseGivesUpWhenAServiceThatLetGoNeverEnds(t *testing.T) {
+	f := newFake(t)
+	f.startShim(state.Waiting)
+	f.onKill = func(int) { f.shimAnswers(false) }
+	c, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := Release(c, f.hook, f, discard{})
+	assert.ErrorContains(t, err, "waited for its virtiofsd, which has no client, to stop, virtiofsd@vm1.service still active")
+}
+
+// A state file the shim cannot have written (another format) is an error,
+// not a shim that never answers.
+func TestReleaseRefusesAStateFileItCannotRead(t *testing.T) {
+	f := newFake(t)
+	f.startShim(state.Waiting)
+	dir, err := state.Dir(f.hook.Scope, f.hook.Env)
+	require.NoError(t, err)
+	require.NoError(t, state.WriteFile(state.Path(dir, inst), []byte(`{"version": 99}`), 0o644))
+	assert.ErrorContains(t, Release(ctx(t), f.hook, f, discard{}), "version 99")
+	assert.Zero(t, f.kills)
+}
+
+func TestHooksOfAUserInstanceNeedXDGRuntimeDir(t *testing.T) {
+	h := Hook{Instance: inst, Scope: config.User, Env: func(string) string { return "" }}
+	_, err := Deferred(h)
+	assert.ErrorContains(t, err, "XDG_RUNTIME_DIR")
+	connect := func(context.Context) (Manager, func(), error) {
+		t.Fatal("resume connected without a marker to read")
+		return nil, nil, nil
+	}
+	assert.ErrorContains(t, Resume(ctx(t), h, connect, discard{}), "XDG_RUNTIME_DIR")
+}
+
+func TestResumeFailsOnAMarkerItCannotRead(t *testing.T) {
+	f := newFake(t)
+	require.NoError(t, os.MkdirAll(filepath.Join(f.marker(), "in-the-way"), 0o755))
+	err := Resume(ctx(t), f.hook, func(context.Context) (Manager, func(), error) {
+		t.Fatal("resume connected without a marker it could read")
+		return nil, nil, nil
+	}, discard{})
+	assert.ErrorContains(t, err, "read "+f.marker())
+}
+
+// Resume could neither start the socket nor record why in the marker: its
+// error says both.
+func TestResumeReportsAMarkerItCannotUpdate(t *testing.T) {
+	f := newFake(t)
+	require.NoError(t, state.WriteMarker(f.marker(), state.Deferral{UnitFileState: "enabled"}))
+	connect := func(context.Context) (Manager, func(), error) {
+		require.NoError(t, os.Remove(f.marker()))
+		require.NoError(t, os.MkdirAll(filepath.Join(f.marker(), "in-the-way"), 0o755))
+		return nil, nil, errors.New("dial: no such file")
+	}
+	err := Resume(ctx(t), f.hook, connect, discard{})
+	assert.ErrorContains(t, err, "dial: no such file")
+	assert.ErrorContains(t, err, "write "+f.marker())
 }
