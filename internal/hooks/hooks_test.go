@@ -527,9 +527,9 @@ func TestReleaseGivesUpWhenAServiceThatLetGoNeverEnds(t *testing.T) {
 func TestReleaseRefusesAStateFileItCannotRead(t *testing.T) {
 	f := newFake(t)
 	f.startShim(state.Waiting)
-	dir, err := state.Dir(f.hook.Scope, f.hook.Env)
+	rt, err := f.hook.Scope.RuntimeDir(f.hook.Env)
 	require.NoError(t, err)
-	require.NoError(t, state.WriteFile(state.Path(dir, inst), []byte(`{"version": 99}`), 0o644))
+	require.NoError(t, state.WriteFile(state.Path(rt, inst), []byte(`{"version": 99}`), 0o644))
 	assert.ErrorContains(t, Release(ctx(t), f.hook, f, discard{}), "version 99")
 	assert.Zero(t, f.kills)
 }
