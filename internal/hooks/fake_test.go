@@ -76,6 +76,14 @@ func (f *fakeSystemd) startShim(phase state.Phase) {
 	f.shim.Update(func(s *state.State) { s.Phase, s.VirtiofsdPID = phase, 815 })
 }
 
+// servesThroughRestart is a shim serving a VM while its socket restarts:
+// asked to release, it keeps serving.
+func (f *fakeSystemd) servesThroughRestart() {
+	f.startShim(state.Serving)
+	f.jobs[f.hook.socket()] = "restart"
+	f.onKill = func(int) { f.shimAnswers(true) }
+}
+
 // shimAnswers is what the shim does with a release, given whether a client
 // is there.
 func (f *fakeSystemd) shimAnswers(client bool) {

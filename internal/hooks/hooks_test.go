@@ -316,9 +316,7 @@ func TestReleaseReturnsTheManagersErrors(t *testing.T) {
 	for _, method := range []string{"ActiveState", "MainPID", "KillMain", "UnitFileState"} {
 		t.Run(method, func(t *testing.T) {
 			f := newFake(t)
-			f.startShim(state.Serving)
-			f.jobs[f.hook.socket()] = "restart"
-			f.onKill = func(int) { f.shimAnswers(true) }
+			f.servesThroughRestart()
 			f.errs[method] = boom
 			err := Release(ctx(t), f.hook, f, discard{})
 			assert.ErrorIs(t, err, boom)
@@ -439,9 +437,7 @@ func TestDeferredReadsTheMarker(t *testing.T) {
 // session goes on, and when the socket listens again.
 func TestReleaseOfAServingSessionSaysItGoesOn(t *testing.T) {
 	f := newFake(t)
-	f.startShim(state.Serving)
-	f.jobs[f.hook.socket()] = "restart"
-	f.onKill = func(int) { f.shimAnswers(true) }
+	f.servesThroughRestart()
 	var out strings.Builder
 	require.NoError(t, Release(ctx(t), f.hook, f, &out))
 	assert.Equal(t, "virtiofsd@vm1.service serves a VM: it goes on until the VM disconnects\n"+
@@ -452,9 +448,7 @@ func TestReleaseOfAServingSessionSaysItGoesOn(t *testing.T) {
 // release, saying what it could not do: no restart is silently lost.
 func TestReleaseFailsWhenTheRestartCannotBeDeferred(t *testing.T) {
 	f := newFake(t)
-	f.startShim(state.Serving)
-	f.jobs[f.hook.socket()] = "restart"
-	f.onKill = func(int) { f.shimAnswers(true) }
+	f.servesThroughRestart()
 	require.NoError(t, os.MkdirAll(filepath.Join(f.marker(), "in-the-way"), 0o755))
 	err := Release(ctx(t), f.hook, f, discard{})
 	assert.ErrorContains(t, err, "defer the socket's start: ")
@@ -465,9 +459,7 @@ func TestReleaseFailsWhenTheRestartCannotBeDeferred(t *testing.T) {
 // what it waited for, rather than report a restart that will not happen.
 func TestReleaseGivesUpWhenTheEndedSessionsServiceNeverEnds(t *testing.T) {
 	f := newFake(t)
-	f.startShim(state.Serving)
-	f.jobs[f.hook.socket()] = "restart"
-	f.onKill = func(int) { f.shimAnswers(true) }
+	f.servesThroughRestart()
 	f.hook.AfterMarker = func() {
 		f.shim.Update(func(s *state.State) { s.Phase = state.Ended })
 		f.mu.Lock()
