@@ -1,6 +1,7 @@
 package virtiofsd
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/coreos/go-systemd/v22/journal"
@@ -62,4 +63,20 @@ func TestBracketedLineWhoseFirstFieldIsNoTimestampIsLoggedWhole(t *testing.T) {
 	} {
 		assert.Equal(t, Line{raw, level, NoEvent}, Classify(Rust, raw), raw)
 	}
+}
+
+// A bare hexadecimal number is not the C one's hang-up line: only its
+// session loop's own text before the revents makes one.
+func TestBareReventsWithoutTheLoopsTextIsNoHangUp(t *testing.T) {
+	for _, raw := range []string{"11", "19", "1f"} {
+		assert.Equal(t, NoEvent, Classify(C, raw).Event, raw)
+	}
+}
+
+// A line longer than the lower-casing buffer is read for its level all
+// the same: an upper-case ERROR in it is an error.
+func TestALongLineKeepsItsLevel(t *testing.T) {
+	raw := "fuse: ERROR " + strings.Repeat("x", 600)
+	assert.Equal(t, journal.PriErr, Classify(C, raw).Priority)
+	assert.Equal(t, journal.PriWarning, Classify(Rust, "WARNING "+strings.Repeat("y", 600)).Priority)
 }
