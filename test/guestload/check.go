@@ -93,8 +93,9 @@ func ParseCheck(text string) []CheckRecord {
 	return out
 }
 
-// heldContent is what CheckHeld and checkDeleted hold.
-func heldContent(name string) []byte {
+// HeldContent is what the file name (CheckHeld, or the deleted one) holds
+// in a Check run.
+func HeldContent(name string) []byte {
 	return bytes.Repeat([]byte("held open across handovers: "+name+"\n"), 64)
 }
 
@@ -164,7 +165,7 @@ func Check(w io.Writer, dir string, p CheckParams) error {
 			c.op("readback", func() error { return sameSum(path, sum) })
 		}
 		c.op("readdir", func() error { return c.listed(dir) })
-		c.op("held", func() error { return readAt(held, heldContent(CheckHeld)) })
+		c.op("held", func() error { return readAt(held, HeldContent(CheckHeld)) })
 		line := []byte("round " + strconv.Itoa(c.round) + "\n")
 		if c.op("append", func() error { _, err := appendF.Write(line); return err }) {
 			appended = append(appended, line...)
@@ -177,7 +178,7 @@ func Check(w io.Writer, dir string, p CheckParams) error {
 			return err
 		})
 		if deleted != nil {
-			c.op("deleted", func() error { return readAt(deleted, heldContent(checkDeleted)) })
+			c.op("deleted", func() error { return readAt(deleted, HeldContent(checkDeleted)) })
 		}
 		old := fmt.Sprintf("data.%06d", c.round-p.Keep)
 		if _, ok := c.files[old]; ok {
@@ -245,7 +246,7 @@ func (c *checker) emit(r CheckRecord) error {
 func (c *checker) setup(dir string, deleted bool) (held, appendF, del *os.File, err error) {
 	open := func(name string, flag int) (*os.File, error) {
 		path := filepath.Join(dir, name)
-		if err := writeSync(path, heldContent(name)); err != nil {
+		if err := writeSync(path, HeldContent(name)); err != nil {
 			return nil, fmt.Errorf("guestload check: write %s: %w", path, err)
 		}
 		f, err := os.OpenFile(path, flag, 0)

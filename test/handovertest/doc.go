@@ -1,0 +1,16 @@
+// Package handovertest judges the handovers of issue 24 by a guest that
+// checks its own data: a real guest (TCG) runs guestload's check mode on
+// shares of the shipped units in a private systemd, while the test reloads
+// and restarts their services under it, and makes reloads fail on purpose.
+//
+// A handover passes when the guest saw no error and kept working (every
+// operation returned), its data reads back on the host, QEMU saw no
+// vhost-user disconnect, and the typed state shows a new virtiofsd (a new
+// shim after a restart) and counts the handovers. It never passes because
+// "the socket answered".
+//
+// One guest boot per leg carries every round: Debian 13 (systemd 257, QEMU
+// 10, the Rust virtiofsd 1.13.2) and Debian 12 (systemd 252, QEMU 7.2) with
+// the Debian 13 tree's Rust virtiofsd run through that tree's loader, and
+// there also an instance of the C virtiofsd, whose reload is refused.
+package handovertest

@@ -1,0 +1,397 @@
+package handovertest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/guestload"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+)
+
+// How many handovers one guest boot carries.
+const (
+	reloads  = 50 // of the find-paths share
+	restarts = 5  // of each Rust share
+	// handlesEvery: the file-handles share is reloaded with every
+	// handlesEvery-th reload of the other.
+	handlesEvery = 5
+)
+
+// The instances, each the guest's share of the same tag.
+const (
+	paths   = "soak"    // the default migration mode (find-paths)
+	handles = "handles" // MIGRATION_MODE=file-handles: the guest also holds a deleted file
+	cShare  = "cflavor" // the C virtiofsd (Debian 12 only): its reload is refused
+)
+
+// TestGuestSeesNothingWhileItsSharesAreReloadedAndRestarted: under a guest
+// that checks its own data on two shares, 50 reloads of one (60 in all)
+// and 5 restarts of each, each onto a new virtiofsd (a new shim for a
+// restart); halfway, reloads that must fail (a virtiofsd that cannot
+// start, a changed SHARED_DIR, the C virtiofsd) fail saying why and keep
+// the session. The guest sees no error, and its data reads back.
+func TestGuestSeesNothingWhileItsSharesAreReloadedAndRestarted(t *testing.T) {
+	shimbox.Legs(t, func(t *testing.T, leg shimbox.Platform) {
+		r := boot(t, leg)
+		start := time.Now()
+		for i := 1; i <= reloads; i++ {
+			r.reload(t, paths)
+			if i%handlesEvery == 0 {
+				r.reload(t, handles)
+			}
+			if i == reloads/2 {
+				t.Run("a virtiofsd that cannot start is refused", r.brokenVirtiofsd)
+				t.Run("a changed SHARED_DIR is refused", r.changedSharedDir)
+				if r.c {
+					t.Run("the C virtiofsd is refused", r.cVirtiofsd)
+				}
+			}
+		}
+		for _, inst := range []string{paths, handles} {
+			assert.Equal(t, r.reloads[inst], r.handovers(t, inst), "%s: the state counts every reload", inst)
+		}
+		t.Logf("%d reloads in %s", reloads+reloads/handlesEvery, time.Since(start).Round(time.Second))
+		for i := 1; i <= restarts; i++ {
+			r.restart(t, paths)
+			r.restart(t, handles)
+		}
+		for _, inst := range []string{paths, handles} {
+			n := r.handovers(t, inst)
+			assert.GreaterOrEqual(t, n, r.reloads[inst], "%s: the count goes on across restarts", inst)
+			t.Logf("%s: %d reloads, %d restarts, the state counts %d handovers", inst, r.reloads[inst], restarts, n)
+		}
+		r.finish(t)
+	})
+}
+
+// rig is a box of one leg whose instances serve a running guest.
+type rig struct {
+	b   *shimbox.Box
+	leg shimbox.Platform
+	m   *guest.Machine
+	// link is VIRTIOFSD= of the Rust instances: a symbolic link to the
+	// leg's Rust virtiofsd (rust), which a test may point elsewhere.
+	link, rust string
+	c          bool              // the C instance runs too (Debian 12)
+	shares     map[string]string // instance -> its shared folder, on the host
+	conf       map[string]string // instance -> its config
+	seen       map[int]bool      // pids of every virtiofsd and shim seen
+	reloads    map[string]int    // reloads done, by instance
+}
+
+func unit(inst string) string { return "virtiofsd@" + inst + ".service" }
+
+// boot configures the instances, boots the guest with guestload's check
+// on each share, and waits until it holds its files open. Everything
+// ends with the test.
+func boot(t *testing.T, leg shimbox.Platform) *rig {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	b := shimbox.New(t, shimbox.Options{Name: "handover", Platform: leg}) // skips, saying why, when not root
+	r := &rig{b: b, leg: leg, c: !leg.Rust(), shares: map[string]string{}, conf: map[string]string{},
+		seen: map[int]bool{}, reloads: map[string]int{}}
+	r.rust = leg.Virtiofsd()
+	if !leg.Rust() {
+		tree, err := distro.Debian13(ctx)
+		require.NoError(t, err, "the Debian 13 tree, for its Rust virtiofsd")
+		r.rust, err = tree.RustVirtiofsd()
+		require.NoError(t, err)
+	}
+	r.link = filepath.Join(b.Root, "virtiofsd")
+	require.NoError(t, os.Symlink(r.rust, r.link))
+
+	rust := []string{"VIRTIOFSD=" + r.link, "FLAVOR=rust"}
+	instances := map[string][]string{paths: rust, handles: {rust[0], rust[1], "MIGRATION_MODE=file-handles"}}
+	if r.c {
+		instances[cShare] = []string{"VIRTIOFSD=" + virtiofsd.CVirtiofsd, "FLAVOR=c"}
+	}
+	for inst, extra := range instances {
+		dir, err := b.AddInstance(inst, extra...)
+		require.NoError(t, err)
+		r.shares[inst] = dir
+		r.conf[inst] = "SHARED_DIR=" + dir + "\n" + strings.Join(extra, "\n") + "\n"
+	}
+	r.systemctl(t, "daemon-reload") // the generator's drop-in for file-handles
+	for inst := range instances {
+		r.systemctl(t, "enable", "--now", "virtiofsd@"+inst+".socket")
+	}
+
+	bin := filepath.Join(t.TempDir(), "guestload")
+	require.NoError(t, guestload.Build(ctx, bin))
+	program, err := os.ReadFile(bin)
+	require.NoError(t, err)
+	qemu, err := leg.QEMU(ctx)
+	require.NoError(t, err)
+	img, err := guest.Prepare(ctx, "")
+	require.NoError(t, err, "prepare the guest image")
+	var shares []guest.Share
+	script := ""
+	for _, inst := range []string{paths, handles, cShare} {
+		if _, ok := instances[inst]; !ok {
+			continue
+		}
+		shares = append(shares, guest.Share{Tag: inst, Socket: b.Socket(inst)})
+		script += fmt.Sprintf("mount -t virtiofs %[1]s /mnt/%[1]s || exit 1\n", inst)
+	}
+	for _, s := range shares {
+		deleted := ""
+		if s.Tag == handles {
+			deleted = " -deleted" // find-paths cannot carry it (DESIGN.md)
+		}
+		script += fmt.Sprintf("guestload check -dir /mnt/%[1]s -label %[1]s -limit 8m -pause 20ms%[2]s &\n", s.Tag, deleted)
+	}
+	script += "wait\necho \"RESULT done=yes\"\n"
+	r.m, err = guest.Start(context.Background(), img, guest.Spec{
+		QEMU: qemu, Shares: shares, Script: script, Timeout: 10 * time.Minute, WorkDir: b.Root,
+		Files: map[string][]byte{"bin/guestload": program},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		r.m.Kill()
+		_, _ = r.m.Wait()
+	})
+	for inst, dir := range r.shares {
+		require.EventuallyWithT(t, func(c *assert.CollectT) {
+			_, err := os.Stat(filepath.Join(dir, guestload.CheckUp))
+			assert.NoError(c, err)
+		}, 4*time.Minute, 200*time.Millisecond, "the guest works on %s; console:\n%s", inst, r.m.Serial())
+		st := r.state(t, inst)
+		r.seen[st.VirtiofsdPID], r.seen[st.ShimPID] = true, true
+	}
+	return r
+}
+
+// reload reloads an instance: a new virtiofsd, the same shim, and the
+// guest goes on.
+func (r *rig) reload(t *testing.T, inst string) {
+	t.Helper()
+	before := r.state(t, inst)
+	r.systemctl(t, "reload", unit(inst))
+	r.reloads[inst]++
+	after := r.changed(t, inst, before, "reload")
+	assert.Equal(t, before.ShimPID, after.ShimPID, "%s: a reload keeps the shim", inst)
+	r.progress(t, inst)
+}
+
+// restart restarts an instance: a new shim and a new virtiofsd, and the
+// guest goes on.
+func (r *rig) restart(t *testing.T, inst string) {
+	t.Helper()
+	before := r.state(t, inst)
+	r.systemctl(t, "restart", unit(inst))
+	after := r.changed(t, inst, before, "restart")
+	assert.False(t, r.seen[after.ShimPID], "%s: a restart starts a new shim (pid %d)", inst, after.ShimPID)
+	r.seen[after.ShimPID] = true
+	r.progress(t, inst)
+}
+
+// changed waits until the instance's live state shows another virtiofsd
+// than before, serving, and checks that it is a new one.
+func (r *rig) changed(t *testing.T, inst string, before *state.State, what string) *state.State {
+	t.Helper()
+	var after *state.State
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		st, err := r.b.LiveState(context.Background(), inst)
+		if assert.NoError(c, err) && assert.NotNil(c, st) {
+			assert.Equal(c, state.Serving, st.Phase)
+			assert.NotEqual(c, before.VirtiofsdPID, st.VirtiofsdPID)
+			after = st
+		}
+	}, 30*time.Second, 100*time.Millisecond, "%s serves on a new virtiofsd after the %s\n%s", inst, what, r.tail(inst))
+	assert.False(t, r.seen[after.VirtiofsdPID], "%s: the %s starts a new virtiofsd (pid %d)", inst, what, after.VirtiofsdPID)
+	r.seen[after.VirtiofsdPID] = true
+	return after
+}
+
+// brokenVirtiofsd: with a binary that cannot start where the instance's
+// virtiofsd was, a reload fails saying so, and the session stays.
+func (r *rig) brokenVirtiofsd(t *testing.T) {
+	broken := filepath.Join(r.b.Root, "virtiofsd.broken")
+	require.NoError(t, os.WriteFile(broken, []byte("#!/bin/sh\necho 'this virtiofsd is broken on purpose' >&2\nexit 1\n"), 0o755))
+	r.point(t, broken)
+	defer r.point(t, r.rust)
+	r.refused(t, paths, []string{r.link, "broken on purpose"})
+}
+
+// point moves the Rust instances' VIRTIOFSD= link to target, at once.
+func (r *rig) point(t *testing.T, target string) {
+	t.Helper()
+	tmp := r.link + ".new"
+	_ = os.Remove(tmp)
+	require.NoError(t, os.Symlink(target, tmp))
+	require.NoError(t, os.Rename(tmp, r.link))
+}
+
+// changedSharedDir: a reload that would change SHARED_DIR is refused with
+// the config's file and line, and the session stays on its folder.
+func (r *rig) changedSharedDir(t *testing.T) {
+	elsewhere, err := r.b.Share("elsewhere")
+	require.NoError(t, err)
+	require.NoError(t, r.b.Configure(paths, strings.Replace(r.conf[paths], r.shares[paths], elsewhere, 1)))
+	defer func() { require.NoError(t, r.b.Configure(paths, r.conf[paths])) }()
+	r.refused(t, paths, []string{"SHARED_DIR"}, []string{paths + ".conf:1"})
+	st := r.state(t, paths)
+	assert.Equal(t, r.shares[paths], st.SharedDir, "the session serves its folder still")
+}
+
+// cVirtiofsd: the C virtiofsd cannot save its state; its reload says a
+// live swap needs the Rust virtiofsd, and its session stays.
+func (r *rig) cVirtiofsd(t *testing.T) {
+	r.refused(t, cShare, []string{"Rust"})
+}
+
+// refused runs a reload that must fail: systemctl reload fails, the
+// journal of the unit then has a line for each group of causes (any one
+// of a group's words), and the session goes on untouched: the same shim
+// and virtiofsd, the same count of handovers, and the guest still works.
+func (r *rig) refused(t *testing.T, inst string, causes ...[]string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	before := r.state(t, inst)
+	count := r.handovers(t, inst)
+	old, err := r.b.Journal(ctx, "-u", unit(inst))
+	require.NoError(t, err)
+	out, err := r.b.Systemctl(ctx, "reload", unit(inst))
+	require.Error(t, err, "systemctl reload %s fails: %s", inst, out)
+
+	entries, err := r.b.Journal(ctx, "-u", unit(inst))
+	require.NoError(t, err)
+	var said []string
+	for _, e := range entries[len(old):] {
+		said = append(said, e["MESSAGE"])
+	}
+	for _, words := range causes {
+		assert.True(t, mentions(said, words), "%s: the journal says why the reload failed (one of %q):\n%s", inst, words, strings.Join(said, "\n"))
+	}
+	after := r.state(t, inst)
+	assert.Equal(t, before.ShimPID, after.ShimPID, "%s: the shim goes on", inst)
+	assert.Equal(t, before.VirtiofsdPID, after.VirtiofsdPID, "%s: the old virtiofsd keeps the session", inst)
+	assert.Equal(t, count, r.handovers(t, inst), "%s: a refused reload is no handover", inst)
+	r.progress(t, inst)
+}
+
+func mentions(lines, words []string) bool {
+	for _, l := range lines {
+		for _, w := range words {
+			if strings.Contains(l, w) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// state is the instance's live state; it must be serving.
+func (r *rig) state(t *testing.T, inst string) *state.State {
+	t.Helper()
+	st, err := r.b.LiveState(context.Background(), inst)
+	require.NoError(t, err)
+	require.NotNil(t, st, "%s has a running shim with its state\n%s", inst, r.tail(inst))
+	require.Equal(t, state.Serving, st.Phase, "%s serves the guest\n%s", inst, r.tail(inst))
+	return st
+}
+
+// handovers is the count of handovers in the instance's session, from its
+// state file ("handovers", issue 24's "the state file and list gain the
+// count of handovers in the session").
+func (r *rig) handovers(t *testing.T, inst string) int {
+	t.Helper()
+	b, err := os.ReadFile(r.b.Path(state.Path("/run", inst)))
+	require.NoError(t, err)
+	var fields map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(b, &fields))
+	raw, ok := fields["handovers"]
+	require.True(t, ok, "%s's state counts its handovers (\"handovers\"): %s", inst, b)
+	var n int
+	require.NoError(t, json.Unmarshal(raw, &n))
+	return n
+}
+
+// progress waits until the guest has finished a round on the instance's
+// share that began after this call: it was not left hanging.
+func (r *rig) progress(t *testing.T, inst string) {
+	t.Helper()
+	lines := func() int {
+		b, _ := os.ReadFile(filepath.Join(r.shares[inst], guestload.CheckAppend))
+		return bytes.Count(b, []byte("\n"))
+	}
+	n := lines()
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.GreaterOrEqual(c, lines(), n+2)
+	}, 2*time.Minute, 50*time.Millisecond, "the guest goes on working on %s; console:\n%s\n%s", inst, r.m.Serial(), r.tail(inst))
+}
+
+// finish stops the guest's checks and judges what it and the host saw.
+func (r *rig) finish(t *testing.T) {
+	t.Helper()
+	for _, dir := range r.shares {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "stop"), nil, 0o644))
+	}
+	res, err := r.m.Wait()
+	require.NoError(t, err, "the guest finishes")
+	assert.Equal(t, "yes", res.Values["done"], res.Serial)
+	summaries := map[string]guestload.CheckRecord{}
+	for _, rec := range guestload.ParseCheck(res.Serial) {
+		switch rec.Event {
+		case "summary":
+			summaries[rec.Label] = rec
+		case "error":
+			t.Errorf("the guest saw an error on %s in round %d, %s: %s", rec.Label, rec.Round, rec.Op, rec.Error)
+		}
+	}
+	for inst, dir := range r.shares {
+		s, ok := summaries[inst]
+		if !assert.True(t, ok, "the guest reports on %s:\n%s", inst, res.Serial) {
+			continue
+		}
+		assert.Zero(t, s.Errors, "%s: the guest saw no error", inst)
+		assert.True(t, s.Stopped, "%s: the guest ran until told to stop", inst)
+		t.Logf("%s: %d rounds, %d operations, %d errors; the slowest operation (%s) took %s",
+			inst, s.Rounds, s.Ops, s.Errors, s.MaxOp, s.MaxLatency().Round(time.Millisecond))
+		appended, err := os.ReadFile(filepath.Join(dir, guestload.CheckAppend))
+		require.NoError(t, err)
+		assert.Equal(t, s.Rounds, bytes.Count(appended, []byte("\n")), "%s: every append landed, as the host sees it", inst)
+		assert.EqualValues(t, s.AppendSize, len(appended), inst)
+		held, err := os.ReadFile(filepath.Join(dir, guestload.CheckHeld))
+		require.NoError(t, err)
+		assert.Equal(t, guestload.HeldContent(guestload.CheckHeld), held, "%s: the held file is intact", inst)
+	}
+	assert.NotContains(t, r.m.Stderr(), "vhost", "QEMU saw no vhost-user error (no disconnect)")
+}
+
+// systemctl runs systemctl in the box; it fails the test on error.
+func (r *rig) systemctl(t *testing.T, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := r.b.Systemctl(ctx, args...)
+	inst := ""
+	if last := args[len(args)-1]; strings.HasSuffix(last, ".service") {
+		inst = strings.TrimSuffix(strings.TrimPrefix(last, "virtiofsd@"), ".service")
+	}
+	require.NoError(t, err, "systemctl %s: %s\n%s", strings.Join(args, " "), out, r.tail(inst))
+}
+
+// tail is the last lines of the instance's journal, for failure messages.
+func (r *rig) tail(inst string) string {
+	if inst == "" {
+		return ""
+	}
+	out, _ := r.b.Run(context.Background(), "journalctl", "--no-pager", "-n", "40", "-u", unit(inst))
+	return out
+}
