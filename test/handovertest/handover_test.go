@@ -42,8 +42,8 @@ const (
 // that checks its own data on two shares, 50 reloads of one (60 in all)
 // and 5 restarts of each, each onto a new virtiofsd (a new shim for a
 // restart); halfway, reloads that must fail (a virtiofsd that cannot
-// start, a changed SHARED_DIR, the C virtiofsd) fail saying why and keep
-// the session. The guest sees no error, and its data reads back.
+// start, one that cannot load the state, a changed SHARED_DIR, the C
+// virtiofsd) fail saying why and keep the session. The guest sees no error, and its data reads back.
 func TestGuestSeesNothingWhileItsSharesAreReloadedAndRestarted(t *testing.T) {
 	shimbox.Legs(t, func(t *testing.T, leg shimbox.Platform) {
 		r := boot(t, leg)
@@ -56,6 +56,7 @@ func TestGuestSeesNothingWhileItsSharesAreReloadedAndRestarted(t *testing.T) {
 			if i == reloads/2 {
 				t.Run("a virtiofsd that cannot start is refused", r.brokenVirtiofsd)
 				t.Run("a changed SHARED_DIR is refused", r.changedSharedDir)
+				t.Run("a virtiofsd that cannot load the state is refused", r.refusedLoad)
 				if r.c {
 					t.Run("the C virtiofsd is refused", r.cVirtiofsd)
 				}
@@ -227,6 +228,29 @@ func (r *rig) brokenVirtiofsd(t *testing.T) {
 	r.refused(t, paths, []string{r.link, "broken on purpose"})
 }
 
+// refusedLoad: a virtiofsd whose folder lacks the guest's files (a
+// wrapper that gives the real one an empty folder) cannot load the state,
+// which find-paths looks up by path: the reload fails saying so, and the
+// old virtiofsd gets its rings back.
+func (r *rig) refusedLoad(t *testing.T) {
+	empty, err := r.b.Share("empty")
+	require.NoError(t, err)
+	wrapper := filepath.Join(r.b.Root, "virtiofsd.emptydir")
+	script := fmt.Sprintf(`#!/bin/sh
+# the real virtiofsd, on an empty folder
+for a do
+	shift
+	case "$a" in --shared-dir=*) a=--shared-dir=%s ;; esac
+	set -- "$@" "$a"
+done
+exec %s "$@"
+`, empty, r.rust)
+	require.NoError(t, os.WriteFile(wrapper, []byte(script), 0o755))
+	r.point(t, wrapper)
+	defer r.point(t, r.rust)
+	r.refused(t, paths, []string{"Failed to load state"})
+}
+
 // point moves the Rust instances' VIRTIOFSD= link to target, at once.
 func (r *rig) point(t *testing.T, target string) {
 	t.Helper()
@@ -273,7 +297,9 @@ func (r *rig) refused(t *testing.T, inst string, causes ...[]string) {
 	require.NoError(t, err)
 	var said []string
 	for _, e := range entries[len(old):] {
-		said = append(said, e["MESSAGE"])
+		if e["_PID"] != "1" { // systemd's own lines name the unit and its config
+			said = append(said, e["MESSAGE"])
+		}
 	}
 	for _, words := range causes {
 		assert.True(t, mentions(said, words), "%s: the journal says why the reload failed (one of %q):\n%s", inst, words, strings.Join(said, "\n"))
