@@ -43,7 +43,9 @@ const (
 // and 5 restarts of each, each onto a new virtiofsd (a new shim for a
 // restart); halfway, reloads that must fail (a virtiofsd that cannot
 // start, one that cannot load the state, a changed SHARED_DIR, the C
-// virtiofsd) fail saying why and keep the session. The guest sees no error, and its data reads back.
+// virtiofsd) fail saying why and keep the session. At the end, on Debian
+// 13, Debian's virtiofsd package repacked as a newer version is installed
+// under the guest. The guest sees nothing, and its data reads back. The guest sees no error, and its data reads back.
 func TestGuestSeesNothingWhileItsSharesAreReloadedAndRestarted(t *testing.T) {
 	shimbox.Legs(t, func(t *testing.T, leg shimbox.Platform) {
 		r := boot(t, leg)
@@ -75,6 +77,9 @@ func TestGuestSeesNothingWhileItsSharesAreReloadedAndRestarted(t *testing.T) {
 			assert.GreaterOrEqual(t, n, r.reloads[inst], "%s: the count goes on across restarts", inst)
 			t.Logf("%s: %d reloads, %d restarts, the state counts %d handovers", inst, r.reloads[inst], restarts, n)
 		}
+		if leg.Rust() { // where virtiofsd is a package
+			t.Run("an upgrade of virtiofsd's package moves the sessions onto it", r.upgrade)
+		}
 		r.finish(t)
 	})
 }
@@ -84,14 +89,16 @@ type rig struct {
 	b   *shimbox.Box
 	leg shimbox.Platform
 	m   *guest.Machine
-	// link is VIRTIOFSD= of the Rust instances: a symbolic link to the
-	// leg's Rust virtiofsd (rust), which a test may point elsewhere.
-	link, rust string
-	c          bool              // the C instance runs too (Debian 12)
-	shares     map[string]string // instance -> its shared folder, on the host
-	conf       map[string]string // instance -> its config
-	seen       map[int]bool      // pids of every virtiofsd and shim seen
-	reloads    map[string]int    // reloads done, by instance
+	// bin is the Rust instances' virtiofsd: on Debian 13 the installed
+	// one (the box's root is its own), on Debian 12 their VIRTIOFSD=, a
+	// symbolic link to the Debian 13 tree's. replace puts another program
+	// there; while it is, rustBin is the Rust virtiofsd.
+	bin, rustBin string
+	c            bool              // the C instance runs too (Debian 12)
+	shares       map[string]string // instance -> its shared folder, on the host
+	conf         map[string]string // instance -> its config
+	seen         map[int]bool      // pids of every virtiofsd and shim seen
+	reloads      map[string]int    // reloads done, by instance
 }
 
 func unit(inst string) string { return "virtiofsd@" + inst + ".service" }
@@ -105,18 +112,19 @@ func boot(t *testing.T, leg shimbox.Platform) *rig {
 	b := shimbox.New(t, shimbox.Options{Name: "handover", Platform: leg}) // skips, saying why, when not root
 	r := &rig{b: b, leg: leg, c: !leg.Rust(), shares: map[string]string{}, conf: map[string]string{},
 		seen: map[int]bool{}, reloads: map[string]int{}}
-	r.rust = leg.Virtiofsd()
-	if !leg.Rust() {
+	var rust []string // the Rust instances' config lines
+	if leg.Rust() {
+		r.bin, r.rustBin = leg.Virtiofsd(), leg.Virtiofsd()+".real"
+	} else {
 		tree, err := distro.Debian13(ctx)
 		require.NoError(t, err, "the Debian 13 tree, for its Rust virtiofsd")
-		r.rust, err = tree.RustVirtiofsd()
+		r.rustBin, err = tree.RustVirtiofsd()
 		require.NoError(t, err)
+		r.bin = filepath.Join(b.Root, "virtiofsd")
+		require.NoError(t, os.Symlink(r.rustBin, r.bin))
+		rust = []string{"VIRTIOFSD=" + r.bin, "FLAVOR=rust"}
 	}
-	r.link = filepath.Join(b.Root, "virtiofsd")
-	require.NoError(t, os.Symlink(r.rust, r.link))
-
-	rust := []string{"VIRTIOFSD=" + r.link, "FLAVOR=rust"}
-	instances := map[string][]string{paths: rust, handles: {rust[0], rust[1], "MIGRATION_MODE=file-handles"}}
+	instances := map[string][]string{paths: rust, handles: append(rust[:len(rust):len(rust)], "MIGRATION_MODE=file-handles")}
 	if r.c {
 		instances[cShare] = []string{"VIRTIOFSD=" + virtiofsd.CVirtiofsd, "FLAVOR=c"}
 	}
@@ -223,9 +231,9 @@ func (r *rig) changed(t *testing.T, inst string, before *state.State, what strin
 func (r *rig) brokenVirtiofsd(t *testing.T) {
 	broken := filepath.Join(r.b.Root, "virtiofsd.broken")
 	require.NoError(t, os.WriteFile(broken, []byte("#!/bin/sh\necho 'this virtiofsd is broken on purpose' >&2\nexit 1\n"), 0o755))
-	r.point(t, broken)
-	defer r.point(t, r.rust)
-	r.refused(t, paths, []string{r.link, "broken on purpose"})
+	r.replace(t, broken)
+	defer r.restore(t)
+	r.refused(t, paths, []string{r.bin, "broken on purpose"})
 }
 
 // refusedLoad: a virtiofsd whose folder lacks the guest's files (a
@@ -244,20 +252,76 @@ for a do
 	set -- "$@" "$a"
 done
 exec %s "$@"
-`, empty, r.rust)
+`, empty, r.rustBin)
 	require.NoError(t, os.WriteFile(wrapper, []byte(script), 0o755))
-	r.point(t, wrapper)
-	defer r.point(t, r.rust)
+	r.replace(t, wrapper)
+	defer r.restore(t)
 	r.refused(t, paths, []string{"Failed to load state"})
 }
 
-// point moves the Rust instances' VIRTIOFSD= link to target, at once.
-func (r *rig) point(t *testing.T, target string) {
+// upgrade installs Debian's virtiofsd package, repacked as a newer
+// version, while the guest works: the package's trigger reloads each Rust
+// instance onto the new binary (the same shim, a new virtiofsd, one more
+// handover), and the guest goes on.
+func (r *rig) upgrade(t *testing.T) {
+	before, counts := map[string]*state.State{}, map[string]int{}
+	for _, inst := range []string{paths, handles} {
+		before[inst], counts[inst] = r.state(t, inst), r.handovers(t, inst)
+	}
+	r.run(t, "sh", "-c", `set -e
+dpkg-deb -R /var/cache/apt/archives/virtiofsd_*.deb "$1"
+sed -i 's/^Version: .*/&+handover1/' "$1/DEBIAN/control"
+dpkg-deb -b "$1" "$1.deb"
+dpkg -i "$1.deb"`, "-", filepath.Join(r.b.Root, "repack"))
+	assert.Contains(t, r.run(t, "dpkg-query", "-W", "-f=${Version}", "virtiofsd"), "+handover1")
+	for _, inst := range []string{paths, handles} {
+		after := r.changed(t, inst, before[inst], "upgrade")
+		assert.Equal(t, before[inst].ShimPID, after.ShimPID, "%s: an upgrade of virtiofsd reloads, keeping the shim", inst)
+		assert.Equal(t, counts[inst]+1, r.handovers(t, inst), "%s: the upgrade is one more handover", inst)
+		exe := r.run(t, "readlink", fmt.Sprintf("/proc/%d/exe", after.VirtiofsdPID))
+		assert.Equal(t, r.bin, strings.TrimSpace(exe), "%s: the new virtiofsd is the installed file, not the one dpkg replaced", inst)
+		r.progress(t, inst)
+	}
+}
+
+// replace puts the program at path (a host path the box sees at the same
+// path) where the Rust instances' virtiofsd is, at once; restore puts the
+// Rust virtiofsd back.
+func (r *rig) replace(t *testing.T, path string) {
 	t.Helper()
-	tmp := r.link + ".new"
+	if r.leg.Rust() { // the installed one, in the box's own root
+		r.run(t, "sh", "-c", `mv "$1" "$2" && cp "$3" "$1.new" && mv "$1.new" "$1"`, "-", r.bin, r.rustBin, path)
+		return
+	}
+	r.link(t, path)
+}
+
+func (r *rig) restore(t *testing.T) {
+	t.Helper()
+	if r.leg.Rust() {
+		r.run(t, "mv", r.rustBin, r.bin)
+		return
+	}
+	r.link(t, r.rustBin)
+}
+
+// link points the Debian 12 leg's VIRTIOFSD= link at target, at once.
+func (r *rig) link(t *testing.T, target string) {
+	t.Helper()
+	tmp := r.bin + ".new"
 	_ = os.Remove(tmp)
 	require.NoError(t, os.Symlink(target, tmp))
-	require.NoError(t, os.Rename(tmp, r.link))
+	require.NoError(t, os.Rename(tmp, r.bin))
+}
+
+// run runs a command in the box; it fails the test on error.
+func (r *rig) run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := r.b.Run(ctx, name, args...)
+	require.NoError(t, err, "%s %s: %s", name, strings.Join(args, " "), out)
+	return out
 }
 
 // changedSharedDir: a reload that would change SHARED_DIR is refused with
