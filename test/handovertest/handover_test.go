@@ -61,6 +61,8 @@ func TestGuestSeesNothingWhileItsSharesAreReloadedAndRestarted(t *testing.T) {
 				t.Run("a virtiofsd that cannot load the state is refused", r.refusedLoad)
 				if r.c {
 					t.Run("the C virtiofsd is refused", r.cVirtiofsd)
+				} else { // QEMU 7.2 cannot migrate a vhost-user-fs device
+					t.Run("a reload during a live migration is refused or waits for its end", r.duringMigration)
 				}
 			}
 		}
@@ -166,6 +168,7 @@ func boot(t *testing.T, leg shimbox.Platform) *rig {
 	script += "wait\necho \"RESULT done=yes\"\n"
 	r.m, err = guest.Start(context.Background(), img, guest.Spec{
 		QEMU: qemu, Shares: shares, Script: script, Timeout: 10 * time.Minute, WorkDir: b.Root,
+		QMP:   filepath.Join(b.Root, "qmp.sock"),
 		Files: map[string][]byte{"bin/guestload": program},
 	})
 	require.NoError(t, err)
@@ -336,6 +339,65 @@ func (r *rig) changedSharedDir(t *testing.T) {
 	assert.Equal(t, r.shares[paths], st.SharedDir, "the session serves its folder still")
 }
 
+// duringMigration reloads while a live migration runs (QEMU logs the
+// guest's dirty memory through virtiofsd, which a new virtiofsd would not
+// know): the reload is refused saying so, or waits until the migration
+// ends (here, cancelled) and then swaps. Either way the session and the
+// guest go on. The migration goes to a program that discards it, at a
+// bandwidth at which it never ends by itself.
+func (r *rig) duringMigration(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	q := r.m.QMP()
+	migration := func() string {
+		var info struct {
+			Status string `json:"status"`
+		}
+		require.NoError(t, q.Execute(ctx, "query-migrate", nil, &info))
+		return info.Status
+	}
+	require.NoError(t, q.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": 1 << 20}, nil))
+	require.NoError(t, q.Execute(ctx, "migrate", map[string]any{"uri": "exec:cat >/dev/null"}, nil))
+	defer func() {
+		_ = q.Execute(ctx, "migrate_cancel", nil, nil)
+		require.Eventually(t, func() bool { return migration() == "cancelled" }, time.Minute, 100*time.Millisecond)
+	}()
+	require.Eventually(t, func() bool { return migration() == "active" }, time.Minute, 100*time.Millisecond, "the migration runs")
+
+	before := r.state(t, paths)
+	count := r.handovers(t, paths)
+	old, err := r.b.Journal(ctx, "-u", unit(paths))
+	require.NoError(t, err)
+	type answer struct {
+		out string
+		err error
+	}
+	reloaded := make(chan answer, 1)
+	go func() {
+		out, err := r.b.Systemctl(ctx, "reload", unit(paths))
+		reloaded <- answer{out, err}
+	}()
+	select {
+	case a := <-reloaded:
+		require.Error(t, a.err, "a reload during a live migration swapped virtiofsd: %s", a.out)
+		assert.Equal(t, "active", migration(), "the migration goes on")
+		said := r.said(t, paths, len(old))
+		assert.True(t, mentions(said, []string{"migrat"}), "the journal says the reload was refused for the migration:\n%s", strings.Join(said, "\n"))
+		after := r.state(t, paths)
+		assert.Equal(t, before.VirtiofsdPID, after.VirtiofsdPID, "the old virtiofsd keeps the session")
+		assert.Equal(t, count, r.handovers(t, paths))
+	case <-time.After(20 * time.Second): // it waits: end the migration
+		require.NoError(t, q.Execute(ctx, "migrate_cancel", nil, nil))
+		a := <-reloaded
+		require.NoError(t, a.err, "the reload that waited for the migration's end swaps then: %s", a.out)
+		r.reloads[paths]++
+		after := r.changed(t, paths, before, "reload after the migration")
+		assert.Equal(t, before.ShimPID, after.ShimPID)
+		assert.Equal(t, count+1, r.handovers(t, paths))
+	}
+	r.progress(t, paths)
+}
+
 // cVirtiofsd: the C virtiofsd cannot save its state; its reload says a
 // live swap needs the Rust virtiofsd, and its session stays.
 func (r *rig) cVirtiofsd(t *testing.T) {
@@ -357,14 +419,7 @@ func (r *rig) refused(t *testing.T, inst string, causes ...[]string) {
 	out, err := r.b.Systemctl(ctx, "reload", unit(inst))
 	require.Error(t, err, "systemctl reload %s fails: %s", inst, out)
 
-	entries, err := r.b.Journal(ctx, "-u", unit(inst))
-	require.NoError(t, err)
-	var said []string
-	for _, e := range entries[len(old):] {
-		if e["_PID"] != "1" { // systemd's own lines name the unit and its config
-			said = append(said, e["MESSAGE"])
-		}
-	}
+	said := r.said(t, inst, len(old))
 	for _, words := range causes {
 		assert.True(t, mentions(said, words), "%s: the journal says why the reload failed (one of %q):\n%s", inst, words, strings.Join(said, "\n"))
 	}
@@ -373,6 +428,24 @@ func (r *rig) refused(t *testing.T, inst string, causes ...[]string) {
 	assert.Equal(t, before.VirtiofsdPID, after.VirtiofsdPID, "%s: the old virtiofsd keeps the session", inst)
 	assert.Equal(t, count, r.handovers(t, inst), "%s: a refused reload is no handover", inst)
 	r.progress(t, inst)
+}
+
+// said is what the shim and virtiofsd wrote to the unit's journal after
+// its first n entries (systemd's own lines name the unit and its config,
+// and are left out).
+func (r *rig) said(t *testing.T, inst string, n int) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	entries, err := r.b.Journal(ctx, "-u", unit(inst))
+	require.NoError(t, err)
+	var said []string
+	for _, e := range entries[n:] {
+		if e["_PID"] != "1" {
+			said = append(said, e["MESSAGE"])
+		}
+	}
+	return said
 }
 
 func mentions(lines, words []string) bool {
