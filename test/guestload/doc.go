@@ -32,4 +32,13 @@
 // makes them on the host before the boot. Before each group the guest's
 // caches are dropped (/proc/sys/vm/drop_caches) where it may, so that the
 // reads reach virtiofsd rather than the guest's page cache.
+//
+// "guestload check" (Check) is another workload, for the handover tests
+// (test/handovertest): rounds of operations that check their own data
+// (sha256 of fsync'd writes read back, renames, readdir, files held open,
+// an open deleted file) until the host's stop file appears, then one
+// summary line:
+//
+//	{"check":"error","label":"soak","round":12,"op":"readback","error":"...","errors":0,"stopped":false}
+//	{"check":"summary","label":"soak","rounds":240,"ops":2160,"errors":1,"max_ns":183000000,"max_op":"write","stopped":true,"append_size":2400}
 package guestload

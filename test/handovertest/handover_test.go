@@ -48,7 +48,9 @@ const (
 // under the guest. The guest sees nothing, and its data reads back. The guest sees no error, and its data reads back.
 func TestGuestSeesNothingWhileItsSharesAreReloadedAndRestarted(t *testing.T) {
 	shimbox.Legs(t, func(t *testing.T, leg shimbox.Platform) {
+		begin := time.Now()
 		r := boot(t, leg)
+		defer func() { t.Logf("%s: %s in all, boot included", leg, time.Since(begin).Round(time.Second)) }()
 		start := time.Now()
 		for i := 1; i <= reloads; i++ {
 			r.reload(t, paths)
