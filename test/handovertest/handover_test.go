@@ -126,11 +126,13 @@ func boot(t *testing.T, leg shimbox.Platform) *rig {
 		require.NoError(t, err)
 		r.bin = filepath.Join(b.Root, "virtiofsd")
 		require.NoError(t, os.Symlink(r.rustBin, r.bin))
-		rust = []string{"VIRTIOFSD=" + r.bin, "FLAVOR=rust"}
+		// No FLAVOR=: the shim asks the binary what it can do (FLAVOR=rust
+		// skips that, and the front with it).
+		rust = []string{"VIRTIOFSD=" + r.bin}
 	}
 	instances := map[string][]string{paths: rust, handles: append(rust[:len(rust):len(rust)], "MIGRATION_MODE=file-handles")}
 	if r.c {
-		instances[cShare] = []string{"VIRTIOFSD=" + virtiofsd.CVirtiofsd, "FLAVOR=c"}
+		instances[cShare] = []string{"VIRTIOFSD=" + virtiofsd.CVirtiofsd}
 	}
 	for inst, extra := range instances {
 		dir, err := b.AddInstance(inst, extra...)
