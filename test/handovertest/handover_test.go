@@ -184,7 +184,7 @@ func boot(t *testing.T, leg shimbox.Platform) *rig {
 		require.EventuallyWithT(t, func(c *assert.CollectT) {
 			_, err := os.Stat(filepath.Join(dir, guestload.CheckUp))
 			assert.NoError(c, err)
-		}, 4*time.Minute, 200*time.Millisecond, "the guest works on %s; console:\n%s", inst, r.m.Serial())
+		}, 3*time.Minute, 200*time.Millisecond, "the guest works on %s; console:\n%s\nQEMU:\n%s\n%s", inst, r.m.Serial(), r.m.Stderr(), r.tail(inst))
 		st := r.state(t, inst)
 		r.seen[st.VirtiofsdPID], r.seen[st.ShimPID] = true, true
 	}
