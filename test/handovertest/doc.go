@@ -10,7 +10,8 @@
 // "the socket answered".
 //
 // One guest boot per leg carries every round: Debian 13 (systemd 257, QEMU
-// 10, the Rust virtiofsd 1.13.2) and Debian 12 (systemd 252, QEMU 7.2) with
-// the Debian 13 tree's Rust virtiofsd run through that tree's loader, and
-// there also an instance of the C virtiofsd, whose reload is refused.
+// 10, the Rust virtiofsd 1.13.2) and Debian 12 (systemd 252) with the Debian
+// 13 tree's QEMU 10 and Rust virtiofsd run through that tree's loader (QEMU
+// 7.2 negotiates no DEVICE_STATE: a reload under it is refused), and there
+// also an instance of the C virtiofsd, whose reload is refused.
 package handovertest
