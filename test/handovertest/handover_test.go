@@ -167,11 +167,17 @@ func boot(t *testing.T, leg shimbox.Platform) *rig {
 		script += fmt.Sprintf("mount -t virtiofs %[1]s /mnt/%[1]s || exit 1\n", inst)
 	}
 	for _, s := range shares {
-		deleted := ""
-		if s.Tag == handles {
-			deleted = " -deleted" // find-paths cannot carry it (DESIGN.md)
+		extra := ""
+		switch s.Tag {
+		case handles:
+			extra = " -deleted" // find-paths cannot carry it (DESIGN.md)
+		case paths:
+			// No file removed: find-paths cannot save an inode the guest
+			// still knows whose file is gone ("Migration source has lost
+			// inode"), so such a reload is refused (the session kept).
+			extra = " -keep 100000"
 		}
-		script += fmt.Sprintf("guestload check -dir /mnt/%[1]s -label %[1]s -limit 8m -pause 20ms%[2]s &\n", s.Tag, deleted)
+		script += fmt.Sprintf("guestload check -dir /mnt/%[1]s -label %[1]s -limit 8m -pause 20ms%[2]s &\n", s.Tag, extra)
 	}
 	script += "wait\necho \"RESULT done=yes\"\n"
 	r.m, err = guest.Start(context.Background(), img, guest.Spec{
