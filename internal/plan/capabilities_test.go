@@ -71,3 +71,22 @@ func TestMakePassesWhatTheInstalledVirtiofsdTakes(t *testing.T) {
 	assert.Equal(t, []string{"--fd=3", "--shared-dir=/srv/vm1", "--cache=auto", "--log-level=info", "--inode-file-handles=prefer",
 		"--posix-acl"}, p.Args, "before 1.14, --posix-acl is a flag")
 }
+
+// FLAVOR=rust names the flavor, yet the front still asks the binary
+// whether it can save its state; one that cannot answer is said so.
+func TestFlavorRustStillRunsTheFrontWhereTheBinaryCanSaveItsState(t *testing.T) {
+	bin := scriptVirtiofsd(t, "1.13.2", "migrate-precopy", "separate-options")
+	p, err := Make(context.Background(), parse(t, bin, "FLAVOR=rust\n"), config.System, virtiofsd.VersionCache{})
+	require.NoError(t, err)
+	ok, why := Front(p)
+	assert.True(t, ok, why)
+
+	mute := filepath.Join(t.TempDir(), "virtiofsd")
+	require.NoError(t, os.WriteFile(mute, []byte("#!/bin/sh\nexit 1\n"), 0o755))
+	p, err = Make(context.Background(), parse(t, mute, "FLAVOR=rust\n"), config.System, virtiofsd.VersionCache{})
+	require.NoError(t, err, "FLAVOR=rust starts a binary that does not answer, as before")
+	ok, why = Front(p)
+	assert.False(t, ok)
+	assert.Contains(t, why, "did not answer --print-capabilities")
+	assert.NotContains(t, why, "does not list")
+}

@@ -15,6 +15,8 @@ func Front(p *Plan) (bool, string) {
 		return false, "FRONT=no in " + p.Config.Path
 	case p.Version.Flavor != virtiofsd.Rust:
 		return false, fmt.Sprintf("a live swap needs the Rust virtiofsd; %s is the %s one", p.Binary, p.Version.Flavor)
+	case p.Version.Features == nil:
+		return false, fmt.Sprintf("%s did not answer --print-capabilities, so whether it can save its state is unknown", p.Binary)
 	case !p.Version.Has(virtiofsd.FeatureMigratePrecopy):
 		return false, fmt.Sprintf("%s does not list %s in --print-capabilities, so it cannot save its state", p.Binary, virtiofsd.FeatureMigratePrecopy)
 	}

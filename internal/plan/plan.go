@@ -81,14 +81,18 @@ func Make(ctx context.Context, cfg *config.Config, scope config.Scope, versions 
 	opts.Writeback = isTrue(cfg.Writeback)
 	opts.NoReaddirplus = cfg.Readdirplus != nil && !*cfg.Readdirplus
 	opts.PreserveNoatime = isTrue(cfg.PreserveNoatime)
-	if v.Number == "" && v.Flavor == virtiofsd.Rust && (len(opts.Requirements()) > 0 || opts.PosixACL != "" || opts.SecurityLabel != "") {
-		// FLAVOR=rust skipped the detection, but these keys depend on
-		// what this binary can do: ask it (cached as run's detection is).
+	if v.Number == "" && v.Flavor == virtiofsd.Rust {
+		// FLAVOR=rust skipped the detection, but the front (FRONT=auto)
+		// and these keys depend on what this binary can do: ask it
+		// (cached as run's detection is). Only the keys need the answer.
+		needed := len(opts.Requirements()) > 0 || opts.PosixACL != "" || opts.SecurityLabel != ""
 		d, err := versions.Detect(ctx, bin)
-		if err != nil {
+		switch {
+		case err != nil && needed:
 			return nil, fmt.Errorf("%w: the config's keys depend on what this virtiofsd can do", err)
+		case err == nil:
+			v.Number, v.Features = d.Number, d.Features
 		}
-		v.Number, v.Features = d.Number, d.Features
 	}
 	opts.Version = v
 	if cfg.UIDMap != nil {
