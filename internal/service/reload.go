@@ -69,6 +69,24 @@ func withoutLogLevel(args []string) []string {
 // swapTimeout bounds a swap once the new virtiofsd is ready.
 const swapTimeout = 30 * time.Second
 
+// A reload whose new virtiofsd could not load the state, the old one
+// keeping the session, is tried again on a fresh virtiofsd, at most
+// reloadTries times in all, reloadRetryWait apart: a find-paths state that
+// names a file the guest deleted but still knows cannot be loaded until
+// the guest forgets the file, which it does soon after.
+const (
+	reloadTries     = 3
+	reloadRetryWait = time.Second
+)
+
+// retryReload tells whether a reload whose try-th swap failed with err
+// tries again: only a failed load with the session kept, within
+// reloadTries.
+func retryReload(err error, try int) bool {
+	var se *front.SwapError
+	return try < reloadTries && errors.As(err, &se) && se.Kept && se.Step == front.StepLoad
+}
+
 // reload swaps a new virtiofsd, of the installed binary and the config as
 // it is now, under the session; it runs in Run's loop.
 func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
@@ -91,44 +109,65 @@ func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
 			return refuse(st.Reason)
 		}
 	}
+	tries := 0 // swaps tried
 	fail := func(err error, kept bool) state.ReloadAnswer {
-		s.Log.WithError(err).WithField("kept", kept).Error("reload failed")
-		return state.ReloadAnswer{Result: state.ReloadFailed, Reason: err.Error(), Kept: kept}
+		if tries > 1 {
+			err = fmt.Errorf("%d tries, each on a fresh virtiofsd, failed; the last: %w", tries, err)
+		}
+		s.Log.WithError(err).WithFields(logrus.Fields{"kept": kept, "tries": tries}).Error("reload failed")
+		return state.ReloadAnswer{Result: state.ReloadFailed, Reason: err.Error(), Kept: kept, Tries: tries}
 	}
-	nb, err := s.start(ctx, p, true, s.front != nil)
-	if err != nil {
-		return fail(err, true)
-	}
-	rctx, cancel := context.WithTimeout(ctx, p.ReadyTimeout+time.Second)
-	defer cancel()
-	if err := nb.waitReady(rctx); err != nil {
-		_ = nb.stop()
-		return fail(fmt.Errorf("the new virtiofsd did not become ready: %w", err), true)
-	}
-	old := s.cur
-	oldPID, newPID := int(old.pid.Load()), int(nb.pid.Load())
-	if s.front == nil {
-		// No VM yet: the new virtiofsd waits for it instead.
-		s.cur, s.Plan = nb, p
-		s.speak(nb)
-		_ = old.stop()
-		s.publishPID(newPID)
-		s.Log.WithFields(logrus.Fields{"old_pid": oldPID, "new_pid": newPID, "new_version": nb.version}).Info(
-			"reload: no VM is connected, so the new virtiofsd waits for it instead of the old one")
-		return state.ReloadAnswer{Result: state.ReloadOK, Kept: true, OldPID: oldPID, NewPID: newPID}
-	}
-	sctx, scancel := context.WithTimeout(ctx, swapTimeout)
-	defer scancel()
-	res, err := s.front.Swap(sctx, nb.conn)
-	if err != nil {
+	var (
+		nb  *backend
+		res front.SwapResult
+		old = s.cur
+	)
+	for try := 1; ; try++ {
+		if nb, err = s.start(ctx, p, true, s.front != nil); err != nil {
+			return fail(err, true)
+		}
+		rctx, cancel := context.WithTimeout(ctx, p.ReadyTimeout+time.Second)
+		err = nb.waitReady(rctx)
+		cancel()
+		if err != nil {
+			_ = nb.stop()
+			return fail(fmt.Errorf("the new virtiofsd did not become ready: %w", err), true)
+		}
+		if s.front == nil {
+			// No VM yet: the new virtiofsd waits for it instead.
+			oldPID, newPID := int(old.pid.Load()), int(nb.pid.Load())
+			s.cur, s.Plan = nb, p
+			s.speak(nb)
+			_ = old.stop()
+			s.publishPID(newPID)
+			s.Log.WithFields(logrus.Fields{"old_pid": oldPID, "new_pid": newPID, "new_version": nb.version}).Info(
+				"reload: no VM is connected, so the new virtiofsd waits for it instead of the old one")
+			return state.ReloadAnswer{Result: state.ReloadOK, Kept: true, OldPID: oldPID, NewPID: newPID}
+		}
+		tries = try
+		sctx, scancel := context.WithTimeout(ctx, swapTimeout)
+		res, err = s.front.Swap(sctx, nb.conn)
+		scancel()
+		if err == nil {
+			break
+		}
 		_ = nb.stop()
 		kept := true
 		var se *front.SwapError
 		if errors.As(err, &se) {
 			kept = se.Kept
 		}
-		return fail(err, kept)
+		if !retryReload(err, try) {
+			return fail(err, kept)
+		}
+		s.Log.WithError(err).WithField("try", try).Warn("reload: the new virtiofsd could not load the state and the old one keeps the session; trying again on a fresh virtiofsd")
+		select {
+		case <-ctx.Done():
+			return fail(err, kept)
+		case <-time.After(reloadRetryWait):
+		}
 	}
+	oldPID, newPID := int(old.pid.Load()), int(nb.pid.Load())
 	s.cur, s.Plan = nb, p
 	s.speak(nb)
 	s.retire(old)
@@ -142,10 +181,10 @@ func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
 	s.Log.WithFields(logrus.Fields{
 		"pause": res.Pause.String(), "save": res.Save.String(), "load": res.Load.String(),
 		"state_bytes": res.StateSize, "old_pid": oldPID, "new_pid": newPID,
-		"old_version": old.version, "new_version": nb.version, "handovers": n,
+		"old_version": old.version, "new_version": nb.version, "handovers": n, "tries": tries,
 	}).Info("reload: virtiofsd swapped under the running VM")
 	return state.ReloadAnswer{Result: state.ReloadOK, Kept: true, OldPID: oldPID, NewPID: newPID,
-		PauseMillis: ms(res.Pause), SaveMillis: ms(res.Save), LoadMillis: ms(res.Load), StateBytes: res.StateSize}
+		PauseMillis: ms(res.Pause), SaveMillis: ms(res.Save), LoadMillis: ms(res.Load), StateBytes: res.StateSize, Tries: tries}
 }
 
 func (s *Session) publishPID(pid int) {

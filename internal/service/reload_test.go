@@ -1,6 +1,8 @@
 package service
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -8,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/front"
 )
 
 func parse(t *testing.T, text string) *config.Config {
@@ -46,4 +49,17 @@ func TestReloadAppliesOnlyChangesTheGuestCannotSee(t *testing.T) {
 			assert.Contains(t, err.Error(), "a reload applies only FLAVOR, FRONT, LOG_LEVEL")
 		})
 	}
+}
+
+// A reload whose new virtiofsd could not load the state while the old one
+// kept the session is tried again, up to three tries; any other failure
+// is final.
+func TestReloadTriesAgainOnlyAFailedLoadThatKeptTheSession(t *testing.T) {
+	lost := &front.SwapError{Step: front.StepLoad, Err: errors.New("Migration source has lost inode 42"), Kept: true}
+	assert.True(t, retryReload(lost, 1))
+	assert.True(t, retryReload(fmt.Errorf("reload: %w", lost), 2))
+	assert.False(t, retryReload(lost, 3), "three tries in all")
+	assert.False(t, retryReload(&front.SwapError{Step: front.StepLoad, Err: lost.Err}, 1), "the session was lost")
+	assert.False(t, retryReload(&front.SwapError{Step: front.StepSave, Err: lost.Err, Kept: true}, 1))
+	assert.False(t, retryReload(errors.New("no swap"), 1))
 }

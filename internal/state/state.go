@@ -116,6 +116,9 @@ type ReloadAnswer struct {
 	SaveMillis  float64 `json:"save_ms,omitempty"`
 	LoadMillis  float64 `json:"load_ms,omitempty"`
 	StateBytes  int     `json:"state_bytes,omitempty"`
+	// Tries counts the swaps tried, when one was (a failed load with the
+	// session kept is tried again on a fresh virtiofsd, up to 3 in all).
+	Tries int `json:"tries,omitempty"`
 }
 
 // State is one instance's record.
