@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 )
@@ -35,4 +36,26 @@ func LiveSwap(p *Plan) (bool, string) {
 		return false, fmt.Sprintf("%s:%d: THREAD_POOL_SIZE=%d: a live swap is not known to be safe with a thread pool", p.Config.Path, p.Config.Line("THREAD_POOL_SIZE"), *n)
 	}
 	return true, ""
+}
+
+// ForResume is p for the virtiofsd that resumes a session saved for a
+// restart: it runs with --migration-on-error=guest-error whatever
+// MIGRATION_ON_ERROR says, where the binary has live migration. A restart
+// is one-way (the old virtiofsd is gone), so a file that cannot be
+// carried, an open, deleted one, fails in the guest alone instead of
+// failing the whole load and ending the session. Otherwise it returns p.
+func ForResume(p *Plan) *Plan {
+	if p.Version.Flavor != virtiofsd.Rust || !p.Version.Honoured(virtiofsd.Requirement{Version: "1.11", Feature: virtiofsd.FeatureMigratePrecopy}) {
+		return p
+	}
+	const flag = "--migration-on-error="
+	args := make([]string, 0, len(p.Args)+1)
+	for _, a := range p.Args {
+		if !strings.HasPrefix(a, flag) {
+			args = append(args, a)
+		}
+	}
+	r := *p
+	r.Args = append(args, flag+"guest-error")
+	return &r
 }

@@ -41,3 +41,19 @@ func TestTheFrontRunsOnlyWhereVirtiofsdCanSaveItsState(t *testing.T) {
 		})
 	}
 }
+
+// The virtiofsd that resumes a session after a restart lets a file it
+// cannot carry fail in the guest alone, whatever MIGRATION_ON_ERROR says;
+// the plan for later starts is unchanged.
+func TestResumedVirtiofsdFailsOnlyTheFileItCannotCarry(t *testing.T) {
+	rust := virtiofsd.Version{Flavor: virtiofsd.Rust, Number: "1.13.2", Features: []string{"migrate-precopy"}}
+	p := &Plan{Version: rust, Args: []string{"--fd=3", "--migration-on-error=abort", "--inode-file-handles=never"}}
+	r := ForResume(p)
+	assert.Equal(t, []string{"--fd=3", "--inode-file-handles=never", "--migration-on-error=guest-error"}, r.Args)
+	assert.Equal(t, []string{"--fd=3", "--migration-on-error=abort", "--inode-file-handles=never"}, p.Args)
+
+	old := &Plan{Version: virtiofsd.Version{Flavor: virtiofsd.Rust, Number: "1.10.0", Features: []string{}}, Args: []string{"--fd=3"}}
+	assert.Equal(t, []string{"--fd=3"}, ForResume(old).Args, "no live migration, no such option")
+	c := &Plan{Version: virtiofsd.Version{Flavor: virtiofsd.C}, Args: []string{"--fd=3"}}
+	assert.Equal(t, []string{"--fd=3"}, ForResume(c).Args)
+}

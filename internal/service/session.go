@@ -280,8 +280,13 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 	// A resumed session's virtiofsd stays quiet until the VM is served
 	// again (READY=1 then, not at its readiness line), and the shim
 	// connects to it at once: the VM is already there.
+	// Its virtiofsd fails only a file it cannot carry (plan.ForResume).
 	resuming := s.Checkpoint != nil
-	b, err := s.start(ctx, s.Plan, resuming, resuming)
+	first := s.Plan
+	if resuming {
+		first = plan.ForResume(s.Plan)
+	}
+	b, err := s.start(ctx, first, resuming, resuming)
 	if err != nil {
 		if s.Checkpoint != nil {
 			s.Checkpoint.Close()
