@@ -101,6 +101,11 @@ func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
 	if ok, why := plan.LiveSwap(p); !ok {
 		return refuse(why + "; the session goes on with its virtiofsd")
 	}
+	if s.resumed {
+		// A file the restart could not carry fails in the guest already;
+		// carried so, it does not block every later reload.
+		p = plan.ForResume(p)
+	}
 	if err := ReloadRefusal(s.Plan.Config, cfg); err != nil {
 		return refuse(err.Error())
 	}

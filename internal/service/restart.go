@@ -121,6 +121,7 @@ func (s *Session) resume(ctx context.Context, cp *front.Checkpoint) (*front.Fron
 		return nil, fmt.Errorf("restart: resume the session the last shim kept: %w", err)
 	}
 	st := f.Status()
+	s.resumed = true
 	s.handover = st.Swaps // the restart counts as one
 	s.Log.WithFields(logrus.Fields{
 		"resumed": time.Since(t).String(), "state_bytes": size, "virtiofsd_pid": s.cur.pid.Load(),

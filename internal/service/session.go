@@ -74,6 +74,10 @@ type Session struct {
 	cur       *backend
 	retired   []*backend
 	handover  int
+	// resumed: the session was resumed after a restart, so its inodes
+	// the restart could not carry are failed in the guest, and each later
+	// virtiofsd carries them so (plan.ForResume) instead of refusing.
+	resumed bool
 }
 
 // backend is one virtiofsd serving (or about to serve) the session: the
