@@ -3,7 +3,6 @@ package handovertest
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -45,7 +44,9 @@ const (
 // start, one that cannot load the state, a changed SHARED_DIR, the C
 // virtiofsd) fail saying why and keep the session. At the end, on Debian
 // 13, Debian's virtiofsd package repacked as a newer version is installed
-// under the guest. The guest sees nothing, and its data reads back. The guest sees no error, and its data reads back.
+// under the guest. The guest sees no error, and its data reads back, but
+// for the file-handles share's open, deleted file after a restart, which
+// a restart cannot carry (docs/live-restart.md): that file alone fails.
 func TestGuestSeesNothingWhileItsSharesAreReloadedAndRestarted(t *testing.T) {
 	shimbox.Legs(t, func(t *testing.T, leg shimbox.Platform) {
 		begin := time.Now()
@@ -64,7 +65,7 @@ func TestGuestSeesNothingWhileItsSharesAreReloadedAndRestarted(t *testing.T) {
 				if r.c {
 					t.Run("the C virtiofsd is refused", r.cVirtiofsd)
 				} else { // QEMU 7.2 cannot migrate a vhost-user-fs device
-					t.Run("a reload during a live migration is refused or waits for its end", r.duringMigration)
+					t.Run("a reload during a live migration is refused", r.duringMigration)
 				}
 			}
 		}
@@ -72,6 +73,7 @@ func TestGuestSeesNothingWhileItsSharesAreReloadedAndRestarted(t *testing.T) {
 			assert.Equal(t, r.reloads[inst], r.handovers(t, inst), "%s: the state counts every reload", inst)
 		}
 		t.Logf("%d reloads in %s", reloads+reloads/handlesEvery, time.Since(start).Round(time.Second))
+		assert.Empty(t, guestErrors(r.m.Serial()), "the guest saw no error before the restarts")
 		for i := 1; i <= restarts; i++ {
 			r.restart(t, paths)
 			r.restart(t, handles)
@@ -171,12 +173,10 @@ func boot(t *testing.T, leg shimbox.Platform) *rig {
 		switch s.Tag {
 		case handles:
 			extra = " -deleted" // find-paths cannot carry it (DESIGN.md)
-		case paths:
-			// No file removed: find-paths cannot save an inode the guest
-			// still knows whose file is gone ("Migration source has lost
-			// inode"), so such a reload is refused (the session kept).
-			extra = " -keep 100000"
 		}
+		// Both remove files: find-paths cannot save a removed file the
+		// guest still knows ("Migration source has lost inode"), so such a
+		// reload is tried again once the guest has forgotten it.
 		script += fmt.Sprintf("guestload check -dir /mnt/%[1]s -label %[1]s -limit 8m -pause 20ms%[2]s &\n", s.Tag, extra)
 	}
 	script += "wait\necho \"RESULT done=yes\"\n"
@@ -355,9 +355,8 @@ func (r *rig) changedSharedDir(t *testing.T) {
 
 // duringMigration reloads while a live migration runs (QEMU logs the
 // guest's dirty memory through virtiofsd, which a new virtiofsd would not
-// know): the reload is refused saying so, or waits until the migration
-// ends (here, cancelled) and then swaps. Either way the session and the
-// guest go on. The migration goes to a program that discards it, at a
+// know): the reload is refused saying so, the migration, the session and
+// the guest go on. The migration goes to a program that discards it, at a
 // bandwidth at which it never ends by itself.
 func (r *rig) duringMigration(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -380,39 +379,8 @@ func (r *rig) duringMigration(t *testing.T) {
 		require.Eventually(t, func() bool { return migration() == "cancelled" }, time.Minute, 100*time.Millisecond)
 	}()
 	require.Eventually(t, func() bool { return migration() == "active" }, time.Minute, 100*time.Millisecond, "the migration runs")
-
-	before := r.state(t, paths)
-	count := r.handovers(t, paths)
-	old, err := r.b.Journal(ctx, "-u", unit(paths))
-	require.NoError(t, err)
-	type answer struct {
-		out string
-		err error
-	}
-	reloaded := make(chan answer, 1)
-	go func() {
-		out, err := r.b.Systemctl(ctx, "reload", unit(paths))
-		reloaded <- answer{out, err}
-	}()
-	select {
-	case a := <-reloaded:
-		require.Error(t, a.err, "a reload during a live migration swapped virtiofsd: %s", a.out)
-		assert.Equal(t, "active", migration(), "the migration goes on")
-		said := r.said(t, paths, len(old))
-		assert.True(t, mentions(said, []string{"migrat"}), "the journal says the reload was refused for the migration:\n%s", strings.Join(said, "\n"))
-		after := r.state(t, paths)
-		assert.Equal(t, before.VirtiofsdPID, after.VirtiofsdPID, "the old virtiofsd keeps the session")
-		assert.Equal(t, count, r.handovers(t, paths))
-	case <-time.After(20 * time.Second): // it waits: end the migration
-		require.NoError(t, q.Execute(ctx, "migrate_cancel", nil, nil))
-		a := <-reloaded
-		require.NoError(t, a.err, "the reload that waited for the migration's end swaps then: %s", a.out)
-		r.reloads[paths]++
-		after := r.changed(t, paths, before, "reload after the migration")
-		assert.Equal(t, before.ShimPID, after.ShimPID)
-		assert.Equal(t, count+1, r.handovers(t, paths))
-	}
-	r.progress(t, paths)
+	r.refused(t, paths, []string{"a live migration is under way"})
+	assert.Equal(t, "active", migration(), "the migration goes on")
 }
 
 // cVirtiofsd: the C virtiofsd cannot save its state; its reload says a
@@ -486,19 +454,10 @@ func (r *rig) state(t *testing.T, inst string) *state.State {
 	return st
 }
 
-// handovers is the count of handovers in the instance's session, from
-// its state file ("handovers": read by name, so that this suite builds
-// on a tree whose state package does not have it yet).
+// handovers is the count of handovers in the instance's session.
 func (r *rig) handovers(t *testing.T, inst string) int {
 	t.Helper()
-	b, err := os.ReadFile(r.b.Path(state.Path("/run", inst)))
-	require.NoError(t, err)
-	var fields struct {
-		Handovers *int `json:"handovers"`
-	}
-	require.NoError(t, json.Unmarshal(b, &fields))
-	require.NotNil(t, fields.Handovers, "%s's state counts its handovers (\"handovers\"): %s", inst, b)
-	return *fields.Handovers
+	return r.state(t, inst).Handovers
 }
 
 // progress waits until the guest has finished a round on the instance's
@@ -526,19 +485,30 @@ func (r *rig) finish(t *testing.T) {
 	assert.Equal(t, "yes", res.Values["done"], res.Serial)
 	summaries := map[string]guestload.CheckRecord{}
 	for _, rec := range guestload.ParseCheck(res.Serial) {
-		switch rec.Event {
-		case "summary":
+		if rec.Event == "summary" {
 			summaries[rec.Label] = rec
-		case "error":
-			t.Errorf("the guest saw an error on %s in round %d, %s: %s", rec.Label, rec.Round, rec.Op, rec.Error)
 		}
+	}
+	// A restart cannot carry an open, deleted file (the old virtiofsd is
+	// gone before the new one loads it): from the first restart on, that
+	// file alone fails in the guest, on the file-handles share.
+	deleted := map[string]int{}
+	for _, e := range guestErrors(res.Serial) {
+		if e.Label == handles && e.Op == "deleted" {
+			deleted[e.Label]++
+			continue
+		}
+		t.Errorf("the guest saw an error on %s in round %d, %s: %s", e.Label, e.Round, e.Op, e.Error)
 	}
 	for inst, dir := range r.shares {
 		s, ok := summaries[inst]
 		if !assert.True(t, ok, "the guest reports on %s:\n%s", inst, res.Serial) {
 			continue
 		}
-		assert.Zero(t, s.Errors, "%s: the guest saw no error", inst)
+		if inst == handles {
+			assert.Positive(t, deleted[inst], "%s: the open, deleted file fails after a restart", inst)
+		}
+		assert.Equal(t, deleted[inst], s.Errors, "%s: the guest saw no other error", inst)
 		assert.True(t, s.Stopped, "%s: the guest ran until told to stop", inst)
 		t.Logf("%s: %d rounds, %d operations, %d errors; the slowest operation (%s) took %s",
 			inst, s.Rounds, s.Ops, s.Errors, s.MaxOp, s.MaxLatency().Round(time.Millisecond))
@@ -551,6 +521,17 @@ func (r *rig) finish(t *testing.T) {
 		assert.Equal(t, guestload.HeldContent(guestload.CheckHeld), held, "%s: the held file is intact", inst)
 	}
 	assert.NotContains(t, r.m.Stderr(), "vhost", "QEMU saw no vhost-user error (no disconnect)")
+}
+
+// guestErrors is the failed operations the guest reported on its console.
+func guestErrors(serial string) []guestload.CheckRecord {
+	var errs []guestload.CheckRecord
+	for _, rec := range guestload.ParseCheck(serial) {
+		if rec.Event == "error" {
+			errs = append(errs, rec)
+		}
+	}
+	return errs
 }
 
 // systemctl runs systemctl in the box; it fails the test on error.
