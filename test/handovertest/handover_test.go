@@ -81,7 +81,8 @@ func TestGuestSeesNothingWhileItsSharesAreReloadedAndRestarted(t *testing.T) {
 		for _, inst := range []string{paths, handles} {
 			n := r.handovers(t, inst)
 			assert.Equal(t, r.reloads[inst]+restarts, n, "%s: the count goes on across restarts, each one more", inst)
-			t.Logf("%s: %d reloads, %d restarts, the state counts %d handovers", inst, r.reloads[inst], restarts, n)
+			t.Logf("%s: %d reloads (%d tried again), %d restarts (%d carried a lost inode), the state counts %d handovers",
+				inst, r.reloads[inst], r.retried[inst], restarts, r.lost[inst], n)
 		}
 		if leg.Rust() { // where virtiofsd is a package
 			t.Run("an upgrade of virtiofsd's package moves the sessions onto it", r.upgrade)
@@ -105,6 +106,8 @@ type rig struct {
 	conf         map[string]string // instance -> its config
 	seen         map[int]bool      // pids of every virtiofsd and shim seen
 	reloads      map[string]int    // reloads done, by instance
+	retried      map[string]int    // reloads that took more than one try, by instance
+	lost         map[string]int    // restarts that carried a lost inode failed in the guest, by instance
 }
 
 func unit(inst string) string { return "virtiofsd@" + inst + ".service" }
@@ -117,7 +120,7 @@ func boot(t *testing.T, leg shimbox.Platform) *rig {
 	defer cancel()
 	b := shimbox.New(t, shimbox.Options{Name: "handover", Platform: leg}) // skips, saying why, when not root
 	r := &rig{b: b, leg: leg, c: !leg.Rust(), shares: map[string]string{}, conf: map[string]string{},
-		seen: map[int]bool{}, reloads: map[string]int{}}
+		seen: map[int]bool{}, reloads: map[string]int{}, retried: map[string]int{}, lost: map[string]int{}}
 	var rust []string // the Rust instances' config lines
 	if leg.Rust() {
 		r.bin, r.rustBin = leg.Virtiofsd(), leg.Virtiofsd()+".real"
@@ -210,6 +213,9 @@ func (r *rig) reload(t *testing.T, inst string) {
 	r.reloads[inst]++
 	after := r.changed(t, inst, before, "reload")
 	assert.Equal(t, before.ShimPID, after.ShimPID, "%s: a reload keeps the shim", inst)
+	if a := after.Reload; a != nil && a.Tries > 1 {
+		r.retried[inst]++
+	}
 	r.progress(t, inst)
 }
 
@@ -218,8 +224,15 @@ func (r *rig) reload(t *testing.T, inst string) {
 func (r *rig) restart(t *testing.T, inst string) {
 	t.Helper()
 	before := r.state(t, inst)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	old, err := r.b.Journal(ctx, "-u", unit(inst))
+	require.NoError(t, err)
 	r.systemctl(t, "restart", unit(inst))
 	after := r.changed(t, inst, before, "restart")
+	if mentions(r.said(t, inst, len(old)), []string{"lost inode"}) {
+		r.lost[inst]++
+	}
 	assert.False(t, r.seen[after.ShimPID], "%s: a restart starts a new shim (pid %d)", inst, after.ShimPID)
 	r.seen[after.ShimPID] = true
 	r.progress(t, inst)
