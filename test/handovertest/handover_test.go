@@ -64,7 +64,7 @@ func TestGuestSeesNothingWhileItsSharesAreReloadedAndRestarted(t *testing.T) {
 				t.Run("a virtiofsd that cannot load the state is refused", r.refusedLoad)
 				if r.c {
 					t.Run("the C virtiofsd is refused", r.cVirtiofsd)
-				} else { // QEMU 7.2 cannot migrate a vhost-user-fs device
+				} else { // the C virtiofsd cannot migrate, so its share blocks the VM's migration
 					t.Run("a reload during a live migration is refused", r.duringMigration)
 				}
 			}
@@ -154,10 +154,9 @@ func boot(t *testing.T, leg shimbox.Platform) *rig {
 	require.NoError(t, guestload.Build(ctx, bin))
 	program, err := os.ReadFile(bin)
 	require.NoError(t, err)
-	// QEMU 10 on both legs: QEMU 7.2 (Debian 12's) negotiates no
-	// DEVICE_STATE, so no virtiofsd can hand its state over under it, and
-	// the shim refuses its reloads saying so. The Debian 12 leg runs the
-	// Debian 13 tree's QEMU on this host, as it runs its virtiofsd.
+	// QEMU 10 on both legs, the same guest side for both: the Debian
+	// 12 leg runs the Debian 13 tree's QEMU on this host, as it runs its
+	// virtiofsd (Debian 12's own QEMU 7.2 is e2etest's and fronttest's).
 	qemu, err := shimbox.Debian13.QEMU(ctx)
 	require.NoError(t, err)
 	img, err := guest.Prepare(ctx, "")
