@@ -5,7 +5,7 @@
 # Tell a running systemd about the new or changed unit files. No instance is
 # ever enabled, started or stopped here. Running sessions that can move go
 # onto the new binaries (docs/live-restart.md); system instances only: user
-# instances keep theirs, and `list --user` says they run an older binary.
+# instances keep theirs until their next session.
 # - deb configure with OLD-VERSION (an upgrade of this package): restart
 #   each instance whose shim is the VM's end (the front, "front": true in its
 #   state file), which keeps the VM. Any other session is left as it is: a
