@@ -20,6 +20,7 @@ const (
 	Activation  = 66 // EX_NOINPUT: no usable socket from systemd
 	Unavailable = 69 // EX_UNAVAILABLE: virtiofsd (or systemd, for list) missing or unusable
 	Software    = 70 // EX_SOFTWARE: an internal error of the shim
+	CrashLoop   = 71 // EX_OSERR: virtiofsd crashed too often under a connected VM, and the shim gave up
 	NotReady    = 75 // EX_TEMPFAIL: virtiofsd never printed its readiness line in time
 	Migration   = 76 // EX_PROTOCOL: virtiofsd reported that loading or saving migration state failed
 	Config      = 78 // EX_CONFIG: the instance's config or options are invalid
@@ -41,6 +42,7 @@ var Table = []Row{
 	{"66", "activation: no socket from systemd, more than one, or not a listening AF_UNIX stream socket", Activation, Activation},
 	{"69", "unavailable: the virtiofsd binary is missing, not executable or of unknown flavor, or the C one for a rootless (--user) instance; for list, systemd is unreachable", Unavailable, Unavailable},
 	{"70", "internal error of the shim", Software, Software},
+	{"71", "crash loop: virtiofsd crashed 5 times within 60 s under a connected VM (with the front), so the shim gave up and closed the VM's connection: the guest's share waits until the VM restarts", CrashLoop, CrashLoop},
 	{"75", "virtiofsd did not print its readiness line within the ready timeout and was killed", NotReady, NotReady},
 	{"76", "a live migration failed: virtiofsd could not load the incoming state (destination: the VM did not arrive) or save it (source), even though it then exited 0", Migration, Migration},
 	{"78", "config: the instance config or an option is invalid (missing file, unknown key, bad value, unsafe permissions)", Config, Config},

@@ -78,6 +78,13 @@ type Session struct {
 	// the restart could not carry are failed in the guest, and each later
 	// virtiofsd carries them so (plan.ForResume) instead of refusing.
 	resumed bool
+	// Crash recovery (crash.go): the front's calls for a fresh virtiofsd,
+	// the crashes in the bound's window, the recoveries, and how the last
+	// crashed virtiofsd ended.
+	respawns   chan respawnRequest
+	crashCount crashes
+	recoveries int
+	lastEnd    string
 }
 
 // backend is one virtiofsd serving (or about to serve) the session: the
@@ -95,6 +102,9 @@ type backend struct {
 	// quiet: its supervisor tells systemd and the state nothing (a
 	// candidate before the swap, or one swapped out).
 	quiet atomic.Bool
+	// crashed: it ended under the connected VM; done holds its error
+	// again, for ended (Run's loop only).
+	crashed bool
 }
 
 // speak makes b the backend whose supervisor tells systemd, and pets the
@@ -278,8 +288,9 @@ func (b *backend) stop() error {
 func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 	var out launch.Outcome
 	in := s.Instance
+	s.respawns = make(chan respawnRequest)
 	if in.State != nil {
-		in.State.Update(func(st *state.State) { st.Front, st.Handovers = true, 0 })
+		in.State.Update(func(st *state.State) { st.Front, st.Handovers, st.Degraded = true, 0, nil })
 	}
 	// A resumed session's virtiofsd stays quiet until the VM is served
 	// again (READY=1 then, not at its readiness line), and the shim
@@ -372,7 +383,7 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 				}
 				s.cur.conn = conn
 			}
-			s.front = front.New(c, s.cur.conn, front.Config{})
+			s.front = front.New(c, s.cur.conn, s.frontConfig(ctx))
 			if in.State != nil {
 				in.State.Update(func(st *state.State) { st.Phase = state.Serving })
 			}
@@ -387,9 +398,14 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 			}
 		case err := <-frontDone:
 			return out, s.ended(ctx, err)
-		case err := <-s.cur.done:
+		case err := <-s.curDone():
 			// virtiofsd ended: without a VM, that is the session's end
-			// as before; with one, the front sees its connection end too.
+			// as before; with one, a crash is the front's to recover (it
+			// calls for a fresh virtiofsd, or ends), and a clean end means
+			// the front sees its connection end too.
+			if s.crashed(err) {
+				continue
+			}
 			if s.front != nil {
 				fcancel()
 				<-frontDone
@@ -417,6 +433,8 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 			s.cur.quiet.Store(true)
 			_ = s.cur.stop()
 			return out, nil
+		case req := <-s.respawns:
+			req.reply <- s.respawn(ctx, req)
 		case <-s.Reloads:
 			s.answer(s.reload(ctx))
 		case <-ctx.Done():
@@ -444,7 +462,16 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 func (s *Session) ended(ctx context.Context, ferr error) error {
 	err := <-s.cur.done // its connection is closed: it ends by itself
 	var perr *vhostuser.ProtocolError
+	var rerr *front.RecoveryError
 	switch {
+	case errors.As(ferr, &rerr):
+		if gerr := s.gaveUp(rerr); gerr != nil {
+			return gerr
+		}
+		if err == nil {
+			return fmt.Errorf("relay the VM's session: %w", ferr)
+		}
+		return err
 	case errors.As(ferr, &perr):
 		s.Log.WithField("rule", perr.Rule).WithField("request", perr.Request.String()).Error(
 			"the VM sent a malformed vhost-user message: its session is ended")

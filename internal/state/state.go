@@ -121,6 +121,17 @@ type ReloadAnswer struct {
 	Tries int `json:"tries,omitempty"`
 }
 
+// Degraded is a session served on after virtiofsd crashes.
+type Degraded struct {
+	// Recoveries counts the crashes the session was recovered from.
+	Recoveries int `json:"recoveries"`
+	// LastEnd is how the last crashed virtiofsd ended: "signal 9
+	// (SIGKILL)", "exit status 1".
+	LastEnd string `json:"last_end"`
+	// Since is when the last recovery was.
+	Since time.Time `json:"since"`
+}
+
 // State is one instance's record.
 type State struct {
 	Version  int    `json:"version"`
@@ -152,6 +163,11 @@ type State struct {
 	Front bool `json:"front"`
 	// Handovers counts the swaps onto a new virtiofsd in this session.
 	Handovers int `json:"handovers"`
+	// Degraded is set once virtiofsd crashed under the connected VM and a
+	// fresh one serves it without its FUSE state (the guest's requests
+	// fail with EBADF until it mounts the share again); nil otherwise. A
+	// degraded session counts as failed for monitoring.
+	Degraded *Degraded `json:"degraded,omitempty"`
 	// Reload is the answer to the last reload request (SIGHUP, from
 	// virtiofsd-shim reload), nil before the first.
 	Reload *ReloadAnswer `json:"reload,omitempty"`

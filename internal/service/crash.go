@@ -1,0 +1,206 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/front"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
+)
+
+// The crash bound: at the CrashLimit-th virtiofsd crash within CrashWindow
+// (a fresh virtiofsd that fails to start counts as one) the shim gives up
+// (CrashLoopError) instead of recovering.
+const (
+	CrashLimit  = 5
+	CrashWindow = 60 * time.Second
+)
+
+// CrashLoopError is a session given up because virtiofsd crashed more than
+// CrashLimit times within CrashWindow: the VM's connection is closed, and
+// the guest's share waits until the VM restarts.
+type CrashLoopError struct {
+	Crashes int
+	Last    string // how the last virtiofsd ended
+}
+
+func (e *CrashLoopError) Error() string {
+	return fmt.Sprintf("virtiofsd crashed %d times within %s (the last: %s), so the shim gave up and closed the VM's connection: "+
+		"the guest's share waits until the VM restarts; fix what kills virtiofsd (see its lines in the journal), then restart the VM",
+		e.Crashes, CrashWindow, e.Last)
+}
+
+// ExitCode is the shim's exit status for a crash loop.
+func (e *CrashLoopError) ExitCode() int { return exitcode.CrashLoop }
+
+// respawnRequest is the front's call for a fresh virtiofsd, served in
+// Run's loop.
+type respawnRequest struct {
+	cause error
+	reply chan respawnReply
+}
+
+type respawnReply struct {
+	conn *net.UnixConn
+	err  error
+}
+
+// crashes counts a session's virtiofsd crashes in the bound's window.
+type crashes struct {
+	times []time.Time
+}
+
+// add records a crash at now and tells whether the bound is passed.
+func (c *crashes) add(now time.Time) (n int, over bool) {
+	keep := c.times[:0]
+	for _, t := range c.times {
+		if now.Sub(t) < CrashWindow {
+			keep = append(keep, t)
+		}
+	}
+	c.times = append(keep, now)
+	return len(c.times), len(c.times) >= CrashLimit
+}
+
+// frontConfig is the front's config for the session: crashes of virtiofsd
+// are recovered through Run's loop (respawn), unless its plan runs a
+// thread pool (the front refuses then, with the reason).
+func (s *Session) frontConfig(ctx context.Context) front.Config {
+	pool := s.Plan.Config.ThreadPoolSize
+	return front.Config{
+		ThreadPool: pool != nil && *pool > 0,
+		Respawn: func(rctx context.Context, cause error) (*net.UnixConn, error) {
+			req := respawnRequest{cause: cause, reply: make(chan respawnReply, 1)}
+			select {
+			case s.respawns <- req:
+			case <-rctx.Done():
+				return nil, rctx.Err()
+			}
+			select {
+			case r := <-req.reply:
+				return r.conn, r.err
+			case <-rctx.Done():
+				return nil, rctx.Err()
+			}
+		},
+		Recovered: func(rec front.Recovery) { s.recovered(rec) },
+	}
+}
+
+// curDone is the current backend's end, nil once it crashed under the VM
+// (the front recovers then, or ends the session).
+func (s *Session) curDone() <-chan error {
+	if s.cur.crashed {
+		return nil
+	}
+	return s.cur.done
+}
+
+// crashed tells whether err, virtiofsd's end while the VM is connected,
+// is a crash the front may recover from: any end but a clean one (the VM
+// leaving makes virtiofsd exit 0). It puts err back for ended.
+func (s *Session) crashed(err error) bool {
+	if s.front == nil || err == nil || s.cur.outcome.Released {
+		return false
+	}
+	s.cur.done <- err
+	s.cur.crashed = true
+	return true
+}
+
+// respawn starts a fresh virtiofsd of the current plan for the front,
+// after the current one died: in Run's loop.
+func (s *Session) respawn(ctx context.Context, req respawnRequest) respawnReply {
+	old := s.cur
+	end := s.endOf(old)
+	s.lastEnd = end
+	n, over := s.crashCount.add(time.Now())
+	log := s.Log.WithFields(logrus.Fields{"virtiofsd_pid": old.pid.Load(), "ended": end, "crashes": n})
+	if over {
+		err := &CrashLoopError{Crashes: n, Last: end}
+		log.WithError(err).Error("virtiofsd crashed too often: the shim gives up")
+		return respawnReply{err: err}
+	}
+	log.WithError(req.cause).Warn("virtiofsd ended under the connected VM: starting a fresh one")
+	nb, err := s.start(ctx, s.Plan, true, true)
+	if err != nil {
+		return respawnReply{err: err}
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.Plan.ReadyTimeout+time.Second)
+	defer cancel()
+	if err := nb.waitReady(rctx); err != nil {
+		_ = nb.stop()
+		// The front asks again; the bound counts this one too.
+		return respawnReply{err: fmt.Errorf("%w: the fresh virtiofsd did not become ready: %w", front.ErrBackendGone, err)}
+	}
+	s.cur = nb
+	s.speak(nb)
+	s.publishPID(int(nb.pid.Load()))
+	return respawnReply{conn: nb.conn}
+}
+
+// endOf waits for b, which died or lost its connection, and says how it
+// ended ("signal 9 (SIGKILL)", "exit status 1").
+func (s *Session) endOf(b *backend) string {
+	b.quiet.Store(true)
+	var err error
+	select {
+	case err = <-b.done:
+		b.done <- err
+	case <-time.After(config.DefaultStopTimeout):
+		err = b.stop()
+	}
+	var ee *launch.ExitError
+	switch {
+	case errors.As(err, &ee):
+		if sig, ok := ee.Signal(); ok {
+			return "signal " + exitcode.SignalName(int(sig))
+		}
+		return fmt.Sprintf("exit status %d", ee.Status.ExitStatus())
+	case err != nil:
+		return err.Error()
+	}
+	return "exit status 0"
+}
+
+// recovered marks the session degraded after the front recovered it.
+func (s *Session) recovered(rec front.Recovery) {
+	s.recoveries++
+	n, end := s.recoveries, s.lastEnd
+	if w := s.Instance.State; w != nil {
+		w.Update(func(st *state.State) {
+			st.Phase, st.Failure = state.Serving, nil
+			st.Degraded = &state.Degraded{Recoveries: n, LastEnd: end, Since: time.Now()}
+		})
+	}
+	s.Log.WithFields(logrus.Fields{"recoveries": n, "ended": end, "took": rec.Took.String(),
+		"answered": rec.Answered, "virtiofsd_pid": s.cur.pid.Load()}).Warn(
+		"degraded: virtiofsd crashed and a fresh one serves the VM without its FUSE state, so the guest's requests on the share fail with EBADF: " +
+			"in the guest, close everything open on the share, then umount and mount it again")
+	if nt := s.Instance.Notifier; nt != nil {
+		_ = nt.Notify(fmt.Sprintf("STATUS=Degraded: virtiofsd crashed (%s; %d recoveries), the guest must umount and mount %s's share again; serving on %s (virtiofsd pid %d)",
+			end, n, s.Plan.Config.SharedDir, s.Sock, s.cur.pid.Load()))
+	}
+}
+
+// gaveUp is the session's end when the front could not recover from a
+// crash: the journal and STATUS= say so.
+func (s *Session) gaveUp(rerr *front.RecoveryError) error {
+	var cl *CrashLoopError
+	if errors.As(rerr, &cl) {
+		if nt := s.Instance.Notifier; nt != nil {
+			_ = nt.Notify("STATUS=Failed: " + cl.Error())
+		}
+		return cl
+	}
+	s.Log.WithError(rerr).Error("virtiofsd ended under the connected VM and the session cannot be recovered: the VM's connection is closed")
+	return nil
+}
