@@ -67,6 +67,7 @@ const (
 	CodeTimeouts     = "timeouts"
 	CodeCommand      = "command"
 	CodeDropIn       = "drop-in" // one drop-in the generator makes: File, Content
+	CodeCrash        = "crash"   // what a virtiofsd crash under a connected VM means for the instance
 	CodeState        = "state"   // where the service is, from its state file
 	CodeReady        = "ready"   // the last fact, when there is no error
 )
@@ -90,6 +91,12 @@ const (
 	CodeThreadPoolC            = "thread-pool-c-virtiofsd"
 )
 
+// CodeDegraded is the error of a running session that is degraded:
+// virtiofsd crashed under the VM and a fresh one serves it without its
+// FUSE state. check exits non-zero (DegradedError) for it, so that
+// monitoring counts the instance as failed.
+const CodeDegraded = "degraded"
+
 // Codes of the errors besides the config's own (config.CodeUnknownKey,
 // config.CodeDuplicateKey, config.CodeBadValue, config.CodeMissingShared).
 const (
@@ -104,11 +111,11 @@ const (
 func Codes() []string {
 	return []string{
 		CodeInstance, CodeConfig, CodeSharedDir, CodeSocket, CodeVirtiofsd, CodeCapabilities, CodeMigration,
-		CodeFileHandles, CodeLiveSwap, CodeOptions, CodeRootless, CodeTimeouts, CodeCommand, CodeDropIn, CodeState, CodeReady,
+		CodeFileHandles, CodeLiveSwap, CodeCrash, CodeOptions, CodeRootless, CodeTimeouts, CodeCommand, CodeDropIn, CodeState, CodeReady,
 		CodeSocketModeWide, CodeSocketOwnerIgnored, CodeSocketUserUnknown, CodeSocketGroupUnknown,
 		CodeDropInNotApplied, CodeDropInUnreadable, CodeDropInOutdated, CodeDropInLeftBehind,
 		CodeStateUnreadable, CodeMarkerUnreadable, CodeDeferredRestartFailed, CodeDeferredRestartPending,
-		CodeDeferredRestartStale, CodeModcapsUnbounded, CodeThreadPoolC,
+		CodeDeferredRestartStale, CodeModcapsUnbounded, CodeThreadPoolC, CodeDegraded,
 		CodeConfigInvalid, CodeVirtiofsdUnavailable, CodeOptionRefused, CodeCannotStart,
 		config.CodeUnknownKey, config.CodeDuplicateKey, config.CodeBadValue, config.CodeMissingShared,
 	}
@@ -223,11 +230,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := r.dropIns(o, cfg); err != nil {
 		return r, err
 	}
-	r.state(o)
+	derr := r.state(o)
 	if s == config.System {
 		r.modcaps(cfg, p.Args)
 	}
 	r.threadPool(cfg, p.Version)
+	if derr != nil {
+		return r, derr
+	}
 	r.OK = true
 	r.fact(CodeReady, "", "the socket is passed as fd 3 by systemd (virtiofsd@"+cfg.Instance+".socket)")
 	return r, nil
@@ -272,6 +282,11 @@ func (r *Report) plan(s config.Scope, cfg *config.Config, p *plan.Plan) {
 		r.fact(CodeLiveSwap, "live swap", "yes: systemctl reload swaps virtiofsd under a running VM (the shim is its end of the socket)")
 	} else {
 		r.fact(CodeLiveSwap, "live swap", "no: "+why)
+	}
+	if ok, what := plan.CrashRecovery(p); ok {
+		r.fact(CodeCrash, "crash", "recovered: "+what)
+	} else {
+		r.fact(CodeCrash, "crash", "not recovered: "+what)
 	}
 	if keys := optionKeys(cfg); keys != "" {
 		r.fact(CodeOptions, "options", keys)

@@ -7,13 +7,30 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 )
 
+// DegradedError is check's error for a running session that is degraded.
+type DegradedError struct {
+	Instance string
+	Degraded state.Degraded
+}
+
+func (e *DegradedError) Error() string {
+	return fmt.Sprintf("%s is degraded: virtiofsd crashed under the VM (last: %s; %d recoveries) and a fresh one serves it without its FUSE state, "+
+		"so the guest's requests on the share fail with EBADF: in the guest, close everything open on the share, then umount and mount it again "+
+		"(the degraded mark stays until the VM's session ends)", e.Instance, e.Degraded.LastEnd, e.Degraded.Recoveries)
+}
+
+// ExitCode is check's exit status for a degraded instance.
+func (e *DegradedError) ExitCode() int { return exitcode.Degraded }
+
 // state reads the instance's typed state and its deferred-restart marker,
 // offline: a fact that says where the service is (none when no state was
-// ever written), and warnings about a deferred restart.
-func (r *Report) state(o Options) {
+// ever written), and warnings about a deferred restart. A running session
+// that is degraded is an error finding, and returned.
+func (r *Report) state(o Options) error {
 	instance := r.Config.Instance
 	st, err := state.Load(o.Scope, o.Env, instance)
 	switch {
@@ -22,15 +39,20 @@ func (r *Report) state(o Options) {
 	case st != nil:
 		r.fact(CodeState, "state", describeState(st, o.ProcessExists))
 	}
+	var derr error
+	running := st != nil && !st.Phase.Over() && o.ProcessExists(st.ShimPID)
+	if running && st.Degraded != nil {
+		derr = &DegradedError{Instance: instance, Degraded: *st.Degraded}
+		r.add(Finding{Kind: Error, Code: CodeDegraded, Message: derr.Error(), Fix: "umount and mount the share in the guest, with nothing held open on it"})
+	}
 	rt, err := o.Scope.RuntimeDir(o.Env)
 	if err != nil {
-		return
+		return derr
 	}
 	marker := state.MarkerPath(rt, instance)
 	d, err := state.ReadMarker(marker)
 	socket := "virtiofsd@" + instance + ".socket"
 	start := fmt.Sprintf("rm %s; %s start %s", marker, r.Systemctl, socket)
-	running := st != nil && !st.Phase.Over() && o.ProcessExists(st.ShimPID)
 	switch {
 	case err != nil:
 		r.warn(CodeMarkerUnreadable, err.Error(), marker, 0, "")
@@ -45,6 +67,7 @@ func (r *Report) state(o Options) {
 		r.warn(CodeDeferredRestartStale, fmt.Sprintf("deferred restart left behind: %s exists but no session runs, so the socket's start is skipped: "+
 			"run %s", marker, start), marker, 0, start)
 	}
+	return derr
 }
 
 // describeState is the state fact.
@@ -65,6 +88,9 @@ func describeState(st *state.State, exists func(pid int) bool) string {
 		b.WriteString(", socket released: serves its VM until it disconnects")
 	case state.LetGo:
 		b.WriteString(", socket released")
+	}
+	if d := st.Degraded; d != nil {
+		fmt.Fprintf(&b, ", degraded (virtiofsd crashed, last: %s; %d recoveries)", d.LastEnd, d.Recoveries)
 	}
 	if f := st.Failure; f != nil {
 		fmt.Fprintf(&b, ", failed with exit status %d: %s", f.ExitCode, f.Reason)

@@ -47,6 +47,9 @@ func Row(in Instance) []string {
 			// With the front, the handovers of the session (reload).
 			if st := s.State; st != nil && st.Front {
 				cells[6] += fmt.Sprintf(" (front, %d handovers)", st.Handovers)
+				if st.Degraded != nil {
+					cells[6] += " degraded"
+				}
 			}
 		}
 	}

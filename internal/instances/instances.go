@@ -38,8 +38,10 @@ type Instance struct {
 	// socket waits for the session to end (see state.Deferral); nil when
 	// none waits.
 	DeferredRestart *state.Deferral `json:"deferred_restart"`
-	// Failure explains a failed socket or service, or a deferred restart
-	// that did not happen, in words; "" otherwise.
+	// Failure explains a failed socket or service, a degraded session
+	// (virtiofsd crashed under the VM: see state.Degraded), or a deferred
+	// restart that did not happen, in words; "" otherwise. Monitoring
+	// counts an instance with a Failure as failed.
 	Failure string `json:"failure"`
 }
 
@@ -413,6 +415,11 @@ func failure(in *Instance) string {
 			p += fmt.Sprintf(", last exit %s %d (%s)", e.Code, e.Status, e.Meaning)
 		}
 		parts = append(parts, p)
+	}
+	if s := in.Service; s != nil && s.MainPID != nil && s.State.Live(*s.MainPID) && s.State.Degraded != nil {
+		d := s.State.Degraded
+		parts = append(parts, fmt.Sprintf("service: degraded, virtiofsd crashed (last: %s; %d recoveries): the guest must umount and mount the share again, with nothing held open on it",
+			d.LastEnd, d.Recoveries))
 	}
 	if d := in.DeferredRestart; d != nil {
 		running := in.Service != nil && in.Service.MainPID != nil

@@ -32,8 +32,8 @@ func LiveSwap(p *Plan) (bool, string) {
 	if ok, why := Front(p); !ok {
 		return false, why
 	}
-	if n := p.Config.ThreadPoolSize; n != nil && *n > 0 {
-		return false, fmt.Sprintf("%s:%d: THREAD_POOL_SIZE=%d: a live swap is not known to be safe with a thread pool", p.Config.Path, p.Config.Line("THREAD_POOL_SIZE"), *n)
+	if ThreadPool(p) {
+		return false, fmt.Sprintf("%s:%d: THREAD_POOL_SIZE=%d: a live swap is not known to be safe with a thread pool", p.Config.Path, p.Config.Line("THREAD_POOL_SIZE"), *p.Config.ThreadPoolSize)
 	}
 	return true, ""
 }

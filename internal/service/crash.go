@@ -13,19 +13,12 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/front"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/plan"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 )
 
-// The crash bound: at the CrashLimit-th virtiofsd crash within CrashWindow
-// (a fresh virtiofsd that fails to start counts as one) the shim gives up
-// (CrashLoopError) instead of recovering.
-const (
-	CrashLimit  = 5
-	CrashWindow = 60 * time.Second
-)
-
-// CrashLoopError is a session given up because virtiofsd crashed more than
-// CrashLimit times within CrashWindow: the VM's connection is closed, and
+// CrashLoopError is a session given up because virtiofsd crashed
+// plan.CrashLimit times within plan.CrashWindow: the VM's connection is closed, and
 // the guest's share waits until the VM restarts.
 type CrashLoopError struct {
 	Crashes int
@@ -35,7 +28,7 @@ type CrashLoopError struct {
 func (e *CrashLoopError) Error() string {
 	return fmt.Sprintf("virtiofsd crashed %d times within %s (the last: %s), so the shim gave up and closed the VM's connection: "+
 		"the guest's share waits until the VM restarts; fix what kills virtiofsd (see its lines in the journal), then restart the VM",
-		e.Crashes, CrashWindow, e.Last)
+		e.Crashes, plan.CrashWindow, e.Last)
 }
 
 // ExitCode is the shim's exit status for a crash loop.
@@ -62,21 +55,20 @@ type crashes struct {
 func (c *crashes) add(now time.Time) (n int, over bool) {
 	keep := c.times[:0]
 	for _, t := range c.times {
-		if now.Sub(t) < CrashWindow {
+		if now.Sub(t) < plan.CrashWindow {
 			keep = append(keep, t)
 		}
 	}
 	c.times = append(keep, now)
-	return len(c.times), len(c.times) >= CrashLimit
+	return len(c.times), len(c.times) >= plan.CrashLimit
 }
 
 // frontConfig is the front's config for the session: crashes of virtiofsd
 // are recovered through Run's loop (respawn), unless its plan runs a
 // thread pool (the front refuses then, with the reason).
 func (s *Session) frontConfig(ctx context.Context) front.Config {
-	pool := s.Plan.Config.ThreadPoolSize
 	return front.Config{
-		ThreadPool: pool != nil && *pool > 0,
+		ThreadPool: plan.ThreadPool(s.Plan),
 		Respawn: func(rctx context.Context, cause error) (*net.UnixConn, error) {
 			req := respawnRequest{cause: cause, reply: make(chan respawnReply, 1)}
 			select {
@@ -144,6 +136,7 @@ func (s *Session) respawn(ctx context.Context, req respawnRequest) respawnReply 
 	s.cur = nb
 	s.speak(nb)
 	s.publishPID(int(nb.pid.Load()))
+	s.freshPID.Store(nb.pid.Load())
 	return respawnReply{conn: nb.conn}
 }
 
@@ -174,7 +167,7 @@ func (s *Session) endOf(b *backend) string {
 // recovered marks the session degraded after the front recovered it.
 func (s *Session) recovered(rec front.Recovery) {
 	s.recoveries++
-	n, end := s.recoveries, s.lastEnd
+	n, end, pid := s.recoveries, s.lastEnd, s.freshPID.Load()
 	if w := s.Instance.State; w != nil {
 		w.Update(func(st *state.State) {
 			st.Phase, st.Failure = state.Serving, nil
@@ -182,12 +175,12 @@ func (s *Session) recovered(rec front.Recovery) {
 		})
 	}
 	s.Log.WithFields(logrus.Fields{"recoveries": n, "ended": end, "took": rec.Took.String(),
-		"answered": rec.Answered, "virtiofsd_pid": s.cur.pid.Load()}).Warn(
+		"answered": rec.Answered, "virtiofsd_pid": pid}).Warn(
 		"degraded: virtiofsd crashed and a fresh one serves the VM without its FUSE state, so the guest's requests on the share fail with EBADF: " +
 			"in the guest, close everything open on the share, then umount and mount it again")
 	if nt := s.Instance.Notifier; nt != nil {
 		_ = nt.Notify(fmt.Sprintf("STATUS=Degraded: virtiofsd crashed (%s; %d recoveries), the guest must umount and mount %s's share again; serving on %s (virtiofsd pid %d)",
-			end, n, s.Plan.Config.SharedDir, s.Sock, s.cur.pid.Load()))
+			end, n, s.Plan.Config.SharedDir, s.Sock, pid))
 	}
 }
 

@@ -85,6 +85,7 @@ type Session struct {
 	crashCount crashes
 	recoveries int
 	lastEnd    string
+	freshPID   atomic.Int64 // the fresh virtiofsd's pid, for recovered
 }
 
 // backend is one virtiofsd serving (or about to serve) the session: the
