@@ -142,3 +142,24 @@ func TestManPageListsEveryFindingCode(t *testing.T) {
 		assert.True(t, listed, "virtiofsd-shim(8) does not list the code %s", c)
 	}
 }
+
+func TestCheckSaysWhatAVirtiofsdCrashMeansForTheInstance(t *testing.T) {
+	share := t.TempDir()
+	crash := func(t *testing.T, content string) string {
+		t.Helper()
+		r, err := checkConfig(t, "SHARED_DIR="+share+"\n"+content)
+		require.NoError(t, err)
+		for _, f := range r.Findings {
+			if f.Code == CodeCrash {
+				assert.Equal(t, Fact, f.Kind)
+				return f.Message
+			}
+		}
+		t.Fatal("no crash fact")
+		return ""
+	}
+	assert.Contains(t, crash(t, "VIRTIOFSD="+fakeBinary(t, "c")+"\n"),
+		"not recovered: the VM's connection ends with virtiofsd, and the guest's share hangs until the VM restarts")
+	assert.Contains(t, crash(t, "VIRTIOFSD="+fakeBinary(t, "rust")+"\nFRONT=no\n"),
+		"not recovered: the VM's connection ends with virtiofsd, and the guest's share hangs until the VM restarts (the shim is not the VM's end of the socket: FRONT=no")
+}

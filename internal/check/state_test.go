@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 )
 
@@ -81,4 +82,39 @@ func TestCheckSaysWhenTheShimThatWroteTheStateIsGone(t *testing.T) {
 	w.Update(func(s *state.State) { s.Phase = state.Waiting })
 	line, _ := report()
 	assert.Contains(t, line, "which no longer runs")
+}
+
+func TestCheckOfADegradedSessionIsAnErrorThatSaysHowTheGuestRecovers(t *testing.T) {
+	rt, _ := checkState(t)
+	env := func(k string) string {
+		if k == "XDG_RUNTIME_DIR" {
+			return rt
+		}
+		return ""
+	}
+	w := state.NewWriter(state.Path(rt, "vm1"), "vm1", os.Getpid())
+	w.Update(func(s *state.State) {
+		s.Phase, s.VirtiofsdPID = state.Serving, 816
+		s.Degraded = &state.Degraded{Recoveries: 2, LastEnd: "signal 9 (SIGKILL)", Since: time.Now()}
+	})
+	r := &Report{Config: &config.Config{Instance: "vm1"}, Systemctl: "systemctl --user"}
+	err := r.state(Options{Scope: config.User, Env: env, ProcessExists: processExists})
+	require.Error(t, err)
+	assert.Equal(t, exitcode.Degraded, exitcode.For(err), "monitoring sees check fail")
+	errs := r.Errors()
+	require.Len(t, errs, 1)
+	assert.Equal(t, CodeDegraded, errs[0].Code)
+	assert.Contains(t, errs[0].Message, "vm1 is degraded: virtiofsd crashed under the VM (last: signal 9 (SIGKILL); 2 recoveries)")
+	assert.Contains(t, errs[0].Message, "umount and mount it again")
+	for _, f := range r.Findings {
+		if f.Code == CodeState {
+			assert.Contains(t, f.Message, "serving, virtiofsd pid 816, degraded (virtiofsd crashed, last: signal 9 (SIGKILL); 2 recoveries)")
+		}
+	}
+
+	// Once the session is over, the mark is history: no error.
+	w.Update(func(s *state.State) { s.Phase = state.Ended })
+	r = &Report{Config: &config.Config{Instance: "vm1"}, Systemctl: "systemctl --user"}
+	assert.NoError(t, r.state(Options{Scope: config.User, Env: env, ProcessExists: processExists}))
+	assert.Empty(t, r.Errors())
 }
