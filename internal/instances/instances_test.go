@@ -463,3 +463,23 @@ func TestListShowsTheFrontAndItsHandovers(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, string(b), `"front":true,"handovers":3`, "list --json has them in service.state")
 }
+
+func TestListShowsADegradedSessionAsAFailure(t *testing.T) {
+	w := newWorld(t)
+	w.configure(t, "vm1")
+	w.bus.add("virtiofsd@vm1.socket", "active", "running", nil)
+	w.bus.add("virtiofsd@vm1.service", "active", "running", map[string]any{"MainPID": uint32(812)})
+	w.publish(t, state.State{Instance: "vm1", ShimPID: 812, Phase: state.Serving, VirtiofsdPID: 816, Front: true,
+		Degraded: &state.Degraded{Recoveries: 1, LastEnd: "signal 9 (SIGKILL)"}})
+	list, err := w.list(t)
+	require.NoError(t, err)
+	assert.Equal(t, "service: degraded, virtiofsd crashed (last: signal 9 (SIGKILL); 1 recoveries): the guest must umount and mount the share again, with nothing held open on it",
+		list[0].Failure, "monitoring reads a non-empty failure")
+	row := Row(list[0])
+	assert.Equal(t, "connected (front, 0 handovers) degraded", row[6])
+	assert.Contains(t, row[8], "failed: service: degraded")
+	var b strings.Builder
+	require.NoError(t, WriteJSON(&b, list))
+	assert.Contains(t, b.String(), `"degraded": {`)
+	assert.Contains(t, b.String(), `"last_end": "signal 9 (SIGKILL)"`)
+}
