@@ -109,35 +109,39 @@ func (s *Session) crashed(err error) bool {
 }
 
 // respawn starts a fresh virtiofsd of the current plan for the front,
-// after the current one died: in Run's loop.
+// after the current one died: in Run's loop. A fresh one that ends before
+// it is ready counts as one more crash, and the next is tried, up to the
+// bound.
 func (s *Session) respawn(ctx context.Context, req respawnRequest) respawnReply {
-	old := s.cur
-	end := s.endOf(old)
-	s.lastEnd = end
-	n, over := s.crashCount.add(time.Now())
-	log := s.Log.WithFields(logrus.Fields{"virtiofsd_pid": old.pid.Load(), "ended": end, "crashes": n})
-	if over {
-		err := &CrashLoopError{Crashes: n, Last: end}
-		log.WithError(err).Error("virtiofsd crashed too often: the shim gives up")
-		return respawnReply{err: err}
+	pid, end := s.cur.pid.Load(), s.endOf(s.cur)
+	cause := req.cause
+	for {
+		s.lastEnd = end
+		n, over := s.crashCount.add(time.Now())
+		log := s.Log.WithFields(logrus.Fields{"virtiofsd_pid": pid, "ended": end, "crashes": n})
+		if over {
+			err := &CrashLoopError{Crashes: n, Last: end}
+			log.WithError(err).Error("virtiofsd crashed too often: the shim gives up")
+			return respawnReply{err: err}
+		}
+		log.WithError(cause).Warn("virtiofsd ended under the connected VM: starting a fresh one")
+		nb, err := s.start(ctx, s.Plan, true, true)
+		if err != nil {
+			return respawnReply{err: err}
+		}
+		rctx, cancel := context.WithTimeout(ctx, s.Plan.ReadyTimeout+time.Second)
+		err = nb.waitReady(rctx)
+		cancel()
+		if err != nil {
+			pid, end, cause = nb.pid.Load(), s.endOf(nb), fmt.Errorf("the fresh virtiofsd did not become ready: %w", err)
+			continue
+		}
+		s.cur = nb
+		s.speak(nb)
+		s.publishPID(int(nb.pid.Load()))
+		s.freshPID.Store(nb.pid.Load())
+		return respawnReply{conn: nb.conn}
 	}
-	log.WithError(req.cause).Warn("virtiofsd ended under the connected VM: starting a fresh one")
-	nb, err := s.start(ctx, s.Plan, true, true)
-	if err != nil {
-		return respawnReply{err: err}
-	}
-	rctx, cancel := context.WithTimeout(ctx, s.Plan.ReadyTimeout+time.Second)
-	defer cancel()
-	if err := nb.waitReady(rctx); err != nil {
-		_ = nb.stop()
-		// The front asks again; the bound counts this one too.
-		return respawnReply{err: fmt.Errorf("%w: the fresh virtiofsd did not become ready: %w", front.ErrBackendGone, err)}
-	}
-	s.cur = nb
-	s.speak(nb)
-	s.publishPID(int(nb.pid.Load()))
-	s.freshPID.Store(nb.pid.Load())
-	return respawnReply{conn: nb.conn}
 }
 
 // endOf waits for b, which died or lost its connection, and says how it

@@ -172,3 +172,24 @@ func TestARecoveredSessionIsDegradedInTheStateStatusAndJournal(t *testing.T) {
 	assert.True(t, strings.HasPrefix(e.Message, "degraded: virtiofsd crashed"))
 	assert.Contains(t, e.Message, "in the guest, close everything open on the share, then umount and mount it again")
 }
+
+func TestAFreshVirtiofsdThatDiesAtStartCountsAsACrashUntilTheShimGivesUp(t *testing.T) {
+	s, _, hook := crashSession(t)
+	s.Plan.Binary = "/bin/false"
+	s.Plan.Version = virtiofsd.Version{Flavor: virtiofsd.Rust}
+	s.Plan.ReadyTimeout, s.Plan.StopTimeout = 5*time.Second, time.Second
+	sig := launch.ExitError{Status: syscall.WaitStatus(syscall.SIGKILL), Flavor: virtiofsd.Rust}
+	s.cur = deadBackend(815, &sig)
+	r := s.respawn(t.Context(), respawnRequest{cause: front.ErrBackendGone})
+	var cl *CrashLoopError
+	require.ErrorAs(t, r.err, &cl, "%v", r.err)
+	assert.Equal(t, plan.CrashLimit, cl.Crashes, "the killed one, then a fresh one per try")
+	assert.Equal(t, "exit status 1", cl.Last, "the last is the fresh one that failed")
+	var starts int
+	for _, e := range hook.AllEntries() {
+		if e.Message == "virtiofsd ended under the connected VM: starting a fresh one" {
+			starts++
+		}
+	}
+	assert.Equal(t, plan.CrashLimit-1, starts)
+}
