@@ -32,7 +32,7 @@ var packageOf = map[string]string{
 	"apt-get": "apt", "apt-cache": "apt", "dpkg": "dpkg", "dpkg-deb": "dpkg", "dpkg-query": "dpkg",
 	"useradd": "passwd", "usermod": "passwd",
 	"nsenter": "util-linux", "unshare": "util-linux", "setpriv": "util-linux",
-	"pgrep": "procps", "pkill": "procps", "ps": "procps", "hostname": "hostname",
+	"pgrep": "procps", "pkill": "procps", "ps": "procps", "kill": "procps", "hostname": "hostname",
 	"systemctl": "systemd", "journalctl": "systemd", "systemd-analyze": "systemd",
 	"systemd-socket-activate": "systemd", "systemd-stdio-bridge": "systemd",
 	"depmod": "kmod", "cpio": "cpio", "xz": "xz-utils", "zstd": "zstd",
