@@ -51,10 +51,17 @@ func requireGuest(t *testing.T, leg shimbox.Platform) *guest.Image {
 // b.Root; it returns the box and the shares by instance.
 func newBox(t *testing.T, leg shimbox.Platform, instances ...string) (*shimbox.Box, map[string]string) {
 	t.Helper()
+	return newBoxWith(t, leg, []string{"CACHE=auto"}, instances...)
+}
+
+// newBoxWith is newBox with conf as each instance's config lines (beside
+// SHARED_DIR).
+func newBoxWith(t *testing.T, leg shimbox.Platform, conf []string, instances ...string) (*shimbox.Box, map[string]string) {
+	t.Helper()
 	b := shimbox.New(t, shimbox.Options{Name: "e2e", Platform: leg})
 	shares := map[string]string{}
 	for _, name := range instances {
-		dir, err := b.AddInstance(name, "CACHE=auto")
+		dir, err := b.AddInstance(name, conf...)
 		require.NoError(t, err)
 		shares[name] = dir
 		out, err := b.Systemctl(context.Background(), "enable", "--now", "virtiofsd@"+name+".socket")

@@ -184,13 +184,17 @@ else echo RESULT io=ok
 fi
 `
 
+// TestVirtiofsdKilledMidSessionFailsThatBootOnly pins the direct hand-over
+// (FRONT=no, and the C virtiofsd, where the front never runs): a killed
+// virtiofsd fails that boot's session only. With the front, the session is
+// recovered on a fresh virtiofsd instead (test/systemtest/crash_test.go).
 func TestVirtiofsdKilledMidSessionFailsThatBootOnly(t *testing.T) {
 	shimbox.Legs(t, testVirtiofsdKilledMidSessionFailsThatBootOnly)
 }
 
 func testVirtiofsdKilledMidSessionFailsThatBootOnly(t *testing.T, leg shimbox.Platform) {
 	img := requireGuest(t, leg)
-	b, shares := newBox(t, leg, "vm1")
+	b, shares := newBoxWith(t, leg, []string{"CACHE=auto", "FRONT=no"}, "vm1")
 	share := shares["vm1"]
 
 	qemu, err := leg.QEMU(t.Context())
