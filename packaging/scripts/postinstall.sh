@@ -6,14 +6,16 @@
 # ever enabled, started or stopped here. Running sessions that can move go
 # onto the new binaries (docs/live-restart.md); system instances only: user
 # instances keep theirs until their next session.
-# - deb configure with OLD-VERSION (an upgrade of this package): restart
-#   each instance whose shim is the VM's end (the front, "front": true in its
-#   state file), which keeps the VM. Any other session is left as it is: a
-#   restart would cut its VM's share. Its next session runs the new shim.
+# - deb configure with OLD-VERSION (an upgrade of this package): no session
+#   is restarted. A restart keeps a VM only when its session can be saved,
+#   which the state file does not tell yet (a session that negotiated no
+#   state transfer, or passed on a request the front does not know, would be
+#   cut); so the instances whose shim is the VM's end ("front": true in their
+#   state file) are named, for the admin to `systemctl restart` them.
 # - deb triggered (another package changed /usr/libexec/virtiofsd: the dpkg
 #   trigger in nfpm.yaml): reload each such instance, which swaps virtiofsd
 #   under its VM.
-# rpm restarts after its upgrade in %posttrans (posttrans.sh).
+# rpm names them after its upgrade in %posttrans (posttrans.sh).
 set -e
 
 # movable prints the running system instances whose session has the front.
@@ -43,8 +45,7 @@ esac
 systemctl daemon-reload || echo "virtiofsd-shim: systemctl daemon-reload failed; run it by hand" >&2
 if [ "$1" = configure ] && [ -n "$2" ]; then
 	for unit in $(movable); do
-		systemctl try-restart "$unit" ||
-			echo "virtiofsd-shim: systemctl try-restart $unit failed (journalctl -u $unit says why)" >&2
+		echo "virtiofsd-shim: $unit runs the previous shim; systemctl restart $unit moves its VM onto the new one (docs/live-restart.md)" >&2
 	done
 fi
 exit 0

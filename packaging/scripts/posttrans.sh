@@ -1,8 +1,9 @@
 #!/bin/sh
 # virtiofsd-shim %posttrans (rpm), after an install or upgrade transaction:
-# restart each running system instance whose shim is the VM's end (the
-# front), which moves its VM onto the new shim (docs/live-restart.md), as
-# the deb's postinst does on an upgrade. After a fresh install none runs.
+# name each running system instance whose shim is the VM's end (the front),
+# which `systemctl restart` moves onto the new shim (docs/live-restart.md),
+# as the deb's postinst does on an upgrade; nothing is restarted here (see
+# postinstall.sh for why). After a fresh install none runs.
 # nfpm cannot write rpm file triggers (rpmpack#99), so a virtiofsd update
 # does not reload sessions by itself on rpm systems: run
 #   systemctl reload 'virtiofsd@*.service'
@@ -13,8 +14,7 @@ systemctl list-units --plain --no-legend --state=active 'virtiofsd@*.service' 2>
 		name=${unit#virtiofsd@}
 		name=${name%.service}
 		if grep -qs '"front": *true' "/run/virtiofsd-shim/$name.json"; then
-			systemctl try-restart "$unit" ||
-				echo "virtiofsd-shim: systemctl try-restart $unit failed (journalctl -u $unit says why)" >&2
+			echo "virtiofsd-shim: $unit runs the previous shim; systemctl restart $unit moves its VM onto the new one (docs/live-restart.md)" >&2
 		fi
 	done
 exit 0
