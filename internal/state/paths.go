@@ -1,6 +1,9 @@
 package state
 
-import "path/filepath"
+import (
+	"path/filepath"
+	"strings"
+)
 
 // The paths. Every file the shim and its hooks share lives in the scope's
 // runtime folder rt: systemd's %t, /run for the system scope and
@@ -12,6 +15,19 @@ import "path/filepath"
 // service creates (RuntimeDirectory=virtiofsd-shim) and names to the shim
 // in RUNTIME_DIRECTORY.
 func Dir(rt string) string { return filepath.Join(rt, "virtiofsd-shim") }
+
+// FromRuntimeDirectory is the runtime folder rt (%t) that a service's
+// RUNTIME_DIRECTORY names: systemd sets it to Dir(%t) for
+// RuntimeDirectory=virtiofsd-shim (the first of a colon-separated list).
+// "" when unset: a shim run by hand, outside systemd, keeps its state in
+// memory.
+func FromRuntimeDirectory(runtimeDirectory string) string {
+	first, _, _ := strings.Cut(runtimeDirectory, ":")
+	if first == "" {
+		return ""
+	}
+	return filepath.Dir(first)
+}
 
 // Path is the state file of an instance: rt/virtiofsd-shim/NAME.json.
 func Path(rt, instance string) string { return filepath.Join(Dir(rt), instance+".json") }

@@ -104,3 +104,17 @@ func TestBumpingOneFormatVersionLeavesTheOtherReadable(t *testing.T) {
 		assert.Equal(t, Serving, got.Phase)
 	})
 }
+
+func TestAServiceKeepsItsStateWhereItsRuntimeDirectoryIs(t *testing.T) {
+	for _, tc := range []struct{ env, rt, path string }{
+		{"/run/virtiofsd-shim", "/run", "/run/virtiofsd-shim/vm1.json"},
+		{"/run/user/1000/virtiofsd-shim", "/run/user/1000", "/run/user/1000/virtiofsd-shim/vm1.json"},
+		{"/run/virtiofsd-shim:/run/other", "/run", "/run/virtiofsd-shim/vm1.json"},
+	} {
+		rt := FromRuntimeDirectory(tc.env)
+		assert.Equal(t, tc.rt, rt, tc.env)
+		assert.Equal(t, tc.path, Path(rt, "vm1"), tc.env)
+		assert.Equal(t, tc.env[:len(Dir(rt))], Dir(rt), "%s: the folder systemd made is the state's", tc.env)
+	}
+	assert.Empty(t, FromRuntimeDirectory(""), "a shim run by hand has no runtime folder")
+}
