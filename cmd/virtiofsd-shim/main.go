@@ -14,7 +14,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/coreos/go-systemd/v22/journal"
 	"github.com/sirupsen/logrus"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
@@ -92,13 +91,6 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-// underJournal tells whether stderr is connected to the journal, as it is
-// for a systemd service, so that native journal entries can replace text.
-func underJournal() bool {
-	ok, err := journal.StderrIsJournalStream()
-	return err == nil && ok && journal.Enabled()
 }
 
 const topUsage = `virtiofsd-shim runs virtiofsd as a socket-activated systemd service.
