@@ -53,13 +53,6 @@ Examples:
   virtiofsd-shim standby --instance=vm1
 `
 
-// defaultHookTimeout bounds a hook; reloadTimeout a reload, which waits
-// for a new virtiofsd's readiness (under the unit's TimeoutStartSec=30s).
-const (
-	defaultHookTimeout = 10 * time.Second
-	reloadTimeout      = 25 * time.Second
-)
-
 // hookFlags are the flags of the commands units run about an instance.
 type hookFlags struct {
 	instance string
@@ -67,12 +60,8 @@ type hookFlags struct {
 	timeout  time.Duration
 }
 
-func parseHookFlags(name, usage string, args []string, stderr io.Writer) (*hookFlags, error) {
-	return parseHookFlagsWithin(name, usage, args, stderr, defaultHookTimeout)
-}
-
-// parseHookFlagsWithin is parseHookFlags with another default --timeout.
-func parseHookFlagsWithin(name, usage string, args []string, stderr io.Writer, timeout time.Duration) (*hookFlags, error) {
+// parseHookFlags parses a hook's flags, with timeout the default --timeout.
+func parseHookFlags(name, usage string, args []string, stderr io.Writer, timeout time.Duration) (*hookFlags, error) {
 	fs := newFlagSet(name, usage, stderr)
 	var f hookFlags
 	fs.StringVar(&f.instance, "instance", "", "instance `name` (the %i of the unit)")
@@ -91,46 +80,22 @@ func parseHookFlagsWithin(name, usage string, args []string, stderr io.Writer, t
 	return &f, nil
 }
 
-// scope is the service manager of the hook's instance.
-func (f *hookFlags) scope() config.Scope { return config.ScopeOf(f.user) }
-
-func (f *hookFlags) hook() hooks.Hook { return hooks.Hook{Instance: f.instance, Scope: f.scope()} }
-
-// connect reaches the hook's instance's service manager.
-func (f *hookFlags) connect(ctx context.Context) (hooks.Manager, func(), error) {
-	m, err := hooks.Connect(ctx, f.scope())
-	if err != nil {
-		return nil, nil, err
-	}
-	return m, func() { _ = m.Close() }, nil
+func (f *hookFlags) hook() hooks.Hook {
+	return hooks.Hook{Instance: f.instance, Scope: config.ScopeOf(f.user)}
 }
 
-// runHook parses a hook's flags and runs fn with its manager, all within
-// the hook's --timeout.
-func runHook(ctx context.Context, name, usage string, args []string, stderr io.Writer,
+// runHook parses a hook's flags and runs fn with its manager (hooks.Within).
+func runHook(ctx context.Context, name, usage string, args []string, stderr io.Writer, timeout time.Duration,
 	fn func(ctx context.Context, f *hookFlags, m hooks.Manager) error) error {
-	return runHookWithin(ctx, name, usage, args, stderr, defaultHookTimeout, fn)
-}
-
-// runHookWithin is runHook with another default --timeout.
-func runHookWithin(ctx context.Context, name, usage string, args []string, stderr io.Writer, timeout time.Duration,
-	fn func(ctx context.Context, f *hookFlags, m hooks.Manager) error) error {
-	f, err := parseHookFlagsWithin(name, usage, args, stderr, timeout)
+	f, err := parseHookFlags(name, usage, args, stderr, timeout)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	m, done, err := f.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	return fn(ctx, f, m)
+	return hooks.Within(ctx, f.timeout, f.hook().Dial, func(ctx context.Context, m hooks.Manager) error { return fn(ctx, f, m) })
 }
 
 func releaseCmd(ctx context.Context, args []string, stderr io.Writer) error {
-	return runHook(ctx, "release", releaseUsage, args, stderr, func(ctx context.Context, f *hookFlags, m hooks.Manager) error {
+	return runHook(ctx, "release", releaseUsage, args, stderr, hooks.DefaultTimeout, func(ctx context.Context, f *hookFlags, m hooks.Manager) error {
 		if err := hooks.Release(ctx, f.hook(), m, stderr); err != nil {
 			return fmt.Errorf("release (--timeout=%s): %w", f.timeout, err)
 		}
@@ -139,19 +104,19 @@ func releaseCmd(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 func standbyCmd(ctx context.Context, args []string, stderr io.Writer) error {
-	return runHook(ctx, "standby", standbyUsage, args, stderr, func(ctx context.Context, f *hookFlags, m hooks.Manager) error {
+	return runHook(ctx, "standby", standbyUsage, args, stderr, hooks.DefaultTimeout, func(ctx context.Context, f *hookFlags, m hooks.Manager) error {
 		return hooks.Standby(ctx, f.hook(), m)
 	})
 }
 
 func resumeCmd(ctx context.Context, args []string, stderr io.Writer) error {
-	f, err := parseHookFlags("resume", resumeUsage, args, stderr)
+	f, err := parseHookFlags("resume", resumeUsage, args, stderr, hooks.DefaultTimeout)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	return hooks.Resume(ctx, f.hook(), f.connect, stderr)
+	return hooks.Resume(ctx, f.hook(), f.hook().Dial, stderr)
 }
 
 const reloadUsage = `Usage: virtiofsd-shim reload [--user] --instance=NAME
@@ -173,17 +138,12 @@ Examples:
 `
 
 func reloadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return runHookWithin(ctx, "reload", reloadUsage, args, stderr, reloadTimeout, func(ctx context.Context, f *hookFlags, m hooks.Manager) error {
+	return runHook(ctx, "reload", reloadUsage, args, stderr, hooks.ReloadTimeout, func(ctx context.Context, f *hookFlags, m hooks.Manager) error {
 		a, err := hooks.Reload(ctx, f.hook(), m)
 		if err != nil {
 			return err
 		}
-		if a.PauseMillis > 0 {
-			fmt.Fprintf(stdout, "virtiofsd@%s.service: virtiofsd swapped under the VM: pid %d -> %d, pause %.1f ms, state %d bytes\n",
-				f.instance, a.OldPID, a.NewPID, a.PauseMillis, a.StateBytes)
-		} else {
-			fmt.Fprintf(stdout, "virtiofsd@%s.service: no VM connected: virtiofsd pid %d -> %d waits for it\n", f.instance, a.OldPID, a.NewPID)
-		}
+		fmt.Fprintln(stdout, hooks.ReloadSummary(f.instance, a))
 		return nil
 	})
 }
