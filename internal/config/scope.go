@@ -91,6 +91,12 @@ func (s Scope) SocketPath(env Env, instance string) (string, error) {
 	return filepath.Join(rt, "virtiofsd", instance+".sock"), nil
 }
 
+// InstanceOfSocket is the instance a socket's path names, SocketPath read
+// backwards: its file name without ".sock".
+func InstanceOfSocket(path string) string {
+	return strings.TrimSuffix(filepath.Base(path), ".sock")
+}
+
 // PrivateBus is the path of the manager's own socket, which works without a
 // D-Bus daemon: /run/systemd/private (root only) or
 // $XDG_RUNTIME_DIR/systemd/private (the user only).

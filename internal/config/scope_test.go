@@ -143,3 +143,12 @@ func TestIDMapKeysInAFile(t *testing.T) {
 	_, err = Parse(strings.NewReader("SHARED_DIR=/s\nUID_MAP=0:1000:1\n"), "vm1.conf")
 	assert.ErrorContains(t, err, "vm1.conf:2: UID_MAP=0:1000:1: want :NAMESPACE_ID:HOST_ID:COUNT:")
 }
+
+func TestARunWithoutAnInstanceNameTakesTheSocketsName(t *testing.T) {
+	for _, scope := range []Scope{System, User} {
+		sock, err := scope.SocketPath(env(map[string]string{"XDG_RUNTIME_DIR": "/run/user/1000"}), "vm1")
+		require.NoError(t, err)
+		assert.Equal(t, "vm1", InstanceOfSocket(sock), scope)
+	}
+	assert.Equal(t, "vm.1", InstanceOfSocket("/tmp/x/vm.1.sock"))
+}

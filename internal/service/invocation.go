@@ -4,8 +4,6 @@ import (
 	"context"
 	"io"
 	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/sirupsen/logrus"
 
@@ -104,7 +102,7 @@ func (iv *Invocation) Serve(ctx context.Context) (err error) {
 	defer sock.File.Close()
 	instance := cfg.Instance
 	if instance == "" {
-		instance = strings.TrimSuffix(filepath.Base(sock.Path), ".sock")
+		instance = config.InstanceOfSocket(sock.Path)
 	}
 	in.Sink, in.Limits = iv.Route.Sink(instance, iv.Stderr)
 	in.Log = iv.Log.WithField("instance", instance)
