@@ -101,7 +101,7 @@ func run(ctx context.Context) error {
 // bootGuest boots a real VM (QEMU, Debian's cloud kernel, busybox) whose
 // virtiofs device connects to the instance's socket.
 func bootGuest(ctx context.Context, b *shimbox.Box, share string) error {
-	step("Booting a real guest (QEMU under TCG) whose vhost-user-fs device uses /run/virtiofsd/demo.sock")
+	step("Booting a real guest (QEMU under TCG) whose vhost-user-fs device uses %s", shimbox.SocketPath("demo"))
 	fmt.Println("    each VM start is one session: socket activation starts virtiofsd@demo.service again")
 	res, err := demoguest.Boot(ctx, b, "demo", nil)
 	if err != nil {
@@ -128,7 +128,7 @@ func connect(ctx context.Context, b *shimbox.Box) error {
 	if err != nil {
 		return fmt.Errorf("connect to the instance's socket: %w", err)
 	}
-	fmt.Println("    virtiofsd answered GET_FEATURES through /run/virtiofsd/demo.sock")
+	fmt.Println("    virtiofsd answered GET_FEATURES through " + shimbox.SocketPath("demo"))
 	show(ctx, b, "systemctl", "status", "--no-pager", "virtiofsd@demo.service")
 	step("The client hangs up: virtiofsd exits 0, the service goes inactive (not failed), the socket listens again")
 	c.Close()

@@ -211,7 +211,7 @@ umount /mnt/lv1
 func SocketOnlyForQEMUsGroup(t *testing.T, b libvirt.Box, leg *libvirt.Leg) {
 	ctx := context.Background()
 	addInstance(t, b, leg, "lvperm")
-	sock := "/run/virtiofsd/lvperm.sock"
+	sock := shimbox.SocketPath("lvperm")
 	out, err := b.Run(ctx, "stat", "-c", "%U %G %a", sock)
 	require.NoError(t, err, out)
 	assert.Equal(t, "root "+leg.SocketGroup+" 660", strings.TrimSpace(out))

@@ -197,7 +197,7 @@ func installUpgradeRemovePurge(t *testing.T, leg shimbox.Platform) {
 	}
 	require.NoError(t, m.WriteFile("/etc/virtiofsd/vm1.conf", []byte(conf+"\n"), 0o644))
 	m.sh(ctx, "systemctl enable --now virtiofsd@vm1.socket")
-	sock := m.Path("/run/virtiofsd/vm1.sock")
+	sock := m.Path(shimbox.SocketPath("vm1"))
 	first, err := vhostuser.Probe(sock, 10*time.Second)
 	require.NoError(t, err)
 	defer first.Close()

@@ -226,7 +226,7 @@ func (s *scenario) check(t *testing.T, in instances.Instance, configDir string) 
 		assert.Equal(t, "active", se.ActiveState, name)
 		require.NotNil(t, se.State, name)
 		assert.Equal(t, mainPID, se.State.ShimPID, name)
-		assert.Equal(t, "/run/virtiofsd/"+name+".sock", se.State.Socket, name)
+		assert.Equal(t, shimbox.SocketPath(name), se.State.Socket, name)
 		if kind == "serve" {
 			assert.Equal(t, ptr("connected"), se.Client, name)
 			assert.Equal(t, shimstate.Serving, se.State.Phase, name)
@@ -274,7 +274,7 @@ func TestListShowsEveryInstanceOfARealSystemd(t *testing.T) {
 	require.NoError(t, err)
 	defer bus.Close()
 	counter := &recordingBus{Bus: bus}
-	l := instances.Lister{Bus: counter, ConfigDir: b.Path(shimbox.ConfigDir), ProcRoot: b.Path("/proc"), RuntimeDir: b.Path("/run")}
+	l := instances.Lister{Bus: counter, ConfigDir: b.Path(shimbox.ConfigDir), ProcRoot: b.Path("/proc"), RuntimeDir: b.Path(shimbox.RuntimeDir())}
 	list, err := l.List(ctx, nil)
 	require.NoError(t, err)
 	require.Len(t, list, 30)

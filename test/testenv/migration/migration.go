@@ -108,7 +108,7 @@ type VM struct {
 // Its QMP sockets and the migration socket are in pair.Dir. The caller
 // ends it with Close.
 func Boot(ctx context.Context, pair *shimbox.Pair, img *guest.Image, script string) (*VM, error) {
-	return BootOn(ctx, pair, img, script, filepath.Join(shimbox.SocketDir, Instance+".sock"))
+	return BootOn(ctx, pair, img, script, shimbox.SocketPath(Instance))
 }
 
 // BootOn is Boot with the guest's device on another vhost-user socket,

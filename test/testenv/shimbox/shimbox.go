@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
@@ -35,7 +36,6 @@ const (
 	// UserGeneratorPath is the same generator for user managers.
 	UserGeneratorPath = "/usr/lib/systemd/user-generators/virtiofsd-shim-generator"
 	ConfigDir         = "/etc/virtiofsd"
-	SocketDir         = "/run/virtiofsd"
 	// UserUnitDir is where the user units go, for user managers in the box.
 	UserUnitDir = "/usr/lib/systemd/user"
 )
@@ -355,8 +355,26 @@ func (b *Box) Systemctl(ctx context.Context, args ...string) (string, error) {
 }
 
 // Socket is the host path that reaches an instance's socket inside the box.
-func (b *Box) Socket(instance string) string {
-	return b.Path(filepath.Join(SocketDir, instance+".sock"))
+func (b *Box) Socket(instance string) string { return b.Path(SocketPath(instance)) }
+
+// RuntimeDir is the system scope's runtime folder in a box, systemd's %t:
+// config.Scope.RuntimeDir, which the product's paths start from.
+func RuntimeDir() string { return must(config.System.RuntimeDir(noEnv)) }
+
+// SocketPath is an instance's socket as the box's own programs see it:
+// config.Scope.SocketPath of the system scope.
+func SocketPath(instance string) string { return must(config.System.SocketPath(noEnv, instance)) }
+
+// noEnv is an empty environment: the system scope reads none.
+func noEnv(string) string { return "" }
+
+// must is a path of config.Scope that cannot fail: the system scope's, or
+// a user's with XDG_RUNTIME_DIR set.
+func must(path string, err error) string {
+	if err != nil {
+		panic("shimbox: " + err.Error())
+	}
+	return path
 }
 
 // Dial connects to an instance's socket like a VM would and checks that a

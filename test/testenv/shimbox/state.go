@@ -12,7 +12,7 @@ import (
 // State reads the typed state an instance's shim last published, through
 // the product's own parser: nil when there is none.
 func (b *Box) State(instance string) (*state.State, error) {
-	return state.Read(b.Path(state.Path("/run", instance)))
+	return state.Read(b.Path(state.Path(RuntimeDir(), instance)))
 }
 
 // LiveState is the state of the instance's running shim (the service's
@@ -24,7 +24,7 @@ func (b *Box) LiveState(ctx context.Context, instance string) (*state.State, err
 // Deferred reads an instance's deferred-restart marker: nil when no
 // restart of its socket waits.
 func (b *Box) Deferred(instance string) (*state.Deferral, error) {
-	return state.ReadMarker(b.Path(state.MarkerPath("/run", instance)))
+	return state.ReadMarker(b.Path(state.MarkerPath(RuntimeDir(), instance)))
 }
 
 // State reads the typed state of one of the user's instances: nil when

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 )
 
 // User is a user of the box with a systemd user manager of their own
@@ -67,12 +69,24 @@ func (b *Box) AddUser(ctx context.Context, name string) (*User, error) {
 // RuntimeDir is the user's $XDG_RUNTIME_DIR in the box.
 func (u *User) RuntimeDir() string { return "/run/user/" + strconv.Itoa(u.UID) }
 
+// getenv is the part of Env that config.Scope reads to build the user's
+// paths.
+func (u *User) getenv(name string) string {
+	switch name {
+	case "XDG_RUNTIME_DIR":
+		return u.RuntimeDir()
+	case "HOME":
+		return u.Home
+	}
+	return ""
+}
+
 // Env is the environment of the user's login session.
 func (u *User) Env() []string {
 	return []string{
 		"HOME=" + u.Home, "USER=" + u.Name, "LOGNAME=" + u.Name,
 		"XDG_RUNTIME_DIR=" + u.RuntimeDir(),
-		"DBUS_SESSION_BUS_ADDRESS=unix:path=" + u.RuntimeDir() + "/bus",
+		"DBUS_SESSION_BUS_ADDRESS=" + must(config.User.Bus(u.getenv)),
 		"PATH=/usr/local/bin:/usr/bin:/bin",
 	}
 }
@@ -103,7 +117,7 @@ func (u *User) Systemctl(ctx context.Context, args ...string) (string, error) {
 }
 
 // ConfigDir is the user's ~/.config/virtiofsd.
-func (u *User) ConfigDir() string { return filepath.Join(u.Home, ".config", "virtiofsd") }
+func (u *User) ConfigDir() string { return must(config.User.ConfigDir(u.getenv)) }
 
 // Configure writes ~/.config/virtiofsd/<instance>.conf, the user's, mode
 // 0644.
@@ -136,7 +150,7 @@ func (u *User) Share(name string) (string, error) {
 // Socket is the path of the user's instance socket in the box
 // (%t/virtiofsd/NAME.sock), as the user's own programs see it.
 func (u *User) Socket(instance string) string {
-	return filepath.Join(u.RuntimeDir(), "virtiofsd", instance+".sock")
+	return must(config.User.SocketPath(u.getenv, instance))
 }
 
 // Journal is Box.Journal as the user: journalctl --user ARGS reads the
