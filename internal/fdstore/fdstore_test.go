@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/scm"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/memfd"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
@@ -39,21 +40,10 @@ func fakeSystemd(t *testing.T, addr string) func() (string, []*os.File) {
 	}
 }
 
-func memfd(t *testing.T, content string) *os.File {
-	t.Helper()
-	fd, err := unix.MemfdCreate("fdstore-test", unix.MFD_CLOEXEC)
-	require.NoError(t, err)
-	f := os.NewFile(uintptr(fd), "memfd")
-	t.Cleanup(func() { f.Close() })
-	_, err = f.WriteString(content)
-	require.NoError(t, err)
-	return f
-}
-
 func TestStoreSendsTheNameAndTheDescriptorsToSystemd(t *testing.T) {
 	path := filepath.Join(testdir.Short(t), "notify")
 	read := fakeSystemd(t, path)
-	state := memfd(t, "saved state")
+	state := memfd.New(t, "memfd", "saved state")
 	pr, pw, err := os.Pipe()
 	require.NoError(t, err)
 	t.Cleanup(func() { pr.Close(); pw.Close() })
@@ -87,7 +77,7 @@ func TestStoreReachesAnAbstractNotifySocket(t *testing.T) {
 			return addr
 		}
 		return ""
-	}).Store("mem", memfd(t, "m"))
+	}).Store("mem", memfd.New(t, "memfd", "m"))
 	require.NoError(t, err)
 	assert.True(t, sent)
 	msg, files := read()
@@ -108,7 +98,7 @@ func TestRemoveAsksSystemdToDropTheName(t *testing.T) {
 
 func TestOffSystemdStoreAndRemoveDoNothing(t *testing.T) {
 	n := FromEnv(func(string) string { return "" })
-	sent, err := n.Store("mem", memfd(t, "m"))
+	sent, err := n.Store("mem", memfd.New(t, "memfd", "m"))
 	assert.False(t, sent)
 	assert.NoError(t, err)
 	sent, err = n.Remove("mem")
@@ -118,7 +108,7 @@ func TestOffSystemdStoreAndRemoveDoNothing(t *testing.T) {
 
 func TestStoreFailsWhenSystemdIsNotListening(t *testing.T) {
 	path := filepath.Join(testdir.Short(t), "gone")
-	sent, err := Notifier{Socket: path}.Store("mem", memfd(t, "m"))
+	sent, err := Notifier{Socket: path}.Store("mem", memfd.New(t, "memfd", "m"))
 	assert.False(t, sent)
 	assert.ErrorContains(t, err, "send FDSTORE=1 to systemd")
 	sent, err = Notifier{Socket: path}.Remove("mem")
@@ -130,10 +120,10 @@ func TestStoreRefusesWhatSystemdCouldNotKeep(t *testing.T) {
 	path := filepath.Join(testdir.Short(t), "notify")
 	fakeSystemd(t, path)
 	n := Notifier{Socket: path}
-	closed := memfd(t, "")
+	closed := memfd.New(t, "memfd", "")
 	closed.Close()
 	many := make([]*os.File, maxFiles+1)
-	one := memfd(t, "")
+	one := memfd.New(t, "memfd", "")
 	for i := range many {
 		many[i] = one
 	}
@@ -199,7 +189,7 @@ func TestByNameGroupsTheStoredDescriptorsAndLeavesTheSocketOut(t *testing.T) {
 func TestStoreSendsAsManyDescriptorsAsOneMessageCarries(t *testing.T) {
 	path := filepath.Join(testdir.Short(t), "notify")
 	read := fakeSystemd(t, path)
-	one := memfd(t, "")
+	one := memfd.New(t, "memfd", "")
 	files := make([]*os.File, maxFiles)
 	for i := range files {
 		files[i] = one

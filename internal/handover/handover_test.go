@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/front"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/memfd"
 )
 
 type fakeJobs struct {
@@ -77,16 +78,6 @@ func (s *fakeStore) Remove(name string) (bool, error) {
 	return true, nil
 }
 
-func memfd(t *testing.T, name string, b []byte) *os.File {
-	t.Helper()
-	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
-	require.NoError(t, err)
-	f := os.NewFile(uintptr(fd), name)
-	_, err = f.Write(b)
-	require.NoError(t, err)
-	return f
-}
-
 func socketPair(t *testing.T) (*os.File, *net.UnixConn) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -101,8 +92,8 @@ func socketPair(t *testing.T) (*os.File, *net.UnixConn) {
 
 func TestSaveReplacesEachNameAndStoresTheSetupRecordLast(t *testing.T) {
 	vm, _ := socketPair(t)
-	cp := &front.Checkpoint{VM: vm, Setup: memfd(t, "setup", []byte("{}")), State: memfd(t, "state", nil),
-		Files: []*os.File{memfd(t, "ram", nil), memfd(t, "kick", nil)}}
+	cp := &front.Checkpoint{VM: vm, Setup: memfd.New(t, "setup", "{}"), State: memfd.New(t, "state", ""),
+		Files: []*os.File{memfd.New(t, "ram", ""), memfd.New(t, "kick", "")}}
 	defer cp.Close()
 	st := &fakeStore{}
 	require.NoError(t, Save(st, cp))
@@ -117,11 +108,11 @@ func TestSaveReplacesEachNameAndStoresTheSetupRecordLast(t *testing.T) {
 
 func TestABrokenCheckpointIsDroppedFromTheStoreAndTheVMSeesTheEnd(t *testing.T) {
 	vm, qemu := socketPair(t)
-	other := memfd(t, "other", nil)
+	other := memfd.New(t, "other", "")
 	defer other.Close()
 	stored := []*os.File{
 		vm,
-		memfd(t, "front-setup", []byte("not json")),
+		memfd.New(t, "front-setup", "not json"),
 		other,
 	}
 	st := &fakeStore{}
@@ -137,7 +128,7 @@ func TestABrokenCheckpointIsDroppedFromTheStoreAndTheVMSeesTheEnd(t *testing.T) 
 }
 
 func TestAStoreWithoutACheckpointIsLeftAlone(t *testing.T) {
-	other := memfd(t, "other", nil)
+	other := memfd.New(t, "other", "")
 	defer other.Close()
 	st := &fakeStore{}
 	cp, err := Take(st, []*os.File{other})

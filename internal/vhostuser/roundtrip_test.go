@@ -7,26 +7,15 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/memfd"
 )
-
-func memfd(t *testing.T, content string) *os.File {
-	t.Helper()
-	fd, err := unix.MemfdCreate("vhostuser-test", unix.MFD_CLOEXEC)
-	require.NoError(t, err)
-	f := os.NewFile(uintptr(fd), "memfd")
-	t.Cleanup(func() { f.Close() })
-	_, err = f.WriteString(content)
-	require.NoError(t, err)
-	return f
-}
 
 func TestRealDescriptorsCrossTheSocketAndStillWork(t *testing.T) {
 	a, z := socketPair(t)
 	front, back := NewConn(a), NewConn(z)
 
 	ev := eventfd(t)
-	mem := memfd(t, "guest memory")
+	mem := memfd.New(t, "memfd", "guest memory")
 	pr, pw, err := os.Pipe()
 	require.NoError(t, err)
 	t.Cleanup(func() { pr.Close(); pw.Close() })
