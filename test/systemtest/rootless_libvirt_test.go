@@ -1,7 +1,6 @@
 package systemtest
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,11 +30,7 @@ func TestRootlessLibvirtSessionGuest(t *testing.T) {
 	}
 	for _, leg := range rootlessLegs {
 		t.Run(leg.name, func(t *testing.T) {
-			b, rust := leg.boot(t)
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			u, err := b.AddUser(ctx, "vmuser")
-			require.NoError(t, err)
+			ctx, b, rust, u := leg.bootWithUser(t)
 			share, err := u.Share("vm1")
 			require.NoError(t, err)
 			configureRootless(t, u, "vm1", share, rust)

@@ -47,6 +47,19 @@ type rootlessLeg struct {
 	cVirtiofsd bool
 }
 
+// bootWithUser boots the leg's box and adds the user vmuser to it: a
+// context that ends in 5 minutes (or with the test), the box, the leg's
+// Rust virtiofsd (see rootlessLeg) and the user.
+func (l rootlessLeg) bootWithUser(t *testing.T) (context.Context, *shimbox.Box, string, *shimbox.User) {
+	t.Helper()
+	b, rust := l.boot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	u, err := b.AddUser(ctx, "vmuser")
+	require.NoError(t, err)
+	return ctx, b, rust, u
+}
+
 // rootlessLegs: Debian 12's box (systemd 252) with Debian 13's real Rust
 // virtiofsd run through that tree's loader, and the Debian 13 box (systemd
 // 257) with the project installed from its .deb, which brings
@@ -95,11 +108,7 @@ func TestRootlessInstanceServesAUsersGuest(t *testing.T) {
 }
 
 func testRootless(t *testing.T, leg rootlessLeg) {
-	b, rust := leg.boot(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	u, err := b.AddUser(ctx, "vmuser")
-	require.NoError(t, err)
+	ctx, b, rust, u := leg.bootWithUser(t)
 
 	share, err := u.Share("vm1")
 	require.NoError(t, err)
@@ -318,11 +327,7 @@ func testRootlessUIDMap(t *testing.T, leg rootlessLeg) {
 		t.Fatalf("newuidmap not installed (apt-get install uidmap): %v", err)
 	}
 	dropIn := docsUIDMapDropIn(t)
-	b, rust := leg.boot(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	u, err := b.AddUser(ctx, "vmuser")
-	require.NoError(t, err)
+	ctx, b, rust, u := leg.bootWithUser(t)
 	// The ranges useradd gave the user, or one of our own.
 	sub := map[string]string{}
 	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
@@ -424,11 +429,7 @@ func TestRootlessUserGeneratorAppliesSocketModeAndStandby(t *testing.T) {
 }
 
 func testRootlessUserGenerator(t *testing.T, leg rootlessLeg) {
-	b, rust := leg.boot(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	u, err := b.AddUser(ctx, "vmuser")
-	require.NoError(t, err)
+	ctx, b, rust, u := leg.bootWithUser(t)
 	share, err := u.Share("sb")
 	require.NoError(t, err)
 	configureRootless(t, u, "sb", share, rust, "SOCKET_MODE=0660", "SOCKET_GROUP=kvm", "STANDBY=yes")
