@@ -25,17 +25,23 @@ func (f fakeSignals) watch(t *testing.T) (context.Context, *Signals) {
 	return ctx, s
 }
 
+// assertNothingOn fails when c has a value, or is closed.
+func assertNothingOn(t *testing.T, c <-chan struct{}, msg string) {
+	t.Helper()
+	select {
+	case <-c:
+		t.Error(msg)
+	default:
+	}
+}
+
 func TestASIGUSR1BeforeTheSessionStartsIsRememberedAsARelease(t *testing.T) {
 	f := newFakeSignals()
 	f.release <- syscall.SIGUSR1 // caught by main before run watches
 	ctx, s := f.watch(t)
 	<-s.Release // closed: the session, when it starts, sees the release
 	assert.NoError(t, ctx.Err(), "a release is not a stop")
-	select {
-	case <-s.Reloads:
-		t.Fatal("a release is not a reload")
-	default:
-	}
+	assertNothingOn(t, s.Reloads, "a release is not a reload")
 }
 
 func TestASIGTERMStopsTheRunButReleasesNothing(t *testing.T) {
@@ -44,11 +50,7 @@ func TestASIGTERMStopsTheRunButReleasesNothing(t *testing.T) {
 	f.stop <- syscall.SIGTERM
 	<-ctx.Done()
 	assert.ErrorIs(t, ctx.Err(), context.Canceled)
-	select {
-	case <-s.Release:
-		t.Fatal("a stop is not a release")
-	default:
-	}
+	assertNothingOn(t, s.Release, "a stop is not a release")
 }
 
 func TestEachSIGHUPIsOneReloadRequest(t *testing.T) {
@@ -59,11 +61,7 @@ func TestEachSIGHUPIsOneReloadRequest(t *testing.T) {
 		<-s.Reloads
 	}
 	assert.NoError(t, ctx.Err(), "a reload does not stop the shim")
-	select {
-	case <-s.Release:
-		t.Fatal("a reload is not a release")
-	default:
-	}
+	assertNothingOn(t, s.Release, "a reload is not a release")
 }
 
 func TestASIGHUPNobodyTakesDoesNotOutliveTheRun(t *testing.T) {
@@ -75,11 +73,7 @@ func TestASIGHUPNobodyTakesDoesNotOutliveTheRun(t *testing.T) {
 	case f.reload <- syscall.SIGHUP:
 	default: // the first one was never read
 	}
-	select {
-	case <-s.Reloads:
-		t.Fatal("a reload request was delivered after the run ended")
-	default:
-	}
+	assertNothingOn(t, s.Reloads, "a reload request was delivered after the run ended")
 }
 
 func TestStoppingTheSignalsStopsCatchingThem(t *testing.T) {
