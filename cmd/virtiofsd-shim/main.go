@@ -14,8 +14,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/generator"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/logsink"
@@ -46,51 +44,19 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // mainWith is Main with the SIGUSR1s main caught (nil: run catches them
 // itself).
 func mainWith(ctx context.Context, args []string, stdout, stderr io.Writer, releases <-chan os.Signal) int {
-	log := newLogger(stderr)
+	log := logsink.NewShimLog(stderr)
 	err := dispatch(ctx, args, stdout, stderr, log, releases)
 	code := exitcode.For(err)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		return exitcode.OK
-	case err != nil && log.journaled:
+	case err != nil && log.Journaled():
 		log.WithField("exit_status", code).Error(err.Error())
 	case err != nil:
 		// Plain text for a person at a terminal: no quoting of the message.
 		fmt.Fprintf(stderr, "virtiofsd-shim: %v\n", err)
 	}
 	return code
-}
-
-// logger is the shim's own log, with a switch for where entries go.
-type logger struct {
-	*logrus.Logger
-	journaled bool // entries go to the journal natively
-}
-
-// newLogger logs as text to stderr; toJournal moves it to the journal.
-func newLogger(stderr io.Writer) *logger {
-	l := logrus.New()
-	l.SetOutput(stderr)
-	l.SetFormatter(&logrus.TextFormatter{DisableTimestamp: !isTerminal(stderr), FullTimestamp: true})
-	return &logger{Logger: l}
-}
-
-// toJournal sends entries to the journal with their fields, instead of as
-// text through stderr (which systemd also sends to the journal, flattened).
-func (l *logger) toJournal(origin logsink.Origin) {
-	l.ReplaceHooks(logrus.LevelHooks{})
-	l.AddHook(logsink.Hook{Origin: origin})
-	l.SetOutput(io.Discard)
-	l.journaled = true
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 const topUsage = `virtiofsd-shim runs virtiofsd as a socket-activated systemd service.
@@ -119,7 +85,7 @@ Rootless, your own instance (Rust virtiofsd; run, check and list take --user):
 
 `
 
-func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, log *logger, releases <-chan os.Signal) error {
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, log *logsink.ShimLog, releases <-chan os.Signal) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, topUsage, exitTable())
 		return &exitcode.UsageError{Msg: "no command given: use run, check, list, generate or version"}

@@ -37,7 +37,7 @@ Examples:
   virtiofsd-shim run --user --instance=vm1
 `
 
-func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger, releases <-chan os.Signal) error {
+func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logsink.ShimLog, releases <-chan os.Signal) error {
 	ctx, sigs := service.CatchSignals(ctx, releases)
 	defer sigs.Stop()
 	fs := newFlagSet("run", runUsage, stderr)
@@ -52,7 +52,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger, r
 		return usageErrorf("run: --log-target=%v", err)
 	}
 	if route.Journal {
-		log.toJournal(route.Origin)
+		log.ToJournal(route.Origin)
 	}
 	iv := &service.Invocation{
 		Instance: inst.instance,
@@ -65,11 +65,10 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logger, r
 			cfg.ExtraArgs = append(cfg.ExtraArgs, fs.Args()...)
 			return cfg, nil
 		},
-		Route:     route,
-		Log:       log.Logger,
-		ToJournal: log.toJournal,
-		Signals:   sigs,
-		Stderr:    stderr,
+		Route:   route,
+		Log:     log,
+		Signals: sigs,
+		Stderr:  stderr,
 	}
 	return iv.Serve(ctx)
 }

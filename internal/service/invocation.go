@@ -5,8 +5,6 @@ import (
 	"io"
 	"os"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/activation"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
@@ -31,10 +29,9 @@ type Invocation struct {
 	Load func() (*config.Config, error)
 	// Route is where the lines go (logsink.NewRoute).
 	Route *logsink.Route
-	// Log is the shim's own log; ToJournal moves it to the journal with an
-	// origin, once Route says the journal.
-	Log       *logrus.Logger
-	ToJournal func(logsink.Origin)
+	// Log is the shim's own log, moved to the journal with each session's
+	// origin when Route says the journal.
+	Log *logsink.ShimLog
 	// Signals are the run's (CatchSignals).
 	Signals *Signals
 	// Stderr takes virtiofsd's lines off the journal.
@@ -109,7 +106,7 @@ func (iv *Invocation) Serve(ctx context.Context) (err error) {
 	in.Release, in.Reloads = iv.Signals.Release, iv.Signals.Reloads
 	in.Handover = NewHandover(iv.Scope, logsink.SelfUnitOf(iv.Scope == config.User), getenv)
 	if iv.Route.Journal {
-		in.OnSession = func(id string) { iv.ToJournal(iv.Route.Session(id)) }
+		in.OnSession = func(id string) { iv.Log.ToJournal(iv.Route.Session(id)) }
 	}
 	return in.Run(ctx, cfg, p, sock)
 }

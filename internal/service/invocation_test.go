@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/sirupsen/logrus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -26,8 +25,7 @@ func invocation(t *testing.T, rt string, load func() (*config.Config, error)) (*
 	route, err := logsink.NewRoute("stderr", "vm1", false, nil, nil)
 	require.NoError(t, err)
 	var log bytes.Buffer
-	l := logrus.New()
-	l.SetOutput(&log)
+	l := logsink.NewShimLog(&log)
 	env := map[string]string{"RUNTIME_DIRECTORY": state.Dir(rt)}
 	_, sigs := WatchSignals(context.Background(), SignalSources{}, nil)
 	t.Cleanup(sigs.Stop)
