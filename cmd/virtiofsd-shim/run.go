@@ -51,9 +51,6 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logsink.S
 	if err != nil {
 		return usageErrorf("run: --log-target=%v", err)
 	}
-	if route.Journal {
-		log.ToJournal(route.Origin)
-	}
 	iv := &service.Invocation{
 		Instance: inst.instance,
 		Scope:    inst.scope(),

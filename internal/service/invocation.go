@@ -44,13 +44,18 @@ type Invocation struct {
 	Activation *activation.Environment
 }
 
-// Serve runs the invocation: it publishes the typed state in the service's
+// Serve runs the invocation: it moves the shim's log to the journal when
+// Route says so (so that even a config error reaches it with the
+// instance's field), publishes the typed state in the service's
 // RuntimeDirectory= (%t/virtiofsd-shim; list, check, release and resume
 // read it; a shim run by hand, outside systemd, keeps it in memory), reads
 // the config, takes the socket systemd passed, and serves it (Instance.Run)
 // until the session ends or the service stops. The state and systemd are
 // told how it ended.
 func (iv *Invocation) Serve(ctx context.Context) (err error) {
+	if iv.Route.Journal {
+		iv.Log.ToJournal(iv.Route.Origin)
+	}
 	getenv := iv.Getenv
 	if getenv == nil {
 		getenv = os.Getenv

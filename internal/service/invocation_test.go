@@ -89,3 +89,13 @@ func TestWithoutItsManagerAStopIsNotTakenForARestart(t *testing.T) {
 	assert.Error(t, err)
 	assert.False(t, restart)
 }
+
+func TestUnderTheJournalEvenAConfigErrorLeavesStderr(t *testing.T) {
+	iv, log := invocation(t, t.TempDir(), func() (*config.Config, error) { return nil, errors.New("no config") })
+	route, err := logsink.NewRoute("journal", "vm1", false, nil, func(bool) string { return "virtiofsd@vm1.service" })
+	require.NoError(t, err)
+	iv.Route = route
+	require.Error(t, iv.Serve(context.Background()))
+	assert.True(t, iv.Log.Journaled(), "main logs the error to the journal, with the instance's field")
+	assert.Empty(t, log.String())
+}
