@@ -308,11 +308,10 @@ func (r *Report) dropIns(o Options, cfg *config.Config) error {
 	}
 	dir := o.GeneratorDir
 	if dir == "" {
-		rt, err := o.Scope.RuntimeDir(o.Env)
-		if err != nil {
+		var err error
+		if dir, err = o.Scope.GeneratorDir(o.Env); err != nil {
 			return err
 		}
-		dir = filepath.Join(rt, "systemd", "generator")
 	}
 	reload := r.Systemctl + " daemon-reload"
 	var warnings []Finding

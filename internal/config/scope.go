@@ -108,6 +108,17 @@ func (s Scope) PrivateBus(env Env) (string, error) {
 	return filepath.Join(rt, "systemd", "private"), nil
 }
 
+// GeneratorDir is the manager's normal generator output folder, where the
+// generator writes the instances' drop-ins (systemd.generator(7)):
+// %t/systemd/generator.
+func (s Scope) GeneratorDir(env Env) (string, error) {
+	rt, err := s.RuntimeDir(env)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(rt, "systemd", "generator"), nil
+}
+
 // Bus is the D-Bus address of the bus the manager is on: the system bus
 // (DBUS_SYSTEM_BUS_ADDRESS, else unix:path=/run/dbus/system_bus_socket) or
 // the user's session bus (DBUS_SESSION_BUS_ADDRESS, else

@@ -152,3 +152,14 @@ func TestARunWithoutAnInstanceNameTakesTheSocketsName(t *testing.T) {
 	}
 	assert.Equal(t, "vm.1", InstanceOfSocket("/tmp/x/vm.1.sock"))
 }
+
+func TestTheGeneratorsDropInsAreInTheManagersRuntimeFolder(t *testing.T) {
+	sys, err := System.GeneratorDir(env(nil))
+	require.NoError(t, err)
+	assert.Equal(t, "/run/systemd/generator", sys)
+	usr, err := User.GeneratorDir(env(map[string]string{"XDG_RUNTIME_DIR": "/run/user/1000"}))
+	require.NoError(t, err)
+	assert.Equal(t, "/run/user/1000/systemd/generator", usr)
+	_, err = User.GeneratorDir(env(nil))
+	assert.ErrorContains(t, err, "XDG_RUNTIME_DIR is not set")
+}

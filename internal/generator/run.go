@@ -18,13 +18,15 @@ func Path(s config.Scope) string {
 	return "/usr/lib/systemd/" + s.String() + "-generators/" + Name
 }
 
-// OutputDir is systemd's normal generator output folder of the scope, as a
-// person reads it (a dry run shows it).
+// OutputDir is systemd's normal generator output folder of the scope
+// (config.Scope.GeneratorDir), as a person reads it (a dry run shows it):
+// with $XDG_RUNTIME_DIR unexpanded for a user's.
 func OutputDir(s config.Scope) string {
 	if s == config.User {
 		return "$XDG_RUNTIME_DIR/systemd/generator"
 	}
-	return "/run/systemd/generator"
+	dir, _ := config.System.GeneratorDir(func(string) string { return "" }) // the system scope reads no environment
+	return dir
 }
 
 // Run is the generator as systemd runs it: args are NORMAL-DIR [EARLY-DIR
