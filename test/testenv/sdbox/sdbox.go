@@ -75,6 +75,8 @@ import (
 
 	"github.com/godbus/dbus/v5"
 	"golang.org/x/sys/unix"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 )
 
 const (
@@ -653,13 +655,17 @@ func (b *Box) Path(p string) string {
 // connection goes through systemd-stdio-bridge run inside the box, which
 // exits when the connection is closed.
 func (b *Box) SystemdBus() (*dbus.Conn, error) {
+	private, err := config.System.PrivateBus(func(string) string { return "" }) // the system scope reads no environment
+	if err != nil {
+		return nil, fmt.Errorf("connect to box %s systemd: %w", b.name, err)
+	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("connect to box %s systemd: %w", b.name, err)
 	}
 	local, remote := os.NewFile(uintptr(fds[0]), "sdbox-bus"), os.NewFile(uintptr(fds[1]), "sdbox-bus-bridge")
 	defer local.Close()
-	cmd := b.Command(context.Background(), "systemd-stdio-bridge", "--bus-path=unix:path=/run/systemd/private")
+	cmd := b.Command(context.Background(), "systemd-stdio-bridge", "--bus-path=unix:path="+private)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = remote, remote, b.console
 	err = cmd.Start()
 	remote.Close()
