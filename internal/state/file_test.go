@@ -92,7 +92,8 @@ func TestWriterWithoutPathKeepsTheRecordInMemory(t *testing.T) {
 	w.OnError = func(err error) { t.Errorf("OnError: %v", err) }
 	w.Update(func(s *State) { s.Phase, s.VirtiofsdPID = Waiting, 815 })
 	got := w.Current()
-	assert.Equal(t, State{Version: Version, Instance: "vm1", ShimPID: 812, Phase: Waiting, VirtiofsdPID: 815, Updated: at.UTC()}, got)
+	assert.Equal(t, State{Version: Version, Instance: "vm1", ShimPID: 812, Phase: Waiting, VirtiofsdPID: 815,
+		UnmovableReason: UnmovableStarting, Updated: at.UTC()}, got)
 	assert.Equal(t, time.UTC, got.Updated.Location(), "stamped in UTC")
 	assert.Empty(t, names(t, dir), "nothing written")
 }
@@ -159,7 +160,7 @@ func TestReadSaysWhichFileItCouldNotRead(t *testing.T) {
 	path := filepath.Join(dir, "vm1.json")
 	require.NoError(t, os.WriteFile(path, []byte(`{"version": 99}`), 0o644))
 	_, err = Read(path)
-	assert.EqualError(t, err, path+": parse state: version 99, this virtiofsd-shim reads version 1")
+	assert.EqualError(t, err, path+": parse state: version 99, this virtiofsd-shim reads versions 1 to 2: a newer virtiofsd-shim wrote it; use that one's list and check")
 
 	require.NoError(t, os.WriteFile(path, []byte(`{"version": 1, "phase": 3}`), 0o644))
 	_, err = Read(path)

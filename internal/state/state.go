@@ -5,8 +5,11 @@
 //
 // The file is %t/virtiofsd-shim/NAME.json (%t: /run, or $XDG_RUNTIME_DIR
 // for a user instance), one JSON object with "version": Version. A reader
-// refuses another version rather than misread it. A new field may be added
-// without changing the version; a change in a field's meaning bumps it.
+// reads its own version and the older ones it knows (OldestVersion on),
+// and refuses a newer one rather than misread it. A new field may be added
+// without changing the version when its zero value reads right in an
+// older file; otherwise the version is bumped, and Parse says what an
+// older file's missing fields mean.
 //
 // Beside it, %t/virtiofsd/NAME.restart is the deferred-restart marker
 // (virtiofsd@.socket: ConditionPathExists=!%t/virtiofsd/%i.restart), which
@@ -28,8 +31,16 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
 )
 
-// Version is the version of the state file's format.
-const Version = 1
+// Version is the version of the state file's format. Version 2 added
+// Movable, UnmovableReason, Shim and Virtiofsd: in a version 1 file a
+// missing movable reads false, which would claim that its shim judged the
+// session unmovable, so Parse marks such a record unmovable with the
+// reason that its shim did not say (the shim of an older package still
+// runs the session after an upgrade).
+const Version = 2
+
+// OldestVersion is the oldest format Parse reads.
+const OldestVersion = 1
 
 // Phase is where the service is: the one phase type of the shim. A
 // virtiofsd session (launch) goes through the first three, as its lines
@@ -171,6 +182,20 @@ type State struct {
 	// Reload is the answer to the last reload request (SIGHUP, from
 	// virtiofsd-shim reload), nil before the first.
 	Reload *ReloadAnswer `json:"reload,omitempty"`
+	// Movable says whether systemctl restart or reload would move the
+	// session as it is now onto fresh binaries with the VM kept (no VM
+	// connected yet counts, with the front); UnmovableReason says why not
+	// (the front off, a thread pool, no state transfer negotiated, a
+	// request the front does not know, a packed ring, a live migration
+	// under way, a session starting or ending). A package upgrade restarts
+	// only the movable sessions.
+	Movable         bool   `json:"movable"`
+	UnmovableReason string `json:"unmovable_reason,omitempty"`
+	// Shim is the shim's own program, Virtiofsd the program of the
+	// virtiofsd serving now, each as it was when it was started; nil when
+	// unknown. Binary.Replaced tells whether an upgrade replaced it since.
+	Shim      *Binary `json:"shim,omitempty"`
+	Virtiofsd *Binary `json:"virtiofsd,omitempty"`
 	// Updated is when the record was written.
 	Updated time.Time `json:"updated"`
 }
@@ -212,8 +237,17 @@ func marshal(s *State, version int) ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// Parse decodes a state file; another version is an error.
+// Parse decodes a state file of version OldestVersion to Version; a newer
+// version (a newer shim's) or an unknown one is an error. A version 1
+// record is unmovable: its shim did not say.
 func Parse(b []byte) (*State, error) { return parse(b, Version) }
+
+// UnmovableStarting is the UnmovableReason of a run or session that has
+// not started virtiofsd yet.
+const UnmovableStarting = "the session is starting"
+
+// UnmovableV1 is the UnmovableReason of a version 1 record.
+const UnmovableV1 = "its shim predates the movable record (state version 1, an older package), so whether a restart would keep its VM is unknown"
 
 // parse is Parse for a reader of the given format version.
 func parse(b []byte, version int) (*State, error) {
@@ -223,13 +257,20 @@ func parse(b []byte, version int) (*State, error) {
 	if err := json.Unmarshal(b, &v); err != nil {
 		return nil, fmt.Errorf("parse state: %w", err)
 	}
-	if v.Version != version {
-		return nil, fmt.Errorf("parse state: version %d, this virtiofsd-shim reads version %d", v.Version, version)
+	switch {
+	case v.Version > version:
+		return nil, fmt.Errorf("parse state: version %d, this virtiofsd-shim reads versions %d to %d: a newer virtiofsd-shim wrote it; use that one's list and check",
+			v.Version, OldestVersion, version)
+	case v.Version < OldestVersion:
+		return nil, fmt.Errorf("parse state: version %d is no state file's (versions %d to %d); the shim alone writes it", v.Version, OldestVersion, version)
 	}
 	var s State
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&s); err != nil {
 		return nil, fmt.Errorf("parse state: %w", err)
+	}
+	if s.Version < 2 {
+		s.Movable, s.UnmovableReason = false, UnmovableV1
 	}
 	return &s, nil
 }
@@ -304,7 +345,8 @@ type Writer struct {
 
 // NewWriter starts the record of a run of the shim whose pid is pid.
 func NewWriter(path, instance string, pid int) *Writer {
-	return &Writer{Path: path, cur: State{Version: Version, Instance: instance, ShimPID: pid, Phase: Starting}}
+	return &Writer{Path: path, cur: State{Version: Version, Instance: instance, ShimPID: pid, Phase: Starting,
+		UnmovableReason: UnmovableStarting}}
 }
 
 // Update applies change to the record and writes it.

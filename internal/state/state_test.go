@@ -16,6 +16,9 @@ func TestStateRoundTrip(t *testing.T) {
 		Session: "4f0c", SessionNumber: 3, Standby: true,
 		Socket: "/run/virtiofsd/vm1.sock", SharedDir: "/srv/vm1",
 		Release: KeepsServing, Failure: &Failure{Reason: "virtiofsd exited 1", ExitCode: 70},
+		Movable: false, UnmovableReason: "a packed ring",
+		Virtiofsd: &Binary{Path: "/usr/libexec/virtiofsd", Version: "1.13.2", Device: 2049, Inode: 77, Size: 4096,
+			ModTime: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)},
 		Updated: time.Date(2026, 12, 2, 17, 0, 0, 0, time.UTC),
 	}
 	b, err := Marshal(in)
@@ -27,11 +30,44 @@ func TestStateRoundTrip(t *testing.T) {
 	assert.Equal(t, &want, out)
 }
 
-func TestParseRefusesAnotherVersion(t *testing.T) {
-	_, err := Parse([]byte(`{"version": 2, "phase": "serving"}`))
-	assert.ErrorContains(t, err, "version 2")
+func TestParseRefusesANewerVersion(t *testing.T) {
+	_, err := Parse([]byte(`{"version": 3, "phase": "serving"}`))
+	assert.ErrorContains(t, err, "version 3, this virtiofsd-shim reads versions 1 to 2: a newer virtiofsd-shim wrote it")
+	_, err = Parse([]byte(`{"phase": "serving"}`))
+	assert.ErrorContains(t, err, "version 0")
 	_, err = Parse([]byte(`Serving a vhost-user client`))
 	assert.Error(t, err)
+}
+
+// The reader of version 1 (the last package's list and check) refuses
+// this version's file rather than misread it.
+func TestAnOlderReaderRefusesThisVersionsFile(t *testing.T) {
+	b, err := Marshal(&State{Instance: "vm1", Phase: Serving, Front: true, Movable: true})
+	require.NoError(t, err)
+	_, err = parse(b, 1)
+	assert.ErrorContains(t, err, "version 2, this virtiofsd-shim reads versions 1 to 1")
+}
+
+// A shim of the last package still runs its session after an upgrade:
+// its version 1 record reads, and says that nobody knows whether a
+// restart would keep its VM, whatever its front says.
+func TestAVersion1RecordReadsAsUnmovableSinceItsShimDidNotSay(t *testing.T) {
+	b, err := marshal(&State{Instance: "vm1", ShimPID: 9, Phase: Serving, Front: true, Handovers: 2}, 1)
+	require.NoError(t, err)
+	got, err := Parse(b)
+	require.NoError(t, err)
+	assert.Equal(t, 1, got.Version)
+	assert.Equal(t, Serving, got.Phase)
+	assert.Equal(t, 2, got.Handovers)
+	assert.False(t, got.Movable)
+	assert.Equal(t, UnmovableV1, got.UnmovableReason)
+	assert.Nil(t, got.Virtiofsd)
+}
+
+func TestANewRunIsUnmovableUntilItsSessionSaysOtherwise(t *testing.T) {
+	got := NewWriter("", "vm1", 1).Current()
+	assert.False(t, got.Movable)
+	assert.Equal(t, UnmovableStarting, got.UnmovableReason)
 }
 
 func TestWriterPublishesEachChange(t *testing.T) {

@@ -1,0 +1,72 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"syscall"
+	"time"
+)
+
+// Binary identifies the program file a process was started from: the
+// path it was started by, its version, and the file's identity then
+// (device, inode, size, modification time). An upgrade by a package
+// manager puts a new file in place (a new inode); a copy over it changes
+// its size or time: either way the file at Path is then no longer the one
+// the process runs, which is what "runs an older binary" means here.
+type Binary struct {
+	Path    string    `json:"path"`
+	Version string    `json:"version,omitempty"`
+	Device  uint64    `json:"device"`
+	Inode   uint64    `json:"inode"`
+	Size    int64     `json:"size"`
+	ModTime time.Time `json:"mtime"`
+}
+
+// Identify records the file at path (through symbolic links) as the
+// program of version about to be started from it.
+func Identify(path, version string) (*Binary, error) { return identify(path, path, version) }
+
+// Self records the running program (/proc/self/exe, the very file it was
+// started from), by the path it was started by.
+func Self(version string) (*Binary, error) {
+	path, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("identify the running program: %w", err)
+	}
+	return identify(path, "/proc/self/exe", version)
+}
+
+func identify(path, file, version string) (*Binary, error) {
+	fi, err := os.Stat(file)
+	if err != nil {
+		return nil, fmt.Errorf("identify the program %s: %w", path, err)
+	}
+	b := &Binary{Path: path, Version: version, Size: fi.Size(), ModTime: fi.ModTime().UTC()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		b.Device, b.Inode = st.Dev, st.Ino
+	}
+	return b, nil
+}
+
+// Replaced tells whether the file at b.Path is no longer the one b
+// records (replaced, changed or removed since), and how, in words; a file
+// that cannot be read (permission) is not claimed either way.
+func (b *Binary) Replaced() (bool, string) {
+	if b == nil || b.Path == "" {
+		return false, ""
+	}
+	now, err := Identify(b.Path, "")
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return true, b.Path + " was removed since it was started"
+	case err != nil:
+		return false, ""
+	case now.Device != b.Device || now.Inode != b.Inode:
+		return true, b.Path + " was replaced since it was started (another file is installed there)"
+	case now.Size != b.Size || !now.ModTime.Equal(b.ModTime):
+		return true, b.Path + " was changed since it was started"
+	}
+	return false, ""
+}
