@@ -40,6 +40,10 @@ type Config struct {
 	ThreadPool bool
 	// Recovered, when set, is told of each recovery, from Run's goroutine.
 	Recovered func(Recovery)
+	// Swappable, when set, is told whether Swap may be tried now, and if
+	// not why (Status's Swappable and Reason): when Run starts, and each
+	// time that changes as the VM sets up, from Run's goroutine.
+	Swappable func(ok bool, reason string)
 	// RestoreCheckpoint loads the last checkpoint (Front.Checkpoint) into
 	// the fresh virtiofsd of a recovery. Off by default, and to stay off:
 	// an experiment of issue 25 (test/fronttest, TestCheckpointsMeasured)
@@ -117,7 +121,9 @@ func (f *Front) Run(ctx context.Context) error {
 			pending.refuse(errors.New("the session ended before the swap could start"), false)
 		}
 	}()
+	told := "\x00" // no verdict told yet
 	for {
+		told = f.tellSwappable(told)
 		// While a swap waits, the VM's next requests wait too: once the
 		// replies it waits for are in, nothing changes under the swap.
 		vmMsgs := f.vm.msgs
@@ -199,6 +205,20 @@ func (f *Front) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// tellSwappable tells Config.Swappable the session's verdict if it is not
+// told, and returns it. Run's loop alone writes the setup, so it reads it
+// without the lock.
+func (f *Front) tellSwappable(told string) string {
+	if f.cfg.Swappable == nil {
+		return told
+	}
+	reason := f.setup.swapRefusal()
+	if reason != told {
+		f.cfg.Swappable(reason == "", reason)
+	}
+	return reason
 }
 
 // backendGone handles the back end's death (cause wraps ErrBackendGone):

@@ -572,3 +572,51 @@ var loadedAndStarted = []string{
 	"SET_VRING_KICK 0", "SET_VRING_KICK 1",
 	"SET_VRING_ENABLE 0 1", "SET_VRING_ENABLE 1 1",
 }
+
+// The service keeps the state's movable record current from what the
+// front tells it: not swappable until the state transfer is negotiated,
+// then swappable, not while a live migration logs, and never again once
+// an unknown request passed.
+func TestTheFrontTellsEachChangeOfWhetherTheSessionCanBeSwapped(t *testing.T) {
+	type verdict struct {
+		ok     bool
+		reason string
+	}
+	told := make(chan verdict, 16)
+	old, oldConn := newFakeBackend(t)
+	q, _, _ := sessionWith(t, old, oldConn, Config{Swappable: func(ok bool, reason string) { told <- verdict{ok, reason} }})
+	next := func() verdict {
+		t.Helper()
+		select {
+		case v := <-told:
+			return v
+		case <-time.After(10 * time.Second):
+			t.Fatal("the front told nothing")
+		}
+		return verdict{}
+	}
+	v := next()
+	assert.False(t, v.ok)
+	assert.Contains(t, v.reason, "REPLY_ACK", "nothing negotiated yet")
+	q.realize()
+	assert.Equal(t, verdict{true, ""}, next())
+	q.startDriver(true)
+
+	q.send(vhostuser.SetFeatures, vhostuser.U64(qemuFeatures|vhostuser.FeatureLogAll).Bytes(), false)
+	v = next()
+	assert.False(t, v.ok)
+	assert.Contains(t, v.reason, "a live migration is under way")
+	q.send(vhostuser.SetFeatures, vhostuser.U64(qemuFeatures).Bytes(), false)
+	assert.Equal(t, verdict{true, ""}, next(), "the migration ended")
+
+	q.send(vhostuser.Request(99), []byte{1, 2, 3, 4}, false)
+	v = next()
+	assert.False(t, v.ok)
+	assert.Contains(t, v.reason, "REQUEST(99)")
+	q.roundTrip()
+	select {
+	case v := <-told:
+		t.Fatalf("told %v though nothing changed", v)
+	default:
+	}
+}
