@@ -62,6 +62,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer, log *logsink.S
 			cfg.ExtraArgs = append(cfg.ExtraArgs, fs.Args()...)
 			return cfg, nil
 		},
+		Version: version,
 		Route:   route,
 		Log:     log,
 		Signals: sigs,

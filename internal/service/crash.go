@@ -69,6 +69,7 @@ func (c *crashes) add(now time.Time) (n int, over bool) {
 func (s *Session) frontConfig(ctx context.Context) front.Config {
 	return front.Config{
 		ThreadPool: plan.ThreadPool(s.Plan),
+		Swappable:  s.frontSwappable,
 		Respawn: func(rctx context.Context, cause error) (*net.UnixConn, error) {
 			req := respawnRequest{cause: cause, reply: make(chan respawnReply, 1)}
 			select {
@@ -139,6 +140,7 @@ func (s *Session) respawn(ctx context.Context, req respawnRequest) respawnReply 
 		s.cur = nb
 		s.speak(nb)
 		s.publishPID(int(nb.pid.Load()))
+		s.publishBinary(nb)
 		s.freshPID.Store(nb.pid.Load())
 		return respawnReply{conn: nb.conn}
 	}

@@ -27,6 +27,9 @@ type Invocation struct {
 	Scope config.Scope
 	// Load reads the instance's config with the run's flags applied.
 	Load func() (*config.Config, error)
+	// Version is the shim's own version, recorded in the state with its
+	// program's identity (state.Self).
+	Version string
 	// Route is where the lines go (logsink.NewRoute).
 	Route *logsink.Route
 	// Log is the shim's own log, moved to the journal with each session's
@@ -67,7 +70,8 @@ func (iv *Invocation) Serve(ctx context.Context) (err error) {
 	}
 	st := state.NewWriter(stPath, iv.Instance, os.Getpid())
 	st.OnError = func(err error) { iv.Log.WithError(err).Warn("cannot publish the instance's state") }
-	st.Update(func(*state.State) {})
+	self, _ := state.Self(iv.Version) // nil: unknown, list claims nothing
+	st.Update(func(s *state.State) { s.Shim = self })
 	defer func() {
 		Finish(st, err, exitcode.For(err))
 		NotifyFailure(launch.SystemdNotifier{}, err)

@@ -145,6 +145,8 @@ func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
 			s.speak(nb)
 			_ = old.stop()
 			s.publishPID(newPID)
+			s.publishBinary(nb)
+			s.planMovable(p)
 			s.Log.WithFields(logrus.Fields{"old_pid": oldPID, "new_pid": newPID, "new_version": nb.version}).Info(
 				"reload: no VM is connected, so the new virtiofsd waits for it instead of the old one")
 			return state.ReloadAnswer{Result: state.ReloadOK, Kept: true, OldPID: oldPID, NewPID: newPID}
@@ -174,13 +176,14 @@ func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
 	}
 	oldPID, newPID := int(old.pid.Load()), int(nb.pid.Load())
 	s.cur, s.Plan = nb, p
+	s.planMovable(p)
 	s.speak(nb)
 	s.retire(old)
 	s.statusServing()
 	s.handover++
 	n := s.handover
 	if w := s.Instance.State; w != nil {
-		w.Update(func(st *state.State) { st.Handovers, st.VirtiofsdPID = n, newPID })
+		w.Update(func(st *state.State) { st.Handovers, st.VirtiofsdPID, st.Virtiofsd = n, newPID, nb.binary })
 	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	s.Log.WithFields(logrus.Fields{

@@ -11,6 +11,7 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/front"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/handover"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/plan"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 )
 
@@ -43,8 +44,12 @@ func (s *Session) keepForRestart(frontDone <-chan error) bool {
 	if h == nil || h.IsRestart == nil || h.Store == nil {
 		return false
 	}
-	if st := s.front.Status(); !st.Swappable {
-		s.Log.WithField("reason", st.Reason).Info("the service stops or restarts: this session cannot be saved, so it ends and the VM sees its share disconnected")
+	why := s.front.Status().Reason
+	if _, pwhy := plan.LiveSwap(s.Plan); pwhy != "" {
+		why = pwhy // a thread pool: a resume is a swap, not known to be safe
+	}
+	if why != "" {
+		s.Log.WithField("reason", why).Info("the service stops or restarts: this session cannot be saved, so it ends and the VM sees its share disconnected")
 		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
@@ -116,7 +121,7 @@ func (s *Session) resume(ctx context.Context, cp *front.Checkpoint) (*front.Fron
 	defer cancel()
 	t := time.Now()
 	size := cp.StateSize()
-	f, err := front.Resume(rctx, cp, s.cur.conn, front.Config{})
+	f, err := front.Resume(rctx, cp, s.cur.conn, front.Config{Swappable: s.frontSwappable})
 	if err != nil {
 		return nil, fmt.Errorf("restart: resume the session the last shim kept: %w", err)
 	}

@@ -93,6 +93,7 @@ func Finish(w *state.Writer, err error, code int) {
 	}
 	w.Update(func(s *state.State) {
 		s.VirtiofsdPID = 0
+		s.Movable, s.UnmovableReason = false, "the service has ended"
 		if err != nil {
 			s.Phase = state.Failed
 			s.Failure = &state.Failure{Reason: err.Error(), ExitCode: code}
@@ -210,6 +211,8 @@ func (in *Instance) Run(ctx context.Context, cfg *config.Config, p *plan.Plan, s
 				s.Phase, s.VirtiofsdPID = state.Starting, 0
 				s.Session, s.SessionNumber, s.Standby = session, n, cfg.Standby
 				s.Socket, s.SharedDir = sock.String(), cfg.SharedDir
+				s.Movable, s.UnmovableReason = false, state.UnmovableStarting
+				s.Virtiofsd = binaryOf(p)
 			})
 			sv.Publish = func(c launch.Change) { publish(w, c) }
 		}
@@ -231,7 +234,10 @@ func (in *Instance) Run(ctx context.Context, cfg *config.Config, p *plan.Plan, s
 				cp = nil
 			}
 			if in.State != nil {
-				in.State.Update(func(s *state.State) { s.Front, s.Handovers = false, 0 })
+				in.State.Update(func(s *state.State) {
+					s.Front, s.Handovers = false, 0
+					s.Movable, s.UnmovableReason = false, why+": a restart or reload would end the VM's session"
+				})
 			}
 			done := make(chan struct{})
 			go in.refuseReloads(why+"; the session goes on with its virtiofsd", done)
@@ -250,6 +256,16 @@ func (in *Instance) Run(ctx context.Context, cfg *config.Config, p *plan.Plan, s
 		}
 		entry.WithField("session", session).Info("the session ended: starting the next standby virtiofsd")
 	}
+}
+
+// binaryOf identifies the program p is about to start; nil when it
+// cannot be read (its start then fails and says why).
+func binaryOf(p *plan.Plan) *state.Binary {
+	b, err := state.Identify(p.Binary, p.Version.Number)
+	if err != nil {
+		return nil
+	}
+	return b
 }
 
 // newSessionID names a session in the journal: 128 random bits in hex, like

@@ -86,6 +86,53 @@ type Session struct {
 	recoveries int
 	lastEnd    string
 	freshPID   atomic.Int64 // the fresh virtiofsd's pid, for recovered
+	// mov is what the state says of whether a restart or reload would
+	// move the session.
+	mov movability
+}
+
+// movability is whether a restart or reload would move the session now,
+// the VM kept: the plan's verdict (the front on, no thread pool) and the
+// front's (what the VM negotiated: state transfer, no unknown request, no
+// packed ring, no live migration), each "" when it allows it, or why not.
+// The front's verdict comes from its own goroutine.
+type movability struct {
+	mu          sync.Mutex
+	plan, front string
+}
+
+// setMovable changes the verdicts and publishes the state's movable
+// record: the plan's reason first, then the front's.
+func (s *Session) setMovable(change func(m *movability)) {
+	s.mov.mu.Lock()
+	defer s.mov.mu.Unlock()
+	change(&s.mov)
+	why := s.mov.plan
+	if why == "" {
+		why = s.mov.front
+	}
+	if w := s.Instance.State; w != nil {
+		w.Update(func(st *state.State) { st.Movable, st.UnmovableReason = why == "", why })
+	}
+}
+
+// planMovable publishes the verdict of the plan the session runs.
+func (s *Session) planMovable(p *plan.Plan) {
+	_, why := plan.LiveSwap(p)
+	s.setMovable(func(m *movability) { m.plan = why })
+}
+
+// frontSwappable is the front's Config.Swappable.
+func (s *Session) frontSwappable(_ bool, reason string) {
+	s.setMovable(func(m *movability) { m.front = reason })
+}
+
+// publishBinary publishes b's program as the session's virtiofsd, once b
+// serves it.
+func (s *Session) publishBinary(b *backend) {
+	if w := s.Instance.State; w != nil {
+		w.Update(func(st *state.State) { st.Virtiofsd = b.binary })
+	}
 }
 
 // backend is one virtiofsd serving (or about to serve) the session: the
@@ -100,6 +147,7 @@ type backend struct {
 	ready   chan struct{} // closed at its readiness line
 	pid     atomic.Int64
 	version string
+	binary  *state.Binary // its program as started, nil if unknown
 	// quiet: its supervisor tells systemd and the state nothing (a
 	// candidate before the swap, or one swapped out).
 	quiet atomic.Bool
@@ -191,7 +239,8 @@ func (s *Session) start(ctx context.Context, p *plan.Plan, quiet, connect bool) 
 		return nil, err
 	}
 	f := ps.file
-	b := &backend{private: ps, sock: f, done: make(chan error, 1), ready: make(chan struct{}), version: p.Version.Number}
+	b := &backend{private: ps, sock: f, done: make(chan error, 1), ready: make(chan struct{}), version: p.Version.Number,
+		binary: binaryOf(p)}
 	if connect {
 		if b.conn, err = ps.connect(); err != nil {
 			f.Close()
@@ -310,6 +359,8 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 		return out, err
 	}
 	s.cur = b
+	s.publishBinary(b)
+	s.planMovable(s.Plan)
 	defer s.reapRetired()
 
 	var (
@@ -344,6 +395,8 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 					if s.cur, err = s.start(ctx, s.Plan, false, false); err != nil {
 						return out, err
 					}
+					s.publishBinary(s.cur)
+					s.setMovable(func(m *movability) { m.front = "" }) // no VM
 					ready = s.cur.ready
 					continue
 				}
