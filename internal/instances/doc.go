@@ -30,6 +30,10 @@
 //     without a state, the shim's only child found by a scan of /proc.
 //     /proc/PID/task/TID/children is not used: kernels built without
 //     CONFIG_PROC_CHILDREN (this project's CI is one) lack it.
+//   - Older binaries: the running shim's state records its own program and
+//     virtiofsd's as they were started (state.Binary); a file at that path
+//     that is another one now (an upgrade) makes the session run an older
+//     binary than the installed one.
 //   - Deferred restart: the marker %t/virtiofsd/NAME.restart (see
 //     state.Deferral), present while a restart of the socket waits for the
 //     session to end.
@@ -72,7 +76,13 @@
 //	          "code": "exited",               // exited, killed or dumped
 //	          "status": 78,                   // exit status, or signal number
 //	          "meaning": "config: the instance config or an option is invalid (...)"
-//	        }
+//	        },
+//	        "older_binaries": [               // or null: programs replaced since the running shim started them
+//	          {"program": "virtiofsd",        // "shim" or "virtiofsd"
+//	           "path": "/usr/libexec/virtiofsd",
+//	           "version": "1.13.2",           // the running one's
+//	           "reason": "/usr/libexec/virtiofsd was replaced since it was started (another file is installed there)"}
+//	        ]
 //	      },
 //	      "config": {
 //	        "path": "/etc/virtiofsd/vm1.conf",

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 )
 
 // WriteJSON writes the list as a Document (see the package doc), indented.
@@ -79,6 +81,11 @@ func statusCell(in Instance) string {
 	if s := in.Service; s != nil && s.StatusText != "" && s.MainPID != nil && in.Failure == "" {
 		parts = append(parts, s.StatusText)
 	}
+	if s := in.Service; s != nil {
+		for _, o := range s.Older {
+			parts = append(parts, olderText(o, s.State))
+		}
+	}
 	if in.DeferredRestart != nil && in.Failure == "" {
 		parts = append(parts, "a restart of the socket waits: it listens again once the VM disconnects")
 	}
@@ -86,6 +93,24 @@ func statusCell(in Instance) string {
 		parts = append(parts, "configured only: systemctl enable --now virtiofsd@"+in.Name+".socket")
 	}
 	return strings.Join(parts, "; ")
+}
+
+// olderText says that the session runs an older program, and what moves
+// it onto the installed one.
+func olderText(o Older, st *state.State) string {
+	v := ""
+	if o.Version != "" {
+		v = " " + o.Version
+	}
+	next := "a restart moves its VM onto the installed one"
+	if st == nil || !st.Movable {
+		why := ""
+		if st != nil && st.UnmovableReason != "" {
+			why = ": " + st.UnmovableReason
+		}
+		next = "its next session gets the installed one (this one cannot move" + why + ")"
+	}
+	return fmt.Sprintf("runs an older %s%s (%s); %s", o.Program, v, o.Reason, next)
 }
 
 func pidCell(p *int) string {

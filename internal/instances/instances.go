@@ -93,6 +93,35 @@ type Service struct {
 	StatusText string `json:"status_text"`
 	// Exit is how the last main process ended, nil if none ever did.
 	Exit *Exit `json:"exit"`
+	// Older are the programs the running shim and its virtiofsd were
+	// started from whose files have been replaced since (an upgrade): the
+	// session runs binaries older than the installed ones. nil when none,
+	// or when no shim runs.
+	Older []Older `json:"older_binaries"`
+}
+
+// Older is a program a running session runs whose file has been replaced
+// since it was started (see state.Binary.Replaced).
+type Older struct {
+	Program string `json:"program"` // "shim" or "virtiofsd"
+	Path    string `json:"path"`
+	Version string `json:"version"` // the running program's, "" if unknown
+	Reason  string `json:"reason"`  // how its file changed
+}
+
+// olderBinaries are the programs of a running shim's record whose files
+// have been replaced since it started them.
+func olderBinaries(st *state.State) []Older {
+	var out []Older
+	for _, b := range []struct {
+		program string
+		bin     *state.Binary
+	}{{"shim", st.Shim}, {"virtiofsd", st.Virtiofsd}} {
+		if replaced, why := b.bin.Replaced(); replaced {
+			out = append(out, Older{Program: b.program, Path: b.bin.Path, Version: b.bin.Version, Reason: why})
+		}
+	}
+	return out
 }
 
 // Exit is how the service's main process (the shim) last ended.
@@ -264,6 +293,7 @@ func (l *Lister) List(ctx context.Context, names []string) ([]Instance, error) {
 		if s := in.Service; s != nil {
 			if s.MainPID != nil && s.State.Live(*s.MainPID) {
 				statePID = s.State.VirtiofsdPID
+				s.Older = olderBinaries(s.State)
 			}
 			s.VirtiofsdPID = procs.virtiofsdPID(s.MainPID, statePID)
 		}
