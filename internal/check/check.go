@@ -89,6 +89,7 @@ const (
 	CodeDeferredRestartStale   = "deferred-restart-left-behind"
 	CodeModcapsUnbounded       = "modcaps-unbounded"
 	CodeThreadPoolC            = "thread-pool-c-virtiofsd"
+	CodeOlderBinary            = "older-binary" // the running session's shim or virtiofsd file was replaced since it started (an upgrade)
 )
 
 // CodeDegraded is the error of a running session that is degraded:
@@ -115,7 +116,7 @@ func Codes() []string {
 		CodeSocketModeWide, CodeSocketOwnerIgnored, CodeSocketUserUnknown, CodeSocketGroupUnknown,
 		CodeDropInNotApplied, CodeDropInUnreadable, CodeDropInOutdated, CodeDropInLeftBehind,
 		CodeStateUnreadable, CodeMarkerUnreadable, CodeDeferredRestartFailed, CodeDeferredRestartPending,
-		CodeDeferredRestartStale, CodeModcapsUnbounded, CodeThreadPoolC, CodeDegraded,
+		CodeDeferredRestartStale, CodeModcapsUnbounded, CodeThreadPoolC, CodeOlderBinary, CodeDegraded,
 		CodeConfigInvalid, CodeVirtiofsdUnavailable, CodeOptionRefused, CodeCannotStart,
 		config.CodeUnknownKey, config.CodeDuplicateKey, config.CodeBadValue, config.CodeMissingShared,
 	}

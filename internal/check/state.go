@@ -45,6 +45,9 @@ func (r *Report) state(o Options) error {
 		derr = &DegradedError{Instance: instance, Degraded: *st.Degraded}
 		r.add(Finding{Kind: Error, Code: CodeDegraded, Message: derr.Error(), Fix: "umount and mount the share in the guest, with nothing held open on it"})
 	}
+	if running {
+		r.olderBinaries(st, instance)
+	}
 	rt, err := o.Scope.RuntimeDir(o.Env)
 	if err != nil {
 		return derr
@@ -68,6 +71,39 @@ func (r *Report) state(o Options) error {
 			"run %s", marker, start), marker, 0, start)
 	}
 	return derr
+}
+
+// olderBinaries warns of each program the running session runs whose file
+// was replaced since it was started (an upgrade), with what moves it onto
+// the installed one.
+func (r *Report) olderBinaries(st *state.State, instance string) {
+	unit := "virtiofsd@" + instance + ".service"
+	for _, b := range []struct {
+		program string
+		bin     *state.Binary
+	}{{"shim", st.Shim}, {"virtiofsd", st.Virtiofsd}} {
+		replaced, why := b.bin.Replaced()
+		if !replaced {
+			continue
+		}
+		v := ""
+		if b.bin.Version != "" {
+			v = " " + b.bin.Version
+		}
+		msg := fmt.Sprintf("%s runs an older %s%s than the installed one: %s", unit, b.program, v, why)
+		fix := ""
+		if st.Movable {
+			fix = r.Systemctl + " restart " + unit
+			msg += "; " + fix + " moves its VM onto the installed one"
+		} else {
+			msg += "; its next session gets the installed one (this one cannot move"
+			if st.UnmovableReason != "" {
+				msg += ": " + st.UnmovableReason
+			}
+			msg += ")"
+		}
+		r.warn(CodeOlderBinary, msg, b.bin.Path, 0, fix)
+	}
 }
 
 // describeState is the state fact.
@@ -94,6 +130,13 @@ func describeState(st *state.State, exists func(pid int) bool) string {
 	}
 	if f := st.Failure; f != nil {
 		fmt.Fprintf(&b, ", failed with exit status %d: %s", f.ExitCode, f.Reason)
+	}
+	if !st.Phase.Over() {
+		if st.Movable {
+			b.WriteString(", movable: a restart or reload keeps its VM")
+		} else if st.UnmovableReason != "" {
+			fmt.Fprintf(&b, ", not movable: %s", st.UnmovableReason)
+		}
 	}
 	if !st.Phase.Over() && !exists(st.ShimPID) {
 		fmt.Fprintf(&b, " (written by shim pid %d, which no longer runs)", st.ShimPID)

@@ -2,6 +2,7 @@ package check
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -117,4 +118,44 @@ func TestCheckOfADegradedSessionIsAnErrorThatSaysHowTheGuestRecovers(t *testing.
 	r = &Report{Config: &config.Config{Instance: "vm1"}, Systemctl: "systemctl --user"}
 	assert.NoError(t, r.state(Options{Scope: config.User, Env: env, ProcessExists: processExists}))
 	assert.Empty(t, r.Errors())
+}
+
+// check says whether the running session can move, and warns when it runs
+// a virtiofsd whose file an upgrade replaced, with the restart that moves
+// it when it can.
+func TestCheckSaysWhetherTheSessionCanMoveAndWhenItRunsAnOlderBinary(t *testing.T) {
+	rt, report := checkState(t)
+	bin := filepath.Join(t.TempDir(), "virtiofsd")
+	require.NoError(t, os.WriteFile(bin, []byte("1.13.2"), 0o755))
+	started, err := state.Identify(bin, "1.13.2")
+	require.NoError(t, err)
+	w := state.NewWriter(state.Path(rt, "vm1"), "vm1", os.Getpid())
+	w.Update(func(s *state.State) {
+		s.Phase, s.Front, s.Virtiofsd = state.Serving, true, started
+		s.Movable, s.UnmovableReason = false, "virtiofsd has not negotiated REPLY_ACK"
+	})
+	line, warnings := report()
+	assert.Contains(t, line, "serving, not movable: virtiofsd has not negotiated REPLY_ACK; at ")
+	assert.Empty(t, warnings)
+
+	require.NoError(t, os.WriteFile(bin+".new", []byte("1.14.0"), 0o755))
+	require.NoError(t, os.Rename(bin+".new", bin))
+	_, warnings = report()
+	require.Len(t, warnings, 1)
+	assert.Equal(t, CodeOlderBinary, warnings[0].Code)
+	assert.Equal(t, "virtiofsd@vm1.service runs an older virtiofsd 1.13.2 than the installed one: "+bin+
+		" was replaced since it was started (another file is installed there); its next session gets the installed one (this one cannot move: virtiofsd has not negotiated REPLY_ACK)",
+		warnings[0].Message)
+	assert.Empty(t, warnings[0].Fix)
+
+	w.Update(func(s *state.State) { s.Movable, s.UnmovableReason = true, "" })
+	line, warnings = report()
+	assert.Contains(t, line, "serving, movable: a restart or reload keeps its VM; at ")
+	require.Len(t, warnings, 1)
+	assert.Equal(t, "systemctl --user restart virtiofsd@vm1.service", warnings[0].Fix)
+	assert.Contains(t, warnings[0].Message, "; systemctl --user restart virtiofsd@vm1.service moves its VM onto the installed one")
+
+	w.Update(func(s *state.State) { s.Phase = state.Ended })
+	_, warnings = report()
+	assert.Empty(t, warnings, "an ended run runs nothing")
 }
