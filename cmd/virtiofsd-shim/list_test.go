@@ -49,3 +49,22 @@ func TestListHelpShowsExamples(t *testing.T) {
 	assert.Contains(t, stderr.String(), "virtiofsd-shim list --json")
 	assert.Contains(t, stderr.String(), "-config-dir")
 }
+
+// The maintainer scripts run upgrade-plan: a wrong --for is a usage
+// error before systemd is asked, and without systemd it exits 69 and
+// prints no unit to restart.
+func TestUpgradePlanRefusesAnUnknownUpgradeAndPrintsNoUnitWithoutSystemd(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	assert.Equal(t, 64, Main(context.Background(), []string{"upgrade-plan", "--for=shim"}, &stdout, &stderr))
+	assert.Contains(t, stderr.String(), `unknown upgrade "shim": use package or virtiofsd`)
+	assert.Empty(t, stdout.String())
+	for _, p := range []string{"/run/systemd/private", "/run/dbus/system_bus_socket"} {
+		if _, err := os.Stat(p); err == nil {
+			t.Skipf("%s exists: this host runs systemd or D-Bus", p)
+		}
+	}
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "")
+	stdout.Reset()
+	assert.Equal(t, 69, Main(context.Background(), []string{"upgrade-plan", "--for=virtiofsd"}, &stdout, &stderr))
+	assert.Empty(t, stdout.String(), "no unit to act on")
+}

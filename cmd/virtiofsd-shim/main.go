@@ -70,6 +70,7 @@ Usage:
   virtiofsd-shim standby --instance=NAME                what a STANDBY=yes socket's start runs
   virtiofsd-shim resume --instance=NAME                 what the service's stop runs: a deferred socket restart
   virtiofsd-shim reload --instance=NAME                 what systemctl reload runs: swap virtiofsd under the VM
+  virtiofsd-shim upgrade-plan [--for=package|virtiofsd] what the package's scripts run: the sessions an upgrade moves
   virtiofsd-shim version                                print the version
 
 Run "virtiofsd-shim COMMAND --help" for a command's flags and examples.
@@ -108,6 +109,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		return resumeCmd(ctx, rest, stderr)
 	case "reload":
 		return reloadCmd(ctx, rest, stdout, stderr)
+	case "upgrade-plan":
+		return upgradePlanCmd(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "virtiofsd-shim %s\n", version)
 		return nil

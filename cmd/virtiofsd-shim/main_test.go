@@ -128,7 +128,7 @@ func TestHelpShowsExamplesAndTheExitTable(t *testing.T) {
 	for _, r := range exitcode.Table {
 		assert.Contains(t, out, r.Code)
 	}
-	for _, cmd := range []string{"run", "check", "list", "generate", "release", "standby", "resume"} {
+	for _, cmd := range []string{"run", "check", "list", "generate", "release", "standby", "resume", "upgrade-plan"} {
 		code, _, stderr := shim(t, cmd, "--help")
 		assert.Equal(t, 0, code, cmd)
 		assert.Contains(t, stderr, "Examples:", cmd)
