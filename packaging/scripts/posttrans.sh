@@ -1,20 +1,20 @@
 #!/bin/sh
 # virtiofsd-shim %posttrans (rpm), after an install or upgrade transaction:
-# name each running system instance whose shim is the VM's end (the front),
-# which `systemctl restart` moves onto the new shim (docs/live-restart.md),
-# as the deb's postinst does on an upgrade; nothing is restarted here (see
-# postinstall.sh for why). After a fresh install none runs.
+# restart each running system instance whose session can move (the shim
+# says so in its state; `virtiofsd-shim upgrade-plan` reads it and names the
+# others, with the reason), as the deb's postinst does on an upgrade: a new
+# shim and virtiofsd, the VM kept (docs/live-restart.md). After a fresh
+# install none runs.
 # nfpm cannot write rpm file triggers (rpmpack#99), so a virtiofsd update
 # does not reload sessions by itself on rpm systems: run
-#   systemctl reload 'virtiofsd@*.service'
-# for the instances that have the front (docs/live-restart.md).
+#   for unit in $(/usr/libexec/virtiofsd-shim upgrade-plan --for=virtiofsd); do systemctl reload "$unit"; done
+# (docs/live-restart.md).
 [ -d /run/systemd/system ] || exit 0
-systemctl list-units --plain --no-legend --state=active 'virtiofsd@*.service' 2>/dev/null |
-	while read -r unit _; do
-		name=${unit#virtiofsd@}
-		name=${name%.service}
-		if grep -qs '"front": *true' "/run/virtiofsd-shim/$name.json"; then
-			echo "virtiofsd-shim: $unit runs the previous shim; systemctl restart $unit moves its VM onto the new one (docs/live-restart.md)" >&2
-		fi
-	done
+units=$(/usr/libexec/virtiofsd-shim upgrade-plan --for=package) ||
+	echo "virtiofsd-shim: could not tell which sessions can move (see above), so none was touched" >&2
+for unit in $units; do
+	echo "virtiofsd-shim: restarting $unit: its session moves onto the new shim, the VM kept (docs/live-restart.md)" >&2
+	systemctl restart "$unit" ||
+		echo "virtiofsd-shim: systemctl restart $unit failed (journalctl -u $unit says why)" >&2
+done
 exit 0

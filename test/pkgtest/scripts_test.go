@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -24,7 +25,8 @@ func TestMaintainerScriptsCallSystemctlOnlyWhereTheyMust(t *testing.T) {
 		reload  = "daemon-reload"
 		stop    = "stop virtiofsd@*.socket virtiofsd@*.service"
 		disable = "--no-reload disable virtiofsd@.socket"
-		list    = "list-units --plain --no-legend --state=active virtiofsd@*.service"
+		planPkg = "upgrade-plan --for=package"
+		planVfs = "upgrade-plan --for=virtiofsd"
 	)
 	cases := []struct {
 		script  string
@@ -35,15 +37,12 @@ func TestMaintainerScriptsCallSystemctlOnlyWhereTheyMust(t *testing.T) {
 		// deb postinst configure, rpm %post on install (1) and upgrade (2).
 		{"postinstall.sh", []string{"configure", "1", "2"}, []string{reload}, nil},
 		{"postinstall.sh", []string{"abort-upgrade"}, []string{reload}, nil},
-		// Upgrades: a dpkg trigger on virtiofsd reloads the running
-		// sessions that have the front (vm1, not vm2: runScript's
-		// systemctl runs both, vm1's state says "front": true), which
-		// refuses without harm where a swap is not safe. A deb upgrade and
-		// rpm %posttrans restart nothing (a session that cannot be saved
-		// would be cut): they only list the instances to name them.
-		{"postinstall.sh", []string{"configure 1.0-1"}, []string{reload, list}, nil},
-		{"postinstall.sh", []string{"triggered /usr/libexec/virtiofsd"}, []string{list, "reload virtiofsd@vm1.service"}, nil},
-		{"posttrans.sh", []string{"0", "1"}, []string{list}, nil},
+		// Upgrades move the sessions the shim's upgrade-plan selects (vm1,
+		// movable; vm2 it leaves, saying why): a deb upgrade and rpm
+		// %posttrans restart them, a dpkg trigger on virtiofsd reloads them.
+		{"postinstall.sh", []string{"configure 1.0-1"}, []string{reload, planPkg, "restart virtiofsd@vm1.service"}, nil},
+		{"postinstall.sh", []string{"triggered /usr/libexec/virtiofsd"}, []string{planVfs, "reload virtiofsd@vm1.service"}, nil},
+		{"posttrans.sh", []string{"0", "1"}, []string{planPkg, "restart virtiofsd@vm1.service"}, nil},
 		// Removal: deb prerm remove, rpm %preun erase (0).
 		{"preremove.sh", []string{"remove", "0"}, []string{stop, disable}, []string{disable}},
 		// Upgrades and the rest: nothing is stopped or disabled.
@@ -59,7 +58,7 @@ func TestMaintainerScriptsCallSystemctlOnlyWhereTheyMust(t *testing.T) {
 					want = c.running
 				}
 				for _, fail := range []bool{false, true} {
-					calls, out, err := runScript(t, c.script, arg, systemd, fail)
+					calls, out, err := runScript(t, c.script, arg, systemd, fail, false)
 					what := c.script + " " + arg
 					if !systemd {
 						what += ", no systemd"
@@ -69,16 +68,35 @@ func TestMaintainerScriptsCallSystemctlOnlyWhereTheyMust(t *testing.T) {
 					}
 					assert.NoError(t, err, "%s: %s", what, out)
 					assert.Equal(t, want, calls, what)
+					if systemd && slices.Contains(calls, planPkg) {
+						assert.Contains(t, out, "virtiofsd-shim: virtiofsd@vm2.service is left as it is: FRONT=no", what)
+					}
 				}
 			}
 		}
 	}
 }
 
+// When the shim cannot tell which sessions can move (systemd cannot be
+// asked), the scripts touch none, say so, and succeed.
+func TestMaintainerScriptsTouchNoSessionWhenTheShimCannotTellWhichCanMove(t *testing.T) {
+	sdbox.RequireRoot(t)
+	for script, arg := range map[string]string{"postinstall.sh": "configure 1.0-1", "posttrans.sh": "1"} {
+		calls, out, err := runScript(t, script, arg, true, false, true)
+		assert.NoError(t, err, "%s: %s", script, out)
+		for _, c := range calls {
+			assert.NotContains(t, c, "restart", script)
+		}
+		assert.Contains(t, out, "could not tell which sessions can move (see above), so none was touched", script)
+	}
+}
+
 // runScript runs a maintainer script in a mount namespace whose /run has
 // /run/systemd/system or not, with a systemctl that records its arguments
-// and exits 0, or 1 when fail is set.
-func runScript(t *testing.T, script, arg string, systemd, fail bool) (calls []string, out string, err error) {
+// and exits 0, or 1 when fail is set, and a shim (/usr/libexec, a tmpfs in
+// the namespace) whose upgrade-plan records its arguments and selects vm1
+// but not vm2, or fails as without systemd (69) when planFails is set.
+func runScript(t *testing.T, script, arg string, systemd, fail, planFails bool) (calls []string, out string, err error) {
 	t.Helper()
 	dir := t.TempDir()
 	log := filepath.Join(dir, "calls")
@@ -86,13 +104,15 @@ func runScript(t *testing.T, script, arg string, systemd, fail bool) (calls []st
 	if fail {
 		status = "1"
 	}
-	// It lists two running instances, vm1 with the front and vm2 without.
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "systemctl"),
-		[]byte("#!/bin/sh\necho \"$*\" >>"+log+"\n"+
-			"[ \"$1\" = list-units ] && printf 'virtiofsd@vm1.service loaded active running x\\nvirtiofsd@vm2.service loaded active running y\\n'\n"+
-			"exit "+status+"\n"), 0o755))
-	setup := "mount -t tmpfs tmpfs /run && mkdir /run/virtiofsd-shim && " +
-		`echo '{"front": true}' >/run/virtiofsd-shim/vm1.json && echo '{"front": false}' >/run/virtiofsd-shim/vm2.json`
+		[]byte("#!/bin/sh\necho \"$*\" >>"+log+"\nexit "+status+"\n"), 0o755))
+	plan := "echo virtiofsd@vm1.service\necho 'virtiofsd-shim: virtiofsd@vm2.service is left as it is: FRONT=no in /etc/virtiofsd/vm2.conf' >&2\n"
+	if planFails {
+		plan = "echo 'virtiofsd-shim: cannot reach systemd' >&2\nexit 69\n"
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "virtiofsd-shim"),
+		[]byte("#!/bin/sh\necho \"$*\" >>"+log+"\n"+plan), 0o755))
+	setup := "mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /usr/libexec && cp " + filepath.Join(dir, "virtiofsd-shim") + " /usr/libexec/"
 	if systemd {
 		setup += " && mkdir -p /run/systemd/system"
 	}
