@@ -3,6 +3,7 @@ package pkgtest_test
 import (
 	"context"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/sdbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
@@ -204,14 +206,77 @@ func installUpgradeRemovePurge(t *testing.T, leg shimbox.Platform) {
 	pid1 := m.show(ctx, "virtiofsd@vm1.service", "MainPID")
 	require.NotEqual(t, "0", pid1)
 	require.Equal(t, pkgName+" "+old.Version, m.exeVersion(ctx, pid1))
+	// The probe negotiated no state transfer: a restart would cut it.
+	st1 := m.stateOf(ctx, "vm1", m.live(ctx, "vm1"))
+	assert.False(t, st1.Movable, "a probe session cannot move")
 
-	// Upgrade under it: the session goes on with the old shim, untouched.
-	m.install(ctx, newer.Deb)
+	// Where virtiofsd can save its state (the Rust leg): vm2, a session
+	// that can move (the front, the state transfer negotiated), and vm3,
+	// one that cannot (FRONT=no).
+	var moving *fakeVM
+	var third net.Conn
+	var pid2Before, pid3 string
+	if leg.Rust() {
+		require.NoError(t, m.WriteFile("/etc/virtiofsd/vm2.conf", []byte("SHARED_DIR="+share+"\n"), 0o644))
+		require.NoError(t, m.WriteFile("/etc/virtiofsd/vm3.conf", []byte("SHARED_DIR="+share+"\nFRONT=no\n"), 0o644))
+		m.sh(ctx, "systemctl start virtiofsd@vm2.socket virtiofsd@vm3.socket")
+		moving, err = movableVM(m.Path("/run/virtiofsd/vm2.sock"), 10*time.Second)
+		require.NoError(t, err)
+		defer moving.Close()
+		st := m.stateOf(ctx, "vm2", func(st *state.State) bool { return m.live(ctx, "vm2")(st) && st.Movable })
+		assert.True(t, st.Front)
+		pid2Before = m.show(ctx, "virtiofsd@vm2.service", "MainPID")
+		third, err = vhostuser.Probe(m.Path("/run/virtiofsd/vm3.sock"), 10*time.Second)
+		require.NoError(t, err)
+		defer third.Close()
+		pid3 = m.show(ctx, "virtiofsd@vm3.service", "MainPID")
+		st = m.stateOf(ctx, "vm3", m.live(ctx, "vm3"))
+		assert.Contains(t, st.UnmovableReason, "FRONT=no in /etc/virtiofsd/vm3.conf")
+	}
+
+	// Upgrade under them: a session that cannot move goes on with the old
+	// shim, untouched, and the upgrade says why; one that can is restarted
+	// onto the new shim, its VM kept.
+	out := m.install(ctx, newer.Deb)
+	t.Log(out)
 	assert.Equal(t, pkgName+" "+newer.Version, m.sh(ctx, "/usr/libexec/virtiofsd-shim version"))
 	require.NoError(t, vhostuser.GetFeatures(first, 10*time.Second), "the open session answers after the upgrade")
 	assert.Equal(t, "active", m.show(ctx, "virtiofsd@vm1.service", "ActiveState"))
 	assert.Equal(t, pid1, m.show(ctx, "virtiofsd@vm1.service", "MainPID"), "the running session was not restarted")
 	assert.Equal(t, pkgName+" "+old.Version, m.exeVersion(ctx, pid1), "the running session keeps its shim")
+	assert.Contains(t, out, "virtiofsd-shim: virtiofsd@vm1.service is left as it is: "+st1.UnmovableReason)
+	if leg.Rust() {
+		pid2 := m.show(ctx, "virtiofsd@vm2.service", "MainPID")
+		assert.NotEqual(t, pid2Before, pid2, "the movable session runs a new shim")
+		assert.Equal(t, pkgName+" "+newer.Version, m.exeVersion(ctx, pid2))
+		st := m.stateOf(ctx, "vm2", m.live(ctx, "vm2"))
+		assert.Equal(t, 1, st.Handovers, "the restart resumed the session")
+		assert.Equal(t, state.Serving, st.Phase)
+		require.NoError(t, moving.answers(), "the moved session answers its VM on the same connection")
+		assert.Contains(t, out, "restarting virtiofsd@vm2.service")
+		assert.Equal(t, pid3, m.show(ctx, "virtiofsd@vm3.service", "MainPID"), "FRONT=no: left as it is")
+		assert.Contains(t, out, "virtiofsd@vm3.service is left as it is: FRONT=no")
+
+		// An upgrade of virtiofsd: the FRONT=no session keeps the one it
+		// runs, and list says it is older than the installed one.
+		m.sh(ctx, `set -e
+dpkg-deb -R /var/cache/apt/archives/virtiofsd_*.deb /var/tmp/pkgtest-repack
+sed -i 's/^Version: .*/&+pkgtest1/' /var/tmp/pkgtest-repack/DEBIAN/control
+dpkg-deb -b /var/tmp/pkgtest-repack /var/tmp/pkgtest-repack.deb >/dev/null
+rm -r /var/tmp/pkgtest-repack
+dpkg -i /var/tmp/pkgtest-repack.deb
+rm /var/tmp/pkgtest-repack.deb`)
+		assert.Equal(t, pid3, m.show(ctx, "virtiofsd@vm3.service", "MainPID"))
+		listed := m.sh(ctx, "/usr/libexec/virtiofsd-shim list vm3")
+		t.Log(listed)
+		assert.Contains(t, listed, "runs an older virtiofsd")
+		assert.Contains(t, listed, "its next session gets the installed one (this one cannot move: FRONT=no")
+		require.NoError(t, moving.answers(), "the moved session still answers after virtiofsd's upgrade")
+		moving.Close()
+		third.Close()
+		require.NoError(t, os.Remove(m.Path("/etc/virtiofsd/vm2.conf")))
+		require.NoError(t, os.Remove(m.Path("/etc/virtiofsd/vm3.conf")))
+	}
 	assert.Equal(t, "enabled", m.sh(ctx, "systemctl is-enabled virtiofsd@vm1.socket"))
 	assert.Equal(t, "active", m.show(ctx, "virtiofsd@vm1.socket", "ActiveState"))
 	assert.Equal(t, "no", m.show(ctx, "virtiofsd@vm1.service", "NeedDaemonReload"))
