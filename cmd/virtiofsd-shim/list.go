@@ -42,6 +42,18 @@ Examples:
   virtiofsd-shim list --json | jq -r '.instances[] | select(.service.client == "connected") | .instance'
 `
 
+// connectLister connects to scope's service manager and returns a Lister
+// of its instances, configured in dir, that reads their state; the caller
+// closes its Bus. systemd out of reach is exit status 69.
+func connectLister(ctx context.Context, scope config.Scope, dir string) (*instances.Lister, error) {
+	bus, err := sdbus.Connect(ctx, scope, os.Getenv)
+	if err != nil {
+		return nil, &exitcode.UnavailableError{Err: err}
+	}
+	rt, _ := scope.RuntimeDir(os.Getenv) // "": no state to read
+	return &instances.Lister{Bus: bus, ConfigDir: dir, Scope: scope, RuntimeDir: rt}, nil
+}
+
 func listCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("list", listUsage, stderr)
 	asJSON := fs.Bool("json", false, "print JSON (schema_version 1) instead of a table")
@@ -66,13 +78,12 @@ func listCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 
-	bus, err := sdbus.Connect(ctx, scope, os.Getenv)
+	l, err := connectLister(ctx, scope, *dir)
 	if err != nil {
-		return &exitcode.UnavailableError{Err: err}
+		return err
 	}
-	defer bus.Close()
-	rt, _ := scope.RuntimeDir(os.Getenv) // "": no state to read
-	l := instances.Lister{Bus: bus, ConfigDir: *dir, Scope: scope, ProcRoot: "/proc", RuntimeDir: rt}
+	defer l.Bus.Close()
+	l.ProcRoot = "/proc"
 	list, err := l.List(ctx, names)
 	var unknown *instances.UnknownError
 	if err != nil && !errors.As(err, &unknown) {

@@ -6,9 +6,7 @@ import (
 	"os"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/exitcode"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/instances"
-	"github.com/virtiofsd-shim/virtiofsd-shim/internal/sdbus"
 )
 
 const upgradePlanUsage = `Usage: virtiofsd-shim upgrade-plan [--for=package|virtiofsd]
@@ -57,13 +55,11 @@ func upgradePlanCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	bus, err := sdbus.Connect(ctx, scope, os.Getenv)
+	l, err := connectLister(ctx, scope, dir)
 	if err != nil {
-		return &exitcode.UnavailableError{Err: err}
+		return err
 	}
-	defer bus.Close()
-	rt, _ := scope.RuntimeDir(os.Getenv)
-	l := instances.Lister{Bus: bus, ConfigDir: dir, Scope: scope, RuntimeDir: rt}
+	defer l.Bus.Close()
 	list, err := l.List(ctx, nil)
 	if err != nil {
 		return err

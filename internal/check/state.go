@@ -78,19 +78,12 @@ func (r *Report) state(o Options) error {
 // the installed one.
 func (r *Report) olderBinaries(st *state.State, instance string) {
 	unit := "virtiofsd@" + instance + ".service"
-	for _, b := range []struct {
-		program string
-		bin     *state.Binary
-	}{{"shim", st.Shim}, {"virtiofsd", st.Virtiofsd}} {
-		replaced, why := b.bin.Replaced()
-		if !replaced {
-			continue
-		}
+	for _, p := range st.Replaced() {
 		v := ""
-		if b.bin.Version != "" {
-			v = " " + b.bin.Version
+		if p.Binary.Version != "" {
+			v = " " + p.Binary.Version
 		}
-		msg := fmt.Sprintf("%s runs an older %s%s than the installed one: %s", unit, b.program, v, why)
+		msg := fmt.Sprintf("%s runs an older %s%s than the installed one: %s", unit, p.Program, v, p.Reason)
 		fix := ""
 		if st.Movable {
 			fix = r.Systemctl + " restart " + unit
@@ -102,7 +95,7 @@ func (r *Report) olderBinaries(st *state.State, instance string) {
 			}
 			msg += ")"
 		}
-		r.warn(CodeOlderBinary, msg, b.bin.Path, 0, fix)
+		r.warn(CodeOlderBinary, msg, p.Binary.Path, 0, fix)
 	}
 }
 

@@ -113,13 +113,8 @@ type Older struct {
 // have been replaced since it started them.
 func olderBinaries(st *state.State) []Older {
 	var out []Older
-	for _, b := range []struct {
-		program string
-		bin     *state.Binary
-	}{{"shim", st.Shim}, {"virtiofsd", st.Virtiofsd}} {
-		if replaced, why := b.bin.Replaced(); replaced {
-			out = append(out, Older{Program: b.program, Path: b.bin.Path, Version: b.bin.Version, Reason: why})
-		}
+	for _, r := range st.Replaced() {
+		out = append(out, Older{Program: r.Program, Path: r.Binary.Path, Version: r.Binary.Version, Reason: r.Reason})
 	}
 	return out
 }

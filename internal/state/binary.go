@@ -50,6 +50,28 @@ func identify(path, file, version string) (*Binary, error) {
 	return b, nil
 }
 
+// Replacement is a program of a record whose file has been replaced since
+// it was started.
+type Replacement struct {
+	Program string // "shim" or "virtiofsd"
+	Binary  *Binary
+	Reason  string // how its file changed (Binary.Replaced)
+}
+
+// Replaced lists the record's programs (the shim, then virtiofsd) whose
+// files have been replaced since they were started: the session runs
+// binaries older than the installed ones.
+func (s *State) Replaced() []Replacement {
+	var out []Replacement
+	for _, p := range []Replacement{{Program: "shim", Binary: s.Shim}, {Program: "virtiofsd", Binary: s.Virtiofsd}} {
+		if replaced, why := p.Binary.Replaced(); replaced {
+			p.Reason = why
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // Replaced tells whether the file at b.Path is no longer the one b
 // records (replaced, changed or removed since), and how, in words; a file
 // that cannot be read (permission) is not claimed either way.
