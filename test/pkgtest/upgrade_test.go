@@ -18,9 +18,14 @@ import (
 // offers.
 const qemuProtocol uint64 = 0x8a42b
 
+// qemuFeatures are the features QEMU 10 acks for vhost-user-fs when the
+// guest's driver starts (SET_FEATURES).
+const qemuFeatures uint64 = 0x170000000
+
 // movableVM connects to an instance's socket as a VM and negotiates as
-// QEMU's realize does, without memory or rings: features, protocol
-// features (REPLY_ACK among them), owner. The front then has what it needs
+// QEMU's realize does, then acks features as the guest's driver does,
+// without memory or rings: protocol features (REPLY_ACK among them),
+// owner, features. The front then has what it needs
 // to save the session, so the shim publishes it as movable.
 func movableVM(path string, timeout time.Duration) (*fakeVM, error) {
 	c, err := net.DialTimeout("unix", path, timeout)
@@ -66,6 +71,11 @@ func movableVM(path string, timeout time.Duration) (*fakeVM, error) {
 		return fail(err)
 	}
 	if _, err := u64(vhostuser.GetFeatures); err != nil {
+		return fail(err)
+	}
+	// What the guest's driver acks first, before it sets up memory and
+	// rings.
+	if _, err := conn.Call(vhostuser.SetFeatures, vhostuser.U64(features&qemuFeatures).Bytes(), nil, false); err != nil {
 		return fail(err)
 	}
 	return &fakeVM{conn: conn, raw: c}, nil
