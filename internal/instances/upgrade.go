@@ -48,12 +48,14 @@ func UpgradePlan(list []Instance) []Move {
 	var plan []Move
 	for _, in := range list {
 		s := in.Service
-		if s == nil || s.MainPID == nil || s.ActiveState != "active" {
+		if s == nil || s.MainPID == nil {
 			continue
 		}
 		m := Move{Instance: in.Name, Unit: s.Unit.Unit}
 		st := s.State
 		switch {
+		case s.ActiveState != "active":
+			m.Reason = "its service is " + s.ActiveState
 		case s.StateError != nil:
 			m.Reason = "its state cannot be read: " + *s.StateError
 		case !st.Live(*s.MainPID):

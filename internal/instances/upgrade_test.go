@@ -90,6 +90,9 @@ func TestAnUpgradeMovesOnlyTheMovableRunningSessions(t *testing.T) {
 		w.configure(t, name)
 		w.bus.add("virtiofsd@"+name+".service", "active", "running", map[string]any{"MainPID": pid})
 	}
+	w.configure(t, "reloading")
+	w.bus.add("virtiofsd@reloading.service", "reloading", "reload", map[string]any{"MainPID": uint32(819)})
+	w.publish(t, state.State{Instance: "reloading", ShimPID: 819, Phase: state.Serving, Front: true, Movable: true})
 	w.configure(t, "inactive")
 	w.bus.add("virtiofsd@inactive.socket", "active", "listening", nil)
 	w.bus.add("virtiofsd@inactive.service", "inactive", "dead", nil)
@@ -122,13 +125,14 @@ func TestAnUpgradeMovesOnlyTheMovableRunningSessions(t *testing.T) {
 		"virtiofsd@old-shim.service":   state.UnmovableV1,
 		"virtiofsd@stopping.service":   "its session is stopping",
 		"virtiofsd@no-state.service":   "its shim has published no state, so whether a restart would keep its VM is unknown",
+		"virtiofsd@reloading.service":  "its service is reloading",
 	}, got, "the inactive instance is not in the plan")
 
 	var out, why strings.Builder
 	require.NoError(t, WritePlan(&out, &why, plan, PackageUpgrade))
 	assert.Equal(t, "virtiofsd@front.service\nvirtiofsd@idle-front.service\n", out.String(), "one unit a line, for the maintainer scripts")
 	assert.Contains(t, why.String(), "virtiofsd-shim: virtiofsd@c.service is left as it is: a live swap needs the Rust virtiofsd; it keeps the previous shim and virtiofsd until its VM disconnects")
-	assert.Len(t, strings.Split(strings.TrimSpace(why.String()), "\n"), 5)
+	assert.Len(t, strings.Split(strings.TrimSpace(why.String()), "\n"), 6)
 	why.Reset()
 	out.Reset()
 	require.NoError(t, WritePlan(&out, &why, plan, VirtiofsdUpgrade))
