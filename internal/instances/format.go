@@ -81,10 +81,8 @@ func statusCell(in Instance) string {
 	if s := in.Service; s != nil && s.StatusText != "" && s.MainPID != nil && in.Failure == "" {
 		parts = append(parts, s.StatusText)
 	}
-	if s := in.Service; s != nil {
-		for _, o := range s.Older {
-			parts = append(parts, olderText(o, s.State))
-		}
+	if s := in.Service; s != nil && len(s.Older) > 0 {
+		parts = append(parts, olderText(s.Older, s.State))
 	}
 	if in.DeferredRestart != nil && in.Failure == "" {
 		parts = append(parts, "a restart of the socket waits: it listens again once the VM disconnects")
@@ -95,22 +93,26 @@ func statusCell(in Instance) string {
 	return strings.Join(parts, "; ")
 }
 
-// olderText says that the session runs an older program, and what moves
-// it onto the installed one.
-func olderText(o Older, st *state.State) string {
-	v := ""
-	if o.Version != "" {
-		v = " " + o.Version
+// olderText says that the session runs older programs, and what moves it
+// onto the installed ones.
+func olderText(older []Older, st *state.State) string {
+	var progs []string
+	for _, o := range older {
+		p := "runs an older " + o.Program
+		if o.Version != "" {
+			p += " " + o.Version
+		}
+		progs = append(progs, p+" ("+o.Reason+")")
 	}
-	next := "a restart moves its VM onto the installed one"
+	next := "a restart moves its VM onto the installed binaries"
 	if st == nil || !st.Movable {
 		why := ""
 		if st != nil && st.UnmovableReason != "" {
 			why = ": " + st.UnmovableReason
 		}
-		next = "its next session gets the installed one (this one cannot move" + why + ")"
+		next = "its next session gets the installed binaries (this one cannot move" + why + ")"
 	}
-	return fmt.Sprintf("runs an older %s%s (%s); %s", o.Program, v, o.Reason, next)
+	return strings.Join(progs, ", ") + "; " + next
 }
 
 func pidCell(p *int) string {

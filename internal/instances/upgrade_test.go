@@ -64,9 +64,9 @@ func TestListSaysWhenASessionRunsABinaryOlderThanTheInstalledOne(t *testing.T) {
 	rows := byName(list)
 	assert.Equal(t, []Older{{Program: "virtiofsd", Path: rust, Version: "1.13.2", Reason: rust + " was replaced since it was started (another file is installed there)"}},
 		rows["moving"].Service.Older)
-	assert.Contains(t, Row(rows["moving"])[8], "runs an older virtiofsd 1.13.2 ("+rust+" was replaced since it was started (another file is installed there)); a restart moves its VM onto the installed one")
+	assert.Contains(t, Row(rows["moving"])[8], "runs an older virtiofsd 1.13.2 ("+rust+" was replaced since it was started (another file is installed there)); a restart moves its VM onto the installed binaries")
 	assert.Contains(t, Row(rows["stuck"])[8], "runs an older virtiofsd 7.2.22")
-	assert.Contains(t, Row(rows["stuck"])[8], "its next session gets the installed one (this one cannot move: FRONT=no in /etc/virtiofsd/stuck.conf)")
+	assert.Contains(t, Row(rows["stuck"])[8], "its next session gets the installed binaries (this one cannot move: FRONT=no in /etc/virtiofsd/stuck.conf)")
 	assert.Nil(t, rows["current"].Service.Older)
 	assert.Nil(t, rows["ended"].Service.Older, "a past run's record says nothing of the running one")
 
@@ -76,6 +76,9 @@ func TestListSaysWhenASessionRunsABinaryOlderThanTheInstalledOne(t *testing.T) {
 	older := byName(list)["stuck"].Service.Older
 	require.Len(t, older, 2)
 	assert.Equal(t, "shim", older[0].Program)
+	row := Row(byName(list)["stuck"])[8]
+	assert.Contains(t, row, "runs an older shim 1.0 ("+shim+" was replaced since it was started (another file is installed there)), runs an older virtiofsd 7.2.22")
+	assert.Equal(t, 1, strings.Count(row, "its next session gets the installed binaries"), "the hint once")
 	var b strings.Builder
 	require.NoError(t, WriteJSON(&b, list))
 	assert.Contains(t, b.String(), `"older_binaries": [`)
