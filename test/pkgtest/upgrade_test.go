@@ -11,6 +11,7 @@ import (
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/vhostuser"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
 // qemuProtocol are the protocol features QEMU 10 sets for vhost-user-fs
@@ -109,7 +110,7 @@ func (m machine) stateOf(ctx context.Context, inst string, ok func(*state.State)
 	var st *state.State
 	require.Eventually(m.t, func() bool {
 		var err error
-		st, err = state.Read(m.Path(state.Path("/run", inst)))
+		st, err = state.Read(m.Path(state.Path(shimbox.RuntimeDir(), inst)))
 		return err == nil && st != nil && ok(st)
 	}, 20*time.Second, 50*time.Millisecond, "the state of %s", inst)
 	return st
