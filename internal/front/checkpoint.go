@@ -171,16 +171,19 @@ func (w *checkpointWriter) add(f *os.File) (int, error) {
 	return len(w.files) - 1, nil
 }
 
-func (w *checkpointWriter) event(e *eventFD) (*checkpointEvent, error) {
-	if e == nil {
-		return nil, nil
-	}
-	i, err := w.add(e.file)
-	return &checkpointEvent{NoFD: e.noFD, File: i}, err
-}
-
 // record turns the setup into data, with dups of its descriptors.
-func (w *checkpointWriter) record(s *setup) (*checkpointData, error) {
+func (w *checkpointWriter) record(s *setup) (*checkpointData, error) { return recordSetup(s, w.add) }
+
+// recordSetup turns the setup into data, each descriptor replaced by the
+// index add gives it (-1: none).
+func recordSetup(s *setup, add func(*os.File) (int, error)) (*checkpointData, error) {
+	event := func(e *eventFD) (*checkpointEvent, error) {
+		if e == nil {
+			return nil, nil
+		}
+		i, err := add(e.file)
+		return &checkpointEvent{NoFD: e.noFD, File: i}, err
+	}
 	d := &checkpointData{
 		Version: CheckpointVersion, Features: s.features, HasFeatures: s.hasFeatures,
 		ProtocolFeatures: s.protocolFeatures, HasProtocolFeatures: s.hasProtocolFeatures,
@@ -189,7 +192,7 @@ func (w *checkpointWriter) record(s *setup) (*checkpointData, error) {
 	}
 	var err error
 	for _, r := range s.regions {
-		i, err := w.add(r.file)
+		i, err := add(r.file)
 		if err != nil {
 			return nil, err
 		}
@@ -201,21 +204,21 @@ func (w *checkpointWriter) record(s *setup) (*checkpointData, error) {
 			Index: i, Num: r.num, Base: r.base, Addr: r.addr, HasNum: r.hasNum, HasBase: r.hasBase,
 			HasAddr: r.hasAddr, Started: r.started, Enabled: r.enabled,
 		}
-		if cr.Kick, err = w.event(r.kick); err != nil {
+		if cr.Kick, err = event(r.kick); err != nil {
 			return nil, err
 		}
-		if cr.Call, err = w.event(r.call); err != nil {
+		if cr.Call, err = event(r.call); err != nil {
 			return nil, err
 		}
-		if cr.Err, err = w.event(r.err); err != nil {
+		if cr.Err, err = event(r.err); err != nil {
 			return nil, err
 		}
 		d.Rings = append(d.Rings, cr)
 	}
-	if d.BackendReq, err = w.add(s.backendReq); err != nil {
+	if d.BackendReq, err = add(s.backendReq); err != nil {
 		return nil, err
 	}
-	if d.LogFile, err = w.add(s.logFile); err != nil {
+	if d.LogFile, err = add(s.logFile); err != nil {
 		return nil, err
 	}
 	return d, nil

@@ -51,6 +51,25 @@ type Config struct {
 	// file's data (a file renamed after the checkpoint, an inode number
 	// handed out again), where without it the guest gets EBADF.
 	RestoreCheckpoint bool
+	// Journal, when set, keeps the session in systemd's file descriptor
+	// store while Run relays it, so that a shim killed with kill -9 leaves
+	// it for the next one (LoadCrashRecord, ResumeAfterCrash): the VM's
+	// connection before the first request is read, and the recorded setup
+	// and the requests awaiting a reply before each request is passed on.
+	// Run drops it from the store when it returns.
+	Journal Store
+	// JournalFailed, when set, is told once that the journal failed (the
+	// session goes on, but a shim crash would lose it), from Run's
+	// goroutine.
+	JournalFailed func(error)
+}
+
+// cfgNow is c's clock.
+func cfgNow(c Config) func() time.Time {
+	if c.Now == nil {
+		return time.Now
+	}
+	return c.Now
 }
 
 // DefaultSettle is the wait between disabling a back end's rings and
@@ -81,6 +100,9 @@ type Front struct {
 	// outstanding are the VM's requests whose replies are due, in order.
 	// Owned by Run's loop.
 	outstanding []*vhostuser.Message
+	// journal keeps the session in systemd's store (Config.Journal); nil
+	// without one. Owned by Run's loop.
+	journal *journal
 }
 
 // New returns a Front for the VM's connection and the back end's. It
@@ -92,13 +114,56 @@ func New(vm, backend *net.UnixConn, cfg Config) *Front {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Front{
+	f := &Front{
 		cfg:   cfg,
 		vm:    newPeer(vm),
 		be:    newPeer(backend),
 		swaps: make(chan swapRequest),
 		ended: make(chan struct{}),
 		setup: newSetup(),
+	}
+	if cfg.Journal != nil {
+		f.journal = newJournal(cfg.Journal)
+	}
+	return f
+}
+
+// startJournal stores the VM's connection, before Run reads a request.
+func (f *Front) startJournal() {
+	if f.journal == nil {
+		return
+	}
+	vm, err := f.vm.dupConn()
+	if err == nil {
+		err = f.journal.start(vm)
+		vm.Close()
+	}
+	if err != nil {
+		f.journalFailed(err)
+	}
+}
+
+// persist writes the crash record when it changed: the setup, the
+// requests awaiting a reply, and extra (a request about to be passed on
+// whose reply the VM will wait for), if not nil.
+func (f *Front) persist(extra *vhostuser.Message) {
+	if f.journal == nil || f.journal.err != nil {
+		return
+	}
+	f.mu.Lock()
+	err := f.journal.write(f.setup, f.outstanding, extra)
+	f.mu.Unlock()
+	if err != nil {
+		f.journalFailed(err)
+	}
+}
+
+func (f *Front) journalFailed(err error) {
+	if f.journal.err == nil {
+		f.journal.err = err
+	}
+	if f.cfg.JournalFailed != nil {
+		f.cfg.JournalFailed(err)
 	}
 }
 
@@ -115,6 +180,11 @@ var ErrBackendGone = errors.New("virtiofsd's connection ended")
 func (f *Front) Run(ctx context.Context) error {
 	defer close(f.ended)
 	defer f.close()
+	if f.journal != nil {
+		defer f.journal.drop()
+		f.startJournal()
+		f.persist(nil)
+	}
 	var pending *swapRequest
 	defer func() {
 		if pending != nil {
@@ -171,6 +241,7 @@ func (f *Front) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		f.persist(nil)
 		if pending != nil && len(f.outstanding) == 0 {
 			if pending.save {
 				cp, ended, err := f.saveForRestart(pending.ctx)
@@ -263,6 +334,11 @@ func (f *Front) relayRequest(m *vhostuser.Message) error {
 	if known {
 		expect = spec.ReplyExpected(m.Header, proto)
 	}
+	if expect {
+		f.persist(m)
+	} else {
+		f.persist(nil)
+	}
 	err := f.be.conn.WriteMessage(m)
 	m.Close() // the back end has its own copies of the fds now
 	if expect {
@@ -292,6 +368,7 @@ func (f *Front) relayReply(m *vhostuser.Message) error {
 	if err := f.vm.conn.WriteMessage(m); err != nil {
 		return fmt.Errorf("pass %s's reply on to the VM: %w", m.Request, err)
 	}
+	f.persist(nil)
 	return nil
 }
 
