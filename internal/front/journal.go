@@ -261,6 +261,20 @@ func (r *CrashRecord) Close() {
 	r.slots, r.extra = [2]*os.File{}, nil
 }
 
+// Drop removes the record from st, systemd's store, and closes it: it
+// cannot be resumed (without the front), or a restart's checkpoint is
+// newer. The VM then sees its connection end.
+func (r *CrashRecord) Drop(st Store) {
+	names := []string{nameCrashVM, nameCrashRec + "0", nameCrashRec + "1"}
+	for name := range r.stored {
+		names = append(names, name)
+	}
+	for _, name := range names {
+		_, _ = st.Remove(name)
+	}
+	r.Close()
+}
+
 // Requests counts the VM's requests awaiting a reply in the record.
 func (r *CrashRecord) Requests() int { return len(r.cp.data.Pending) }
 

@@ -67,7 +67,15 @@ func (c *crashes) add(now time.Time) (n int, over bool) {
 // are recovered through Run's loop (respawn), unless its plan runs a
 // thread pool (the front refuses then, with the reason).
 func (s *Session) frontConfig(ctx context.Context) front.Config {
+	var store front.Store
+	if h := s.Instance.Handover; h != nil && h.Store != nil {
+		store = h.Store
+	}
 	return front.Config{
+		Journal: store,
+		JournalFailed: func(err error) {
+			s.Log.WithError(err).Warn("the session cannot be kept in systemd's fd store as it runs: it goes on, but a crash of the shim would disconnect the VM's share")
+		},
 		ThreadPool: plan.ThreadPool(s.Plan),
 		Swappable:  s.frontSwappable,
 		Respawn: func(rctx context.Context, cause error) (*net.UnixConn, error) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/fdstore"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/front"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/handover"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/plan"
@@ -121,7 +122,7 @@ func (s *Session) resume(ctx context.Context, cp *front.Checkpoint) (*front.Fron
 	defer cancel()
 	t := time.Now()
 	size := cp.StateSize()
-	f, err := front.Resume(rctx, cp, s.cur.conn, front.Config{Swappable: s.frontSwappable})
+	f, err := front.Resume(rctx, cp, s.cur.conn, s.frontConfig(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("restart: resume the session the last shim kept: %w", err)
 	}
@@ -137,6 +138,68 @@ func (s *Session) resume(ctx context.Context, cp *front.Checkpoint) (*front.Fron
 		w.Update(func(x *state.State) { x.Phase, x.VirtiofsdPID, x.Handovers = state.Serving, pid, st.Swaps })
 	}
 	return f, nil
+}
+
+// takeCrashRecord finds a session a killed shim left among the descriptors
+// systemd passed beside the socket (docs/live-restart.md, "A shim
+// crash"). A restart's checkpoint, when there is one too, is newer: the
+// record is then closed and dropped from the store. A broken record is
+// closed and dropped with one journal line, and the socket is served as
+// usual. A record that loaded stays in the store: the resumed session
+// goes on keeping it there.
+func (in *Instance) takeCrashRecord(stored []*os.File, checkpoint bool) *front.CrashRecord {
+	if len(stored) == 0 {
+		return nil
+	}
+	byName := fdstore.ByName(stored)
+	r, err := front.LoadCrashRecord(byName)
+	if r == nil && err == nil {
+		return nil
+	}
+	st := in.store()
+	if checkpoint && r != nil {
+		r.Drop(st)
+		r, err = nil, nil
+	}
+	if r == nil {
+		for name := range byName {
+			if front.IsCrashName(name) {
+				_, _ = st.Remove(name)
+			}
+		}
+		if err != nil {
+			in.Log.WithError(err).Error("shim crash: the session the killed shim left cannot be resumed; it is closed, and the socket is served as usual")
+		}
+		return nil
+	}
+	return r
+}
+
+// resumeAfterCrash continues the session a killed shim left on the
+// current virtiofsd, fresh and ready: degraded, as after a virtiofsd
+// crash. It returns the front, or the error that closed the record.
+func (s *Session) resumeAfterCrash(ctx context.Context, r *front.CrashRecord) (*front.Front, error) {
+	pending := r.Requests()
+	f, rec, err := front.ResumeAfterCrash(context.WithoutCancel(ctx), r, s.cur.conn, s.frontConfig(ctx))
+	if err != nil {
+		r.Drop(s.Instance.store()) // closed already; its names leave the store
+		return nil, fmt.Errorf("shim crash: %w", err)
+	}
+	s.Log.WithFields(logrus.Fields{
+		"resumed": rec.Took.String(), "answered": rec.Answered, "awaiting_reply": pending, "virtiofsd_pid": s.cur.pid.Load(),
+	}).Warn("shim crash: the session the killed shim left in systemd's fd store is resumed on a fresh virtiofsd")
+	return f, nil
+}
+
+// dropCrashRecord removes a record that cannot be resumed from the store.
+func (in *Instance) dropCrashRecord(r *front.CrashRecord) { r.Drop(in.store()) }
+
+// store is systemd's store, or one that drops everything outside systemd.
+func (in *Instance) store() handover.Store {
+	if in.Handover != nil && in.Handover.Store != nil {
+		return in.Handover.Store
+	}
+	return discardStore{}
 }
 
 // discardStore stands for systemd's store outside systemd: nothing to drop.

@@ -177,9 +177,13 @@ func (in *Instance) Run(ctx context.Context, cfg *config.Config, p *plan.Plan, s
 	// with the config read again, until the socket is released or the
 	// service stopped.
 	cp := in.takeCheckpoint(sock.Stored)
+	cr := in.takeCrashRecord(sock.Stored, cp != nil)
 	defer func() {
 		if cp != nil {
 			cp.Close()
+		}
+		if cr != nil {
+			cr.Close()
 		}
 	}()
 	for n := 1; ; n++ {
@@ -224,14 +228,19 @@ func (in *Instance) Run(ctx context.Context, cfg *config.Config, p *plan.Plan, s
 		if ok, why := plan.Front(p); ok {
 			fs := &Session{ID: session, Number: n, Standby: cfg.Standby, Sock: sock, Plan: p, Instance: in,
 				Lines: fwd, Release: in.Release, Reloads: in.Reloads, Log: entry.WithField("session", session), Watchdog: sv.Watchdog,
-				Checkpoint: cp}
-			cp = nil
+				Checkpoint: cp, Crashed: cr}
+			cp, cr = nil, nil
 			out, err = fs.Run(ctx)
 		} else {
 			if cp != nil {
 				entry.WithField("reason", why).Error("restart: the session the last shim kept cannot be resumed without the front; it is closed, and the VM sees its share disconnected")
 				cp.Close()
 				cp = nil
+			}
+			if cr != nil {
+				entry.WithField("reason", why).Error("shim crash: the session the killed shim left cannot be resumed without the front; it is closed, and the VM sees its share disconnected")
+				in.dropCrashRecord(cr)
+				cr = nil
 			}
 			if in.State != nil {
 				in.State.Update(func(s *state.State) {

@@ -68,6 +68,9 @@ type Session struct {
 	// Checkpoint is the session the last shim kept across a restart, to
 	// resume on the first virtiofsd instead of accepting a VM; Run owns it.
 	Checkpoint *front.Checkpoint
+	// Crashed is the session a killed shim left in systemd's store, to
+	// resume (degraded) on the first virtiofsd; Run owns it.
+	Crashed *front.CrashRecord
 
 	front     *front.Front
 	connected atomic.Bool // the VM is accepted (read by supervisors' Publish)
@@ -346,15 +349,18 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 	// again (READY=1 then, not at its readiness line), and the shim
 	// connects to it at once: the VM is already there.
 	// Its virtiofsd fails only a file it cannot carry (plan.ForResume).
-	resuming := s.Checkpoint != nil
+	resuming := s.Checkpoint != nil || s.Crashed != nil
 	first := s.Plan
-	if resuming {
+	if s.Checkpoint != nil {
 		first = plan.ForResume(s.Plan)
 	}
 	b, err := s.start(ctx, first, resuming, resuming)
 	if err != nil {
 		if s.Checkpoint != nil {
 			s.Checkpoint.Close()
+		}
+		if s.Crashed != nil {
+			s.Instance.dropCrashRecord(s.Crashed)
 		}
 		return out, err
 	}
@@ -384,6 +390,32 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 		select {
 		case <-ready:
 			ready = nil
+			if cr := s.Crashed; cr != nil {
+				s.Crashed = nil
+				f, err := s.resumeAfterCrash(ctx, cr)
+				if err != nil {
+					s.Log.WithError(err).Error("shim crash: the session the killed shim left is closed, and the VM sees its share disconnected; the socket is served as usual")
+					_ = s.cur.stop()
+					if s.cur, err = s.start(ctx, s.Plan, false, false); err != nil {
+						return out, err
+					}
+					ready = s.cur.ready
+					continue
+				}
+				out.Served = true
+				s.connected.Store(true)
+				s.front = f
+				s.speak(s.cur)
+				s.lastEnd = "the shim was killed"
+				s.freshPID.Store(s.cur.pid.Load())
+				s.publishPID(int(s.cur.pid.Load()))
+				if in.Notifier != nil {
+					_ = in.Notifier.Notify("READY=1")
+				}
+				s.recovered(f.Status().LastRecovery) // degraded: the state, the journal, STATUS=
+				go func() { frontDone <- f.Run(fctx) }()
+				continue
+			}
 			if cp := s.Checkpoint; cp != nil {
 				s.Checkpoint = nil
 				f, err := s.resume(ctx, cp)
