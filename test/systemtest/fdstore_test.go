@@ -91,7 +91,7 @@ type storeBox struct {
 	systemctl func(args ...string) string
 }
 
-func newStoreBox(t *testing.T, leg shimbox.Platform, name, unit, env string, value func(dir string) string) *storeBox {
+func newStoreBox(t *testing.T, leg shimbox.Platform, name, unit, env string, value func(dir string) string, extra ...string) *storeBox {
 	t.Helper()
 	sdbox.RequireRoot(t)
 	ctx := context.Background()
@@ -112,7 +112,7 @@ Type=notify
 Environment=%s=%s
 ExecStart=%s
 FileDescriptorStoreMax=8
-`, env, value(dir), helper)}}
+%s`, env, value(dir), helper, strings.Join(extra, ""))}}
 	if tree != nil {
 		o.Root = tree.Root
 		o.Binds = map[string]string{"/var/tmp": "/var/tmp"}

@@ -24,6 +24,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/handover"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/sdbus"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
 // peerEnv, set to a folder, makes the test binary a Type=notify service
@@ -75,8 +76,12 @@ func peerHelper(dir string) error {
 		return err
 	}
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM)
-	<-sig
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGUSR1)
+	if <-sig == syscall.SIGUSR1 {
+		// As the shim ends a session on purpose (71: a crash loop).
+		_ = appendLine(report, "exit 71")
+		os.Exit(71)
+	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -172,5 +177,63 @@ func TestTheStoreKeepsAConnectionAcrossRestartAndDropsItOnStopOrHangUp(t *testin
 		assert.Eventually(t, func() bool { return b.show("NFileDescriptorStore") == "NFileDescriptorStore=0" }, 30*time.Second, 50*time.Millisecond,
 			"a stored socket whose peer hung up is dropped")
 		b.systemctl("stop", peerUnit)
+	})
+}
+
+// shippedLine is the line of the shipped units/virtiofsd@.service that sets
+// key, such as "Restart=on-abnormal".
+func shippedLine(t *testing.T, key string) string {
+	t.Helper()
+	unit, err := os.ReadFile(filepath.Join(testdir.RepoRoot(), "units", "virtiofsd@.service"))
+	require.NoError(t, err)
+	for _, l := range strings.Split(string(unit), "\n") {
+		if strings.HasPrefix(l, key+"=") {
+			return l
+		}
+	}
+	t.Fatalf("units/virtiofsd@.service sets no %s=", key)
+	return ""
+}
+
+// TestTheStoreKeepsAConnectionAcrossAKillOfTheMainProcessButNotAcrossItsOwnExit
+// holds, on each leg's real systemd and with the shipped unit's Restart=
+// and KillMode=, what a shim crash relies on: kill -9 of the main process
+// restarts the unit and hands the stored connection back to the new
+// process, still talking to its peer; an exit with one of the shim's own
+// codes (71) is not restarted, and the store is flushed (the peer sees the
+// end).
+func TestTheStoreKeepsAConnectionAcrossAKillOfTheMainProcessButNotAcrossItsOwnExit(t *testing.T) {
+	shimbox.Legs(t, func(t *testing.T, leg shimbox.Platform) {
+		restart, kill := shippedLine(t, "Restart"), shippedLine(t, "KillMode")
+		b := newStoreBox(t, leg, "fdkill", peerUnit, peerEnv, func(dir string) string { return dir }, restart+"\n", kill+"\n")
+		ln, err := net.Listen("unix", filepath.Join(b.dir, "p.sock"))
+		require.NoError(t, err)
+		defer ln.Close()
+		b.systemctl("start", peerUnit)
+		peer, err := ln.Accept()
+		require.NoError(t, err)
+		defer peer.Close()
+		first := strings.TrimPrefix(b.show("MainPID"), "MainPID=")
+
+		b.systemctl("kill", "--kill-who=main", "-s", "KILL", peerUnit)
+		require.NoError(t, peer.SetReadDeadline(time.Now().Add(30*time.Second)))
+		hello, err := bufio.NewReader(peer).ReadString('\n')
+		require.NoError(t, err, "the restarted process talks to the peer on the stored connection")
+		pid := strings.TrimPrefix(b.show("MainPID"), "MainPID=")
+		assert.NotEqual(t, first, pid)
+		assert.Equal(t, "hello from pid "+pid+"\n", hello)
+		assert.Equal(t, "NRestarts=1", b.show("NRestarts"), "%s restarts after a kill -9", restart)
+		assert.Equal(t, "NFileDescriptorStore=1", b.show("NFileDescriptorStore"))
+		assert.Equal(t, []string{"stored", "kept 1"}, b.lines(t))
+
+		b.systemctl("kill", "--kill-who=main", "-s", "USR1", peerUnit)
+		assert.Eventually(t, func() bool { return b.show("ActiveState") == "ActiveState=failed" }, 30*time.Second, 50*time.Millisecond)
+		assert.Equal(t, "NRestarts=1", b.show("NRestarts"), "%s does not restart the shim's own exit code", restart)
+		assert.Equal(t, "ExecMainStatus=71", b.show("ExecMainStatus"))
+		assert.Equal(t, "NFileDescriptorStore=0", b.show("NFileDescriptorStore"), "the store is flushed")
+		require.NoError(t, peer.SetReadDeadline(time.Now().Add(30*time.Second)))
+		_, err = peer.Read(make([]byte, 1))
+		assert.ErrorIs(t, err, io.EOF, "the peer sees the end: systemd closed its copy")
+		b.systemctl("reset-failed", peerUnit)
 	})
 }
