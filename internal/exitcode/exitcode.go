@@ -21,6 +21,7 @@ const (
 	Unavailable = 69 // EX_UNAVAILABLE: virtiofsd (or systemd, for list) missing or unusable
 	Software    = 70 // EX_SOFTWARE: an internal error of the shim
 	CrashLoop   = 71 // EX_OSERR: virtiofsd crashed too often under a connected VM, and the shim gave up
+	ShimKilled  = 72 // the last shim was killed while virtiofsd served a VM without the front: the session is lost
 	Degraded    = 74 // EX_IOERR: check: the instance's running session is degraded (virtiofsd crashed and was recovered)
 	NotReady    = 75 // EX_TEMPFAIL: virtiofsd never printed its readiness line in time
 	Migration   = 76 // EX_PROTOCOL: virtiofsd reported that loading or saving migration state failed
@@ -44,6 +45,7 @@ var Table = []Row{
 	{"69", "unavailable: the virtiofsd binary is missing, not executable or of unknown flavor, or the C one for a rootless (--user) instance; for list, systemd is unreachable", Unavailable, Unavailable},
 	{"70", "internal error of the shim", Software, Software},
 	{"71", "crash loop: virtiofsd crashed 5 times within 60 s under a connected VM (with the front), so the shim gave up and closed the VM's connection: the guest's share waits until the VM restarts", CrashLoop, CrashLoop},
+	{"72", "shim crash without the front: the last shim was killed (a signal) while its virtiofsd served a VM directly (FRONT=no, the C virtiofsd), so virtiofsd was stopped with it and the VM's share is disconnected; the restarted shim says so and ends, the socket listens again", ShimKilled, ShimKilled},
 	{"74", "check: the instance's running session is degraded: virtiofsd crashed under the VM and a fresh one serves it, and the guest must umount and mount the share (never the service's own status)", Degraded, Degraded},
 	{"75", "virtiofsd did not print its readiness line within the ready timeout and was killed", NotReady, NotReady},
 	{"76", "a live migration failed: virtiofsd could not load the incoming state (destination: the VM did not arrive) or save it (source), even though it then exited 0", Migration, Migration},

@@ -176,6 +176,14 @@ func (in *Instance) Run(ctx context.Context, cfg *config.Config, p *plan.Plan, s
 	// socket, each virtiofsd started as soon as the last one's client left,
 	// with the config read again, until the socket is released or the
 	// service stopped.
+	if in.lostDirectSession(sock.Stored) {
+		err := &ShimKilledError{}
+		entry.WithError(err).Error("shim crash: the session without the front is lost")
+		if in.Notifier != nil {
+			_ = in.Notifier.Notify("STATUS=Failed: " + err.Error())
+		}
+		return err
+	}
 	cp := in.takeCheckpoint(sock.Stored)
 	cr := in.takeCrashRecord(sock.Stored, cp != nil)
 	defer func() {
@@ -250,7 +258,9 @@ func (in *Instance) Run(ctx context.Context, cfg *config.Config, p *plan.Plan, s
 			}
 			done := make(chan struct{})
 			go in.refuseReloads(why+"; the session goes on with its virtiofsd", done)
+			unmark := in.markDirect(sv)
 			out, err = sv.RunSession(ctx)
+			unmark()
 			close(done)
 		}
 		if err != nil || out.Released || ctx.Err() != nil || !out.Served || !cfg.Standby {

@@ -223,3 +223,37 @@ func assertAppendIntact(t *testing.T, path string) {
 		assert.Equal(t, fmt.Sprintf("round %d", i+1), l, "%s line %d", path, i+1)
 	}
 }
+
+// TestAShimKilledUnderASessionWithoutTheFrontFailsTheUnitSayingSo holds,
+// on each leg, that a shim killed while its virtiofsd serves a VM directly
+// (FRONT=no; the C virtiofsd has no front either) ends as before Restart=
+// was set: virtiofsd is stopped with it, the restarted shim finds its
+// marker in the store and fails the unit with exit status 72 and a status
+// that says what happened, and the socket listens again.
+func TestAShimKilledUnderASessionWithoutTheFrontFailsTheUnitSayingSo(t *testing.T) {
+	shimbox.Legs(t, func(t *testing.T, leg shimbox.Platform) {
+		b := box(t, leg)
+		const unit = "virtiofsd@x.service"
+		dir, err := b.AddInstance("x", "FRONT=no")
+		require.NoError(t, err)
+		enable(t, b, "x")
+		c, err := b.Session("x", 30*time.Second)
+		require.NoError(t, err)
+		defer c.Close()
+		_, err = b.Run(context.Background(), "kill", "-9", show(t, b, unit, "MainPID")["MainPID"])
+		require.NoError(t, err)
+
+		waitState(t, b, unit, "failed/failed")
+		p := show(t, b, unit, "ExecMainStatus", "StatusText", "NRestarts", "NFileDescriptorStore")
+		assert.Equal(t, "72", p["ExecMainStatus"], status(b, unit))
+		assert.Equal(t, "1", p["NRestarts"], "the unit restarted once, and the new shim ended it")
+		assert.Contains(t, p["StatusText"], "the last shim was killed while its virtiofsd served a VM without the front")
+		assert.Equal(t, "0", p["NFileDescriptorStore"])
+		assert.Empty(t, virtiofsdFor(dir), "no virtiofsd left")
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(30*time.Second)))
+		_, err = c.Read(make([]byte, 1))
+		assert.Error(t, err, "the VM's connection ended with virtiofsd")
+		assert.Equal(t, "active/listening", state(t, b, "virtiofsd@x.socket"), "the next VM starts a session as before")
+		systemctl(t, b, "reset-failed", unit)
+	})
+}
