@@ -14,11 +14,9 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/front"
 )
 
-// Store is systemd's file descriptor store, as fdstore.Notifier sends to it.
-type Store interface {
-	Store(name string, files ...*os.File) (bool, error)
-	Remove(name string) (bool, error)
-}
+// Store is systemd's file descriptor store, as fdstore.Notifier sends to
+// it; the front keeps its crash record there too.
+type Store = front.Store
 
 // Jobs tells what systemd is doing with a unit, as sdbus.Conn does.
 type Jobs interface {

@@ -114,6 +114,45 @@ func (in *Instance) takeCheckpoint(stored []*os.File) *front.Checkpoint {
 	return cp
 }
 
+// resumeKept resumes on the current virtiofsd, fresh and ready, the
+// session the last shim left: a restart's checkpoint, or a killed shim's
+// crash record. It returns the front and what to tell systemd and the
+// state once the VM is served again; or nil, having logged why the VM sees
+// its share disconnected.
+func (s *Session) resumeKept(ctx context.Context) (*front.Front, func()) {
+	in := s.Instance
+	if cr := s.Crashed; cr != nil {
+		s.Crashed = nil
+		f, err := s.resumeAfterCrash(ctx, cr)
+		if err != nil {
+			s.Log.WithError(err).Error("shim crash: the session the killed shim left is closed, and the VM sees its share disconnected; the socket is served as usual")
+			return nil, nil
+		}
+		return f, func() {
+			s.lastEnd = "the shim was killed"
+			s.freshPID.Store(s.cur.pid.Load())
+			s.publishPID(int(s.cur.pid.Load()))
+			if in.Notifier != nil {
+				_ = in.Notifier.Notify("READY=1")
+			}
+			s.recovered(f.Status().LastRecovery) // degraded: the state, the journal, STATUS=
+		}
+	}
+	cp := s.Checkpoint
+	s.Checkpoint = nil
+	f, err := s.resume(ctx, cp)
+	if err != nil {
+		s.Log.WithError(err).Error("restart: the session the last shim kept is closed, and the VM sees its share disconnected; the socket is served as usual")
+		return nil, nil
+	}
+	return f, func() {
+		if in.Notifier != nil {
+			_ = in.Notifier.Notify(fmt.Sprintf("READY=1\nSTATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d), resumed after a restart",
+				s.Sock, s.Plan.Config.SharedDir, s.cur.pid.Load()))
+		}
+	}
+}
+
 // resume continues the session the last shim kept on b, a fresh virtiofsd
 // that is ready: the VM is served again from here. It returns the front,
 // or the error that closed the checkpoint.

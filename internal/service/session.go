@@ -390,39 +390,11 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 		select {
 		case <-ready:
 			ready = nil
-			if cr := s.Crashed; cr != nil {
-				s.Crashed = nil
-				f, err := s.resumeAfterCrash(ctx, cr)
-				if err != nil {
-					s.Log.WithError(err).Error("shim crash: the session the killed shim left is closed, and the VM sees its share disconnected; the socket is served as usual")
-					_ = s.cur.stop()
-					if s.cur, err = s.start(ctx, s.Plan, false, false); err != nil {
-						return out, err
-					}
-					ready = s.cur.ready
-					continue
-				}
-				out.Served = true
-				s.connected.Store(true)
-				s.front = f
-				s.speak(s.cur)
-				s.lastEnd = "the shim was killed"
-				s.freshPID.Store(s.cur.pid.Load())
-				s.publishPID(int(s.cur.pid.Load()))
-				if in.Notifier != nil {
-					_ = in.Notifier.Notify("READY=1")
-				}
-				s.recovered(f.Status().LastRecovery) // degraded: the state, the journal, STATUS=
-				go func() { frontDone <- f.Run(fctx) }()
-				continue
-			}
-			if cp := s.Checkpoint; cp != nil {
-				s.Checkpoint = nil
-				f, err := s.resume(ctx, cp)
-				if err != nil {
-					// One line; then the socket is served as usual, by a
-					// virtiofsd that did not see the failed resume.
-					s.Log.WithError(err).Error("restart: the session the last shim kept is closed, and the VM sees its share disconnected; the socket is served as usual")
+			if s.Crashed != nil || s.Checkpoint != nil {
+				f, served := s.resumeKept(ctx)
+				if f == nil {
+					// The socket is served as usual, by a virtiofsd that
+					// did not see the failed resume.
 					_ = s.cur.stop()
 					if s.cur, err = s.start(ctx, s.Plan, false, false); err != nil {
 						return out, err
@@ -436,10 +408,7 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 				s.connected.Store(true)
 				s.front = f
 				s.speak(s.cur)
-				if in.Notifier != nil {
-					_ = in.Notifier.Notify(fmt.Sprintf("READY=1\nSTATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d), resumed after a restart",
-						s.Sock, s.Plan.Config.SharedDir, s.cur.pid.Load()))
-				}
+				served()
 				go func() { frontDone <- f.Run(fctx) }()
 				continue
 			}

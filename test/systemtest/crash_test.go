@@ -28,19 +28,7 @@ const crashRounds = 3
 // operation hangs (each bounded by timeout 10), the state says degraded,
 // and after umount and mount the share works again.
 func TestAVirtiofsdKilledUnderTheGuestIsReplacedAndTheShareComesBackAfterARemount(t *testing.T) {
-	b := box(t, shimbox.Debian13)
-	qemu, err := shimbox.Debian13.QEMU(t.Context())
-	require.NoError(t, err)
-	if qemu == "" {
-		if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-			t.Fatalf("qemu-system-x86_64 not installed: run make test (scripts/deps.sh) or apt-get install qemu-system-x86: %v", err)
-		}
-	}
-	dir, err := b.AddInstance("x")
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "hello"), []byte("hello\n"), 0o644))
-	enable(t, b, "x")
-	statePath := shimstate.Path(b.Path("/run"), "x")
+	b, qemu, dir, statePath := guestInstance(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -141,4 +129,24 @@ func pollUntil(ctx context.Context, ok func() bool) bool {
 		}
 	}
 	return true
+}
+
+// guestInstance is a Debian 13 box with instance x enabled, its share
+// holding "hello", for a guest of the QEMU it returns: the share's folder
+// and the instance's state file.
+func guestInstance(t *testing.T) (b *shimbox.Box, qemu, dir, statePath string) {
+	t.Helper()
+	b = box(t, shimbox.Debian13)
+	qemu, err := shimbox.Debian13.QEMU(t.Context())
+	require.NoError(t, err)
+	if qemu == "" {
+		if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+			t.Fatalf("qemu-system-x86_64 not installed: run make test (scripts/deps.sh) or apt-get install qemu-system-x86: %v", err)
+		}
+	}
+	dir, err = b.AddInstance("x")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "hello"), []byte("hello\n"), 0o644))
+	enable(t, b, "x")
+	return b, qemu, dir, shimstate.Path(b.Path("/run"), "x")
 }

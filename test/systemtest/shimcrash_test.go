@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -35,20 +34,8 @@ const shimKills = 6
 // mount old and new files are intact. At the end systemctl stop leaves no
 // process and an empty store, and the VM still runs.
 func TestAShimKilledUnderTheGuestIsRestartedAndTheShareComesBackAfterARemount(t *testing.T) {
-	b := box(t, shimbox.Debian13)
-	qemu, err := shimbox.Debian13.QEMU(t.Context())
-	require.NoError(t, err)
-	if qemu == "" {
-		if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-			t.Fatalf("qemu-system-x86_64 not installed: run make test (scripts/deps.sh) or apt-get install qemu-system-x86: %v", err)
-		}
-	}
 	const unit = "virtiofsd@x.service"
-	dir, err := b.AddInstance("x")
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "hello"), []byte("hello\n"), 0o644))
-	enable(t, b, "x")
-	statePath := shimstate.Path(b.Path("/run"), "x")
+	b, qemu, dir, statePath := guestInstance(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
