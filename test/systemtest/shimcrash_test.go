@@ -136,7 +136,8 @@ i=0; while [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
 		if !pollUntil(ctx, func() bool {
 			pid := mainPID()
 			st, _ = shimstate.Read(statePath)
-			return pid != old && pid != "0" && st != nil && st.Degraded != nil && st.Phase == shimstate.Serving && st.VirtiofsdPID != 0
+			return pid != old && pid != "0" && st != nil && strconv.Itoa(st.ShimPID) == pid &&
+				st.Degraded != nil && st.Phase == shimstate.Serving && st.VirtiofsdPID != 0
 		}) {
 			fail("round %s: the unit never came back serving the session degraded", r)
 		}
