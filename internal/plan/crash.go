@@ -29,13 +29,15 @@ func ThreadPool(p *Plan) bool {
 func CrashRecovery(p *Plan) (bool, string) {
 	const hang = "the VM's connection ends with virtiofsd, and the guest's share hangs until the VM restarts"
 	if ok, why := Front(p); !ok {
-		return false, fmt.Sprintf("%s (the shim is not the VM's end of the socket: %s)", hang, why)
+		return false, fmt.Sprintf("%s (the shim is not the VM's end of the socket: %s); a shim crash too: virtiofsd is stopped with it, and the service fails with exit status %d",
+			hang, why, exitcode.ShimKilled)
 	}
 	if ThreadPool(p) {
 		return false, fmt.Sprintf("%s (%s:%d: THREAD_POOL_SIZE=%d: virtiofsd may complete requests out of order, so its rings cannot be restarted safely)",
 			hang, p.Config.Path, p.Config.Line("THREAD_POOL_SIZE"), *p.Config.ThreadPoolSize)
 	}
 	return true, fmt.Sprintf("a fresh virtiofsd serves the VM, degraded: the guest's requests fail with EBADF until it umounts and mounts the share "+
-		"with nothing held open on it; at the %dth crash within %s the shim gives up (exit status %d) and the share hangs until the VM restarts",
+		"with nothing held open on it; at the %dth crash within %s the shim gives up (exit status %d) and the share hangs until the VM restarts; "+
+		"a shim crash (kill -9) is recovered the same way: the restarted shim resumes the session from systemd's fd store on a fresh virtiofsd",
 		CrashLimit, CrashWindow, exitcode.CrashLoop)
 }
