@@ -17,6 +17,7 @@ import (
 	shimstate "github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
 // TestACrashLoopGivesUpWithItsOwnExitStatusAndTheVMRunsOn runs, on the
@@ -49,9 +50,7 @@ func TestACrashLoopGivesUpWithItsOwnExitStatusAndTheVMRunsOn(t *testing.T) {
 	defer cancel()
 	img, err := guest.Prepare(ctx, "")
 	require.NoError(t, err)
-	run, err := os.MkdirTemp("/tmp", "crashloop-")
-	require.NoError(t, err)
-	defer os.RemoveAll(run)
+	run := testdir.Short(t) // QEMU's QMP socket
 	m, err := guest.Start(ctx, img, guest.Spec{
 		QEMU:    qemu,
 		Timeout: 4 * time.Minute,

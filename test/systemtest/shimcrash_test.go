@@ -17,6 +17,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/guestload"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/testdir"
 )
 
 // shimKills is how many times the shim is killed per boot: odd rounds
@@ -45,9 +46,7 @@ func TestAShimKilledUnderTheGuestIsRestartedAndTheShareComesBackAfterARemount(t 
 	require.NoError(t, err)
 	img, err := guest.Prepare(ctx, "")
 	require.NoError(t, err)
-	run, err := os.MkdirTemp("/tmp", "shimcrash-")
-	require.NoError(t, err)
-	defer os.RemoveAll(run)
+	run := testdir.Short(t) // QEMU's QMP socket
 
 	n := strconv.Itoa(shimKills)
 	m, err := guest.Start(ctx, img, guest.Spec{
