@@ -81,11 +81,15 @@ func newJournal(st Store) *journal {
 	return &journal{st: st, byFile: map[*os.File]string{}, stored: map[string]bool{}}
 }
 
+// ErrNoStore is the journal's error when the shim does not run under
+// systemd: there is no store to keep the session in.
+var ErrNoStore = errors.New("no systemd file descriptor store (NOTIFY_SOCKET is not set)")
+
 // store sends f under name, failing when not run by systemd.
 func (j *journal) store(name string, f *os.File) error {
 	ok, err := j.st.Store(name, f)
 	if err == nil && !ok {
-		err = errors.New("no systemd file descriptor store (NOTIFY_SOCKET is not set)")
+		err = ErrNoStore
 	}
 	if err != nil {
 		return fmt.Errorf("keep the session in systemd's fd store (%s): %w", name, err)

@@ -41,7 +41,7 @@ func IsRestart(ctx context.Context, jobs Jobs, unit string) (bool, error) {
 
 // ErrNoStore is returned by Save when the shim does not run under systemd:
 // there is no store to keep the session in.
-var ErrNoStore = errors.New("no systemd file descriptor store (NOTIFY_SOCKET is not set)")
+var ErrNoStore = front.ErrNoStore
 
 // Save sends the checkpoint's descriptors to the store, each under its own
 // name after dropping whatever that name held, the setup record last. The

@@ -74,7 +74,12 @@ func (s *Session) frontConfig(ctx context.Context) front.Config {
 	return front.Config{
 		Journal: store,
 		JournalFailed: func(err error) {
-			s.Log.WithError(err).Warn("the session cannot be kept in systemd's fd store as it runs: it goes on, but a crash of the shim would disconnect the VM's share")
+			e := s.Log.WithError(err)
+			if errors.Is(err, front.ErrNoStore) {
+				e.Info("not run by systemd: a crash of the shim would disconnect the VM's share")
+				return
+			}
+			e.Warn("the session cannot be kept in systemd's fd store as it runs: it goes on, but a crash of the shim would disconnect the VM's share")
 		},
 		ThreadPool: plan.ThreadPool(s.Plan),
 		Swappable:  s.frontSwappable,

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"time"
 
 	protocol "github.com/virtiofsd-shim/virtiofsd-shim/internal/vhostuser"
@@ -45,7 +46,10 @@ type Datagram struct {
 }
 
 // NotifySocket pretends to be systemd's notification socket: it reads each
-// datagram sent to Path and hands it over, in order, on C.
+// datagram sent to Path and hands it over, in order, on C. The file
+// descriptor store's datagrams (FDSTORE=1, FDSTOREREMOVE=1: a front
+// session keeps itself in the store as it runs) are left out, and the
+// descriptors they carry closed: they say nothing of the service's state.
 type NotifySocket struct {
 	Path string
 	C    <-chan Datagram
@@ -67,7 +71,11 @@ func ListenNotify(path string) (*NotifySocket, error) {
 			if err != nil {
 				return
 			}
-			ch <- Datagram{State: string(buf[:n]), At: time.Now()}
+			state := string(buf[:n])
+			if strings.HasPrefix(state, "FDSTORE=1") || strings.HasPrefix(state, "FDSTOREREMOVE=1") {
+				continue
+			}
+			ch <- Datagram{State: state, At: time.Now()}
 		}
 	}()
 	return &NotifySocket{Path: path, C: ch, conn: conn}, nil
