@@ -72,13 +72,62 @@ type journal struct {
 	next   uint64      // next descriptor number
 	byFile map[*os.File]string
 	stored map[string]bool // every crash-fd-* name in the store
+	// files holds a dup of each stored descriptor, by name: systemd keeps
+	// one copy of an open file description (a second FDSTORE=1 of it,
+	// under any name, is dropped), and QEMU sends the same eventfd again
+	// and again, so a descriptor new to the setup may be one already
+	// stored, found by sameFile.
+	files map[string]*os.File
 	vm     bool            // the VM's connection is stored
 	last   []byte          // the last body written
 	err    error           // the first failure; the journal then stops
 }
 
 func newJournal(st Store) *journal {
-	return &journal{st: st, byFile: map[*os.File]string{}, stored: map[string]bool{}}
+	return &journal{st: st, byFile: map[*os.File]string{}, stored: map[string]bool{}, files: map[string]*os.File{}}
+}
+
+// kcmpFile is KCMP_FILE of kcmp(2).
+const kcmpFile = 0
+
+// sameFile tells whether a and b are one open file description, as
+// systemd's store compares them (kcmp(2), KCMP_FILE).
+func sameFile(a, b *os.File) (bool, error) {
+	var sa, sb unix.Stat_t
+	if err := unix.Fstat(int(a.Fd()), &sa); err != nil {
+		return false, fmt.Errorf("compare descriptors: %w", err)
+	}
+	if err := unix.Fstat(int(b.Fd()), &sb); err != nil {
+		return false, fmt.Errorf("compare descriptors: %w", err)
+	}
+	if sa.Dev != sb.Dev || sa.Ino != sb.Ino {
+		return false, nil
+	}
+	pid := uintptr(os.Getpid())
+	r, _, errno := unix.Syscall6(unix.SYS_KCMP, pid, pid, kcmpFile, a.Fd(), b.Fd(), 0)
+	if errno != 0 {
+		return false, fmt.Errorf("compare descriptors (kcmp): %w", errno)
+	}
+	return r == 0, nil
+}
+
+// nameOf finds the name f is stored under: its own, or that of a stored
+// descriptor of the same open file description; "" when none.
+func (j *journal) nameOf(f *os.File) (string, error) {
+	if name, ok := j.byFile[f]; ok {
+		return name, nil
+	}
+	for name, g := range j.files {
+		same, err := sameFile(f, g)
+		if err != nil {
+			return "", err
+		}
+		if same {
+			j.byFile[f] = name
+			return name, nil
+		}
+	}
+	return "", nil
 }
 
 // ErrNoStore is the journal's error when the shim does not run under
@@ -139,15 +188,24 @@ func (j *journal) write(s *setup, outstanding []*vhostuser.Message, extra *vhost
 		if f == nil {
 			return -1, nil
 		}
-		name, ok := j.byFile[f]
-		if !ok {
+		name, err := j.nameOf(f)
+		if err != nil {
+			return -1, err
+		}
+		if name == "" {
+			d, err := dup(f)
+			if err != nil {
+				return -1, err
+			}
 			name = nameCrashFD + strconv.FormatUint(j.next, 10)
 			if err := j.store(name, f); err != nil {
+				d.Close()
 				return -1, err
 			}
 			j.next++
 			j.byFile[f] = name
 			j.stored[name] = true
+			j.files[name] = d
 		}
 		if i, ok := index[name]; ok {
 			return i, nil
@@ -214,6 +272,10 @@ func (j *journal) prune() {
 			return
 		}
 		delete(j.stored, name)
+		if d := j.files[name]; d != nil {
+			d.Close()
+			delete(j.files, name)
+		}
 	}
 	for f, name := range j.byFile {
 		if !j.stored[name] {
@@ -238,6 +300,9 @@ func (j *journal) drop() {
 			f.Close()
 		}
 	}
+	for _, f := range j.files {
+		f.Close()
+	}
 	*j = journal{st: j.st, err: errors.New("the crash record was dropped")}
 }
 
@@ -251,7 +316,8 @@ type CrashRecord struct {
 	gen    uint64
 	next   uint64
 	stored map[string]bool
-	extra  []*os.File // descriptors no record refers to
+	byName map[string]*os.File // every crash-fd-* descriptor passed
+	extra  []*os.File          // descriptors no record refers to
 }
 
 // Close closes every descriptor of the record.
@@ -316,7 +382,7 @@ func readSlot(f *os.File) (uint64, *crashData, error) {
 // when no slot holds a good record or a descriptor is missing, it closes
 // them all and says why (the caller drops the store's copies).
 func LoadCrashRecord(stored map[string][]*os.File) (*CrashRecord, error) {
-	r := &CrashRecord{stored: map[string]bool{}}
+	r := &CrashRecord{stored: map[string]bool{}, byName: map[string]*os.File{}}
 	files := map[string]*os.File{}
 	for name, fs := range stored {
 		if !IsCrashName(name) {
@@ -369,6 +435,7 @@ func LoadCrashRecord(stored map[string][]*os.File) (*CrashRecord, error) {
 	for name, f := range files {
 		if strings.HasPrefix(name, nameCrashFD) {
 			r.stored[name] = true
+			r.byName[name] = f
 			if !contains(best.Names, name) {
 				r.extra = append(r.extra, f)
 			}
@@ -392,14 +459,20 @@ func contains(s []string, v string) bool {
 }
 
 // adopt makes the journal go on with the record's slots and names: the
-// descriptors stay stored, and the next write refers to fresh names for
-// the resumed setup's (dups), after which the old ones are pruned.
-func (j *journal) adopt(r *CrashRecord) {
+// descriptors stay stored under their names, which the next write finds
+// again for the resumed setup's (dups of them, sameFile).
+func (j *journal) adopt(r *CrashRecord) error {
 	j.slots, r.slots = r.slots, [2]*os.File{}
 	j.names, j.gen, j.next, j.vm = r.names, r.gen, r.next, true
 	for name := range r.stored {
 		j.stored[name] = true
+		d, err := dup(r.byName[name])
+		if err != nil {
+			return fmt.Errorf("keep the crash record: %w", err)
+		}
+		j.files[name] = d
 	}
+	return nil
 }
 
 // ResumeAfterCrash continues the session a killed shim left in systemd's
@@ -452,7 +525,9 @@ func ResumeAfterCrash(ctx context.Context, r *CrashRecord, backend *net.UnixConn
 		})
 	}
 	if f.journal != nil {
-		f.journal.adopt(r)
+		if err := f.journal.adopt(r); err != nil {
+			return fail(f, err)
+		}
 	}
 	if why := f.recoveryRefusal(); why != "" {
 		return fail(f, errors.New(why))

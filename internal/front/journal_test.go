@@ -17,7 +17,8 @@ import (
 )
 
 // memStore is systemd's fd store in memory: it keeps dups of what it is
-// sent, by name, as systemd does.
+// sent, by name, and as systemd does it drops a descriptor whose open file
+// description it already holds, under any name.
 type memStore struct {
 	t     *testing.T
 	mu    sync.Mutex
@@ -38,6 +39,9 @@ func (s *memStore) Store(name string, files ...*os.File) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, f := range files {
+		if s.holds(f) {
+			continue
+		}
 		d, err := dup(f)
 		if err != nil {
 			return false, err
@@ -45,6 +49,19 @@ func (s *memStore) Store(name string, files ...*os.File) (bool, error) {
 		s.files[name] = append(s.files[name], d)
 	}
 	return true, nil
+}
+
+func (s *memStore) holds(f *os.File) bool {
+	for _, fs := range s.files {
+		for _, g := range fs {
+			same, err := sameFile(f, g)
+			require.NoError(s.t, err)
+			if same {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (s *memStore) Remove(name string) (bool, error) {

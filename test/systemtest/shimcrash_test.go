@@ -132,7 +132,9 @@ i=0; while [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
 		require.NoError(t, err)
 		killedAt := time.Now()
 		var st *shimstate.State
-		if !pollUntil(ctx, func() bool {
+		back, cancelBack := context.WithTimeout(ctx, 90*time.Second)
+		defer cancelBack()
+		if !pollUntil(back, func() bool {
 			pid := mainPID()
 			st, _ = shimstate.Read(statePath)
 			return pid != old && pid != "0" && st != nil && strconv.Itoa(st.ShimPID) == pid &&
