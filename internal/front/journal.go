@@ -78,9 +78,9 @@ type journal struct {
 	// and again, so a descriptor new to the setup may be one already
 	// stored, found by sameFile.
 	files map[string]*os.File
-	vm     bool            // the VM's connection is stored
-	last   []byte          // the last body written
-	err    error           // the first failure; the journal then stops
+	vm    bool   // the VM's connection is stored
+	last  []byte // the last body written
+	err   error  // the first failure; the journal then stops
 }
 
 func newJournal(st Store) *journal {
