@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	shimstate "github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
@@ -28,7 +29,7 @@ const crashRounds = 3
 // operation hangs (each bounded by timeout 10), the state says degraded,
 // and after umount and mount the share works again.
 func TestAVirtiofsdKilledUnderTheGuestIsReplacedAndTheShareComesBackAfterARemount(t *testing.T) {
-	b, qemu, dir, statePath := guestInstance(t)
+	b, qemu, dir, statePath := guestInstance(t, shimbox.Debian13)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -131,20 +132,31 @@ func pollUntil(ctx context.Context, ok func() bool) bool {
 	return true
 }
 
-// guestInstance is a Debian 13 box with instance x enabled, its share
-// holding "hello", for a guest of the QEMU it returns: the share's folder
-// and the instance's state file.
-func guestInstance(t *testing.T) (b *shimbox.Box, qemu, dir, statePath string) {
+// guestInstance is a box of leg with instance x enabled, its share holding
+// "hello", for a guest of the QEMU it returns: the share's folder and the
+// instance's state file. On Debian 12 the instance runs Debian 13's Rust
+// virtiofsd, so that it has the front.
+func guestInstance(t *testing.T, leg shimbox.Platform) (b *shimbox.Box, qemu, dir, statePath string) {
 	t.Helper()
-	b = box(t, shimbox.Debian13)
-	qemu, err := shimbox.Debian13.QEMU(t.Context())
+	b = box(t, leg)
+	qemu, err := leg.QEMU(t.Context())
 	require.NoError(t, err)
 	if qemu == "" {
 		if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 			t.Fatalf("qemu-system-x86_64 not installed: run make test (scripts/deps.sh) or apt-get install qemu-system-x86: %v", err)
 		}
 	}
-	dir, err = b.AddInstance("x")
+	var extra []string
+	if !leg.Rust() {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+		defer cancel()
+		tree, err := distro.Debian13(ctx)
+		require.NoError(t, err, "the Debian 13 tree, for its Rust virtiofsd")
+		rust, err := tree.RustVirtiofsd()
+		require.NoError(t, err)
+		extra = append(extra, "VIRTIOFSD="+rust)
+	}
+	dir, err = b.AddInstance("x", extra...)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "hello"), []byte("hello\n"), 0o644))
 	enable(t, b, "x")

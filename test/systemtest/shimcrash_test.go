@@ -26,8 +26,8 @@ import (
 const shimKills = 6
 
 // TestAShimKilledUnderTheGuestIsRestartedAndTheShareComesBackAfterARemount
-// boots a real guest on the Debian 13 leg (Rust virtiofsd, the front, the
-// shipped units) and kills the shim's main process (SIGKILL) several times,
+// boots a real guest on each leg (the Rust virtiofsd, Debian 13's on
+// Debian 12; the front; the shipped units; systemd 252 and 257) and kills the shim's main process (SIGKILL) several times,
 // with the guest idle and in the middle of guestload check's I/O. Each
 // time the unit restarts (a new shim pid) and resumes the session from
 // systemd's store on a fresh virtiofsd, degraded; the VM keeps running, no
@@ -35,8 +35,12 @@ const shimKills = 6
 // mount old and new files are intact. At the end systemctl stop leaves no
 // process and an empty store, and the VM still runs.
 func TestAShimKilledUnderTheGuestIsRestartedAndTheShareComesBackAfterARemount(t *testing.T) {
+	shimbox.Legs(t, testAShimKilledUnderTheGuestIsRestartedAndTheShareComesBackAfterARemount)
+}
+
+func testAShimKilledUnderTheGuestIsRestartedAndTheShareComesBackAfterARemount(t *testing.T, leg shimbox.Platform) {
 	const unit = "virtiofsd@x.service"
-	b, qemu, dir, statePath := guestInstance(t)
+	b, qemu, dir, statePath := guestInstance(t, leg)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
