@@ -296,3 +296,25 @@ func TestTheRecordLeavesTheStoreWhenTheVMHangsUp(t *testing.T) {
 	assert.Eventually(t, func() bool { return len(st.names()) == 0 }, testTimeout, time.Millisecond,
 		"a session that ended leaves nothing in the store")
 }
+
+func TestASessionSavedForARestartLeavesNoCrashRecordBesideItsCheckpoint(t *testing.T) {
+	old, oldConn := newFakeBackend(t)
+	st := newMemStore(t)
+	q, f, ran := sessionWith(t, old, oldConn, Config{Journal: st})
+	q.realize()
+	q.startDriver(true)
+	require.Contains(t, st.names(), "crash-vm", "the running session is kept in the store")
+
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	cp, err := f.SaveForRestart(ctx)
+	require.NoError(t, err)
+	defer cp.Close()
+	require.ErrorIs(t, <-ran, ErrSavedForRestart)
+	assert.Empty(t, st.names(), "the checkpoint holds the session now: no record of it is left for a later shim")
+	stored := inStore(t, cp)
+	defer closeStored(stored)
+	r, err := LoadCrashRecord(stored)
+	assert.Nil(t, r)
+	assert.NoError(t, err, "a checkpoint is no crash record")
+}
