@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -619,4 +620,32 @@ func TestTheFrontTellsEachChangeOfWhetherTheSessionCanBeSwapped(t *testing.T) {
 		t.Fatalf("told %v though nothing changed", v)
 	default:
 	}
+}
+
+// TestSwapResultSplitsThePauseIntoItsPhases: with a clock that moves one
+// millisecond per reading, the record's phases are each read and lie
+// within the pause (the bench reports the front's share as the rest).
+func TestSwapResultSplitsThePauseIntoItsPhases(t *testing.T) {
+	old, oldConn := newFakeBackend(t)
+	old.state = []byte("inodes and handles")
+	var mu sync.Mutex
+	clock := time.Unix(0, 0)
+	now := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		clock = clock.Add(time.Millisecond)
+		return clock
+	}
+	q, f, _ := sessionWith(t, old, oldConn, Config{Now: now})
+	q.realize()
+	q.startDriver(true)
+
+	fresh, freshConn := newFakeBackend(t)
+	fresh.start()
+	res, err := swapTo(t, f, freshConn)
+	require.NoError(t, err)
+	assert.Positive(t, res.Freeze, "the freeze is timed")
+	assert.Positive(t, res.Save, "the save is timed")
+	assert.Positive(t, res.Load, "the load is timed")
+	assert.Greater(t, res.Pause, res.Freeze+res.Save+res.Load, "the phases lie within the pause, the rings' start after them")
 }

@@ -56,6 +56,9 @@ type SwapResult struct {
 	// Pause is how long the rings were stopped: from disabling the old
 	// virtiofsd's rings to kicking the new one's.
 	Pause time.Duration
+	// Freeze is the front's first share of the pause: disabling the old
+	// virtiofsd's rings, the settle wait and GET_VRING_BASE.
+	Freeze time.Duration
 	// Save and Load are virtiofsd's own shares of the pause: from asking
 	// for the state to its check, on each side.
 	Save, Load time.Duration
@@ -171,11 +174,13 @@ func (f *Front) checkSwappable() error {
 // freezeAndSave stops the serving back end's rings and saves its state;
 // on failure it gives the rings back, and says so in its *SwapError.
 func (f *Front) freezeAndSave(ctx context.Context) (res SwapResult, stopped map[uint32]uint32, state []byte, err error) {
+	start := f.cfg.Now()
 	stopped, err = f.freeze(ctx)
+	t := f.cfg.Now()
+	res.Freeze = t.Sub(start)
 	if err != nil {
 		return res, stopped, nil, f.rollback(ctx, StepFreeze, err, stopped)
 	}
-	t := f.cfg.Now()
 	state, err = saveState(ctx, f.be)
 	res.Save, res.StateSize = f.cfg.Now().Sub(t), len(state)
 	if err != nil {
