@@ -78,7 +78,7 @@ func reportPause(t *testing.T, s *section) {
 	plan := pausePlanFor(*pauseQuick)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Hour)
 	defer cancel()
-	raiseNoFile(t)
+	handles, handlesWhy := fdRoom(t, plan.points[len(plan.points)-1])
 	tree, err := distro.Debian13(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +109,7 @@ func reportPause(t *testing.T, s *section) {
 		// it fails, before the next guest boots. What it measured is
 		// reported either way.
 		t.Run(mode, func(t *testing.T) {
-			r := &pauseRig{t: t, ctx: ctx, bin: bin, qemu: qemu, img: img, mode: mode, plan: plan, kills: kills}
+			r := &pauseRig{t: t, ctx: ctx, bin: bin, qemu: qemu, img: img, mode: mode, handles: handles, plan: plan, kills: kills}
 			ps, c, err := r.run()
 			points[mode] = ps
 			if c != nil {
@@ -130,14 +130,23 @@ func reportPause(t *testing.T, s *section) {
 		"`ls -lR` over them, which looks each one up: the guest's kernel keeps them looked up (dentries, no open\n"+
 		"fds), as the state's size shows. The points are incremental in one boot: %s files.\n\n",
 		firstLine(qemuVersion(ctx, qemu)), filesPerDir, joinInts(plan.points))
+	if handles != "" {
+		s.printf("**Every virtiofsd of this section ran with `--inode-file-handles=%s`** (the key INODE_FILE_HANDLES): %s,\n"+
+			"which the shim's default argv (no file handles) needs in find-paths mode, so it keeps a file handle per inode\n"+
+			"instead. The shipped unit raises the limit (LimitNOFILE=1000000) where the machine allows it.\n\n", handles, handlesWhy)
+	}
 	s.printf("At each point: %d swaps onto a fresh virtiofsd (started and given the setup before the pause, as the\n"+
-		"shim does), then the guest is live-migrated onto a QEMU whose device is connected straight to a bare\n"+
-		"virtiofsd (no front), migrated %d times between bare virtiofsds (QMP `migrate` to a unix socket, the\n"+
-		"destination `-incoming defer`; the anchor: QMP query-migrate's `downtime`), and migrated back onto a QEMU\n"+
-		"behind a Front for the next point. The pause is SwapResult.Pause: from disabling the old virtiofsd's\n"+
-		"rings to kicking the new one's; save and load are virtiofsd's own SAVE and LOAD (SET_DEVICE_STATE_FD to\n"+
-		"CHECK_DEVICE_STATE); the rest is the front's share, computed per swap: the freeze (SwapResult.Freeze:\n"+
-		"disabling the rings, the %v settle wait, GET_VRING_BASE), then the new rings' setup and kicks.\n\n", plan.swaps, plan.anchors, front.DefaultSettle)
+		"shim does). The pause is SwapResult.Pause: from disabling the old virtiofsd's rings to kicking the new one's;\n"+
+		"save and load are virtiofsd's own SAVE and LOAD (SET_DEVICE_STATE_FD to CHECK_DEVICE_STATE); the rest is the\n"+
+		"front's share, computed per swap: the freeze (SwapResult.Freeze: disabling the rings, the %v settle wait,\n"+
+		"GET_VRING_BASE), then the new rings' setup and kicks.\n\n", plan.swaps, front.DefaultSettle)
+	s.printf("The anchor, in the same boot once the swaps (and crashes) are done: the guest is live-migrated off the\n"+
+		"front onto a QEMU whose device is connected straight to a bare virtiofsd; then, for each point, it mounts\n"+
+		"the share again (dropping what it held), lists as many files (`ls -lR` of that many folders) and is\n"+
+		"migrated %d times between bare virtiofsds (QMP `migrate` to a unix socket, the destination started with\n"+
+		"`-incoming defer`). The figure is QMP query-migrate's `downtime` (ms, QEMU's clock). The anchor comes last\n"+
+		"because a session that arrived through the front by a migration cannot be swapped: the front marks the\n"+
+		"session unswappable once the VM sent SET_DEVICE_STATE_FD (it does not replay it).\n\n", plan.anchors)
 	s.printf("| mode | files (ls -lR lines) | swaps | pause median | p99 | save median | p99 | load median | p99 | rest median | p99 | of which freeze, median | goal rest <= 10 ms | state median | bare migrations | downtime median | pause / downtime | goal |\n")
 	s.printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, mode := range modes {
@@ -192,22 +201,28 @@ func reportPause(t *testing.T, s *section) {
 		"development, `-pause-quick` after `-args` runs it small (100 and 1,000 files, 3 swaps, 2 migrations, 3 kills).\n")
 }
 
-// raiseNoFile lets each virtiofsd hold an O_PATH fd per inode of the
-// 100,000 (it raises its own soft limit up to the hard one); put back
-// when the section ends.
-func raiseNoFile(t *testing.T) {
+// fdRoom lets each virtiofsd hold an O_PATH fd per inode of the largest
+// point (it raises its own soft limit up to the hard one), raising the
+// hard limit (put back when the section ends). Where the hard limit
+// cannot be raised (no CAP_SYS_RESOURCE, as in this machine's container)
+// and is too low, it returns the INODE_FILE_HANDLES value that spares
+// those fds (virtiofsd then keeps a file handle per inode), and why.
+func fdRoom(t *testing.T, inodes int) (handles, why string) {
 	var old syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
 		t.Fatal(err)
 	}
-	want := syscall.Rlimit{Cur: old.Cur, Max: 1 << 20}
-	if old.Max >= want.Max {
-		return
+	need := uint64(inodes) + 10000
+	if old.Max >= need {
+		return "", ""
 	}
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
-		t.Fatalf("raise the hard limit of open files to %d for virtiofsd's inodes: %v", want.Max, err)
+	want := syscall.Rlimit{Cur: old.Cur, Max: max(need, 1<<20)}
+	err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want)
+	if err == nil {
+		t.Cleanup(func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
+		return "", ""
 	}
-	t.Cleanup(func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
+	return "prefer", fmt.Sprintf("the hard limit of open files here is %d and cannot be raised (%v), too few for an O_PATH fd per inode of %d", old.Max, err, inodes)
 }
 
 // pauseRig is one guest's life: a chain of QEMUs it migrates along, each
@@ -218,6 +233,7 @@ type pauseRig struct {
 	bin, qemu string
 	img       *guest.Image
 	mode      string
+	handles   string // INODE_FILE_HANDLES, "" for virtiofsd's default
 	plan      pausePlan
 	kills     int
 
@@ -261,6 +277,12 @@ func (r *pauseRig) run() ([]*pausePoint, *pauseCrash, error) {
 	if err := waitFile(filepath.Join(r.share, "up"), 4*time.Minute); err != nil {
 		return nil, nil, fmt.Errorf("%w; console:\n%s", err, h.m.Serial())
 	}
+	// Behind the front: each point's files are looked up, then swapped
+	// under; then the crashes, still behind the front. A session that
+	// came in by a migration cannot be swapped (the front does not replay
+	// the VM's SET_DEVICE_STATE_FD), so the anchor comes last: the guest
+	// moves onto a bare virtiofsd and, for each point, mounts the share
+	// again, looks up as many files and is migrated between bare ones.
 	var points []*pausePoint
 	made := 0
 	for _, files := range r.plan.points {
@@ -270,13 +292,10 @@ func (r *pauseRig) run() ([]*pausePoint, *pauseCrash, error) {
 			return points, nil, err
 		}
 		made = files
-		if p.listed, err = r.lookUp(files); err != nil {
+		if p.listed, err = r.lookUp("look.", files); err != nil {
 			return points, nil, err
 		}
 		if err := r.swaps(p); err != nil {
-			return points, nil, err
-		}
-		if err := r.anchors(p); err != nil {
 			return points, nil, err
 		}
 	}
@@ -289,9 +308,30 @@ func (r *pauseRig) run() ([]*pausePoint, *pauseCrash, error) {
 			return points, crash, err
 		}
 	}
-	res, err := r.cur.m.Wait()
-	if err != nil {
+	for i, p := range points {
+		if i == 0 {
+			if err := r.migrateOut(p); err != nil {
+				return points, crash, err
+			}
+		}
+		if _, err := r.lookUp("again.", p.files); err != nil {
+			return points, crash, err
+		}
+		if err := r.anchors(p); err != nil {
+			return points, crash, err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(r.share, "end"), nil, 0o644); err != nil {
+		return points, crash, err
+	}
+	if _, err := r.cur.m.Wait(); err != nil {
 		return points, crash, fmt.Errorf("the guest finishes: %w", err)
+	}
+	// A migration's destination prints only what follows it: the script's
+	// result is the boot's console followed by the last QEMU's.
+	res, err := guest.ParseSerial(h.m.Serial() + "\n" + r.cur.m.Serial())
+	if err != nil {
+		return points, crash, err
 	}
 	if res.Values["done"] != "yes" {
 		return points, crash, fmt.Errorf("the guest did not finish its script:\n%s", res.Serial)
@@ -309,10 +349,12 @@ func (r *pauseRig) run() ([]*pausePoint, *pauseCrash, error) {
 
 // pauseScript is the guest's script: it mounts the share, and for each
 // point waits for look.N, lists the tree (ls -lR, which looks up every
-// file) and writes the count of lines to looked.N; then it waits for
-// crash, remounts the share (holding nothing there) and runs kills
-// rounds: ready.R, ls of the root until one fails, "CRASHSEEN R" on the
-// console, umount and mount.
+// file) and writes the count of lines to looked.N. Then it waits for
+// crash, and with kills, remounts the share (holding nothing there) and
+// runs kills rounds: ready.R, ls of the root until one fails, "CRASHSEEN
+// R" on the console, umount and mount. Then for each point it waits for
+// again.N, mounts the share again (dropping what it held) and lists as
+// many files (relooked.N); and it finishes once end appears.
 //
 //	RESULT hangs=N   crash-round operations killed after 10 s (want 0)
 //	RESULT errors=N  failed umounts or mounts (want 0)
@@ -349,10 +391,25 @@ while [ $r -lt %[1]d ]; do
 	op umount $m || { errors=$((errors+1)); echo "GUEST ERROR round $r: umount"; }
 	op mount -t virtiofs fs $m || { errors=$((errors+1)); echo "GUEST ERROR round $r: mount"; break; }
 done
+`, kills)
+	for _, k := range points {
+		var dirs []string
+		for d := 0; d*filesPerDir < k; d++ {
+			dirs = append(dirs, fmt.Sprintf("$m/tree/d%03d", d))
+		}
+		fmt.Fprintf(&b, `while [ ! -e $m/again.%[1]d ]; do sleep 0.5; done
+umount $m || errors=$((errors+1))
+mount -t virtiofs fs $m || exit 1
+n=$(ls -lR %[2]s | wc -l)
+echo "RELOOKED %[1]d $n"
+echo $n >$m/relooked.%[1]d
+`, k, strings.Join(dirs, " "))
+	}
+	b.WriteString(`while [ ! -e $m/end ]; do sleep 0.5; done
 echo "RESULT hangs=$hangs"
 echo "RESULT errors=$errors"
 echo "RESULT done=yes"
-`, kills)
+`)
 	return b.String()
 }
 
@@ -374,12 +431,13 @@ func makeFiles(tree string, from, to int) error {
 	return nil
 }
 
-// lookUp has the guest list the tree, and returns its line count.
-func (r *pauseRig) lookUp(files int) (int, error) {
-	if err := os.WriteFile(filepath.Join(r.share, "look."+strconv.Itoa(files)), nil, 0o644); err != nil {
+// lookUp has the guest list files (signal "look." or "again."), and
+// returns its line count.
+func (r *pauseRig) lookUp(signal string, files int) (int, error) {
+	if err := os.WriteFile(filepath.Join(r.share, signal+strconv.Itoa(files)), nil, 0o644); err != nil {
 		return 0, err
 	}
-	done := filepath.Join(r.share, "looked."+strconv.Itoa(files))
+	done := filepath.Join(r.share, map[string]string{"look.": "looked.", "again.": "relooked."}[signal]+strconv.Itoa(files))
 	if err := waitFile(done, 30*time.Minute); err != nil {
 		return 0, fmt.Errorf("%w; console:\n%s", err, r.cur.m.Serial())
 	}
@@ -418,35 +476,38 @@ func (r *pauseRig) swaps(p *pausePoint) error {
 		p.freeze = append(p.freeze, res.Freeze)
 		p.state = append(p.state, res.StateSize)
 	}
+	r.t.Logf("%s, %d files: pause %v, save %v, load %v, state %v", r.mode, p.files, p.pause, p.save, p.load, p.state)
 	return nil
 }
 
-// anchors migrates the guest off the Front onto a bare virtiofsd, between
-// bare virtiofsds plan.anchors times, and back behind a Front.
+// migrateOut moves the guest off the Front onto a bare virtiofsd.
+func (r *pauseRig) migrateOut(p *pausePoint) error {
+	dst, err := r.bareHop()
+	if err != nil {
+		return err
+	}
+	info, err := r.migrate(dst)
+	if err != nil {
+		return fmt.Errorf("migration off the front: %w", err)
+	}
+	p.through = append(p.through, time.Duration(info.Downtime)*time.Millisecond)
+	return nil
+}
+
+// anchors migrates the guest between bare virtiofsds plan.anchors times.
 func (r *pauseRig) anchors(p *pausePoint) error {
-	for i := 0; i <= r.plan.anchors+1; i++ {
-		var dst *hop
-		var err error
-		if i == r.plan.anchors+1 {
-			dst, err = r.frontHop(true)
-		} else {
-			dst, err = r.bareHop()
-		}
+	for i := range r.plan.anchors {
+		dst, err := r.bareHop()
 		if err != nil {
 			return err
 		}
-		bare := r.cur.front == nil && dst.front == nil
 		info, err := r.migrate(dst)
 		if err != nil {
 			return fmt.Errorf("%d files, migration %d: %w", p.files, i, err)
 		}
-		d := time.Duration(info.Downtime) * time.Millisecond
-		if bare {
-			p.down = append(p.down, d)
-		} else {
-			p.through = append(p.through, d)
-		}
+		p.down = append(p.down, time.Duration(info.Downtime)*time.Millisecond)
 	}
+	r.t.Logf("%s, %d files: bare migrations' downtime %v", r.mode, p.files, p.down)
 	return nil
 }
 
@@ -695,7 +756,7 @@ func (r *pauseRig) startVirtiofsd(connect bool) (*benchVirtiofsd, string, error)
 		return nil, "", err
 	}
 	defer lf.Close()
-	args, err := virtiofsd.Args(virtiofsd.Rust, virtiofsd.Options{SharedDir: r.share, MigrationMode: r.mode})
+	args, err := virtiofsd.Args(virtiofsd.Rust, virtiofsd.Options{SharedDir: r.share, MigrationMode: r.mode, InodeFileHandles: r.handles})
 	if err != nil {
 		return nil, "", err
 	}
