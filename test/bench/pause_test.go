@@ -28,6 +28,8 @@ import (
 
 func init() { register(76, "pause", reportPause) }
 
+var pauseModes = flag.String("pause-modes", "find-paths,file-handles", "the migration `modes` the pause section measures, comma-separated; the first also gets the crashes")
+
 var pauseQuick = flag.Bool("pause-quick", false, "run the pause section small (100 and 1,000 files, 3 swaps, 2 migrations, 3 kills), for development")
 
 // pausePlan is what the pause section measures in one run.
@@ -97,7 +99,7 @@ func reportPause(t *testing.T, s *section) {
 	}
 	loadBefore := loadavg()
 	started := time.Now()
-	modes := []string{"find-paths", "file-handles"}
+	modes := strings.Split(*pauseModes, ",")
 	points := map[string][]*pausePoint{}
 	var crash *pauseCrash
 	for i, mode := range modes {
@@ -517,7 +519,10 @@ func (r *pauseRig) migrate(dst *hop) (migration.Info, error) {
 	src := r.cur
 	ctx, cancel := context.WithTimeout(r.ctx, 15*time.Minute)
 	defer cancel()
-	sock := filepath.Join(r.dir, "mig.sock")
+	// A socket of its own per migration: a QEMU that received one removes
+	// its socket's path when it is done, which may be after the next
+	// destination listens there.
+	sock := filepath.Join(r.dir, fmt.Sprintf("m%d.sock", r.next()))
 	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return migration.Info{}, err
 	}
