@@ -59,7 +59,7 @@ lint:
 # section boots about 50 guests under TCG at full size (about an hour on a 2-core
 # machine without KVM; smaller: -datapath-size FILES,TREE,MIB, see
 # docs/benchmarks.md); the pause section (reload, migration, crash) boots two
-# guests and takes about 45 minutes (smaller: -pause-quick). In-process Go benchmarks:
+# guests and takes about 20 minutes (smaller: -pause-quick). In-process Go benchmarks:
 # go test -run '^$$' -bench . -count 6 ./test/bench/ (benchstat-friendly; as
 # root it includes BenchmarkList200, which boots a private systemd).
 bench: deps

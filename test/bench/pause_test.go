@@ -178,7 +178,7 @@ func reportPause(t *testing.T, s *section) {
 	s.printf("\nThe migrations into and out of a QEMU behind the front (not the anchor) had downtimes of %s.\n", throughSummary(modes, points))
 	if crash != nil {
 		s.printf("\n### A virtiofsd crash (issue 25)\n\n"+
-			"In the %s guest, after its points: the guest unmounts and mounts the share (it then holds nothing\n"+
+			"In the %s guest, after its swaps: the guest unmounts and mounts the share (it then holds nothing\n"+
 			"open or looked up there), and each round lists the share's root in a loop (`ls`, a READDIR each time)\n"+
 			"until one fails. The host kills virtiofsd (SIGKILL to it and its sandboxed child) half a second into the\n"+
 			"round; the front recovers the session onto a fresh virtiofsd (Config.Respawn, the shim's crash path)\n"+
@@ -199,7 +199,7 @@ func reportPause(t *testing.T, s *section) {
 		s.printf("\nThis was the quick run (`-pause-quick`), for development: too small for the goals.\n")
 	}
 	s.measuredBy("pause", "pause_test.go")
-	s.printf("The whole section takes about an hour under TCG on 2 loaded cores: give it `-timeout 180m`. For\n" +
+	s.printf("The whole section took about 20 minutes under TCG on 2 loaded cores: give it `-timeout 60m`. For\n" +
 		"development, `-pause-quick` after `-args` runs it small (100 and 1,000 files, 3 swaps, 2 migrations, 3 kills).\n")
 }
 
