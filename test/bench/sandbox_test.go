@@ -29,7 +29,7 @@ var notSandbox = map[string]bool{
 	"TimeoutStopSec": true, "TimeoutStartSec": true, "WatchdogSec": true,
 	"Restart": true, "RestartSec": true, "SyslogIdentifier": true,
 	"RuntimeDirectory": true, "RuntimeDirectoryPreserve": true,
-	"Environment": true, "LimitNOFILE": true, "OOMScoreAdjust": true,
+	"Environment": true, "LimitNOFILE": true, "OOMScoreAdjust": true, "OOMPolicy": true,
 }
 
 // sandboxBefore13 are the sandbox lines the unit shipped before issue 13:
