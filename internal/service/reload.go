@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -152,13 +153,23 @@ func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
 			return state.ReloadAnswer{Result: state.ReloadOK, Kept: true, OldPID: oldPID, NewPID: newPID}
 		}
 		tries = try
-		sctx, scancel := context.WithTimeout(ctx, swapTimeout)
-		res, err = s.front.Swap(sctx, nb.conn)
-		scancel()
+		var crash *respawnRequest
+		res, crash, err = s.swap(ctx, nb.conn)
 		if err == nil {
+			if crash != nil {
+				// The new virtiofsd died right after the swap: recovered
+				// once it is the current one.
+				defer func() { crash.reply <- s.respawn(ctx, *crash) }()
+			}
 			break
 		}
 		_ = nb.stop()
+		if crash != nil {
+			// The old virtiofsd died during the reload: the swap is given
+			// up and the crash recovered, on a fresh virtiofsd.
+			crash.reply <- s.respawn(ctx, *crash)
+			return fail(fmt.Errorf("virtiofsd crashed during the reload, so the swap was given up and a fresh virtiofsd serves the session (degraded): %w", err), true)
+		}
 		kept := true
 		var se *front.SwapError
 		if errors.As(err, &se) {
@@ -193,6 +204,36 @@ func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
 	}).Info("reload: virtiofsd swapped under the running VM")
 	return state.ReloadAnswer{Result: state.ReloadOK, Kept: true, OldPID: oldPID, NewPID: newPID,
 		PauseMillis: ms(res.Pause), SaveMillis: ms(res.Save), LoadMillis: ms(res.Load), StateBytes: res.StateSize, Tries: tries}
+}
+
+// swap runs the front's Swap of the new virtiofsd on conn, serving the
+// front's Respawn meanwhile. It runs in Run's loop, which serves Respawn:
+// when virtiofsd dies during the reload, the front asks for a fresh one
+// and cannot take the swap until it has it, so waiting for the swap alone
+// stalled the session for swapTimeout, with no WATCHDOG=1 sent (the
+// watchdog killed the shim: the kill series, test/systemtest). Then the
+// swap is cancelled, and the front's request is returned for the caller
+// to answer once s.cur is the virtiofsd that died.
+func (s *Session) swap(ctx context.Context, conn *net.UnixConn) (front.SwapResult, *respawnRequest, error) {
+	sctx, cancel := context.WithTimeout(ctx, swapTimeout)
+	defer cancel()
+	type swapped struct {
+		res front.SwapResult
+		err error
+	}
+	done := make(chan swapped, 1)
+	go func() {
+		res, err := s.front.Swap(sctx, conn)
+		done <- swapped{res, err}
+	}()
+	select {
+	case r := <-done:
+		return r.res, nil, r.err
+	case req := <-s.respawns:
+		cancel()
+		r := <-done
+		return r.res, &req, r.err
+	}
 }
 
 func (s *Session) publishPID(pid int) {
