@@ -2,6 +2,7 @@ package systemtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -453,7 +455,11 @@ func killSeriesBoot(ctx context.Context, t *testing.T, b *shimbox.Box, img *gues
 		killedAt := k.at
 		pace.killed(killedAt)
 		tally.kills++
-		tally.byMoment[mo]++
+		if k.late {
+			tally.byMoment[mo+"-late"]++
+		} else {
+			tally.byMoment[mo]++
+		}
 
 		// The kill has settled when the state shows one more recovery, or,
 		// during a reload, when the reload has answered and the other
@@ -470,7 +476,7 @@ func killSeriesBoot(ctx context.Context, t *testing.T, b *shimbox.Box, img *gues
 			if st.Degraded != nil && st.Degraded.Recoveries > recoveries {
 				return true
 			}
-			return k.reloaded && st.Phase == shimstate.Serving && st.VirtiofsdPID == k.survivor
+			return k.reloaded && k.survivor != 0 && st.Phase == shimstate.Serving && st.VirtiofsdPID == k.survivor
 		})
 		scancel()
 		require.True(t, settled, "boot %d round %s (%s): the session never settled after the kill\n%s", boot, r, mo, status(b, "virtiofsd@x.service"))
@@ -490,7 +496,7 @@ func killSeriesBoot(ctx context.Context, t *testing.T, b *shimbox.Box, img *gues
 		require.NoError(t, err)
 		nfd, _ := strconv.Atoi(strings.TrimSpace(out))
 		fds = append(fds, nfd)
-		logf("round %s (%s): killed %d, reload: %v, %s, virtiofsd %d, the shim holds %d fds", r, mo, k.victim, k.reloadErr, said, after.VirtiofsdPID, nfd)
+		logf("round %s (%s): killed %d (late: %v), reload exit status %d, %s, virtiofsd %d, the shim holds %d fds", r, mo, k.victim, k.late, k.reloadRC, said, after.VirtiofsdPID, nfd)
 		if mo == atSetup {
 			continue
 		}
@@ -517,61 +523,136 @@ func killSeriesBoot(ctx context.Context, t *testing.T, b *shimbox.Box, img *gues
 type kill struct {
 	victim int
 	at     time.Time
-	// During a reload: the virtiofsd of the two that was not killed, and
-	// the reload's end (its error: a reload whose new virtiofsd died
-	// fails).
-	survivor  int
-	reloaded  bool
-	reloadErr error
+	// During a reload: the virtiofsd of the two that was not killed (0
+	// when late), the reload's exit status, and late: the old virtiofsd
+	// had already gone (the swap was done first), so the new one, then
+	// serving, was killed instead.
+	survivor int
+	reloaded bool
+	reloadRC int // 1: systemctl reload failed
+	late     bool
 }
 
-// killAt kills x's virtiofsd at the moment mo, in the box: the serving
-// one (pid), or during a systemctl reload the old or the new one (the
-// shim's child that is not pid).
+// killAt kills x's virtiofsd at the moment mo: the serving one (pid), or
+// during a systemctl reload the old or the new one (the shim's child that
+// is not pid). The kill comes from this process, with the box's pids
+// mapped to this host's: a shell in the box, forking for each look at
+// the shim's children, saw the new virtiofsd only once the swap was done
+// on a loaded machine.
 func killAt(ctx context.Context, t *testing.T, b *shimbox.Box, mo moment, shim string, pid int) kill {
 	t.Helper()
-	reload := mo == atReloadOld || mo == atReloadNew
-	pick := `victim=` + strconv.Itoa(pid) + `; other=0`
-	if reload {
-		// Wait for the reload's new virtiofsd (up to 20 s).
-		pick = `old=` + strconv.Itoa(pid) + `; new=; i=0
-while [ -z "$new" ] && [ $i -lt 2000 ]; do
-	for p in $(cat /proc/` + shim + `/task/*/children 2>/dev/null); do [ "$p" != "$old" ] && new=$p; done
-	[ -n "$new" ] || sleep 0.01
-	i=$((i+1))
-done
-[ -n "$new" ] || { echo "no new virtiofsd"; exit 1; }
-victim=$old; other=$new`
-		if mo == atReloadNew {
-			pick += `; victim=$new; other=$old`
-		}
-	}
+	shimPID, err := strconv.Atoi(shim)
+	require.NoError(t, err, "MainPID %q", shim)
+	shimHost, err := hostPID(b, shimPID)
+	require.NoError(t, err)
+	oldHost, err := hostPID(b, pid)
+	require.NoError(t, err)
+	k := kill{reloaded: mo == atReloadOld || mo == atReloadNew}
+	victim, other := oldHost, 0
 	var reloaded chan error
-	if reload {
+	if k.reloaded {
 		reloaded = make(chan error, 1)
 		go func() {
 			_, err := b.Systemctl(ctx, "reload", "virtiofsd@x.service")
 			reloaded <- err
 		}()
+		newHost := 0
+		deadline := time.Now().Add(20 * time.Second)
+		for newHost == 0 && time.Now().Before(deadline) {
+			for _, c := range hostChildren(shimHost) {
+				if c != oldHost {
+					newHost = c
+				}
+			}
+		}
+		require.NotZero(t, newHost, "kill at %s: the reload started no new virtiofsd", mo)
+		other = newHost
+		if mo == atReloadNew {
+			victim, other = newHost, oldHost
+		}
 	}
-	out, err := b.Run(ctx, "sh", "-c", pick+`
-echo $victim $other $(date +%s%N)
-kill -9 $victim`)
+	k.victim, k.survivor = boxPID(victim), boxPID(other)
+	k.at = time.Now()
+	err = syscall.Kill(victim, syscall.SIGKILL)
+	if errors.Is(err, syscall.ESRCH) && other != 0 {
+		k.late = true
+		victim, k.victim, k.survivor = other, k.survivor, 0
+		k.at = time.Now()
+		err = syscall.Kill(victim, syscall.SIGKILL)
+	}
 	require.NoError(t, err, "kill at %s", mo)
-	f := strings.Fields(out)
-	require.Len(t, f, 3, "kill at %s: %q", mo, out)
-	var k kill
-	k.victim, _ = strconv.Atoi(f[0])
-	k.survivor, _ = strconv.Atoi(f[1])
-	ns, _ := strconv.ParseInt(f[2], 10, 64)
-	k.at = time.Unix(0, ns)
-	if reload {
+	if reloaded != nil {
 		select {
-		case k.reloadErr = <-reloaded:
-			k.reloaded = true
+		case err := <-reloaded:
+			if err != nil {
+				k.reloadRC = 1
+			}
 		case <-ctx.Done():
 			t.Fatalf("kill at %s: the reload never returned", mo)
 		}
 	}
 	return k
+}
+
+// hostPID maps a pid of the box's pid namespace to this host's.
+func hostPID(b *shimbox.Box, pid int) (int, error) {
+	boxNS, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", b.PID()))
+	if err != nil {
+		return 0, fmt.Errorf("the box's pid namespace: %w", err)
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", n)); err != nil || ns != boxNS {
+			continue
+		}
+		if boxPID(n) == pid {
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("no process of the box has pid %d there", pid)
+}
+
+// boxPID is the pid of a host process in its own (the box's) pid
+// namespace, from the last field of its NSpid line; 0 once it is gone.
+func boxPID(host int) int {
+	if host == 0 {
+		return 0
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", host))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		if rest, ok := strings.CutPrefix(line, "NSpid:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				n, _ := strconv.Atoi(f[len(f)-1])
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// hostChildren lists a host process's children, from every thread's
+// children file.
+func hostChildren(host int) []int {
+	files, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", host))
+	var out []int
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		for _, c := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(c); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
 }
