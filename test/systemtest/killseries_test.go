@@ -309,16 +309,10 @@ func TestAGuestSurvivesASeriesOfVirtiofsdKillsAtEveryMoment(t *testing.T) {
 		n, err = strconv.Atoi(v)
 		require.NoError(t, err, "%s=%q: want a number of kills", killsEnv, v)
 	}
-	b := box(t, shimbox.Debian13)
-	qemu, err := shimbox.Debian13.QEMU(t.Context())
-	require.NoError(t, err)
-	xdir, err := b.AddInstance("x")
-	require.NoError(t, err)
+	b, qemu, xdir, statePath := guestInstance(t, shimbox.Debian13)
 	cdir, err := b.AddInstance("c")
 	require.NoError(t, err)
-	enable(t, b, "x")
 	enable(t, b, "c")
-	statePath := shimstate.Path(b.Path("/run"), "x")
 
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Minute)
 	defer cancel()

@@ -47,13 +47,9 @@ func TestAVirtiofsdKilledByTheOOMKillerIsRecoveredLikeASIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a guest")
 	}
-	b := box(t, shimbox.Debian13)
-	qemu, err := shimbox.Debian13.QEMU(t.Context())
-	require.NoError(t, err)
+	b, qemu, dir, statePath := guestInstance(t, shimbox.Debian13)
 	cgroupFS := strings.TrimSpace(run(t, b, "stat", "-fc", "%T", "/sys/fs/cgroup"))
 	t.Logf("the box's /sys/fs/cgroup is %s (tmpfs: cgroup v1, cgroup2fs: v2)", cgroupFS)
-	dir, err := b.AddInstance("x")
-	require.NoError(t, err)
 	for d := range oomDirs {
 		sub := filepath.Join(dir, "many", fmt.Sprintf("d%03d", d))
 		require.NoError(t, os.MkdirAll(sub, 0o755))
@@ -61,8 +57,6 @@ func TestAVirtiofsdKilledByTheOOMKillerIsRecoveredLikeASIGKILL(t *testing.T) {
 			require.NoError(t, os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%04d", f)), nil, 0o644))
 		}
 	}
-	enable(t, b, "x")
-	statePath := shimstate.Path(b.Path("/run"), "x")
 	unit := "virtiofsd@x.service"
 	// cgroup v1 here: the box's systemd (257) puts no unit in a memory
 	// hierarchy (MemoryMax= shows, MemoryCurrent stays [not set]: it runs
