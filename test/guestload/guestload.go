@@ -72,6 +72,9 @@ type Record struct {
 	Dropped bool   `json:"dropped,omitempty"`
 	OK      bool   `json:"ok,omitempty"` // the group succeeded
 	Error   string `json:"error,omitempty"`
+	// Steps are the guest-visible time (ns) of each step of a group that
+	// has steps: the shell workload (ShellSteps).
+	Steps map[string]int64 `json:"steps,omitempty"`
 }
 
 // Duration is the record's guest-visible time.
