@@ -735,13 +735,7 @@ func fmtOp(d time.Duration) string {
 }
 
 func dataPathTables(s *section, leg shimbox.Platform, variants []dpVariant, runs map[string][]dpRun, check string) {
-	var keys []string
-	for _, g := range guestload.Groups {
-		keys = append(keys, "auto/"+g)
-	}
-	for _, g := range guestload.StreamGroups {
-		keys = append(keys, "never/"+g)
-	}
+	keys := dpKeys()
 	unitOf := func(key string) string {
 		for _, r := range runs["bare"] {
 			if u := r.unit[key]; u != "" {
@@ -800,6 +794,19 @@ func dataPathTables(s *section, leg shimbox.Platform, variants []dpVariant, runs
 			variantName(variants, v), flavor, c, worst[fmt.Sprintf("%d/%s", mTree, v)], goal(c <= 1.03),
 			g, worst[fmt.Sprintf("%d/%s", mGuest, v)], goal(g <= 1.03), cg, worst[fmt.Sprintf("%d/%s", mCgroup, v)])
 	}
+}
+
+// dpKeys are the keys (share/group) of test/guestload's groups in a dpRun:
+// every group on the auto share, the streaming ones on the never share too.
+func dpKeys() []string {
+	var keys []string
+	for _, g := range guestload.Groups {
+		keys = append(keys, "auto/"+g)
+	}
+	for _, g := range guestload.StreamGroups {
+		keys = append(keys, "never/"+g)
+	}
+	return keys
 }
 
 // withoutLines is the unit text less the given lines (and the comments).

@@ -184,13 +184,7 @@ func frontTables(s *section, variants []dpVariant, runs map[string][]dpRun, shel
 	if len(runs[frontOff]) == 0 || len(runs["ship"]) == 0 {
 		return
 	}
-	var keys []string
-	for _, g := range guestload.Groups {
-		keys = append(keys, "auto/"+g)
-	}
-	for _, g := range guestload.StreamGroups {
-		keys = append(keys, "never/"+g)
-	}
+	keys := dpKeys()
 	s.printf("\n#### The front's cost on the data path (Rust)\n\n"+
 		"The shipped unit (FRONT=auto, the default: the shim is the VM's end of the socket and relays the\n"+
 		"vhost-user messages, the rings stay between QEMU and virtiofsd) against %s, %d and %d runs,\n"+
