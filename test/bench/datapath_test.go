@@ -462,6 +462,9 @@ func dataPathBoot(t *testing.T, ctx context.Context, b *shimbox.Box, cpu *cpuSou
 		switch rec.Event {
 		case "begin":
 			begin[key] = used
+			if rec.Group == guestload.ShellGroup {
+				r.shell.nofile = cpu.openFileLimits(v.unit(rec.Share))
+			}
 		case "result":
 			r.cpu[key] = used.cgroup - begin[key].cgroup
 			r.tree[key] = used.virtiofsd() - begin[key].virtiofsd()

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"math"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -25,13 +26,14 @@ const bareDefaultNofile = "bdef"
 type shellRun struct {
 	guest, cpu, tree time.Duration
 	steps            map[string]time.Duration
+	nofile           string // virtiofsd's open-file limit, soft/hard, read at the begin line
 }
 
 // takeShell moves the shell workload's figures, read under key like a
 // group's, out of the groups' maps (so that no sum over the groups counts
 // them) into r.shell.
 func (r *dpRun) takeShell(key string, rec guestload.Record) {
-	r.shell = shellRun{guest: rec.Duration(), cpu: r.cpu[key], tree: r.tree[key], steps: map[string]time.Duration{}}
+	r.shell = shellRun{guest: rec.Duration(), cpu: r.cpu[key], tree: r.tree[key], steps: map[string]time.Duration{}, nofile: r.shell.nofile}
 	for step, ns := range rec.Steps {
 		r.shell.steps[step] = time.Duration(ns)
 	}
@@ -40,6 +42,34 @@ func (r *dpRun) takeShell(key string, rec guestload.Record) {
 	}
 	delete(r.n, key)
 	delete(r.unit, key)
+}
+
+// openFileLimits are the open-file limits (soft/hard, /proc/PID/limits) of
+// the unit's processes but the shim, the distinct ones joined by ", ".
+func (c *cpuSource) openFileLimits(unit string) string {
+	c.mu.Lock()
+	cg := c.cg[unit]
+	c.mu.Unlock()
+	seen := map[string]bool{}
+	var out []string
+	for _, pid := range c.processes(cg) {
+		if comm, _, err := processCPU(pid); err != nil || comm == shimComm {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(l, "Max open files"); ok {
+				if f := strings.Fields(rest); len(f) >= 2 && !seen[f[0]+"/"+f[1]] {
+					seen[f[0]+"/"+f[1]] = true
+					out = append(out, f[0]+"/"+f[1])
+				}
+			}
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // shellIntro says what the shell workload is.
@@ -123,6 +153,17 @@ func shellTables(s *section, leg shimbox.Platform, variants []dpVariant, runs ma
 			s.printf("\n")
 		}
 	}
+	s.printf("\nvirtiofsd's open-file limit (soft/hard, /proc/PID/limits at the workload's start), first run of each variant:")
+	for i, v := range variants {
+		if len(runs[v.key]) > 0 {
+			sep := ","
+			if i == 0 {
+				sep = ""
+			}
+			s.printf("%s %s %s", sep, v.name, runs[v.key][0].shell.nofile)
+		}
+	}
+	s.printf(".\n")
 	s.printf("\nMedian of the runs; against the bare unit: the ratio of the medians, and the median of the ratios paired\n" +
 		"by round (lowest to highest):\n\n| variant | runs |")
 	for _, f := range shellFigures {
