@@ -32,6 +32,8 @@ var reportPath = flag.String("report", "", "run the system measurements and writ
 //	fsops:      the system calls virtiofsd makes for a guest's create, lookup,
 //	            open and unlink, on BENCH_FSOPS_FILES files in BENCH_FSOPS_DIR;
 //	            each phase's CPU time goes to BENCH_RESULT (syscalls_test.go).
+//	eventfd:    writes fd 3 (an eventfd) BENCH_EVENTFD_WRITES times, reading
+//	            it back each time (eventfd_test.go).
 const (
 	envHelper = "BENCH_HELPER"
 	envLines  = "BENCH_LINES"
@@ -57,6 +59,8 @@ func TestMain(m *testing.M) {
 		os.Exit(helperDrain())
 	case "fsops":
 		os.Exit(helperFSOps())
+	case "eventfd":
+		os.Exit(helperEventfd())
 	default:
 		fmt.Fprintf(os.Stderr, "unknown %s=%s\n", envHelper, os.Getenv(envHelper))
 		os.Exit(2)
