@@ -791,6 +791,9 @@ func dataPathTables(s *section, leg shimbox.Platform, variants []dpVariant, runs
 	pairedTable(s, variants, runs)
 	shimTable(s, variants, runs)
 	for _, v := range []string{"ship", "sb"} {
+		if len(runs[v]) == 0 {
+			continue // not measured (-datapath-variants)
+		}
 		c, cg, g := geoMeanRatio(runs, "bare", v, keys, mTree), geoMeanRatio(runs, "bare", v, keys, mCgroup), geoMeanRatio(runs, "bare", v, keys, mGuest)
 		s.printf("\nGoal, %s (%s): virtiofsd's CPU per operation <= 1.03 x bare: geometric mean %.2f, worst group %.2f (%s); "+
 			"guest time <= 1.03 x bare: %.2f, worst %.2f (%s). With the shim (the cgroup): %.2f, worst %.2f.\n",
