@@ -649,3 +649,34 @@ func TestSwapResultSplitsThePauseIntoItsPhases(t *testing.T) {
 	assert.Positive(t, res.Load, "the load is timed")
 	assert.Greater(t, res.Pause, res.Freeze+res.Save+res.Load, "the phases lie within the pause, the rings' start after them")
 }
+
+// TestAVMThatCameInByALiveMigrationCanBeSwapped: a destination's QEMU loads
+// the migrated state into virtiofsd through the front (SET_DEVICE_STATE_FD,
+// then CHECK_DEVICE_STATE). That state is virtiofsd's own from then on, so
+// the session stays swappable, and a reload moves what virtiofsd holds now.
+func TestAVMThatCameInByALiveMigrationCanBeSwapped(t *testing.T) {
+	old, oldConn := newFakeBackend(t)
+	old.state = []byte("the state after the migration")
+	q, f, _ := session(t, old, oldConn)
+	q.realize()
+	q.startDriver(true)
+
+	r, w, err := statePipe(false) // the end QEMU gives virtiofsd is blocking, as statePipe makes it
+	require.NoError(t, err)
+	_, err = w.WriteString("the state from the source")
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	q.send(vhostuser.SetDeviceStateFD, vhostuser.DeviceStateFD{Direction: vhostuser.DirectionLoad, Phase: vhostuser.PhaseStopped}.Bytes(), false, r)
+	require.NoError(t, r.Close())
+	q.send(vhostuser.CheckDeviceState, nil, false)
+	assert.Equal(t, "the state from the source", string(old.Loaded()), "the migration's state reached virtiofsd")
+
+	st := f.Status()
+	assert.True(t, st.Swappable, "reason: %s", st.Reason)
+
+	fresh, freshConn := newFakeBackend(t)
+	fresh.start()
+	_, err = swapTo(t, f, freshConn)
+	require.NoError(t, err)
+	assert.Equal(t, "the state after the migration", string(fresh.Loaded()), "the swap moves what virtiofsd holds now")
+}

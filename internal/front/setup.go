@@ -128,11 +128,15 @@ func (s *setup) ring(i uint32) *ring {
 
 // notReplayed says whether relaying a known request makes the session
 // unswappable: its effect on the back end is not replayed on a new one.
+// SET_DEVICE_STATE_FD is not among them: a state a migration loaded (or
+// saved) is virtiofsd's own state from then on, which the next swap's SAVE
+// carries like any other, so a VM that came in by a live migration can be
+// reloaded and restarted (test/migrationtest holds that on the real binaries).
 func notReplayed(r vhostuser.Request) bool {
 	switch r {
 	case vhostuser.SetConfig, vhostuser.SetInflightFD, vhostuser.IOTLBMsg, vhostuser.SetVringEndian,
 		vhostuser.PostcopyAdvise, vhostuser.PostcopyListen, vhostuser.SetStatus, vhostuser.GPUSetSocket,
-		vhostuser.NetSetMTU, vhostuser.SetDeviceStateFD, vhostuser.SetLogFD:
+		vhostuser.NetSetMTU, vhostuser.SetLogFD:
 		return true
 	}
 	return false

@@ -147,8 +147,7 @@ func reportPause(t *testing.T, s *section) {
 		"the share again (dropping what it held), lists as many files (`ls -lR` of that many folders) and is\n"+
 		"migrated %d times between bare virtiofsds (QMP `migrate` to a unix socket, the destination started with\n"+
 		"`-incoming defer`). The figure is QMP query-migrate's `downtime` (ms, QEMU's clock). The anchor comes last\n"+
-		"because a session that arrived through the front by a migration cannot be swapped: the front marks the\n"+
-		"session unswappable once the VM sent SET_DEVICE_STATE_FD (it does not replay it).\n\n", plan.anchors)
+		"because its first migration takes the guest off the front for good.\n\n", plan.anchors)
 	s.printf("| mode | files (ls -lR lines) | swaps | pause median | p99 | save median | p99 | load median | p99 | rest median | p99 | of which freeze, median | goal rest <= 10 ms | state median | bare migrations | downtime median | pause / downtime | goal |\n")
 	s.printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, mode := range modes {
@@ -284,11 +283,10 @@ func (r *pauseRig) run() ([]*pausePoint, *pauseCrash, error) {
 		return nil, nil, fmt.Errorf("%w; console:\n%s", err, h.m.Serial())
 	}
 	// Behind the front: each point's files are looked up, then swapped
-	// under; then the crashes, still behind the front. A session that
-	// came in by a migration cannot be swapped (the front does not replay
-	// the VM's SET_DEVICE_STATE_FD), so the anchor comes last: the guest
-	// moves onto a bare virtiofsd and, for each point, mounts the share
-	// again, looks up as many files and is migrated between bare ones.
+	// under; then the crashes, still behind the front. The anchor comes
+	// last, since its first migration takes the guest off the front: the
+	// guest moves onto a bare virtiofsd and, for each point, mounts the
+	// share again, looks up as many files and is migrated between bare ones.
 	var points []*pausePoint
 	made := 0
 	for _, files := range r.plan.points {

@@ -50,6 +50,7 @@ func TestGuestKeepsItsOpenFileAcrossMigration(t *testing.T) {
 
 			require.NoError(t, vm.QuitSource(ctx))
 			requireEndedCleanly(t, p.Src, "source")
+			reloadArrivedVM(t, p.Dst)
 			require.NoError(t, vm.Signal(share, migration.MigratedFile))
 			res, err := vm.Wait(true)
 			require.NoError(t, err)
@@ -60,6 +61,26 @@ func TestGuestKeepsItsOpenFileAcrossMigration(t *testing.T) {
 			assert.NotContains(t, journalText(t, p.Dst), "Migration failed")
 		})
 	}
+}
+
+// reloadArrivedVM reloads the instance on dst, whose VM came in by a live
+// migration through the front, while the guest goes on appending to its held
+// file: the session is movable and the reload swaps virtiofsd under it
+// (requireWritesKept then checks every line the guest wrote, through the
+// descriptor it opened before the migration and the reload).
+func reloadArrivedVM(t *testing.T, dst *shimbox.Box) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := dst.LiveState(ctx, migration.Instance)
+	require.NoError(t, err)
+	require.NotNil(t, st, "the destination's shim has published no state")
+	require.True(t, st.Front, "the destination's session runs through the front")
+	require.True(t, st.Movable, "a VM that came in by a migration can be moved: %s", st.UnmovableReason)
+	out, err := dst.Systemctl(ctx, "reload", unit)
+	require.NoError(t, err, "%s\n%s", out, journalText(t, dst))
+	st, err = dst.LiveState(ctx, migration.Instance)
+	require.NoError(t, err)
+	assert.Equal(t, 1, st.Handovers, "one swap under the arrived VM")
 }
 
 // TestDeletedOpenFileFailsMigrationByDefault: find-paths cannot migrate a
