@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/vhostuser"
 )
@@ -317,4 +318,28 @@ func TestASessionSavedForARestartLeavesNoCrashRecordBesideItsCheckpoint(t *testi
 	r, err := LoadCrashRecord(stored)
 	assert.Nil(t, r)
 	assert.NoError(t, err, "a checkpoint is no crash record")
+}
+
+// TestComparingStoredDescriptorsLeavesQEMUsEventfdsNonBlocking: the crash
+// record finds a descriptor systemd already holds by comparing open file
+// descriptions; QEMU's kick and call eventfds are shared with QEMU and
+// virtiofsd, and must stay non-blocking (a blocking one can stall QEMU's
+// main loop when it clears a notifier that was not signalled). sameFile uses
+// File.Fd(), which (Go 1.26) turns blocking only a descriptor Go itself made
+// non-blocking, never one received already so.
+func TestComparingStoredDescriptorsLeavesQEMUsEventfdsNonBlocking(t *testing.T) {
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	require.NoError(t, err)
+	kick := os.NewFile(uintptr(efd), "kick")
+	t.Cleanup(func() { kick.Close() })
+	held, err := dup(kick)
+	require.NoError(t, err)
+	t.Cleanup(func() { held.Close() })
+	same, err := sameFile(kick, held)
+	require.NoError(t, err)
+	assert.True(t, same, "a dup is the same open file description")
+
+	flags, err := unix.FcntlInt(uintptr(efd), unix.F_GETFL, 0) // kick's own number: reading it is harmless
+	require.NoError(t, err)
+	assert.NotZero(t, flags&unix.O_NONBLOCK, "the eventfd QEMU shares is still non-blocking")
 }
