@@ -35,7 +35,7 @@ var packageOf = map[string]string{
 	"pgrep": "procps", "pkill": "procps", "ps": "procps", "kill": "procps", "hostname": "hostname",
 	"systemctl": "systemd", "journalctl": "systemd", "systemd-analyze": "systemd",
 	"systemd-socket-activate": "systemd", "systemd-stdio-bridge": "systemd",
-	"depmod": "kmod", "cpio": "cpio", "xz": "xz-utils", "zstd": "zstd",
+	"depmod": "kmod", "cpio": "cpio", "xz": "xz-utils", "zstd": "zstd", "busybox": "busybox-static",
 	"git": "git", "man": "man-db", "lintian": "lintian", "shellcheck": "shellcheck",
 	"mmdebstrap": "mmdebstrap", "newuidmap": "uidmap",
 	"qemu-system-x86_64": "qemu-system-x86",
