@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -159,11 +160,11 @@ type checkpointMessage struct {
 // checkpointWriter collects dups of the descriptors a checkpoint refers to.
 type checkpointWriter struct{ files []*os.File }
 
-func (w *checkpointWriter) add(f *os.File) (int, error) {
+func (w *checkpointWriter) add(f syscall.Conn) (int, error) {
 	if f == nil {
 		return -1, nil
 	}
-	d, err := dup(f)
+	d, err := dupOf(f, descName(f))
 	if err != nil {
 		return -1, err
 	}
@@ -174,14 +175,30 @@ func (w *checkpointWriter) add(f *os.File) (int, error) {
 // record turns the setup into data, with dups of its descriptors.
 func (w *checkpointWriter) record(s *setup) (*checkpointData, error) { return recordSetup(s, w.add) }
 
+// fileConn is f for an add: nil (not a nil *os.File) when there is none.
+func fileConn(f *os.File) syscall.Conn {
+	if f == nil {
+		return nil
+	}
+	return f
+}
+
+// descName is what a descriptor is, for errors and names.
+func descName(c syscall.Conn) string {
+	if n, ok := c.(interface{ Name() string }); ok {
+		return n.Name()
+	}
+	return "descriptor"
+}
+
 // recordSetup turns the setup into data, each descriptor replaced by the
 // index add gives it (-1: none).
-func recordSetup(s *setup, add func(*os.File) (int, error)) (*checkpointData, error) {
+func recordSetup(s *setup, add func(syscall.Conn) (int, error)) (*checkpointData, error) {
 	event := func(e *eventFD) (*checkpointEvent, error) {
 		if e == nil {
 			return nil, nil
 		}
-		i, err := add(e.file)
+		i, err := add(e.conn())
 		return &checkpointEvent{NoFD: e.noFD, File: i}, err
 	}
 	d := &checkpointData{
@@ -215,10 +232,10 @@ func recordSetup(s *setup, add func(*os.File) (int, error)) (*checkpointData, er
 		}
 		d.Rings = append(d.Rings, cr)
 	}
-	if d.BackendReq, err = add(s.backendReq); err != nil {
+	if d.BackendReq, err = add(fileConn(s.backendReq)); err != nil {
 		return nil, err
 	}
-	if d.LogFile, err = add(s.logFile); err != nil {
+	if d.LogFile, err = add(fileConn(s.logFile)); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -386,11 +403,15 @@ func (c *Checkpoint) restore() (*setup, error) {
 		}
 		ev := &eventFD{noFD: e.NoFD}
 		if !e.NoFD {
-			if ev.file, err = dupOf(e.File, what); err != nil {
+			if e.File == -1 {
+				return nil, fmt.Errorf("the %s has no descriptor", what)
+			}
+			f, err := c.file(e.File, what)
+			if err != nil {
 				return nil, err
 			}
-			if ev.file == nil {
-				return nil, fmt.Errorf("the %s has no descriptor", what)
+			if ev.fd, err = hold(f, what); err != nil {
+				return nil, err
 			}
 		}
 		return ev, nil

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -70,21 +71,21 @@ type journal struct {
 	names  [2][]string // the names each slot's record refers to
 	gen    uint64      // of the last record written
 	next   uint64      // next descriptor number
-	byFile map[*os.File]string
+	byFile map[syscall.Conn]string
 	stored map[string]bool // every crash-fd-* name in the store
 	// files holds a dup of each stored descriptor, by name: systemd keeps
 	// one copy of an open file description (a second FDSTORE=1 of it,
 	// under any name, is dropped), and QEMU sends the same eventfd again
 	// and again, so a descriptor new to the setup may be one already
 	// stored, found by sameFile.
-	files map[string]*os.File
+	files map[string]*held
 	vm    bool   // the VM's connection is stored
 	last  []byte // the last body written
 	err   error  // the first failure; the journal then stops
 }
 
 func newJournal(st Store) *journal {
-	return &journal{st: st, byFile: map[*os.File]string{}, stored: map[string]bool{}, files: map[string]*os.File{}}
+	return &journal{st: st, byFile: map[syscall.Conn]string{}, stored: map[string]bool{}, files: map[string]*held{}}
 }
 
 // kcmpFile is KCMP_FILE of kcmp(2).
@@ -92,28 +93,51 @@ const kcmpFile = 0
 
 // sameFile tells whether a and b are one open file description, as
 // systemd's store compares them (kcmp(2), KCMP_FILE).
-func sameFile(a, b *os.File) (bool, error) {
-	var sa, sb unix.Stat_t
-	if err := unix.Fstat(int(a.Fd()), &sa); err != nil {
+func sameFile(a, b syscall.Conn) (bool, error) {
+	var same bool
+	err := withFD(a, func(fa int) error {
+		return withFD(b, func(fb int) error {
+			var sa, sb unix.Stat_t
+			if err := unix.Fstat(fa, &sa); err != nil {
+				return err
+			}
+			if err := unix.Fstat(fb, &sb); err != nil {
+				return err
+			}
+			if sa.Dev != sb.Dev || sa.Ino != sb.Ino {
+				return nil
+			}
+			pid := uintptr(os.Getpid())
+			r, _, errno := unix.Syscall6(unix.SYS_KCMP, pid, pid, kcmpFile, uintptr(fa), uintptr(fb), 0)
+			if errno != 0 {
+				return fmt.Errorf("kcmp: %w", errno)
+			}
+			same = r == 0
+			return nil
+		})
+	})
+	if err != nil {
 		return false, fmt.Errorf("compare descriptors: %w", err)
 	}
-	if err := unix.Fstat(int(b.Fd()), &sb); err != nil {
-		return false, fmt.Errorf("compare descriptors: %w", err)
+	return same, nil
+}
+
+// withFD runs fn with c's descriptor.
+func withFD(c syscall.Conn, fn func(fd int) error) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
 	}
-	if sa.Dev != sb.Dev || sa.Ino != sb.Ino {
-		return false, nil
+	var fnErr error
+	if err := rc.Control(func(fd uintptr) { fnErr = fn(int(fd)) }); err != nil {
+		return err
 	}
-	pid := uintptr(os.Getpid())
-	r, _, errno := unix.Syscall6(unix.SYS_KCMP, pid, pid, kcmpFile, a.Fd(), b.Fd(), 0)
-	if errno != 0 {
-		return false, fmt.Errorf("compare descriptors (kcmp): %w", errno)
-	}
-	return r == 0, nil
+	return fnErr
 }
 
 // nameOf finds the name f is stored under: its own, or that of a stored
 // descriptor of the same open file description; "" when none.
-func (j *journal) nameOf(f *os.File) (string, error) {
+func (j *journal) nameOf(f syscall.Conn) (string, error) {
 	if name, ok := j.byFile[f]; ok {
 		return name, nil
 	}
@@ -144,6 +168,20 @@ func (j *journal) store(name string, f *os.File) error {
 		return fmt.Errorf("keep the session in systemd's fd store (%s): %w", name, err)
 	}
 	return nil
+}
+
+// storeConn is store for a descriptor the front holds bare (held): it
+// goes as a short-lived *os.File.
+func (j *journal) storeConn(name string, c syscall.Conn) error {
+	if f, ok := c.(*os.File); ok {
+		return j.store(name, f)
+	}
+	f, err := dupOf(c, name)
+	if err != nil {
+		return fmt.Errorf("keep the session in systemd's fd store (%s): %w", name, err)
+	}
+	defer f.Close()
+	return j.store(name, f)
 }
 
 // start stores the VM's connection and the two slots, unless adopted.
@@ -184,7 +222,7 @@ func (j *journal) write(s *setup, outstanding []*vhostuser.Message, extra *vhost
 	}
 	var names []string
 	index := map[string]int{}
-	add := func(f *os.File) (int, error) {
+	add := func(f syscall.Conn) (int, error) {
 		if f == nil {
 			return -1, nil
 		}
@@ -193,12 +231,12 @@ func (j *journal) write(s *setup, outstanding []*vhostuser.Message, extra *vhost
 			return -1, err
 		}
 		if name == "" {
-			d, err := dup(f)
+			d, err := hold(f, descName(f))
 			if err != nil {
 				return -1, err
 			}
 			name = nameCrashFD + strconv.FormatUint(j.next, 10)
-			if err := j.store(name, f); err != nil {
+			if err := j.storeConn(name, f); err != nil {
 				d.Close()
 				return -1, err
 			}
@@ -466,7 +504,7 @@ func (j *journal) adopt(r *CrashRecord) error {
 	j.names, j.gen, j.next, j.vm = r.names, r.gen, r.next, true
 	for name := range r.stored {
 		j.stored[name] = true
-		d, err := dup(r.byName[name])
+		d, err := hold(r.byName[name], name)
 		if err != nil {
 			return fmt.Errorf("keep the crash record: %w", err)
 		}

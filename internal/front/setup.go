@@ -26,14 +26,23 @@ type ring struct {
 // eventFD is a recorded SET_VRING_KICK/CALL/ERR: a dup of the fd, or none
 // (the "no fd" bit: polling).
 type eventFD struct {
-	file *os.File // nil with noFD
+	fd   *held // nil with noFD
 	noFD bool
 }
 
 func (e *eventFD) close() {
-	if e != nil && e.file != nil {
-		e.file.Close()
+	if e != nil {
+		e.fd.Close()
 	}
+}
+
+// conn is e's descriptor for a checkpoint or the crash record: nil (not a
+// nil *held) when there is none.
+func (e *eventFD) conn() syscall.Conn {
+	if e.fd == nil {
+		return nil
+	}
+	return e.fd
 }
 
 // region is a recorded memory region with a dup of its fd.
@@ -276,7 +285,7 @@ func (s *setup) record(m *vhostuser.Message) error {
 			if len(m.Files) != 1 {
 				return fmt.Errorf("%d fds", len(m.Files))
 			}
-			if e.file, err = dup(m.Files[0]); err != nil {
+			if e.fd, err = hold(m.Files[0], m.Files[0].Name()); err != nil {
 				return err
 			}
 		}
@@ -379,26 +388,35 @@ func dup(f *os.File) (*os.File, error) {
 
 // dupOf is dup for anything with a descriptor, such as a connection.
 func dupOf(c syscall.Conn, name string) (*os.File, error) {
+	fd, err := dupFD(c, name)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// dupFD returns a close-on-exec duplicate of c's descriptor.
+func dupFD(c syscall.Conn, name string) (int, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return nil, fmt.Errorf("duplicate %s: %w", name, err)
+		return -1, fmt.Errorf("duplicate %s: %w", name, err)
 	}
-	var nfd int
+	nfd := -1
 	var dupErr error
 	if err := rc.Control(func(fd uintptr) {
 		nfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
 	}); err != nil {
-		return nil, fmt.Errorf("duplicate %s: %w", name, err)
+		return -1, fmt.Errorf("duplicate %s: %w", name, err)
 	}
 	if dupErr != nil {
-		return nil, fmt.Errorf("duplicate %s: %w (raise the shim's fd limit, LimitNOFILE=)", name, dupErr)
+		return -1, fmt.Errorf("duplicate %s: %w (raise the shim's fd limit, LimitNOFILE=)", name, dupErr)
 	}
-	return os.NewFile(uintptr(nfd), name), nil
+	return nfd, nil
 }
 
 // kick writes 1 to an eventfd, as a guest's notification does, without
 // changing its blocking mode.
-func kick(f *os.File) error {
+func kick(f syscall.Conn) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err

@@ -334,7 +334,7 @@ func (f *Front) startRings(ctx context.Context, p *peer, stopped map[uint32]uint
 			msgs = append(msgs, r.err.message(vhostuser.SetVringErr, i))
 		}
 		for _, m := range msgs {
-			if err := p.ack(ctx, m.req, m.payload, m.files...); err != nil {
+			if err := p.ackRing(ctx, m); err != nil {
 				return fmt.Errorf("ring %d: %w", i, err)
 			}
 		}
@@ -344,7 +344,7 @@ func (f *Front) startRings(ctx context.Context, p *peer, stopped map[uint32]uint
 	}
 	for _, i := range kicked {
 		m := s.rings[i].kick.message(vhostuser.SetVringKick, i)
-		if err := p.ack(ctx, m.req, m.payload, m.files...); err != nil {
+		if err := p.ackRing(ctx, m); err != nil {
 			return fmt.Errorf("ring %d: %w", i, err)
 		}
 	}
@@ -356,8 +356,8 @@ func (f *Front) startRings(ctx context.Context, p *peer, stopped map[uint32]uint
 		}
 	}
 	for _, i := range kicked {
-		if k := s.rings[i].kick; k.file != nil {
-			if err := kick(k.file); err != nil {
+		if k := s.rings[i].kick; k.fd != nil {
+			if err := kick(k.fd); err != nil {
 				return fmt.Errorf("ring %d: kick: %w", i, err)
 			}
 		}
@@ -368,15 +368,28 @@ func (f *Front) startRings(ctx context.Context, p *peer, stopped map[uint32]uint
 type ringMessage struct {
 	req     vhostuser.Request
 	payload []byte
-	files   []*os.File
+	fd      *held // sent with it, when not nil
 }
 
 func (e *eventFD) message(req vhostuser.Request, index uint32) ringMessage {
 	m := ringMessage{req: req, payload: vhostuser.VringFD{Index: uint8(index), NoFD: e.noFD}.Bytes()}
 	if !e.noFD {
-		m.files = []*os.File{e.file}
+		m.fd = e.fd
 	}
 	return m
+}
+
+// ackRing sends m, its held descriptor as a short-lived *os.File (see held).
+func (p *peer) ackRing(ctx context.Context, m ringMessage) error {
+	if m.fd == nil {
+		return p.ack(ctx, m.req, m.payload)
+	}
+	f, err := m.fd.file()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return p.ack(ctx, m.req, m.payload, f)
 }
 
 // rollback gives the old back end its stopped rings back after a failed
@@ -416,8 +429,8 @@ func (f *Front) giveBack(ctx context.Context, stopped map[uint32]uint32) error {
 				return fmt.Errorf("ring %d: %w", i, err)
 			}
 		}
-		if r.kick != nil && r.kick.file != nil {
-			if err := kick(r.kick.file); err != nil {
+		if r.kick != nil && r.kick.fd != nil {
+			if err := kick(r.kick.fd); err != nil {
 				return fmt.Errorf("ring %d: kick: %w", i, err)
 			}
 		}
