@@ -22,6 +22,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/linestamp"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/migration"
 	vhostpeer "github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
 )
@@ -812,10 +813,8 @@ func killTree(pid int) {
 // lineStamps is a console writer that hands over, with the time it
 // arrived, each line that starts with prefix.
 type lineStamps struct {
-	prefix string
-	c      chan stampedLine
-	mu     sync.Mutex
-	buf    []byte
+	*linestamp.Writer
+	c chan stampedLine
 }
 
 type stampedLine struct {
@@ -824,29 +823,16 @@ type stampedLine struct {
 }
 
 func newLineStamps(prefix string) *lineStamps {
-	return &lineStamps{prefix: prefix, c: make(chan stampedLine, 256)}
-}
-
-func (l *lineStamps) Write(p []byte) (int, error) {
-	now := time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf = append(l.buf, p...)
-	for {
-		i := bytes.IndexByte(l.buf, '\n')
-		if i < 0 {
-			break
-		}
-		line := strings.TrimRight(string(l.buf[:i]), "\r")
-		l.buf = l.buf[i+1:]
-		if strings.HasPrefix(line, l.prefix) {
+	l := &lineStamps{c: make(chan stampedLine, 256)}
+	l.Writer = linestamp.New(func(line string, at time.Time) {
+		if strings.HasPrefix(line, prefix) {
 			select {
-			case l.c <- stampedLine{line, now}:
+			case l.c <- stampedLine{line, at}:
 			default: // nobody reads: dropped
 			}
 		}
-	}
-	return len(p), nil
+	})
+	return l
 }
 
 func qemuVersion(ctx context.Context, qemu string) string {

@@ -21,6 +21,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/plan"
 	shimstate "github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/linestamp"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/shimbox"
 )
 
@@ -240,33 +241,25 @@ echo "RESULT rounds=$r"
 }
 
 // consoleMarks records when each console line that starts with prefix was
-// written (the guest's "ANSWERED r").
+// first written (the guest's "ANSWERED r").
 type consoleMarks struct {
-	prefix string
-	mu     sync.Mutex
-	buf    []byte
-	at     map[string]time.Time
+	*linestamp.Writer
+	mu sync.Mutex
+	at map[string]time.Time
 }
 
-func (c *consoleMarks) Write(p []byte) (int, error) {
-	now := time.Now()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.buf = append(c.buf, p...)
-	for {
-		i := slices.Index(c.buf, '\n')
-		if i < 0 {
-			break
-		}
-		line := strings.TrimSpace(string(c.buf[:i]))
-		c.buf = c.buf[i+1:]
-		if rest, ok := strings.CutPrefix(line, c.prefix); ok {
+func newConsoleMarks(prefix string) *consoleMarks {
+	c := &consoleMarks{at: map[string]time.Time{}}
+	c.Writer = linestamp.New(func(line string, at time.Time) {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
+			c.mu.Lock()
 			if _, seen := c.at[rest]; !seen {
-				c.at[rest] = now
+				c.at[rest] = at
 			}
+			c.mu.Unlock()
 		}
-	}
-	return len(p), nil
+	})
+	return c
 }
 
 func (c *consoleMarks) get(key string) (time.Time, bool) {
@@ -362,7 +355,7 @@ func killSeriesBoot(ctx context.Context, t *testing.T, b *shimbox.Box, img *gues
 			require.NoError(t, os.RemoveAll(n))
 		}
 	}
-	marks := &consoleMarks{prefix: "ANSWERED ", at: map[string]time.Time{}}
+	marks := newConsoleMarks("ANSWERED ")
 	rounds := moments[1:]
 	m, err := guest.Start(ctx, img, guest.Spec{
 		QEMU:    qemu,
