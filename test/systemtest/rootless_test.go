@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/instances"
 	shimstate "github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
@@ -264,6 +265,39 @@ echo "RESULT done=yes"
 	assert.NoError(t, err)
 	assert.Contains(t, out, "--sandbox=namespace")
 	assert.Contains(t, out, u.Socket("vm1"))
+
+	// systemctl --user reload under the user's own manager: the service's
+	// ExecReload= (reload --user) asks the shim, which swaps the waiting
+	// Rust virtiofsd for a fresh one; the same shim goes on.
+	userctl(t, u, "start", "virtiofsd@vm1.service")
+	before := waitingUserService(t, u, "vm1", 0)
+	userctl(t, u, "reload", "virtiofsd@vm1.service")
+	after := waitingUserService(t, u, "vm1", *before.VirtiofsdPID)
+	assert.Equal(t, *before.MainPID, *after.MainPID, "the same shim")
+	assert.Equal(t, "active/running", state(t, u, "virtiofsd@vm1.service"))
+	userctl(t, u, "stop", "virtiofsd@vm1.service")
+}
+
+// waitingUserService waits until list --user shows the user's instance
+// with a virtiofsd other than old waiting for its VM, and returns it.
+func waitingUserService(t *testing.T, u *shimbox.User, instance string, old int) *instances.Service {
+	t.Helper()
+	var svc *instances.Service
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		out, err := u.Run(context.Background(), shimbox.BinaryPath, "list", "--user", "--json", instance)
+		if !assert.NoError(c, err, out) {
+			return
+		}
+		var l instances.Document
+		if !assert.NoError(c, json.Unmarshal([]byte(out), &l), out) || !assert.Len(c, l.Instances, 1, out) {
+			return
+		}
+		svc = l.Instances[0].Service
+		if assert.NotNil(c, svc, out) && assert.NotNil(c, svc.MainPID, out) && assert.NotNil(c, svc.VirtiofsdPID, out) {
+			assert.NotEqual(c, old, *svc.VirtiofsdPID, out)
+		}
+	}, 30*time.Second, 200*time.Millisecond)
+	return svc
 }
 
 // checkUserStartFails starts a user instance's service and checks that it
