@@ -111,9 +111,9 @@ type Older struct {
 
 // olderBinaries are the programs of a running shim's record whose files
 // have been replaced since it started them.
-func olderBinaries(st *state.State) []Older {
+func olderBinaries(st *state.State, root string) []Older {
 	var out []Older
-	for _, r := range st.Replaced() {
+	for _, r := range st.ReplacedIn(root) {
 		out = append(out, Older{Program: r.Program, Path: r.Binary.Path, Version: r.Binary.Version, Reason: r.Reason})
 	}
 	return out
@@ -178,6 +178,10 @@ type Lister struct {
 	// this process sees it, where the shims publish their state and the
 	// deferred-restart markers are; "" reads neither.
 	RuntimeDir string
+	// Root is the file system the sessions' programs were started from,
+	// as this process sees it ("" is /): where list looks whether they
+	// were replaced since (see state.Binary.Replaced).
+	Root string
 }
 
 // List returns the instances named, or all of them when names is empty:
@@ -288,7 +292,7 @@ func (l *Lister) List(ctx context.Context, names []string) ([]Instance, error) {
 		if s := in.Service; s != nil {
 			if s.MainPID != nil && s.State.Live(*s.MainPID) {
 				statePID = s.State.VirtiofsdPID
-				s.Older = olderBinaries(s.State)
+				s.Older = olderBinaries(s.State, l.Root)
 			}
 			s.VirtiofsdPID = procs.virtiofsdPID(s.MainPID, statePID)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 )
@@ -61,10 +62,15 @@ type Replacement struct {
 // Replaced lists the record's programs (the shim, then virtiofsd) whose
 // files have been replaced since they were started: the session runs
 // binaries older than the installed ones.
-func (s *State) Replaced() []Replacement {
+func (s *State) Replaced() []Replacement { return s.ReplacedIn("") }
+
+// ReplacedIn is Replaced for a record whose paths are under root as this
+// process sees them ("" is /): a list that reads another mount namespace's
+// sessions (a test's private systemd) looks at that namespace's files.
+func (s *State) ReplacedIn(root string) []Replacement {
 	var out []Replacement
 	for _, p := range []Replacement{{Program: "shim", Binary: s.Shim}, {Program: "virtiofsd", Binary: s.Virtiofsd}} {
-		if replaced, why := p.Binary.Replaced(); replaced {
+		if replaced, why := p.Binary.ReplacedIn(root); replaced {
 			p.Reason = why
 			out = append(out, p)
 		}
@@ -75,11 +81,14 @@ func (s *State) Replaced() []Replacement {
 // Replaced tells whether the file at b.Path is no longer the one b
 // records (replaced, changed or removed since), and how, in words; a file
 // that cannot be read (permission) is not claimed either way.
-func (b *Binary) Replaced() (bool, string) {
+func (b *Binary) Replaced() (bool, string) { return b.ReplacedIn("") }
+
+// ReplacedIn is Replaced with b.Path under root ("" is /).
+func (b *Binary) ReplacedIn(root string) (bool, string) {
 	if b == nil || b.Path == "" {
 		return false, ""
 	}
-	now, err := Identify(b.Path, "")
+	now, err := Identify(filepath.Join("/", root, b.Path), "")
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return true, b.Path + " was removed since it was started"

@@ -76,3 +76,31 @@ func TestTheRunningProgramIdentifiesItself(t *testing.T) {
 	replaced, _ := self.Replaced()
 	assert.False(t, replaced)
 }
+
+// TestAListOfAnotherMountNamespaceLooksAtItsFiles: a session's recorded
+// path is where its own root has the file; a list that reads a private
+// systemd's sessions (a test's box, seen under /proc/PID/root) looks there,
+// not at the same path on its own root.
+func TestAListOfAnotherMountNamespaceLooksAtItsFiles(t *testing.T) {
+	root := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "usr/libexec"), 0o755))
+	inRoot := filepath.Join(root, "usr/libexec/virtiofsd-shim-test")
+	require.NoError(t, os.WriteFile(inRoot, []byte("v1"), 0o755))
+	b, err := Identify(inRoot, "")
+	require.NoError(t, err)
+	b.Path = "/usr/libexec/virtiofsd-shim-test" // as the session recorded it
+
+	replaced, why := b.ReplacedIn(root)
+	assert.False(t, replaced, why)
+	replaced, _ = b.Replaced()
+	assert.True(t, replaced, "on this process's own root the file is not there")
+
+	require.NoError(t, os.Remove(inRoot))
+	replaced, why = b.ReplacedIn(root)
+	assert.True(t, replaced)
+	assert.Equal(t, "/usr/libexec/virtiofsd-shim-test was removed since it was started", why, "the reason names the session's path")
+	st := &State{Shim: b}
+	if assert.Len(t, st.ReplacedIn(root), 1) {
+		assert.Equal(t, "shim", st.ReplacedIn(root)[0].Program)
+	}
+}

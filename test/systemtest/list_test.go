@@ -274,7 +274,7 @@ func TestListShowsEveryInstanceOfARealSystemd(t *testing.T) {
 	require.NoError(t, err)
 	defer bus.Close()
 	counter := &recordingBus{Bus: bus}
-	l := instances.Lister{Bus: counter, ConfigDir: b.Path(shimbox.ConfigDir), ProcRoot: b.Path("/proc"), RuntimeDir: b.Path(shimbox.RuntimeDir())}
+	l := instances.Lister{Bus: counter, ConfigDir: b.Path(shimbox.ConfigDir), ProcRoot: b.Path("/proc"), RuntimeDir: b.Path(shimbox.RuntimeDir()), Root: b.Path("/")}
 	list, err := l.List(ctx, nil)
 	require.NoError(t, err)
 	require.Len(t, list, 30)
