@@ -3,11 +3,15 @@ package hooks
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/config"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/sdbus"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 )
 
@@ -54,4 +58,16 @@ func TestAReloadSaysWhatItSwappedOrWhatWaits(t *testing.T) {
 		ReloadSummary("vm1", &state.ReloadAnswer{OldPID: 10, NewPID: 20, PauseMillis: 3.45, StateBytes: 4096}))
 	assert.Equal(t, "virtiofsd@vm1.service: no VM connected: virtiofsd pid 10 -> 20 waits for it",
 		ReloadSummary("vm1", &state.ReloadAnswer{OldPID: 10, NewPID: 20}))
+}
+
+func TestDialSaysWhichManagerItCouldNotReach(t *testing.T) {
+	dir := t.TempDir() // no user manager's bus in it
+	t.Setenv("XDG_RUNTIME_DIR", dir)
+	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path="+filepath.Join(dir, "bus"))
+	h := Hook{Instance: inst, Scope: config.User}
+	m, done, err := h.Dial(context.Background())
+	var ue *sdbus.UnreachableError
+	require.ErrorAs(t, err, &ue)
+	assert.Nil(t, m)
+	assert.Nil(t, done)
 }

@@ -81,3 +81,28 @@ func TestAReloadRefusalExitsOne(t *testing.T) {
 	err := &ReloadError{Unit: "virtiofsd@vm1.service", Answer: state.ReloadAnswer{Result: state.ReloadRefused, Kept: true}}
 	assert.Equal(t, 1, exitcode.For(fmt.Errorf("reload: %w", err)))
 }
+
+func TestReloadSaysTheServiceEndedWhenTheShimStopsBeforeAnswering(t *testing.T) {
+	f := newFake(t)
+	f.startShim(state.Serving)
+	f.onHUP = func() {
+		go func() {
+			time.Sleep(3 * poll)
+			f.shim.Update(func(s *state.State) { s.Phase = state.Failed })
+		}()
+	}
+	_, err := Reload(context.Background(), f.hook, f)
+	assert.EqualError(t, err, "virtiofsd@vm1.service ended before it answered the reload")
+}
+
+func TestReloadFailsWithTheManagersErrorWhileItWaits(t *testing.T) {
+	f := newFake(t)
+	f.startShim(state.Serving)
+	f.onHUP = func() {
+		f.mu.Lock()
+		f.errs["MainPID"] = fmt.Errorf("the bus went away")
+		f.mu.Unlock()
+	}
+	_, err := Reload(context.Background(), f.hook, f)
+	assert.ErrorContains(t, err, "the bus went away")
+}
