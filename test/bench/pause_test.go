@@ -22,6 +22,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/killtree"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/linestamp"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/migration"
 	vhostpeer "github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/vhostuser"
@@ -584,7 +585,7 @@ func (r *pauseRig) crashes() (*pauseCrash, error) {
 		<-time.After(500 * time.Millisecond) // a pace: the guest's loop runs
 		victim := h.serving(&r.mu)
 		killed := time.Now()
-		killTree(victim.cmd.Process.Pid)
+		_ = killtree.Kill(victim.cmd.Process.Pid)
 		for {
 			select {
 			case l := <-r.console.c:
@@ -783,7 +784,7 @@ func (r *pauseRig) startVirtiofsd(connect bool) (*benchVirtiofsd, string, error)
 	}
 	go func() { v.done <- v.cmd.Wait() }()
 	r.t.Cleanup(func() {
-		killTree(v.cmd.Process.Pid)
+		_ = killtree.Kill(v.cmd.Process.Pid)
 		<-v.done
 	})
 	if !connect {
@@ -795,19 +796,6 @@ func (r *pauseRig) startVirtiofsd(connect bool) (*benchVirtiofsd, string, error)
 	}
 	v.conn = c
 	return v, sock, os.Remove(sock)
-}
-
-// killTree sends SIGKILL to a process and every process below it (the
-// Rust virtiofsd serves from a sandboxed child), children first; one that
-// has gone already is no error.
-func killTree(pid int) {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	for _, c := range strings.Fields(string(b)) {
-		if n, err := strconv.Atoi(c); err == nil {
-			killTree(n)
-		}
-	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
 }
 
 // lineStamps is a console writer that hands over, with the time it

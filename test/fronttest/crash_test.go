@@ -3,7 +3,6 @@ package fronttest
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/front"
+	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/killtree"
 )
 
 // crashRounds is how many times the guest's virtiofsd is killed per boot.
@@ -208,17 +207,11 @@ func (r *rig) live() *proc {
 	return r.current
 }
 
-// killTree sends SIGKILL to a process and every process below it (the
-// Rust virtiofsd serves from a sandboxed child), children first.
+// killTree kills a virtiofsd as a crash does (killtree.Kill: its sandboxed
+// child too).
 func killTree(t *testing.T, pid int) {
 	t.Helper()
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	for _, c := range strings.Fields(string(b)) {
-		if n, err := strconv.Atoi(c); err == nil {
-			killTree(t, n)
-		}
-	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		t.Errorf("kill %d: %v", pid, err)
+	if err := killtree.Kill(pid); err != nil {
+		t.Error(err)
 	}
 }
