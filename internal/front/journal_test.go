@@ -324,9 +324,8 @@ func TestASessionSavedForARestartLeavesNoCrashRecordBesideItsCheckpoint(t *testi
 // record finds a descriptor systemd already holds by comparing open file
 // descriptions; QEMU's kick and call eventfds are shared with QEMU and
 // virtiofsd, and must stay non-blocking (a blocking one can stall QEMU's
-// main loop when it clears a notifier that was not signalled). sameFile uses
-// File.Fd(), which (Go 1.26) turns blocking only a descriptor Go itself made
-// non-blocking, never one received already so.
+// main loop when it clears a notifier that was not signalled). sameFile reads
+// the descriptors through SyscallConn, never File.Fd().
 func TestComparingStoredDescriptorsLeavesQEMUsEventfdsNonBlocking(t *testing.T) {
 	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	require.NoError(t, err)
