@@ -291,7 +291,8 @@ func fdOf(t *testing.T, f *os.File) int {
 }
 
 // describe is a request as the fake's log shows it: its name and its
-// ring index and value, or its u64.
+// ring index and value, or its u64; "log-all" marks SET_FEATURES with
+// VHOST_F_LOG_ALL.
 func describe(m *vhostuser.Message) string {
 	s := m.Request.String()
 	switch m.Request {
@@ -307,6 +308,10 @@ func describe(m *vhostuser.Message) string {
 	case vhostuser.SetVringKick, vhostuser.SetVringCall, vhostuser.SetVringErr:
 		v, _ := vhostuser.ParseVringFD(m.Payload)
 		return fmt.Sprintf("%s %d", s, v.Index)
+	case vhostuser.SetFeatures:
+		if v, _ := vhostuser.ParseU64(m.Payload); uint64(v)&vhostuser.FeatureLogAll != 0 {
+			return s + " log-all"
+		}
 	case vhostuser.SetDeviceStateFD:
 		d, _ := vhostuser.ParseDeviceStateFD(m.Payload)
 		return map[uint32]string{vhostuser.DirectionSave: s + " save", vhostuser.DirectionLoad: s + " load"}[d.Direction]

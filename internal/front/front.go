@@ -103,6 +103,10 @@ type Front struct {
 	// journal keeps the session in systemd's store (Config.Journal); nil
 	// without one. Owned by Run's loop.
 	journal *journal
+	// announced: the serving back end got F_LOG_ALL from Announce, and
+	// neither a swap, a Withdraw nor the VM's own SET_FEATURES has ended
+	// it. Owned by Run's loop.
+	announced bool
 }
 
 // New returns a Front for the VM's connection and the back end's. It
@@ -255,6 +259,11 @@ func (f *Front) Run(ctx context.Context) error {
 				}
 				continue
 			}
+			if pending.announce != notAnnounce {
+				pending.done <- swapResponse{err: f.runAnnounce(pending.ctx, pending.announce)}
+				pending = nil
+				continue
+			}
 			var res SwapResult
 			var err error
 			if pending.backend == nil {
@@ -324,6 +333,9 @@ func (f *Front) relayRequest(m *vhostuser.Message) error {
 	spec, known := vhostuser.Lookup(m.Request)
 	f.mu.Lock()
 	f.setup.recordRequest(m, known)
+	if m.Request == vhostuser.SetFeatures {
+		f.announced = false // the VM's own features replace the announce
+	}
 	proto := f.setup.protocolFeatures
 	f.setup.toBackend(m)
 	if m.Request == vhostuser.ResetDevice || m.Request == vhostuser.ResetOwner {

@@ -149,6 +149,7 @@ func (f *Front) replay(ctx context.Context, conn *net.UnixConn, bases map[uint32
 		return rec, fmt.Errorf("%s: %w", StepRings, err)
 	}
 	f.be = np
+	f.announced = false // a fresh back end, with the VM's features
 	rec.Bases = bases
 	n, err := f.answerOutstanding(ctx)
 	rec.Answered = n

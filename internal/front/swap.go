@@ -67,13 +67,14 @@ type SwapResult struct {
 }
 
 // swapRequest asks Run's loop for a swap onto backend; with backend nil,
-// for a checkpoint (Front.Checkpoint), or with save for a session saved
-// for a restart (SaveForRestart).
+// for a checkpoint (Front.Checkpoint), with save for a session saved for a
+// restart (SaveForRestart), or with announce for Announce or Withdraw.
 type swapRequest struct {
-	ctx     context.Context
-	backend *net.UnixConn
-	save    bool
-	done    chan swapResponse
+	ctx      context.Context
+	backend  *net.UnixConn
+	save     bool
+	announce announceOp
+	done     chan swapResponse
 }
 
 // refuse answers a request that never started, closing the new
@@ -153,6 +154,7 @@ func (f *Front) swap(ctx context.Context, newBackend *net.UnixConn) (SwapResult,
 	ok = true
 	old := f.be
 	f.be = np
+	f.announced = false // the new back end got the VM's own features
 	old.close()
 	f.mu.Lock()
 	f.count++
@@ -404,6 +406,9 @@ func (f *Front) rollback(ctx context.Context, step Step, err error, stopped map[
 		e.RollbackErr = rerr
 	} else {
 		e.Kept = true
+		// The session goes on: the old back end stops collecting for a
+		// save; a failure here costs lookups, not the session.
+		_ = f.withdraw(ctx)
 	}
 	return e
 }

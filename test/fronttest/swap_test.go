@@ -205,10 +205,22 @@ func bootOn(t *testing.T, qemuPath, script string, console io.Writer, cfg func(*
 	return r
 }
 
+// notAnnounced is the Rust virtiofsd's warning when its SAVE comes with no
+// F_LOG_ALL before it (a snapshot, or a swap not announced): it then
+// prepares its state inside the pause.
+const notAnnounced = "Front-end did not announce migration to begin"
+
 // swap moves the guest onto a new virtiofsd, after a second of the
-// guest's work.
+// guest's work. Even swaps are announced first (front.Announce, as a
+// reload does): the real virtiofsd takes the announce as a migration's
+// start and prepares its save before it (it does not warn that it was not
+// told); odd swaps are not, and it warns.
 func (r *rig) swap(t *testing.T, i int) {
 	t.Helper()
+	announced := i%2 == 0
+	if announced {
+		require.NoError(t, r.front.Announce(r.ctx), "swap %d: announce", i)
+	}
 	time.Sleep(time.Second) // the guest works between swaps
 	next := startVirtiofsd(t, r.bin, r.dir, r.share, i)
 	require.False(t, r.pids[next.cmd.Process.Pid], "swap %d: a new virtiofsd", i)
@@ -216,6 +228,11 @@ func (r *rig) swap(t *testing.T, i int) {
 	old := r.current
 	res, err := r.front.Swap(r.ctx, next.conn)
 	require.NoError(t, err, "swap %d\nconsole:\n%s\nold virtiofsd:\n%s\nnew virtiofsd:\n%s", i, r.m.Serial(), old.stderr(), next.stderr())
+	if announced {
+		assert.NotContains(t, old.stderr(), notAnnounced, "swap %d: announced", i)
+	} else {
+		assert.Contains(t, old.stderr(), notAnnounced, "swap %d: not announced", i)
+	}
 	t.Logf("swap %d: pause %v (save %v, load %v), state %d bytes, pid %d -> %d",
 		i, res.Pause, res.Save, res.Load, res.StateSize, old.cmd.Process.Pid, next.cmd.Process.Pid)
 	assert.NoError(t, old.wait(), "swap %d: the old virtiofsd exits by itself once its connection is closed\n%s", i, old.stderr())
