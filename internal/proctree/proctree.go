@@ -50,6 +50,25 @@ func (t Table) Read(pid int) (p Proc, ok bool) {
 	return p, true
 }
 
+// Threads is how many threads pid runs (num_threads, the 20th field of
+// /proc/PID/stat); ok is false once it is gone.
+func (t Table) Threads(pid int) (n int, ok bool) {
+	b, err := os.ReadFile(filepath.Join(t.Root, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, false
+	}
+	closing := bytes.LastIndexByte(b, ')')
+	if closing < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[closing+1:])) // from the 3rd field, state
+	if len(f) < 18 {
+		return 0, false
+	}
+	n, err = strconv.Atoi(f[17])
+	return n, err == nil
+}
+
 // All lists the live processes (zombies have ended).
 func (t Table) All() []Proc {
 	ents, _ := os.ReadDir(t.Root)
@@ -95,6 +114,9 @@ const Host = "/proc"
 
 // Read reads one process of this machine.
 func Read(pid int) (Proc, bool) { return Table{Root: Host}.Read(pid) }
+
+// Threads is how many threads pid runs on this machine.
+func Threads(pid int) (int, bool) { return Table{Root: Host}.Threads(pid) }
 
 // All lists this machine's live processes.
 func All() []Proc { return Table{Root: Host}.All() }

@@ -46,3 +46,23 @@ func TestReadParsesANameWithSpacesAndParentheses(t *testing.T) {
 	_, ok = tab.Read(9)
 	assert.False(t, ok)
 }
+
+func TestThreadsReadsTheThreadCountOfAProcess(t *testing.T) {
+	root := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "7"), 0o755))
+	// A line of /proc/PID/stat as virtiofsd's reads, its name given a
+	// space: num_threads is 5.
+	line := "7 (virtio fs) S 1 7 7 0 -1 4194560 1133 0 0 0 2 3 0 0 20 0 5 0 1720363 1224433664 1434 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0\n"
+	require.NoError(t, os.WriteFile(filepath.Join(root, "7", "stat"), []byte(line), 0o644))
+	n, ok := Table{Root: root}.Threads(7)
+	require.True(t, ok)
+	assert.Equal(t, 5, n)
+	_, ok = Table{Root: root}.Threads(8)
+	assert.False(t, ok, "a process that is gone")
+}
+
+func TestThreadsCountsThisProcesssThreads(t *testing.T) {
+	n, ok := Threads(os.Getpid())
+	require.True(t, ok)
+	assert.GreaterOrEqual(t, n, 2, "a Go program runs several threads")
+}
