@@ -128,8 +128,13 @@ func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
 		res front.SwapResult
 		old = s.cur
 	)
+	var prepared logrus.Fields
 	for try := 1; ; try++ {
+		// Before the new virtiofsd starts, so that the old one prepares
+		// its save while the new one starts and the VM runs.
+		ann := s.announceSwap(ctx)
 		if nb, err = s.start(ctx, p, true, s.front != nil); err != nil {
+			ann.withdraw(ctx)
 			return fail(err, true)
 		}
 		rctx, cancel := context.WithTimeout(ctx, p.ReadyTimeout+time.Second)
@@ -137,6 +142,7 @@ func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
 		cancel()
 		if err != nil {
 			_ = nb.stop()
+			ann.withdraw(ctx)
 			return fail(fmt.Errorf("the new virtiofsd did not become ready: %w", err), true)
 		}
 		if s.front == nil {
@@ -153,8 +159,12 @@ func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
 			return state.ReloadAnswer{Result: state.ReloadOK, Kept: true, OldPID: oldPID, NewPID: newPID}
 		}
 		tries = try
+		prepared = ann.wait(ctx)
 		var crash *respawnRequest
 		res, crash, err = s.swap(ctx, nb.conn)
+		if err != nil && crash == nil {
+			ann.withdraw(ctx) // unless the swap's rollback did
+		}
 		if err == nil {
 			if crash != nil {
 				// The new virtiofsd died right after the swap: recovered
@@ -201,7 +211,7 @@ func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
 		"pause": res.Pause.String(), "save": res.Save.String(), "load": res.Load.String(),
 		"state_bytes": res.StateSize, "old_pid": oldPID, "new_pid": newPID,
 		"old_version": old.version, "new_version": nb.version, "handovers": n, "tries": tries,
-	}).Info("reload: virtiofsd swapped under the running VM")
+	}).WithFields(prepared).Info("reload: virtiofsd swapped under the running VM")
 	return state.ReloadAnswer{Result: state.ReloadOK, Kept: true, OldPID: oldPID, NewPID: newPID,
 		PauseMillis: ms(res.Pause), SaveMillis: ms(res.Save), LoadMillis: ms(res.Load), StateBytes: res.StateSize, Tries: tries}
 }
