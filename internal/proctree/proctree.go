@@ -4,10 +4,12 @@ package proctree
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Proc is one process as /proc/PID/stat and cmdline describe it.
@@ -69,6 +71,37 @@ func (t Table) Threads(pid int) (n int, ok bool) {
 	return n, err == nil
 }
 
+// TreeThreads sums the threads of those of pids that still run.
+func (t Table) TreeThreads(pids []int) int {
+	n := 0
+	for _, pid := range pids {
+		if k, ok := t.Threads(pid); ok {
+			n += k
+		}
+	}
+	return n
+}
+
+// WaitThreads polls every poll until pids run at most n threads (true),
+// the first of them is gone, or ctx ends (false).
+func (t Table) WaitThreads(ctx context.Context, pids []int, n int, poll time.Duration) bool {
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	for {
+		if _, ok := t.Threads(pids[0]); !ok {
+			return false
+		}
+		if t.TreeThreads(pids) <= n {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+}
+
 // All lists the live processes (zombies have ended).
 func (t Table) All() []Proc {
 	ents, _ := os.ReadDir(t.Root)
@@ -117,6 +150,14 @@ func Read(pid int) (Proc, bool) { return Table{Root: Host}.Read(pid) }
 
 // Threads is how many threads pid runs on this machine.
 func Threads(pid int) (int, bool) { return Table{Root: Host}.Threads(pid) }
+
+// TreeThreads sums the threads of those of pids that run on this machine.
+func TreeThreads(pids []int) int { return Table{Root: Host}.TreeThreads(pids) }
+
+// WaitThreads is Table.WaitThreads on this machine.
+func WaitThreads(ctx context.Context, pids []int, n int, poll time.Duration) bool {
+	return Table{Root: Host}.WaitThreads(ctx, pids, n, poll)
+}
 
 // All lists this machine's live processes.
 func All() []Proc { return Table{Root: Host}.All() }

@@ -1,11 +1,13 @@
 package proctree
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -65,4 +67,53 @@ func TestThreadsCountsThisProcesssThreads(t *testing.T) {
 	n, ok := Threads(os.Getpid())
 	require.True(t, ok)
 	assert.GreaterOrEqual(t, n, 2, "a Go program runs several threads")
+}
+
+// statWithThreads writes a /proc/PID/stat of n threads under root.
+func statWithThreads(t *testing.T, root string, pid, n int) {
+	t.Helper()
+	dir := filepath.Join(root, fmt.Sprint(pid))
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	line := fmt.Sprintf("%d (virtiofsd) S 1 7 7 0 -1 4194560 1133 0 0 0 2 3 0 0 20 0 %d 0 1720363 1224433664 1434\n", pid, n)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "stat"), []byte(line), 0o644))
+}
+
+// A reload's wait for virtiofsd's preparation (service's announce):
+// virtiofsd (pid 10) and its sandboxed child (11), whose preparation
+// thread ends, and the wait with it.
+func TestWaitThreadsEndsWhenTheTreeIsBackToItsThreads(t *testing.T) {
+	root := t.TempDir()
+	tab := Table{Root: root}
+	statWithThreads(t, root, 10, 1)
+	statWithThreads(t, root, 11, 4)
+	pids := []int{10, 11}
+	baseline := tab.TreeThreads(pids)
+	assert.Equal(t, 5, baseline)
+	statWithThreads(t, root, 11, 5) // a thread started
+
+	done := make(chan bool, 1)
+	go func() { done <- tab.WaitThreads(context.Background(), pids, baseline, time.Millisecond) }()
+	select {
+	case <-done:
+		t.Fatal("the wait ended while the thread ran")
+	case <-time.After(20 * time.Millisecond):
+	}
+	statWithThreads(t, root, 11, 4)
+	select {
+	case ok := <-done:
+		assert.True(t, ok)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the wait did not end with the thread")
+	}
+}
+
+func TestWaitThreadsGivesUpAtItsDeadlineOrWhenTheProcessIsGone(t *testing.T) {
+	root := t.TempDir()
+	tab := Table{Root: root}
+	statWithThreads(t, root, 10, 1)
+	statWithThreads(t, root, 11, 5)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	assert.False(t, tab.WaitThreads(ctx, []int{10, 11}, 4, time.Millisecond), "the deadline")
+	assert.False(t, tab.WaitThreads(context.Background(), []int{12, 11}, 4, time.Millisecond), "the first process is gone")
 }

@@ -50,7 +50,7 @@ func (s *Session) announceSwap(ctx context.Context) *announcement {
 		for _, p := range proctree.Descendants(proctree.All(), pid) {
 			a.pids = append(a.pids, p.PID)
 		}
-		a.baseline = treeThreads(a.pids, proctree.Threads)
+		a.baseline = proctree.TreeThreads(a.pids)
 	}
 	actx, cancel := context.WithTimeout(ctx, announceTimeout)
 	defer cancel()
@@ -72,7 +72,7 @@ func (a *announcement) wait(ctx context.Context) logrus.Fields {
 	}
 	ctx, cancel := context.WithDeadline(ctx, a.at.Add(prepareLimit))
 	defer cancel()
-	prepared := awaitThreads(ctx, a.pids, a.baseline, proctree.Threads, preparePoll)
+	prepared := proctree.WaitThreads(ctx, a.pids, a.baseline, preparePoll)
 	return logrus.Fields{"prepared": prepared, "prepare": time.Since(a.at).Round(time.Millisecond).String()}
 }
 
@@ -86,36 +86,5 @@ func (a *announcement) withdraw(ctx context.Context) {
 	defer cancel()
 	if err := a.s.front.Withdraw(ctx); err != nil {
 		a.s.Log.WithError(err).Warn("reload: could not withdraw the swap's announce; virtiofsd keeps recording paths for a save until the next reload")
-	}
-}
-
-// treeThreads sums the threads of pids that still run.
-func treeThreads(pids []int, threads func(int) (int, bool)) int {
-	n := 0
-	for _, pid := range pids {
-		if k, ok := threads(pid); ok {
-			n += k
-		}
-	}
-	return n
-}
-
-// awaitThreads polls until pids run at most baseline threads (true), the
-// first of them is gone, or ctx ends (false).
-func awaitThreads(ctx context.Context, pids []int, baseline int, threads func(int) (int, bool), poll time.Duration) bool {
-	t := time.NewTicker(poll)
-	defer t.Stop()
-	for {
-		if _, ok := threads(pids[0]); !ok {
-			return false
-		}
-		if treeThreads(pids, threads) <= baseline {
-			return true
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-t.C:
-		}
 	}
 }
