@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/front"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/proctree"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
@@ -58,6 +59,8 @@ type pausePoint struct {
 	listed                  int // lines of the guest's ls -lR: about files + folders
 	pause, save, load, rest Sample
 	freeze                  Sample // of the rest: disable, settle, GET_VRING_BASE
+	prepare                 Sample // before the pause: the announce to the swap's start
+	prepared                int    // swaps whose preparation was seen to end
 	state                   []int
 	down                    Sample // bare-to-bare migrations' downtime
 	through                 Sample // migrations into and out of the front (not the anchor)
@@ -140,7 +143,12 @@ func reportPause(t *testing.T, s *section) {
 			"instead. The shipped unit raises the limit (LimitNOFILE=1000000) where the machine allows it.\n\n", handles, handlesWhy)
 	}
 	s.printf("At each point: %d swaps onto a fresh virtiofsd (started and given the setup before the pause, as the\n"+
-		"shim does). The pause is SwapResult.Pause: from disabling the old virtiofsd's rings to kicking the new one's;\n"+
+		"shim does). Before each, as the shim's reload does, the swap is announced to the old virtiofsd (Front.Announce:\n"+
+		"F_LOG_ALL, as when a live migration starts), which then prepares its save (each inode's path or file handle)\n"+
+		"in a thread while the guest runs on; the swap starts once that thread has ended (the old virtiofsd's threads\n"+
+		"back to their count before the announce), at most 10 s after the announce. \"Prepare\" is that time, from the\n"+
+		"announce to the swap's start, the new virtiofsd's start included; the guest is served throughout it.\n"+
+		"The pause is SwapResult.Pause: from disabling the old virtiofsd's rings to kicking the new one's;\n"+
 		"save and load are virtiofsd's own SAVE and LOAD (SET_DEVICE_STATE_FD to CHECK_DEVICE_STATE); the rest is the\n"+
 		"front's share, computed per swap: the freeze (SwapResult.Freeze: disabling the rings, the %v settle wait,\n"+
 		"GET_VRING_BASE), then the new rings' setup and kicks.\n\n", plan.swaps, front.DefaultSettle)
@@ -150,8 +158,8 @@ func reportPause(t *testing.T, s *section) {
 		"migrated %d times between bare virtiofsds (QMP `migrate` to a unix socket, the destination started with\n"+
 		"`-incoming defer`). The figure is QMP query-migrate's `downtime` (ms, QEMU's clock). The anchor comes last\n"+
 		"because its first migration takes the guest off the front for good.\n\n", plan.anchors)
-	s.printf("| mode | files (ls -lR lines) | swaps | pause median | p99 | save median | p99 | load median | p99 | rest median | p99 | of which freeze, median | goal rest <= 10 ms | state median | bare migrations | downtime median | pause / downtime | goal |\n")
-	s.printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	s.printf("| mode | files (ls -lR lines) | swaps | prepare median (seen to end) | pause median | p99 | save median | p99 | load median | p99 | rest median | p99 | of which freeze, median | goal rest <= 10 ms | state median | bare migrations | downtime median | pause / downtime | goal |\n")
+	s.printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, mode := range modes {
 		for _, p := range points[mode] {
 			ratio := 0.0
@@ -167,8 +175,8 @@ func reportPause(t *testing.T, s *section) {
 			case p.files == 10000:
 				g = "<= 0.5x: " + goal(ratio <= 0.5)
 			}
-			s.printf("| %s | %d (%d) | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s | %.2fx | %s |\n",
-				mode, p.files, p.listed, len(p.pause), ms(p.pause.Median()), ms(p.pause.Quantile(0.99)),
+			s.printf("| %s | %d (%d) | %d | %s (%d) | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s | %.2fx | %s |\n",
+				mode, p.files, p.listed, len(p.pause), ms(p.prepare.Median()), p.prepared, ms(p.pause.Median()), ms(p.pause.Quantile(0.99)),
 				ms(p.save.Median()), ms(p.save.Quantile(0.99)), ms(p.load.Median()), ms(p.load.Quantile(0.99)),
 				ms(p.rest.Median()), ms(p.rest.Quantile(0.99)), ms(p.freeze.Median()), goal(p.rest.Median() <= 10*time.Millisecond),
 				bytesString(medianInt(p.state)), len(p.down), msInt(p.down.Median()), ratio, g)
@@ -176,10 +184,10 @@ func reportPause(t *testing.T, s *section) {
 				mode, p.files, p.pause, p.save, p.load, p.state, p.down, p.through)
 		}
 	}
-	s.printf("\nIn find-paths mode QEMU turns dirty logging on (F_LOG_ALL) when a migration starts, and virtiofsd then\n" +
-		"collects its inodes' paths while the guest still runs; the front's swap does not, so virtiofsd's SAVE walks\n" +
-		"them inside the pause (DESIGN.md, \"vhost-user front\": F_LOG_ALL before the freeze cut SAVE from 120-220 ms\n" +
-		"to 5-14 ms at 5,000 inodes). In file-handles mode the LOAD (opening every handle) is the larger part.\n")
+	s.printf("\nThe announce moves virtiofsd's preparation out of the pause, in both modes: without it, virtiofsd's SAVE\n" +
+		"collects each inode's path (find-paths) or file handle (file-handles) inside the pause (DESIGN.md, \"vhost-user\n" +
+		"front\": 120-220 ms at 5,000 inodes in find-paths mode). What is left in the pause is virtiofsd's serializing\n" +
+		"(SAVE) and, above all in file-handles mode, its LOAD, which opens every inode again.\n")
 	s.printf("\nThe migrations off the front onto a bare virtiofsd (not the anchor) had downtimes of %s.\n", throughSummary(modes, points))
 	if crash != nil {
 		s.printf("\n### A virtiofsd crash (issue 25)\n\n"+
@@ -463,11 +471,29 @@ func (r *pauseRig) swaps(p *pausePoint) error {
 	h := r.cur
 	for i := range r.plan.swaps {
 		time.Sleep(300 * time.Millisecond) // the guest polls its share between swaps
+		// As the shim's reload does (service.announceSwap): announce the
+		// swap, start the new virtiofsd, and wait until the old one's
+		// preparation thread has ended, at most 10 s after the announce.
+		old := h.serving(&r.mu)
+		pids := []int{old.cmd.Process.Pid}
+		for _, c := range proctree.Descendants(proctree.All(), pids[0]) {
+			pids = append(pids, c.PID)
+		}
+		baseline := proctree.TreeThreads(pids)
+		announced := time.Now()
+		if err := h.front.Announce(r.ctx); err != nil {
+			return fmt.Errorf("%d files, swap %d: announce: %w", p.files, i, err)
+		}
 		next, _, err := r.startVirtiofsd(true)
 		if err != nil {
 			return err
 		}
-		old := h.serving(&r.mu)
+		pctx, cancel := context.WithDeadline(r.ctx, announced.Add(10*time.Second))
+		if proctree.WaitThreads(pctx, pids, baseline, 2*time.Millisecond) {
+			p.prepared++
+		}
+		cancel()
+		p.prepare = append(p.prepare, time.Since(announced))
 		res, err := h.front.Swap(r.ctx, next.conn)
 		if err != nil {
 			return fmt.Errorf("%d files, swap %d: %w\nold virtiofsd:\n%s\nnew virtiofsd:\n%s", p.files, i, err, old.stderr(), next.stderr())
