@@ -73,7 +73,15 @@ func cfgNow(c Config) func() time.Time {
 }
 
 // DefaultSettle is the wait between disabling a back end's rings and
-// GET_VRING_BASE.
+// GET_VRING_BASE. It is most of the front's share of the pause, and it
+// stays: the Rust virtiofsd's worker (vhost-user-backend 0.17's event
+// loop) reads a ring's enabled flag when a kick arrives and only then
+// takes the ring's lock to process it. GET_VRING_BASE marks the queue not
+// ready under that lock; a worker that read "enabled" before the disable
+// and is descheduled until after GET_VRING_BASE then processes a queue
+// that is not ready, which is how virtiofsd loops for good (DESIGN.md,
+// "vhost-user front"). The wait lets such a worker reach the lock first;
+// on 2 loaded cores a thread can stay off a CPU for milliseconds.
 const DefaultSettle = 5 * time.Millisecond
 
 // Front is the VM's end of a vhost-user session, relaying it to one
