@@ -13,7 +13,8 @@ import (
 // is set (front.Announce) and ends when the preparation is done; its SAVE
 // waits for that thread. A reload waits, before the pause, until the
 // serving virtiofsd runs no more threads than before the announce, or
-// prepareLimit after the announce: the guest's requests are served
+// prepareLimit after the announce (a restart: restartPrepareLimit, within
+// its stop's time): the guest's requests are served
 // meanwhile, and what is not prepared by then is prepared inside the
 // pause, as without an announce. The thread count is only a hint: a
 // wrong reading costs pause time, never correctness.
@@ -22,9 +23,10 @@ import (
 // front's loop, which waits for Run's (this one) while it recovers from a
 // crash of virtiofsd; the swap then serves that recovery (Session.swap).
 const (
-	prepareLimit    = 10 * time.Second
-	preparePoll     = 2 * time.Millisecond
-	announceTimeout = time.Second
+	prepareLimit        = 10 * time.Second
+	restartPrepareLimit = 2 * time.Second
+	preparePoll         = 2 * time.Millisecond
+	announceTimeout     = time.Second
 )
 
 // announcement is a reload's announce to the serving virtiofsd.
@@ -63,14 +65,14 @@ func (s *Session) announceSwap(ctx context.Context) *announcement {
 }
 
 // wait waits until the serving virtiofsd has prepared its save, at most
-// until prepareLimit after the announce, and returns the handover line's
+// until limit after the announce, and returns the handover line's
 // fields: how long since the announce, and whether the preparation was
 // seen to end.
-func (a *announcement) wait(ctx context.Context) logrus.Fields {
+func (a *announcement) wait(ctx context.Context, limit time.Duration) logrus.Fields {
 	if !a.on || len(a.pids) == 0 {
 		return logrus.Fields{"prepared": "no announce"}
 	}
-	ctx, cancel := context.WithDeadline(ctx, a.at.Add(prepareLimit))
+	ctx, cancel := context.WithDeadline(ctx, a.at.Add(limit))
 	defer cancel()
 	prepared := proctree.WaitThreads(ctx, a.pids, a.baseline, preparePoll)
 	return logrus.Fields{"prepared": prepared, "prepare": time.Since(a.at).Round(time.Millisecond).String()}

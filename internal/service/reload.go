@@ -159,7 +159,7 @@ func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
 			return state.ReloadAnswer{Result: state.ReloadOK, Kept: true, OldPID: oldPID, NewPID: newPID}
 		}
 		tries = try
-		prepared = ann.wait(ctx)
+		prepared = ann.wait(ctx, prepareLimit)
 		var crash *respawnRequest
 		res, crash, err = s.swap(ctx, nb.conn)
 		if err != nil && crash == nil {

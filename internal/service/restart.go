@@ -66,6 +66,9 @@ func (s *Session) keepForRestart(frontDone <-chan error) bool {
 		s.Log.WithField("asked", asked.String()).Debug("the service stops (not a restart): the session ends")
 		return false
 	}
+	// As a reload does: virtiofsd prepares its save while the VM runs.
+	ann := s.announceSwap(context.Background())
+	prepared := ann.wait(context.Background(), restartPrepareLimit)
 	ctx, cancel = context.WithTimeout(context.Background(), saveTimeout)
 	defer cancel()
 	t := time.Now()
@@ -87,7 +90,7 @@ func (s *Session) keepForRestart(frontDone <-chan error) bool {
 		"asked": asked.String(), "saved": saved.String(), "state_bytes": cp.StateSize(),
 		"virtiofsd_pid": s.cur.pid.Load(), "version": s.cur.version, "handovers": s.handover + 1,
 		"fds": len(cp.Named()),
-	}).Info("restart: the session is kept in systemd's fd store for the next shim, the VM stays connected")
+	}).WithFields(prepared).Info("restart: the session is kept in systemd's fd store for the next shim, the VM stays connected")
 	return true
 }
 
