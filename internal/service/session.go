@@ -439,13 +439,15 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 				s.cur.conn = conn
 			}
 			s.front = front.New(c, s.cur.conn, s.frontConfig(ctx))
+			// The VM waits for its first reply: the front relays first,
+			// the state, journal and status lines follow.
+			f := s.front
+			go func() { frontDone <- f.Run(fctx) }()
 			if in.State != nil {
 				in.State.Update(func(st *state.State) { st.Phase = state.Serving })
 			}
 			s.Log.Info("the VM connected: the shim relays its vhost-user session to virtiofsd")
 			s.statusServing()
-			f := s.front
-			go func() { frontDone <- f.Run(fctx) }()
 		case err := <-acceptErr:
 			if ctx.Err() == nil && !out.Released {
 				_ = s.cur.stop()
