@@ -24,10 +24,33 @@ type QMP struct {
 	events []QMPEvent
 }
 
-// QMPEvent is an asynchronous message of QEMU: {"event": ..., "data": ...}.
+// QMPEvent is an asynchronous message of QEMU: {"event": ..., "data": ...,
+// "timestamp": {"seconds": ..., "microseconds": ...}}.
 type QMPEvent struct {
 	Event string          `json:"event"`
 	Data  json.RawMessage `json:"data"`
+	// At is when QEMU emitted it, by the host's wall clock (QEMU's
+	// g_get_real_time): two QEMUs of one host can be compared.
+	At time.Time `json:"-"`
+}
+
+// qmpTimestamp is an event's "timestamp".
+type qmpTimestamp struct {
+	Seconds      int64 `json:"seconds"`
+	Microseconds int64 `json:"microseconds"`
+}
+
+// LastEvent is the last event named name received so far, and whether
+// there is one.
+func (q *QMP) LastEvent(name string) (QMPEvent, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for i := len(q.events) - 1; i >= 0; i-- {
+		if q.events[i].Event == name {
+			return q.events[i], true
+		}
+	}
+	return QMPEvent{}, false
 }
 
 // QMPError is QEMU's answer {"error": {"class": ..., "desc": ...}}.
@@ -42,11 +65,12 @@ func (e *QMPError) Error() string { return fmt.Sprintf("qmp %s: %s: %s", e.Comma
 // qmpMessage is any message of QEMU's: an answer, an error, an event or the
 // greeting.
 type qmpMessage struct {
-	Return   json.RawMessage `json:"return"`
-	Error    *QMPError       `json:"error"`
-	Event    string          `json:"event"`
-	Data     json.RawMessage `json:"data"`
-	Greeting json.RawMessage `json:"QMP"`
+	Return    json.RawMessage `json:"return"`
+	Error     *QMPError       `json:"error"`
+	Event     string          `json:"event"`
+	Data      json.RawMessage `json:"data"`
+	Timestamp qmpTimestamp    `json:"timestamp"`
+	Greeting  json.RawMessage `json:"QMP"`
 }
 
 // DialQMP connects to a QMP socket, reads QEMU's greeting and leaves
@@ -110,7 +134,8 @@ func (q *QMP) Execute(ctx context.Context, command string, args, result any) err
 		}
 		switch {
 		case msg.Event != "":
-			q.events = append(q.events, QMPEvent{Event: msg.Event, Data: msg.Data})
+			q.events = append(q.events, QMPEvent{Event: msg.Event, Data: msg.Data,
+				At: time.Unix(msg.Timestamp.Seconds, msg.Timestamp.Microseconds*1000)})
 		case msg.Error != nil:
 			msg.Error.Command = command
 			return msg.Error

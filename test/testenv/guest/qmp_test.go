@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -61,6 +62,11 @@ func TestQMPNegotiatesRunsCommandsAndKeepsEvents(t *testing.T) {
 	assert.Equal(t, map[string]any{"execute": "query-status"}, <-got, "no arguments sent when there are none")
 	require.Len(t, q.Events(), 1)
 	assert.Equal(t, "RESUME", q.Events()[0].Event)
+	ev, ok := q.LastEvent("RESUME")
+	require.True(t, ok)
+	assert.Equal(t, time.Unix(1, 2000), ev.At, "QEMU's timestamp")
+	_, ok = q.LastEvent("STOP")
+	assert.False(t, ok)
 
 	err = q.Execute(context.Background(), "migrate", map[string]any{"uri": "unix:/x"}, nil)
 	var qe *QMPError
