@@ -140,21 +140,7 @@ func New(vm, backend *net.UnixConn, cfg Config) *Front {
 	return f
 }
 
-// journalDue starts the journal of a new session once its first reply
-// has reached the VM, or before its first request that carries fds,
-// whichever comes first. Until then there is nothing to keep but the VM's
-// connection, and storing it and the record's slots (three messages to
-// systemd, which PID 1 handles on the same CPUs) before the first reply
-// made it 3.6 ms later than without the front (TestReport/debian13, a
-// quiet run). A shim killed in that first round trip loses the VM's
-// connection, as without the front.
-func (f *Front) journalDue() {
-	if f.journal != nil && !f.journal.vm && f.journal.err == nil {
-		f.startJournal()
-	}
-}
-
-// startJournal stores the VM's connection and the record's slots.
+// startJournal stores the VM's connection, before Run reads a request.
 func (f *Front) startJournal() {
 	if f.journal == nil {
 		return
@@ -173,8 +159,8 @@ func (f *Front) startJournal() {
 // requests awaiting a reply, and extra (a request about to be passed on
 // whose reply the VM will wait for), if not nil.
 func (f *Front) persist(extra *vhostuser.Message) {
-	if f.journal == nil || f.journal.err != nil || !f.journal.vm {
-		return // none, failed, or not started yet (journalDue)
+	if f.journal == nil || f.journal.err != nil {
+		return
 	}
 	f.mu.Lock()
 	err := f.journal.write(f.setup, f.outstanding, extra)
@@ -208,10 +194,8 @@ func (f *Front) Run(ctx context.Context) error {
 	defer f.close()
 	if f.journal != nil {
 		defer f.journal.drop()
-		if !f.setup.blank() { // a resumed session is kept from the start
-			f.startJournal()
-			f.persist(nil)
-		}
+		f.startJournal()
+		f.persist(nil)
 	}
 	var pending *swapRequest
 	defer func() {
@@ -238,9 +222,6 @@ func (f *Front) Run(ctx context.Context) error {
 				}
 				return fmt.Errorf("read the VM's request: %w", r.err)
 			}
-			if len(r.m.Files) > 0 {
-				f.journalDue() // its fds are stored before it is passed on
-			}
 			if err := f.relayRequest(r.m); err != nil {
 				if !errors.Is(err, ErrBackendGone) {
 					return err
@@ -259,7 +240,6 @@ func (f *Front) Run(ctx context.Context) error {
 			if err := f.relayReply(r.m); err != nil {
 				return err
 			}
-			f.journalDue()
 		case req := <-f.swaps:
 			if pending != nil {
 				req.refuse(errors.New("another swap is under way; retry when it ends"), true)

@@ -342,34 +342,3 @@ func TestComparingStoredDescriptorsLeavesQEMUsEventfdsNonBlocking(t *testing.T) 
 	require.NoError(t, err)
 	assert.NotZero(t, flags&unix.O_NONBLOCK, "the eventfd QEMU shares is still non-blocking")
 }
-
-// A new session's first reply is not held up by the journal: the VM's
-// connection goes to the store once that reply has reached the VM, and a
-// request that carries fds finds the journal started before it is passed
-// on.
-func TestTheJournalStartsOnceTheVMHasItsFirstReply(t *testing.T) {
-	old, oldConn := newFakeBackend(t)
-	old.hold = vhostuser.GetFeatures
-	q, st, _ := journaled(t, old, oldConn)
-
-	require.NoError(t, q.conn.WriteMessage(&vhostuser.Message{Header: vhostuser.Header{Request: vhostuser.GetFeatures, Flags: vhostuser.FlagVersion}}))
-	waitFor(t, old.received, "GET_FEATURES")
-	assert.Empty(t, st.names(), "nothing is stored while the first reply is due")
-	close(old.release)
-	_, err := q.conn.ReadMessage()
-	require.NoError(t, err)
-	q.roundTrip() // the front has gone round its loop since
-	assert.Contains(t, st.names(), nameCrashVM, "the VM's connection is kept once it has its first reply")
-}
-
-func TestTheJournalStartsBeforeAFirstRequestThatCarriesFds(t *testing.T) {
-	old, oldConn := newFakeBackend(t)
-	q, _, kill := journaled(t, old, oldConn)
-	q.vringFD(vhostuser.SetVringCall, 0, q.call[0]) // no reply, an fd
-	q.roundTrip()
-	stored := kill()
-	assert.Contains(t, stored, nameCrashVM)
-	r, err := LoadCrashRecord(stored)
-	require.NoError(t, err)
-	require.NotNil(t, r, "the record holds the request's fd")
-}

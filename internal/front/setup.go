@@ -80,12 +80,6 @@ type setup struct {
 
 func newSetup() *setup { return &setup{rings: map[uint32]*ring{}} }
 
-// blank: nothing is recorded yet (a new session, not a resumed one).
-func (s *setup) blank() bool {
-	return !s.hasFeatures && !s.hasProtocolFeatures && !s.hasOffered && !s.owner && len(s.regions) == 0 &&
-		len(s.rings) == 0 && s.backendReq == nil && s.logBase == nil && s.unswappable == "" && s.unknown == 0
-}
-
 // frontProtocol are the protocol features the front itself needs of the
 // back end, whatever the VM negotiated: DEVICE_STATE for the swap's state
 // transfer, REPLY_ACK for the acks of its own messages. QEMU before 8.2
