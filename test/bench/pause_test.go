@@ -210,9 +210,9 @@ func reportPause(t *testing.T, s *section) {
 			ms(crash.took.Median()), ms(crash.took.Quantile(0.99)), ms(crash.respawn.Median()), crash.hangs, crash.errors)
 		t.Logf("crash: answered %v; front %v; respawn %v", crash.answered, crash.took, crash.respawn)
 	}
-	s.printf("\n**The machine was shared and noisy** while this ran (other engineers' guests and builds on its 2 cores):\n"+
-		"load average (1, 5, 15 min) before this section %s, after %s; the section took %v. Read the medians and\n"+
-		"ratios as this run's, the p99s as upper bounds under that load.\n", loadBefore, loadavg(), time.Since(started).Round(time.Second))
+	s.printf("\nLoad average (1, 5, 15 min) before this section %s, after %s (its own guest and virtiofsds count about\n"+
+		"2); the section took %v. Read the medians and ratios as this run's, the p99s as upper bounds.\n",
+		loadBefore, loadavg(), time.Since(started).Round(time.Second))
 	if *pauseQuick {
 		s.printf("\nThis was the quick run (`-pause-quick`), for development: too small for the goals.\n")
 	}
