@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/front"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/proctree"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/virtiofsd"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/distro"
 	"github.com/virtiofsd-shim/virtiofsd-shim/test/testenv/guest"
@@ -219,7 +220,19 @@ func (r *rig) swap(t *testing.T, i int) {
 	t.Helper()
 	announced := i%2 == 0
 	if announced {
+		// The shim's reload waits for virtiofsd's preparation thread to
+		// end (service.announceSwap): the real one starts it at the
+		// announce and ends it once prepared.
+		pids := []int{r.current.cmd.Process.Pid}
+		for _, c := range proctree.Descendants(proctree.All(), pids[0]) {
+			pids = append(pids, c.PID)
+		}
+		baseline := proctree.TreeThreads(pids)
 		require.NoError(t, r.front.Announce(r.ctx), "swap %d: announce", i)
+		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+		assert.True(t, proctree.WaitThreads(ctx, pids, baseline, 2*time.Millisecond),
+			"swap %d: virtiofsd's threads are back to %d after the announce", i, baseline)
+		cancel()
 	}
 	time.Sleep(time.Second) // the guest works between swaps
 	next := startVirtiofsd(t, r.bin, r.dir, r.share, i)
