@@ -30,7 +30,24 @@ import (
 // (VIRTIOFSD_SHIM_KILLS=50, about 15 minutes).
 const killsEnv = "VIRTIOFSD_SHIM_KILLS"
 
-// moment is when in a session's life the host kills its virtiofsd.
+// shimKillsEnv sets how many SIGKILLs the shim series gives the shim's
+// main process on each leg: 4 by default (make test: one boot, one kill
+// at each moment), 50 for the issue's full series
+// (VIRTIOFSD_SHIM_SHIM_KILLS=50).
+const shimKillsEnv = "VIRTIOFSD_SHIM_SHIM_KILLS"
+
+// target is what a kill series kills: x's virtiofsd, or the shim's main
+// process (the unit restarts it, and the new shim resumes the session
+// from systemd's fd store; with KillMode=mixed virtiofsd dies with it).
+type target string
+
+const (
+	virtiofsdTarget target = "virtiofsd"
+	shimTarget      target = "shim"
+)
+
+// moment is when in a session's life the host kills its virtiofsd or
+// its shim.
 type moment string
 
 const (
@@ -49,18 +66,24 @@ const (
 	// atReloadNew: a systemctl reload is in flight, and the new virtiofsd
 	// dies as soon as it runs. The guest is at its I/O.
 	atReloadNew moment = "reload-new"
+	// atReload: a systemctl reload is in flight, and the shim dies as
+	// soon as the new virtiofsd runs. The guest is at its I/O.
+	atReload moment = "reload"
 )
 
-// roundMoments are the moments of the rounds after a boot's setup kill,
-// in the order the series cycles through them.
-var roundMoments = []moment{atIdle, atIO, atReloadOld, atReloadNew}
+// roundMoments are, for each target, the moments of the rounds after a
+// boot's setup kill, in the order the series cycles through them.
+var roundMoments = map[target][]moment{
+	virtiofsdTarget: {atIdle, atIO, atReloadOld, atReloadNew},
+	shimTarget:      {atIdle, atIO, atReload},
+}
 
 // killPlan splits n kills into boots: each boot starts with a setup kill,
-// then its rounds cycle through roundMoments, carrying on where the last
-// boot stopped. Up to 12 kills a boot has 4, which stays under the crash
+// then its rounds cycle through rounds, carrying on where the last boot
+// stopped. Up to 12 kills a boot has 4, which stays under the crash
 // bound (plan.CrashLimit in a session) with no pause; a longer series has
 // 10 a boot, fewer boots, paced to the bound (killPace).
-func killPlan(n int) [][]moment {
+func killPlan(n int, rounds []moment) [][]moment {
 	per := plan.CrashLimit - 1
 	if n > 12 {
 		per = 10
@@ -71,7 +94,7 @@ func killPlan(n int) [][]moment {
 		k := min(per, n)
 		boot := []moment{atSetup}
 		for range k - 1 {
-			boot = append(boot, roundMoments[next%len(roundMoments)])
+			boot = append(boot, rounds[next%len(rounds)])
 			next++
 		}
 		boots = append(boots, boot)
@@ -118,7 +141,7 @@ func TestKillPlanSpreadsTheKillsOverTheMomentsWithASetupKillPerBoot(t *testing.T
 		}
 		return m, total
 	}
-	short := killPlan(12)
+	short := killPlan(12, roundMoments[virtiofsdTarget])
 	m, total := count(short)
 	assert.Equal(t, 12, total)
 	assert.Len(t, short, 3)
@@ -127,11 +150,20 @@ func TestKillPlanSpreadsTheKillsOverTheMomentsWithASetupKillPerBoot(t *testing.T
 	}
 	assert.Equal(t, map[moment]int{atSetup: 3, atIdle: 3, atIO: 2, atReloadOld: 2, atReloadNew: 2}, m)
 
-	full := killPlan(50)
+	full := killPlan(50, roundMoments[virtiofsdTarget])
 	m, total = count(full)
 	assert.Equal(t, 50, total)
 	assert.Len(t, full, 5)
 	assert.Equal(t, map[moment]int{atSetup: 5, atIdle: 12, atIO: 11, atReloadOld: 11, atReloadNew: 11}, m)
+
+	// The shim series: make test's one boot has a kill at each moment.
+	m, _ = count(killPlan(4, roundMoments[shimTarget]))
+	assert.Equal(t, map[moment]int{atSetup: 1, atIdle: 1, atIO: 1, atReload: 1}, m)
+	full = killPlan(50, roundMoments[shimTarget])
+	m, total = count(full)
+	assert.Equal(t, 50, total)
+	assert.Len(t, full, 5)
+	assert.Equal(t, map[moment]int{atSetup: 5, atIdle: 15, atIO: 15, atReload: 15}, m)
 }
 
 func TestKillPaceLetsNoMoreThanTheBoundLessOneKillsIntoTheWindow(t *testing.T) {
@@ -273,8 +305,10 @@ func (c *consoleMarks) get(key string) (time.Time, bool) {
 type killTally struct {
 	kills, recoveries, kept int
 	byMoment                map[moment]int
+	rounds, seen            int             // kills after the guest's mount, and those its operations saw (one failed)
 	served                  []time.Duration // kill to the guest's first answered request, where it saw one
-	recovered               []time.Duration // kill to the state saying one more recovery
+	recovered               []time.Duration // kill to the state saying the session is recovered
+	reloads, reloadsFailed  int             // reloads in flight at a kill, and those systemctl reload failed
 	ops, fails, hangs       int
 	remounts, badRemounts   int
 	files, bad              int
@@ -289,20 +323,51 @@ type killTally struct {
 // VM keeps running, the guest (holding nothing open) gets its share back
 // with umount and mount, the files it wrote and fsync'd before each kill
 // read back with the same sha256, and once the VM has quit no process of
-// the units is left; the shim's descriptors do not grow with the kills.
-// 12 kills in 3 boots by default; VIRTIOFSD_SHIM_KILLS=50 runs the full
-// series (5 boots, paced to the crash bound).
+// the units is left, nor anything in systemd's store; the shim's
+// descriptors do not grow with the kills. 12 kills in 3 boots by default;
+// VIRTIOFSD_SHIM_KILLS=50 runs the full series (5 boots, paced to the
+// crash bound).
 func TestAGuestSurvivesASeriesOfVirtiofsdKillsAtEveryMoment(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots guests")
 	}
-	n := 12
-	if v := os.Getenv(killsEnv); v != "" {
+	killSeries(t, shimbox.Debian13, virtiofsdTarget, killsEnv, 12)
+}
+
+// TestAGuestSurvivesASeriesOfShimKillsAtEveryMoment is issue 25's
+// fault-injection series for the shim, on each leg (the Rust virtiofsd,
+// Debian 13's on Debian 12; shipped units, so Restart=on-abnormal and
+// KillMode=mixed; a real QEMU 10 guest): SIGKILLs of the shim's main
+// process right after the VM connects (before the guest's driver starts),
+// while the guest idles, under its I/O, and while a systemctl reload is in
+// flight (once the new virtiofsd runs). Each time the unit restarts and
+// the new shim resumes the session from systemd's store on a fresh
+// virtiofsd, degraded (virtiofsd died with the shim: EBADF until a
+// remount); a reload in flight fails or finishes, never hangs. No guest
+// operation may hang, the VM keeps running, the files the guest fsync'd
+// read back intact after its remount, and once the VM has quit no process
+// of the units is left, nor anything in the store. The log says how many
+// kills the guest saw. 4 kills a leg by default (one boot, one at each
+// moment); VIRTIOFSD_SHIM_SHIM_KILLS=50 runs the full series.
+func TestAGuestSurvivesASeriesOfShimKillsAtEveryMoment(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots guests")
+	}
+	shimbox.Legs(t, func(t *testing.T, leg shimbox.Platform) {
+		killSeries(t, leg, shimTarget, shimKillsEnv, 4)
+	})
+}
+
+// killSeries boots the guest as often as the plan of n kills of tg (or
+// the number in env) needs, kills tg at each moment of each boot, and
+// logs and checks the totals.
+func killSeries(t *testing.T, leg shimbox.Platform, tg target, env string, n int) {
+	if v := os.Getenv(env); v != "" {
 		var err error
 		n, err = strconv.Atoi(v)
-		require.NoError(t, err, "%s=%q: want a number of kills", killsEnv, v)
+		require.NoError(t, err, "%s=%q: want a number of kills", env, v)
 	}
-	b, qemu, xdir, statePath := guestInstance(t, shimbox.Debian13)
+	b, qemu, xdir, statePath := guestInstance(t, leg)
 	cdir, err := b.AddInstance("c")
 	require.NoError(t, err)
 	enable(t, b, "c")
@@ -314,8 +379,8 @@ func TestAGuestSurvivesASeriesOfVirtiofsdKillsAtEveryMoment(t *testing.T) {
 
 	tally := killTally{byMoment: map[moment]int{}}
 	began := time.Now()
-	for i, boot := range killPlan(n) {
-		killSeriesBoot(ctx, t, b, img, qemu, statePath, xdir, cdir, i+1, boot, &tally)
+	for i, boot := range killPlan(n, roundMoments[tg]) {
+		killSeriesBoot(ctx, t, b, img, qemu, statePath, xdir, cdir, tg, i+1, boot, &tally)
 		if t.Failed() {
 			break
 		}
@@ -330,10 +395,12 @@ func TestAGuestSurvivesASeriesOfVirtiofsdKillsAtEveryMoment(t *testing.T) {
 		slices.Sort(s)
 		return s[min(len(s)-1, int(p*float64(len(s))))]
 	}
-	t.Logf("kill series: %d kills in %v (%v), %d recoveries, %d kills the session took without a crash (a reload's new virtiofsd); "+
+	t.Logf("%s kill series: %d kills in %v (%v), %d recoveries, %d kills the session took without a crash (a reload's new virtiofsd); "+
+		"the guest saw %d of the %d kills after its mount (a failed operation); %d reloads in flight at a kill, %d failed; "+
 		"guest: %d operations, %d failed, %d hung; %d remounts, %d failed; %d files checked, %d differ; "+
 		"kill to the first answered request (%d rounds): median %v, p99 %v; kill to the recovery in the state (%d): median %v, p99 %v",
-		tally.kills, took.Round(time.Second), tally.byMoment, tally.recoveries, tally.kept,
+		tg, tally.kills, took.Round(time.Second), tally.byMoment, tally.recoveries, tally.kept,
+		tally.seen, tally.rounds, tally.reloads, tally.reloadsFailed,
 		tally.ops, tally.fails, tally.hangs, tally.remounts, tally.badRemounts, tally.files, tally.bad,
 		len(tally.served), q(tally.served, 0.5), q(tally.served, 0.99),
 		len(tally.recovered), q(tally.recovered, 0.5), q(tally.recovered, 0.99))
@@ -343,12 +410,13 @@ func TestAGuestSurvivesASeriesOfVirtiofsdKillsAtEveryMoment(t *testing.T) {
 	assert.Zero(t, tally.bad, "every fsync'd file read back intact")
 }
 
-// killSeriesBoot boots the guest once and kills x's virtiofsd at each of
-// the boot's moments, then checks what the guest saw and that the units
-// left nothing behind.
+// killSeriesBoot boots the guest once and kills x's virtiofsd or shim (tg)
+// at each of the boot's moments, then checks what the guest saw and that
+// the units left nothing behind.
 func killSeriesBoot(ctx context.Context, t *testing.T, b *shimbox.Box, img *guest.Image, qemu, statePath, xdir, cdir string,
-	boot int, moments []moment, tally *killTally) {
+	tg target, boot int, moments []moment, tally *killTally) {
 	t.Helper()
+	const unit = "virtiofsd@x.service"
 	for _, dir := range []string{xdir, cdir} {
 		names, _ := filepath.Glob(filepath.Join(dir, "*"))
 		for _, n := range names {
@@ -385,7 +453,7 @@ func killSeriesBoot(ctx context.Context, t *testing.T, b *shimbox.Box, img *gues
 		}
 		t.Log(strings.Join(hostLog, "\n"))
 		if !assert.NoError(t, werr, "boot %d: the guest ran its script to the end", boot) || res == nil {
-			t.Log(status(b, "virtiofsd@x.service"))
+			t.Log(status(b, unit))
 			return
 		}
 		require.Equal(t, 0, res.ExitStatus, res.Serial)
@@ -402,10 +470,15 @@ func killSeriesBoot(ctx context.Context, t *testing.T, b *shimbox.Box, img *gues
 		tally.files += num("files")
 		tally.bad += num("bad")
 		// The VM quit: both sessions end, and nothing of them is left.
-		waitState(t, b, "virtiofsd@x.service", "inactive/dead")
+		waitState(t, b, unit, "inactive/dead")
 		waitState(t, b, "virtiofsd@c.service", "inactive/dead")
 		assert.Equal(t, "active/listening", state(t, b, "virtiofsd@x.socket"))
+		p := show(t, b, unit, "MainPID", "NFileDescriptorStore")
+		assert.Equal(t, "0", p["MainPID"], "boot %d: no shim is left once the VM has quit", boot)
+		assert.Equal(t, "0", p["NFileDescriptorStore"], "boot %d: systemd's store holds nothing once the VM has quit", boot)
 		assert.Empty(t, virtiofsdProcesses(t, b), "boot %d: no virtiofsd is left once the VM has quit", boot)
+		left, _ := b.Run(context.Background(), "pgrep", "-a", "-x", "virtiofsd-shim")
+		assert.Empty(t, strings.TrimSpace(left), "boot %d: no shim (nor reload client) is left once the VM has quit", boot)
 	}()
 
 	var pace killPace
@@ -421,10 +494,15 @@ func killSeriesBoot(ctx context.Context, t *testing.T, b *shimbox.Box, img *gues
 				return st != nil && st.Phase == shimstate.Serving && st.VirtiofsdPID != 0
 			}), "boot %d: the VM never connected\n%s", boot, m.Serial())
 		} else {
-			require.True(t, pollUntil(ctx, func() bool {
+			// A guest that boots and mounts takes a minute or two
+			// under TCG; ten is a hang (of QEMU's setup, say).
+			rctx, rcancel := context.WithTimeout(ctx, 10*time.Minute)
+			ready := pollUntil(rctx, func() bool {
 				_, err := os.Stat(filepath.Join(cdir, "ready."+r))
 				return err == nil
-			}), "boot %d round %s: the guest never said ready\n%s", boot, r, m.Serial())
+			})
+			rcancel()
+			require.True(t, ready, "boot %d round %s: the guest never said ready\n%s", boot, r, m.Serial())
 			pace.wait(ctx)
 			// Let the round's activity run a second: a pace, not a wait
 			// for a condition.
@@ -437,8 +515,8 @@ func killSeriesBoot(ctx context.Context, t *testing.T, b *shimbox.Box, img *gues
 		if before.Degraded != nil {
 			recoveries = before.Degraded.Recoveries
 		}
-		shim := show(t, b, "virtiofsd@x.service", "MainPID")["MainPID"]
-		k := killAt(ctx, t, b, mo, shim, before.VirtiofsdPID)
+		shim := show(t, b, unit, "MainPID")["MainPID"]
+		k := killAt(ctx, t, b, tg, mo, shim, before.VirtiofsdPID)
 		killedAt := k.at
 		pace.killed(killedAt)
 		tally.kills++
@@ -447,11 +525,17 @@ func killSeriesBoot(ctx context.Context, t *testing.T, b *shimbox.Box, img *gues
 		} else {
 			tally.byMoment[mo]++
 		}
+		if k.reloaded {
+			tally.reloads++
+			tally.reloadsFailed += k.reloadRC
+		}
 
 		// The kill has settled when the state shows one more recovery, or,
 		// during a reload, when the reload has answered and the other
 		// virtiofsd of the two serves (the swap was done before the old
-		// one died, or undone before the new one could serve).
+		// one died, or undone before the new one could serve). A killed
+		// shim's has settled when a new shim serves the session again,
+		// degraded since the kill.
 		var after *shimstate.State
 		sctx, scancel := context.WithTimeout(ctx, time.Minute)
 		settled := pollUntil(sctx, func() bool {
@@ -460,14 +544,24 @@ func killSeriesBoot(ctx context.Context, t *testing.T, b *shimbox.Box, img *gues
 				return false
 			}
 			after = st
+			if tg == shimTarget {
+				return st.ShimPID != 0 && strconv.Itoa(st.ShimPID) != shim && st.Phase == shimstate.Serving && st.VirtiofsdPID != 0 &&
+					st.Degraded != nil && st.Degraded.Since.After(killedAt)
+			}
 			if st.Degraded != nil && st.Degraded.Recoveries > recoveries {
 				return true
 			}
 			return k.reloaded && k.survivor != 0 && st.Phase == shimstate.Serving && st.VirtiofsdPID == k.survivor
 		})
 		scancel()
-		require.True(t, settled, "boot %d round %s (%s): the session never settled after the kill\n%s", boot, r, mo, status(b, "virtiofsd@x.service"))
+		require.True(t, settled, "boot %d round %s (%s): the session never settled after the kill\n%s", boot, r, mo, status(b, unit))
 		crash := after.Degraded != nil && after.Degraded.Recoveries > recoveries
+		if tg == shimTarget {
+			crash = true
+			assert.Equal(t, "the shim was killed", after.Degraded.LastEnd, "boot %d round %s", boot, r)
+			shim = strconv.Itoa(after.ShimPID)
+			assert.Equal(t, shim, show(t, b, unit, "MainPID")["MainPID"], "boot %d round %s: the new shim is the unit's main process", boot, r)
+		}
 		said := "kept"
 		if crash {
 			said = "crash"
@@ -483,7 +577,8 @@ func killSeriesBoot(ctx context.Context, t *testing.T, b *shimbox.Box, img *gues
 		require.NoError(t, err)
 		nfd, _ := strconv.Atoi(strings.TrimSpace(out))
 		fds = append(fds, nfd)
-		logf("round %s (%s): killed %d (late: %v), reload exit status %d, %s, virtiofsd %d, the shim holds %d fds", r, mo, k.victim, k.late, k.reloadRC, said, after.VirtiofsdPID, nfd)
+		logf("round %s (%s): killed %s %d (late: %v), reload exit status %d, %s, shim %s, virtiofsd %d, the shim holds %d fds",
+			r, mo, tg, k.victim, k.late, k.reloadRC, said, shim, after.VirtiofsdPID, nfd)
 		if mo == atSetup {
 			continue
 		}
@@ -495,8 +590,12 @@ func killSeriesBoot(ctx context.Context, t *testing.T, b *shimbox.Box, img *gues
 			_, err := os.Stat(filepath.Join(cdir, "checked."+r))
 			return err == nil
 		}), "boot %d round %s: the guest never checked its files\n%s", boot, r, m.Serial())
-		if at, ok := marks.get(r); ok && crash {
-			tally.served = append(tally.served, at.Sub(killedAt))
+		tally.rounds++
+		if at, ok := marks.get(r); ok {
+			tally.seen++
+			if crash {
+				tally.served = append(tally.served, at.Sub(killedAt))
+			}
 		}
 	}
 	// The shim's descriptors after each kill: the same whatever the
@@ -511,22 +610,27 @@ type kill struct {
 	victim int
 	at     time.Time
 	// During a reload: the virtiofsd of the two that was not killed (0
-	// when late), the reload's exit status, and late: the old virtiofsd
-	// had already gone (the swap was done first), so the new one, then
-	// serving, was killed instead.
+	// when late, or when the shim was killed), the reload's exit status,
+	// and late: the old virtiofsd had already gone (the swap was done
+	// first), so the new one, then serving, was killed instead.
 	survivor int
 	reloaded bool
 	reloadRC int // 1: systemctl reload failed
 	late     bool
 }
 
-// killAt kills x's virtiofsd at the moment mo: the serving one (pid), or
-// during a systemctl reload the old or the new one (the shim's child that
-// is not pid). The kill comes from this process, with the box's pids
-// mapped to this host's: a shell in the box, forking for each look at
+// reloadBound is how long a systemctl reload may take to answer after a
+// kill: more is a hang.
+const reloadBound = 2 * time.Minute
+
+// killAt kills x's virtiofsd (tg) at the moment mo: the serving one (pid),
+// or during a systemctl reload the old or the new one (the shim's child
+// that is not pid); or the shim (its MainPID), during a reload once the
+// new virtiofsd runs. The kill comes from this process, with the box's
+// pids mapped to this host's: a shell in the box, forking for each look at
 // the shim's children, saw the new virtiofsd only once the swap was done
 // on a loaded machine.
-func killAt(ctx context.Context, t *testing.T, b *shimbox.Box, mo moment, shim string, pid int) kill {
+func killAt(ctx context.Context, t *testing.T, b *shimbox.Box, tg target, mo moment, shim string, pid int) kill {
 	t.Helper()
 	shimPID, err := strconv.Atoi(shim)
 	require.NoError(t, err, "MainPID %q", shim)
@@ -534,8 +638,11 @@ func killAt(ctx context.Context, t *testing.T, b *shimbox.Box, mo moment, shim s
 	require.NoError(t, err)
 	oldHost, err := hostPID(b, pid)
 	require.NoError(t, err)
-	k := kill{reloaded: mo == atReloadOld || mo == atReloadNew}
+	k := kill{reloaded: mo == atReloadOld || mo == atReloadNew || mo == atReload}
 	victim, other := oldHost, 0
+	if tg == shimTarget {
+		victim = shimHost
+	}
 	var reloaded chan error
 	if k.reloaded {
 		reloaded = make(chan error, 1)
@@ -553,9 +660,11 @@ func killAt(ctx context.Context, t *testing.T, b *shimbox.Box, mo moment, shim s
 			}
 		}
 		require.NotZero(t, newHost, "kill at %s: the reload started no new virtiofsd", mo)
-		other = newHost
-		if mo == atReloadNew {
-			victim, other = newHost, oldHost
+		if tg == virtiofsdTarget {
+			other = newHost
+			if mo == atReloadNew {
+				victim, other = newHost, oldHost
+			}
 		}
 	}
 	k.victim, k.survivor = boxPID(victim), boxPID(other)
@@ -567,15 +676,15 @@ func killAt(ctx context.Context, t *testing.T, b *shimbox.Box, mo moment, shim s
 		k.at = time.Now()
 		err = syscall.Kill(victim, syscall.SIGKILL)
 	}
-	require.NoError(t, err, "kill at %s", mo)
+	require.NoError(t, err, "kill %s at %s", tg, mo)
 	if reloaded != nil {
 		select {
 		case err := <-reloaded:
 			if err != nil {
 				k.reloadRC = 1
 			}
-		case <-ctx.Done():
-			t.Fatalf("kill at %s: the reload never returned", mo)
+		case <-time.After(reloadBound):
+			t.Fatalf("kill %s at %s: systemctl reload has not returned %v after the kill", tg, mo, reloadBound)
 		}
 	}
 	return k
