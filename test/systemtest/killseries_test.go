@@ -533,7 +533,8 @@ func killSeriesBoot(ctx context.Context, t *testing.T, b *shimbox.Box, img *gues
 		// The kill has settled when the state shows one more recovery, or,
 		// during a reload, when the reload has answered and the other
 		// virtiofsd of the two serves (the swap was done before the old
-		// one died, or undone before the new one could serve). A killed
+		// one died, or undone before the new one could serve; or, the new
+		// one killed, a third one the reload tried again on). A killed
 		// shim's has settled when a new shim serves the session again,
 		// degraded since the kill.
 		var after *shimstate.State
@@ -551,7 +552,16 @@ func killSeriesBoot(ctx context.Context, t *testing.T, b *shimbox.Box, img *gues
 			if st.Degraded != nil && st.Degraded.Recoveries > recoveries {
 				return true
 			}
-			return k.reloaded && k.survivor != 0 && st.Phase == shimstate.Serving && st.VirtiofsdPID == k.survivor
+			if !k.reloaded || k.survivor == 0 || st.Phase != shimstate.Serving {
+				return false
+			}
+			if mo == atReloadNew {
+				// The reload tries again on a fresh virtiofsd when the
+				// new one dies before the swap: the old one or a third
+				// serves once it has answered.
+				return st.VirtiofsdPID != 0 && st.VirtiofsdPID != k.victim
+			}
+			return st.VirtiofsdPID == k.survivor
 		})
 		scancel()
 		require.True(t, settled, "boot %d round %s (%s): the session never settled after the kill\n%s", boot, r, mo, status(b, unit))
