@@ -589,6 +589,9 @@ func killSeriesBoot(ctx context.Context, t *testing.T, b *shimbox.Box, img *gues
 		fds = append(fds, nfd)
 		logf("round %s (%s): killed %s %d (late: %v), reload exit status %d, %s, shim %s, virtiofsd %d, the shim holds %d fds",
 			r, mo, tg, k.victim, k.late, k.reloadRC, said, shim, after.VirtiofsdPID, nfd)
+		if k.reloadSaid != "" {
+			logf("round %s (%s): systemctl reload said: %s", r, mo, k.reloadSaid)
+		}
 		if mo == atSetup {
 			continue
 		}
@@ -623,10 +626,11 @@ type kill struct {
 	// when late, or when the shim was killed), the reload's exit status,
 	// and late: the old virtiofsd had already gone (the swap was done
 	// first), so the new one, then serving, was killed instead.
-	survivor int
-	reloaded bool
-	reloadRC int // 1: systemctl reload failed
-	late     bool
+	survivor   int
+	reloaded   bool
+	reloadRC   int    // 1: systemctl reload failed
+	reloadSaid string // what it printed then
+	late       bool
 }
 
 // reloadBound is how long a systemctl reload may take to answer after a
@@ -653,12 +657,16 @@ func killAt(ctx context.Context, t *testing.T, b *shimbox.Box, tg target, mo mom
 	if tg == shimTarget {
 		victim = shimHost
 	}
-	var reloaded chan error
+	type answer struct {
+		out string
+		err error
+	}
+	var reloaded chan answer
 	if k.reloaded {
-		reloaded = make(chan error, 1)
+		reloaded = make(chan answer, 1)
 		go func() {
-			_, err := b.Systemctl(ctx, "reload", "virtiofsd@x.service")
-			reloaded <- err
+			out, err := b.Systemctl(ctx, "reload", "virtiofsd@x.service")
+			reloaded <- answer{out, err}
 		}()
 		newHost := 0
 		deadline := time.Now().Add(20 * time.Second)
@@ -689,9 +697,14 @@ func killAt(ctx context.Context, t *testing.T, b *shimbox.Box, tg target, mo mom
 	require.NoError(t, err, "kill %s at %s", tg, mo)
 	if reloaded != nil {
 		select {
-		case err := <-reloaded:
-			if err != nil {
+		case a := <-reloaded:
+			if a.err != nil {
 				k.reloadRC = 1
+				said := a.out
+				if strings.TrimSpace(said) == "" {
+					said = a.err.Error()
+				}
+				k.reloadSaid = strings.Join(strings.Fields(said), " ")
 			}
 		case <-time.After(reloadBound):
 			t.Fatalf("kill %s at %s: systemctl reload has not returned %v after the kill", tg, mo, reloadBound)
