@@ -417,11 +417,7 @@ func heldClient(pid int, listener *os.File) bool {
 		return false
 	}
 	own := fmt.Sprintf("socket:[%d]", st.Ino)
-	pids := []int{pid}
-	for _, p := range proctree.Descendants(proctree.All(), pid) {
-		pids = append(pids, p.PID)
-	}
-	for _, p := range pids {
+	for _, p := range proctree.Tree(pid) {
 		dir := fmt.Sprintf("/proc/%d/fd", p)
 		ents, err := os.ReadDir(dir)
 		if err != nil {

@@ -148,6 +148,15 @@ const Host = "/proc"
 // Read reads one process of this machine.
 func Read(pid int) (Proc, bool) { return Table{Root: Host}.Read(pid) }
 
+// Tree is pid and the pids of all below it on this machine, pid first.
+func Tree(pid int) []int {
+	pids := []int{pid}
+	for _, p := range Descendants(All(), pid) {
+		pids = append(pids, p.PID)
+	}
+	return pids
+}
+
 // Threads is how many threads pid runs on this machine.
 func Threads(pid int) (int, bool) { return Table{Root: Host}.Threads(pid) }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,7 +17,13 @@ import (
 func TestDescendantsFindsAChildAndItsChild(t *testing.T) {
 	cmd := exec.Command("sh", "-c", "sleep 30 & wait")
 	require.NoError(t, cmd.Start())
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	defer func() {
+		for _, pid := range Tree(cmd.Process.Pid)[1:] {
+			_ = syscall.Kill(pid, syscall.SIGKILL) // the sleep, which outlives sh
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
 	var below []Proc
 	require.Eventually(t, func() bool {
 		below = Descendants(All(), os.Getpid())
@@ -31,6 +38,9 @@ func TestDescendantsFindsAChildAndItsChild(t *testing.T) {
 	require.True(t, ok)
 	assert.True(t, Alive(me.PID))
 	assert.Equal(t, cmd.Process.Pid, below[0].PID)
+	tree := Tree(cmd.Process.Pid)
+	assert.Len(t, tree, 2, "sh and its sleep")
+	assert.Equal(t, cmd.Process.Pid, tree[0], "the process first")
 }
 
 func TestReadParsesANameWithSpacesAndParentheses(t *testing.T) {

@@ -48,10 +48,7 @@ func (s *Session) announceSwap(ctx context.Context) *announcement {
 	}
 	pid := int(s.cur.pid.Load())
 	if pid > 0 {
-		a.pids = []int{pid}
-		for _, p := range proctree.Descendants(proctree.All(), pid) {
-			a.pids = append(a.pids, p.PID)
-		}
+		a.pids = proctree.Tree(pid)
 		a.baseline = proctree.TreeThreads(a.pids)
 	}
 	actx, cancel := context.WithTimeout(ctx, announceTimeout)

@@ -480,10 +480,7 @@ func (r *pauseRig) swaps(p *pausePoint) error {
 		// swap, start the new virtiofsd, and wait until the old one's
 		// preparation thread has ended, at most 10 s after the announce.
 		old := h.serving(&r.mu)
-		pids := []int{old.cmd.Process.Pid}
-		for _, c := range proctree.Descendants(proctree.All(), pids[0]) {
-			pids = append(pids, c.PID)
-		}
+		pids := proctree.Tree(old.cmd.Process.Pid)
 		baseline := proctree.TreeThreads(pids)
 		announced := time.Now()
 		if err := h.front.Announce(r.ctx); err != nil {

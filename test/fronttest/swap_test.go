@@ -223,10 +223,7 @@ func (r *rig) swap(t *testing.T, i int) {
 		// The shim's reload waits for virtiofsd's preparation thread to
 		// end (service.announceSwap): the real one starts it at the
 		// announce and ends it once prepared.
-		pids := []int{r.current.cmd.Process.Pid}
-		for _, c := range proctree.Descendants(proctree.All(), pids[0]) {
-			pids = append(pids, c.PID)
-		}
+		pids := proctree.Tree(r.current.cmd.Process.Pid)
 		baseline := proctree.TreeThreads(pids)
 		require.NoError(t, r.front.Announce(r.ctx), "swap %d: announce", i)
 		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
