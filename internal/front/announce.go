@@ -8,15 +8,6 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/vhostuser"
 )
 
-// announceOp is what a swapRequest asks of Announce and Withdraw.
-type announceOp int
-
-const (
-	notAnnounce announceOp = iota
-	announceSwap
-	withdrawSwap
-)
-
 // Announce tells the serving virtiofsd that a swap is coming, the way
 // QEMU tells it that a live migration starts: SET_FEATURES with
 // VHOST_F_LOG_ALL added to the features the VM negotiated. The Rust
@@ -33,18 +24,18 @@ const (
 // (a live migration starting, a driver starting again) replaces it. An
 // announce of a session that is not swappable is refused as Swap would be.
 func (f *Front) Announce(ctx context.Context) error {
-	return f.requestAnnounce(ctx, announceSwap)
+	return f.requestAnnounce(ctx, opAnnounce)
 }
 
 // Withdraw ends an Announce that no swap followed: the serving virtiofsd
 // gets the VM's features back and stops collecting. Without an announce
 // in force it does nothing.
 func (f *Front) Withdraw(ctx context.Context) error {
-	return f.requestAnnounce(ctx, withdrawSwap)
+	return f.requestAnnounce(ctx, opWithdraw)
 }
 
-func (f *Front) requestAnnounce(ctx context.Context, op announceOp) error {
-	req := swapRequest{ctx: ctx, announce: op, done: make(chan swapResponse, 1)}
+func (f *Front) requestAnnounce(ctx context.Context, op requestOp) error {
+	req := swapRequest{ctx: ctx, op: op, done: make(chan swapResponse, 1)}
 	select {
 	case f.swaps <- req:
 	case <-f.ended:
@@ -57,8 +48,8 @@ func (f *Front) requestAnnounce(ctx context.Context, op announceOp) error {
 
 // runAnnounce runs an Announce or Withdraw in Run's loop, with nothing
 // outstanding and the VM held.
-func (f *Front) runAnnounce(ctx context.Context, op announceOp) error {
-	if op == withdrawSwap {
+func (f *Front) runAnnounce(ctx context.Context, op requestOp) error {
+	if op == opWithdraw {
 		return f.withdraw(ctx)
 	}
 	if err := f.checkSwappable(); err != nil {

@@ -569,7 +569,7 @@ var ErrSavedForRestart = errors.New("the session was saved for a restart")
 // the old virtiofsd, its rings given back. SaveForRestart needs Run to be
 // running.
 func (f *Front) SaveForRestart(ctx context.Context) (*Checkpoint, error) {
-	req := swapRequest{ctx: ctx, save: true, done: make(chan swapResponse, 1)}
+	req := swapRequest{ctx: ctx, op: opSaveForRestart, done: make(chan swapResponse, 1)}
 	select {
 	case f.swaps <- req:
 	case <-f.ended:

@@ -255,7 +255,7 @@ func (f *Front) Run(ctx context.Context) error {
 		}
 		f.persist(nil)
 		if pending != nil && len(f.outstanding) == 0 {
-			if pending.save {
+			if pending.op == opSaveForRestart {
 				cp, ended, err := f.saveForRestart(pending.ctx)
 				pending.done <- swapResponse{cp: cp, err: err}
 				pending = nil
@@ -267,14 +267,14 @@ func (f *Front) Run(ctx context.Context) error {
 				}
 				continue
 			}
-			if pending.announce != notAnnounce {
-				pending.done <- swapResponse{err: f.runAnnounce(pending.ctx, pending.announce)}
+			if pending.op == opAnnounce || pending.op == opWithdraw {
+				pending.done <- swapResponse{err: f.runAnnounce(pending.ctx, pending.op)}
 				pending = nil
 				continue
 			}
 			var res SwapResult
 			var err error
-			if pending.backend == nil {
+			if pending.op == opCheckpoint {
 				res, err = f.checkpoint(pending.ctx)
 			} else {
 				res, err = f.swap(pending.ctx, pending.backend)

@@ -293,7 +293,7 @@ func ownReply(req vhostuser.Request, payload []byte) *vhostuser.Message {
 // small state, measured); loading one is not, see
 // Config.RestoreCheckpoint. The result's Pause is the guest's pause.
 func (f *Front) Checkpoint(ctx context.Context) (SwapResult, error) {
-	req := swapRequest{ctx: ctx, done: make(chan swapResponse, 1)}
+	req := swapRequest{ctx: ctx, op: opCheckpoint, done: make(chan swapResponse, 1)}
 	select {
 	case f.swaps <- req:
 	case <-f.ended:

@@ -66,15 +66,24 @@ type SwapResult struct {
 	StateSize int
 }
 
-// swapRequest asks Run's loop for a swap onto backend; with backend nil,
-// for a checkpoint (Front.Checkpoint), with save for a session saved for a
-// restart (SaveForRestart), or with announce for Announce or Withdraw.
+// requestOp is what a request asks of Run's loop. Each runs there with
+// nothing outstanding and the VM held.
+type requestOp int
+
+const (
+	opSwap           requestOp = iota // Swap onto the request's backend
+	opCheckpoint                      // Checkpoint
+	opSaveForRestart                  // SaveForRestart
+	opAnnounce                        // Announce
+	opWithdraw                        // Withdraw
+)
+
+// swapRequest asks Run's loop for op; backend is a swap's new back end.
 type swapRequest struct {
-	ctx      context.Context
-	backend  *net.UnixConn
-	save     bool
-	announce announceOp
-	done     chan swapResponse
+	ctx     context.Context
+	op      requestOp
+	backend *net.UnixConn
+	done    chan swapResponse
 }
 
 // refuse answers a request that never started, closing the new
@@ -103,7 +112,7 @@ type swapResponse struct {
 // is closed. A failure is a *SwapError that says whether the old
 // virtiofsd kept the session. Swap needs Run to be running.
 func (f *Front) Swap(ctx context.Context, newBackend *net.UnixConn) (SwapResult, error) {
-	req := swapRequest{ctx: ctx, backend: newBackend, done: make(chan swapResponse, 1)}
+	req := swapRequest{ctx: ctx, op: opSwap, backend: newBackend, done: make(chan swapResponse, 1)}
 	select {
 	case f.swaps <- req:
 	case <-f.ended:
