@@ -92,6 +92,12 @@ type Supervisor struct {
 	// front, on a private socket), so its connection says nothing of the
 	// VM, and the STATUS= that says a VM is served is the caller's to send.
 	ClientIsShim bool
+	// Ready, if set, is called once virtiofsd's readiness line was told
+	// to systemd (READY=1 and its STATUS=, or the STATUS= alone for a
+	// standby session after the first): a STATUS= the caller sends from
+	// then on follows it. Not called for a virtiofsd that was not ready
+	// in time.
+	Ready func()
 }
 
 // Change is where a session is, as the supervisor has decided it.
@@ -525,6 +531,9 @@ func (ss *session) markReady() {
 			ss.s.SocketPath, ss.s.SharedDir, ss.pid))
 	}
 	close(ss.readyCh)
+	if ss.s.Ready != nil {
+		ss.s.Ready()
+	}
 }
 
 // endReadiness ends the time in which READY=1 may be sent (the ready

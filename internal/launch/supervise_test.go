@@ -200,6 +200,67 @@ func TestReadyOnlyAfterReadinessLineThenCleanEndWhenVMDisconnects(t *testing.T) 
 	})
 }
 
+// TestReadyIsCalledOnceAfterSystemdWasTold: the front accepts the VM
+// before virtiofsd is ready and says it is served once virtiofsd is; its
+// STATUS= must follow READY=1's, so Ready comes after READY=1 went out.
+// A virtiofsd never ready never calls it.
+func TestReadyIsCalledOnceAfterSystemdWasTold(t *testing.T) {
+	s := start(t, virtiofsd.Rust, fakevirtiofsd.Ready)
+	var (
+		mu    sync.Mutex
+		order []string // what systemd was told, and Ready, in order
+	)
+	s.sv.Notifier = notifierFunc(func(msg string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		order = append(order, strings.SplitN(msg, "\n", 2)[0])
+		return nil
+	})
+	called := make(chan struct{})
+	var once sync.Once
+	s.sv.Ready = func() {
+		mu.Lock()
+		order = append(order, "Ready()")
+		mu.Unlock()
+		once.Do(func() { close(called) })
+	}
+	s.run(t)
+	select {
+	case <-called:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Ready was not called within 10s")
+	}
+	c := probe(t, s.sock)
+	c.Close()
+	require.NoError(t, s.wait(t))
+	mu.Lock()
+	got := slices.Clone(order)
+	mu.Unlock()
+	i := slices.Index(got, "READY=1")
+	require.GreaterOrEqual(t, i, 0, "READY=1 sent: %q", got)
+	require.Less(t, i+1, len(got), "%q", got)
+	assert.Equal(t, "Ready()", got[i+1], "Ready right after READY=1: %q", got)
+	n := 0
+	for _, x := range got {
+		if x == "Ready()" {
+			n++
+		}
+	}
+	assert.Equal(t, 1, n, "Ready called once: %q", got)
+
+	never := start(t, virtiofsd.Rust, fakevirtiofsd.NeverReady)
+	never.sv.ReadyTimeout = time.Second
+	never.sv.Ready = func() { t.Error("Ready called for a virtiofsd never ready") }
+	never.run(t)
+	var nr *NotReadyError
+	require.ErrorAs(t, never.wait(t), &nr)
+}
+
+// notifierFunc is a Notifier of a function.
+type notifierFunc func(string) error
+
+func (f notifierFunc) Notify(s string) error { return f(s) }
+
 // TestGuestFileNamesThatReadLikeEventsChangeNothing: while it serves,
 // virtiofsd prints the names a guest looks up, and a name with a newline
 // starts a line that reads exactly like an event line. None of them sends
