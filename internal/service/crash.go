@@ -34,6 +34,20 @@ func (e *CrashLoopError) Error() string {
 // ExitCode is the shim's exit status for a crash loop.
 func (e *CrashLoopError) ExitCode() int { return exitcode.CrashLoop }
 
+// errNotReady refuses the front a fresh virtiofsd when the one that died
+// under it never was ready (crashed says why).
+var errNotReady = errors.New("virtiofsd ended before it was ready")
+
+// notReady says, once, that the VM connected before virtiofsd was ready
+// and loses its connection: in Run's loop.
+func (s *Session) notReady() {
+	if s.toldNotReady {
+		return
+	}
+	s.toldNotReady = true
+	s.Log.Warn("virtiofsd ended before it was ready, with the VM already connected: the VM's connection is closed, and its device setup fails")
+}
+
 // respawnRequest is the front's call for a fresh virtiofsd, served in
 // Run's loop.
 type respawnRequest struct {
@@ -112,9 +126,15 @@ func (s *Session) curDone() <-chan error {
 
 // crashed tells whether err, virtiofsd's end while the VM is connected,
 // is a crash the front may recover from: any end but a clean one (the VM
-// leaving makes virtiofsd exit 0). It puts err back for ended.
+// leaving makes virtiofsd exit 0) of a virtiofsd that was ready. One that
+// fails before it is ready fails its session as it would without a VM:
+// a fresh one would fail alike. It puts err back for ended.
 func (s *Session) crashed(err error) bool {
 	if s.front == nil || err == nil || s.cur.outcome.Released {
+		return false
+	}
+	if !s.cur.isReady() {
+		s.notReady()
 		return false
 	}
 	s.cur.done <- err
@@ -127,6 +147,10 @@ func (s *Session) crashed(err error) bool {
 // it is ready counts as one more crash, and the next is tried, up to the
 // bound.
 func (s *Session) respawn(ctx context.Context, req respawnRequest) respawnReply {
+	if !s.cur.isReady() {
+		s.notReady()
+		return respawnReply{err: errNotReady}
+	}
 	pid, end := s.cur.pid.Load(), s.endOf(s.cur)
 	cause := req.cause
 	for {

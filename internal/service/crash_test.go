@@ -60,9 +60,16 @@ func crashSession(t *testing.T) (*Session, *notes, *test.Hook) {
 	return s, n, hook
 }
 
-// deadBackend is a virtiofsd that ended with err.
+// deadBackend is a virtiofsd that was ready, then ended with err.
 func deadBackend(pid int, err error) *backend {
-	b := &backend{done: make(chan error, 1), cancel: func() {}}
+	b := unreadyBackend(pid, err)
+	close(b.ready)
+	return b
+}
+
+// unreadyBackend is a virtiofsd that ended with err before it was ready.
+func unreadyBackend(pid int, err error) *backend {
+	b := &backend{done: make(chan error, 1), ready: make(chan struct{}), cancel: func() {}}
 	b.pid.Store(int64(pid))
 	b.done <- err
 	return b
@@ -146,6 +153,32 @@ func TestOnlyAFailedEndUnderAConnectedVMIsACrash(t *testing.T) {
 	assert.True(t, s.crashed(killed))
 	assert.Nil(t, s.curDone(), "Run's loop no longer ends on it")
 	assert.Equal(t, killed, <-s.cur.done, "its error waits for the session's end")
+}
+
+// TestAVirtiofsdThatFailsBeforeItIsReadyIsNoCrashEvenWithTheVMConnected:
+// the VM is accepted before virtiofsd is ready (its first requests wait
+// for virtiofsd). One that fails then fails its session as without a VM,
+// with its own error: no fresh virtiofsd is tried, which would fail alike,
+// and the journal says once why the VM loses its connection.
+func TestAVirtiofsdThatFailsBeforeItIsReadyIsNoCrashEvenWithTheVMConnected(t *testing.T) {
+	s, _, hook := crashSession(t)
+	s.front = &front.Front{}
+	failed := &launch.ExitError{Status: syscall.WaitStatus(1 << 8), Flavor: virtiofsd.Rust, BeforeReady: true}
+	s.cur = unreadyBackend(815, failed)
+	assert.False(t, s.crashed(failed))
+	assert.NotNil(t, s.curDone(), "Run's loop ends on it")
+	r := s.respawn(t.Context(), respawnRequest{cause: front.ErrBackendGone})
+	require.ErrorIs(t, r.err, errNotReady, "the front's call for a fresh one, if it comes first, is refused")
+	assert.Nil(t, r.conn)
+	assert.Equal(t, failed, <-s.cur.done, "its error is the session's")
+	var told int
+	for _, e := range hook.AllEntries() {
+		if strings.Contains(e.Message, "ended before it was ready, with the VM already connected") {
+			told++
+		}
+	}
+	assert.Equal(t, 1, told, "said once")
+	assert.Zero(t, s.crashCount.times, "not counted as a crash")
 }
 
 func TestARecoveredSessionIsDegradedInTheStateStatusAndJournal(t *testing.T) {

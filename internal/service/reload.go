@@ -111,6 +111,9 @@ func (s *Session) reload(ctx context.Context) state.ReloadAnswer {
 		return refuse(err.Error())
 	}
 	if s.front != nil {
+		if !s.cur.isReady() {
+			return refuse("virtiofsd is still starting (the VM connected before it was ready): retry once it is")
+		}
 		if st := s.front.Status(); !st.Swappable {
 			return refuse(st.Reason)
 		}

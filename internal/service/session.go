@@ -89,6 +89,9 @@ type Session struct {
 	recoveries int
 	lastEnd    string
 	freshPID   atomic.Int64 // the fresh virtiofsd's pid, for recovered
+	// toldNotReady: the journal said the VM lost its connection to a
+	// virtiofsd that failed before it was ready (notReady).
+	toldNotReady bool
 	// mov is what the state says of whether a restart or reload would
 	// move the session.
 	mov movability
@@ -148,6 +151,7 @@ type backend struct {
 	done    chan error // its supervisor's error, once
 	outcome launch.Outcome
 	ready   chan struct{} // closed at its readiness line
+	started chan struct{} // closed once its process runs
 	pid     atomic.Int64
 	version string
 	binary  *state.Binary // its program as started, nil if unknown
@@ -242,8 +246,8 @@ func (s *Session) start(ctx context.Context, p *plan.Plan, quiet, connect bool) 
 		return nil, err
 	}
 	f := ps.file
-	b := &backend{private: ps, sock: f, done: make(chan error, 1), ready: make(chan struct{}), version: p.Version.Number,
-		binary: binaryOf(p)}
+	b := &backend{private: ps, sock: f, done: make(chan error, 1), ready: make(chan struct{}), started: make(chan struct{}),
+		version: p.Version.Number, binary: binaryOf(p)}
 	if connect {
 		if b.conn, err = ps.connect(); err != nil {
 			f.Close()
@@ -272,11 +276,14 @@ func (s *Session) start(ctx context.Context, p *plan.Plan, quiet, connect bool) 
 	if s.Standby {
 		sv.Standby = s.Number
 	}
-	var readyOnce sync.Once
+	// b is ready once systemd was told so: a STATUS= of the session's
+	// own (the VM served) follows READY=1's.
+	sv.Ready = func() { close(b.ready) }
+	var startedOnce sync.Once
 	sv.Publish = func(c launch.Change) {
 		b.pid.Store(int64(c.PID))
-		if c.Phase == state.Waiting || c.Phase == state.Serving {
-			readyOnce.Do(func() { close(b.ready) })
+		if c.PID != 0 {
+			startedOnce.Do(func() { close(b.started) })
 		}
 		if b.quiet.Load() || in.State == nil {
 			return
@@ -306,7 +313,31 @@ func (s *Session) start(ctx context.Context, p *plan.Plan, quiet, connect bool) 
 	return b, nil
 }
 
-// wait waits for b's readiness line: nil, or the error it ended with.
+// waitStarted waits until b's process runs, and tells whether it does (or
+// ended already). With GOMAXPROCS=1 (the unit's), the VM's accept and the
+// front's start would otherwise run before virtiofsd is even forked, and
+// delay its readiness by as much.
+func (b *backend) waitStarted() bool {
+	select {
+	case <-b.started:
+		return true
+	case err := <-b.done:
+		b.done <- err
+		return false
+	}
+}
+
+// isReady tells whether b's readiness line was told to systemd.
+func (b *backend) isReady() bool {
+	select {
+	case <-b.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// waitReady waits for b's readiness line: nil, or the error it ended with.
 func (b *backend) waitReady(ctx context.Context) error {
 	select {
 	case <-b.ready:
@@ -335,9 +366,15 @@ func (b *backend) stop() error {
 }
 
 // Run serves the session: it starts virtiofsd, accepts the VM on the
-// socket once virtiofsd is ready, relays until the VM hangs up, and
-// answers reload requests meanwhile. Its outcome and error are those
-// launch.Supervisor.RunSession gives for a session without the front.
+// socket at once, relays until the VM hangs up, and answers reload
+// requests meanwhile. A VM that connects before virtiofsd is ready has
+// its first requests wait in virtiofsd's private socket, answered as soon
+// as virtiofsd is: a cold start's first reply waits for virtiofsd alone,
+// not for the shim to read its readiness line. Should virtiofsd fail
+// before it is ready, the VM's connection is closed (QEMU's device setup
+// fails with it) rather than left queued on a socket whose service fails.
+// Its outcome and error are those launch.Supervisor.RunSession gives for a
+// session without the front.
 func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 	var out launch.Outcome
 	in := s.Instance
@@ -376,6 +413,7 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 		listener  net.Listener
 		ready     = b.ready
 		release   = s.Release
+		early     bool // the VM was accepted before virtiofsd was ready
 	)
 	// The front's context: cancelled when the session returns, not with
 	// ctx, so that a restart can still save the session.
@@ -386,6 +424,28 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 			listener.Close()
 		}
 	}()
+	listen := func() error {
+		l, err := net.FileListener(s.Sock.File)
+		if err != nil {
+			return fmt.Errorf("accept on %s: %w", s.Sock, err)
+		}
+		listener = l
+		go func() {
+			c, err := l.Accept()
+			if err != nil {
+				acceptErr <- err
+				return
+			}
+			accepted <- c.(*net.UnixConn)
+		}()
+		return nil
+	}
+	if !resuming && s.cur.waitStarted() {
+		if err := listen(); err != nil {
+			_ = s.cur.stop()
+			return out, err
+		}
+	}
 	for {
 		select {
 		case <-ready:
@@ -402,6 +462,10 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 					s.publishBinary(s.cur)
 					s.setMovable(func(m *movability) { m.front = "" }) // no VM
 					ready = s.cur.ready
+					if err := listen(); err != nil {
+						_ = s.cur.stop()
+						return out, err
+					}
 					continue
 				}
 				out.Served = true
@@ -412,20 +476,12 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 				go func() { frontDone <- f.Run(fctx) }()
 				continue
 			}
-			l, err := net.FileListener(s.Sock.File)
-			if err != nil {
-				_ = s.cur.stop()
-				return out, fmt.Errorf("accept on %s: %w", s.Sock, err)
+			if early {
+				// The VM connected before virtiofsd was ready: it is
+				// served from now on.
+				early = false
+				s.served()
 			}
-			listener = l
-			go func() {
-				c, err := l.Accept()
-				if err != nil {
-					acceptErr <- err
-					return
-				}
-				accepted <- c.(*net.UnixConn)
-			}()
 		case c := <-accepted:
 			out.Served = true
 			s.connected.Store(true)
@@ -443,11 +499,13 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 			// the state, journal and status lines follow.
 			f := s.front
 			go func() { frontDone <- f.Run(fctx) }()
-			if in.State != nil {
-				in.State.Update(func(st *state.State) { st.Phase = state.Serving })
+			if !s.cur.isReady() {
+				early = true
+				s.Log.Info("the VM connected before virtiofsd was ready: the shim relays its vhost-user session, and virtiofsd answers once it is ready")
+				continue
 			}
 			s.Log.Info("the VM connected: the shim relays its vhost-user session to virtiofsd")
-			s.statusServing()
+			s.served()
 		case err := <-acceptErr:
 			if ctx.Err() == nil && !out.Released {
 				_ = s.cur.stop()
@@ -521,6 +579,14 @@ func (s *Session) ended(ctx context.Context, ferr error) error {
 	var perr *vhostuser.ProtocolError
 	var rerr *front.RecoveryError
 	switch {
+	case (errors.As(ferr, &rerr) || errors.Is(ferr, front.ErrBackendGone)) && !s.cur.isReady():
+		// virtiofsd failed before it was ready, the VM connected: its
+		// own error says how (launch.ExitError, BeforeReady).
+		s.notReady()
+		if err == nil {
+			err = ferr
+		}
+		return err
 	case errors.As(ferr, &rerr):
 		if gerr := s.gaveUp(rerr); gerr != nil {
 			return gerr
@@ -566,6 +632,14 @@ func (s *Session) retire(b *backend) {
 			s.Log.WithError(err).WithField("virtiofsd_pid", b.pid.Load()).Warn("the virtiofsd swapped out ended in failure; the session goes on")
 		}
 	}()
+}
+
+// served says the VM is served, in the state and to systemd.
+func (s *Session) served() {
+	if w := s.Instance.State; w != nil {
+		w.Update(func(st *state.State) { st.Phase = state.Serving })
+	}
+	s.statusServing()
 }
 
 // statusServing tells systemd (STATUS=) that the VM is served, and by

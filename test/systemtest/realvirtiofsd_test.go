@@ -3,6 +3,8 @@ package systemtest
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +44,15 @@ func eachRealFlavor(t *testing.T, f func(t *testing.T, fl virtiofsd.Flavor, bin 
 // with NOTIFY_SOCKET a datagram socket the test reads.
 func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify <-chan vhostuser.Datagram, stderr *syncbuf.Buffer) {
 	t.Helper()
+	cmd, sock, notify, stderr, _ = activatedWith(t, false, args...)
+	return cmd, sock, notify, stderr
+}
+
+// activatedWith is activated; withVM connects a VM that asks for the
+// features (GET_FEATURES) before the shim starts, as QEMU does when its
+// connection starts the service, and returns its connection.
+func activatedWith(t *testing.T, withVM bool, args ...string) (cmd *exec.Cmd, sock string, notify <-chan vhostuser.Datagram, stderr *syncbuf.Buffer, vm net.Conn) {
+	t.Helper()
 	sdbox.RequireRoot(t) // the virtiofsds' namespace sandboxes need root
 	bin, err := shimbox.Binary()
 	require.NoError(t, err)
@@ -61,6 +72,14 @@ func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify
 		// shimstate.Path(dir, "vm1").
 		args = append([]string{"run", "--instance=vm1", "--config-dir=" + dir}, args[1:]...)
 	}
+	if withVM {
+		vm, err = net.Dial("unix", sock)
+		require.NoError(t, err)
+		t.Cleanup(func() { vm.Close() })
+		getFeatures := []byte{1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0} // request 1, flags: version 1, size 0
+		_, err = vm.Write(getFeatures)
+		require.NoError(t, err)
+	}
 	cmd = vhostuser.Activated(lf, bin, args...)
 	cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+ns.Path, "RUNTIME_DIRECTORY="+shimstate.Dir(dir))
 	stderr = &syncbuf.Buffer{}
@@ -72,7 +91,7 @@ func activated(t *testing.T, args ...string) (cmd *exec.Cmd, sock string, notify
 			cmd.Wait()
 		}
 	})
-	return cmd, sock, ns.C, stderr
+	return cmd, sock, ns.C, stderr, vm
 }
 
 func nextState(t *testing.T, ch <-chan vhostuser.Datagram) string {
@@ -142,6 +161,65 @@ func TestRealVirtiofsdFailureIsPassedOn(t *testing.T) {
 		default:
 		}
 	})
+}
+
+// TestRealVirtiofsdAnswersAVMThatConnectedBeforeItWasReady: the front
+// accepts a VM queued on the socket at once; its GET_FEATURES waits for
+// virtiofsd in the private socket and is answered, and systemd hears
+// READY=1 and then that the VM is served.
+func TestRealVirtiofsdAnswersAVMThatConnectedBeforeItWasReady(t *testing.T) {
+	sdbox.RequireRoot(t)
+	bin := fakevirtiofsd.Real(t, virtiofsd.Rust)
+	share := t.TempDir()
+	cmd, sock, notify, stderr, vm := activatedWith(t, true, "run", "--shared-dir="+share, "--virtiofsd="+bin)
+	require.NoError(t, vm.SetReadDeadline(time.Now().Add(15*time.Second)))
+	reply := make([]byte, 20) // header and a u64
+	_, err := io.ReadFull(vm, reply)
+	require.NoError(t, err, "the GET_FEATURES reply\n%s", stderr)
+	assert.Equal(t, []byte{1, 0, 0, 0, 5, 0, 0, 0, 8, 0, 0, 0}, reply[:12], "GET_FEATURES, a reply of version 1, 8 bytes")
+	assert.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Starting virtiofsd"))
+	assert.True(t, strings.HasPrefix(nextState(t, notify), "READY=1\nSTATUS=Waiting for a vhost-user client on "+sock))
+	assert.True(t, strings.HasPrefix(nextState(t, notify), "STATUS=Serving a vhost-user client on "+sock), "served, after READY=1")
+	// Once: whether the shim accepted the VM before virtiofsd was ready
+	// (as under systemd) or after.
+	select {
+	case d := <-notify:
+		assert.False(t, strings.HasPrefix(d.State, "STATUS=Serving"), "served said twice")
+	case <-time.After(100 * time.Millisecond):
+	}
+	st, err := shimstate.Read(shimstate.Path(filepath.Dir(sock), "vm1"))
+	require.NoError(t, err)
+	assert.Equal(t, shimstate.Serving, st.Phase)
+	vm.Close()
+	assert.Equal(t, 0, exitOf(t, cmd, stderr), "the shim exits 0 when the VM disconnects\n%s", stderr)
+	assert.Empty(t, virtiofsdFor(share), "no virtiofsd left")
+}
+
+// TestRealVirtiofsdFailureWithTheVMConnectedClosesItsConnection: the
+// front accepts the VM at once, before virtiofsd is ready, so that its
+// first request waits for virtiofsd in the private socket. A virtiofsd
+// that fails before it is ready fails the session as without a VM (its own
+// status, no fresh virtiofsd tried), and the VM's connection is closed,
+// unanswered: QEMU's device setup fails, where a connection left queued
+// would drive the socket into its start limit.
+func TestRealVirtiofsdFailureWithTheVMConnectedClosesItsConnection(t *testing.T) {
+	sdbox.RequireRoot(t)
+	bin := fakevirtiofsd.Real(t, virtiofsd.Rust)
+	share := t.TempDir()
+	cmd, sock, notify, stderr, vm := activatedWith(t, true, "run", "--shared-dir="+share, "--virtiofsd="+bin, "--", "--no-such-option")
+	nextState(t, notify)
+	assert.Equal(t, 2, exitOf(t, cmd, stderr), "virtiofsd's own exit status\n%s", stderr)
+	assert.Contains(t, stderr.String(), "with the VM already connected: the VM's connection is closed")
+	assert.Contains(t, stderr.String(), "error: unexpected argument '--no-such-option' found")
+	assert.Equal(t, 1, strings.Count(stderr.String(), `msg="started virtiofsd"`), "one virtiofsd, not a fresh one after it\n%s", stderr)
+	assert.NotContains(t, stderr.String(), "cannot be recovered", "no crash recovery is tried")
+	require.NoError(t, vm.SetReadDeadline(time.Now().Add(10*time.Second)))
+	n, err := vm.Read(make([]byte, 64))
+	assert.Zero(t, n, "no reply")
+	assert.True(t, errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET), "the VM's connection is closed: %v", err)
+	assert.Empty(t, virtiofsdFor(share), "no virtiofsd left")
+	left, _ := filepath.Glob(filepath.Join(shimstate.Dir(filepath.Dir(sock)), "front-*"))
+	assert.Empty(t, left, "no private socket left")
 }
 
 // exitOf waits for the shim and returns its exit status (-1: killed).
