@@ -71,8 +71,9 @@ func optionKeys(c *config.Config) string {
 
 // modcaps warns of each capability virtiofsd is told to keep
 // (--modcaps=+X) that the service's bounding set lacks: virtiofsd would fail
-// before it is ready ("can't apply the child capabilities"), and a queued
-// client would drive the socket into its start limit.
+// before it is ready ("can't apply the child capabilities"): a VM
+// connected meanwhile loses its connection, or with the front off drives
+// the socket into its start limit.
 func (r *Report) modcaps(c *config.Config, args []string) {
 	bound := generator.BoundingSet(c)
 	for _, capName := range virtiofsd.AddedCapabilities(args) {
