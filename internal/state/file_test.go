@@ -241,3 +241,44 @@ func TestUserStateWithoutXDGRuntimeDirIsAnError(t *testing.T) {
 	_, err := Load(config.User, func(string) string { return "" }, "vm1")
 	assert.ErrorContains(t, err, "XDG_RUNTIME_DIR")
 }
+
+// TestWriterSkipsAChangeThatChangesNothing: the phase told again (by the
+// VM's accept after virtiofsd's line said it) is not written again, nor
+// stamped; a real change is, and so is any change after a failed write.
+func TestWriterSkipsAChangeThatChangesNothing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vm1.json")
+	w := NewWriter(path, "vm1", 812)
+	at := time.Date(2026, 12, 7, 18, 0, 0, 0, time.UTC)
+	w.Now = func() time.Time { return at }
+	w.Update(func(s *State) { s.Phase = Serving })
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	at = at.Add(time.Minute)
+	w.Update(func(s *State) { s.Phase = Serving })
+	again, err := os.Stat(path)
+	require.NoError(t, err)
+	assert.True(t, os.SameFile(fi, again), "not written again (a write renames a new file over it)")
+	got, err := Read(path)
+	require.NoError(t, err)
+	assert.Equal(t, at.Add(-time.Minute), got.Updated, "nor stamped")
+
+	w.Update(func(s *State) { s.Handovers = 1 })
+	got, err = Read(path)
+	require.NoError(t, err)
+	assert.Equal(t, 1, got.Handovers)
+	assert.Equal(t, at, got.Updated)
+
+	// A write that fails is tried again by the next change, even one
+	// that changes nothing since.
+	require.NoError(t, os.Remove(path))
+	require.NoError(t, os.Mkdir(path, 0o755)) // the rename over it fails
+	var failed int
+	w.OnError = func(error) { failed++ }
+	w.Update(func(s *State) { s.Handovers = 2 })
+	require.NoError(t, os.Remove(path))
+	w.Update(func(*State) {})
+	got, err = Read(path)
+	require.NoError(t, err)
+	assert.Equal(t, 1, failed)
+	assert.Equal(t, 2, got.Handovers)
+}

@@ -339,8 +339,9 @@ type Writer struct {
 	// OnError hears a failed write; nil ignores it.
 	OnError func(error)
 
-	mu  sync.Mutex
-	cur State
+	mu      sync.Mutex
+	cur     State
+	written []byte // the record last written, nil before the first
 }
 
 // NewWriter starts the record of a run of the shim whose pid is pid.
@@ -349,11 +350,19 @@ func NewWriter(path, instance string, pid int) *Writer {
 		UnmovableReason: UnmovableStarting}}
 }
 
-// Update applies change to the record and writes it.
+// Update applies change to the record and writes it. A change that leaves
+// the record as last written is not written again, nor stamped: several
+// parts of a session tell the same phase (virtiofsd's lines, the VM's
+// accept), and a cold start's first reply waits behind each write.
 func (w *Writer) Update(change func(*State)) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	change(&w.cur)
+	if w.written != nil {
+		if b, err := Marshal(&w.cur); err == nil && bytes.Equal(b, w.written) {
+			return
+		}
+	}
 	now := time.Now
 	if w.Now != nil {
 		now = w.Now
@@ -376,7 +385,11 @@ func (w *Writer) write() error {
 	if err := os.MkdirAll(filepath.Dir(w.Path), 0o755); err != nil {
 		return err
 	}
-	return WriteFile(w.Path, b, 0o644)
+	if err := WriteFile(w.Path, b, 0o644); err != nil {
+		return err
+	}
+	w.written = b
+	return nil
 }
 
 // Current is a copy of the record.
