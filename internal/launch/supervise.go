@@ -98,6 +98,10 @@ type Supervisor struct {
 	// then on follows it. Not called for a virtiofsd that was not ready
 	// in time.
 	Ready func()
+	// ClientConnected, with ClientIsShim, tells at the readiness line
+	// whether the caller already accepted the VM: READY=1's STATUS= then
+	// says it is served. nil: it says virtiofsd waits for one.
+	ClientConnected func() bool
 }
 
 // Change is where a session is, as the supervisor has decided it.
@@ -519,7 +523,16 @@ func (ss *session) markReady() {
 		return
 	}
 	ss.ready = true
-	if ss.s.Standby > 0 {
+	if ss.s.ClientConnected != nil && ss.s.ClientConnected() {
+		// The client came before virtiofsd was ready: one message says
+		// both, instead of a Waiting the caller would correct at once.
+		msg := fmt.Sprintf("STATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
+			ss.s.SocketPath, ss.s.SharedDir, ss.pid)
+		if ss.s.Standby <= 1 {
+			msg = "READY=1\n" + msg
+		}
+		ss.notifyLocked(msg)
+	} else if ss.s.Standby > 0 {
 		msg := fmt.Sprintf("STATUS=Waiting for a vhost-user client on %s, sharing %s (virtiofsd pid %d, standby for session %d)",
 			ss.s.SocketPath, ss.s.SharedDir, ss.pid, ss.s.Standby)
 		if ss.s.Standby == 1 {

@@ -256,6 +256,28 @@ func TestReadyIsCalledOnceAfterSystemdWasTold(t *testing.T) {
 	require.ErrorAs(t, never.wait(t), &nr)
 }
 
+// TestReadySaysServedWhenTheShimAcceptedTheVMFirst: the front accepts the
+// VM before virtiofsd is ready; READY=1 then says it is served, in one
+// message, and virtiofsd's own connection (the shim's) sends no STATUS=.
+func TestReadySaysServedWhenTheShimAcceptedTheVMFirst(t *testing.T) {
+	for _, standby := range []int{0, 1, 2} {
+		s := start(t, virtiofsd.Rust, fakevirtiofsd.Ready)
+		s.sv.ClientIsShim, s.sv.Standby = true, standby
+		s.sv.ClientConnected = func() bool { return true }
+		s.run(t)
+		assert.True(t, strings.HasPrefix(s.notify.next(t), "STATUS=Starting"))
+		want := "STATUS=Serving a vhost-user client on " + s.sock
+		if standby <= 1 {
+			want = "READY=1\n" + want
+		}
+		assert.True(t, strings.HasPrefix(s.notify.next(t), want), "standby %d", standby)
+		c := probe(t, s.sock)
+		c.Close()
+		require.NoError(t, s.wait(t))
+		s.notify.none(t)
+	}
+}
+
 // notifierFunc is a Notifier of a function.
 type notifierFunc func(string) error
 

@@ -152,9 +152,12 @@ type backend struct {
 	outcome launch.Outcome
 	ready   chan struct{} // closed at its readiness line
 	started chan struct{} // closed once its process runs
-	pid     atomic.Int64
-	version string
-	binary  *state.Binary // its program as started, nil if unknown
+	// saidServing: its READY=1 said the VM is served (it was accepted
+	// before virtiofsd was ready).
+	saidServing atomic.Bool
+	pid         atomic.Int64
+	version     string
+	binary      *state.Binary // its program as started, nil if unknown
 	// quiet: its supervisor tells systemd and the state nothing (a
 	// candidate before the swap, or one swapped out).
 	quiet atomic.Bool
@@ -279,6 +282,13 @@ func (s *Session) start(ctx context.Context, p *plan.Plan, quiet, connect bool) 
 	// b is ready once systemd was told so: a STATUS= of the session's
 	// own (the VM served) follows READY=1's.
 	sv.Ready = func() { close(b.ready) }
+	sv.ClientConnected = func() bool {
+		if s.connected.Load() {
+			b.saidServing.Store(true)
+			return true
+		}
+		return false
+	}
 	var startedOnce sync.Once
 	sv.Publish = func(c launch.Change) {
 		b.pid.Store(int64(c.PID))
@@ -478,9 +488,16 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 			}
 			if early {
 				// The VM connected before virtiofsd was ready: it is
-				// served from now on.
+				// served from now on. READY=1 said so, unless the VM
+				// came just after it was sent.
 				early = false
-				s.served()
+				if s.cur.saidServing.Load() {
+					if w := in.State; w != nil {
+						w.Update(func(st *state.State) { st.Phase = state.Serving })
+					}
+				} else {
+					s.served()
+				}
 			}
 		case c := <-accepted:
 			out.Served = true
@@ -488,8 +505,16 @@ func (s *Session) Run(ctx context.Context) (launch.Outcome, error) {
 			if s.cur.conn == nil {
 				conn, err := s.cur.private.connect()
 				if err != nil {
+					// Refused: virtiofsd ended (its supervisor closed the
+					// socket), and its own error says why.
 					c.Close()
-					_ = s.cur.stop()
+					ready := s.cur.isReady()
+					if verr := s.cur.stop(); verr != nil {
+						if !ready {
+							s.notReady()
+						}
+						return out, verr
+					}
 					return out, err
 				}
 				s.cur.conn = conn
