@@ -485,8 +485,7 @@ func (ss *session) line(raw string) {
 		}
 	case virtiofsd.Connected:
 		if ss.enter(state.Waiting, state.Serving) && !ss.s.ClientIsShim {
-			ss.notify(fmt.Sprintf("STATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
-				ss.s.SocketPath, ss.s.SharedDir, ss.pid))
+			ss.notify(ServingStatus(ss.s.SocketPath, ss.s.SharedDir, ss.pid))
 		}
 	case virtiofsd.MigrationLoadFailed, virtiofsd.MigrationSaveFailed:
 		// Only a serving virtiofsd transfers state: the same text at
@@ -526,8 +525,7 @@ func (ss *session) markReady() {
 	if ss.s.ClientConnected != nil && ss.s.ClientConnected() {
 		// The client came before virtiofsd was ready: one message says
 		// both, instead of a Waiting the caller would correct at once.
-		msg := fmt.Sprintf("STATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
-			ss.s.SocketPath, ss.s.SharedDir, ss.pid)
+		msg := ServingStatus(ss.s.SocketPath, ss.s.SharedDir, ss.pid)
 		if ss.s.Standby <= 1 {
 			msg = "READY=1\n" + msg
 		}
@@ -547,6 +545,13 @@ func (ss *session) markReady() {
 	if ss.s.Ready != nil {
 		ss.s.Ready()
 	}
+}
+
+// ServingStatus is the STATUS= that says a VM is served on socket by
+// virtiofsd pid: the supervisor's, and the front's (which accepts the VM
+// itself), word for word.
+func ServingStatus(socket, sharedDir string, pid int) string {
+	return fmt.Sprintf("STATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d)", socket, sharedDir, pid)
 }
 
 // endReadiness ends the time in which READY=1 may be sent (the ready

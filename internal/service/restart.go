@@ -12,6 +12,7 @@ import (
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/fdstore"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/front"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/handover"
+	"github.com/virtiofsd-shim/virtiofsd-shim/internal/launch"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/plan"
 	"github.com/virtiofsd-shim/virtiofsd-shim/internal/state"
 )
@@ -150,8 +151,8 @@ func (s *Session) resumeKept(ctx context.Context) (*front.Front, func()) {
 	}
 	return f, func() {
 		if in.Notifier != nil {
-			_ = in.Notifier.Notify(fmt.Sprintf("READY=1\nSTATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d), resumed after a restart",
-				s.Sock, s.Plan.Config.SharedDir, s.cur.pid.Load()))
+			_ = in.Notifier.Notify("READY=1\n" + launch.ServingStatus(s.Sock.String(), s.Plan.Config.SharedDir, int(s.cur.pid.Load())) +
+				", resumed after a restart")
 		}
 	}
 }

@@ -671,7 +671,6 @@ func (s *Session) served() {
 // which virtiofsd: when the VM connects, and after each swap.
 func (s *Session) statusServing() {
 	if n := s.Instance.Notifier; n != nil {
-		_ = n.Notify(fmt.Sprintf("STATUS=Serving a vhost-user client on %s, sharing %s (virtiofsd pid %d)",
-			s.Sock, s.Plan.Config.SharedDir, s.cur.pid.Load()))
+		_ = n.Notify(launch.ServingStatus(s.Sock.String(), s.Plan.Config.SharedDir, int(s.cur.pid.Load())))
 	}
 }
